@@ -1,0 +1,353 @@
+//! Element-wise binary kernels with broadcasting by strides (no broadcast copies), and `where`.
+//! Inputs arrive with one common dtype (`ops` inserted the casts).
+
+use super::copy::{HALF_CHUNK, SendConstPtr, SendPtr, f32_to_half, half_to_f32};
+use super::simd::{self, math as m};
+use super::strided::{PAR_MIN_ELEMS, Walk, broadcast_strides};
+use crate::array::Meta;
+use crate::dtype::{Dtype, Element};
+use crate::error::Result;
+use crate::layout::{ArrayData, row_major_strides};
+use crate::primitive::BinaryOp;
+
+/// Arithmetic with NumPy semantics per type: integers wrap, integer division by zero gives 0
+/// (NumPy warns and gives 0; we never trap), floor division and remainder follow the divisor's
+/// sign, float max/min propagate NaN.
+pub(crate) trait Arith: Element + PartialOrd {
+    fn add(a: Self, b: Self) -> Self;
+    fn sub(a: Self, b: Self) -> Self;
+    fn mul(a: Self, b: Self) -> Self;
+    fn div(a: Self, b: Self) -> Self;
+    fn floordiv(a: Self, b: Self) -> Self;
+    fn rem(a: Self, b: Self) -> Self;
+    fn pow(a: Self, b: Self) -> Self;
+    fn max(a: Self, b: Self) -> Self;
+    fn min(a: Self, b: Self) -> Self;
+    fn atan2(a: Self, b: Self) -> Self;
+    fn logaddexp(a: Self, b: Self) -> Self;
+    fn bitand(a: Self, b: Self) -> Self;
+    fn bitor(a: Self, b: Self) -> Self;
+    fn bitxor(a: Self, b: Self) -> Self;
+    fn shl(a: Self, b: Self) -> Self;
+    fn shr(a: Self, b: Self) -> Self;
+    fn truthy(a: Self) -> bool;
+}
+
+macro_rules! float_arith {
+    ($t:ty, $atan2:expr, $logaddexp:expr) => {
+        impl Arith for $t {
+            #[inline(always)] fn add(a: Self, b: Self) -> Self { a + b }
+            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a - b }
+            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a * b }
+            #[inline(always)] fn div(a: Self, b: Self) -> Self { a / b }
+            #[inline(always)] fn floordiv(a: Self, b: Self) -> Self { (a / b).floor() }
+            #[inline(always)] fn rem(a: Self, b: Self) -> Self {
+                let r = a % b;
+                if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r }
+            }
+            #[inline(always)] fn pow(a: Self, b: Self) -> Self { a.powf(b) }
+            #[inline(always)] fn max(a: Self, b: Self) -> Self { if a.is_nan() || a > b { a } else if b.is_nan() { b } else { b } }
+            #[inline(always)] fn min(a: Self, b: Self) -> Self { if a.is_nan() || a < b { a } else { b } }
+            #[inline(always)] fn atan2(a: Self, b: Self) -> Self { let f: fn($t, $t) -> $t = $atan2; f(a, b) }
+            #[inline(always)] fn logaddexp(a: Self, b: Self) -> Self { let f: fn($t, $t) -> $t = $logaddexp; f(a, b) }
+            fn bitand(a: Self, _: Self) -> Self { a }
+            fn bitor(a: Self, _: Self) -> Self { a }
+            fn bitxor(a: Self, _: Self) -> Self { a }
+            fn shl(a: Self, _: Self) -> Self { a }
+            fn shr(a: Self, _: Self) -> Self { a }
+            #[inline(always)] fn truthy(a: Self) -> bool { a != 0.0 }
+        }
+    };
+}
+
+#[inline(always)]
+fn logaddexp_f32(a: f32, b: f32) -> f32 {
+    let mx = if a > b { a } else { b };
+    let d = -(a - b).abs();
+    // a == b == ±inf gives d = NaN: the answer is that infinity.
+    let r = mx + m::log1p_f32(m::exp_f32(d));
+    if d.is_nan() && !a.is_nan() && !b.is_nan() { mx } else if a.is_nan() || b.is_nan() { f32::NAN } else { r }
+}
+
+fn logaddexp_f64(a: f64, b: f64) -> f64 {
+    let mx = a.max(b);
+    let d = -(a - b).abs();
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if d.is_nan() {
+        mx
+    } else {
+        mx + d.exp().ln_1p()
+    }
+}
+
+float_arith!(f32, m::atan2_f32, logaddexp_f32);
+float_arith!(f64, f64::atan2, logaddexp_f64);
+
+macro_rules! int_arith {
+    ($t:ty, $signed:expr, $bits:expr) => {
+        impl Arith for $t {
+            #[inline(always)] fn add(a: Self, b: Self) -> Self { a.wrapping_add(b) }
+            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a.wrapping_sub(b) }
+            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a.wrapping_mul(b) }
+            #[inline(always)] fn div(a: Self, b: Self) -> Self { Self::floordiv(a, b) }
+            #[inline(always)] fn floordiv(a: Self, b: Self) -> Self {
+                if b == 0 { return 0; }
+                let q = a.wrapping_div(b);
+                if $signed && a.wrapping_rem(b) != 0 && ((a < (0 as $t)) != (b < (0 as $t))) { q.wrapping_sub(1) } else { q }
+            }
+            #[inline(always)] fn rem(a: Self, b: Self) -> Self {
+                if b == 0 { return 0; }
+                let r = a.wrapping_rem(b);
+                if $signed && r != 0 && ((r < (0 as $t)) != (b < (0 as $t))) { r.wrapping_add(b) } else { r }
+            }
+            fn pow(a: Self, b: Self) -> Self {
+                if $signed && b < (0 as $t) {
+                    // Only ±1 have integer results for negative exponents.
+                    return if a == 1 { 1 } else if $signed && a == (0 as $t).wrapping_sub(1) { if b % 2 == 0 { 1 } else { a } } else { 0 };
+                }
+                let (mut base, mut e, mut acc) = (a, b, 1 as $t);
+                while e > 0 {
+                    if e & 1 == 1 { acc = acc.wrapping_mul(base); }
+                    base = base.wrapping_mul(base);
+                    e >>= 1;
+                }
+                acc
+            }
+            #[inline(always)] fn max(a: Self, b: Self) -> Self { if a > b { a } else { b } }
+            #[inline(always)] fn min(a: Self, b: Self) -> Self { if a < b { a } else { b } }
+            fn atan2(a: Self, _: Self) -> Self { a }
+            fn logaddexp(a: Self, _: Self) -> Self { a }
+            #[inline(always)] fn bitand(a: Self, b: Self) -> Self { a & b }
+            #[inline(always)] fn bitor(a: Self, b: Self) -> Self { a | b }
+            #[inline(always)] fn bitxor(a: Self, b: Self) -> Self { a ^ b }
+            #[inline(always)] fn shl(a: Self, b: Self) -> Self {
+                if b < (0 as $t) || b as u64 >= $bits { 0 } else { a.wrapping_shl(b as u32) }
+            }
+            #[inline(always)] fn shr(a: Self, b: Self) -> Self {
+                if b < (0 as $t) || b as u64 >= $bits { if a < (0 as $t) { (0 as $t).wrapping_sub(1) } else { 0 } } else { a.wrapping_shr(b as u32) }
+            }
+            #[inline(always)] fn truthy(a: Self) -> bool { a != 0 }
+        }
+    };
+}
+int_arith!(u8, false, 8);
+int_arith!(u32, false, 32);
+int_arith!(i32, true, 32);
+int_arith!(i64, true, 64);
+
+impl Arith for bool {
+    fn add(a: Self, b: Self) -> Self { a | b }
+    fn sub(a: Self, b: Self) -> Self { a ^ b }
+    fn mul(a: Self, b: Self) -> Self { a & b }
+    fn div(a: Self, b: Self) -> Self { a & b }
+    fn floordiv(a: Self, b: Self) -> Self { a & b }
+    fn rem(_: Self, _: Self) -> Self { false }
+    fn pow(a: Self, b: Self) -> Self { a | !b }
+    fn max(a: Self, b: Self) -> Self { a | b }
+    fn min(a: Self, b: Self) -> Self { a & b }
+    fn atan2(a: Self, _: Self) -> Self { a }
+    fn logaddexp(a: Self, b: Self) -> Self { a | b }
+    fn bitand(a: Self, b: Self) -> Self { a & b }
+    fn bitor(a: Self, b: Self) -> Self { a | b }
+    fn bitxor(a: Self, b: Self) -> Self { a ^ b }
+    fn shl(a: Self, b: Self) -> Self { a & !b }
+    fn shr(a: Self, b: Self) -> Self { a & !b }
+    fn truthy(a: Self) -> bool { a }
+}
+
+// Half types are staged through f32 and never use these; they exist for the dtype dispatch.
+macro_rules! staged_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            fn add(a: Self, _: Self) -> Self { a }
+            fn sub(a: Self, _: Self) -> Self { a }
+            fn mul(a: Self, _: Self) -> Self { a }
+            fn div(a: Self, _: Self) -> Self { a }
+            fn floordiv(a: Self, _: Self) -> Self { a }
+            fn rem(a: Self, _: Self) -> Self { a }
+            fn pow(a: Self, _: Self) -> Self { a }
+            fn max(a: Self, _: Self) -> Self { a }
+            fn min(a: Self, _: Self) -> Self { a }
+            fn atan2(a: Self, _: Self) -> Self { a }
+            fn logaddexp(a: Self, _: Self) -> Self { a }
+            fn bitand(a: Self, _: Self) -> Self { a }
+            fn bitor(a: Self, _: Self) -> Self { a }
+            fn bitxor(a: Self, _: Self) -> Self { a }
+            fn shl(a: Self, _: Self) -> Self { a }
+            fn shr(a: Self, _: Self) -> Self { a }
+            fn truthy(a: Self) -> bool { a.to_f32() != 0.0 }
+        }
+    )*};
+}
+staged_arith!(half::f16, half::bf16);
+
+/// `d[i] = f(a[i*sa], b[i*sb])`, specialised for the common stride patterns so each vectorises.
+#[inline(always)]
+unsafe fn bin_row<T: Copy, U: Copy>(
+    a: *const T,
+    sa: isize,
+    b: *const T,
+    sb: isize,
+    d: *mut U,
+    n: usize,
+    f: impl Fn(T, T) -> U,
+) {
+    match (sa, sb) {
+        (1, 1) => {
+            for i in 0..n {
+                *d.add(i) = f(*a.add(i), *b.add(i));
+            }
+        }
+        (1, 0) => {
+            let bv = *b;
+            for i in 0..n {
+                *d.add(i) = f(*a.add(i), bv);
+            }
+        }
+        (0, 1) => {
+            let av = *a;
+            for i in 0..n {
+                *d.add(i) = f(av, *b.add(i));
+            }
+        }
+        _ => {
+            for i in 0..n {
+                *d.add(i) = f(*a.offset(i as isize * sa), *b.offset(i as isize * sb));
+            }
+        }
+    }
+}
+
+/// One row of a same-typed binary op producing `T` (arithmetic) or bool (comparisons, logic).
+#[inline(always)]
+unsafe fn typed_row<T: Arith>(op: BinaryOp, a: *const T, sa: isize, b: *const T, sb: isize, d: *mut u8, n: usize) {
+    use BinaryOp::*;
+    let dt = d as *mut T;
+    let db = d as *mut bool;
+    match op {
+        Add => bin_row(a, sa, b, sb, dt, n, T::add),
+        Sub => bin_row(a, sa, b, sb, dt, n, T::sub),
+        Mul => bin_row(a, sa, b, sb, dt, n, T::mul),
+        Div => bin_row(a, sa, b, sb, dt, n, T::div),
+        FloorDiv => bin_row(a, sa, b, sb, dt, n, T::floordiv),
+        Rem => bin_row(a, sa, b, sb, dt, n, T::rem),
+        Pow => bin_row(a, sa, b, sb, dt, n, T::pow),
+        Max => bin_row(a, sa, b, sb, dt, n, T::max),
+        Min => bin_row(a, sa, b, sb, dt, n, T::min),
+        Atan2 => bin_row(a, sa, b, sb, dt, n, T::atan2),
+        LogAddExp => bin_row(a, sa, b, sb, dt, n, T::logaddexp),
+        BitAnd => bin_row(a, sa, b, sb, dt, n, T::bitand),
+        BitOr => bin_row(a, sa, b, sb, dt, n, T::bitor),
+        BitXor => bin_row(a, sa, b, sb, dt, n, T::bitxor),
+        Shl => bin_row(a, sa, b, sb, dt, n, T::shl),
+        Shr => bin_row(a, sa, b, sb, dt, n, T::shr),
+        Eq => bin_row(a, sa, b, sb, db, n, |x, y| x == y),
+        Ne => bin_row(a, sa, b, sb, db, n, |x, y| x != y),
+        Lt => bin_row(a, sa, b, sb, db, n, |x, y| x < y),
+        Le => bin_row(a, sa, b, sb, db, n, |x, y| x <= y),
+        Gt => bin_row(a, sa, b, sb, db, n, |x, y| x > y),
+        Ge => bin_row(a, sa, b, sb, db, n, |x, y| x >= y),
+        LogicalAnd => bin_row(a, sa, b, sb, db, n, |x, y| T::truthy(x) && T::truthy(y)),
+        LogicalOr => bin_row(a, sa, b, sb, db, n, |x, y| T::truthy(x) || T::truthy(y)),
+    }
+}
+
+pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<ArrayData> {
+    let same_shape = |x: &ArrayData| x.layout.shape == out.shape && x.dtype == out.dtype;
+    let o = if a.is_donatable() && same_shape(a) {
+        a.clone()
+    } else if b.is_donatable() && same_shape(b) {
+        b.clone()
+    } else {
+        ArrayData::alloc(out.dtype, &out.shape)?
+    };
+    if o.size() == 0 {
+        return Ok(o);
+    }
+    let sa = broadcast_strides(&a.layout.shape, &a.layout.strides, &out.shape);
+    let sb = broadcast_strides(&b.layout.shape, &b.layout.strides, &out.shape);
+    let so = row_major_strides(&out.shape);
+    let walk = Walk::<3>::new(&out.shape, [&so, &sa, &sb]);
+    let n = walk.inner_len();
+    let [_, ia, ib] = walk.inner_strides();
+    let out_size = out.dtype.size() as isize;
+    let dp = SendPtr(o.mut_ptr::<u8>());
+    crate::dispatch_dtype!(a.dtype, T => {
+        let ap = SendConstPtr(a.ptr::<T>());
+        let bp = SendConstPtr(b.ptr::<T>());
+        let half = matches!(T::DTYPE, Dtype::F16 | Dtype::BF16);
+        walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
+            let (ap, bp, dp) = (ap, bp, dp);
+            // SAFETY: offsets come from the layouts; the output row is row-major and disjoint per task.
+            unsafe {
+                let (x, y, d) = (ap.get().offset(offs[1]), bp.get().offset(offs[2]), dp.get().offset(offs[0] * out_size));
+                if half {
+                    half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
+                } else {
+                    simd::dispatch(|| typed_row::<T>(op, x, ia, y, ib, d, n));
+                }
+            }
+        });
+    });
+    Ok(o)
+}
+
+/// Half precision: both operands staged to f32 chunks, computed in f32, rounded once.
+unsafe fn half_row<T: Element>(op: BinaryOp, a: *const T, sa: isize, b: *const T, sb: isize, d: *mut u8, n: usize, bool_out: bool) {
+    let mut fa = [0f32; HALF_CHUNK];
+    let mut fb = [0f32; HALF_CHUNK];
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(HALF_CHUNK);
+        simd::dispatch(|| {
+            half_to_f32::<T>(a.offset(i as isize * sa), sa, &mut fa[..k]);
+            half_to_f32::<T>(b.offset(i as isize * sb), sb, &mut fb[..k]);
+        });
+        if bool_out {
+            simd::dispatch(|| typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, d.add(i), k));
+        } else {
+            simd::dispatch(|| {
+                typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, fa.as_mut_ptr() as *mut u8, k);
+                f32_to_half::<T>(&fa[..k], (d as *mut T).add(i));
+            });
+        }
+        i += k;
+    }
+}
+
+/// `where(cond, x, y)` with broadcasting; cond is bool, x and y share the output dtype.
+pub(crate) fn select(c: &ArrayData, x: &ArrayData, y: &ArrayData, out: &Meta) -> Result<ArrayData> {
+    let o = ArrayData::alloc(out.dtype, &out.shape)?;
+    if o.size() == 0 {
+        return Ok(o);
+    }
+    let so = row_major_strides(&out.shape);
+    let sc = broadcast_strides(&c.layout.shape, &c.layout.strides, &out.shape);
+    let sx = broadcast_strides(&x.layout.shape, &x.layout.strides, &out.shape);
+    let sy = broadcast_strides(&y.layout.shape, &y.layout.strides, &out.shape);
+    let walk = Walk::<4>::new(&out.shape, [&so, &sc, &sx, &sy]);
+    let n = walk.inner_len();
+    let [_, ic, ix, iy] = walk.inner_strides();
+    let cp = SendConstPtr(c.ptr::<bool>());
+    crate::dispatch_dtype!(x.dtype, T => {
+        let xp = SendConstPtr(x.ptr::<T>());
+        let yp = SendConstPtr(y.ptr::<T>());
+        let dp = SendPtr(o.mut_ptr::<T>());
+        walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
+            let (cp, xp, yp, dp) = (cp, xp, yp, dp);
+            // SAFETY: offsets come from the layouts; output rows are disjoint per task.
+            unsafe {
+                simd::dispatch(|| {
+                    for i in 0..n as isize {
+                        let cv = *cp.get().offset(offs[1] + i * ic);
+                        let xv = *xp.get().offset(offs[2] + i * ix);
+                        let yv = *yp.get().offset(offs[3] + i * iy);
+                        *dp.get().offset(offs[0] + i) = if cv { xv } else { yv };
+                    }
+                })
+            }
+        });
+    });
+    Ok(o)
+}

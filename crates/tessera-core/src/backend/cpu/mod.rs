@@ -1,0 +1,103 @@
+//! The CPU backend: vectorised kernels (runtime AVX-512/AVX2 selection, portable fallback),
+//! a persistent thread pool for large ops, GEMM through the `gemm` crate and our own GEMV and
+//! bf16 kernels. Kernels accept strided inputs; views never copy.
+
+mod binary;
+pub(crate) mod copy;
+// TEMPORARY until the tuned GEMM/GEMV kernels land.
+#[path = "gemm_shim.rs"]
+mod gemm;
+mod index;
+mod matmul;
+pub mod pool;
+pub mod random;
+mod reduce;
+pub mod simd;
+mod sort;
+pub(crate) mod strided;
+mod unary;
+
+use super::Backend;
+use crate::array::Meta;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::layout::ArrayData;
+use crate::primitive::Primitive;
+use crate::stream::Stream;
+
+/// The CPU backend (a unit struct: all state lives in the pool and the allocator).
+pub struct Cpu;
+
+pub(crate) static CPU: Cpu = Cpu;
+
+fn one(outputs: &[Meta]) -> Result<&Meta> {
+    outputs.first().ok_or(Error::Invalid { op: "eval", msg: "node without outputs".into() })
+}
+
+fn arg(inputs: &[ArrayData], i: usize, p: &Primitive) -> Result<ArrayData> {
+    inputs.get(i).cloned().ok_or_else(|| Error::Invalid { op: "eval", msg: format!("{p} is missing input {i}") })
+}
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn supports(&self, _primitive: &Primitive, _dtypes: &[Dtype]) -> bool {
+        true
+    }
+
+    fn eval(&self, _stream: &Stream, p: &Primitive, inputs: &[ArrayData], outputs: &[Meta]) -> Result<Vec<ArrayData>> {
+        let out = one(outputs)?;
+        let x = || arg(inputs, 0, p);
+        let data = match p {
+            Primitive::Unary(op) => unary::unary(*op, &x()?, out)?,
+            Primitive::Binary(op) => binary::binary(*op, &x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::Select => binary::select(&x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?,
+            Primitive::AsType(dt) => {
+                let x = x()?;
+                if x.dtype == *dt { x } else { copy::convert(&x, *dt)? }
+            }
+            Primitive::Copy => copy::ensure_contiguous(&x()?)?,
+            Primitive::Arange { start, step } => arange(*start, *step, out)?,
+            Primitive::RandomBits => random::random_bits(&x()?, out)?,
+            Primitive::Reshape(shape) => index::reshape(&x()?, shape)?,
+            Primitive::Transpose(perm) => index::transpose(&x()?, perm),
+            Primitive::Slice { start, step } => index::slice(&x()?, start, step, &out.shape),
+            Primitive::Broadcast(shape) => index::broadcast(&x()?, shape),
+            Primitive::Reduce { op, axes } => reduce::reduce(*op, axes, &x()?, out)?,
+            Primitive::ArgReduce { op, axis } => reduce::arg_reduce(*op, *axis, &x()?, out)?,
+            Primitive::Scan { op, axis, reverse, inclusive } => {
+                reduce::scan(*op, *axis, *reverse, *inclusive, &x()?, out)?
+            }
+            Primitive::Concatenate { axis } => index::concatenate(*axis, inputs, out)?,
+            Primitive::Take { axis } => index::take(*axis, &x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::TakeAlong { axis } => index::take_along(*axis, &x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::ScatterAlong { axis, mode } => {
+                index::scatter_along(*axis, *mode, &x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?
+            }
+            Primitive::SliceUpdate { start, step } => index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?,
+            Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
+            Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,
+        };
+        Ok(vec![data])
+    }
+
+    fn synchronize(&self, _stream: &Stream) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn arange(start: f64, step: f64, out: &Meta) -> Result<ArrayData> {
+    let o = ArrayData::alloc(out.dtype, &out.shape)?;
+    let n = o.size();
+    crate::dispatch_dtype!(out.dtype, T => {
+        let d = o.mut_ptr::<T>();
+        for i in 0..n {
+            // SAFETY: i < n.
+            unsafe { *d.add(i) = <T as crate::dtype::Element>::from_f64(start + i as f64 * step) };
+        }
+    });
+    Ok(o)
+}

@@ -1,0 +1,265 @@
+//! A small persistent thread pool for splitting one kernel across cores.
+//!
+//! Why not rayon for everything: on a small VM a rayon `join`/`par_iter` costs tens of
+//! microseconds of wake-up and work-stealing bookkeeping, which is more than an element-wise op
+//! over a few hundred thousand elements takes. This pool keeps `n - 1` workers that spin briefly
+//! after each job (so back-to-back ops find them awake) and then sleep on a condvar, and the
+//! calling thread always does its share of the work.
+//!
+//! Safety design: a job lives on the caller's stack. Workers only touch it between taking a
+//! reference (under the pool mutex, while the job is published) and dropping it; the caller
+//! unpublishes the job and then waits until no worker holds a reference before returning.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type TaskFn<'a> = dyn Fn(usize) + Sync + 'a;
+
+struct Job {
+    /// Erased `&TaskFn`; valid while `refs > 0` or the job is published.
+    f: *const TaskFn<'static>,
+    n_tasks: usize,
+    next: AtomicUsize,
+    refs: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl Job {
+    /// Claims and runs tasks until none are left.
+    fn run_tasks(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.n_tasks {
+                return;
+            }
+            // SAFETY: `f` outlives every reference holder (see module docs).
+            let f = unsafe { &*self.f };
+            if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct JobPtr(*const Job);
+// SAFETY: the pointee is only accessed under the protocol described in the module docs.
+unsafe impl Send for JobPtr {}
+
+struct State {
+    job: Option<JobPtr>,
+    generation: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Bumped with `state.generation`, readable without the lock for spinning workers.
+    generation: AtomicUsize,
+}
+
+/// The pool: `threads - 1` workers plus the calling thread.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    threads: usize,
+    /// Only one caller at a time publishes a job; others run their work inline.
+    submit: Mutex<()>,
+}
+
+thread_local! {
+    static IN_POOL_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+const SPIN: Duration = Duration::from_micros(50);
+
+impl ThreadPool {
+    /// A pool using `threads` threads in all (the caller counts as one).
+    pub fn new(threads: usize) -> ThreadPool {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
+            wake: Condvar::new(),
+            generation: AtomicUsize::new(0),
+        });
+        for w in 1..threads {
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tessera-worker-{w}"))
+                .spawn(move || worker_loop(&shared));
+            if spawned.is_err() {
+                // Fewer workers only means less parallelism; the caller still runs every task.
+                break;
+            }
+        }
+        ThreadPool { shared, threads, submit: Mutex::new(()) }
+    }
+
+    /// Number of threads that share a job, the caller included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(0) .. f(n_tasks - 1)`, spread over the pool; returns when all are done.
+    /// Nested calls and concurrent callers run inline (serially) instead of deadlocking.
+    pub fn parallel_for(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n_tasks == 0 {
+            return;
+        }
+        let nested = IN_POOL_TASK.with(|c| c.get());
+        let guard = if self.threads > 1 && n_tasks > 1 && !nested { self.submit.try_lock().ok() } else { None };
+        let Some(_guard) = guard else {
+            (0..n_tasks).for_each(f);
+            return;
+        };
+        // SAFETY: only the lifetime is erased; the job is unpublished and drained before return.
+        let f_static: *const TaskFn<'static> = unsafe { std::mem::transmute(f as *const TaskFn<'_>) };
+        let job = Job {
+            f: f_static,
+            n_tasks,
+            next: AtomicUsize::new(0),
+            refs: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        };
+        {
+            let mut st = lock(&self.shared.state);
+            st.job = Some(JobPtr(&job));
+            st.generation += 1;
+            self.shared.generation.fetch_add(1, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        IN_POOL_TASK.with(|c| c.set(true));
+        job.run_tasks();
+        IN_POOL_TASK.with(|c| c.set(false));
+        lock(&self.shared.state).job = None;
+        while job.refs.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+        }
+        if job.panicked.load(Ordering::Relaxed) {
+            panic!("a task of a tessera parallel kernel panicked");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn worker_loop(shared: &Shared) {
+    IN_POOL_TASK.with(|c| c.set(true));
+    let mut seen: u64 = 0;
+    loop {
+        // Spin a little first: consecutive ops arrive microseconds apart.
+        let start = Instant::now();
+        while shared.generation.load(Ordering::Acquire) as u64 == seen && start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        }
+        let job_ptr = {
+            let mut st = lock(&shared.state);
+            while st.generation == seen && !st.shutdown {
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.shutdown {
+                return;
+            }
+            seen = st.generation;
+            match &st.job {
+                Some(p) => {
+                    // SAFETY: the job is published, so it is alive; we take a reference under the lock.
+                    unsafe { (*p.0).refs.fetch_add(1, Ordering::AcqRel) };
+                    p.0
+                }
+                None => continue,
+            }
+        };
+        // SAFETY: we hold a reference, so the caller waits for us before freeing the job.
+        let job = unsafe { &*job_ptr };
+        job.run_tasks();
+        job.refs.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+static POOL: OnceLock<ThreadPool> = OnceLock::new();
+
+/// Threads used by default: `TESSERA_NUM_THREADS`, else the number of available cores.
+pub fn default_threads() -> usize {
+    std::env::var("TESSERA_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// The process-wide pool used by CPU kernels.
+pub fn global() -> &'static ThreadPool {
+    POOL.get_or_init(|| ThreadPool::new(default_threads()))
+}
+
+/// Splits `0..len` into at most `threads` contiguous chunks of at least `min_chunk` items and runs
+/// `f(start, end)` on each, in parallel when there is more than one chunk.
+pub fn parallel_chunks(len: usize, min_chunk: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    let pool = global();
+    let max_chunks = len / min_chunk.max(1);
+    let n = max_chunks.clamp(1, pool.threads());
+    if n <= 1 {
+        if len > 0 {
+            f(0, len);
+        }
+        return;
+    }
+    let per = len.div_ceil(n);
+    pool.parallel_for(n, &|i| {
+        let s = i * per;
+        let e = ((i + 1) * per).min(len);
+        if s < e {
+            f(s, e);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_every_task_once() {
+        let pool = ThreadPool::new(3);
+        for n in [1usize, 2, 7, 100] {
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.parallel_for(n, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn nested_calls_run_inline() {
+        let pool = ThreadPool::new(2);
+        let total = AtomicUsize::new(0);
+        pool.parallel_for(4, &|_| {
+            pool.parallel_for(3, &|_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 12);
+    }
+
+    #[test]
+    fn chunks_cover_range() {
+        let sum = AtomicUsize::new(0);
+        parallel_chunks(1000, 10, &|s, e| {
+            sum.fetch_add((s..e).sum::<usize>(), Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), (0..1000).sum::<usize>());
+    }
+}

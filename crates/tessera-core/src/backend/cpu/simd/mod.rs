@@ -1,0 +1,83 @@
+//! Runtime SIMD selection. Kernels are written as plain `#[inline(always)]` loops over branchless
+//! element functions; [`dispatch`] runs them inside a function compiled for AVX-512 or AVX2 when
+//! the CPU has it, so LLVM vectorises the inlined loop at that width. One binary, fast everywhere.
+
+// TEMPORARY until the vectorised math module lands.
+#[path = "math_shim.rs"]
+pub mod math;
+pub mod math_f64;
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+/// The best level this CPU supports, capped by `TESSERA_SIMD=scalar|avx2|avx512` if set.
+pub fn level() -> Level {
+    static L: OnceLock<Level> = OnceLock::new();
+    *L.get_or_init(|| {
+        let detected = detect();
+        let cap = match std::env::var("TESSERA_SIMD").ok().as_deref() {
+            Some("scalar") => Level::Scalar,
+            Some("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detected.min(cap)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Level {
+    if is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("fma")
+    {
+        Level::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Level::Avx2
+    } else {
+        Level::Scalar
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Level {
+    Level::Scalar
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f` compiled for the best available instruction set. `f` should be a closure whose body
+/// calls `#[inline(always)]` loops, so they are inlined and vectorised at that width.
+#[inline(always)]
+pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match level() {
+            // SAFETY: the CPU supports the features these functions are compiled for.
+            Level::Avx512 => unsafe { run_avx512(f) },
+            Level::Avx2 => unsafe { run_avx2(f) },
+            Level::Scalar => f(),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        f()
+    }
+}

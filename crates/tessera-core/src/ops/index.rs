@@ -1,0 +1,172 @@
+//! Indexing: strided slices (views), gathers and scatters.
+//!
+//! Index arrays may hold negative indices (counted from the end once). Indices still out of
+//! range are reported as an error when the array is evaluated; nothing is read or written
+//! outside an array.
+
+use super::{broadcast_shapes, normalize_axis};
+use crate::array::Array;
+use crate::error::{Error, Result, fmt_shape, invalid};
+use crate::primitive::{Primitive, ScatterMode};
+
+/// Resolves one axis of a Python slice `start:stop:step` on a dim of size `n`: (first, count).
+pub(crate) fn resolve_slice(start: Option<isize>, stop: Option<isize>, step: isize, n: usize) -> Result<(usize, usize)> {
+    if step == 0 {
+        return invalid("slice", "slice step cannot be zero");
+    }
+    let n = n as isize;
+    let clamp = |v: isize, lo: isize, hi: isize| v.max(lo).min(hi);
+    let norm = |v: isize| if v < 0 { v + n } else { v };
+    let (first, count) = if step > 0 {
+        let s = clamp(start.map_or(0, norm), 0, n);
+        let e = clamp(stop.map_or(n, norm), 0, n);
+        (s, if e > s { (e - s + step - 1) / step } else { 0 })
+    } else {
+        let s = clamp(start.map_or(n - 1, norm), -1, n - 1);
+        let e = clamp(stop.map_or(-1, |v| if v < 0 { (v + n).max(-1) } else { v }), -1, n - 1);
+        (s, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+    };
+    Ok((first.max(0) as usize, count as usize))
+}
+
+fn slice_node(a: &Array, start: Vec<usize>, step: Vec<isize>, shape: Vec<usize>) -> Array {
+    if shape == a.shape() && step.iter().all(|&s| s == 1) {
+        return a.clone();
+    }
+    Array::lazy(Primitive::Slice { start, step }, vec![a.clone()], shape, a.dtype())
+}
+
+/// Python-style slicing of the leading axes: `a[start[0]:stop[0]:strides[0], ...]`. Negative
+/// values count from the end; out-of-range bounds are clamped, as Python does. A view.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::arange(0.0, 10.0, 1.0, Dtype::I32).unwrap();
+/// let s = ops::slice(&a, &[8], &[1], &[-3]).unwrap();
+/// assert_eq!(s.to_vec::<i32>().unwrap(), vec![8, 5, 2]);
+/// ```
+pub fn slice(a: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
+    let bounds: Vec<(Option<isize>, Option<isize>, isize)> = (0..start.len().max(stop.len()).max(strides.len()))
+        .map(|i| (start.get(i).copied(), stop.get(i).copied(), strides.get(i).copied().unwrap_or(1)))
+        .collect();
+    slice_opt(a, &bounds)
+}
+
+/// Slicing with optional bounds per axis (`None` = Python's default), for `a[::-1]` and the like.
+pub fn slice_opt(a: &Array, bounds: &[(Option<isize>, Option<isize>, isize)]) -> Result<Array> {
+    if bounds.len() > a.ndim() {
+        return invalid("slice", format!("{} slice bounds for an array of dimension {}", bounds.len(), a.ndim()));
+    }
+    let mut start = vec![0usize; a.ndim()];
+    let mut step = vec![1isize; a.ndim()];
+    let mut shape = a.shape().to_vec();
+    for (i, &(s, e, st)) in bounds.iter().enumerate() {
+        let (first, count) = resolve_slice(s, e, st, a.shape()[i])?;
+        start[i] = first;
+        step[i] = st;
+        shape[i] = count;
+    }
+    Ok(slice_node(a, start, step, shape))
+}
+
+/// `a` restricted to `begin..end` along `axis` (a view).
+pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Array> {
+    if axis >= a.ndim() || begin > end || end > a.shape()[axis] {
+        return invalid("slice", format!("range {begin}..{end} on axis {axis} of shape {}", fmt_shape(a.shape())));
+    }
+    let mut start = vec![0usize; a.ndim()];
+    start[axis] = begin;
+    let mut shape = a.shape().to_vec();
+    shape[axis] = end - begin;
+    Ok(slice_node(a, start, vec![1; a.ndim()], shape))
+}
+
+/// A copy of `a` with the window `start:stop:strides` (Python semantics) replaced by `update`
+/// (broadcast to the window's shape).
+pub fn slice_update(a: &Array, update: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
+    let mut st = vec![0usize; a.ndim()];
+    let mut step = vec![1isize; a.ndim()];
+    let mut shape = a.shape().to_vec();
+    if start.len() > a.ndim() || stop.len() > a.ndim() || strides.len() > a.ndim() {
+        return invalid("slice_update", format!("too many slice bounds for shape {}", fmt_shape(a.shape())));
+    }
+    for i in 0..start.len().max(stop.len()).max(strides.len()) {
+        let (first, count) = resolve_slice(start.get(i).copied(), stop.get(i).copied(), strides.get(i).copied().unwrap_or(1), a.shape()[i])?;
+        st[i] = first;
+        step[i] = strides.get(i).copied().unwrap_or(1);
+        shape[i] = count;
+    }
+    let upd = super::broadcast_to(&update.astype(a.dtype())?, &shape)?;
+    Ok(Array::lazy(Primitive::SliceUpdate { start: st, step }, vec![a.clone(), upd], a.shape().to_vec(), a.dtype()))
+}
+
+fn check_indices(op: &'static str, idx: &Array) -> Result<()> {
+    if !idx.dtype().is_integer() {
+        return Err(Error::Dtype { op, dtype: idx.dtype(), msg: "indices must be integers".into() });
+    }
+    Ok(())
+}
+
+/// Gathers along `axis` (or over the flattened array with `None`). Output shape:
+/// `a.shape[..axis] + indices.shape + a.shape[axis+1..]`.
+pub fn take(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
+    check_indices("take", indices)?;
+    let (a, ax) = match axis {
+        None => (super::reshape(a, &[a.size()])?, 0),
+        Some(x) => (a.clone(), normalize_axis("take", x, a.ndim())?),
+    };
+    if a.shape()[ax] == 0 && indices.size() > 0 {
+        return invalid("take", "cannot take from an empty axis");
+    }
+    let mut shape = a.shape()[..ax].to_vec();
+    shape.extend_from_slice(indices.shape());
+    shape.extend_from_slice(&a.shape()[ax + 1..]);
+    let dt = a.dtype();
+    Ok(Array::lazy(Primitive::Take { axis: ax }, vec![a, indices.clone()], shape, dt))
+}
+
+/// Output shape of an along-axis op: `a` and `indices` broadcast except on `axis`, where the
+/// indices' size is used.
+fn along_shape(op: &'static str, a: &Array, indices: &Array, ax: usize) -> Result<Vec<usize>> {
+    if indices.ndim() != a.ndim() {
+        return invalid(op, format!("indices of shape {} need as many dims as the array {}", fmt_shape(indices.shape()), fmt_shape(a.shape())));
+    }
+    let mut sa = a.shape().to_vec();
+    sa[ax] = indices.shape()[ax];
+    broadcast_shapes(op, &sa, indices.shape())
+}
+
+/// `out[..., i, ...] = a[..., indices[..., i, ...], ...]` along `axis` (`None`: flattened).
+pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
+    check_indices("take_along_axis", indices)?;
+    let (a, idx, ax) = match axis {
+        None => (super::reshape(a, &[a.size()])?, super::reshape(indices, &[indices.size()])?, 0),
+        Some(x) => (a.clone(), indices.clone(), normalize_axis("take_along_axis", x, a.ndim())?),
+    };
+    let shape = along_shape("take_along_axis", &a, &idx, ax)?;
+    if a.shape()[ax] == 0 && shape.iter().product::<usize>() > 0 {
+        return invalid("take_along_axis", "cannot take from an empty axis");
+    }
+    let dt = a.dtype();
+    Ok(Array::lazy(Primitive::TakeAlong { axis: ax }, vec![a, idx], shape, dt))
+}
+
+fn scatter(op: &'static str, mode: ScatterMode, a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
+    check_indices(op, indices)?;
+    let ax = normalize_axis(op, axis, a.ndim())?;
+    let shape = along_shape(op, a, indices, ax)?;
+    let idx = super::broadcast_to(indices, &shape)?;
+    let vals = super::broadcast_to(&values.astype(a.dtype())?, &shape)?;
+    Ok(Array::lazy(Primitive::ScatterAlong { axis: ax, mode }, vec![a.clone(), idx, vals], a.shape().to_vec(), a.dtype()))
+}
+
+/// A copy of `a` with `values` written at `indices` along `axis` (the inverse of
+/// [`take_along_axis`]). With repeated indices the last write wins.
+pub fn put_along_axis(a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
+    scatter("put_along_axis", ScatterMode::Set, a, indices, values, axis)
+}
+
+/// A copy of `a` with `values` added at `indices` along `axis`; repeated indices accumulate
+/// (NumPy's `np.add.at` along an axis).
+pub fn scatter_add_along_axis(a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
+    scatter("scatter_add", ScatterMode::Add, a, indices, values, axis)
+}

@@ -1,0 +1,186 @@
+//! The closed set of graph operations. Every backend matches on it exhaustively, so a new
+//! variant breaks the build until each backend handles it or reports `Unsupported`.
+//!
+//! Composite ops (mean, var, softmax, eye, pad, ...) are built from these in `ops`, so they need
+//! no kernel and no derivative rule of their own.
+
+use crate::dtype::Dtype;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Abs,
+    Neg,
+    Sign,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Log2,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Reciprocal,
+    Sin,
+    Cos,
+    Tan,
+    Tanh,
+    Sinh,
+    Cosh,
+    Asin,
+    Acos,
+    Atan,
+    Sigmoid,
+    Erf,
+    Erfinv,
+    Floor,
+    Ceil,
+    /// Round half to even, as NumPy.
+    Round,
+    IsNan,
+    IsInf,
+    LogicalNot,
+    BitwiseNot,
+}
+
+impl UnaryOp {
+    /// Ops whose output is bool whatever the input.
+    pub fn returns_bool(self) -> bool {
+        matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::LogicalNot)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Rem,
+    Pow,
+    Max,
+    Min,
+    Atan2,
+    LogAddExp,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    LogicalAnd,
+    LogicalOr,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
+}
+
+impl BinaryOp {
+    /// Comparisons and logical ops produce bool.
+    pub fn returns_bool(self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Eq | Ne | Lt | Le | Gt | Ge | LogicalAnd | LogicalOr)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+    /// Logical and (output bool).
+    All,
+    /// Logical or (output bool).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArgReduceOp {
+    ArgMax,
+    ArgMin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+}
+
+/// How scattered values combine with what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScatterMode {
+    Set,
+    Add,
+}
+
+/// One node's operation. Shapes and dtypes of outputs are computed by `ops` when the node is
+/// built; the backend only computes values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Primitive {
+    // Element-wise.
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `where(cond, x, y)`: inputs are cond (bool), x, y, already broadcast-compatible.
+    Select,
+    AsType(Dtype),
+    /// A row-major copy (what `contiguous` and a non-view reshape need).
+    Copy,
+
+    // Creation.
+    /// `start + i * step` for i in 0..n, in the output dtype.
+    Arange { start: f64, step: f64 },
+    /// Threefry random bits: input is a key (u32, shape (2,)), output u32 of the node's shape.
+    RandomBits,
+
+    // Views: zero-copy when the layout allows.
+    Reshape(Vec<usize>),
+    Transpose(Vec<usize>),
+    /// Per-axis start, step; the output shape gives the counts. Steps may be negative.
+    Slice { start: Vec<usize>, step: Vec<isize> },
+    Broadcast(Vec<usize>),
+
+    // Reductions and scans.
+    Reduce { op: ReduceOp, axes: Vec<usize> },
+    ArgReduce { op: ArgReduceOp, axis: usize },
+    Scan { op: ScanOp, axis: usize, reverse: bool, inclusive: bool },
+
+    // Data movement.
+    Concatenate { axis: usize },
+    /// `take(a, indices, axis)`: output shape a.shape[..axis] + indices.shape + a.shape[axis+1..].
+    /// Negative indices wrap once; indices still out of range are an evaluation error.
+    Take { axis: usize },
+    /// `take_along_axis(a, indices, axis)`; indices broadcast to the output shape.
+    TakeAlong { axis: usize },
+    /// Writes `values` into a copy of `a` at `indices` along `axis` (shapes as take_along_axis).
+    ScatterAlong { axis: usize, mode: ScatterMode },
+    /// Writes `update` into a copy of `a` over the strided window start/step (shape of update).
+    SliceUpdate { start: Vec<usize>, step: Vec<isize> },
+
+    // Linear algebra.
+    /// Batched matmul of (.., m, k) @ (.., k, n) with equal (already broadcast) batch dims.
+    Matmul,
+
+    // Sorting.
+    Sort { axis: usize },
+    ArgSort { axis: usize },
+}
+
+impl fmt::Display for Primitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Primitive::Unary(op) => write!(f, "{op:?}"),
+            Primitive::Binary(op) => write!(f, "{op:?}"),
+            other => {
+                let s = format!("{other:?}");
+                let name = s.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("?");
+                f.write_str(name)
+            }
+        }
+    }
+}

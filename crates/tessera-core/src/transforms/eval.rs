@@ -1,0 +1,143 @@
+//! Graph evaluation: a topological order of the unevaluated nodes, then one backend call per
+//! node on the calling thread.
+//!
+//! Memory: the order is consumed as it runs, and each node drops its inputs once computed, so an
+//! intermediate result is freed as soon as its last consumer has run. An input whose node is held
+//! only by the consumer being run hands its data over, so the kernel may write in place
+//! (donation).
+
+use crate::array::Array;
+use crate::error::Result;
+use crate::layout::ArrayData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, OnceLock};
+
+static TRAVERSAL: AtomicU64 = AtomicU64::new(1);
+
+/// Serialises evaluation: one graph runs at a time (the async worker and callers share it).
+static EVAL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Evaluates `outputs` and everything they depend on.
+pub fn eval(outputs: &[Array]) -> Result<()> {
+    if outputs.iter().all(|a| a.is_evaluated()) {
+        return Ok(());
+    }
+    let _guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let order = topological_order(outputs);
+    run(order)
+}
+
+/// Starts evaluating `outputs` on a background thread and returns at once. A later `eval` (or
+/// reading the data) waits for it. Errors are reported by that later `eval`.
+pub fn async_eval(outputs: &[Array]) {
+    static WORKER: OnceLock<Mutex<Sender<Vec<Array>>>> = OnceLock::new();
+    let sender = WORKER.get_or_init(|| {
+        let (tx, rx) = channel::<Vec<Array>>();
+        let spawned = std::thread::Builder::new().name("tessera-async-eval".into()).spawn(move || {
+            while let Ok(arrays) = rx.recv() {
+                // An error leaves the nodes unevaluated; the caller's next eval reports it.
+                let _ = eval(&arrays);
+            }
+        });
+        if spawned.is_err() {
+            // No thread: async_eval degrades to doing nothing now; eval later does the work.
+        }
+        Mutex::new(tx)
+    });
+    let tx = sender.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = tx.send(outputs.to_vec());
+}
+
+/// Waits until all work queued on the CPU stream is done.
+pub fn synchronize() -> Result<()> {
+    let _guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(())
+}
+
+/// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
+fn topological_order(outputs: &[Array]) -> Vec<Array> {
+    let id = TRAVERSAL.fetch_add(1, Ordering::Relaxed);
+    let mut order = Vec::new();
+    let mut stack: Vec<(Array, bool)> = outputs.iter().rev().map(|a| (a.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        if expanded {
+            order.push(a);
+            continue;
+        }
+        if a.node.visit.swap(id, Ordering::Relaxed) == id {
+            continue;
+        }
+        let inputs = {
+            let st = a.node.lock();
+            if !st.data.is_empty() || st.primitive.is_none() {
+                continue;
+            }
+            st.inputs.clone()
+        };
+        stack.push((a, true));
+        stack.extend(inputs.into_iter().rev().map(|i| (i, false)));
+    }
+    order
+}
+
+fn run(order: Vec<Array>) -> Result<()> {
+    for a in order {
+        let node = &a.node;
+        let (primitive, inputs) = {
+            let mut st = node.lock();
+            match st.primitive.take() {
+                Some(p) => (p, std::mem::take(&mut st.inputs)),
+                None => continue,
+            }
+        };
+        let mut in_data: Vec<ArrayData> = Vec::with_capacity(inputs.len());
+        let mut donated: Vec<usize> = Vec::new();
+        for (i, inp) in inputs.iter().enumerate() {
+            let mut st = inp.node.lock();
+            // Held only by this consumer: take the data so the kernel may reuse its buffer.
+            if Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
+                if let Some(d) = st.data.pop() {
+                    in_data.push(d);
+                }
+                donated.push(i);
+            } else {
+                match st.data.get(inp.output as usize) {
+                    Some(d) => in_data.push(d.clone()),
+                    None => {
+                        drop(st);
+                        restore(node, primitive, inputs, &in_data, &donated);
+                        return Err(crate::Error::Invalid {
+                            op: "eval",
+                            msg: "an input was not evaluated (a failed earlier evaluation?)".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let backend = crate::backend::for_device(node.stream.device);
+        match backend.eval(&node.stream, &primitive, &in_data, &node.outputs) {
+            Ok(out) => {
+                drop(in_data);
+                node.lock().data = out;
+                drop(inputs);
+            }
+            Err(e) => {
+                restore(node, primitive, inputs, &in_data, &donated);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts a node back as it was after a failed kernel, so the process stays usable and the same
+/// graph can be evaluated again (say, after freeing memory).
+fn restore(node: &crate::array::Node, primitive: crate::Primitive, inputs: Vec<Array>, in_data: &[ArrayData], donated: &[usize]) {
+    for &i in donated {
+        inputs[i].node.lock().data = vec![in_data[i].clone()];
+    }
+    let mut st = node.lock();
+    st.primitive = Some(primitive);
+    st.inputs = inputs;
+}
