@@ -11,13 +11,15 @@ Diagnostics (BLAS kernel, versions, skipped peers) go to stderr.
 Cases (N = 16M = 2**24 elements for the element-wise ones):
   matmul_f32_{256,1024,2048,4096}  C = A @ B, square, GFLOPS = 2 n^3 / t
   matmul_bf16_2048                 same in bfloat16 (torch, mlx only)
-  gemv_f32_4096x4096               y = W @ x, W is 4096 x 4096;  GB/s = bytes(W) / t
-  gemv_bf16_4096x11008             W is 4096 x 11008 bf16 (torch, mlx only); GB/s = bytes(W) / t
+  gemv_f32_{in}x{out}              y = x @ W^T with x (1, in) and W stored (out, in) like a linear
+                                   layer (as tessera's case does); GB/s = bytes(W) / t.
+                                   gemv_f32_4096x4096; gemv_bf16_4096x11008 (W is 11008 x 4096
+                                   bf16; torch, mlx only)
   add_f32_16M                      c = a + b;  GB/s = 3 * 4 * N / t (numpy/torch write into out=)
   exp_f32_16M                      b = exp(a); GB/s = 2 * 4 * N / t
   sum_f32_16M                      s = sum(a); GB/s = 4 * N / t
   softmax_f32_4096x4096            softmax over the last axis; GB/s = 2 * 4 * 4096^2 / t (read + write)
-  op_overhead_chain100             microseconds per op: 100 chained element-wise adds on 1000 f32
+  op_overhead_chain100             us/op: 100 chained `x = x + 1.0` (0-d f32 scalar) on 1000 f32
                                    (numpy/torch: 100 eager calls; mlx: build the lazy chain, then mx.eval)
 
 Each value is the median of several timed runs after a warm-up (7 runs, 3 with --quick; the
@@ -130,10 +132,11 @@ def bench_numpy(cases, repeats):
             t = median_time(lambda: np.matmul(a, b, out=c), r)
             emit(case, 2 * n ** 3 / t / 1e9, "GFLOPS", peer)
         elif case == "gemv_f32_4096x4096":
-            w = rng.standard_normal((4096, 4096), dtype=np.float32)
-            x = rng.standard_normal(4096, dtype=np.float32)
-            y = np.empty(4096, np.float32)
-            t = median_time(lambda: np.matmul(w, x, out=y), r)
+            rows, cols = 4096, 4096
+            w = rng.standard_normal((cols, rows), dtype=np.float32)  # (out, in), like a linear layer
+            x = rng.standard_normal((1, rows), dtype=np.float32)
+            y = np.empty((1, cols), np.float32)
+            t = median_time(lambda: np.matmul(x, w.T, out=y), r)
             emit(case, w.nbytes / t / 1e9, "GB/s", peer)
         elif case == "add_f32_16M":
             a = rng.standard_normal(N16M, dtype=np.float32)
@@ -164,16 +167,17 @@ def bench_numpy(cases, repeats):
             t = median_time(softmax, r)
             emit(case, 2 * x.nbytes / t / 1e9, "GB/s", peer)
         elif case == "op_overhead_chain100":
-            x = np.ones(1000, np.float32)
+            x = rng.standard_normal(1000, dtype=np.float32)
+            one = np.float32(1.0)
 
             def chain():
                 y = x
                 for _ in range(100):
-                    y = np.add(y, x)
+                    y = np.add(y, one)
                 return y
 
             t = median_time(chain, max(r, 7), warmup=3)
-            emit(case, t / 100 * 1e6, "us", peer)
+            emit(case, t / 100 * 1e6, "us/op", peer)
         else:
             log(f"[numpy] {case}: not applicable, skipped")
 
@@ -207,10 +211,11 @@ def bench_torch(cases, repeats):
                 emit(case, 2 * n ** 3 / t / 1e9, "GFLOPS", peer)
             elif case.startswith("gemv_"):
                 dt = torch.bfloat16 if "bf16" in case else torch.float32
-                m, k = (int(v) for v in case.rsplit("_", 1)[1].split("x"))
-                w, x = randn(m, k, dtype=dt), randn(k, dtype=dt)
-                y = torch.empty(m, dtype=dt)
-                t = median_time(lambda: torch.mv(w, x, out=y), r)
+                rows, cols = (int(v) for v in case.rsplit("_", 1)[1].split("x"))
+                w, x = randn(cols, rows, dtype=dt), randn(1, rows, dtype=dt)  # W is (out, in)
+                wt = w.t()
+                y = torch.empty(1, cols, dtype=dt)
+                t = median_time(lambda: torch.matmul(x, wt, out=y), r)
                 emit(case, w.numel() * w.element_size() / t / 1e9, "GB/s", peer)
             elif case == "add_f32_16M":
                 a, b = randn(N16M), randn(N16M)
@@ -232,16 +237,17 @@ def bench_torch(cases, repeats):
                 t = median_time(lambda: torch.softmax(x, -1, out=y), r)
                 emit(case, 2 * 4 * 4096 * 4096 / t / 1e9, "GB/s", peer)
             elif case == "op_overhead_chain100":
-                x = torch.ones(1000)
+                x = randn(1000)
+                one = torch.tensor(1.0)
 
                 def chain():
                     y = x
                     for _ in range(100):
-                        y = torch.add(y, x)
+                        y = torch.add(y, one)
                     return y
 
                 t = median_time(chain, max(r, 7), warmup=3)
-                emit(case, t / 100 * 1e6, "us", peer)
+                emit(case, t / 100 * 1e6, "us/op", peer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,10 +270,10 @@ def bench_mlx(cases, repeats):
             emit(case, 2 * n ** 3 / t / 1e9, "GFLOPS", peer)
         elif case.startswith("gemv_"):
             dt = mx.bfloat16 if "bf16" in case else mx.float32
-            m, k = (int(v) for v in case.rsplit("_", 1)[1].split("x"))
-            w, x = mx.random.normal((m, k)).astype(dt), mx.random.normal((k,)).astype(dt)
+            rows, cols = (int(v) for v in case.rsplit("_", 1)[1].split("x"))
+            w, x = mx.random.normal((cols, rows)).astype(dt), mx.random.normal((1, rows)).astype(dt)  # W is (out, in)
             mx.eval(w, x)
-            t = median_time(lambda: mx.eval(w @ x), r)
+            t = median_time(lambda: mx.eval(x @ w.T), r)
             emit(case, w.nbytes / t / 1e9, "GB/s", peer)
         elif case == "add_f32_16M":
             a, b = mx.random.normal((N16M,)), mx.random.normal((N16M,))
@@ -290,17 +296,18 @@ def bench_mlx(cases, repeats):
             t = median_time(lambda: mx.eval(mx.softmax(x, axis=-1)), r)
             emit(case, 2 * 4 * 4096 * 4096 / t / 1e9, "GB/s", peer)
         elif case == "op_overhead_chain100":
-            x = mx.ones((1000,))
-            mx.eval(x)
+            x = mx.random.normal((1000,))
+            one = mx.array(1.0)
+            mx.eval(x, one)
 
             def chain():
                 y = x
                 for _ in range(100):
-                    y = mx.add(y, x)
+                    y = mx.add(y, one)
                 mx.eval(y)
 
             t = median_time(chain, max(r, 7), warmup=3)
-            emit(case, t / 100 * 1e6, "us", peer)
+            emit(case, t / 100 * 1e6, "us/op", peer)
 
 
 PEERS = {"numpy": bench_numpy, "torch": bench_torch, "mlx": bench_mlx}

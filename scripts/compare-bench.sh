@@ -4,7 +4,7 @@
 #
 # Usage: scripts/compare-bench.sh [--quick] [--peer numpy|torch|mlx|all] [--threads N]
 #                                 [--skip-tessera | --tessera-json FILE] [--save DIR]
-#   --quick applies to the peers; pass extra tessera CLI flags with TESSERA_BENCH_ARGS="...".
+#   --quick is passed to both tessera and the peers; extra tessera CLI flags: TESSERA_BENCH_ARGS="...".
 #   --tessera-json reuses saved `tessera bench ops --json` output; --save keeps the raw JSON lines.
 #
 # The peers live in a throwaway venv (.cache/bench-venv, gitignored): numpy + threadpoolctl,
@@ -13,7 +13,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 VENV="$ROOT/.cache/bench-venv"
 QUICK=""
 PEER="all"
@@ -27,13 +26,14 @@ while [[ $# -gt 0 ]]; do
         --peer) PEER="$2"; shift ;;
         --threads) THREADS="$2"; shift ;;
         --skip-tessera) SKIP_TESSERA=1 ;;
-        --tessera-json) TESSERA_JSON="$2"; shift ;;
-        --save) SAVE_DIR="$2"; shift ;;
+        --tessera-json) TESSERA_JSON="$(realpath "$2")"; shift ;;
+        --save) SAVE_DIR="$(realpath -m "$2")"; shift ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
+cd "$ROOT"
 
 log() { echo "[compare-bench] $*" >&2; }
 
@@ -68,7 +68,7 @@ elif [[ "$SKIP_TESSERA" == 0 ]]; then
     # same thread budget as the peers; extra CLI args via TESSERA_BENCH_ARGS (e.g. "--quick")
     # shellcheck disable=SC2086
     if ! TESSERA_NUM_THREADS="$THREADS" RAYON_NUM_THREADS="$THREADS" \
-            cargo run --release -q -p tessera-cli -- bench ops --json ${TESSERA_BENCH_ARGS:-} \
+            cargo run --release -q -p tessera-cli -- bench ops --json $QUICK ${TESSERA_BENCH_ARGS:-} \
             > "$TMP/tessera.jsonl"; then
         log "tessera bench failed; its column will be empty"
     fi
@@ -108,7 +108,7 @@ import json, sys
 ORDER = ["matmul_f32_256", "matmul_f32_1024", "matmul_f32_2048", "matmul_f32_4096", "matmul_bf16_2048",
          "gemv_f32_4096x4096", "gemv_bf16_4096x11008", "add_f32_16M", "exp_f32_16M", "sum_f32_16M",
          "softmax_f32_4096x4096", "op_overhead_chain100"]
-LOWER_IS_BETTER = {"us", "ms", "s", "ns"}
+LOWER_IS_BETTER = {"us", "us/op", "ms", "s", "ns", "ns/op"}
 
 def load(path, default_peer):
     rows = []
@@ -121,7 +121,7 @@ def load(path, default_peer):
                 d = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if "case" in d and "value" in d:
+            if "case" in d and isinstance(d.get("value"), (int, float)):
                 d.setdefault("peer", default_peer)
                 rows.append(d)
     return rows

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `tessera` command-line tool.
+//!
+//! ```text
+//! tessera demo                         a short tour of lazy arrays (the README's main command)
+//! tessera bench ops [--json] [--quick] [--filter NAME]
+//! tessera --version | --help
+//! ```
+
+use std::process::ExitCode;
+use tessera::core::ops::{self, Axes};
+use tessera::{Array, Dtype, random};
+
+const USAGE: &str = "usage:
+  tessera demo                                    run a short demo of lazy arrays
+  tessera bench ops [--json] [--quick] [--filter NAME]
+                                                  benchmark kernels (JSON lines with --json)
+  tessera --version
+  tessera --help";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
+        Some("--version") | Some("-V") => {
+            println!("tessera {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("--help") | Some("-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo() -> Result<(), String> {
+    let run = || -> tessera::Result<()> {
+        let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+        println!("a =\n{a}");
+        let b = ops::softmax(&a, -1)?;
+        println!("softmax(a, axis=-1) =\n{b}");
+        let at = ops::transpose(&a, None)?;
+        println!("a @ a.T =\n{}", ops::matmul(&a, &at)?);
+        let k = random::key(0);
+        let x = random::normal(&[1000, 1000], Dtype::F32, 0.0, 1.0, Some(&k))?;
+        let m = ops::mean(&x, Axes::All, false)?;
+        let s = ops::std(&x, Axes::All, false, 0)?;
+        println!(
+            "1M normal samples: mean {:.4}, std {:.4}",
+            m.item::<f32>()?,
+            s.item::<f32>()?
+        );
+        let t = std::time::Instant::now();
+        let w = random::normal(&[1024, 1024], Dtype::F32, 0.0, 1.0, Some(&k))?;
+        let y = ops::matmul(&w, &w)?;
+        y.eval()?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "1024x1024 matmul (with sampling): {:.1} ms, {:.1} GFLOPS",
+            secs * 1e3,
+            2.0 * 1024f64.powi(3) / secs / 1e9
+        );
+        println!(
+            "peak memory: {:.1} MiB",
+            tessera::core::peak_memory() as f64 / (1 << 20) as f64
+        );
+        Ok(())
+    };
+    run().map_err(|e| e.to_string())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let suite = args
+        .first()
+        .map(String::as_str)
+        .ok_or(format!("bench needs a suite name (ops)\n{USAGE}"))?;
+    let mut json = false;
+    let mut quick = false;
+    let mut filter: Option<String> = None;
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--json" => json = true,
+            "--quick" => quick = true,
+            "--filter" => {
+                i += 1;
+                filter = Some(args.get(i).ok_or("--filter needs a value")?.clone());
+            }
+            other => return Err(format!("unknown bench flag '{other}'\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let cases = match suite {
+        "ops" => tessera_bench::ops_cases(),
+        other => return Err(format!("unknown bench suite '{other}' (available: ops)")),
+    };
+    let settings = if quick {
+        tessera_bench::Settings::quick()
+    } else {
+        tessera_bench::Settings::normal()
+    };
+    let records = tessera_bench::run(cases, filter.as_deref(), settings, |r| {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            eprintln!("{:<28} {:>10.2} {}", r.case, r.value, r.unit);
+        }
+    });
+    if records.is_empty() {
+        return Err("no benchmark case matched the filter".into());
+    }
+    Ok(())
+}

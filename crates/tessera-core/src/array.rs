@@ -71,18 +71,33 @@ pub struct Array {
 impl Array {
     /// An evaluated array from existing data.
     pub(crate) fn from_data(data: ArrayData) -> Array {
-        let meta = Meta { shape: data.layout.shape.clone(), dtype: data.dtype };
+        let meta = Meta {
+            shape: data.layout.shape.clone(),
+            dtype: data.dtype,
+        };
         let node = Node {
             outputs: vec![meta],
             stream: default_stream(),
-            state: Mutex::new(NodeState { primitive: None, inputs: Vec::new(), data: vec![data] }),
+            state: Mutex::new(NodeState {
+                primitive: None,
+                inputs: Vec::new(),
+                data: vec![data],
+            }),
             visit: AtomicU64::new(0),
         };
-        Array { node: Arc::new(node), output: 0 }
+        Array {
+            node: Arc::new(node),
+            output: 0,
+        }
     }
 
     /// A new graph node with one output of the given shape and dtype.
-    pub fn lazy(primitive: Primitive, inputs: Vec<Array>, shape: Vec<usize>, dtype: Dtype) -> Array {
+    pub fn lazy(
+        primitive: Primitive,
+        inputs: Vec<Array>,
+        shape: Vec<usize>,
+        dtype: Dtype,
+    ) -> Array {
         Self::lazy_multi(primitive, inputs, vec![Meta { shape, dtype }]).swap_remove(0)
     }
 
@@ -92,10 +107,19 @@ impl Array {
         let node = Arc::new(Node {
             outputs,
             stream: default_stream(),
-            state: Mutex::new(NodeState { primitive: Some(primitive), inputs, data: Vec::new() }),
+            state: Mutex::new(NodeState {
+                primitive: Some(primitive),
+                inputs,
+                data: Vec::new(),
+            }),
             visit: AtomicU64::new(0),
         });
-        (0..n as u32).map(|output| Array { node: node.clone(), output }).collect()
+        (0..n as u32)
+            .map(|output| Array {
+                node: node.clone(),
+                output,
+            })
+            .collect()
     }
 
     /// Builds an array from a slice and a shape (row-major).
@@ -108,13 +132,23 @@ impl Array {
         if n != data.len() {
             return invalid(
                 "array",
-                format!("{} elements do not fill shape {}", data.len(), crate::error::fmt_shape(shape)),
+                format!(
+                    "{} elements do not fill shape {}",
+                    data.len(),
+                    crate::error::fmt_shape(shape)
+                ),
             );
         }
         let buf = Buffer::alloc(std::mem::size_of_val(data))?;
         // SAFETY: the buffer has room for `data.len()` elements of T and is 64-byte aligned.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.as_mut_ptr() as *mut T, data.len()) };
-        Ok(Array::from_data(ArrayData { buffer: Arc::new(buf), dtype: T::DTYPE, layout: Layout::contiguous(shape) }))
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), buf.as_mut_ptr() as *mut T, data.len())
+        };
+        Ok(Array::from_data(ArrayData {
+            buffer: Arc::new(buf),
+            dtype: T::DTYPE,
+            layout: Layout::contiguous(shape),
+        }))
     }
 
     /// A 0-d array holding `v`.
@@ -188,10 +222,13 @@ impl Array {
     pub fn data(&self) -> Result<ArrayData> {
         self.eval()?;
         let st = self.node.lock();
-        st.data.get(self.output as usize).cloned().ok_or(Error::Invalid {
-            op: "eval",
-            msg: "array has no data after evaluation".into(),
-        })
+        st.data
+            .get(self.output as usize)
+            .cloned()
+            .ok_or(Error::Invalid {
+                op: "eval",
+                msg: "array has no data after evaluation".into(),
+            })
     }
 
     /// The elements in row-major order, converted to `T` if the dtype differs.
@@ -200,7 +237,11 @@ impl Array {
     /// assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.5, 2.5]);
     /// ```
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let a = if self.dtype() == T::DTYPE { self.clone() } else { self.astype(T::DTYPE)? };
+        let a = if self.dtype() == T::DTYPE {
+            self.clone()
+        } else {
+            self.astype(T::DTYPE)?
+        };
         let d = a.data()?;
         let mut out = Vec::with_capacity(d.size());
         crate::backend::cpu::copy::for_each_element::<T>(&d, |v| out.push(v));
@@ -210,7 +251,14 @@ impl Array {
     /// The single element of a one-element array.
     pub fn item<T: Element>(&self) -> Result<T> {
         if self.size() != 1 {
-            return invalid("item", format!("array of shape {} has {} elements, not 1", crate::error::fmt_shape(self.shape()), self.size()));
+            return invalid(
+                "item",
+                format!(
+                    "array of shape {} has {} elements, not 1",
+                    crate::error::fmt_shape(self.shape()),
+                    self.size()
+                ),
+            );
         }
         Ok(self.to_vec::<T>()?[0])
     }

@@ -17,8 +17,16 @@ fn fmt_value(v: f64, dtype: Dtype) -> String {
             } else if v.is_infinite() {
                 if v > 0.0 { "inf".into() } else { "-inf".into() }
             } else {
-                let s = if d == Dtype::F64 { format!("{v}") } else { format!("{}", v as f32) };
-                if s.contains('.') || s.contains('e') { s } else { format!("{s}.") }
+                let s = if d == Dtype::F64 {
+                    format!("{v}")
+                } else {
+                    format!("{}", v as f32)
+                };
+                if s.contains('.') || s.contains('e') {
+                    s
+                } else {
+                    format!("{s}.")
+                }
             }
         }
         _ => format!("{}", v as i128),
@@ -30,13 +38,21 @@ impl fmt::Display for Array {
         let dtype = self.dtype();
         // Integers beyond 2^53 print through i64 to stay exact.
         let values: Result<Vec<String>, _> = if dtype == Dtype::I64 {
-            self.to_vec::<i64>().map(|v| v.into_iter().map(|x| x.to_string()).collect())
+            self.to_vec::<i64>()
+                .map(|v| v.into_iter().map(|x| x.to_string()).collect())
         } else {
-            self.to_vec::<f64>().map(|v| v.into_iter().map(|x| fmt_value(x, dtype)).collect())
+            self.to_vec::<f64>()
+                .map(|v| v.into_iter().map(|x| fmt_value(x, dtype)).collect())
         };
         let values = match values {
             Ok(v) => v,
-            Err(e) => return write!(f, "array(<not evaluated: {e}>, shape={:?}, dtype={dtype})", self.shape()),
+            Err(e) => {
+                return write!(
+                    f,
+                    "array(<not evaluated: {e}>, shape={:?}, dtype={dtype})",
+                    self.shape()
+                );
+            }
         };
         let shape = self.shape().to_vec();
         let summarize = values.len() > SUMMARY_THRESHOLD;
@@ -45,7 +61,7 @@ impl fmt::Display for Array {
         if shape.is_empty() {
             out.push_str(&values[0]);
         } else {
-            write_level(&mut out, &values, &shape, 0, 0, width, summarize, 7);
+            write_level(&mut out, &values, &shape, 0, 0, width, summarize, 6);
         }
         out.push_str(&format!(", dtype={dtype})"));
         f.write_str(&out)
@@ -53,12 +69,25 @@ impl fmt::Display for Array {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_level(out: &mut String, v: &[String], shape: &[usize], dim: usize, offset: usize, width: usize, summarize: bool, indent: usize) {
+fn write_level(
+    out: &mut String,
+    v: &[String],
+    shape: &[usize],
+    dim: usize,
+    offset: usize,
+    width: usize,
+    summarize: bool,
+    indent: usize,
+) {
     let n = shape[dim];
     let stride: usize = shape[dim + 1..].iter().product();
     out.push('[');
     let idx: Vec<Option<usize>> = if summarize && n > 2 * EDGE {
-        (0..EDGE).map(Some).chain(std::iter::once(None)).chain((n - EDGE..n).map(Some)).collect()
+        (0..EDGE)
+            .map(Some)
+            .chain(std::iter::once(None))
+            .chain((n - EDGE..n).map(Some))
+            .collect()
     } else {
         (0..n).map(Some).collect()
     };
@@ -78,11 +107,19 @@ fn write_level(out: &mut String, v: &[String], shape: &[usize], dim: usize, offs
                 if dim + 1 == shape.len() {
                     out.push_str(&format!("{:>width$}", v[offset + i], width = width));
                 } else {
-                    write_level(out, v, shape, dim + 1, offset + i * stride, width, summarize, indent);
+                    write_level(
+                        out,
+                        v,
+                        shape,
+                        dim + 1,
+                        offset + i * stride,
+                        width,
+                        summarize,
+                        indent,
+                    );
                 }
             }
         }
     }
     out.push(']');
 }
-

@@ -29,8 +29,17 @@ pub enum Kind {
 
 impl Dtype {
     /// All dtypes, in promotion order within each kind.
-    pub const ALL: [Dtype; 9] =
-        [Dtype::Bool, Dtype::U8, Dtype::U32, Dtype::I32, Dtype::I64, Dtype::F16, Dtype::BF16, Dtype::F32, Dtype::F64];
+    pub const ALL: [Dtype; 9] = [
+        Dtype::Bool,
+        Dtype::U8,
+        Dtype::U32,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::F32,
+        Dtype::F64,
+    ];
 
     /// Bytes per element.
     pub const fn size(self) -> usize {
@@ -145,7 +154,11 @@ pub fn promote_types(a: Dtype, b: Dtype) -> Dtype {
         }
         _ => {
             // Mixed signedness: the smallest signed type that holds both ranges.
-            let (u, s) = if a.kind() == Kind::Unsigned { (a, b) } else { (b, a) };
+            let (u, s) = if a.kind() == Kind::Unsigned {
+                (a, b)
+            } else {
+                (b, a)
+            };
             match (u, s) {
                 (U8, I32) => I32,
                 (U8, I64) | (U32, I32) | (U32, I64) => I64,

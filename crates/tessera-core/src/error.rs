@@ -11,16 +11,33 @@ pub enum Error {
     Invalid { op: &'static str, msg: String },
     /// Shapes cannot be broadcast together.
     #[error("[{op}] shapes {a:?} and {b:?} cannot be broadcast")]
-    Broadcast { op: &'static str, a: Vec<usize>, b: Vec<usize> },
+    Broadcast {
+        op: &'static str,
+        a: Vec<usize>,
+        b: Vec<usize>,
+    },
     /// An op does not accept this dtype.
     #[error("[{op}] unsupported dtype {dtype}: {msg}")]
-    Dtype { op: &'static str, dtype: Dtype, msg: String },
+    Dtype {
+        op: &'static str,
+        dtype: Dtype,
+        msg: String,
+    },
     /// An allocation would exceed the memory limit or failed.
-    #[error("out of memory: requested {requested} bytes with {active} active and a limit of {limit} (free arrays, call clear_cache, or raise set_memory_limit)")]
-    OutOfMemory { requested: usize, active: usize, limit: usize },
+    #[error(
+        "out of memory: requested {requested} bytes with {active} active and a limit of {limit} (free arrays, call clear_cache, or raise set_memory_limit)"
+    )]
+    OutOfMemory {
+        requested: usize,
+        active: usize,
+        limit: usize,
+    },
     /// The backend has no kernel for this primitive.
     #[error("[{backend}] no kernel for {primitive}")]
-    Unsupported { backend: &'static str, primitive: String },
+    Unsupported {
+        backend: &'static str,
+        primitive: String,
+    },
 }
 
 /// Result with the core [`Error`].
@@ -28,7 +45,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Shorthand for an [`Error::Invalid`].
 pub(crate) fn invalid<T>(op: &'static str, msg: impl Into<String>) -> Result<T> {
-    Err(Error::Invalid { op, msg: msg.into() })
+    Err(Error::Invalid {
+        op,
+        msg: msg.into(),
+    })
 }
 
 /// Formats a shape the way NumPy prints it: `(2, 3)`, `(5,)`, `()`.
@@ -36,6 +56,13 @@ pub fn fmt_shape(shape: &[usize]) -> String {
     match shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

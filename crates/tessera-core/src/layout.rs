@@ -26,7 +26,11 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<isize> {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout { shape: shape.to_vec(), strides: row_major_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: row_major_strides(shape),
+            offset: 0,
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -63,9 +67,16 @@ impl Layout {
         }
         // NumPy's no-copy rule: ignoring size-1 dims, split old and new dims into groups with equal
         // products; each old group must be contiguous among itself.
-        let old: Vec<(usize, isize)> =
-            self.shape.iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
-        let new_pos: Vec<usize> = (0..new_shape.len()).filter(|&i| new_shape[i] != 1).collect();
+        let old: Vec<(usize, isize)> = self
+            .shape
+            .iter()
+            .copied()
+            .zip(self.strides.iter().copied())
+            .filter(|&(d, _)| d != 1)
+            .collect();
+        let new_pos: Vec<usize> = (0..new_shape.len())
+            .filter(|&i| new_shape[i] != 1)
+            .collect();
         let mut new_strides = vec![0isize; new_shape.len()];
         let (mut oi, mut ni) = (0usize, 0usize);
         while oi < old.len() && ni < new_pos.len() {
@@ -130,12 +141,18 @@ impl ArrayData {
     /// A fresh row-major array (uninitialised contents).
     pub fn alloc(dtype: Dtype, shape: &[usize]) -> crate::Result<ArrayData> {
         let n: usize = shape.iter().product();
-        let bytes = n.checked_mul(dtype.size()).ok_or(crate::Error::OutOfMemory {
-            requested: usize::MAX,
-            active: crate::memory::active_memory(),
-            limit: crate::memory::memory_limit(),
-        })?;
-        Ok(ArrayData { buffer: Arc::new(Buffer::alloc(bytes)?), dtype, layout: Layout::contiguous(shape) })
+        let bytes = n
+            .checked_mul(dtype.size())
+            .ok_or(crate::Error::OutOfMemory {
+                requested: usize::MAX,
+                active: crate::memory::active_memory(),
+                limit: crate::memory::memory_limit(),
+            })?;
+        Ok(ArrayData {
+            buffer: Arc::new(Buffer::alloc(bytes)?),
+            dtype,
+            layout: Layout::contiguous(shape),
+        })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -186,7 +203,11 @@ mod tests {
     use super::*;
 
     fn lay(shape: &[usize], strides: &[isize]) -> Layout {
-        Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset: 0,
+        }
     }
 
     #[test]
@@ -203,8 +224,14 @@ mod tests {
         // Splitting a strided dim works: (6,) stride 2 -> (2, 3) strides (6, 2).
         assert_eq!(lay(&[6], &[2]).reshape_strides(&[2, 3]), Some(vec![6, 2]));
         // Merging contiguous dims of a sliced array: (2, 3) strides (8, 1) -> (2, 3, 1).
-        assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[2, 3, 1]), Some(vec![8, 1, 0]));
+        assert_eq!(
+            lay(&[2, 3], &[8, 1]).reshape_strides(&[2, 3, 1]),
+            Some(vec![8, 1, 0])
+        );
         assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[6]), None);
-        assert_eq!(lay(&[4, 3], &[1, 4]).reshape_strides(&[2, 2, 3]), Some(vec![2, 1, 4]));
+        assert_eq!(
+            lay(&[4, 3], &[1, 4]).reshape_strides(&[2, 2, 3]),
+            Some(vec![2, 1, 4])
+        );
     }
 }

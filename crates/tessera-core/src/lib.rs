@@ -38,9 +38,14 @@ pub mod transforms;
 pub use array::Array;
 pub use dtype::{Dtype, Element, promote_types};
 pub use error::{Error, Result};
-pub use memory::{active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit, set_memory_limit};
+pub use memory::{
+    active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit,
+    set_memory_limit,
+};
 pub use primitive::Primitive;
-pub use stream::{Device, DeviceType, Stream, default_stream, set_default_device, set_default_stream, with_stream};
+pub use stream::{
+    Device, DeviceType, Stream, default_stream, set_default_device, set_default_stream, with_stream,
+};
 pub use transforms::{async_eval, eval, synchronize};
 
 /// Re-exported so `dispatch_dtype!` works in downstream crates.

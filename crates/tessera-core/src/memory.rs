@@ -90,7 +90,10 @@ fn allocator() -> &'static Allocator {
     A.get_or_init(|| {
         let total = system_memory_bytes().unwrap_or(8 << 30);
         Allocator {
-            cache: Mutex::new(Cache { blocks: HashMap::new(), bytes: 0 }),
+            cache: Mutex::new(Cache {
+                blocks: HashMap::new(),
+                bytes: 0,
+            }),
             active: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             // Leave room for the OS and the rest of the process.
@@ -131,13 +134,20 @@ impl Allocator {
         let limit = self.limit.load(Ordering::Relaxed);
         let active = self.active.load(Ordering::Relaxed);
         if active.saturating_add(capacity) > limit {
-            return Err(Error::OutOfMemory { requested: len, active, limit });
+            return Err(Error::OutOfMemory {
+                requested: len,
+                active,
+                limit,
+            });
         }
         if self.lock_cache().bytes + active + capacity > limit {
             self.clear_cache();
         }
-        let layout = Layout::from_size_align(capacity, ALIGN)
-            .map_err(|_| Error::OutOfMemory { requested: len, active, limit })?;
+        let layout = Layout::from_size_align(capacity, ALIGN).map_err(|_| Error::OutOfMemory {
+            requested: len,
+            active,
+            limit,
+        })?;
         // SAFETY: layout has non-zero size (size_class >= 64).
         let raw = unsafe { std::alloc::alloc(layout) };
         let ptr = match NonNull::new(raw) {
@@ -146,8 +156,11 @@ impl Allocator {
                 // The system refused: drop the cache and try once more before giving up.
                 self.clear_cache();
                 // SAFETY: as above.
-                NonNull::new(unsafe { std::alloc::alloc(layout) })
-                    .ok_or(Error::OutOfMemory { requested: len, active, limit })?
+                NonNull::new(unsafe { std::alloc::alloc(layout) }).ok_or(Error::OutOfMemory {
+                    requested: len,
+                    active,
+                    limit,
+                })?
             }
         };
         self.add_active(capacity);
@@ -187,7 +200,12 @@ impl Allocator {
 
 fn dealloc(ptr: NonNull<u8>, capacity: usize) {
     // SAFETY: every block was allocated with exactly this layout.
-    unsafe { std::alloc::dealloc(ptr.as_ptr(), Layout::from_size_align_unchecked(capacity, ALIGN)) };
+    unsafe {
+        std::alloc::dealloc(
+            ptr.as_ptr(),
+            Layout::from_size_align_unchecked(capacity, ALIGN),
+        )
+    };
 }
 
 fn system_memory_bytes() -> Option<usize> {
@@ -209,7 +227,8 @@ pub fn peak_memory() -> usize {
 
 pub fn reset_peak_memory() {
     let a = allocator();
-    a.peak.store(a.active.load(Ordering::Relaxed), Ordering::Relaxed);
+    a.peak
+        .store(a.active.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// Bytes of freed blocks kept for reuse.
@@ -248,7 +267,19 @@ mod tests {
 
     #[test]
     fn size_classes_cover_requests() {
-        for len in [0usize, 1, 63, 64, 65, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for len in [
+            0usize,
+            1,
+            63,
+            64,
+            65,
+            4096,
+            4097,
+            5000,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(len);
             assert!(c >= len && c % ALIGN == 0, "{len} -> {c}");
             assert!(len < 4096 || c <= len + len / 4, "{len} -> {c}");

@@ -26,7 +26,14 @@ pub fn seed(s: u64) {
 
 fn check_key(k: &Array) -> Result<()> {
     if k.dtype() != Dtype::U32 || k.shape() != [2] {
-        return invalid("random", format!("a key is a uint32 array of shape (2,), got {} {:?}", k.dtype(), k.shape()));
+        return invalid(
+            "random",
+            format!(
+                "a key is a uint32 array of shape (2,), got {} {:?}",
+                k.dtype(),
+                k.shape()
+            ),
+        );
     }
     Ok(())
 }
@@ -41,7 +48,10 @@ fn next_key(k: Option<&Array>) -> Result<Array> {
     let cur = match g.take() {
         Some(c) => c,
         None => {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
             key(t)
         }
     };
@@ -53,23 +63,42 @@ fn next_key(k: Option<&Array>) -> Result<Array> {
 /// `num` new keys (shape (num, 2)) derived from `key`.
 pub fn split(key: &Array, num: usize) -> Result<Array> {
     check_key(key)?;
-    Ok(Array::lazy(Primitive::RandomBits, vec![key.clone()], vec![num, 2], Dtype::U32))
+    Ok(Array::lazy(
+        Primitive::RandomBits,
+        vec![key.clone()],
+        vec![num, 2],
+        Dtype::U32,
+    ))
 }
 
 /// Uniform random uint32 words.
 pub fn bits(shape: &[usize], key: Option<&Array>) -> Result<Array> {
     ops::check_shape_size("random.bits", shape)?;
     let k = next_key(key)?;
-    Ok(Array::lazy(Primitive::RandomBits, vec![k], shape.to_vec(), Dtype::U32))
+    Ok(Array::lazy(
+        Primitive::RandomBits,
+        vec![k],
+        shape.to_vec(),
+        Dtype::U32,
+    ))
 }
 
 /// Uniform in [low, high) with 24 random bits per value.
-pub fn uniform(low: f64, high: f64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+pub fn uniform(
+    low: f64,
+    high: f64,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     if !dtype.is_float() {
         return invalid("uniform", format!("needs a float dtype, got {dtype}"));
     }
     if !(low.is_finite() && high.is_finite()) || high < low {
-        return invalid("uniform", format!("bounds must be finite with low <= high, got [{low}, {high})"));
+        return invalid(
+            "uniform",
+            format!("bounds must be finite with low <= high, got [{low}, {high})"),
+        );
     }
     let b = bits(shape, key)?;
     let u = ops::multiply(
@@ -77,7 +106,10 @@ pub fn uniform(low: f64, high: f64, shape: &[usize], dtype: Dtype, key: Option<&
         &Array::scalar((1.0f64 / (1u64 << 24) as f64) as f32),
     )?;
     let u = u.astype(dtype)?;
-    let scaled = ops::add(&ops::multiply(&u, &Array::scalar_of(high - low, dtype))?, &Array::scalar_of(low, dtype))?;
+    let scaled = ops::add(
+        &ops::multiply(&u, &Array::scalar_of(high - low, dtype))?,
+        &Array::scalar_of(low, dtype),
+    )?;
     // Rounding in low precision can reach `high`: keep the interval half-open.
     let below = Array::scalar_of(next_below(high, dtype), dtype);
     ops::minimum(&scaled, &below)
@@ -85,38 +117,70 @@ pub fn uniform(low: f64, high: f64, shape: &[usize], dtype: Dtype, key: Option<&
 
 fn next_below(x: f64, dtype: Dtype) -> f64 {
     match dtype {
-        Dtype::F64 => f64::from_bits(if x > 0.0 { x.to_bits() - 1 } else { x.to_bits() + 1 }),
+        Dtype::F64 => f64::from_bits(if x > 0.0 {
+            x.to_bits() - 1
+        } else {
+            x.to_bits() + 1
+        }),
         Dtype::F16 | Dtype::BF16 => {
-            let e = if dtype == Dtype::F16 { 2f64.powi(-11) } else { 2f64.powi(-8) };
+            let e = if dtype == Dtype::F16 {
+                2f64.powi(-11)
+            } else {
+                2f64.powi(-8)
+            };
             x - x.abs().max(1e-30) * e
         }
         _ => {
             let f = x as f32;
-            (if f > 0.0 { f32::from_bits(f.to_bits() - 1) } else if f == 0.0 { -f32::from_bits(1) } else { f32::from_bits(f.to_bits() + 1) }) as f64
+            (if f > 0.0 {
+                f32::from_bits(f.to_bits() - 1)
+            } else if f == 0.0 {
+                -f32::from_bits(1)
+            } else {
+                f32::from_bits(f.to_bits() + 1)
+            }) as f64
         }
     }
 }
 
 /// Normal with mean `loc` and standard deviation `scale`, by the inverse CDF:
 /// `sqrt(2) * erfinv(u)` for u uniform in (-1, 1).
-pub fn normal(shape: &[usize], dtype: Dtype, loc: f64, scale: f64, key: Option<&Array>) -> Result<Array> {
+pub fn normal(
+    shape: &[usize],
+    dtype: Dtype,
+    loc: f64,
+    scale: f64,
+    key: Option<&Array>,
+) -> Result<Array> {
     if !dtype.is_float() {
         return invalid("normal", format!("needs a float dtype, got {dtype}"));
     }
     let lo = f32::from_bits((-1.0f32).to_bits() - 1) as f64;
     let u = uniform(lo, 1.0, shape, Dtype::F32, key)?;
     let z = ops::multiply(&ops::erfinv(&u)?, &Array::scalar(std::f32::consts::SQRT_2))?;
-    let z = ops::add(&ops::multiply(&z, &Array::scalar(scale as f32))?, &Array::scalar(loc as f32))?;
+    let z = ops::add(
+        &ops::multiply(&z, &Array::scalar(scale as f32))?,
+        &Array::scalar(loc as f32),
+    )?;
     z.astype(dtype)
 }
 
 /// Integers uniform in [low, high).
-pub fn randint(low: i64, high: i64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+pub fn randint(
+    low: i64,
+    high: i64,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     if !dtype.is_integer() {
         return invalid("randint", format!("needs an integer dtype, got {dtype}"));
     }
     if high <= low || (high - low) as u64 > u32::MAX as u64 {
-        return invalid("randint", format!("needs low < high with a range below 2^32, got [{low}, {high})"));
+        return invalid(
+            "randint",
+            format!("needs low < high with a range below 2^32, got [{low}, {high})"),
+        );
     }
     let b = bits(shape, key)?;
     let r = ops::remainder(&b, &Array::scalar((high - low) as u32))?;
@@ -128,7 +192,10 @@ pub fn bernoulli(p: f64, shape: &[usize], key: Option<&Array>) -> Result<Array> 
     if !(0.0..=1.0).contains(&p) {
         return invalid("bernoulli", format!("p must be in [0, 1], got {p}"));
     }
-    ops::less(&uniform(0.0, 1.0, shape, Dtype::F32, key)?, &Array::scalar(p as f32))
+    ops::less(
+        &uniform(0.0, 1.0, shape, Dtype::F32, key)?,
+        &Array::scalar(p as f32),
+    )
 }
 
 /// Samples class indices from unnormalised log-probabilities along `axis` (Gumbel-max).
@@ -137,19 +204,38 @@ pub fn categorical(logits: &Array, axis: isize, key: Option<&Array>) -> Result<A
     let lo = f32::MIN_POSITIVE as f64;
     let u = uniform(lo, 1.0, logits.shape(), Dtype::F32, key)?;
     let g = ops::negative(&ops::log(&ops::negative(&ops::log(&u)?)?)?)?;
-    ops::argmax(&ops::add(&logits.astype(Dtype::F32)?, &g)?, Some(axis), false)
+    ops::argmax(
+        &ops::add(&logits.astype(Dtype::F32)?, &g)?,
+        Some(axis),
+        false,
+    )
 }
 
 /// Normal restricted to [lower, upper], by inverting the CDF over that interval.
-pub fn truncated_normal(lower: f64, upper: f64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+pub fn truncated_normal(
+    lower: f64,
+    upper: f64,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     if lower.is_nan() || upper.is_nan() || lower >= upper {
-        return invalid("truncated_normal", format!("needs lower < upper, got [{lower}, {upper}]"));
+        return invalid(
+            "truncated_normal",
+            format!("needs lower < upper, got [{lower}, {upper}]"),
+        );
     }
-    let cdf = |x: f64| 0.5 * (1.0 + crate::backend::cpu::simd::math_f64::erf_f64(x / std::f64::consts::SQRT_2));
+    let cdf = |x: f64| {
+        0.5 * (1.0 + crate::backend::cpu::simd::math_f64::erf_f64(x / std::f64::consts::SQRT_2))
+    };
     let (a, b) = (2.0 * cdf(lower) - 1.0, 2.0 * cdf(upper) - 1.0);
     let u = uniform(a, b, shape, Dtype::F32, key)?;
     let z = ops::multiply(&ops::erfinv(&u)?, &Array::scalar(std::f32::consts::SQRT_2))?;
-    let z = ops::clip(&z, Some(&Array::scalar(lower.max(-1e30) as f32)), Some(&Array::scalar(upper.min(1e30) as f32)))?;
+    let z = ops::clip(
+        &z,
+        Some(&Array::scalar(lower.max(-1e30) as f32)),
+        Some(&Array::scalar(upper.min(1e30) as f32)),
+    )?;
     z.astype(dtype)
 }
 

@@ -17,9 +17,15 @@ pub struct Device {
 }
 
 impl Device {
-    pub const CPU: Device = Device { kind: DeviceType::Cpu, index: 0 };
+    pub const CPU: Device = Device {
+        kind: DeviceType::Cpu,
+        index: 0,
+    };
     pub const fn gpu(index: u32) -> Device {
-        Device { kind: DeviceType::Gpu, index }
+        Device {
+            kind: DeviceType::Gpu,
+            index,
+        }
     }
 }
 
@@ -32,7 +38,10 @@ pub struct Stream {
 
 impl Stream {
     /// The default CPU stream.
-    pub const CPU: Stream = Stream { index: 0, device: Device::CPU };
+    pub const CPU: Stream = Stream {
+        index: 0,
+        device: Device::CPU,
+    };
 
     /// The default stream of a device.
     pub fn default_for(device: Device) -> Stream {

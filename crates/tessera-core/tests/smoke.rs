@@ -7,12 +7,18 @@ fn basic_graph() {
     let b = ops::exp(&a).unwrap();
     let c = ops::sum(&b, 1, false).unwrap();
     let v = c.to_vec::<f32>().unwrap();
-    let e: Vec<f32> = vec![1f32.exp() + 2f32.exp() + 3f32.exp(), 4f32.exp() + 5f32.exp() + 6f32.exp()];
+    let e: Vec<f32> = vec![
+        1f32.exp() + 2f32.exp() + 3f32.exp(),
+        4f32.exp() + 5f32.exp() + 6f32.exp(),
+    ];
     for (x, y) in v.iter().zip(&e) {
         assert!((x - y).abs() / y < 1e-5, "{x} {y}");
     }
     let t = ops::transpose(&a, None).unwrap();
-    assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    assert_eq!(
+        t.to_vec::<f32>().unwrap(),
+        vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+    );
     let m = ops::matmul(&a, &t).unwrap();
     assert_eq!(m.to_vec::<f32>().unwrap(), vec![14.0, 32.0, 32.0, 77.0]);
     let s = ops::sum(&a, 0, true).unwrap();
@@ -20,7 +26,12 @@ fn basic_graph() {
     assert_eq!(s.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 9.0]);
     println!("{a}");
     println!("{}", ops::arange(0.0, 2000.0, 1.0, Dtype::I32).unwrap());
-    let r = ops::sum(&ops::ones(&[1000, 1000], Dtype::F32).unwrap(), Axes::All, false).unwrap();
+    let r = ops::sum(
+        &ops::ones(&[1000, 1000], Dtype::F32).unwrap(),
+        Axes::All,
+        false,
+    )
+    .unwrap();
     assert_eq!(r.item::<f32>().unwrap(), 1e6);
 }
 

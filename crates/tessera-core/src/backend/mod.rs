@@ -19,8 +19,13 @@ pub trait Backend: Send + Sync {
     fn supports(&self, primitive: &Primitive, dtypes: &[Dtype]) -> bool;
     /// Computes the outputs of one node. `inputs` whose buffers have no other owner
     /// ([`ArrayData::is_donatable`]) may be written in place and returned as an output.
-    fn eval(&self, stream: &Stream, primitive: &Primitive, inputs: &[ArrayData], outputs: &[Meta])
-    -> Result<Vec<ArrayData>>;
+    fn eval(
+        &self,
+        stream: &Stream,
+        primitive: &Primitive,
+        inputs: &[ArrayData],
+        outputs: &[Meta],
+    ) -> Result<Vec<ArrayData>>;
     /// Waits for queued work on `stream`.
     fn synchronize(&self, stream: &Stream) -> Result<()>;
 }

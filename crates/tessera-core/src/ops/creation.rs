@@ -51,7 +51,12 @@ pub fn full_like(a: &Array, value: f64) -> Result<Array> {
 /// ```
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     if step == 0.0 || !step.is_finite() || !start.is_finite() || !stop.is_finite() {
-        return invalid("arange", format!("needs finite start/stop and a finite non-zero step, got {start}, {stop}, {step}"));
+        return invalid(
+            "arange",
+            format!(
+                "needs finite start/stop and a finite non-zero step, got {start}, {stop}, {step}"
+            ),
+        );
     }
     let n = ((stop - start) / step).ceil().max(0.0);
     if n > (1u64 << 48) as f64 {
@@ -60,7 +65,12 @@ pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     if dtype == Dtype::Bool {
         return invalid("arange", "bool is not a valid arange dtype");
     }
-    Ok(Array::lazy(Primitive::Arange { start, step }, vec![], vec![n as usize], dtype))
+    Ok(Array::lazy(
+        Primitive::Arange { start, step },
+        vec![],
+        vec![n as usize],
+        dtype,
+    ))
 }
 
 /// `num` evenly spaced values from `start` to `stop` inclusive.
@@ -68,12 +78,27 @@ pub fn linspace(start: f64, stop: f64, num: usize, dtype: Dtype) -> Result<Array
     if !start.is_finite() || !stop.is_finite() {
         return invalid("linspace", "start and stop must be finite");
     }
-    let step = if num > 1 { (stop - start) / (num - 1) as f64 } else { 0.0 };
-    let base = Array::lazy(Primitive::Arange { start, step }, vec![], vec![num], Dtype::F64);
+    let step = if num > 1 {
+        (stop - start) / (num - 1) as f64
+    } else {
+        0.0
+    };
+    let base = Array::lazy(
+        Primitive::Arange { start, step },
+        vec![],
+        vec![num],
+        Dtype::F64,
+    );
     if num > 1 {
         // The last value is exactly `stop`, as NumPy's.
         let last = Array::scalar(stop);
-        let b = super::slice_update(&base, &super::reshape(&last, &[1])?, &[num as isize - 1], &[num as isize], &[1])?;
+        let b = super::slice_update(
+            &base,
+            &super::reshape(&last, &[1])?,
+            &[num as isize - 1],
+            &[num as isize],
+            &[1],
+        )?;
         return b.astype(dtype);
     }
     base.astype(dtype)

@@ -17,11 +17,21 @@ pub fn astype(a: &Array, dtype: Dtype) -> Result<Array> {
     if a.dtype() == dtype {
         return Ok(a.clone());
     }
-    Ok(Array::lazy(Primitive::AsType(dtype), vec![a.clone()], a.shape().to_vec(), dtype))
+    Ok(Array::lazy(
+        Primitive::AsType(dtype),
+        vec![a.clone()],
+        a.shape().to_vec(),
+        dtype,
+    ))
 }
 
 fn unary_node(op: UnaryOp, a: &Array, out: Dtype) -> Array {
-    Array::lazy(Primitive::Unary(op), vec![a.clone()], a.shape().to_vec(), out)
+    Array::lazy(
+        Primitive::Unary(op),
+        vec![a.clone()],
+        a.shape().to_vec(),
+        out,
+    )
 }
 
 /// Float-only unary ops: integer and bool inputs are computed in float32.
@@ -92,7 +102,11 @@ pub fn log10(a: &Array) -> Result<Array> {
 
 fn no_bool(op: &'static str, a: &Array) -> Result<()> {
     if a.dtype() == Dtype::Bool {
-        return Err(Error::Dtype { op, dtype: Dtype::Bool, msg: "not defined for booleans".into() });
+        return Err(Error::Dtype {
+            op,
+            dtype: Dtype::Bool,
+            msg: "not defined for booleans".into(),
+        });
     }
     Ok(())
 }
@@ -111,15 +125,19 @@ pub fn negative(a: &Array) -> Result<Array> {
     Ok(unary_node(UnaryOp::Neg, a, a.dtype()))
 }
 
-/// -1, 0 or 1 by sign (NaN stays NaN).
+/// -1, 0 or 1 by sign (NaN stays NaN; bool is returned as it is).
 pub fn sign(a: &Array) -> Result<Array> {
-    no_bool("sign", a)?;
+    if a.dtype() == Dtype::Bool {
+        return Ok(a.clone());
+    }
     Ok(unary_node(UnaryOp::Sign, a, a.dtype()))
 }
 
-/// `x * x`.
+/// `x * x` (bool is returned as it is: `x & x == x`).
 pub fn square(a: &Array) -> Result<Array> {
-    no_bool("square", a)?;
+    if a.dtype() == Dtype::Bool {
+        return Ok(a.clone());
+    }
     Ok(unary_node(UnaryOp::Square, a, a.dtype()))
 }
 
@@ -177,7 +195,11 @@ pub fn logical_not(a: &Array) -> Result<Array> {
 /// Bitwise not of integers; logical not of bool.
 pub fn bitwise_invert(a: &Array) -> Result<Array> {
     if a.dtype().is_float() {
-        return Err(Error::Dtype { op: "bitwise_invert", dtype: a.dtype(), msg: "needs integers or bool".into() });
+        return Err(Error::Dtype {
+            op: "bitwise_invert",
+            dtype: a.dtype(),
+            msg: "needs integers or bool".into(),
+        });
     }
     Ok(unary_node(UnaryOp::BitwiseNot, a, a.dtype()))
 }
@@ -196,7 +218,11 @@ fn binary_dtypes(op: BinaryOp, a: Dtype, b: Dtype) -> Result<(Dtype, Dtype)> {
         Div | Atan2 | LogAddExp => common.at_least_float(),
         BitAnd | BitOr | BitXor | Shl | Shr => {
             if common.is_float() {
-                return Err(Error::Dtype { op: name, dtype: common, msg: "needs integers or bool".into() });
+                return Err(Error::Dtype {
+                    op: name,
+                    dtype: common,
+                    msg: "needs integers or bool".into(),
+                });
             }
             if matches!(op, Shl | Shr) && common == Dtype::Bool {
                 Dtype::U8
@@ -205,12 +231,20 @@ fn binary_dtypes(op: BinaryOp, a: Dtype, b: Dtype) -> Result<(Dtype, Dtype)> {
             }
         }
         Sub if common == Dtype::Bool => {
-            return Err(Error::Dtype { op: name, dtype: common, msg: "boolean subtract is not defined; use logical_xor".into() });
+            return Err(Error::Dtype {
+                op: name,
+                dtype: common,
+                msg: "boolean subtract is not defined; use logical_xor".into(),
+            });
         }
         FloorDiv | Rem | Pow if common == Dtype::Bool => Dtype::U8,
         _ => common,
     };
-    let out = if op.returns_bool() { Dtype::Bool } else { compute };
+    let out = if op.returns_bool() {
+        Dtype::Bool
+    } else {
+        compute
+    };
     Ok((compute, out))
 }
 
@@ -328,13 +362,21 @@ pub fn where_(cond: &Array, x: &Array, y: &Array) -> Result<Array> {
     let s = broadcast_shapes("where", cond.shape(), x.shape())?;
     let s = broadcast_shapes("where", &s, y.shape())?;
     let c = astype(cond, Dtype::Bool)?;
-    Ok(Array::lazy(Primitive::Select, vec![c, astype(x, dt)?, astype(y, dt)?], s, dt))
+    Ok(Array::lazy(
+        Primitive::Select,
+        vec![c, astype(x, dt)?, astype(y, dt)?],
+        s,
+        dt,
+    ))
 }
 
 /// Limits values to `[min, max]`; either bound may be omitted.
 pub fn clip(a: &Array, min: Option<&Array>, max: Option<&Array>) -> Result<Array> {
     if min.is_none() && max.is_none() {
-        return Err(Error::Invalid { op: "clip", msg: "give at least one of min and max".into() });
+        return Err(Error::Invalid {
+            op: "clip",
+            msg: "give at least one of min and max".into(),
+        });
     }
     let mut r = a.clone();
     if let Some(lo) = min {
@@ -352,8 +394,13 @@ pub fn isclose(a: &Array, b: &Array, rtol: f64, atol: f64, equal_nan: bool) -> R
     let dt = promote_types(a.dtype(), b.dtype()).at_least_float();
     let (a, b) = (astype(a, dt)?, astype(b, dt)?);
     let diff = abs(&subtract(&a, &b)?)?;
-    let tol = add(&Array::scalar_of(atol, dt), &multiply(&Array::scalar_of(rtol, dt), &abs(&b)?)?)?;
-    let mut close = logical_or(&less_equal(&diff, &tol)?, &equal(&a, &b)?)?;
+    let tol = add(
+        &Array::scalar_of(atol, dt),
+        &multiply(&Array::scalar_of(rtol, dt), &abs(&b)?)?,
+    )?;
+    // An infinity is close only to the same infinity (the tolerance would be infinite too).
+    let inf = logical_or(&isinf(&a)?, &isinf(&b)?)?;
+    let mut close = where_(&inf, &equal(&a, &b)?, &less_equal(&diff, &tol)?)?;
     if equal_nan {
         close = logical_or(&close, &logical_and(&isnan(&a)?, &isnan(&b)?)?)?;
     }
@@ -362,7 +409,11 @@ pub fn isclose(a: &Array, b: &Array, rtol: f64, atol: f64, equal_nan: bool) -> R
 
 /// True (a 0-d bool array) when every element pair is close (see [`isclose`]).
 pub fn allclose(a: &Array, b: &Array, rtol: f64, atol: f64, equal_nan: bool) -> Result<Array> {
-    super::all(&isclose(a, b, rtol, atol, equal_nan)?, super::Axes::All, false)
+    super::all(
+        &isclose(a, b, rtol, atol, equal_nan)?,
+        super::Axes::All,
+        false,
+    )
 }
 
 /// A scalar for `value` that combines with `like` without promoting it (weak typing): a float

@@ -10,7 +10,12 @@ use crate::error::{Error, Result, fmt_shape, invalid};
 use crate::primitive::{Primitive, ScatterMode};
 
 /// Resolves one axis of a Python slice `start:stop:step` on a dim of size `n`: (first, count).
-pub(crate) fn resolve_slice(start: Option<isize>, stop: Option<isize>, step: isize, n: usize) -> Result<(usize, usize)> {
+pub(crate) fn resolve_slice(
+    start: Option<isize>,
+    stop: Option<isize>,
+    step: isize,
+    n: usize,
+) -> Result<(usize, usize)> {
     if step == 0 {
         return invalid("slice", "slice step cannot be zero");
     }
@@ -23,8 +28,19 @@ pub(crate) fn resolve_slice(start: Option<isize>, stop: Option<isize>, step: isi
         (s, if e > s { (e - s + step - 1) / step } else { 0 })
     } else {
         let s = clamp(start.map_or(n - 1, norm), -1, n - 1);
-        let e = clamp(stop.map_or(-1, |v| if v < 0 { (v + n).max(-1) } else { v }), -1, n - 1);
-        (s, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+        let e = clamp(
+            stop.map_or(-1, |v| if v < 0 { (v + n).max(-1) } else { v }),
+            -1,
+            n - 1,
+        );
+        (
+            s,
+            if s > e {
+                (s - e + (-step) - 1) / (-step)
+            } else {
+                0
+            },
+        )
     };
     Ok((first.max(0) as usize, count as usize))
 }
@@ -33,7 +49,12 @@ fn slice_node(a: &Array, start: Vec<usize>, step: Vec<isize>, shape: Vec<usize>)
     if shape == a.shape() && step.iter().all(|&s| s == 1) {
         return a.clone();
     }
-    Array::lazy(Primitive::Slice { start, step }, vec![a.clone()], shape, a.dtype())
+    Array::lazy(
+        Primitive::Slice { start, step },
+        vec![a.clone()],
+        shape,
+        a.dtype(),
+    )
 }
 
 /// Python-style slicing of the leading axes: `a[start[0]:stop[0]:strides[0], ...]`. Negative
@@ -45,16 +66,30 @@ fn slice_node(a: &Array, start: Vec<usize>, step: Vec<isize>, shape: Vec<usize>)
 /// assert_eq!(s.to_vec::<i32>().unwrap(), vec![8, 5, 2]);
 /// ```
 pub fn slice(a: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
-    let bounds: Vec<(Option<isize>, Option<isize>, isize)> = (0..start.len().max(stop.len()).max(strides.len()))
-        .map(|i| (start.get(i).copied(), stop.get(i).copied(), strides.get(i).copied().unwrap_or(1)))
-        .collect();
+    let bounds: Vec<(Option<isize>, Option<isize>, isize)> =
+        (0..start.len().max(stop.len()).max(strides.len()))
+            .map(|i| {
+                (
+                    start.get(i).copied(),
+                    stop.get(i).copied(),
+                    strides.get(i).copied().unwrap_or(1),
+                )
+            })
+            .collect();
     slice_opt(a, &bounds)
 }
 
 /// Slicing with optional bounds per axis (`None` = Python's default), for `a[::-1]` and the like.
 pub fn slice_opt(a: &Array, bounds: &[(Option<isize>, Option<isize>, isize)]) -> Result<Array> {
     if bounds.len() > a.ndim() {
-        return invalid("slice", format!("{} slice bounds for an array of dimension {}", bounds.len(), a.ndim()));
+        return invalid(
+            "slice",
+            format!(
+                "{} slice bounds for an array of dimension {}",
+                bounds.len(),
+                a.ndim()
+            ),
+        );
     }
     let mut start = vec![0usize; a.ndim()];
     let mut step = vec![1isize; a.ndim()];
@@ -71,7 +106,13 @@ pub fn slice_opt(a: &Array, bounds: &[(Option<isize>, Option<isize>, isize)]) ->
 /// `a` restricted to `begin..end` along `axis` (a view).
 pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Array> {
     if axis >= a.ndim() || begin > end || end > a.shape()[axis] {
-        return invalid("slice", format!("range {begin}..{end} on axis {axis} of shape {}", fmt_shape(a.shape())));
+        return invalid(
+            "slice",
+            format!(
+                "range {begin}..{end} on axis {axis} of shape {}",
+                fmt_shape(a.shape())
+            ),
+        );
     }
     let mut start = vec![0usize; a.ndim()];
     start[axis] = begin;
@@ -81,27 +122,68 @@ pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Ar
 }
 
 /// A copy of `a` with the window `start:stop:strides` (Python semantics) replaced by `update`
-/// (broadcast to the window's shape).
-pub fn slice_update(a: &Array, update: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
+/// (broadcast to the window's shape and cast to `a`'s dtype).
+pub fn slice_update(
+    a: &Array,
+    update: &Array,
+    start: &[isize],
+    stop: &[isize],
+    strides: &[isize],
+) -> Result<Array> {
+    let bounds: Vec<(Option<isize>, Option<isize>, isize)> =
+        (0..start.len().max(stop.len()).max(strides.len()))
+            .map(|i| {
+                (
+                    start.get(i).copied(),
+                    stop.get(i).copied(),
+                    strides.get(i).copied().unwrap_or(1),
+                )
+            })
+            .collect();
+    slice_update_opt(a, update, &bounds)
+}
+
+/// [`slice_update`] with optional bounds per axis (`None` = Python's default).
+pub fn slice_update_opt(
+    a: &Array,
+    update: &Array,
+    bounds: &[(Option<isize>, Option<isize>, isize)],
+) -> Result<Array> {
+    if bounds.len() > a.ndim() {
+        return invalid(
+            "slice_update",
+            format!(
+                "{} slice bounds for shape {}",
+                bounds.len(),
+                fmt_shape(a.shape())
+            ),
+        );
+    }
     let mut st = vec![0usize; a.ndim()];
     let mut step = vec![1isize; a.ndim()];
     let mut shape = a.shape().to_vec();
-    if start.len() > a.ndim() || stop.len() > a.ndim() || strides.len() > a.ndim() {
-        return invalid("slice_update", format!("too many slice bounds for shape {}", fmt_shape(a.shape())));
-    }
-    for i in 0..start.len().max(stop.len()).max(strides.len()) {
-        let (first, count) = resolve_slice(start.get(i).copied(), stop.get(i).copied(), strides.get(i).copied().unwrap_or(1), a.shape()[i])?;
+    for (i, &(s, e, stp)) in bounds.iter().enumerate() {
+        let (first, count) = resolve_slice(s, e, stp, a.shape()[i])?;
         st[i] = first;
-        step[i] = strides.get(i).copied().unwrap_or(1);
+        step[i] = stp;
         shape[i] = count;
     }
     let upd = super::broadcast_to(&update.astype(a.dtype())?, &shape)?;
-    Ok(Array::lazy(Primitive::SliceUpdate { start: st, step }, vec![a.clone(), upd], a.shape().to_vec(), a.dtype()))
+    Ok(Array::lazy(
+        Primitive::SliceUpdate { start: st, step },
+        vec![a.clone(), upd],
+        a.shape().to_vec(),
+        a.dtype(),
+    ))
 }
 
 fn check_indices(op: &'static str, idx: &Array) -> Result<()> {
     if !idx.dtype().is_integer() {
-        return Err(Error::Dtype { op, dtype: idx.dtype(), msg: "indices must be integers".into() });
+        return Err(Error::Dtype {
+            op,
+            dtype: idx.dtype(),
+            msg: "indices must be integers".into(),
+        });
     }
     Ok(())
 }
@@ -121,14 +203,26 @@ pub fn take(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
     shape.extend_from_slice(indices.shape());
     shape.extend_from_slice(&a.shape()[ax + 1..]);
     let dt = a.dtype();
-    Ok(Array::lazy(Primitive::Take { axis: ax }, vec![a, indices.clone()], shape, dt))
+    Ok(Array::lazy(
+        Primitive::Take { axis: ax },
+        vec![a, indices.clone()],
+        shape,
+        dt,
+    ))
 }
 
 /// Output shape of an along-axis op: `a` and `indices` broadcast except on `axis`, where the
 /// indices' size is used.
 fn along_shape(op: &'static str, a: &Array, indices: &Array, ax: usize) -> Result<Vec<usize>> {
     if indices.ndim() != a.ndim() {
-        return invalid(op, format!("indices of shape {} need as many dims as the array {}", fmt_shape(indices.shape()), fmt_shape(a.shape())));
+        return invalid(
+            op,
+            format!(
+                "indices of shape {} need as many dims as the array {}",
+                fmt_shape(indices.shape()),
+                fmt_shape(a.shape())
+            ),
+        );
     }
     let mut sa = a.shape().to_vec();
     sa[ax] = indices.shape()[ax];
@@ -139,24 +233,49 @@ fn along_shape(op: &'static str, a: &Array, indices: &Array, ax: usize) -> Resul
 pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
     check_indices("take_along_axis", indices)?;
     let (a, idx, ax) = match axis {
-        None => (super::reshape(a, &[a.size()])?, super::reshape(indices, &[indices.size()])?, 0),
-        Some(x) => (a.clone(), indices.clone(), normalize_axis("take_along_axis", x, a.ndim())?),
+        None => (
+            super::reshape(a, &[a.size()])?,
+            super::reshape(indices, &[indices.size()])?,
+            0,
+        ),
+        Some(x) => (
+            a.clone(),
+            indices.clone(),
+            normalize_axis("take_along_axis", x, a.ndim())?,
+        ),
     };
     let shape = along_shape("take_along_axis", &a, &idx, ax)?;
     if a.shape()[ax] == 0 && shape.iter().product::<usize>() > 0 {
         return invalid("take_along_axis", "cannot take from an empty axis");
     }
     let dt = a.dtype();
-    Ok(Array::lazy(Primitive::TakeAlong { axis: ax }, vec![a, idx], shape, dt))
+    Ok(Array::lazy(
+        Primitive::TakeAlong { axis: ax },
+        vec![a, idx],
+        shape,
+        dt,
+    ))
 }
 
-fn scatter(op: &'static str, mode: ScatterMode, a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
+fn scatter(
+    op: &'static str,
+    mode: ScatterMode,
+    a: &Array,
+    indices: &Array,
+    values: &Array,
+    axis: isize,
+) -> Result<Array> {
     check_indices(op, indices)?;
     let ax = normalize_axis(op, axis, a.ndim())?;
     let shape = along_shape(op, a, indices, ax)?;
     let idx = super::broadcast_to(indices, &shape)?;
     let vals = super::broadcast_to(&values.astype(a.dtype())?, &shape)?;
-    Ok(Array::lazy(Primitive::ScatterAlong { axis: ax, mode }, vec![a.clone(), idx, vals], a.shape().to_vec(), a.dtype()))
+    Ok(Array::lazy(
+        Primitive::ScatterAlong { axis: ax, mode },
+        vec![a.clone(), idx, vals],
+        a.shape().to_vec(),
+        a.dtype(),
+    ))
 }
 
 /// A copy of `a` with `values` written at `indices` along `axis` (the inverse of
@@ -167,6 +286,44 @@ pub fn put_along_axis(a: &Array, indices: &Array, values: &Array, axis: isize) -
 
 /// A copy of `a` with `values` added at `indices` along `axis`; repeated indices accumulate
 /// (NumPy's `np.add.at` along an axis).
-pub fn scatter_add_along_axis(a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
+pub fn scatter_add_along_axis(
+    a: &Array,
+    indices: &Array,
+    values: &Array,
+    axis: isize,
+) -> Result<Array> {
     scatter("scatter_add", ScatterMode::Add, a, indices, values, axis)
+}
+
+/// `a` plus `updates` scattered along `axis` at the 1-D `indices` (NumPy's `np.add.at`):
+/// `out[..., indices[j], ...] += updates[..., j, ...]`; repeated indices accumulate.
+/// `updates` has `a`'s shape with `axis` replaced by `len(indices)`.
+pub fn scatter_add(a: &Array, indices: &Array, updates: &Array, axis: isize) -> Result<Array> {
+    check_indices("scatter_add", indices)?;
+    let ax = normalize_axis("scatter_add", axis, a.ndim())?;
+    if indices.ndim() != 1 {
+        return invalid(
+            "scatter_add",
+            format!(
+                "indices must be 1-D, got shape {}",
+                fmt_shape(indices.shape())
+            ),
+        );
+    }
+    let mut ushape = a.shape().to_vec();
+    ushape[ax] = indices.size();
+    if updates.shape() != ushape.as_slice() {
+        return invalid(
+            "scatter_add",
+            format!(
+                "updates of shape {} should have shape {}",
+                fmt_shape(updates.shape()),
+                fmt_shape(&ushape)
+            ),
+        );
+    }
+    let mut ishape = vec![1usize; a.ndim()];
+    ishape[ax] = indices.size();
+    let idx = super::reshape(indices, &ishape)?;
+    scatter_add_along_axis(a, &idx, updates, ax as isize)
 }

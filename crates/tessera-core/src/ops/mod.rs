@@ -68,9 +68,16 @@ impl From<Option<isize>> for Axes {
 pub fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
     let n = ndim as isize;
     if axis < -n || axis >= n {
-        return invalid(op, format!("axis {axis} is out of bounds for an array of dimension {ndim}"));
+        return invalid(
+            op,
+            format!("axis {axis} is out of bounds for an array of dimension {ndim}"),
+        );
     }
-    Ok(if axis < 0 { (axis + n) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + n) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Normalised, sorted, duplicate-free axes.
@@ -97,24 +104,42 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let n = a.len().max(b.len());
     let mut out = vec![0usize; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
             db
         } else {
-            return Err(Error::Broadcast { op, a: a.to_vec(), b: b.to_vec() });
+            return Err(Error::Broadcast {
+                op,
+                a: a.to_vec(),
+                b: b.to_vec(),
+            });
         };
     }
     Ok(out)
 }
 
 pub(crate) fn check_shape_size(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::Invalid {
-        op,
-        msg: format!("shape {} has more elements than fit in memory", fmt_shape(shape)),
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::Invalid {
+            op,
+            msg: format!(
+                "shape {} has more elements than fit in memory",
+                fmt_shape(shape)
+            ),
+        })
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::primitive::{ArgReduceOp, Primitive, ReduceOp, ScanOp};
 /// Dtype sums and products accumulate in: small integers and bool widen (MLX's rule).
 fn accumulate_dtype(dt: Dtype) -> Dtype {
     match dt {
-        Dtype::Bool | Dtype::U8 => Dtype::I32,
+        Dtype::Bool => Dtype::I32,
+        Dtype::U8 => Dtype::U32,
         other => other,
     }
 }
@@ -27,25 +28,50 @@ fn reduce_node(op: ReduceOp, a: &Array, axes: Axes, keepdims: bool, dtype: Dtype
     if matches!(op, ReduceOp::Max | ReduceOp::Min) {
         for &x in &ax {
             if a.shape()[x] == 0 {
-                return invalid(name, format!("zero-size axis {x} of shape {} has no {name}", fmt_shape(a.shape())));
+                return invalid(
+                    name,
+                    format!(
+                        "zero-size axis {x} of shape {} has no {name}",
+                        fmt_shape(a.shape())
+                    ),
+                );
             }
         }
     }
     let a = a.astype(dtype)?;
-    let kept: Vec<usize> = a.shape().iter().enumerate().map(|(i, &d)| if ax.contains(&i) { 1 } else { d }).collect();
+    let kept: Vec<usize> = a
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if ax.contains(&i) { 1 } else { d })
+        .collect();
     let r = if ax.is_empty() {
         a.clone()
     } else {
-        Array::lazy(Primitive::Reduce { op, axes: ax.clone() }, vec![a.clone()], kept, dtype)
+        Array::lazy(
+            Primitive::Reduce {
+                op,
+                axes: ax.clone(),
+            },
+            vec![a.clone()],
+            kept,
+            dtype,
+        )
     };
     if keepdims {
         return Ok(r);
     }
-    let out: Vec<usize> = a.shape().iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect();
+    let out: Vec<usize> = a
+        .shape()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !ax.contains(i))
+        .map(|(_, &d)| d)
+        .collect();
     super::reshape(&r, &out)
 }
 
-/// Sum over `axes` (bool and uint8 sum to int32).
+/// Sum over `axes` (bool sums to int32, uint8 to uint32).
 /// ```
 /// use tessera_core::{Array, ops, ops::Axes};
 /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
@@ -53,12 +79,24 @@ fn reduce_node(op: ReduceOp, a: &Array, axes: Axes, keepdims: bool, dtype: Dtype
 /// assert_eq!(ops::sum(&a, Axes::All, false).unwrap().item::<f32>().unwrap(), 10.0);
 /// ```
 pub fn sum(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
-    reduce_node(ReduceOp::Sum, a, axes.into(), keepdims, accumulate_dtype(a.dtype()))
+    reduce_node(
+        ReduceOp::Sum,
+        a,
+        axes.into(),
+        keepdims,
+        accumulate_dtype(a.dtype()),
+    )
 }
 
 /// Product over `axes`.
 pub fn prod(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
-    reduce_node(ReduceOp::Prod, a, axes.into(), keepdims, accumulate_dtype(a.dtype()))
+    reduce_node(
+        ReduceOp::Prod,
+        a,
+        axes.into(),
+        keepdims,
+        accumulate_dtype(a.dtype()),
+    )
 }
 
 /// Maximum over `axes` (NaN propagates; an empty axis is an error).
@@ -84,7 +122,10 @@ pub fn any(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
 }
 
 fn count(a: &Array, axes: &Axes) -> Result<usize> {
-    Ok(normalize_axes("mean", axes, a.ndim())?.iter().map(|&i| a.shape()[i]).product())
+    Ok(normalize_axes("mean", axes, a.ndim())?
+        .iter()
+        .map(|&i| a.shape()[i])
+        .product())
 }
 
 /// Mean over `axes` (integers give float32).
@@ -105,7 +146,10 @@ pub fn var(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Res
     let d = super::subtract(&a, &m)?;
     let ss = sum(&super::square(&d)?, axes, keepdims)?;
     let denom = n as f64 - ddof as f64;
-    super::multiply(&ss, &Array::scalar_of(if denom > 0.0 { 1.0 / denom } else { f64::NAN }, a.dtype()))
+    super::multiply(
+        &ss,
+        &Array::scalar_of(if denom > 0.0 { 1.0 / denom } else { f64::NAN }, a.dtype()),
+    )
 }
 
 /// Standard deviation (sqrt of [`var`]).
@@ -120,9 +164,17 @@ pub fn logsumexp(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Arr
     let m = max(&a, axes.clone(), true)?;
     // An infinite max would give inf - inf = NaN below: shift by 0 there instead.
     let shift = super::where_(&super::isinf(&m)?, &Array::scalar_of(0.0, a.dtype()), &m)?;
-    let s = sum(&super::exp(&super::subtract(&a, &shift)?)?, axes.clone(), true)?;
+    let s = sum(
+        &super::exp(&super::subtract(&a, &shift)?)?,
+        axes.clone(),
+        true,
+    )?;
     let r = super::add(&super::log(&s)?, &shift)?;
-    if keepdims { Ok(r) } else { super::squeeze(&r, axes_or_all(&axes, a.ndim())) }
+    if keepdims {
+        Ok(r)
+    } else {
+        super::squeeze(&r, axes_or_all(&axes, a.ndim()))
+    }
 }
 
 fn axes_or_all(axes: &Axes, ndim: usize) -> Axes {
@@ -133,17 +185,32 @@ fn axes_or_all(axes: &Axes, ndim: usize) -> Axes {
 }
 
 fn arg_reduce(op: ArgReduceOp, a: &Array, axis: Option<isize>, keepdims: bool) -> Result<Array> {
-    let name = if op == ArgReduceOp::ArgMax { "argmax" } else { "argmin" };
+    let name = if op == ArgReduceOp::ArgMax {
+        "argmax"
+    } else {
+        "argmin"
+    };
     let (x, ax) = match axis {
         None => (super::reshape(a, &[a.size()])?, 0),
         Some(v) => (a.clone(), normalize_axis(name, v, a.ndim())?),
     };
     if x.ndim() == 0 || x.shape()[ax] == 0 {
-        return invalid(name, format!("attempt to get {name} of an empty axis in shape {}", fmt_shape(a.shape())));
+        return invalid(
+            name,
+            format!(
+                "attempt to get {name} of an empty axis in shape {}",
+                fmt_shape(a.shape())
+            ),
+        );
     }
     let mut shape = x.shape().to_vec();
     shape[ax] = 1;
-    let r = Array::lazy(Primitive::ArgReduce { op, axis: ax }, vec![x.clone()], shape.clone(), Dtype::U32);
+    let r = Array::lazy(
+        Primitive::ArgReduce { op, axis: ax },
+        vec![x.clone()],
+        shape.clone(),
+        Dtype::U32,
+    );
     match (keepdims, axis) {
         (true, None) => super::reshape(&r, &vec![1; a.ndim()]),
         (true, Some(_)) => Ok(r),
@@ -165,18 +232,35 @@ pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Result<Array> {
     arg_reduce(ArgReduceOp::ArgMin, a, axis, keepdims)
 }
 
-fn scan(op: ScanOp, a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
+fn scan(
+    op: ScanOp,
+    a: &Array,
+    axis: Option<isize>,
+    reverse: bool,
+    inclusive: bool,
+) -> Result<Array> {
     let (x, ax) = match axis {
         None => (super::reshape(a, &[a.size()])?, 0),
         Some(v) => (a.clone(), normalize_axis("scan", v, a.ndim())?),
     };
-    let dt = match op {
-        ScanOp::Sum | ScanOp::Prod => accumulate_dtype(x.dtype()),
-        _ => x.dtype(),
+    // Scans keep small integer types (MLX); bool counts in int32.
+    let dt = match (op, x.dtype()) {
+        (ScanOp::Sum | ScanOp::Prod, Dtype::Bool) => Dtype::I32,
+        (_, d) => d,
     };
     let x = x.astype(dt)?;
     let shape = x.shape().to_vec();
-    Ok(Array::lazy(Primitive::Scan { op, axis: ax, reverse, inclusive }, vec![x], shape, dt))
+    Ok(Array::lazy(
+        Primitive::Scan {
+            op,
+            axis: ax,
+            reverse,
+            inclusive,
+        },
+        vec![x],
+        shape,
+        dt,
+    ))
 }
 
 /// Cumulative sum along `axis` (flattened when `None`); `reverse` runs from the end,

@@ -18,13 +18,22 @@ pub fn reshape(a: &Array, shape: &[usize]) -> Result<Array> {
     if n != a.size() {
         return invalid(
             "reshape",
-            format!("cannot reshape array of shape {} into shape {}", fmt_shape(a.shape()), fmt_shape(shape)),
+            format!(
+                "cannot reshape array of shape {} into shape {}",
+                fmt_shape(a.shape()),
+                fmt_shape(shape)
+            ),
         );
     }
     if shape == a.shape() {
         return Ok(a.clone());
     }
-    Ok(Array::lazy(Primitive::Reshape(shape.to_vec()), vec![a.clone()], shape.to_vec(), a.dtype()))
+    Ok(Array::lazy(
+        Primitive::Reshape(shape.to_vec()),
+        vec![a.clone()],
+        shape.to_vec(),
+        a.dtype(),
+    ))
 }
 
 /// Reshape where one dim may be -1 (inferred), as NumPy.
@@ -39,7 +48,10 @@ pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
         } else if d < 0 {
             return invalid("reshape", format!("negative dimension {d}"));
         } else {
-            known = known.checked_mul(d as usize).ok_or(Error::Invalid { op: "reshape", msg: "shape too large".into() })?;
+            known = known.checked_mul(d as usize).ok_or(Error::Invalid {
+                op: "reshape",
+                msg: "shape too large".into(),
+            })?;
         }
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
@@ -47,7 +59,10 @@ pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
         if known == 0 || a.size() % known != 0 {
             return invalid(
                 "reshape",
-                format!("cannot infer -1 in shape {shape:?} for an array of {} elements", a.size()),
+                format!(
+                    "cannot infer -1 in shape {shape:?} for an array of {} elements",
+                    a.size()
+                ),
             );
         }
         out[i] = a.size() / known;
@@ -79,7 +94,10 @@ pub fn transpose(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
         None => (0..nd).rev().collect(),
         Some(ax) => {
             if ax.len() != nd {
-                return invalid("transpose", format!("axes {ax:?} do not match an array of dimension {nd}"));
+                return invalid(
+                    "transpose",
+                    format!("axes {ax:?} do not match an array of dimension {nd}"),
+                );
             }
             let mut p = Vec::with_capacity(nd);
             for &x in ax {
@@ -96,7 +114,12 @@ pub fn transpose(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
         return Ok(a.clone());
     }
     let shape = perm.iter().map(|&p| a.shape()[p]).collect();
-    Ok(Array::lazy(Primitive::Transpose(perm), vec![a.clone()], shape, a.dtype()))
+    Ok(Array::lazy(
+        Primitive::Transpose(perm),
+        vec![a.clone()],
+        shape,
+        a.dtype(),
+    ))
 }
 
 /// Swaps two axes.
@@ -112,7 +135,9 @@ pub fn swapaxes(a: &Array, axis1: isize, axis2: isize) -> Result<Array> {
 pub fn moveaxis(a: &Array, source: isize, destination: isize) -> Result<Array> {
     let s = normalize_axis("moveaxis", source, a.ndim())?;
     let d = normalize_axis("moveaxis", destination, a.ndim())?;
-    let mut p: Vec<isize> = (0..a.ndim() as isize).filter(|&i| i != s as isize).collect();
+    let mut p: Vec<isize> = (0..a.ndim() as isize)
+        .filter(|&i| i != s as isize)
+        .collect();
     p.insert(d, s as isize);
     transpose(a, Some(&p))
 }
@@ -149,10 +174,18 @@ pub fn squeeze(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
             let ax = normalize_axes("squeeze", &axes, a.ndim())?;
             for &x in &ax {
                 if a.shape()[x] != 1 {
-                    return invalid("squeeze", format!("cannot squeeze axis {x} of size {}", a.shape()[x]));
+                    return invalid(
+                        "squeeze",
+                        format!("cannot squeeze axis {x} of size {}", a.shape()[x]),
+                    );
                 }
             }
-            a.shape().iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
+            a.shape()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !ax.contains(i))
+                .map(|(_, &d)| d)
+                .collect()
         }
     };
     reshape(a, &shape)
@@ -162,12 +195,21 @@ pub fn squeeze(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
 pub fn broadcast_to(a: &Array, shape: &[usize]) -> Result<Array> {
     let b = super::broadcast_shapes("broadcast_to", a.shape(), shape)?;
     if b != shape {
-        return Err(Error::Broadcast { op: "broadcast_to", a: a.shape().to_vec(), b: shape.to_vec() });
+        return Err(Error::Broadcast {
+            op: "broadcast_to",
+            a: a.shape().to_vec(),
+            b: shape.to_vec(),
+        });
     }
     if a.shape() == shape {
         return Ok(a.clone());
     }
-    Ok(Array::lazy(Primitive::Broadcast(shape.to_vec()), vec![a.clone()], shape.to_vec(), a.dtype()))
+    Ok(Array::lazy(
+        Primitive::Broadcast(shape.to_vec()),
+        vec![a.clone()],
+        shape.to_vec(),
+        a.dtype(),
+    ))
 }
 
 /// Broadcasts several arrays to their common shape.
@@ -181,10 +223,16 @@ pub fn broadcast_arrays(arrays: &[Array]) -> Result<Vec<Array>> {
 
 /// Joins arrays along an existing axis (dtypes promoted).
 pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
-    let first = arrays.first().ok_or(Error::Invalid { op: "concatenate", msg: "needs at least one array".into() })?;
+    let first = arrays.first().ok_or(Error::Invalid {
+        op: "concatenate",
+        msg: "needs at least one array".into(),
+    })?;
     let nd = first.ndim();
     if nd == 0 {
-        return invalid("concatenate", "zero-dimensional arrays cannot be concatenated");
+        return invalid(
+            "concatenate",
+            "zero-dimensional arrays cannot be concatenated",
+        );
     }
     let ax = normalize_axis("concatenate", axis, nd)?;
     let mut dtype = first.dtype();
@@ -194,14 +242,22 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
         if a.ndim() != nd {
             return invalid(
                 "concatenate",
-                format!("all arrays need {nd} dimensions, got {} for shape {}", a.ndim(), fmt_shape(a.shape())),
+                format!(
+                    "all arrays need {nd} dimensions, got {} for shape {}",
+                    a.ndim(),
+                    fmt_shape(a.shape())
+                ),
             );
         }
         for i in 0..nd {
             if i != ax && a.shape()[i] != first.shape()[i] {
                 return invalid(
                     "concatenate",
-                    format!("shapes {} and {} differ outside axis {ax}", fmt_shape(first.shape()), fmt_shape(a.shape())),
+                    format!(
+                        "shapes {} and {} differ outside axis {ax}",
+                        fmt_shape(first.shape()),
+                        fmt_shape(a.shape())
+                    ),
                 );
             }
         }
@@ -211,20 +267,41 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
     if arrays.len() == 1 {
         return first.astype(dtype);
     }
-    let inputs = arrays.iter().map(|a| a.astype(dtype)).collect::<Result<Vec<_>>>()?;
-    Ok(Array::lazy(Primitive::Concatenate { axis: ax }, inputs, shape, dtype))
+    let inputs = arrays
+        .iter()
+        .map(|a| a.astype(dtype))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Array::lazy(
+        Primitive::Concatenate { axis: ax },
+        inputs,
+        shape,
+        dtype,
+    ))
 }
 
 /// Joins arrays of one shape along a new axis.
 pub fn stack(arrays: &[Array], axis: isize) -> Result<Array> {
-    let first = arrays.first().ok_or(Error::Invalid { op: "stack", msg: "needs at least one array".into() })?;
+    let first = arrays.first().ok_or(Error::Invalid {
+        op: "stack",
+        msg: "needs at least one array".into(),
+    })?;
     for a in arrays {
         if a.shape() != first.shape() {
-            return invalid("stack", format!("shapes {} and {} differ", fmt_shape(first.shape()), fmt_shape(a.shape())));
+            return invalid(
+                "stack",
+                format!(
+                    "shapes {} and {} differ",
+                    fmt_shape(first.shape()),
+                    fmt_shape(a.shape())
+                ),
+            );
         }
     }
     let ax = normalize_axis("stack", axis, first.ndim() + 1)? as isize;
-    let ex = arrays.iter().map(|a| expand_dims(a, &[ax])).collect::<Result<Vec<_>>>()?;
+    let ex = arrays
+        .iter()
+        .map(|a| expand_dims(a, &[ax]))
+        .collect::<Result<Vec<_>>>()?;
     concatenate(&ex, ax)
 }
 
@@ -242,13 +319,22 @@ pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let bounds: Vec<usize> = match at {
         SplitAt::Sections(k) => {
             if k == 0 || n % k != 0 {
-                return invalid("split", format!("an axis of size {n} cannot be split into {k} equal sections"));
+                return invalid(
+                    "split",
+                    format!("an axis of size {n} cannot be split into {k} equal sections"),
+                );
             }
             (1..k).map(|i| i * n / k).collect()
         }
         SplitAt::Indices(ix) => ix
             .iter()
-            .map(|&i| if i < 0 { (i + n as isize).max(0) as usize } else { (i as usize).min(n) })
+            .map(|&i| {
+                if i < 0 {
+                    (i + n as isize).max(0) as usize
+                } else {
+                    (i as usize).min(n)
+                }
+            })
             .collect(),
     };
     let mut out = Vec::with_capacity(bounds.len() + 1);
@@ -273,14 +359,31 @@ pub enum PadMode {
 /// Pads each axis with `(before, after)` elements.
 pub fn pad(a: &Array, pad_width: &[(usize, usize)], mode: PadMode) -> Result<Array> {
     if pad_width.len() != a.ndim() {
-        return invalid("pad", format!("{} pad widths for an array of dimension {}", pad_width.len(), a.ndim()));
+        return invalid(
+            "pad",
+            format!(
+                "{} pad widths for an array of dimension {}",
+                pad_width.len(),
+                a.ndim()
+            ),
+        );
     }
     match mode {
         PadMode::Constant(v) => {
-            let shape: Vec<usize> = a.shape().iter().zip(pad_width).map(|(&d, &(lo, hi))| d + lo + hi).collect();
+            let shape: Vec<usize> = a
+                .shape()
+                .iter()
+                .zip(pad_width)
+                .map(|(&d, &(lo, hi))| d + lo + hi)
+                .collect();
             let base = super::full(&shape, v, a.dtype())?;
             let start: Vec<isize> = pad_width.iter().map(|&(lo, _)| lo as isize).collect();
-            let stop: Vec<isize> = a.shape().iter().zip(pad_width).map(|(&d, &(lo, _))| (d + lo) as isize).collect();
+            let stop: Vec<isize> = a
+                .shape()
+                .iter()
+                .zip(pad_width)
+                .map(|(&d, &(lo, _))| (d + lo) as isize)
+                .collect();
             super::slice_update(&base, a, &start, &stop, &vec![1; a.ndim()])
         }
         PadMode::Edge => {
@@ -371,10 +474,21 @@ pub fn roll(a: &Array, shift: isize, axis: Option<isize>) -> Result<Array> {
 
 fn tri_mask(a: &Array, k: isize) -> Result<Array> {
     if a.ndim() < 2 {
-        return invalid("tril", format!("needs at least 2 dimensions, got shape {}", fmt_shape(a.shape())));
+        return invalid(
+            "tril",
+            format!(
+                "needs at least 2 dimensions, got shape {}",
+                fmt_shape(a.shape())
+            ),
+        );
     }
     let nd = a.ndim();
-    super::tri(a.shape()[nd - 2], Some(a.shape()[nd - 1]), k, crate::Dtype::Bool)
+    super::tri(
+        a.shape()[nd - 2],
+        Some(a.shape()[nd - 1]),
+        k,
+        crate::Dtype::Bool,
+    )
 }
 
 /// Zeros above diagonal `k` of the last two axes.
@@ -392,5 +506,10 @@ pub fn triu(a: &Array, k: isize) -> Result<Array> {
 /// A row-major copy (the same array if already evaluated row-major is not known until eval, so
 /// this always makes a node; the kernel copies only when needed).
 pub fn contiguous(a: &Array) -> Result<Array> {
-    Ok(Array::lazy(Primitive::Copy, vec![a.clone()], a.shape().to_vec(), a.dtype()))
+    Ok(Array::lazy(
+        Primitive::Copy,
+        vec![a.clone()],
+        a.shape().to_vec(),
+        a.dtype(),
+    ))
 }

@@ -22,24 +22,34 @@ fn prepare(a: &Array, axis: Option<isize>, op: &'static str) -> Result<(Array, u
 pub fn sort(a: &Array, axis: Option<isize>) -> Result<Array> {
     let (x, ax) = prepare(a, axis, "sort")?;
     let (shape, dt) = (x.shape().to_vec(), x.dtype());
-    Ok(Array::lazy(Primitive::Sort { axis: ax }, vec![x], shape, dt))
+    Ok(Array::lazy(
+        Primitive::Sort { axis: ax },
+        vec![x],
+        shape,
+        dt,
+    ))
 }
 
 /// Indices (uint32) that sort along `axis`; stable.
 pub fn argsort(a: &Array, axis: Option<isize>) -> Result<Array> {
     let (x, ax) = prepare(a, axis, "argsort")?;
     let shape = x.shape().to_vec();
-    Ok(Array::lazy(Primitive::ArgSort { axis: ax }, vec![x], shape, Dtype::U32))
+    Ok(Array::lazy(
+        Primitive::ArgSort { axis: ax },
+        vec![x],
+        shape,
+        Dtype::U32,
+    ))
 }
 
-/// The `k` largest values along `axis` (default last), in ascending order.
+/// The `k` largest values along `axis` (flattened when `None`), in ascending order.
 pub fn topk(a: &Array, k: usize, axis: Option<isize>) -> Result<Array> {
-    let ax = normalize_axis("topk", axis.unwrap_or(-1), a.ndim().max(1))?;
-    let n = if a.ndim() == 0 { 1 } else { a.shape()[ax] };
+    let (a, ax) = prepare(a, axis, "topk")?;
+    let n = a.shape()[ax];
     if k > n {
         return invalid("topk", format!("k = {k} is larger than the axis size {n}"));
     }
-    let s = sort(a, Some(ax as isize))?;
+    let s = sort(&a, Some(ax as isize))?;
     super::slice_axis(&s, ax, n - k, n)
 }
 
@@ -49,7 +59,10 @@ pub fn argpartition(a: &Array, kth: isize, axis: Option<isize>) -> Result<Array>
     let (x, ax) = prepare(a, axis, "argpartition")?;
     let n = x.shape()[ax] as isize;
     if kth < -n || kth >= n {
-        return invalid("argpartition", format!("kth = {kth} is out of bounds for an axis of size {n}"));
+        return invalid(
+            "argpartition",
+            format!("kth = {kth} is out of bounds for an axis of size {n}"),
+        );
     }
     argsort(&x, Some(ax as isize))
 }
@@ -59,7 +72,10 @@ pub fn partition(a: &Array, kth: isize, axis: Option<isize>) -> Result<Array> {
     let (x, ax) = prepare(a, axis, "partition")?;
     let n = x.shape()[ax] as isize;
     if kth < -n || kth >= n {
-        return invalid("partition", format!("kth = {kth} is out of bounds for an axis of size {n}"));
+        return invalid(
+            "partition",
+            format!("kth = {kth} is out of bounds for an axis of size {n}"),
+        );
     }
     sort(&x, Some(ax as isize))
 }

@@ -134,7 +134,10 @@ pub enum Primitive {
 
     // Creation.
     /// `start + i * step` for i in 0..n, in the output dtype.
-    Arange { start: f64, step: f64 },
+    Arange {
+        start: f64,
+        step: f64,
+    },
     /// Threefry random bits: input is a key (u32, shape (2,)), output u32 of the node's shape.
     RandomBits,
 
@@ -142,33 +145,63 @@ pub enum Primitive {
     Reshape(Vec<usize>),
     Transpose(Vec<usize>),
     /// Per-axis start, step; the output shape gives the counts. Steps may be negative.
-    Slice { start: Vec<usize>, step: Vec<isize> },
+    Slice {
+        start: Vec<usize>,
+        step: Vec<isize>,
+    },
     Broadcast(Vec<usize>),
 
     // Reductions and scans.
-    Reduce { op: ReduceOp, axes: Vec<usize> },
-    ArgReduce { op: ArgReduceOp, axis: usize },
-    Scan { op: ScanOp, axis: usize, reverse: bool, inclusive: bool },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
+    ArgReduce {
+        op: ArgReduceOp,
+        axis: usize,
+    },
+    Scan {
+        op: ScanOp,
+        axis: usize,
+        reverse: bool,
+        inclusive: bool,
+    },
 
     // Data movement.
-    Concatenate { axis: usize },
+    Concatenate {
+        axis: usize,
+    },
     /// `take(a, indices, axis)`: output shape a.shape[..axis] + indices.shape + a.shape[axis+1..].
     /// Negative indices wrap once; indices still out of range are an evaluation error.
-    Take { axis: usize },
+    Take {
+        axis: usize,
+    },
     /// `take_along_axis(a, indices, axis)`; indices broadcast to the output shape.
-    TakeAlong { axis: usize },
+    TakeAlong {
+        axis: usize,
+    },
     /// Writes `values` into a copy of `a` at `indices` along `axis` (shapes as take_along_axis).
-    ScatterAlong { axis: usize, mode: ScatterMode },
+    ScatterAlong {
+        axis: usize,
+        mode: ScatterMode,
+    },
     /// Writes `update` into a copy of `a` over the strided window start/step (shape of update).
-    SliceUpdate { start: Vec<usize>, step: Vec<isize> },
+    SliceUpdate {
+        start: Vec<usize>,
+        step: Vec<isize>,
+    },
 
     // Linear algebra.
     /// Batched matmul of (.., m, k) @ (.., k, n) with equal (already broadcast) batch dims.
     Matmul,
 
     // Sorting.
-    Sort { axis: usize },
-    ArgSort { axis: usize },
+    Sort {
+        axis: usize,
+    },
+    ArgSort {
+        axis: usize,
+    },
 }
 
 impl fmt::Display for Primitive {
@@ -178,7 +211,10 @@ impl fmt::Display for Primitive {
             Primitive::Binary(op) => write!(f, "{op:?}"),
             other => {
                 let s = format!("{other:?}");
-                let name = s.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("?");
+                let name = s
+                    .split(|c: char| !c.is_alphanumeric())
+                    .next()
+                    .unwrap_or("?");
                 f.write_str(name)
             }
         }

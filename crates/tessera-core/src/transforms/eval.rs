@@ -34,12 +34,14 @@ pub fn async_eval(outputs: &[Array]) {
     static WORKER: OnceLock<Mutex<Sender<Vec<Array>>>> = OnceLock::new();
     let sender = WORKER.get_or_init(|| {
         let (tx, rx) = channel::<Vec<Array>>();
-        let spawned = std::thread::Builder::new().name("tessera-async-eval".into()).spawn(move || {
-            while let Ok(arrays) = rx.recv() {
-                // An error leaves the nodes unevaluated; the caller's next eval reports it.
-                let _ = eval(&arrays);
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("tessera-async-eval".into())
+            .spawn(move || {
+                while let Ok(arrays) = rx.recv() {
+                    // An error leaves the nodes unevaluated; the caller's next eval reports it.
+                    let _ = eval(&arrays);
+                }
+            });
         if spawned.is_err() {
             // No thread: async_eval degrades to doing nothing now; eval later does the work.
         }
@@ -133,7 +135,13 @@ fn run(order: Vec<Array>) -> Result<()> {
 
 /// Puts a node back as it was after a failed kernel, so the process stays usable and the same
 /// graph can be evaluated again (say, after freeing memory).
-fn restore(node: &crate::array::Node, primitive: crate::Primitive, inputs: Vec<Array>, in_data: &[ArrayData], donated: &[usize]) {
+fn restore(
+    node: &crate::array::Node,
+    primitive: crate::Primitive,
+    inputs: Vec<Array>,
+    in_data: &[ArrayData],
+    donated: &[usize],
+) {
     for &i in donated {
         inputs[i].node.lock().data = vec![in_data[i].clone()];
     }

@@ -36,26 +36,82 @@ pub(crate) trait Arith: Element + PartialOrd {
 macro_rules! float_arith {
     ($t:ty, $atan2:expr, $logaddexp:expr) => {
         impl Arith for $t {
-            #[inline(always)] fn add(a: Self, b: Self) -> Self { a + b }
-            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a - b }
-            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a * b }
-            #[inline(always)] fn div(a: Self, b: Self) -> Self { a / b }
-            #[inline(always)] fn floordiv(a: Self, b: Self) -> Self { (a / b).floor() }
-            #[inline(always)] fn rem(a: Self, b: Self) -> Self {
-                let r = a % b;
-                if r != 0.0 && ((r < 0.0) != (b < 0.0)) { r + b } else { r }
+            #[inline(always)]
+            fn add(a: Self, b: Self) -> Self {
+                a + b
             }
-            #[inline(always)] fn pow(a: Self, b: Self) -> Self { a.powf(b) }
-            #[inline(always)] fn max(a: Self, b: Self) -> Self { if a.is_nan() || a > b { a } else if b.is_nan() { b } else { b } }
-            #[inline(always)] fn min(a: Self, b: Self) -> Self { if a.is_nan() || a < b { a } else { b } }
-            #[inline(always)] fn atan2(a: Self, b: Self) -> Self { let f: fn($t, $t) -> $t = $atan2; f(a, b) }
-            #[inline(always)] fn logaddexp(a: Self, b: Self) -> Self { let f: fn($t, $t) -> $t = $logaddexp; f(a, b) }
-            fn bitand(a: Self, _: Self) -> Self { a }
-            fn bitor(a: Self, _: Self) -> Self { a }
-            fn bitxor(a: Self, _: Self) -> Self { a }
-            fn shl(a: Self, _: Self) -> Self { a }
-            fn shr(a: Self, _: Self) -> Self { a }
-            #[inline(always)] fn truthy(a: Self) -> bool { a != 0.0 }
+            #[inline(always)]
+            fn sub(a: Self, b: Self) -> Self {
+                a - b
+            }
+            #[inline(always)]
+            fn mul(a: Self, b: Self) -> Self {
+                a * b
+            }
+            #[inline(always)]
+            fn div(a: Self, b: Self) -> Self {
+                a / b
+            }
+            #[inline(always)]
+            fn floordiv(a: Self, b: Self) -> Self {
+                (a / b).floor()
+            }
+            #[inline(always)]
+            fn rem(a: Self, b: Self) -> Self {
+                let r = a % b;
+                if r != 0.0 && ((r < 0.0) != (b < 0.0)) {
+                    r + b
+                } else {
+                    r
+                }
+            }
+            #[inline(always)]
+            fn pow(a: Self, b: Self) -> Self {
+                a.powf(b)
+            }
+            #[inline(always)]
+            fn max(a: Self, b: Self) -> Self {
+                if a.is_nan() || a > b {
+                    a
+                } else if b.is_nan() {
+                    b
+                } else {
+                    b
+                }
+            }
+            #[inline(always)]
+            fn min(a: Self, b: Self) -> Self {
+                if a.is_nan() || a < b { a } else { b }
+            }
+            #[inline(always)]
+            fn atan2(a: Self, b: Self) -> Self {
+                let f: fn($t, $t) -> $t = $atan2;
+                f(a, b)
+            }
+            #[inline(always)]
+            fn logaddexp(a: Self, b: Self) -> Self {
+                let f: fn($t, $t) -> $t = $logaddexp;
+                f(a, b)
+            }
+            fn bitand(a: Self, _: Self) -> Self {
+                a
+            }
+            fn bitor(a: Self, _: Self) -> Self {
+                a
+            }
+            fn bitxor(a: Self, _: Self) -> Self {
+                a
+            }
+            fn shl(a: Self, _: Self) -> Self {
+                a
+            }
+            fn shr(a: Self, _: Self) -> Self {
+                a
+            }
+            #[inline(always)]
+            fn truthy(a: Self) -> bool {
+                a != 0.0
+            }
         }
     };
 }
@@ -66,7 +122,13 @@ fn logaddexp_f32(a: f32, b: f32) -> f32 {
     let d = -(a - b).abs();
     // a == b == ±inf gives d = NaN: the answer is that infinity.
     let r = mx + m::log1p_f32(m::exp_f32(d));
-    if d.is_nan() && !a.is_nan() && !b.is_nan() { mx } else if a.is_nan() || b.is_nan() { f32::NAN } else { r }
+    if d.is_nan() && !a.is_nan() && !b.is_nan() {
+        mx
+    } else if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        r
+    }
 }
 
 fn logaddexp_f64(a: f64, b: f64) -> f64 {
@@ -87,47 +149,117 @@ float_arith!(f64, f64::atan2, logaddexp_f64);
 macro_rules! int_arith {
     ($t:ty, $signed:expr, $bits:expr) => {
         impl Arith for $t {
-            #[inline(always)] fn add(a: Self, b: Self) -> Self { a.wrapping_add(b) }
-            #[inline(always)] fn sub(a: Self, b: Self) -> Self { a.wrapping_sub(b) }
-            #[inline(always)] fn mul(a: Self, b: Self) -> Self { a.wrapping_mul(b) }
-            #[inline(always)] fn div(a: Self, b: Self) -> Self { Self::floordiv(a, b) }
-            #[inline(always)] fn floordiv(a: Self, b: Self) -> Self {
-                if b == 0 { return 0; }
-                let q = a.wrapping_div(b);
-                if $signed && a.wrapping_rem(b) != 0 && ((a < (0 as $t)) != (b < (0 as $t))) { q.wrapping_sub(1) } else { q }
+            #[inline(always)]
+            fn add(a: Self, b: Self) -> Self {
+                a.wrapping_add(b)
             }
-            #[inline(always)] fn rem(a: Self, b: Self) -> Self {
-                if b == 0 { return 0; }
+            #[inline(always)]
+            fn sub(a: Self, b: Self) -> Self {
+                a.wrapping_sub(b)
+            }
+            #[inline(always)]
+            fn mul(a: Self, b: Self) -> Self {
+                a.wrapping_mul(b)
+            }
+            #[inline(always)]
+            fn div(a: Self, b: Self) -> Self {
+                Self::floordiv(a, b)
+            }
+            #[inline(always)]
+            fn floordiv(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    return 0;
+                }
+                let q = a.wrapping_div(b);
+                if $signed && a.wrapping_rem(b) != 0 && ((a < (0 as $t)) != (b < (0 as $t))) {
+                    q.wrapping_sub(1)
+                } else {
+                    q
+                }
+            }
+            #[inline(always)]
+            fn rem(a: Self, b: Self) -> Self {
+                if b == 0 {
+                    return 0;
+                }
                 let r = a.wrapping_rem(b);
-                if $signed && r != 0 && ((r < (0 as $t)) != (b < (0 as $t))) { r.wrapping_add(b) } else { r }
+                if $signed && r != 0 && ((r < (0 as $t)) != (b < (0 as $t))) {
+                    r.wrapping_add(b)
+                } else {
+                    r
+                }
             }
             fn pow(a: Self, b: Self) -> Self {
                 if $signed && b < (0 as $t) {
                     // Only ±1 have integer results for negative exponents.
-                    return if a == 1 { 1 } else if $signed && a == (0 as $t).wrapping_sub(1) { if b % 2 == 0 { 1 } else { a } } else { 0 };
+                    return if a == 1 {
+                        1
+                    } else if $signed && a == (0 as $t).wrapping_sub(1) {
+                        if b % 2 == 0 { 1 } else { a }
+                    } else {
+                        0
+                    };
                 }
                 let (mut base, mut e, mut acc) = (a, b, 1 as $t);
                 while e > 0 {
-                    if e & 1 == 1 { acc = acc.wrapping_mul(base); }
+                    if e & 1 == 1 {
+                        acc = acc.wrapping_mul(base);
+                    }
                     base = base.wrapping_mul(base);
                     e >>= 1;
                 }
                 acc
             }
-            #[inline(always)] fn max(a: Self, b: Self) -> Self { if a > b { a } else { b } }
-            #[inline(always)] fn min(a: Self, b: Self) -> Self { if a < b { a } else { b } }
-            fn atan2(a: Self, _: Self) -> Self { a }
-            fn logaddexp(a: Self, _: Self) -> Self { a }
-            #[inline(always)] fn bitand(a: Self, b: Self) -> Self { a & b }
-            #[inline(always)] fn bitor(a: Self, b: Self) -> Self { a | b }
-            #[inline(always)] fn bitxor(a: Self, b: Self) -> Self { a ^ b }
-            #[inline(always)] fn shl(a: Self, b: Self) -> Self {
-                if b < (0 as $t) || b as u64 >= $bits { 0 } else { a.wrapping_shl(b as u32) }
+            #[inline(always)]
+            fn max(a: Self, b: Self) -> Self {
+                if a > b { a } else { b }
             }
-            #[inline(always)] fn shr(a: Self, b: Self) -> Self {
-                if b < (0 as $t) || b as u64 >= $bits { if a < (0 as $t) { (0 as $t).wrapping_sub(1) } else { 0 } } else { a.wrapping_shr(b as u32) }
+            #[inline(always)]
+            fn min(a: Self, b: Self) -> Self {
+                if a < b { a } else { b }
             }
-            #[inline(always)] fn truthy(a: Self) -> bool { a != 0 }
+            fn atan2(a: Self, _: Self) -> Self {
+                a
+            }
+            fn logaddexp(a: Self, _: Self) -> Self {
+                a
+            }
+            #[inline(always)]
+            fn bitand(a: Self, b: Self) -> Self {
+                a & b
+            }
+            #[inline(always)]
+            fn bitor(a: Self, b: Self) -> Self {
+                a | b
+            }
+            #[inline(always)]
+            fn bitxor(a: Self, b: Self) -> Self {
+                a ^ b
+            }
+            #[inline(always)]
+            fn shl(a: Self, b: Self) -> Self {
+                if b < (0 as $t) || b as u64 >= $bits {
+                    0
+                } else {
+                    a.wrapping_shl(b as u32)
+                }
+            }
+            #[inline(always)]
+            fn shr(a: Self, b: Self) -> Self {
+                if b < (0 as $t) || b as u64 >= $bits {
+                    if a < (0 as $t) {
+                        (0 as $t).wrapping_sub(1)
+                    } else {
+                        0
+                    }
+                } else {
+                    a.wrapping_shr(b as u32)
+                }
+            }
+            #[inline(always)]
+            fn truthy(a: Self) -> bool {
+                a != 0
+            }
         }
     };
 }
@@ -137,23 +269,57 @@ int_arith!(i32, true, 32);
 int_arith!(i64, true, 64);
 
 impl Arith for bool {
-    fn add(a: Self, b: Self) -> Self { a | b }
-    fn sub(a: Self, b: Self) -> Self { a ^ b }
-    fn mul(a: Self, b: Self) -> Self { a & b }
-    fn div(a: Self, b: Self) -> Self { a & b }
-    fn floordiv(a: Self, b: Self) -> Self { a & b }
-    fn rem(_: Self, _: Self) -> Self { false }
-    fn pow(a: Self, b: Self) -> Self { a | !b }
-    fn max(a: Self, b: Self) -> Self { a | b }
-    fn min(a: Self, b: Self) -> Self { a & b }
-    fn atan2(a: Self, _: Self) -> Self { a }
-    fn logaddexp(a: Self, b: Self) -> Self { a | b }
-    fn bitand(a: Self, b: Self) -> Self { a & b }
-    fn bitor(a: Self, b: Self) -> Self { a | b }
-    fn bitxor(a: Self, b: Self) -> Self { a ^ b }
-    fn shl(a: Self, b: Self) -> Self { a & !b }
-    fn shr(a: Self, b: Self) -> Self { a & !b }
-    fn truthy(a: Self) -> bool { a }
+    fn add(a: Self, b: Self) -> Self {
+        a | b
+    }
+    fn sub(a: Self, b: Self) -> Self {
+        a ^ b
+    }
+    fn mul(a: Self, b: Self) -> Self {
+        a & b
+    }
+    fn div(a: Self, b: Self) -> Self {
+        a & b
+    }
+    fn floordiv(a: Self, b: Self) -> Self {
+        a & b
+    }
+    fn rem(_: Self, _: Self) -> Self {
+        false
+    }
+    fn pow(a: Self, b: Self) -> Self {
+        a | !b
+    }
+    fn max(a: Self, b: Self) -> Self {
+        a | b
+    }
+    fn min(a: Self, b: Self) -> Self {
+        a & b
+    }
+    fn atan2(a: Self, _: Self) -> Self {
+        a
+    }
+    fn logaddexp(a: Self, b: Self) -> Self {
+        a | b
+    }
+    fn bitand(a: Self, b: Self) -> Self {
+        a & b
+    }
+    fn bitor(a: Self, b: Self) -> Self {
+        a | b
+    }
+    fn bitxor(a: Self, b: Self) -> Self {
+        a ^ b
+    }
+    fn shl(a: Self, b: Self) -> Self {
+        a & !b
+    }
+    fn shr(a: Self, b: Self) -> Self {
+        a & !b
+    }
+    fn truthy(a: Self) -> bool {
+        a
+    }
 }
 
 // Half types are staged through f32 and never use these; they exist for the dtype dispatch.
@@ -221,27 +387,35 @@ unsafe fn bin_row<T: Copy, U: Copy>(
 
 /// One row of a same-typed binary op producing `T` (arithmetic) or bool (comparisons, logic).
 #[inline(always)]
-unsafe fn typed_row<T: Arith>(op: BinaryOp, a: *const T, sa: isize, b: *const T, sb: isize, d: *mut u8, n: usize) {
+unsafe fn typed_row<T: Arith>(
+    op: BinaryOp,
+    a: *const T,
+    sa: isize,
+    b: *const T,
+    sb: isize,
+    d: *mut u8,
+    n: usize,
+) {
     use BinaryOp::*;
     let dt = d as *mut T;
     let db = d as *mut bool;
     match op {
-        Add => bin_row(a, sa, b, sb, dt, n, T::add),
-        Sub => bin_row(a, sa, b, sb, dt, n, T::sub),
-        Mul => bin_row(a, sa, b, sb, dt, n, T::mul),
-        Div => bin_row(a, sa, b, sb, dt, n, T::div),
-        FloorDiv => bin_row(a, sa, b, sb, dt, n, T::floordiv),
-        Rem => bin_row(a, sa, b, sb, dt, n, T::rem),
-        Pow => bin_row(a, sa, b, sb, dt, n, T::pow),
-        Max => bin_row(a, sa, b, sb, dt, n, T::max),
-        Min => bin_row(a, sa, b, sb, dt, n, T::min),
-        Atan2 => bin_row(a, sa, b, sb, dt, n, T::atan2),
-        LogAddExp => bin_row(a, sa, b, sb, dt, n, T::logaddexp),
-        BitAnd => bin_row(a, sa, b, sb, dt, n, T::bitand),
-        BitOr => bin_row(a, sa, b, sb, dt, n, T::bitor),
-        BitXor => bin_row(a, sa, b, sb, dt, n, T::bitxor),
-        Shl => bin_row(a, sa, b, sb, dt, n, T::shl),
-        Shr => bin_row(a, sa, b, sb, dt, n, T::shr),
+        Add => bin_row(a, sa, b, sb, dt, n, |x, y| T::add(x, y)),
+        Sub => bin_row(a, sa, b, sb, dt, n, |x, y| T::sub(x, y)),
+        Mul => bin_row(a, sa, b, sb, dt, n, |x, y| T::mul(x, y)),
+        Div => bin_row(a, sa, b, sb, dt, n, |x, y| T::div(x, y)),
+        FloorDiv => bin_row(a, sa, b, sb, dt, n, |x, y| T::floordiv(x, y)),
+        Rem => bin_row(a, sa, b, sb, dt, n, |x, y| T::rem(x, y)),
+        Pow => bin_row(a, sa, b, sb, dt, n, |x, y| T::pow(x, y)),
+        Max => bin_row(a, sa, b, sb, dt, n, |x, y| T::max(x, y)),
+        Min => bin_row(a, sa, b, sb, dt, n, |x, y| T::min(x, y)),
+        Atan2 => bin_row(a, sa, b, sb, dt, n, |x, y| T::atan2(x, y)),
+        LogAddExp => bin_row(a, sa, b, sb, dt, n, |x, y| T::logaddexp(x, y)),
+        BitAnd => bin_row(a, sa, b, sb, dt, n, |x, y| T::bitand(x, y)),
+        BitOr => bin_row(a, sa, b, sb, dt, n, |x, y| T::bitor(x, y)),
+        BitXor => bin_row(a, sa, b, sb, dt, n, |x, y| T::bitxor(x, y)),
+        Shl => bin_row(a, sa, b, sb, dt, n, |x, y| T::shl(x, y)),
+        Shr => bin_row(a, sa, b, sb, dt, n, |x, y| T::shr(x, y)),
         Eq => bin_row(a, sa, b, sb, db, n, |x, y| x == y),
         Ne => bin_row(a, sa, b, sb, db, n, |x, y| x != y),
         Lt => bin_row(a, sa, b, sb, db, n, |x, y| x < y),
@@ -294,7 +468,16 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
 }
 
 /// Half precision: both operands staged to f32 chunks, computed in f32, rounded once.
-unsafe fn half_row<T: Element>(op: BinaryOp, a: *const T, sa: isize, b: *const T, sb: isize, d: *mut u8, n: usize, bool_out: bool) {
+unsafe fn half_row<T: Element>(
+    op: BinaryOp,
+    a: *const T,
+    sa: isize,
+    b: *const T,
+    sb: isize,
+    d: *mut u8,
+    n: usize,
+    bool_out: bool,
+) {
     let mut fa = [0f32; HALF_CHUNK];
     let mut fb = [0f32; HALF_CHUNK];
     let mut i = 0;
@@ -308,7 +491,15 @@ unsafe fn half_row<T: Element>(op: BinaryOp, a: *const T, sa: isize, b: *const T
             simd::dispatch(|| typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, d.add(i), k));
         } else {
             simd::dispatch(|| {
-                typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, fa.as_mut_ptr() as *mut u8, k);
+                typed_row::<f32>(
+                    op,
+                    fa.as_ptr(),
+                    1,
+                    fb.as_ptr(),
+                    1,
+                    fa.as_mut_ptr() as *mut u8,
+                    k,
+                );
                 f32_to_half::<T>(&fa[..k], (d as *mut T).add(i));
             });
         }

@@ -53,13 +53,26 @@ pub(crate) fn map_rows<S: Element, D: Element>(
     walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
         let (src, dst) = (src, dst);
         // SAFETY: offsets come from the layouts of x and out, which lie inside their buffers.
-        unsafe { row(src.get().offset(offs[1]), s_inner, dst.get().offset(offs[0]), inner) }
+        unsafe {
+            row(
+                src.get().offset(offs[1]),
+                s_inner,
+                dst.get().offset(offs[0]),
+                inner,
+            )
+        }
     });
 }
 
 /// `dst[i] = f(src[i * stride])` for i < n; inlined into SIMD-dispatched callers.
 #[inline(always)]
-pub(crate) unsafe fn map_row<S: Copy, D: Copy>(s: *const S, st: isize, d: *mut D, n: usize, f: impl Fn(S) -> D) {
+pub(crate) unsafe fn map_row<S: Copy, D: Copy>(
+    s: *const S,
+    st: isize,
+    d: *mut D,
+    n: usize,
+    f: impl Fn(S) -> D,
+) {
     if st == 1 {
         for i in 0..n {
             *d.add(i) = f(*s.add(i));
@@ -181,7 +194,9 @@ fn convert_typed<S: Element, D: Element>(x: &ArrayData, out: &ArrayData) {
             simd::dispatch(|| half_to_f32::<S>(s, st, dst));
         });
     } else {
-        map_rows::<S, D>(x, out, |s, st, d, n| unsafe { simd::dispatch(|| map_row(s, st, d, n, cast::<S, D>)) });
+        map_rows::<S, D>(x, out, |s, st, d, n| unsafe {
+            simd::dispatch(|| map_row(s, st, d, n, cast::<S, D>))
+        });
     }
 }
 
@@ -192,7 +207,11 @@ pub(crate) fn contiguous(x: &ArrayData) -> Result<ArrayData> {
 
 /// `x` itself when row-major, else a row-major copy.
 pub(crate) fn ensure_contiguous(x: &ArrayData) -> Result<ArrayData> {
-    if x.is_contiguous() { Ok(x.clone()) } else { contiguous(x) }
+    if x.is_contiguous() {
+        Ok(x.clone())
+    } else {
+        contiguous(x)
+    }
 }
 
 /// Visits every element of `x` in row-major order (serial; for reading results out).

@@ -17,8 +17,18 @@ pub(crate) fn reshape(x: &ArrayData, shape: &[usize]) -> Result<ArrayData> {
         Some(_) => x.clone(),
         None => super::copy::contiguous(x)?,
     };
-    let strides = src.layout.reshape_strides(shape).unwrap_or_else(|| row_major_strides(shape));
-    Ok(ArrayData { layout: Layout { shape: shape.to_vec(), strides, offset: src.layout.offset }, ..src })
+    let strides = src
+        .layout
+        .reshape_strides(shape)
+        .unwrap_or_else(|| row_major_strides(shape));
+    Ok(ArrayData {
+        layout: Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: src.layout.offset,
+        },
+        ..src
+    })
 }
 
 pub(crate) fn transpose(x: &ArrayData, perm: &[usize]) -> ArrayData {
@@ -28,10 +38,18 @@ pub(crate) fn transpose(x: &ArrayData, perm: &[usize]) -> ArrayData {
         strides: perm.iter().map(|&p| l.strides[p]).collect(),
         offset: l.offset,
     };
-    ArrayData { layout, ..x.clone() }
+    ArrayData {
+        layout,
+        ..x.clone()
+    }
 }
 
-pub(crate) fn slice(x: &ArrayData, start: &[usize], step: &[isize], out_shape: &[usize]) -> ArrayData {
+pub(crate) fn slice(
+    x: &ArrayData,
+    start: &[usize],
+    step: &[isize],
+    out_shape: &[usize],
+) -> ArrayData {
     let l = &x.layout;
     let empty = out_shape.contains(&0);
     let mut offset = l.offset as isize;
@@ -40,13 +58,29 @@ pub(crate) fn slice(x: &ArrayData, start: &[usize], step: &[isize], out_shape: &
             offset += start[i] as isize * l.strides[i];
         }
     }
-    let strides = (0..l.ndim()).map(|i| l.strides[i] * step.get(i).copied().unwrap_or(1)).collect();
-    ArrayData { layout: Layout { shape: out_shape.to_vec(), strides, offset: offset.max(0) as usize }, ..x.clone() }
+    let strides = (0..l.ndim())
+        .map(|i| l.strides[i] * step.get(i).copied().unwrap_or(1))
+        .collect();
+    ArrayData {
+        layout: Layout {
+            shape: out_shape.to_vec(),
+            strides,
+            offset: offset.max(0) as usize,
+        },
+        ..x.clone()
+    }
 }
 
 pub(crate) fn broadcast(x: &ArrayData, shape: &[usize]) -> ArrayData {
     let strides = broadcast_strides(&x.layout.shape, &x.layout.strides, shape);
-    ArrayData { layout: Layout { shape: shape.to_vec(), strides, offset: x.layout.offset }, ..x.clone() }
+    ArrayData {
+        layout: Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: x.layout.offset,
+        },
+        ..x.clone()
+    }
 }
 
 /// Copies `src` into the strided destination `dst` (same shape).
@@ -99,7 +133,10 @@ fn load_indices(op: &'static str, idx: &ArrayData, size: usize) -> Result<Vec<i6
     for x in v.iter_mut() {
         let w = if *x < 0 { *x + size as i64 } else { *x };
         if w < 0 || w >= size as i64 {
-            return Err(Error::Invalid { op, msg: format!("index {x} is out of range for an axis of size {size}") });
+            return Err(Error::Invalid {
+                op,
+                msg: format!("index {x} is out of range for an axis of size {size}"),
+            });
         }
         *x = w;
     }
@@ -155,7 +192,12 @@ fn along_walk(a: &ArrayData, idx: &ArrayData, axis: usize, shape: &[usize]) -> (
     (Walk::<3>::new(shape, [&so, &sa, &si]), ast)
 }
 
-pub(crate) fn take_along(axis: usize, a: &ArrayData, idx: &ArrayData, out: &Meta) -> Result<ArrayData> {
+pub(crate) fn take_along(
+    axis: usize,
+    a: &ArrayData,
+    idx: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
     if o.size() == 0 {
         return Ok(o);
@@ -184,7 +226,10 @@ pub(crate) fn take_along(axis: usize, a: &ArrayData, idx: &ArrayData, out: &Meta
         });
     }));
     if let Some(k) = bad {
-        return Err(Error::Invalid { op: "take_along_axis", msg: format!("index {k} is out of range for an axis of size {size}") });
+        return Err(Error::Invalid {
+            op: "take_along_axis",
+            msg: format!("index {k} is out of range for an axis of size {size}"),
+        });
     }
     Ok(o)
 }
@@ -197,7 +242,11 @@ pub(crate) fn scatter_along(
     vals: &ArrayData,
     out: &Meta,
 ) -> Result<ArrayData> {
-    let o = if a.is_donatable() { a.clone() } else { super::copy::contiguous(a)? };
+    let o = if a.is_donatable() {
+        a.clone()
+    } else {
+        super::copy::contiguous(a)?
+    };
     let size = a.layout.shape[axis];
     let upd_shape = idx.layout.shape.clone();
     if upd_shape.contains(&0) {
@@ -209,8 +258,15 @@ pub(crate) fn scatter_along(
     let sv = broadcast_strides(&vals.layout.shape, &vals.layout.strides, &upd_shape);
     let si = idx.layout.strides.clone();
     // No merging across axis: keep the full shape so the axis offset is explicit.
-    let walk = Walk::<3> { shape: upd_shape.clone(), strides: [so, sv, si] };
-    let walk = if walk.shape.is_empty() { Walk::<3>::new(&[], [&[], &[], &[]]) } else { walk };
+    let walk = Walk::<3> {
+        shape: upd_shape.clone(),
+        strides: [so, sv, si],
+    };
+    let walk = if walk.shape.is_empty() {
+        Walk::<3>::new(&[], [&[], &[], &[]])
+    } else {
+        walk
+    };
     let n = walk.inner_len();
     let [io, iv, ii] = walk.inner_strides();
     let mut bad: Option<i64> = None;
@@ -237,7 +293,10 @@ pub(crate) fn scatter_along(
         });
     }));
     if let Some(k) = bad {
-        return Err(Error::Invalid { op: "scatter", msg: format!("index {k} is out of range for an axis of size {size}") });
+        return Err(Error::Invalid {
+            op: "scatter",
+            msg: format!("index {k} is out of range for an axis of size {size}"),
+        });
     }
     Ok(o)
 }
@@ -251,8 +310,17 @@ fn add_elem<T: Element>(a: T, b: T) -> T {
     }
 }
 
-pub(crate) fn slice_update(a: &ArrayData, upd: &ArrayData, start: &[usize], step: &[isize]) -> Result<ArrayData> {
-    let o = if a.is_donatable() { a.clone() } else { super::copy::contiguous(a)? };
+pub(crate) fn slice_update(
+    a: &ArrayData,
+    upd: &ArrayData,
+    start: &[usize],
+    step: &[isize],
+) -> Result<ArrayData> {
+    let o = if a.is_donatable() {
+        a.clone()
+    } else {
+        super::copy::contiguous(a)?
+    };
     if upd.size() == 0 {
         return Ok(o);
     }
@@ -261,7 +329,9 @@ pub(crate) fn slice_update(a: &ArrayData, upd: &ArrayData, start: &[usize], step
     for i in 0..start.len() {
         off += start[i] as isize * ost[i];
     }
-    let dst_strides: Vec<isize> = (0..ost.len()).map(|i| ost[i] * step.get(i).copied().unwrap_or(1)).collect();
+    let dst_strides: Vec<isize> = (0..ost.len())
+        .map(|i| ost[i] * step.get(i).copied().unwrap_or(1))
+        .collect();
     let upd = ensure_contiguous(upd).map(|u| u.clone())?;
     crate::dispatch_dtype!(a.dtype, T => {
         // SAFETY: the window (start, step, update shape) lies inside the output (checked by ops).

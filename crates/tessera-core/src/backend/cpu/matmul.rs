@@ -20,19 +20,47 @@ pub(crate) fn matmul(a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<ArrayDa
     let batch: usize = batch_shape.iter().product();
     let (la, lb) = (&a.layout, &b.layout);
     // Merge batch dims into one when every operand allows it; else loop over them.
-    let walk = super::strided::Walk::<2>::new(batch_shape, [&la.strides[..nd - 2], &lb.strides[..nd - 2]]);
-    let inner = if batch_shape.is_empty() { 1 } else { walk.inner_len() };
-    let [abs, bbs] = if batch_shape.is_empty() { [0, 0] } else { walk.inner_strides() };
+    let walk =
+        super::strided::Walk::<2>::new(batch_shape, [&la.strides[..nd - 2], &lb.strides[..nd - 2]]);
+    let inner = if batch_shape.is_empty() {
+        1
+    } else {
+        walk.inner_len()
+    };
+    let [abs, bbs] = if batch_shape.is_empty() {
+        [0, 0]
+    } else {
+        walk.inner_strides()
+    };
     let c_bs = (m * n) as isize;
-    let rows = if batch_shape.is_empty() { 1 } else { walk.rows() };
+    let rows = if batch_shape.is_empty() {
+        1
+    } else {
+        walk.rows()
+    };
     let _ = batch;
     let run = |row: usize, offs: [isize; 2]| -> Result<()> {
         let c_off = (row * inner) as isize * c_bs;
         macro_rules! call {
             ($f:ident, $t:ty) => {{
-                let ar = MatRef { ptr: a.ptr::<$t>().wrapping_offset(offs[0]), rs: la.strides[nd - 2], cs: la.strides[nd - 1], bs: abs };
-                let br = MatRef { ptr: b.ptr::<$t>().wrapping_offset(offs[1]), rs: lb.strides[nd - 2], cs: lb.strides[nd - 1], bs: bbs };
-                let cr = MatMut { ptr: o.mut_ptr::<$t>().wrapping_offset(c_off), rs: n as isize, cs: 1, bs: c_bs };
+                let ar = MatRef {
+                    ptr: a.ptr::<$t>().wrapping_offset(offs[0]),
+                    rs: la.strides[nd - 2],
+                    cs: la.strides[nd - 1],
+                    bs: abs,
+                };
+                let br = MatRef {
+                    ptr: b.ptr::<$t>().wrapping_offset(offs[1]),
+                    rs: lb.strides[nd - 2],
+                    cs: lb.strides[nd - 1],
+                    bs: bbs,
+                };
+                let cr = MatMut {
+                    ptr: o.mut_ptr::<$t>().wrapping_offset(c_off),
+                    rs: n as isize,
+                    cs: 1,
+                    bs: c_bs,
+                };
                 // SAFETY: operands are described by their layouts; C is a fresh buffer.
                 unsafe { gemm::$f(inner, m, n, k, ar, br, cr, false) }
             }};
@@ -42,7 +70,9 @@ pub(crate) fn matmul(a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<ArrayDa
             Dtype::F64 => call!(matmul_f64, f64),
             Dtype::F16 => call!(matmul_f16, half::f16),
             Dtype::BF16 => call!(matmul_bf16, half::bf16),
-            dt => crate::dispatch_dtype!(dt, T => int_matmul::<T>(a, b, &o, offs, row * inner, inner, abs, bbs, m, n, k)),
+            dt => {
+                crate::dispatch_dtype!(dt, T => int_matmul::<T>(a, b, &o, offs, row * inner, inner, abs, bbs, m, n, k))
+            }
         }
         Ok(())
     };
@@ -91,7 +121,10 @@ fn int_matmul<T: Element>(
                     }
                 }
                 // SAFETY: inside the output.
-                unsafe { *cp.add((first + bi as usize) * m * n + (i * n as isize + j) as usize) = T::from_i64(s) };
+                unsafe {
+                    *cp.add((first + bi as usize) * m * n + (i * n as isize + j) as usize) =
+                        T::from_i64(s)
+                };
             }
         }
     }

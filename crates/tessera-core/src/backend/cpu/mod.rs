@@ -4,8 +4,6 @@
 
 mod binary;
 pub(crate) mod copy;
-// TEMPORARY until the tuned GEMM/GEMV kernels land.
-#[path = "gemm_shim.rs"]
 mod gemm;
 mod index;
 mod matmul;
@@ -31,11 +29,17 @@ pub struct Cpu;
 pub(crate) static CPU: Cpu = Cpu;
 
 fn one(outputs: &[Meta]) -> Result<&Meta> {
-    outputs.first().ok_or(Error::Invalid { op: "eval", msg: "node without outputs".into() })
+    outputs.first().ok_or(Error::Invalid {
+        op: "eval",
+        msg: "node without outputs".into(),
+    })
 }
 
 fn arg(inputs: &[ArrayData], i: usize, p: &Primitive) -> Result<ArrayData> {
-    inputs.get(i).cloned().ok_or_else(|| Error::Invalid { op: "eval", msg: format!("{p} is missing input {i}") })
+    inputs.get(i).cloned().ok_or_else(|| Error::Invalid {
+        op: "eval",
+        msg: format!("{p} is missing input {i}"),
+    })
 }
 
 impl Backend for Cpu {
@@ -47,16 +51,28 @@ impl Backend for Cpu {
         true
     }
 
-    fn eval(&self, _stream: &Stream, p: &Primitive, inputs: &[ArrayData], outputs: &[Meta]) -> Result<Vec<ArrayData>> {
+    fn eval(
+        &self,
+        _stream: &Stream,
+        p: &Primitive,
+        inputs: &[ArrayData],
+        outputs: &[Meta],
+    ) -> Result<Vec<ArrayData>> {
         let out = one(outputs)?;
         let x = || arg(inputs, 0, p);
         let data = match p {
             Primitive::Unary(op) => unary::unary(*op, &x()?, out)?,
             Primitive::Binary(op) => binary::binary(*op, &x()?, &arg(inputs, 1, p)?, out)?,
-            Primitive::Select => binary::select(&x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?,
+            Primitive::Select => {
+                binary::select(&x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?
+            }
             Primitive::AsType(dt) => {
                 let x = x()?;
-                if x.dtype == *dt { x } else { copy::convert(&x, *dt)? }
+                if x.dtype == *dt {
+                    x
+                } else {
+                    copy::convert(&x, *dt)?
+                }
             }
             Primitive::Copy => copy::ensure_contiguous(&x()?)?,
             Primitive::Arange { start, step } => arange(*start, *step, out)?,
@@ -67,16 +83,28 @@ impl Backend for Cpu {
             Primitive::Broadcast(shape) => index::broadcast(&x()?, shape),
             Primitive::Reduce { op, axes } => reduce::reduce(*op, axes, &x()?, out)?,
             Primitive::ArgReduce { op, axis } => reduce::arg_reduce(*op, *axis, &x()?, out)?,
-            Primitive::Scan { op, axis, reverse, inclusive } => {
-                reduce::scan(*op, *axis, *reverse, *inclusive, &x()?, out)?
-            }
+            Primitive::Scan {
+                op,
+                axis,
+                reverse,
+                inclusive,
+            } => reduce::scan(*op, *axis, *reverse, *inclusive, &x()?, out)?,
             Primitive::Concatenate { axis } => index::concatenate(*axis, inputs, out)?,
             Primitive::Take { axis } => index::take(*axis, &x()?, &arg(inputs, 1, p)?, out)?,
-            Primitive::TakeAlong { axis } => index::take_along(*axis, &x()?, &arg(inputs, 1, p)?, out)?,
-            Primitive::ScatterAlong { axis, mode } => {
-                index::scatter_along(*axis, *mode, &x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?
+            Primitive::TakeAlong { axis } => {
+                index::take_along(*axis, &x()?, &arg(inputs, 1, p)?, out)?
             }
-            Primitive::SliceUpdate { start, step } => index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?,
+            Primitive::ScatterAlong { axis, mode } => index::scatter_along(
+                *axis,
+                *mode,
+                &x()?,
+                &arg(inputs, 1, p)?,
+                &arg(inputs, 2, p)?,
+                out,
+            )?,
+            Primitive::SliceUpdate { start, step } => {
+                index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?
+            }
             Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
             Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,

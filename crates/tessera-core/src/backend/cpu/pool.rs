@@ -80,7 +80,11 @@ impl ThreadPool {
     pub fn new(threads: usize) -> ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, generation: 0, shutdown: false }),
+            state: Mutex::new(State {
+                job: None,
+                generation: 0,
+                shutdown: false,
+            }),
             wake: Condvar::new(),
             generation: AtomicUsize::new(0),
         });
@@ -94,7 +98,11 @@ impl ThreadPool {
                 break;
             }
         }
-        ThreadPool { shared, threads, submit: Mutex::new(()) }
+        ThreadPool {
+            shared,
+            threads,
+            submit: Mutex::new(()),
+        }
     }
 
     /// Number of threads that share a job, the caller included.
@@ -109,13 +117,18 @@ impl ThreadPool {
             return;
         }
         let nested = IN_POOL_TASK.with(|c| c.get());
-        let guard = if self.threads > 1 && n_tasks > 1 && !nested { self.submit.try_lock().ok() } else { None };
+        let guard = if self.threads > 1 && n_tasks > 1 && !nested {
+            self.submit.try_lock().ok()
+        } else {
+            None
+        };
         let Some(_guard) = guard else {
             (0..n_tasks).for_each(f);
             return;
         };
         // SAFETY: only the lifetime is erased; the job is unpublished and drained before return.
-        let f_static: *const TaskFn<'static> = unsafe { std::mem::transmute(f as *const TaskFn<'_>) };
+        let f_static: *const TaskFn<'static> =
+            unsafe { std::mem::transmute(f as *const TaskFn<'_>) };
         let job = Job {
             f: f_static,
             n_tasks,
@@ -196,7 +209,11 @@ pub fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 /// The process-wide pool used by CPU kernels.

@@ -15,7 +15,10 @@ const PARITY: u32 = 0x1BD1_1BDA;
 /// Threefry-2x32-20 of `counter` under `key`.
 pub fn threefry2x32(key: [u32; 2], counter: [u32; 2]) -> [u32; 2] {
     let ks = [key[0], key[1], key[0] ^ key[1] ^ PARITY];
-    let mut x = [counter[0].wrapping_add(ks[0]), counter[1].wrapping_add(ks[1])];
+    let mut x = [
+        counter[0].wrapping_add(ks[0]),
+        counter[1].wrapping_add(ks[1]),
+    ];
     for block in 0..5 {
         for r in 0..4 {
             let rot = ROTATIONS[(block % 2) * 4 + r];
@@ -31,7 +34,10 @@ pub fn threefry2x32(key: [u32; 2], counter: [u32; 2]) -> [u32; 2] {
 
 pub(crate) fn random_bits(key: &ArrayData, out: &Meta) -> Result<ArrayData> {
     if key.size() != 2 || key.dtype != crate::Dtype::U32 {
-        return Err(Error::Invalid { op: "random", msg: "a key is a uint32 array of shape (2,)".into() });
+        return Err(Error::Invalid {
+            op: "random",
+            msg: "a key is a uint32 array of shape (2,)".into(),
+        });
     }
     let mut k = [0u32; 2];
     let mut i = 0;
@@ -67,7 +73,13 @@ mod tests {
     fn threefry_known_answers() {
         // Known-answer vectors from the Random123 distribution (threefry2x32, 20 rounds).
         assert_eq!(threefry2x32([0, 0], [0, 0]), [0x6b200159, 0x99ba4efe]);
-        assert_eq!(threefry2x32([0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff]), [0x1cb996fc, 0xbb002be7]);
-        assert_eq!(threefry2x32([0x13198a2e, 0x03707344], [0x243f6a88, 0x85a308d3]), [0xc4923a9c, 0x483df7a0]);
+        assert_eq!(
+            threefry2x32([0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff]),
+            [0x1cb996fc, 0xbb002be7]
+        );
+        assert_eq!(
+            threefry2x32([0x13198a2e, 0x03707344], [0x243f6a88, 0x85a308d3]),
+            [0xc4923a9c, 0x483df7a0]
+        );
     }
 }

@@ -38,15 +38,44 @@ macro_rules! accum_float {
     ($t:ty, $a:ty, $load:expr, $store:expr) => {
         impl Accum for $t {
             type A = $a;
-            #[inline(always)] fn load(self) -> $a { let f: fn($t) -> $a = $load; f(self) }
-            #[inline(always)] fn store(a: $a) -> $t { let f: fn($a) -> $t = $store; f(a) }
-            #[inline(always)] fn zero() -> $a { 0.0 }
-            #[inline(always)] fn one() -> $a { 1.0 }
-            #[inline(always)] fn lowest() -> $a { <$a>::NEG_INFINITY }
-            #[inline(always)] fn highest() -> $a { <$a>::INFINITY }
-            #[inline(always)] fn add(a: $a, b: $a) -> $a { a + b }
-            #[inline(always)] fn mul(a: $a, b: $a) -> $a { a * b }
-            #[inline(always)] fn is_nan(a: $a) -> bool { a != a }
+            #[inline(always)]
+            fn load(self) -> $a {
+                let f: fn($t) -> $a = $load;
+                f(self)
+            }
+            #[inline(always)]
+            fn store(a: $a) -> $t {
+                let f: fn($a) -> $t = $store;
+                f(a)
+            }
+            #[inline(always)]
+            fn zero() -> $a {
+                0.0
+            }
+            #[inline(always)]
+            fn one() -> $a {
+                1.0
+            }
+            #[inline(always)]
+            fn lowest() -> $a {
+                <$a>::NEG_INFINITY
+            }
+            #[inline(always)]
+            fn highest() -> $a {
+                <$a>::INFINITY
+            }
+            #[inline(always)]
+            fn add(a: $a, b: $a) -> $a {
+                a + b
+            }
+            #[inline(always)]
+            fn mul(a: $a, b: $a) -> $a {
+                a * b
+            }
+            #[inline(always)]
+            fn is_nan(a: $a) -> bool {
+                a != a
+            }
         }
     };
 }
@@ -59,15 +88,42 @@ macro_rules! accum_int {
     ($t:ty) => {
         impl Accum for $t {
             type A = $t;
-            #[inline(always)] fn load(self) -> $t { self }
-            #[inline(always)] fn store(a: $t) -> $t { a }
-            #[inline(always)] fn zero() -> $t { 0 }
-            #[inline(always)] fn one() -> $t { 1 }
-            #[inline(always)] fn lowest() -> $t { <$t>::MIN }
-            #[inline(always)] fn highest() -> $t { <$t>::MAX }
-            #[inline(always)] fn add(a: $t, b: $t) -> $t { a.wrapping_add(b) }
-            #[inline(always)] fn mul(a: $t, b: $t) -> $t { a.wrapping_mul(b) }
-            #[inline(always)] fn is_nan(_: $t) -> bool { false }
+            #[inline(always)]
+            fn load(self) -> $t {
+                self
+            }
+            #[inline(always)]
+            fn store(a: $t) -> $t {
+                a
+            }
+            #[inline(always)]
+            fn zero() -> $t {
+                0
+            }
+            #[inline(always)]
+            fn one() -> $t {
+                1
+            }
+            #[inline(always)]
+            fn lowest() -> $t {
+                <$t>::MIN
+            }
+            #[inline(always)]
+            fn highest() -> $t {
+                <$t>::MAX
+            }
+            #[inline(always)]
+            fn add(a: $t, b: $t) -> $t {
+                a.wrapping_add(b)
+            }
+            #[inline(always)]
+            fn mul(a: $t, b: $t) -> $t {
+                a.wrapping_mul(b)
+            }
+            #[inline(always)]
+            fn is_nan(_: $t) -> bool {
+                false
+            }
         }
     };
 }
@@ -78,15 +134,33 @@ accum_int!(i64);
 
 impl Accum for bool {
     type A = bool;
-    fn load(self) -> bool { self }
-    fn store(a: bool) -> bool { a }
-    fn zero() -> bool { false }
-    fn one() -> bool { true }
-    fn lowest() -> bool { false }
-    fn highest() -> bool { true }
-    fn add(a: bool, b: bool) -> bool { a | b }
-    fn mul(a: bool, b: bool) -> bool { a & b }
-    fn is_nan(_: bool) -> bool { false }
+    fn load(self) -> bool {
+        self
+    }
+    fn store(a: bool) -> bool {
+        a
+    }
+    fn zero() -> bool {
+        false
+    }
+    fn one() -> bool {
+        true
+    }
+    fn lowest() -> bool {
+        false
+    }
+    fn highest() -> bool {
+        true
+    }
+    fn add(a: bool, b: bool) -> bool {
+        a | b
+    }
+    fn mul(a: bool, b: bool) -> bool {
+        a & b
+    }
+    fn is_nan(_: bool) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -103,8 +177,22 @@ fn combine<T: Accum>(c: Combine, a: T::A, b: T::A) -> T::A {
         Combine::Sum => T::add(a, b),
         Combine::Prod => T::mul(a, b),
         // NaN wins, as NumPy's max/min.
-        Combine::Max => if T::is_nan(a) || a > b { a } else if T::is_nan(b) { b } else { b },
-        Combine::Min => if T::is_nan(a) || a < b { a } else { b },
+        Combine::Max => {
+            if T::is_nan(a) || a > b {
+                a
+            } else if T::is_nan(b) {
+                b
+            } else {
+                b
+            }
+        }
+        Combine::Min => {
+            if T::is_nan(a) || a < b {
+                a
+            } else {
+                b
+            }
+        }
     }
 }
 
@@ -164,7 +252,11 @@ fn split(x: &ArrayData, axes: &[usize]) -> Split {
             kept_strides.push(l.strides[i]);
         }
     }
-    Split { kept_shape, kept_strides, red: Walk::new(&red_shape, [&red_strides]) }
+    Split {
+        kept_shape,
+        kept_strides,
+        red: Walk::new(&red_shape, [&red_strides]),
+    }
 }
 
 pub(crate) fn reduce(op: ReduceOp, axes: &[usize], x: &ArrayData, out: &Meta) -> Result<ArrayData> {
@@ -178,7 +270,11 @@ pub(crate) fn reduce(op: ReduceOp, axes: &[usize], x: &ArrayData, out: &Meta) ->
         ReduceOp::Any => Combine::Sum,
     };
     if matches!(op, ReduceOp::All | ReduceOp::Any) && x.dtype != Dtype::Bool {
-        return Err(Error::Dtype { op: "reduce", dtype: x.dtype, msg: "all/any kernels take bool".into() });
+        return Err(Error::Dtype {
+            op: "reduce",
+            dtype: x.dtype,
+            msg: "all/any kernels take bool".into(),
+        });
     }
     crate::dispatch_dtype!(x.dtype, T => reduce_typed::<T>(c, axes, x, &o));
     Ok(o)
@@ -192,7 +288,11 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
     let dst = SendPtr(o.mut_ptr::<T>());
     let src = SendConstPtr(x.ptr::<T>());
     let sp = split(x, axes);
-    let red_n: usize = if x.size() == 0 { 0 } else { sp.red.shape.iter().product() };
+    let red_n: usize = if x.size() == 0 {
+        0
+    } else {
+        sp.red.shape.iter().product()
+    };
     if red_n == 0 {
         // Empty reduction: the identity (0 for sum, 1 for prod; ops rejects max/min of empty).
         for i in 0..out_n {
@@ -214,16 +314,24 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
             let mut acc = init::<T>(c);
             sp.red.for_rows(rows.start, rows.end, |_, offs| {
                 // SAFETY: offsets inside x.
-                acc = unsafe { simd::dispatch(|| reduce_row::<T>(c, src.get().offset(base + offs[0]), red_st, red_inner, acc)) };
+                acc = unsafe {
+                    simd::dispatch(|| {
+                        reduce_row::<T>(c, src.get().offset(base + offs[0]), red_st, red_inner, acc)
+                    })
+                };
             });
             acc
         };
         let red_rows = sp.red.rows();
-        if out_n < threads && red_n >= 1 << 16 && red_rows >= threads || (out_n == 1 && red_n >= 1 << 16) {
+        if out_n < threads && red_n >= 1 << 16 && red_rows >= threads
+            || (out_n == 1 && red_n >= 1 << 16)
+        {
             // Few outputs, big reductions: split each reduction across threads.
             for oi in 0..out_n {
                 let mut base = 0isize;
-                kept.for_rows(oi / kept_inner, oi / kept_inner + 1, |_, offs| base = offs[0]);
+                kept.for_rows(oi / kept_inner, oi / kept_inner + 1, |_, offs| {
+                    base = offs[0]
+                });
                 base += (oi % kept_inner) as isize * kept_st;
                 let parts = std::sync::Mutex::new(Vec::new());
                 if red_rows >= threads {
@@ -236,7 +344,15 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
                     pool::parallel_chunks(red_inner, 1 << 14, &|s, e| {
                         // SAFETY: [s, e) is inside the row.
                         let r = unsafe {
-                            simd::dispatch(|| reduce_row::<T>(c, src.get().offset(base + s as isize * red_st), red_st, e - s, init::<T>(c)))
+                            simd::dispatch(|| {
+                                reduce_row::<T>(
+                                    c,
+                                    src.get().offset(base + s as isize * red_st),
+                                    red_st,
+                                    e - s,
+                                    init::<T>(c),
+                                )
+                            })
                         };
                         parts.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                     });
@@ -270,7 +386,8 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
                 acc.iter_mut().for_each(|a| *a = init::<T>(c));
                 sp.red.for_rows(0, sp.red.rows(), |_, roffs| {
                     for r in 0..red_inner {
-                        let p = unsafe { src.get().offset(offs[0] + roffs[0] + r as isize * red_st) };
+                        let p =
+                            unsafe { src.get().offset(offs[0] + roffs[0] + r as isize * red_st) };
                         // SAFETY: kept_inner contiguous elements from p are inside x.
                         unsafe {
                             simd::dispatch(|| {
@@ -291,7 +408,12 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
 }
 
 /// Index of the first max/min along `axis` (NaN counts as the extreme, as NumPy).
-pub(crate) fn arg_reduce(op: ArgReduceOp, axis: usize, x: &ArrayData, out: &Meta) -> Result<ArrayData> {
+pub(crate) fn arg_reduce(
+    op: ArgReduceOp,
+    axis: usize,
+    x: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
     if o.size() == 0 {
         return Ok(o);
@@ -345,7 +467,14 @@ pub(crate) fn arg_reduce(op: ArgReduceOp, axis: usize, x: &ArrayData, out: &Meta
 }
 
 /// Cumulative sum/prod/max/min along `axis`.
-pub(crate) fn scan(op: ScanOp, axis: usize, reverse: bool, inclusive: bool, x: &ArrayData, out: &Meta) -> Result<ArrayData> {
+pub(crate) fn scan(
+    op: ScanOp,
+    axis: usize,
+    reverse: bool,
+    inclusive: bool,
+    x: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
     if o.size() == 0 {
         return Ok(o);

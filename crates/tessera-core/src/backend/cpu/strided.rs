@@ -17,7 +17,8 @@ impl<const K: usize> Walk<K> {
     /// Merges dims; strides are per operand, each with `shape.len()` entries.
     pub fn new(shape: &[usize], strides: [&[isize]; K]) -> Walk<K> {
         let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
-        let mut out_strides: [Vec<isize>; K] = std::array::from_fn(|_| Vec::with_capacity(shape.len()));
+        let mut out_strides: [Vec<isize>; K] =
+            std::array::from_fn(|_| Vec::with_capacity(shape.len()));
         for (i, &d) in shape.iter().enumerate() {
             if d == 1 {
                 continue;
@@ -48,7 +49,10 @@ impl<const K: usize> Walk<K> {
                 s.push(1);
             }
         }
-        Walk { shape: out_shape, strides: out_strides }
+        Walk {
+            shape: out_shape,
+            strides: out_strides,
+        }
     }
 
     pub fn inner_len(&self) -> usize {
@@ -117,7 +121,11 @@ impl<const K: usize> Walk<K> {
 }
 
 /// Strides of `shape_in` broadcast to `shape_out` (size-1 and missing dims get stride 0).
-pub fn broadcast_strides(shape_in: &[usize], strides_in: &[isize], shape_out: &[usize]) -> Vec<isize> {
+pub fn broadcast_strides(
+    shape_in: &[usize],
+    strides_in: &[isize],
+    shape_out: &[usize],
+) -> Vec<isize> {
     let pad = shape_out.len() - shape_in.len();
     let mut out = vec![0isize; shape_out.len()];
     for i in 0..shape_in.len() {

@@ -21,13 +21,25 @@ pub(crate) fn unary(op: UnaryOp, x: &ArrayData, out: &Meta) -> Result<ArrayData>
     let bool_out = out.dtype == Dtype::Bool;
     match (x.dtype, bool_out) {
         (Dtype::F32, false) => map_rows::<f32, f32>(x, &o, |s, st, d, n| f32_row(op, s, st, d, n)),
-        (Dtype::F32, true) => map_rows::<f32, bool>(x, &o, |s, st, d, n| f32_row_bool(op, s, st, d, n)),
+        (Dtype::F32, true) => {
+            map_rows::<f32, bool>(x, &o, |s, st, d, n| f32_row_bool(op, s, st, d, n))
+        }
         (Dtype::F64, false) => map_rows::<f64, f64>(x, &o, |s, st, d, n| f64_row(op, s, st, d, n)),
-        (Dtype::F64, true) => map_rows::<f64, bool>(x, &o, |s, st, d, n| f64_row_bool(op, s, st, d, n)),
-        (Dtype::F16, false) => map_rows::<half::f16, half::f16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n)),
-        (Dtype::BF16, false) => map_rows::<half::bf16, half::bf16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n)),
-        (Dtype::F16, true) => map_rows::<half::f16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n)),
-        (Dtype::BF16, true) => map_rows::<half::bf16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n)),
+        (Dtype::F64, true) => {
+            map_rows::<f64, bool>(x, &o, |s, st, d, n| f64_row_bool(op, s, st, d, n))
+        }
+        (Dtype::F16, false) => {
+            map_rows::<half::f16, half::f16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n))
+        }
+        (Dtype::BF16, false) => {
+            map_rows::<half::bf16, half::bf16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n))
+        }
+        (Dtype::F16, true) => {
+            map_rows::<half::f16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n))
+        }
+        (Dtype::BF16, true) => {
+            map_rows::<half::bf16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n))
+        }
         (Dtype::Bool, _) => map_rows::<bool, bool>(x, &o, |s, st, d, n| unsafe {
             match op {
                 UnaryOp::LogicalNot | UnaryOp::BitwiseNot => map_row(s, st, d, n, |v: bool| !v),
@@ -45,7 +57,12 @@ pub(crate) fn unary(op: UnaryOp, x: &ArrayData, out: &Meta) -> Result<ArrayData>
 }
 
 /// Integer ops: the float-only ones were promoted away by `ops`.
-fn int_unary<T: Element + IntOps>(op: UnaryOp, x: &ArrayData, o: &ArrayData, bool_out: bool) -> Result<()> {
+fn int_unary<T: Element + IntOps>(
+    op: UnaryOp,
+    x: &ArrayData,
+    o: &ArrayData,
+    bool_out: bool,
+) -> Result<()> {
     if bool_out {
         map_rows::<T, bool>(x, o, |s, st, d, n| unsafe {
             match op {
@@ -67,15 +84,19 @@ fn int_unary<T: Element + IntOps>(op: UnaryOp, x: &ArrayData, o: &ArrayData, boo
             | UnaryOp::BitwiseNot
     );
     if !supported {
-        return Err(Error::Dtype { op: "unary", dtype: T::DTYPE, msg: format!("{op:?} needs a float input") });
+        return Err(Error::Dtype {
+            op: "unary",
+            dtype: T::DTYPE,
+            msg: format!("{op:?} needs a float input"),
+        });
     }
     map_rows::<T, T>(x, o, |s, st, d, n| unsafe {
         simd::dispatch(|| match op {
-            UnaryOp::Abs => map_row(s, st, d, n, T::abs_),
-            UnaryOp::Neg => map_row(s, st, d, n, T::neg_),
-            UnaryOp::Sign => map_row(s, st, d, n, T::sign_),
+            UnaryOp::Abs => map_row(s, st, d, n, |v| T::abs_(v)),
+            UnaryOp::Neg => map_row(s, st, d, n, |v| T::neg_(v)),
+            UnaryOp::Sign => map_row(s, st, d, n, |v| T::sign_(v)),
             UnaryOp::Square => map_row(s, st, d, n, |v: T| v.mul_(v)),
-            UnaryOp::BitwiseNot => map_row(s, st, d, n, T::not_),
+            UnaryOp::BitwiseNot => map_row(s, st, d, n, |v| T::not_(v)),
             _ => map_row(s, st, d, n, |v| v),
         })
     });
@@ -138,33 +159,33 @@ pub(crate) fn f32_row(op: UnaryOp, s: *const f32, st: isize, d: *mut f32, n: usi
     // SAFETY: callers pass rows inside their arrays.
     unsafe {
         simd::dispatch(|| match op {
-            Abs => map_row(s, st, d, n, f32::abs),
+            Abs => map_row(s, st, d, n, |v| f32::abs(v)),
             Neg => map_row(s, st, d, n, |v: f32| -v),
-            Sign => map_row(s, st, d, n, sign_f32),
-            Exp => map_row(s, st, d, n, m::exp_f32),
-            Expm1 => map_row(s, st, d, n, m::expm1_f32),
-            Log => map_row(s, st, d, n, m::log_f32),
-            Log1p => map_row(s, st, d, n, m::log1p_f32),
-            Log2 => map_row(s, st, d, n, m::log2_f32),
-            Sqrt => map_row(s, st, d, n, f32::sqrt),
+            Sign => map_row(s, st, d, n, |v| sign_f32(v)),
+            Exp => map_row(s, st, d, n, |v| m::exp_f32(v)),
+            Expm1 => map_row(s, st, d, n, |v| m::expm1_f32(v)),
+            Log => map_row(s, st, d, n, |v| m::log_f32(v)),
+            Log1p => map_row(s, st, d, n, |v| m::log1p_f32(v)),
+            Log2 => map_row(s, st, d, n, |v| m::log2_f32(v)),
+            Sqrt => map_row(s, st, d, n, |v| f32::sqrt(v)),
             Rsqrt => map_row(s, st, d, n, |v: f32| 1.0 / v.sqrt()),
             Square => map_row(s, st, d, n, |v: f32| v * v),
             Reciprocal => map_row(s, st, d, n, |v: f32| 1.0 / v),
-            Sin => map_row(s, st, d, n, m::sin_f32),
-            Cos => map_row(s, st, d, n, m::cos_f32),
-            Tan => map_row(s, st, d, n, m::tan_f32),
-            Tanh => map_row(s, st, d, n, m::tanh_f32),
-            Sinh => map_row(s, st, d, n, m::sinh_f32),
-            Cosh => map_row(s, st, d, n, m::cosh_f32),
-            Asin => map_row(s, st, d, n, m::asin_f32),
-            Acos => map_row(s, st, d, n, m::acos_f32),
-            Atan => map_row(s, st, d, n, m::atan_f32),
-            Sigmoid => map_row(s, st, d, n, m::sigmoid_f32),
-            Erf => map_row(s, st, d, n, m::erf_f32),
-            Erfinv => map_row(s, st, d, n, m::erfinv_f32),
-            Floor => map_row(s, st, d, n, f32::floor),
-            Ceil => map_row(s, st, d, n, f32::ceil),
-            Round => map_row(s, st, d, n, f32::round_ties_even),
+            Sin => map_row(s, st, d, n, |v| m::sin_f32(v)),
+            Cos => map_row(s, st, d, n, |v| m::cos_f32(v)),
+            Tan => map_row(s, st, d, n, |v| m::tan_f32(v)),
+            Tanh => map_row(s, st, d, n, |v| m::tanh_f32(v)),
+            Sinh => map_row(s, st, d, n, |v| m::sinh_f32(v)),
+            Cosh => map_row(s, st, d, n, |v| m::cosh_f32(v)),
+            Asin => map_row(s, st, d, n, |v| m::asin_f32(v)),
+            Acos => map_row(s, st, d, n, |v| m::acos_f32(v)),
+            Atan => map_row(s, st, d, n, |v| m::atan_f32(v)),
+            Sigmoid => map_row(s, st, d, n, |v| m::sigmoid_f32(v)),
+            Erf => map_row(s, st, d, n, |v| m::erf_f32(v)),
+            Erfinv => map_row(s, st, d, n, |v| m::erfinv_f32(v)),
+            Floor => map_row(s, st, d, n, |v| f32::floor(v)),
+            Ceil => map_row(s, st, d, n, |v| f32::ceil(v)),
+            Round => map_row(s, st, d, n, |v| f32::round_ties_even(v)),
             IsNan | IsInf | LogicalNot | BitwiseNot => map_row(s, st, d, n, |v| v),
         })
     }
@@ -186,36 +207,49 @@ fn f64_row(op: UnaryOp, s: *const f64, st: isize, d: *mut f64, n: usize) {
     // SAFETY: rows inside their arrays.
     unsafe {
         simd::dispatch(|| match op {
-            Abs => map_row(s, st, d, n, f64::abs),
+            Abs => map_row(s, st, d, n, |v| f64::abs(v)),
             Neg => map_row(s, st, d, n, |v: f64| -v),
-            Sign => map_row(s, st, d, n, |v: f64| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v }),
-            Exp => map_row(s, st, d, n, f64::exp),
-            Expm1 => map_row(s, st, d, n, f64::exp_m1),
-            Log => map_row(s, st, d, n, f64::ln),
-            Log1p => map_row(s, st, d, n, f64::ln_1p),
-            Log2 => map_row(s, st, d, n, f64::log2),
-            Sqrt => map_row(s, st, d, n, f64::sqrt),
+            Sign => map_row(s, st, d, n, |v: f64| {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    v
+                }
+            }),
+            Exp => map_row(s, st, d, n, |v| f64::exp(v)),
+            Expm1 => map_row(s, st, d, n, |v| f64::exp_m1(v)),
+            Log => map_row(s, st, d, n, |v| f64::ln(v)),
+            Log1p => map_row(s, st, d, n, |v| f64::ln_1p(v)),
+            Log2 => map_row(s, st, d, n, |v| f64::log2(v)),
+            Sqrt => map_row(s, st, d, n, |v| f64::sqrt(v)),
             Rsqrt => map_row(s, st, d, n, |v: f64| 1.0 / v.sqrt()),
             Square => map_row(s, st, d, n, |v: f64| v * v),
             Reciprocal => map_row(s, st, d, n, |v: f64| 1.0 / v),
-            Sin => map_row(s, st, d, n, f64::sin),
-            Cos => map_row(s, st, d, n, f64::cos),
-            Tan => map_row(s, st, d, n, f64::tan),
-            Tanh => map_row(s, st, d, n, f64::tanh),
-            Sinh => map_row(s, st, d, n, f64::sinh),
-            Cosh => map_row(s, st, d, n, f64::cosh),
-            Asin => map_row(s, st, d, n, f64::asin),
-            Acos => map_row(s, st, d, n, f64::acos),
-            Atan => map_row(s, st, d, n, f64::atan),
+            Sin => map_row(s, st, d, n, |v| f64::sin(v)),
+            Cos => map_row(s, st, d, n, |v| f64::cos(v)),
+            Tan => map_row(s, st, d, n, |v| f64::tan(v)),
+            Tanh => map_row(s, st, d, n, |v| f64::tanh(v)),
+            Sinh => map_row(s, st, d, n, |v| f64::sinh(v)),
+            Cosh => map_row(s, st, d, n, |v| f64::cosh(v)),
+            Asin => map_row(s, st, d, n, |v| f64::asin(v)),
+            Acos => map_row(s, st, d, n, |v| f64::acos(v)),
+            Atan => map_row(s, st, d, n, |v| f64::atan(v)),
             Sigmoid => map_row(s, st, d, n, |v: f64| {
                 // Stable both ways: never exp of a large positive number.
-                if v >= 0.0 { 1.0 / (1.0 + (-v).exp()) } else { let e = v.exp(); e / (1.0 + e) }
+                if v >= 0.0 {
+                    1.0 / (1.0 + (-v).exp())
+                } else {
+                    let e = v.exp();
+                    e / (1.0 + e)
+                }
             }),
-            Erf => map_row(s, st, d, n, math_f64::erf_f64),
-            Erfinv => map_row(s, st, d, n, math_f64::erfinv_f64),
-            Floor => map_row(s, st, d, n, f64::floor),
-            Ceil => map_row(s, st, d, n, f64::ceil),
-            Round => map_row(s, st, d, n, f64::round_ties_even),
+            Erf => map_row(s, st, d, n, |v| math_f64::erf_f64(v)),
+            Erfinv => map_row(s, st, d, n, |v| math_f64::erfinv_f64(v)),
+            Floor => map_row(s, st, d, n, |v| f64::floor(v)),
+            Ceil => map_row(s, st, d, n, |v| f64::ceil(v)),
+            Round => map_row(s, st, d, n, |v| f64::round_ties_even(v)),
             IsNan | IsInf | LogicalNot | BitwiseNot => map_row(s, st, d, n, |v| v),
         })
     }

@@ -2,8 +2,6 @@
 //! element functions; [`dispatch`] runs them inside a function compiled for AVX-512 or AVX2 when
 //! the CPU has it, so LLVM vectorises the inlined loop at that width. One binary, fast everywhere.
 
-// TEMPORARY until the vectorised math module lands.
-#[path = "math_shim.rs"]
 pub mod math;
 pub mod math_f64;
 

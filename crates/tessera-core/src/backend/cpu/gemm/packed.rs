@@ -1,0 +1,714 @@
+//! Packed, cache-blocked AVX-512 GEMM (x86-64 only), used for bf16 (`vdpbf16ps`) and f32 (FMA).
+//!
+//! Layout: A and B are packed into panels of 32-bit words. For f32 a word is one element; for
+//! bf16 a word is a *pair* of consecutive-k elements ("pair-interleaved"): the packed B panel holds,
+//! per k pair p and column j, the word (B[2p, j], B[2p+1, j]), and the packed A panel holds per row
+//! i the word (A[i, 2p], A[i, 2p+1]), which the micro-kernel broadcasts; `vdpbf16ps` then
+//! multiplies 16 such pairs and adds both products into 16 f32 lanes.
+//!
+//! Micro-kernel: an MR x NR = 14 x 32 tile of C in 28 zmm f32 accumulators; per k word it loads
+//! two 16-word vectors of B and broadcasts 14 words of A.
+//!
+//! Blocking (BLIS-style): C's columns in blocks of `nc` (packed B block, L3), k in blocks of up
+//! to `KP_MAX` words (not blocked at all below that, so the f32 sums go straight to C; above it the
+//! partial sums round-trip through an f32 scratch, and C is still rounded exactly once), A rows in
+//! blocks of `mc` (packed per task, L2). Threads: B blocks are packed in parallel; then tasks over
+//! (row block, column range) pairs are claimed dynamically from the pool.
+//!
+//! The micro-kernel vectorises along C's rows; callers give it the orientation where C's column
+//! stride is the smaller one.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::{MatMut, MatRef, Shared, pool, run_tasks};
+use core::arch::x86_64::*;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use half::bf16;
+use std::cell::RefCell;
+
+const MR: usize = 14;
+const NV: usize = 2;
+const NR: usize = 16 * NV;
+/// Largest k block in words. Up to this, k is not blocked (measured: fewer, longer k blocks beat
+/// L1-sized ones here, because each extra block costs a scratch round trip of the C tile).
+const KP_MAX: usize = 2048;
+/// Bytes of packed A per row block (kept in L2 while B panels stream past it).
+const A_BLOCK_BYTES: usize = 256 << 10;
+/// Bytes of packed B per column block (in L3).
+const B_BLOCK_BYTES: usize = 8 << 20;
+/// Packed-B buffers larger than this are not kept for reuse.
+const KEEP_B_WORDS: usize = (32 << 20) / 4;
+
+thread_local! {
+    /// Per-thread packed-A buffer, reused across calls to avoid page faults on every block.
+    static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's packed-B buffer, likewise reused.
+    static B_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where a micro-tile's result goes.
+pub(super) struct Tile<T> {
+    /// f32 partial sums, `MR x NR` region with row stride `ld` (only with k blocking).
+    scratch: *mut f32,
+    ld: usize,
+    /// Load the partial sums first (not the first k block).
+    load: bool,
+    /// Last k block: write C (rows `rows`, columns `cols`) instead of the scratch.
+    last: bool,
+    c: *mut T,
+    c_rs: isize,
+    c_cs: isize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+/// One element type's packing and micro-kernel.
+pub(super) trait Kind: 'static {
+    type T: Copy + Send + Sync;
+    /// k indices per packed word.
+    const KW: usize;
+    /// Packs A rows `i0..i0+mc`, k `k0..k0+kc` into micro-panels `[ip][word][MR]`, zero padded.
+    unsafe fn pack_a(a: MatRef<Self::T>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32);
+    /// Packs B k `k0..k0+kc`, columns `j0 + jp*NR ..` for panels `jp0..jp1` into `[jp][word][NR]`.
+    unsafe fn pack_b(
+        b: MatRef<Self::T>,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        jp0: usize,
+        jp1: usize,
+        dst: *mut u32,
+    );
+    /// The micro-kernel over `kw` words.
+    unsafe fn micro(kw: usize, ap: *const u32, bp: *const u32, t: &Tile<Self::T>);
+}
+
+/// Calls `$f::<R>` with `R = $rows` (1..=MR; MR for anything larger).
+macro_rules! by_rows {
+    ($f:ident, $rows:expr, $($arg:expr),*) => {
+        match $rows {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            12 => $f::<12>($($arg),*),
+            13 => $f::<13>($($arg),*),
+            _ => $f::<MR>($($arg),*),
+        }
+    };
+}
+
+pub(super) struct Bf16Kind;
+pub(super) struct F32Kind;
+
+impl Kind for Bf16Kind {
+    type T = bf16;
+    const KW: usize = 2;
+    #[inline]
+    unsafe fn pack_a(a: MatRef<bf16>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
+        pack_a_bf16(a, i0, mc, k0, kc, dst)
+    }
+    #[inline]
+    unsafe fn pack_b(
+        b: MatRef<bf16>,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        jp0: usize,
+        jp1: usize,
+        dst: *mut u32,
+    ) {
+        pack_b_bf16(b, k0, kc, j0, nc, jp0, jp1, dst)
+    }
+    #[inline]
+    unsafe fn micro(kw: usize, ap: *const u32, bp: *const u32, t: &Tile<bf16>) {
+        by_rows!(micro_bf16, t.rows, kw, ap, bp, t)
+    }
+}
+
+impl Kind for F32Kind {
+    type T = f32;
+    const KW: usize = 1;
+    #[inline]
+    unsafe fn pack_a(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
+        pack_a_f32(a, i0, mc, k0, kc, dst)
+    }
+    #[inline]
+    unsafe fn pack_b(
+        b: MatRef<f32>,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        jp0: usize,
+        jp1: usize,
+        dst: *mut u32,
+    ) {
+        pack_b_f32(b, k0, kc, j0, nc, jp0, jp1, dst)
+    }
+    #[inline]
+    unsafe fn micro(kw: usize, ap: *const u32, bp: *const u32, t: &Tile<f32>) {
+        by_rows!(micro_f32, t.rows, kw, ap, bp, t)
+    }
+}
+
+#[inline(always)]
+fn mask16(cnt: usize) -> __mmask16 {
+    if cnt >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cnt) - 1) as __mmask16
+    }
+}
+
+#[inline(always)]
+unsafe fn pair(lo: bf16, hi: bf16) -> u32 {
+    lo.to_bits() as u32 | ((hi.to_bits() as u32) << 16)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_a_bf16(a: MatRef<bf16>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
+    let kp = kc.div_ceil(2);
+    for ip in 0..mc.div_ceil(MR) {
+        let panel = dst.add(ip * kp * MR);
+        for r in 0..MR {
+            let i = ip * MR + r;
+            if i >= mc {
+                for p in 0..kp {
+                    *panel.add(p * MR + r) = 0;
+                }
+                continue;
+            }
+            let row = a.at(i0 + i, k0);
+            if a.cs == 1 {
+                // Row contiguous along k: the pair is one (possibly unaligned) 32-bit word.
+                for p in 0..kc / 2 {
+                    *panel.add(p * MR + r) = (row.add(2 * p) as *const u32).read_unaligned();
+                }
+            } else {
+                for p in 0..kc / 2 {
+                    let lo = *row.offset((2 * p) as isize * a.cs);
+                    let hi = *row.offset((2 * p + 1) as isize * a.cs);
+                    *panel.add(p * MR + r) = pair(lo, hi);
+                }
+            }
+            if kc % 2 == 1 {
+                *panel.add((kp - 1) * MR + r) =
+                    pair(*row.offset((kc - 1) as isize * a.cs), bf16::ZERO);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_b_bf16(
+    b: MatRef<bf16>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    jp0: usize,
+    jp1: usize,
+    dst: *mut u32,
+) {
+    let kp = kc.div_ceil(2);
+    // out[2l] = row0[l], out[2l + 1] = row1[l] for a 512-bit vector holding row0 | row1.
+    let idx = {
+        let mut v = [0i16; 32];
+        for l in 0..16 {
+            v[2 * l] = l as i16;
+            v[2 * l + 1] = 16 + l as i16;
+        }
+        _mm512_loadu_si512(v.as_ptr() as *const _)
+    };
+    for jp in jp0..jp1 {
+        let panel = dst.add(jp * kp * NR);
+        let jb = jp * NR;
+        let w = NR.min(nc - jb);
+        if b.cs == 1 {
+            // Rows contiguous along n: interleave row 2p and row 2p+1, 16 columns at a time.
+            for p in 0..kp {
+                let r0 = b.at(k0 + 2 * p, j0 + jb);
+                let has1 = 2 * p + 1 < kc;
+                let r1 = b.at(k0 + 2 * p + 1, j0 + jb);
+                for v in 0..NV {
+                    let lo = v * 16;
+                    let mask = mask16(w.saturating_sub(lo));
+                    let x0 = _mm256_maskz_loadu_epi16(mask, r0.add(lo) as *const i16);
+                    let x1 = if has1 {
+                        _mm256_maskz_loadu_epi16(mask, r1.add(lo) as *const i16)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+                    _mm512_storeu_si512(
+                        panel.add(p * NR + lo) as *mut _,
+                        _mm512_permutexvar_epi16(idx, both),
+                    );
+                }
+            }
+        } else {
+            if b.rs == 1 {
+                // Columns contiguous along k: each pair is one 32-bit word of a column. Transpose
+                // in k blocks so the written part of the panel stays in L1.
+                const KB: usize = 64;
+                let mut p0 = 0;
+                while p0 < kc / 2 {
+                    let p1 = (p0 + KB).min(kc / 2);
+                    for j in 0..w {
+                        let col = b.at(k0, j0 + jb + j);
+                        for p in p0..p1 {
+                            *panel.add(p * NR + j) = col.add(2 * p).cast::<u32>().read_unaligned();
+                        }
+                    }
+                    p0 = p1;
+                }
+            }
+            for j in 0..NR {
+                if j >= w {
+                    for p in 0..kp {
+                        *panel.add(p * NR + j) = 0;
+                    }
+                    continue;
+                }
+                let col = b.at(k0, j0 + jb + j);
+                if b.rs != 1 {
+                    // (b.rs == 1 was packed above.)
+                    for p in 0..kc / 2 {
+                        let lo = *col.offset((2 * p) as isize * b.rs);
+                        let hi = *col.offset((2 * p + 1) as isize * b.rs);
+                        *panel.add(p * NR + j) = pair(lo, hi);
+                    }
+                }
+                if kc % 2 == 1 {
+                    *panel.add((kp - 1) * NR + j) =
+                        pair(*col.offset((kc - 1) as isize * b.rs), bf16::ZERO);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_a_f32(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
+    for ip in 0..mc.div_ceil(MR) {
+        let panel = dst.add(ip * kc * MR) as *mut f32;
+        let rows = MR.min(mc - ip * MR);
+        if a.rs == 1 && rows == MR {
+            // Columns contiguous along m: each k is a contiguous run of MR rows.
+            for kk in 0..kc {
+                let src = a.at(i0 + ip * MR, k0 + kk);
+                core::ptr::copy_nonoverlapping(src, panel.add(kk * MR), MR);
+            }
+            continue;
+        }
+        for r in 0..MR {
+            if r >= rows {
+                for kk in 0..kc {
+                    *panel.add(kk * MR + r) = 0.0;
+                }
+                continue;
+            }
+            let row = a.at(i0 + ip * MR + r, k0);
+            for kk in 0..kc {
+                *panel.add(kk * MR + r) = *row.offset(kk as isize * a.cs);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack_b_f32(
+    b: MatRef<f32>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    jp0: usize,
+    jp1: usize,
+    dst: *mut u32,
+) {
+    for jp in jp0..jp1 {
+        let panel = dst.add(jp * kc * NR) as *mut f32;
+        let jb = jp * NR;
+        let w = NR.min(nc - jb);
+        if b.cs == 1 {
+            for kk in 0..kc {
+                let src = b.at(k0 + kk, j0 + jb);
+                for v in 0..NV {
+                    let mask = mask16(w.saturating_sub(v * 16));
+                    _mm512_storeu_ps(
+                        panel.add(kk * NR + v * 16),
+                        _mm512_maskz_loadu_ps(mask, src.add(v * 16)),
+                    );
+                }
+            }
+        } else {
+            for j in 0..NR {
+                if j >= w {
+                    for kk in 0..kc {
+                        *panel.add(kk * NR + j) = 0.0;
+                    }
+                    continue;
+                }
+                if b.rs == 1 {
+                    continue; // Packed below, blocked over k.
+                }
+                let col = b.at(k0, j0 + jb + j);
+                for kk in 0..kc {
+                    *panel.add(kk * NR + j) = *col.offset(kk as isize * b.rs);
+                }
+            }
+            if b.rs == 1 {
+                // Columns contiguous along k: transpose in k blocks so the written part of the
+                // panel stays in L1.
+                const KB: usize = 64;
+                let mut q0 = 0;
+                while q0 < kc {
+                    let q1 = (q0 + KB).min(kc);
+                    for j in 0..w {
+                        let col = b.at(k0, j0 + jb + j);
+                        for kk in q0..q1 {
+                            *panel.add(kk * NR + j) = *col.add(kk);
+                        }
+                    }
+                    q0 = q1;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn bh(v: __m512i) -> __m512bh {
+    // SAFETY: both are plain 512-bit vectors.
+    core::mem::transmute(v)
+}
+
+#[inline(always)]
+unsafe fn bf16x16_to_f32(h: __m256i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+}
+
+/// Loads the partial sums (if any) into the accumulators.
+#[inline(always)]
+unsafe fn tile_init<T>(t: &Tile<T>) -> [[__m512; NV]; MR] {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if t.load {
+        for r in 0..MR {
+            for v in 0..NV {
+                acc[r][v] = _mm512_loadu_ps(t.scratch.add(r * t.ld + v * 16));
+            }
+        }
+    }
+    acc
+}
+
+/// Stores the partial sums; returns false if this is not the last k block.
+#[inline(always)]
+unsafe fn tile_spill<T>(t: &Tile<T>, acc: &[[__m512; NV]; MR]) -> bool {
+    if t.last {
+        return true;
+    }
+    for r in 0..MR {
+        for v in 0..NV {
+            _mm512_storeu_ps(t.scratch.add(r * t.ld + v * 16), acc[r][v]);
+        }
+    }
+    false
+}
+
+/// Micro-kernel for the first `R` rows of a panel (R < MR only for the last row panel, so a
+/// partial panel costs only its own rows).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn micro_bf16<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, t: &Tile<bf16>) {
+    let mut acc = tile_init(t);
+    let mut a = ap;
+    let mut b = bp;
+    for _ in 0..kw {
+        let mut bv = [bh(_mm512_setzero_si512()); NV];
+        for v in 0..NV {
+            bv[v] = bh(_mm512_loadu_si512(b.add(16 * v) as *const _));
+        }
+        for r in 0..R {
+            let av = bh(_mm512_set1_epi32(*a.add(r) as i32));
+            for v in 0..NV {
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    if !tile_spill(t, &acc) {
+        return;
+    }
+    if t.c_cs == 1 {
+        for r in 0..t.rows {
+            let crow = t.c.offset(r as isize * t.c_rs);
+            for v in 0..NV {
+                let cnt = t.cols.saturating_sub(v * 16).min(16);
+                if cnt == 0 {
+                    break;
+                }
+                let mask = mask16(cnt);
+                let p = crow.add(v * 16) as *mut i16;
+                let mut x = acc[r][v];
+                if t.accumulate {
+                    x = _mm512_add_ps(x, bf16x16_to_f32(_mm256_maskz_loadu_epi16(mask, p)));
+                }
+                // Round to nearest even, like `bf16::from_f32`.
+                let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(x));
+                _mm256_mask_storeu_epi16(p, mask, h);
+            }
+        }
+    } else {
+        let mut buf = [0f32; NR];
+        for r in 0..t.rows {
+            for v in 0..NV {
+                _mm512_storeu_ps(buf.as_mut_ptr().add(v * 16), acc[r][v]);
+            }
+            for (j, &x) in buf.iter().enumerate().take(t.cols) {
+                let p = t.c.offset(r as isize * t.c_rs + j as isize * t.c_cs);
+                let x = if t.accumulate { x + (*p).to_f32() } else { x };
+                *p = bf16::from_f32(x);
+            }
+        }
+    }
+}
+
+/// As `micro_bf16`, with f32 FMAs.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn micro_f32<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, t: &Tile<f32>) {
+    let mut acc = tile_init(t);
+    let mut a = ap as *const f32;
+    let mut b = bp as *const f32;
+    for _ in 0..kw {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            bv[v] = _mm512_loadu_ps(b.add(16 * v));
+        }
+        for r in 0..R {
+            let av = _mm512_set1_ps(*a.add(r));
+            for v in 0..NV {
+                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    if !tile_spill(t, &acc) {
+        return;
+    }
+    if t.c_cs == 1 {
+        for r in 0..t.rows {
+            let crow = t.c.offset(r as isize * t.c_rs);
+            for v in 0..NV {
+                let cnt = t.cols.saturating_sub(v * 16).min(16);
+                if cnt == 0 {
+                    break;
+                }
+                let mask = mask16(cnt);
+                let p = crow.add(v * 16);
+                let mut x = acc[r][v];
+                if t.accumulate {
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, p));
+                }
+                _mm512_mask_storeu_ps(p, mask, x);
+            }
+        }
+    } else {
+        let mut buf = [0f32; NR];
+        for r in 0..t.rows {
+            for v in 0..NV {
+                _mm512_storeu_ps(buf.as_mut_ptr().add(v * 16), acc[r][v]);
+            }
+            for (j, &x) in buf.iter().enumerate().take(t.cols) {
+                let p = t.c.offset(r as isize * t.c_rs + j as isize * t.c_cs);
+                *p = if t.accumulate { x + *p } else { x };
+            }
+        }
+    }
+}
+
+/// Runs `f` with a per-thread buffer of at least `len` words (contents unspecified).
+fn with_buf<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<u32>>>,
+    len: usize,
+    f: impl FnOnce(*mut u32) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+            f(v.as_mut_ptr())
+        }
+        // Re-entered on this thread (cannot happen in this module, but stay panic-free).
+        Err(_) => f(vec![0u32; len].as_mut_ptr()),
+    })
+}
+
+/// One product `C (+)= A @ B` (`m, n, k >= 1`) on the pool. The caller guarantees the CPU has
+/// the kind's features (AVX-512 F/BW/VL, plus BF16 for `Bf16Kind`).
+pub(super) unsafe fn gemm<K: Kind>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<K::T>,
+    b: MatRef<K::T>,
+    c: MatMut<K::T>,
+    accumulate: bool,
+) {
+    let threads = pool::global().threads();
+    let kw_total = k.div_ceil(K::KW);
+    // Equal k blocks of at most KP_MAX words, each a whole number of words.
+    let kw_blk = kw_total.div_ceil(kw_total.div_ceil(KP_MAX));
+    let kc_blk = kw_blk * K::KW;
+    let blocked = kc_blk < k;
+    let mc_blk = (A_BLOCK_BYTES / (4 * kw_blk) / MR * MR).clamp(MR, 252);
+    let nc_max = (B_BLOCK_BYTES / (4 * kw_blk) / NR * NR)
+        .clamp(NR, 4096)
+        .min(n.div_ceil(NR) * NR);
+    let m_pad = m.div_ceil(MR) * MR;
+    // f32 partial sums between k blocks (only when k needs more than one block).
+    let mut scratch: Vec<f32> = if blocked {
+        vec![0f32; m_pad * nc_max]
+    } else {
+        Vec::new()
+    };
+    let ld = nc_max;
+    let b_len = nc_max.div_ceil(NR) * kw_blk * NR;
+    let a_len = mc_blk.div_ceil(MR) * MR * kw_blk;
+
+    // The calling thread's reusable B buffer; every packed word is written before it is read.
+    let mut bpack: Vec<u32> = B_BUF.with(|cell| {
+        cell.try_borrow_mut()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    });
+    if bpack.len() < b_len {
+        bpack.resize(b_len, 0);
+    }
+
+    let mut j0 = 0;
+    while j0 < n {
+        let nc = nc_max.min(n - j0);
+        let n_panels = nc.div_ceil(NR);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = kc_blk.min(k - k0);
+            let kw = kc.div_ceil(K::KW);
+            let first = k0 == 0;
+            let last = k0 + kc == k;
+            // Pack the B block, split by panels.
+            {
+                let bp = Shared(bpack.as_mut_ptr());
+                let parts = if threads > 1 && n_panels >= 2 {
+                    threads.min(n_panels)
+                } else {
+                    1
+                };
+                let per = n_panels.div_ceil(parts);
+                let f = move |t: usize| {
+                    let bp = bp;
+                    let (p0, p1) = (t * per, ((t + 1) * per).min(n_panels));
+                    if p0 < p1 {
+                        // SAFETY: tasks write disjoint panel ranges of `bpack` (sized for
+                        // n_panels * kw * NR words); the B elements read are in range.
+                        unsafe { K::pack_b(b, k0, kc, j0, nc, p0, p1, bp.0) }
+                    }
+                };
+                let f = Shared(&f);
+                run_tasks(parts, &move |t| {
+                    let f = f;
+                    (f.0)(t)
+                });
+            }
+            // Compute: tasks over (row block, column range), claimed dynamically.
+            let m_blocks = m.div_ceil(mc_blk);
+            let n_split = if threads > 1 {
+                (2 * threads).div_ceil(m_blocks).min(n_panels).max(1)
+            } else {
+                1
+            };
+            let panels_per = n_panels.div_ceil(n_split);
+            let n_split = n_panels.div_ceil(panels_per);
+            let tasks = m_blocks * n_split;
+            let next = AtomicUsize::new(0);
+            let workers = tasks.min(threads);
+            let bp = Shared(bpack.as_ptr());
+            let sp = Shared(scratch.as_mut_ptr());
+            let work = move |_w: usize| {
+                let (bp, sp) = (bp, sp);
+                with_buf(&A_BUF, a_len, |abuf| {
+                    loop {
+                        let t = next.fetch_add(1, Ordering::Relaxed);
+                        if t >= tasks {
+                            break;
+                        }
+                        let (ib, ns) = (t / n_split, t % n_split);
+                        let i0 = ib * mc_blk;
+                        let mc = mc_blk.min(m - i0);
+                        // SAFETY: A rows i0..i0+mc, k k0..k0+kc are in range; abuf holds a_len words.
+                        unsafe { K::pack_a(a, i0, mc, k0, kc, abuf) };
+                        let (jp0, jp1) = (ns * panels_per, ((ns + 1) * panels_per).min(n_panels));
+                        for jp in jp0..jp1 {
+                            let jb = jp * NR;
+                            for ip in 0..mc.div_ceil(MR) {
+                                let ii = i0 + ip * MR;
+                                let tile = Tile {
+                                    scratch: sp.0.wrapping_add(ii * ld + jb),
+                                    ld,
+                                    load: !first,
+                                    last,
+                                    c: c.at(ii, j0 + jb),
+                                    c_rs: c.rs,
+                                    c_cs: c.cs,
+                                    rows: MR.min(m - ii),
+                                    cols: NR.min(nc - jb),
+                                    accumulate,
+                                };
+                                // SAFETY: the packed panels hold kw words; the scratch region (padded
+                                // to MR x NR) and the C tile belong to this task alone (tasks own
+                                // disjoint (row block, panel range) pairs).
+                                unsafe {
+                                    K::micro(
+                                        kw,
+                                        abuf.add(ip * MR * kw),
+                                        bp.0.add(jp * kw * NR),
+                                        &tile,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                });
+            };
+            let work = Shared(&work);
+            run_tasks(workers, &move |w| {
+                let work = work;
+                (work.0)(w)
+            });
+            k0 += kc;
+        }
+        j0 += nc;
+    }
+    drop(scratch);
+    if bpack.len() <= KEEP_B_WORDS {
+        B_BUF.with(|cell| {
+            if let Ok(mut v) = cell.try_borrow_mut() {
+                *v = bpack;
+            }
+        });
+    }
+}
