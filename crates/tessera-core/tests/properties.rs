@@ -43,8 +43,16 @@ fn naive_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db {
             da
         } else if da == 1 {
@@ -114,13 +122,21 @@ fn py_slice(start: Option<isize>, stop: Option<isize>, step: isize, len: usize) 
 }
 
 /// Gathers `data` (row-major, `shape`) at the cartesian product of per-axis index lists.
-fn gather_product(data: &[f32], shape: &[usize], per_axis: &[Vec<usize>]) -> (Vec<f32>, Vec<usize>) {
+fn gather_product(
+    data: &[f32],
+    shape: &[usize],
+    per_axis: &[Vec<usize>],
+) -> (Vec<f32>, Vec<usize>) {
     let out_shape: Vec<usize> = per_axis.iter().map(|v| v.len()).collect();
     let n = size(&out_shape);
     let mut out = Vec::with_capacity(n);
     for f in 0..n {
         let oi = unravel(f, &out_shape);
-        let src: Vec<usize> = oi.iter().enumerate().map(|(ax, &i)| per_axis[ax][i]).collect();
+        let src: Vec<usize> = oi
+            .iter()
+            .enumerate()
+            .map(|(ax, &i)| per_axis[ax][i])
+            .collect();
         out.push(data[ravel(&src, shape)]);
     }
     (out, out_shape)
@@ -215,7 +231,13 @@ fn shape_and_axes() -> impl Strategy<Value = (Vec<usize>, Vec<isize>, bool)> {
             .prop_map(move |(s, ax, neg, keep)| {
                 let ax = ax
                     .into_iter()
-                    .map(|a| if neg[a] { a as isize - n as isize } else { a as isize })
+                    .map(|a| {
+                        if neg[a] {
+                            a as isize - n as isize
+                        } else {
+                            a as isize
+                        }
+                    })
                     .collect();
                 (s, ax, keep)
             })
@@ -236,7 +258,7 @@ fn per_axis_slices(shape: &[usize], bounds: &[Bound]) -> Vec<Vec<usize>> {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn broadcasting_add_matches_reference((sa, sb) in compatible_shapes()) {
@@ -648,6 +670,146 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// A random strided view (transpose, then slice) of an iota array: the array and its naive data.
+fn view_strategy() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<Bound>)> {
+    shape_and_perm().prop_flat_map(|(s, p)| {
+        let n = s.len();
+        (
+            Just(s),
+            Just(p),
+            prop::collection::vec(bound_strategy(), 0..=n),
+        )
+    })
+}
+
+fn make_view(shape: &[usize], perm: &[usize], bounds: &[Bound]) -> (Array, Vec<f32>, Vec<usize>) {
+    let data: Vec<f32> = (0..size(shape))
+        .map(|i| ((i * 7919) % 23) as f32 - 11.0)
+        .collect();
+    let a = arr(&data, shape);
+    let p: Vec<isize> = perm.iter().map(|&x| x as isize).collect();
+    let t = ops::transpose(&a, Some(&p)).unwrap();
+    let (td, tshape) = naive_transpose(&data, shape, perm);
+    let v = ops::slice_opt(&t, bounds).unwrap();
+    let (vd, vshape) = gather_product(&td, &tshape, &per_axis_slices(&tshape, bounds));
+    (v, vd, vshape)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn ops_on_strided_views((shape, perm, bounds) in view_strategy(), ax_pick in any::<usize>()) {
+        let (v, vd, vs) = make_view(&shape, &perm, &bounds);
+        prop_assert_eq!(v.shape(), vs.as_slice());
+        // Element-wise with another view of the same shape (the view reversed on every axis).
+        let rev_b: Vec<Bound> = vec![(None, None, -1); vs.len()];
+        let r = ops::slice_opt(&v, &rev_b).unwrap();
+        let (rd, _) = gather_product(&vd, &vs, &per_axis_slices(&vs, &rev_b));
+        let s = ops::subtract(&v, &r).unwrap();
+        let want: Vec<f32> = vd.iter().zip(&rd).map(|(x, y)| x - y).collect();
+        prop_assert_eq!(s.to_vec::<f32>().unwrap(), want);
+        // Unary and casts of views.
+        let neg: Vec<f32> = vd.iter().map(|x| -x).collect();
+        prop_assert_eq!(ops::negative(&v).unwrap().to_vec::<f32>().unwrap(), neg);
+        let iv: Vec<i32> = vd.iter().map(|&x| x as i32).collect();
+        prop_assert_eq!(v.astype(Dtype::I32).unwrap().to_vec::<i32>().unwrap(), iv);
+        // Sum over everything (exact: small integers).
+        let tot: f32 = vd.iter().sum();
+        prop_assert_eq!(ops::sum(&v, Axes::All, false).unwrap().item::<f32>().unwrap(), tot);
+        if vs.is_empty() {
+            return Ok(());
+        }
+        let ax = ax_pick % vs.len();
+        // Sum along one axis.
+        let mut os = vs.clone();
+        os[ax] = 1;
+        let mut want = vec![0f32; size(&os)];
+        for (f, &x) in vd.iter().enumerate() {
+            let mut i = unravel(f, &vs);
+            i[ax] = 0;
+            want[ravel(&i, &os)] += x;
+        }
+        let got = ops::sum(&v, ax as isize, true).unwrap();
+        prop_assert_eq!(got.to_vec::<f32>().unwrap(), want);
+        // cumsum along the axis.
+        let mut cs = vd.clone();
+        for f in 0..vd.len() {
+            let i = unravel(f, &vs);
+            if i[ax] > 0 {
+                let mut j = i.clone();
+                j[ax] -= 1;
+                cs[f] += cs[ravel(&j, &vs)];
+            }
+        }
+        prop_assert_eq!(ops::cumsum(&v, Some(ax as isize), false, true).unwrap().to_vec::<f32>().unwrap(), cs);
+        if vs[ax] == 0 {
+            return Ok(());
+        }
+        // max / argmax along the axis.
+        let mut mx = vec![f32::NEG_INFINITY; size(&os)];
+        let mut am = vec![0u32; size(&os)];
+        for (f, &x) in vd.iter().enumerate() {
+            let i = unravel(f, &vs);
+            let mut o = i.clone();
+            o[ax] = 0;
+            let o = ravel(&o, &os);
+            if x > mx[o] { mx[o] = x; am[o] = i[ax] as u32; }
+        }
+        if size(&os) > 0 {
+            prop_assert_eq!(ops::max(&v, ax as isize, true).unwrap().to_vec::<f32>().unwrap(), mx);
+            prop_assert_eq!(ops::argmax(&v, Some(ax as isize), true).unwrap().to_vec::<u32>().unwrap(), am);
+        }
+        // take of the first and last element along the axis.
+        let last = vs[ax] as i32 - 1;
+        let ti = Array::from_slice(&[0i32, -1, last], &[3]).unwrap();
+        let t = ops::take(&v, &ti, Some(ax as isize)).unwrap();
+        let mut ts = vs.clone();
+        ts[ax] = 3;
+        let mut want = vec![];
+        for f in 0..size(&ts) {
+            let mut i = unravel(f, &ts);
+            i[ax] = [0, vs[ax] - 1, vs[ax] - 1][i[ax]];
+            want.push(vd[ravel(&i, &vs)]);
+        }
+        prop_assert_eq!(t.to_vec::<f32>().unwrap(), want);
+        // sort along the axis: each line sorted.
+        let so = ops::sort(&v, Some(ax as isize)).unwrap().to_vec::<f32>().unwrap();
+        for f in 0..size(&os) {
+            let mut i = unravel(f, &os);
+            let mut line = vec![];
+            let mut got = vec![];
+            for k in 0..vs[ax] {
+                i[ax] = k;
+                line.push(vd[ravel(&i, &vs)]);
+                got.push(so[ravel(&i, &vs)]);
+            }
+            line.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            prop_assert_eq!(got, line);
+        }
+    }
+
+    #[test]
+    fn matmul_matches_reference(m in 0usize..6, k in 0usize..6, n in 0usize..6, ta in any::<bool>(), tb in any::<bool>()) {
+        let ad: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();
+        let bd: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 5) as f32 - 2.0).collect();
+        // Optionally build each operand as a transposed view of its transpose.
+        let a = if ta {
+            let (d, s) = naive_transpose(&ad, &[m, k], &[1, 0]);
+            ops::transpose(&arr(&d, &s), None).unwrap()
+        } else { arr(&ad, &[m, k]) };
+        let b = if tb {
+            let (d, s) = naive_transpose(&bd, &[k, n], &[1, 0]);
+            ops::transpose(&arr(&d, &s), None).unwrap()
+        } else { arr(&bd, &[k, n]) };
+        let c = ops::matmul(&a, &b).unwrap();
+        prop_assert_eq!(c.shape(), &[m, n]);
+        let mut want = vec![0f32; m * n];
+        for i in 0..m { for j in 0..n { for p in 0..k { want[i * n + j] += ad[i * k + p] * bd[p * n + j]; } } }
+        prop_assert_eq!(c.to_vec::<f32>().unwrap(), want);
     }
 }
 

@@ -49,3 +49,72 @@ fn million_node_chain() {
     }
     drop(y); // unevaluated chain dropped without recursion
 }
+
+/// Large arrays take the parallel paths (rows split into pieces across threads); compare with
+/// plain loops over the same data.
+#[test]
+fn large_arrays_match_serial_reference() {
+    use tessera_core::random;
+    for &(r, c) in &[(1usize, 3_000_001usize), (3, 1_000_003), (1001, 3001)] {
+        let k = random::key(r as u64);
+        let a = random::uniform(-2.0, 2.0, &[r, c], Dtype::F32, Some(&k)).unwrap();
+        let b = random::uniform(-2.0, 2.0, &[1, c], Dtype::F32, Some(&random::key(7))).unwrap();
+        let av = a.to_vec::<f32>().unwrap();
+        let bv = b.to_vec::<f32>().unwrap();
+        let s = ops::add(&a, &b).unwrap().to_vec::<f32>().unwrap();
+        let e = ops::exp(&a).unwrap().to_vec::<f32>().unwrap();
+        let w = ops::where_(&ops::greater(&a, &b).unwrap(), &a, &b)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for i in 0..r * c {
+            let (x, y) = (av[i], bv[i % c]);
+            assert_eq!(s[i], x + y, "add at {i}");
+            assert!((e[i] - x.exp()).abs() <= 1e-6 * x.exp(), "exp at {i}");
+            assert_eq!(w[i], if x > y { x } else { y }, "where at {i}");
+        }
+        // Transposed input (strided rows) through a unary op and a copy.
+        let t = ops::transpose(&a, None).unwrap();
+        let tv = ops::negative(&t).unwrap().to_vec::<f32>().unwrap();
+        for i in (0..r * c).step_by(997) {
+            let (row, col) = (i / r, i % r);
+            assert_eq!(tv[i], -av[col * c + row]);
+        }
+        // Row sums and argmax along the long axis.
+        let sums = ops::sum(&a, 1, false).unwrap().to_vec::<f32>().unwrap();
+        let am = ops::argmax(&a, Some(1), false)
+            .unwrap()
+            .to_vec::<u32>()
+            .unwrap();
+        for i in 0..r {
+            let row = &av[i * c..(i + 1) * c];
+            let reference: f64 = row.iter().map(|&v| v as f64).sum();
+            assert!(
+                (sums[i] as f64 - reference).abs() < 1e-3 * (c as f64).sqrt(),
+                "sum row {i}"
+            );
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |bi, (j, &v)| if v > row[bi] { j } else { bi });
+            assert_eq!(am[i] as usize, best);
+        }
+        // Column sums (kept dim contiguous) and cumsum along the long axis.
+        let cs = ops::sum(&a, 0, false).unwrap().to_vec::<f32>().unwrap();
+        for j in (0..c).step_by(101) {
+            let reference: f64 = (0..r).map(|i| av[i * c + j] as f64).sum();
+            assert!((cs[j] as f64 - reference).abs() < 1e-4 * r as f64);
+        }
+        if r == 3 {
+            let cu = ops::cumsum(&a, Some(1), false, true)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let mut acc = 0f32;
+            for j in 0..c {
+                acc += av[j];
+                assert_eq!(cu[j], acc);
+            }
+        }
+    }
+}

@@ -443,7 +443,6 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
     let sb = broadcast_strides(&b.layout.shape, &b.layout.strides, &out.shape);
     let so = row_major_strides(&out.shape);
     let walk = Walk::<3>::new(&out.shape, [&so, &sa, &sb]);
-    let n = walk.inner_len();
     let [_, ia, ib] = walk.inner_strides();
     let out_size = out.dtype.size() as isize;
     let dp = SendPtr(o.mut_ptr::<u8>());
@@ -451,7 +450,7 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
         let ap = SendConstPtr(a.ptr::<T>());
         let bp = SendConstPtr(b.ptr::<T>());
         let half = matches!(T::DTYPE, Dtype::F16 | Dtype::BF16);
-        walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
+        walk.par_rows(PAR_MIN_ELEMS, &|_, offs, n| {
             let (ap, bp, dp) = (ap, bp, dp);
             // SAFETY: offsets come from the layouts; the output row is row-major and disjoint per task.
             unsafe {
@@ -518,14 +517,13 @@ pub(crate) fn select(c: &ArrayData, x: &ArrayData, y: &ArrayData, out: &Meta) ->
     let sx = broadcast_strides(&x.layout.shape, &x.layout.strides, &out.shape);
     let sy = broadcast_strides(&y.layout.shape, &y.layout.strides, &out.shape);
     let walk = Walk::<4>::new(&out.shape, [&so, &sc, &sx, &sy]);
-    let n = walk.inner_len();
     let [_, ic, ix, iy] = walk.inner_strides();
     let cp = SendConstPtr(c.ptr::<bool>());
     crate::dispatch_dtype!(x.dtype, T => {
         let xp = SendConstPtr(x.ptr::<T>());
         let yp = SendConstPtr(y.ptr::<T>());
         let dp = SendPtr(o.mut_ptr::<T>());
-        walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
+        walk.par_rows(PAR_MIN_ELEMS, &|_, offs, n| {
             let (cp, xp, yp, dp) = (cp, xp, yp, dp);
             // SAFETY: offsets come from the layouts; output rows are disjoint per task.
             unsafe {

@@ -46,11 +46,10 @@ pub(crate) fn map_rows<S: Element, D: Element>(
     let shape = &x.layout.shape;
     let dst_strides = row_major_strides(shape);
     let walk = Walk::<2>::new(shape, [&dst_strides, &x.layout.strides]);
-    let inner = walk.inner_len();
     let [_, s_inner] = walk.inner_strides();
     let src = SendConstPtr(x.ptr::<S>());
     let dst = SendPtr(out.mut_ptr::<D>());
-    walk.par_rows(PAR_MIN_ELEMS, &|_, offs| {
+    walk.par_rows(PAR_MIN_ELEMS, &|_, offs, len| {
         let (src, dst) = (src, dst);
         // SAFETY: offsets come from the layouts of x and out, which lie inside their buffers.
         unsafe {
@@ -58,7 +57,7 @@ pub(crate) fn map_rows<S: Element, D: Element>(
                 src.get().offset(offs[1]),
                 s_inner,
                 dst.get().offset(offs[0]),
-                inner,
+                len,
             )
         }
     });

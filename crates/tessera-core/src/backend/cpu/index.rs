@@ -89,11 +89,10 @@ fn copy_into<T: Element>(src: &ArrayData, dst: *mut T, dst_strides: &[isize]) {
         return;
     }
     let walk = Walk::<2>::new(&src.layout.shape, [dst_strides, &src.layout.strides]);
-    let n = walk.inner_len();
     let [di, si] = walk.inner_strides();
     let s = SendConstPtr(src.ptr::<T>());
     let d = SendPtr(dst);
-    walk.par_rows(1 << 15, &|_, offs| {
+    walk.par_rows(1 << 15, &|_, offs, n| {
         let (s, d) = (s, d);
         // SAFETY: both offsets come from layouts of the same shape inside their buffers.
         unsafe {

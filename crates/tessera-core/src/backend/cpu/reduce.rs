@@ -424,14 +424,14 @@ pub(crate) fn arg_reduce(
     let mut strides = x.layout.strides.clone();
     shape.remove(axis);
     strides.remove(axis);
-    let walk = Walk::<1>::new(&shape, [&strides]);
-    let inner = walk.inner_len();
-    let [ist] = walk.inner_strides();
+    let ostrides = crate::layout::row_major_strides(&shape);
+    let walk = Walk::<2>::new(&shape, [&strides, &ostrides]);
+    let [ist, iost] = walk.inner_strides();
     crate::dispatch_dtype!(x.dtype, T => {
         let src = SendConstPtr(x.ptr::<T>());
         crate::dispatch_dtype!(out.dtype, I => {
             let dst = SendPtr(o.mut_ptr::<I>());
-            walk.par_rows(1 << 14, &|row, offs| {
+            walk.par_rows(1 << 14, &|_, offs, inner| {
                 for j in 0..inner {
                     // SAFETY: offsets inside x; output index inside o.
                     unsafe {
@@ -457,7 +457,7 @@ pub(crate) fn arg_reduce(
                                 }
                             }
                         }
-                        *dst.get().add(row * inner + j) = I::from_i64(bi as i64);
+                        *dst.get().offset(offs[1] + j as isize * iost) = I::from_i64(bi as i64);
                     }
                 }
             });
@@ -496,12 +496,11 @@ pub(crate) fn scan(
     strides.remove(axis);
     ostrides.remove(axis);
     let walk = Walk::<2>::new(&shape, [&strides, &ostrides]);
-    let inner = walk.inner_len();
     let [ist, iost] = walk.inner_strides();
     crate::dispatch_dtype!(x.dtype, T => {
         let src = SendConstPtr(x.ptr::<T>());
         let dst = SendPtr(o.mut_ptr::<T>());
-        walk.par_rows(1 << 14, &|_, offs| {
+        walk.par_rows(1 << 14, &|_, offs, inner| {
             for j in 0..inner as isize {
                 // SAFETY: offsets inside x and o.
                 unsafe {

@@ -37,12 +37,11 @@ pub(crate) fn sort(axis: usize, x: &ArrayData, out: &Meta, indices: bool) -> Res
     strides.remove(axis);
     ostrides.remove(axis);
     let walk = Walk::<2>::new(&shape, [&strides, &ostrides]);
-    let inner = walk.inner_len();
     let [is, ios] = walk.inner_strides();
     crate::dispatch_dtype!(x.dtype, T => {
         let src = SendConstPtr(x.ptr::<T>());
         let dst = SendPtr(o.mut_ptr::<u8>());
-        walk.par_rows(1 << 14, &|_, offs| {
+        walk.par_rows(1 << 14, &|_, offs, inner| {
             let mut line: Vec<(T, u32)> = Vec::with_capacity(n);
             for j in 0..inner as isize {
                 line.clear();

@@ -105,18 +105,47 @@ impl<const K: usize> Walk<K> {
         }
     }
 
-    /// Like `for_rows` over all rows, split across the pool when there are at least
-    /// `min_elems_per_task` elements per task.
-    pub fn par_rows(&self, min_elems_per_task: usize, f: &(dyn Fn(usize, [isize; K]) + Sync)) {
+    /// Runs `f(row, offsets, len)` over all rows, in parallel when there are at least
+    /// `min_elems_per_task` elements per task. `len` is the number of inner elements to process
+    /// from `offsets`: the whole row, or a piece of it when there are too few rows to keep every
+    /// thread busy (a contiguous array is one long row).
+    pub fn par_rows(
+        &self,
+        min_elems_per_task: usize,
+        f: &(dyn Fn(usize, [isize; K], usize) + Sync),
+    ) {
         let rows = self.rows();
-        let inner = self.inner_len().max(1);
-        let total = rows * inner;
-        if rows > 1 && total >= 2 * min_elems_per_task {
-            let min_rows = min_elems_per_task.div_ceil(inner).max(1);
-            pool::parallel_chunks(rows, min_rows, &|s, e| self.for_rows(s, e, f));
-        } else {
-            self.for_rows(0, rows, f);
+        let inner = self.inner_len();
+        let pool = pool::global();
+        let threads = pool.threads();
+        if threads == 1 || rows * inner < 2 * min_elems_per_task {
+            self.for_rows(0, rows, |r, o| f(r, o, inner));
+            return;
         }
+        if rows >= 4 * threads {
+            let min_rows = min_elems_per_task.div_ceil(inner.max(1)).max(1);
+            pool::parallel_chunks(rows, min_rows, &|s, e| {
+                self.for_rows(s, e, |r, o| f(r, o, inner))
+            });
+            return;
+        }
+        // Few long rows: cut each into pieces (multiples of 64 elements, cache-line friendly).
+        let want = (4 * threads).div_ceil(rows);
+        let piece = inner
+            .div_ceil(want)
+            .max(min_elems_per_task.min(inner))
+            .next_multiple_of(64);
+        let pieces = inner.div_ceil(piece);
+        let strides = self.inner_strides();
+        pool.parallel_for(rows * pieces, &|t| {
+            let (r, p) = (t / pieces, t % pieces);
+            let start = p * piece;
+            let len = piece.min(inner - start);
+            self.for_rows(r, r + 1, |row, offs| {
+                let o: [isize; K] = std::array::from_fn(|k| offs[k] + start as isize * strides[k]);
+                f(row, o, len);
+            });
+        });
     }
 }
 
