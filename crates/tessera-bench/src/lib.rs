@@ -98,10 +98,8 @@ pub fn run(
 ) -> Vec<Record> {
     let mut out = Vec::new();
     for c in cases {
-        if let Some(f) = filter {
-            if !c.name.contains(f) {
-                continue;
-            }
+        if filter.is_some_and(|f| !c.name.contains(f)) {
+            continue;
         }
         let mut body = (c.setup)();
         let secs = time_median(&mut body.run, s);

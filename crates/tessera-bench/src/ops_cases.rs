@@ -13,8 +13,13 @@ fn rand(shape: &[usize], dtype: Dtype, seed: u64) -> Array {
     a
 }
 
-fn eval_or_die(a: &Array) {
-    a.eval().unwrap_or_else(|e| panic!("bench run failed: {e}"));
+/// Benchmarks run fixed, valid inputs: a failure is a bug worth stopping for.
+fn ok<T>(r: tessera_core::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("bench case failed: {e}"))
+}
+
+fn eval_or_die(a: tessera_core::Result<Array>) {
+    ok(ok(a).eval());
 }
 
 fn matmul_case(n: usize, dtype: Dtype) -> Case {
@@ -29,7 +34,7 @@ fn matmul_case(n: usize, dtype: Dtype) -> Case {
             let a = rand(&[n, n], dtype, 1);
             let b = rand(&[n, n], dtype, 2);
             Body {
-                run: Box::new(move || eval_or_die(&ops::matmul(&a, &b).unwrap())),
+                run: Box::new(move || eval_or_die(ops::matmul(&a, &b))),
                 work: 2.0 * (n as f64).powi(3),
             }
         }),
@@ -48,9 +53,9 @@ fn gemv_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
         setup: Box::new(move || {
             let w = rand(&[cols, rows], dtype, 3);
             let x = rand(&[1, rows], dtype, 4);
-            let wt = ops::transpose(&w, None).unwrap();
+            let wt = ok(ops::transpose(&w, None));
             Body {
-                run: Box::new(move || eval_or_die(&ops::matmul(&x, &wt).unwrap())),
+                run: Box::new(move || eval_or_die(ops::matmul(&x, &wt))),
                 work: (rows * cols * dtype.size()) as f64,
             }
         }),
@@ -76,7 +81,7 @@ pub fn ops_cases() -> Vec<Case> {
             let a = rand(&[M16], Dtype::F32, 5);
             let b = rand(&[M16], Dtype::F32, 6);
             Body {
-                run: Box::new(move || eval_or_die(&ops::add(&a, &b).unwrap())),
+                run: Box::new(move || eval_or_die(ops::add(&a, &b))),
                 work: (3 * 4 * M16) as f64,
             }
         }),
@@ -87,7 +92,7 @@ pub fn ops_cases() -> Vec<Case> {
         setup: Box::new(|| {
             let a = rand(&[M16], Dtype::F32, 7);
             Body {
-                run: Box::new(move || eval_or_die(&ops::exp(&a).unwrap())),
+                run: Box::new(move || eval_or_die(ops::exp(&a))),
                 work: (2 * 4 * M16) as f64,
             }
         }),
@@ -98,7 +103,7 @@ pub fn ops_cases() -> Vec<Case> {
         setup: Box::new(|| {
             let a = rand(&[M16], Dtype::F32, 8);
             Body {
-                run: Box::new(move || eval_or_die(&ops::sum(&a, Axes::All, false).unwrap())),
+                run: Box::new(move || eval_or_die(ops::sum(&a, Axes::All, false))),
                 work: (4 * M16) as f64,
             }
         }),
@@ -109,7 +114,7 @@ pub fn ops_cases() -> Vec<Case> {
         setup: Box::new(|| {
             let a = rand(&[4096, 4096], Dtype::F32, 9);
             Body {
-                run: Box::new(move || eval_or_die(&ops::softmax(&a, -1).unwrap())),
+                run: Box::new(move || eval_or_die(ops::softmax(&a, -1))),
                 work: (2 * 4 * 4096 * 4096) as f64,
             }
         }),
@@ -124,9 +129,9 @@ pub fn ops_cases() -> Vec<Case> {
                 run: Box::new(move || {
                     let mut x = a.clone();
                     for _ in 0..100 {
-                        x = ops::add(&x, &one).unwrap();
+                        x = ok(ops::add(&x, &one));
                     }
-                    eval_or_die(&x);
+                    eval_or_die(Ok(x.clone()));
                 }),
                 work: 100.0,
             }

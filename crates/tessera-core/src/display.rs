@@ -54,6 +54,11 @@ impl fmt::Display for Array {
                 );
             }
         };
+        let values = if dtype.is_float() {
+            align_decimal_points(values)
+        } else {
+            values
+        };
         let shape = self.shape().to_vec();
         let summarize = values.len() > SUMMARY_THRESHOLD;
         let width = values.iter().map(|s| s.len()).max().unwrap_or(1);
@@ -66,6 +71,35 @@ impl fmt::Display for Array {
         out.push_str(&format!(", dtype={dtype})"));
         f.write_str(&out)
     }
+}
+
+/// NumPy aligns positional floats on the decimal point: the integer parts are right-aligned
+/// and the fractions left-aligned (`[1.5, 2. ]`, not `[1.5,  2.]`). Values in exponent notation
+/// keep their plain right alignment.
+fn align_decimal_points(values: Vec<String>) -> Vec<String> {
+    if values.iter().any(|s| s.contains('e')) {
+        return values;
+    }
+    let split = |s: &str| {
+        s.find('.')
+            .map(|i| (i, s.len() - i))
+            .unwrap_or((s.len(), 0))
+    };
+    let (int_w, frac_w) = values.iter().fold((0, 0), |(a, b), s| {
+        let (i, f) = split(s);
+        (a.max(i), b.max(f))
+    });
+    values
+        .into_iter()
+        .map(|s| {
+            if !s.contains('.') {
+                // nan / inf: right-aligned in the full width, as NumPy does.
+                return format!("{s:>w$}", w = int_w + frac_w);
+            }
+            let (i, f) = split(&s);
+            format!("{}{s}{}", " ".repeat(int_w - i), " ".repeat(frac_w - f))
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -122,15 +122,7 @@ impl Allocator {
 
     fn alloc(&self, len: usize) -> Result<Buffer> {
         let capacity = size_class(len);
-        {
-            let mut cache = self.lock_cache();
-            if let Some(ptr) = cache.blocks.get_mut(&capacity).and_then(|v| v.pop()) {
-                cache.bytes -= capacity;
-                drop(cache);
-                self.add_active(capacity);
-                return Ok(Buffer { ptr, len, capacity });
-            }
-        }
+        // The limit is on active bytes, so it applies to a reused cached block too.
         let limit = self.limit.load(Ordering::Relaxed);
         let active = self.active.load(Ordering::Relaxed);
         if active.saturating_add(capacity) > limit {
@@ -139,6 +131,15 @@ impl Allocator {
                 active,
                 limit,
             });
+        }
+        {
+            let mut cache = self.lock_cache();
+            if let Some(ptr) = cache.blocks.get_mut(&capacity).and_then(|v| v.pop()) {
+                cache.bytes -= capacity;
+                drop(cache);
+                self.add_active(capacity);
+                return Ok(Buffer { ptr, len, capacity });
+            }
         }
         if self.lock_cache().bytes + active + capacity > limit {
             self.clear_cache();

@@ -421,9 +421,7 @@ pub fn allclose(a: &Array, b: &Array, rtol: f64, atol: f64, equal_nan: bool) -> 
 pub fn scalar_like(value: f64, like: &Array) -> Array {
     let dt = like.dtype();
     let integral = value.fract() == 0.0 && value.is_finite();
-    let target = if dt.is_float() {
-        dt
-    } else if integral && dt != Dtype::Bool {
+    let target = if dt.is_float() || (integral && dt != Dtype::Bool) {
         dt
     } else if integral {
         Dtype::I32

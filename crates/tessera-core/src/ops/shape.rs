@@ -56,7 +56,7 @@ pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer {
-        if known == 0 || a.size() % known != 0 {
+        if known == 0 || !a.size().is_multiple_of(known) {
             return invalid(
                 "reshape",
                 format!(
@@ -318,7 +318,7 @@ pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let n = a.shape()[ax];
     let bounds: Vec<usize> = match at {
         SplitAt::Sections(k) => {
-            if k == 0 || n % k != 0 {
+            if k == 0 || !n.is_multiple_of(k) {
                 return invalid(
                     "split",
                     format!("an axis of size {n} cannot be split into {k} equal sections"),

@@ -1,6 +1,10 @@
 //! Element-wise binary kernels with broadcasting by strides (no broadcast copies), and `where`.
 //! Inputs arrive with one common dtype (`ops` inserted the casts).
 
+// Element functions are passed as closures on purpose: a bare `fn` item is not always inlined
+// into the SIMD-dispatched loop, which then makes a call per element instead of vectorising.
+#![allow(clippy::redundant_closure)]
+
 use super::copy::{HALF_CHUNK, SendConstPtr, SendPtr, f32_to_half, half_to_f32};
 use super::simd::{self, math as m};
 use super::strided::{PAR_MIN_ELEMS, Walk, broadcast_strides};
@@ -467,6 +471,7 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
 }
 
 /// Half precision: both operands staged to f32 chunks, computed in f32, rounded once.
+#[allow(clippy::too_many_arguments)]
 unsafe fn half_row<T: Element>(
     op: BinaryOp,
     a: *const T,

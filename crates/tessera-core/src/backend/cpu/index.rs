@@ -54,8 +54,8 @@ pub(crate) fn slice(
     let empty = out_shape.contains(&0);
     let mut offset = l.offset as isize;
     if !empty {
-        for i in 0..start.len() {
-            offset += start[i] as isize * l.strides[i];
+        for (&s, &st) in start.iter().zip(&l.strides) {
+            offset += s as isize * st;
         }
     }
     let strides = (0..l.ndim())
@@ -331,7 +331,7 @@ pub(crate) fn slice_update(
     let dst_strides: Vec<isize> = (0..ost.len())
         .map(|i| ost[i] * step.get(i).copied().unwrap_or(1))
         .collect();
-    let upd = ensure_contiguous(upd).map(|u| u.clone())?;
+    let upd = ensure_contiguous(upd)?;
     crate::dispatch_dtype!(a.dtype, T => {
         // SAFETY: the window (start, step, update shape) lies inside the output (checked by ops).
         let base = unsafe { o.mut_ptr::<T>().offset(off) };

@@ -50,7 +50,6 @@ pub(crate) fn random_bits(key: &ArrayData, out: &Meta) -> Result<ArrayData> {
     let dst = SendPtr(o.mut_ptr::<u32>());
     let pairs = n.div_ceil(2);
     pool::parallel_chunks(pairs, 1 << 14, &|s, e| {
-        let dst = dst;
         for j in s..e {
             let r = threefry2x32(k, [j as u32, (j as u64 >> 32) as u32]);
             // SAFETY: 2j < n; 2j+1 written only when inside.

@@ -180,8 +180,6 @@ fn combine<T: Accum>(c: Combine, a: T::A, b: T::A) -> T::A {
         Combine::Max => {
             if T::is_nan(a) || a > b {
                 a
-            } else if T::is_nan(b) {
-                b
             } else {
                 b
             }
@@ -443,6 +441,7 @@ pub(crate) fn arg_reduce(
                         if !is_nan(best) {
                             for k in 1..n {
                                 let v = *p.offset(k as isize * st);
+                                #[allow(clippy::bool_comparison)]
                                 let better = match op {
                                     ArgReduceOp::ArgMax => v > best,
                                     ArgReduceOp::ArgMin => v < best,

@@ -1,6 +1,10 @@
 //! Element-wise unary kernels. f32 is the fast path (vectorised math); f16/bf16 are staged
 //! through f32 in stack chunks; f64 uses std; integers and bool have their own small set.
 
+// Element functions are passed as closures on purpose: a bare `fn` item is not always inlined
+// into the SIMD-dispatched loop, which then makes a call per element instead of vectorising.
+#![allow(clippy::redundant_closure)]
+
 use super::copy::{HALF_CHUNK, f32_to_half, half_to_f32, map_row, map_rows};
 use super::simd::{self, math as m, math_f64};
 use crate::array::Meta;
