@@ -80,24 +80,25 @@ fn align_decimal_points(values: Vec<String>) -> Vec<String> {
     if values.iter().any(|s| s.contains('e')) {
         return values;
     }
-    let split = |s: &str| {
-        s.find('.')
-            .map(|i| (i, s.len() - i))
-            .unwrap_or((s.len(), 0))
-    };
-    let (int_w, frac_w) = values.iter().fold((0, 0), |(a, b), s| {
-        let (i, f) = split(s);
-        (a.max(i), b.max(f))
-    });
+    let split = |s: &str| s.find('.').map(|i| (i, s.len() - i));
+    let (int_w, frac_w) = values
+        .iter()
+        .filter_map(|s| split(s))
+        .fold((0, 0), |(a, b), (i, f)| (a.max(i), b.max(f)));
+    // nan / inf widen the integer part when the fractions leave them too little room (NumPy).
+    let non_finite = values
+        .iter()
+        .filter(|s| !s.contains('.'))
+        .map(|s| s.len())
+        .max()
+        .unwrap_or(0);
+    let int_w = int_w.max(non_finite.saturating_sub(frac_w));
     values
         .into_iter()
-        .map(|s| {
-            if !s.contains('.') {
-                // nan / inf: right-aligned in the full width, as NumPy does.
-                return format!("{s:>w$}", w = int_w + frac_w);
-            }
-            let (i, f) = split(&s);
-            format!("{}{s}{}", " ".repeat(int_w - i), " ".repeat(frac_w - f))
+        .map(|s| match split(&s) {
+            Some((i, f)) => format!("{}{s}{}", " ".repeat(int_w - i), " ".repeat(frac_w - f)),
+            // nan / inf: right-aligned in the full width, as NumPy does.
+            None => format!("{s:>w$}", w = int_w + frac_w),
         })
         .collect()
 }

@@ -327,3 +327,56 @@ pub fn scatter_add(a: &Array, indices: &Array, updates: &Array, axis: isize) -> 
     let idx = super::reshape(indices, &ishape)?;
     scatter_add_along_axis(a, &idx, updates, ax as isize)
 }
+
+/// NumPy advanced indexing over several axes: `a[i0, i1, ...]` where `indices[k]` indexes
+/// `axes[k]`. The index arrays broadcast together; the output shape is their broadcast shape
+/// followed by the dims of `a` that are not indexed (in order). Negative indices count from the
+/// end; an index still out of range is an error at evaluation.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = ops::reshape(&ops::arange(0.0, 12.0, 1.0, tessera_core::Dtype::I32).unwrap(), &[3, 4]).unwrap();
+/// let rows = Array::from_slice(&[0i32, 2], &[2]).unwrap();
+/// let cols = Array::from_slice(&[1i32, -1], &[2]).unwrap();
+/// let g = ops::gather(&a, &[rows, cols], &[0, 1]).unwrap();
+/// assert_eq!(g.to_vec::<i32>().unwrap(), vec![1, 11]);
+/// ```
+pub fn gather(a: &Array, indices: &[Array], axes: &[isize]) -> Result<Array> {
+    if indices.len() != axes.len() || indices.is_empty() {
+        return invalid("gather", format!("{} index arrays for {} axes", indices.len(), axes.len()));
+    }
+    let mut ax = Vec::with_capacity(axes.len());
+    for &x in axes {
+        let x = normalize_axis("gather", x, a.ndim())?;
+        if ax.contains(&x) {
+            return invalid("gather", format!("axis {x} is indexed twice"));
+        }
+        ax.push(x);
+    }
+    for i in indices {
+        check_indices("gather", i)?;
+    }
+    // Indexed axes first, then the rest: the indexed block flattens to one axis.
+    let rest: Vec<usize> = (0..a.ndim()).filter(|i| !ax.contains(i)).collect();
+    let perm: Vec<isize> = ax.iter().chain(&rest).map(|&i| i as isize).collect();
+    let moved = super::transpose(a, Some(&perm))?;
+    let block: usize = ax.iter().map(|&i| a.shape()[i]).product();
+    let mut flat_shape = vec![block];
+    flat_shape.extend(rest.iter().map(|&i| a.shape()[i]));
+    let flat = super::reshape(&moved, &flat_shape)?;
+    // Row-major linear index within the block; invalid entries become `block` (out of range),
+    // so `take` reports them.
+    let mut lin = Array::scalar(0i64);
+    let mut valid = Array::scalar(true);
+    let mut stride = 1i64;
+    for (k, &x) in ax.iter().enumerate().rev() {
+        let n = a.shape()[x] as i64;
+        let i = indices[k].astype(crate::Dtype::I64)?;
+        let i = super::where_(&super::less(&i, &Array::scalar(0i64))?, &super::add(&i, &Array::scalar(n))?, &i)?;
+        let ok = super::logical_and(&super::greater_equal(&i, &Array::scalar(0i64))?, &super::less(&i, &Array::scalar(n))?)?;
+        valid = super::logical_and(&valid, &ok)?;
+        lin = super::add(&lin, &super::multiply(&i, &Array::scalar(stride))?)?;
+        stride *= n;
+    }
+    let lin = super::where_(&valid, &lin, &Array::scalar(block as i64))?;
+    take(&flat, &lin, Some(0))
+}
