@@ -108,6 +108,18 @@ pub fn ops_cases() -> Vec<Case> {
             }
         }),
     });
+    // The machine's read bandwidth, the roofline for GEMV: a sum streams 256 MB once.
+    v.push(Case {
+        name: "read_bw_f32_256MB".into(),
+        unit: "GB/s",
+        setup: Box::new(|| {
+            let a = rand(&[64 << 20], Dtype::F32, 11);
+            Body {
+                run: Box::new(move || eval_or_die(ops::sum(&a, Axes::All, false))),
+                work: (4usize << 26) as f64,
+            }
+        }),
+    });
     v.push(Case {
         name: "softmax_f32_4096x4096".into(),
         unit: "GB/s",

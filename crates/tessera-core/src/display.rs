@@ -10,7 +10,7 @@ const EDGE: usize = 3;
 
 fn fmt_value(v: f64, dtype: Dtype) -> String {
     match dtype {
-        Dtype::Bool => if v != 0.0 { "true" } else { "false" }.to_string(),
+        Dtype::Bool => if v != 0.0 { "True" } else { "False" }.to_string(),
         d if d.is_float() => {
             if v.is_nan() {
                 "nan".into()

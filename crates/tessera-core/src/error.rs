@@ -10,7 +10,11 @@ pub enum Error {
     #[error("[{op}] {msg}")]
     Invalid { op: &'static str, msg: String },
     /// Shapes cannot be broadcast together.
-    #[error("[{op}] shapes {a:?} and {b:?} cannot be broadcast")]
+    #[error(
+        "[{op}] shapes {} and {} cannot be broadcast",
+        fmt_shape(a),
+        fmt_shape(b)
+    )]
     Broadcast {
         op: &'static str,
         a: Vec<usize>,

@@ -685,3 +685,25 @@ macro_rules! families {
 families!(
     creation, unary, binary, reduce, scan, shape, indexing, linalg, misc, sort
 );
+
+/// The same cases through the portable and AVX2 kernels (the machine's best path ran above):
+/// re-runs this test binary with `TESSERA_SIMD` capped, since the level is fixed per process.
+#[test]
+fn portable_and_avx2_paths() {
+    if std::env::var_os("TESSERA_SIMD").is_some() {
+        return; // we are the child run
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for level in ["scalar", "avx2"] {
+        let out = std::process::Command::new(&exe)
+            .env("TESSERA_SIMD", level)
+            .args(["--test-threads", "2", "--skip", "portable_and_avx2_paths"])
+            .output()
+            .expect("run the golden tests again");
+        assert!(
+            out.status.success(),
+            "golden tests fail with TESSERA_SIMD={level}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -813,6 +813,28 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `split` at any index list (unsorted, negative, past the end) gives NumPy's pieces:
+    /// `a[0:i0], a[i0:i1], ..., a[ik:]` with Python slice semantics.
+    #[test]
+    fn split_at_arbitrary_indices(n in 0usize..8, idx in prop::collection::vec(-10isize..10, 0..5)) {
+        let data = iota(n);
+        let a = arr(&data, &[n]);
+        let parts = ops::split(&a, SplitAt::Indices(idx.clone()), 0).unwrap();
+        prop_assert_eq!(parts.len(), idx.len() + 1);
+        let mut starts = vec![None];
+        starts.extend(idx.iter().map(|&i| Some(i)));
+        let mut stops: Vec<Option<isize>> = idx.iter().map(|&i| Some(i)).collect();
+        stops.push(None);
+        for (k, p) in parts.iter().enumerate() {
+            let want: Vec<f32> = py_slice(starts[k], stops[k], 1, n).into_iter().map(|i| data[i]).collect();
+            prop_assert_eq!(p.to_vec::<f32>().unwrap(), want, "piece {} of split({:?}) on {} elements", k, idx, n);
+        }
+    }
+}
+
 #[test]
 fn sort_puts_nan_last() {
     let a = arr(&[3.0, f32::NAN, -1.0, 2.0, f32::NAN, 0.0], &[6]);

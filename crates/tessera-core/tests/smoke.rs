@@ -122,13 +122,20 @@ fn large_arrays_match_serial_reference() {
 #[test]
 fn gather_by_index_arrays() {
     // a[rows[:, None], cols] on a (3, 4, 2) array: broadcast (2, 3) index grid, trailing dim kept.
-    let a = ops::reshape(&ops::arange(0.0, 24.0, 1.0, Dtype::I32).unwrap(), &[3, 4, 2]).unwrap();
+    let a = ops::reshape(
+        &ops::arange(0.0, 24.0, 1.0, Dtype::I32).unwrap(),
+        &[3, 4, 2],
+    )
+    .unwrap();
     let rows = Array::from_slice(&[2i64, 0], &[2, 1]).unwrap();
     let cols = Array::from_slice(&[0i32, 3, -1], &[3]).unwrap();
     let g = ops::gather(&a, &[rows, cols], &[0, 1]).unwrap();
     assert_eq!(g.shape(), &[2, 3, 2]);
     // NumPy: np.arange(24).reshape(3,4,2)[[[2],[0]], [0,3,-1]].ravel()
-    assert_eq!(g.to_vec::<i32>().unwrap(), vec![16, 17, 22, 23, 22, 23, 0, 1, 6, 7, 6, 7]);
+    assert_eq!(
+        g.to_vec::<i32>().unwrap(),
+        vec![16, 17, 22, 23, 22, 23, 0, 1, 6, 7, 6, 7]
+    );
     let bad = Array::from_slice(&[4i32], &[1]).unwrap();
     let g = ops::gather(&a, &[bad], &[1]).unwrap();
     let err = g.eval().unwrap_err().to_string();

@@ -342,7 +342,10 @@ pub fn scatter_add(a: &Array, indices: &Array, updates: &Array, axis: isize) -> 
 /// ```
 pub fn gather(a: &Array, indices: &[Array], axes: &[isize]) -> Result<Array> {
     if indices.len() != axes.len() || indices.is_empty() {
-        return invalid("gather", format!("{} index arrays for {} axes", indices.len(), axes.len()));
+        return invalid(
+            "gather",
+            format!("{} index arrays for {} axes", indices.len(), axes.len()),
+        );
     }
     let mut ax = Vec::with_capacity(axes.len());
     for &x in axes {
@@ -371,8 +374,15 @@ pub fn gather(a: &Array, indices: &[Array], axes: &[isize]) -> Result<Array> {
     for (k, &x) in ax.iter().enumerate().rev() {
         let n = a.shape()[x] as i64;
         let i = indices[k].astype(crate::Dtype::I64)?;
-        let i = super::where_(&super::less(&i, &Array::scalar(0i64))?, &super::add(&i, &Array::scalar(n))?, &i)?;
-        let ok = super::logical_and(&super::greater_equal(&i, &Array::scalar(0i64))?, &super::less(&i, &Array::scalar(n))?)?;
+        let i = super::where_(
+            &super::less(&i, &Array::scalar(0i64))?,
+            &super::add(&i, &Array::scalar(n))?,
+            &i,
+        )?;
+        let ok = super::logical_and(
+            &super::greater_equal(&i, &Array::scalar(0i64))?,
+            &super::less(&i, &Array::scalar(n))?,
+        )?;
         valid = super::logical_and(&valid, &ok)?;
         lin = super::add(&lin, &super::multiply(&i, &Array::scalar(stride))?)?;
         stride *= n;

@@ -340,8 +340,9 @@ pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let mut out = Vec::with_capacity(bounds.len() + 1);
     let mut prev = 0usize;
     for b in bounds.into_iter().chain(std::iter::once(n)) {
-        let b = b.max(prev);
-        out.push(super::slice_axis(a, ax, prev, b)?);
+        // Piece i is a[prev:b] with Python semantics: empty when b < prev, and the next piece
+        // still starts at b (NumPy's split at [3, 1] gives a[:3], a[3:1], a[1:]).
+        out.push(super::slice_axis(a, ax, prev, b.max(prev))?);
         prev = b;
     }
     Ok(out)

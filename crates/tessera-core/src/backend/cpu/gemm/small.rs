@@ -377,7 +377,7 @@ impl SmallKernels for f64 {
         accumulate: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if x86::has_avx512() {
             // SAFETY: the CPU has the features the wrapper is compiled for.
             return x86::dot_f64_avx512(m, nc, k, a, lda, b, ldb, c, accumulate);
         }
@@ -394,7 +394,7 @@ impl SmallKernels for f64 {
         ld: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if x86::has_avx512() {
             // SAFETY: as above.
             return x86::axpy_f64_avx512(m, nc, k, ap, b, ldb, out, ld);
         }
@@ -454,13 +454,11 @@ pub(super) mod x86 {
     use core::arch::x86_64::*;
     use half::{bf16, f16};
 
-    /// AVX-512 F + BW + VL (+ FMA, F16C which every AVX-512 CPU has).
+    /// AVX-512 F + BW + VL (+ FMA, F16C which every AVX-512 CPU has), unless the backend's
+    /// SIMD level is capped below AVX-512 (`TESSERA_SIMD`, used to test the portable paths).
     #[inline]
     pub(crate) fn has_avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("fma")
+        crate::backend::cpu::simd::level() == crate::backend::cpu::simd::Level::Avx512
             && std::arch::is_x86_feature_detected!("f16c")
     }
 
