@@ -352,38 +352,32 @@ macro_rules! staged_arith {
 }
 staged_arith!(half::f16, half::bf16);
 
-/// `d[i] = f(a[i*sa], b[i*sb])`, specialised for the common stride patterns so each vectorises.
-#[inline(always)]
-unsafe fn bin_row<T: Copy, U: Copy>(
-    a: *const T,
-    sa: isize,
-    b: *const T,
-    sb: isize,
-    d: *mut U,
-    n: usize,
-    f: impl Fn(T, T) -> U,
-) {
-    match (sa, sb) {
-        (1, 1) => {
-            for i in 0..n {
-                *d.add(i) = f(*a.add(i), *b.add(i));
+super::simd::multiversion! {
+    /// `d[i] = f(a[i*sa], b[i*sb])`, specialised for the common stride patterns so each
+    /// vectorises at the CPU's best width.
+    unsafe fn bin_row[T: Copy, U: Copy, F: Fn(T, T) -> U](a: *const T, sa: isize, b: *const T, sb: isize, d: *mut U, n: usize, f: F) {
+        match (sa, sb) {
+            (1, 1) => {
+                for i in 0..n {
+                    *d.add(i) = f(*a.add(i), *b.add(i));
+                }
             }
-        }
-        (1, 0) => {
-            let bv = *b;
-            for i in 0..n {
-                *d.add(i) = f(*a.add(i), bv);
+            (1, 0) => {
+                let bv = *b;
+                for i in 0..n {
+                    *d.add(i) = f(*a.add(i), bv);
+                }
             }
-        }
-        (0, 1) => {
-            let av = *a;
-            for i in 0..n {
-                *d.add(i) = f(av, *b.add(i));
+            (0, 1) => {
+                let av = *a;
+                for i in 0..n {
+                    *d.add(i) = f(av, *b.add(i));
+                }
             }
-        }
-        _ => {
-            for i in 0..n {
-                *d.add(i) = f(*a.offset(i as isize * sa), *b.offset(i as isize * sb));
+            _ => {
+                for i in 0..n {
+                    *d.add(i) = f(*a.offset(i as isize * sa), *b.offset(i as isize * sb));
+                }
             }
         }
     }
@@ -462,7 +456,7 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
                 if half {
                     half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
                 } else {
-                    simd::dispatch(|| typed_row::<T>(op, x, ia, y, ib, d, n));
+                    typed_row::<T>(op, x, ia, y, ib, d, n);
                 }
             }
         });
@@ -492,7 +486,7 @@ unsafe fn half_row<T: Element>(
             half_to_f32::<T>(b.offset(i as isize * sb), sb, &mut fb[..k]);
         });
         if bool_out {
-            simd::dispatch(|| typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, d.add(i), k));
+            typed_row::<f32>(op, fa.as_ptr(), 1, fb.as_ptr(), 1, d.add(i), k);
         } else {
             simd::dispatch(|| {
                 typed_row::<f32>(

@@ -63,27 +63,22 @@ pub(crate) fn map_rows<S: Element, D: Element>(
     });
 }
 
-/// `dst[i] = f(src[i * stride])` for i < n; inlined into SIMD-dispatched callers.
-#[inline(always)]
-pub(crate) unsafe fn map_row<S: Copy, D: Copy>(
-    s: *const S,
-    st: isize,
-    d: *mut D,
-    n: usize,
-    f: impl Fn(S) -> D,
-) {
-    if st == 1 {
-        for i in 0..n {
-            *d.add(i) = f(*s.add(i));
-        }
-    } else if st == 0 {
-        let v = f(*s);
-        for i in 0..n {
-            *d.add(i) = v;
-        }
-    } else {
-        for i in 0..n {
-            *d.add(i) = f(*s.offset(i as isize * st));
+super::simd::multiversion! {
+    /// `dst[i] = f(src[i * stride])` for i < n, vectorised at the CPU's best width.
+    pub(crate) unsafe fn map_row[S: Copy, D: Copy, F: Fn(S) -> D](s: *const S, st: isize, d: *mut D, n: usize, f: F) {
+        if st == 1 {
+            for i in 0..n {
+                *d.add(i) = f(*s.add(i));
+            }
+        } else if st == 0 {
+            let v = f(*s);
+            for i in 0..n {
+                *d.add(i) = v;
+            }
+        } else {
+            for i in 0..n {
+                *d.add(i) = f(*s.offset(i as isize * st));
+            }
         }
     }
 }
@@ -194,7 +189,7 @@ fn convert_typed<S: Element, D: Element>(x: &ArrayData, out: &ArrayData) {
         });
     } else {
         map_rows::<S, D>(x, out, |s, st, d, n| unsafe {
-            simd::dispatch(|| map_row(s, st, d, n, cast::<S, D>))
+            map_row(s, st, d, n, |v| cast::<S, D>(v))
         });
     }
 }

@@ -95,14 +95,14 @@ fn int_unary<T: Element + IntOps>(
         });
     }
     map_rows::<T, T>(x, o, |s, st, d, n| unsafe {
-        simd::dispatch(|| match op {
+        match op {
             UnaryOp::Abs => map_row(s, st, d, n, |v| T::abs_(v)),
             UnaryOp::Neg => map_row(s, st, d, n, |v| T::neg_(v)),
             UnaryOp::Sign => map_row(s, st, d, n, |v| T::sign_(v)),
             UnaryOp::Square => map_row(s, st, d, n, |v: T| v.mul_(v)),
             UnaryOp::BitwiseNot => map_row(s, st, d, n, |v| T::not_(v)),
             _ => map_row(s, st, d, n, |v| v),
-        })
+        }
     });
     Ok(())
 }
@@ -162,7 +162,7 @@ pub(crate) fn f32_row(op: UnaryOp, s: *const f32, st: isize, d: *mut f32, n: usi
     use UnaryOp::*;
     // SAFETY: callers pass rows inside their arrays.
     unsafe {
-        simd::dispatch(|| match op {
+        match op {
             Abs => map_row(s, st, d, n, |v| f32::abs(v)),
             Neg => map_row(s, st, d, n, |v: f32| -v),
             Sign => map_row(s, st, d, n, |v| sign_f32(v)),
@@ -191,18 +191,18 @@ pub(crate) fn f32_row(op: UnaryOp, s: *const f32, st: isize, d: *mut f32, n: usi
             Ceil => map_row(s, st, d, n, |v| f32::ceil(v)),
             Round => map_row(s, st, d, n, |v| f32::round_ties_even(v)),
             IsNan | IsInf | LogicalNot | BitwiseNot => map_row(s, st, d, n, |v| v),
-        })
+        }
     }
 }
 
 fn f32_row_bool(op: UnaryOp, s: *const f32, st: isize, d: *mut bool, n: usize) {
     // SAFETY: rows inside their arrays.
     unsafe {
-        simd::dispatch(|| match op {
+        match op {
             UnaryOp::IsNan => map_row(s, st, d, n, |v: f32| v.is_nan()),
             UnaryOp::IsInf => map_row(s, st, d, n, |v: f32| v.is_infinite()),
             _ => map_row(s, st, d, n, |v: f32| v == 0.0),
-        })
+        }
     }
 }
 
@@ -210,7 +210,7 @@ fn f64_row(op: UnaryOp, s: *const f64, st: isize, d: *mut f64, n: usize) {
     use UnaryOp::*;
     // SAFETY: rows inside their arrays.
     unsafe {
-        simd::dispatch(|| match op {
+        match op {
             Abs => map_row(s, st, d, n, |v| f64::abs(v)),
             Neg => map_row(s, st, d, n, |v: f64| -v),
             Sign => map_row(s, st, d, n, |v: f64| {
@@ -255,7 +255,7 @@ fn f64_row(op: UnaryOp, s: *const f64, st: isize, d: *mut f64, n: usize) {
             Ceil => map_row(s, st, d, n, |v| f64::ceil(v)),
             Round => map_row(s, st, d, n, |v| f64::round_ties_even(v)),
             IsNan | IsInf | LogicalNot | BitwiseNot => map_row(s, st, d, n, |v| v),
-        })
+        }
     }
 }
 

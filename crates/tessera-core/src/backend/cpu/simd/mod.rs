@@ -79,3 +79,35 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
 }
+
+/// Defines a generic loop kernel compiled three times (AVX-512, AVX2+FMA, baseline) plus a
+/// dispatcher with the plain name that picks one by [`level`].
+///
+/// Why not only [`dispatch`]: there the whole loop lives in a closure, and the closure gets the
+/// wide instruction set only if LLVM inlines it into the `#[target_feature]` wrapper, which it
+/// does not always do for big bodies. Here the loop itself is in the `#[target_feature]`
+/// function; only the small element closure needs inlining, which LLVM reliably does.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis unsafe fn $name:ident [$($gen:tt)*] ($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[inline(always)]
+        $vis unsafe fn $name<$($gen)*>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+            unsafe fn v512<$($gen)*>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn v256<$($gen)*>($($arg: $ty),*) $body
+            #[inline(always)]
+            unsafe fn base<$($gen)*>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            match $crate::backend::cpu::simd::level() {
+                $crate::backend::cpu::simd::Level::Avx512 => return v512($($arg),*),
+                $crate::backend::cpu::simd::Level::Avx2 => return v256($($arg),*),
+                $crate::backend::cpu::simd::Level::Scalar => {}
+            }
+            base($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
