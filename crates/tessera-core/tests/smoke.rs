@@ -141,3 +141,62 @@ fn gather_by_index_arrays() {
     let err = g.eval().unwrap_err().to_string();
     assert!(err.contains("out of range"), "{err}");
 }
+
+/// The fused last-axis softmax agrees with the composite written from other ops.
+#[test]
+fn fused_softmax_matches_composite() {
+    use tessera_core::random;
+    for &(shape, dt, tol) in &[
+        (&[3usize, 1000][..], Dtype::F32, 1e-6),
+        (&[2, 5, 17][..], Dtype::F32, 1e-6),
+        (&[4, 33][..], Dtype::F64, 1e-12),
+        (&[4, 700][..], Dtype::BF16, 8e-3),
+        (&[4, 700][..], Dtype::F16, 1e-3),
+        (&[1, 1][..], Dtype::F32, 0.0),
+    ] {
+        let x = random::normal(shape, Dtype::F32, 0.0, 3.0, Some(&random::key(3)))
+            .unwrap()
+            .astype(dt)
+            .unwrap();
+        let fused = ops::softmax(&x, -1).unwrap();
+        assert_eq!(fused.primitive(), Some(tessera_core::Primitive::Softmax));
+        // The reference runs in f32 (or f64): the composite in half precision rounds every step.
+        let wide = x
+            .astype(if dt == Dtype::F64 {
+                Dtype::F64
+            } else {
+                Dtype::F32
+            })
+            .unwrap();
+        let reference = ops::softmax_composite(&wide, -1).unwrap();
+        let (f, r) = (
+            fused.to_vec::<f64>().unwrap(),
+            reference.to_vec::<f64>().unwrap(),
+        );
+        for (a, b) in f.iter().zip(&r) {
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1e-3) + 1e-7,
+                "{dt} {shape:?}: {a} vs {b}"
+            );
+        }
+        // Transposed input: the kernel copies to rows first.
+        if shape.len() == 2 {
+            let t = ops::transpose(&x, None).unwrap();
+            let f = ops::softmax(&t, -1).unwrap().to_vec::<f64>().unwrap();
+            let tw = ops::transpose(&wide, None).unwrap();
+            let r = ops::softmax_composite(&tw, -1)
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap();
+            for (a, b) in f.iter().zip(&r) {
+                assert!((a - b).abs() <= tol * b.abs().max(1e-3) + 1e-7);
+            }
+        }
+    }
+    // Infinities: a row with +inf gives NaN (as NumPy), a row of -inf and finite values is fine.
+    let x = Array::from_slice(&[f32::NEG_INFINITY, 0.0, 0.0], &[1, 3]).unwrap();
+    assert_eq!(
+        ops::softmax(&x, -1).unwrap().to_vec::<f32>().unwrap(),
+        vec![0.0, 0.5, 0.5]
+    );
+}

@@ -284,8 +284,22 @@ pub fn cummin(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) ->
     scan(ScanOp::Min, a, axis, reverse, inclusive)
 }
 
-/// `exp(a) / sum(exp(a))` over `axes`, shifted by the max for stability.
+/// `exp(a) / sum(exp(a))` over `axes`, shifted by the max for stability. Over the last axis
+/// alone this is one fused kernel; other axes use [`softmax_composite`].
 pub fn softmax(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
+    let axes = axes.into();
+    let a = a.astype(a.dtype().at_least_float())?;
+    let ax = normalize_axes("softmax", &axes, a.ndim())?;
+    if a.ndim() > 0 && ax == [a.ndim() - 1] {
+        let (shape, dt) = (a.shape().to_vec(), a.dtype());
+        return Ok(Array::lazy(Primitive::Softmax, vec![a], shape, dt));
+    }
+    softmax_composite(&a, axes)
+}
+
+/// Softmax written with other ops: the reference for the fused kernel (and what transforms
+/// differentiate through).
+pub fn softmax_composite(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let axes = axes.into();
     let a = a.astype(a.dtype().at_least_float())?;
     let m = max(&a, axes.clone(), true)?;

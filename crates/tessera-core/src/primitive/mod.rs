@@ -195,6 +195,10 @@ pub enum Primitive {
     /// Batched matmul of (.., m, k) @ (.., k, n) with equal (already broadcast) batch dims.
     Matmul,
 
+    // Fused normalisations (the composite in `ops` is the reference and the fallback).
+    /// Softmax over the last axis, in one pass over memory per row.
+    Softmax,
+
     // Sorting.
     Sort {
         axis: usize,

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod random;
 mod reduce;
 pub mod simd;
+mod softmax;
 mod sort;
 pub(crate) mod strided;
 mod unary;
@@ -106,6 +107,7 @@ impl Backend for Cpu {
                 index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?
             }
             Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::Softmax => softmax::softmax(&x()?, out)?,
             Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,
         };
