@@ -46,6 +46,20 @@ pub struct Body {
     pub run: Box<dyn FnMut()>,
     /// Work per run; the reported value is `work / seconds / scale` (or seconds-based units).
     pub work: f64,
+    /// For cases that measure a ratio themselves (e.g. GEMV against the read bandwidth measured
+    /// in the same moment): called instead of timing `run`; the median of its results is reported.
+    pub measure: Option<Box<dyn FnMut() -> f64>>,
+}
+
+impl Body {
+    /// A body timed by the harness.
+    pub fn timed(run: impl FnMut() + 'static, work: f64) -> Body {
+        Body {
+            run: Box::new(run),
+            work,
+            measure: None,
+        }
+    }
 }
 
 /// How many runs and how long to spend.
@@ -102,6 +116,19 @@ pub fn run(
             continue;
         }
         let mut body = (c.setup)();
+        if let Some(measure) = body.measure.as_mut() {
+            measure();
+            let mut v: Vec<f64> = (0..s.min_runs.max(5)).map(|_| measure()).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let r = Record {
+                case: c.name,
+                value: v[v.len() / 2],
+                unit: c.unit,
+            };
+            report(&r);
+            out.push(r);
+            continue;
+        }
         let secs = time_median(&mut body.run, s);
         let value = match c.unit {
             "GFLOPS" => body.work / secs / 1e9,

@@ -33,10 +33,10 @@ fn matmul_case(n: usize, dtype: Dtype) -> Case {
         setup: Box::new(move || {
             let a = rand(&[n, n], dtype, 1);
             let b = rand(&[n, n], dtype, 2);
-            Body {
-                run: Box::new(move || eval_or_die(ops::matmul(&a, &b))),
-                work: 2.0 * (n as f64).powi(3),
-            }
+            Body::timed(
+                move || eval_or_die(ops::matmul(&a, &b)),
+                2.0 * (n as f64).powi(3),
+            )
         }),
     }
 }
@@ -54,15 +54,52 @@ fn gemv_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
             let w = rand(&[cols, rows], dtype, 3);
             let x = rand(&[1, rows], dtype, 4);
             let wt = ok(ops::transpose(&w, None));
-            Body {
-                run: Box::new(move || eval_or_die(ops::matmul(&x, &wt))),
-                work: (rows * cols * dtype.size()) as f64,
-            }
+            Body::timed(
+                move || eval_or_die(ops::matmul(&x, &wt)),
+                (rows * cols * dtype.size()) as f64,
+            )
         }),
     }
 }
 
 const M16: usize = 16 << 20;
+
+/// GEMV speed as a percentage of the read bandwidth measured in the same moment: each sample
+/// times the GEMV and a sum over an array of the same byte size back to back, so machine noise
+/// (other jobs, frequency) hits both alike.
+fn gemv_roofline_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
+    let name = format!(
+        "gemv_{}_{rows}x{cols}_pct_of_read_bw",
+        if dtype == Dtype::BF16 { "bf16" } else { "f32" }
+    );
+    Case {
+        name,
+        unit: "%",
+        setup: Box::new(move || {
+            let w = rand(&[cols, rows], dtype, 3);
+            let x = rand(&[1, rows], dtype, 4);
+            let wt = ok(ops::transpose(&w, None));
+            let same_bytes = rand(&[rows * cols * dtype.size() / 4], Dtype::F32, 5);
+            let mut body = Body::timed(|| {}, 1.0);
+            // One sample: 15 interleaved pairs, the median of their ratios.
+            body.measure = Some(Box::new(move || {
+                let mut ratios: Vec<f64> = (0..15)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        eval_or_die(ops::matmul(&x, &wt));
+                        let g = t.elapsed().as_secs_f64();
+                        let t = std::time::Instant::now();
+                        eval_or_die(ops::sum(&same_bytes, Axes::All, false));
+                        100.0 * t.elapsed().as_secs_f64() / g
+                    })
+                    .collect();
+                ratios.sort_by(|a, b| a.total_cmp(b));
+                ratios[ratios.len() / 2]
+            }));
+            body
+        }),
+    }
+}
 
 pub fn ops_cases() -> Vec<Case> {
     let mut v = vec![
@@ -73,6 +110,8 @@ pub fn ops_cases() -> Vec<Case> {
         matmul_case(2048, Dtype::BF16),
         gemv_case(4096, 4096, Dtype::F32),
         gemv_case(4096, 11008, Dtype::BF16),
+        gemv_roofline_case(4096, 4096, Dtype::F32),
+        gemv_roofline_case(4096, 11008, Dtype::BF16),
     ];
     v.push(Case {
         name: "add_f32_16M".into(),
@@ -80,10 +119,7 @@ pub fn ops_cases() -> Vec<Case> {
         setup: Box::new(|| {
             let a = rand(&[M16], Dtype::F32, 5);
             let b = rand(&[M16], Dtype::F32, 6);
-            Body {
-                run: Box::new(move || eval_or_die(ops::add(&a, &b))),
-                work: (3 * 4 * M16) as f64,
-            }
+            Body::timed(move || eval_or_die(ops::add(&a, &b)), (3 * 4 * M16) as f64)
         }),
     });
     v.push(Case {
@@ -91,10 +127,7 @@ pub fn ops_cases() -> Vec<Case> {
         unit: "GB/s",
         setup: Box::new(|| {
             let a = rand(&[M16], Dtype::F32, 7);
-            Body {
-                run: Box::new(move || eval_or_die(ops::exp(&a))),
-                work: (2 * 4 * M16) as f64,
-            }
+            Body::timed(move || eval_or_die(ops::exp(&a)), (2 * 4 * M16) as f64)
         }),
     });
     v.push(Case {
@@ -102,10 +135,10 @@ pub fn ops_cases() -> Vec<Case> {
         unit: "GB/s",
         setup: Box::new(|| {
             let a = rand(&[M16], Dtype::F32, 8);
-            Body {
-                run: Box::new(move || eval_or_die(ops::sum(&a, Axes::All, false))),
-                work: (4 * M16) as f64,
-            }
+            Body::timed(
+                move || eval_or_die(ops::sum(&a, Axes::All, false)),
+                (4 * M16) as f64,
+            )
         }),
     });
     // The machine's read bandwidth, the roofline for GEMV: a sum streams 256 MB once.
@@ -114,10 +147,10 @@ pub fn ops_cases() -> Vec<Case> {
         unit: "GB/s",
         setup: Box::new(|| {
             let a = rand(&[64 << 20], Dtype::F32, 11);
-            Body {
-                run: Box::new(move || eval_or_die(ops::sum(&a, Axes::All, false))),
-                work: (4usize << 26) as f64,
-            }
+            Body::timed(
+                move || eval_or_die(ops::sum(&a, Axes::All, false)),
+                (4usize << 26) as f64,
+            )
         }),
     });
     v.push(Case {
@@ -125,10 +158,10 @@ pub fn ops_cases() -> Vec<Case> {
         unit: "GB/s",
         setup: Box::new(|| {
             let a = rand(&[4096, 4096], Dtype::F32, 9);
-            Body {
-                run: Box::new(move || eval_or_die(ops::softmax(&a, -1))),
-                work: (2 * 4 * 4096 * 4096) as f64,
-            }
+            Body::timed(
+                move || eval_or_die(ops::softmax(&a, -1)),
+                (2 * 4 * 4096 * 4096) as f64,
+            )
         }),
     });
     v.push(Case {
@@ -137,16 +170,16 @@ pub fn ops_cases() -> Vec<Case> {
         setup: Box::new(|| {
             let a = rand(&[1000], Dtype::F32, 10);
             let one = Array::scalar(1.0f32);
-            Body {
-                run: Box::new(move || {
+            Body::timed(
+                move || {
                     let mut x = a.clone();
                     for _ in 0..100 {
                         x = ok(ops::add(&x, &one));
                     }
                     eval_or_die(Ok(x.clone()));
-                }),
-                work: 100.0,
-            }
+                },
+                100.0,
+            )
         }),
     });
     v

@@ -883,7 +883,8 @@ pub(super) mod x86 {
         c: MatMut<bf16>,
         accumulate: bool,
     ) {
-        let cb = (32768 / k.max(1)).clamp(12, 1 << 20) / 12 * 12;
+        // Column blocks are multiples of 24 so the 8-, 4- and 3-column tiles below divide them.
+        let cb = (32768 / k.max(1)).clamp(24, 1 << 20) / 24 * 24;
         let mut j0 = 0;
         while j0 < nc {
             let w = cb.min(nc - j0);
@@ -896,7 +897,7 @@ pub(super) mod x86 {
             while i < m {
                 let r = (m - i).min(8);
                 match r {
-                    1 => dot_rows_bh::<1, 4>(w, k, a, lda, bj, ldb, cj, accumulate, i),
+                    1 => dot_rows_bh::<1, 8>(w, k, a, lda, bj, ldb, cj, accumulate, i),
                     2 => dot_rows_bh::<2, 4>(w, k, a, lda, bj, ldb, cj, accumulate, i),
                     3 => dot_rows_bh::<3, 4>(w, k, a, lda, bj, ldb, cj, accumulate, i),
                     4 => dot_rows_bh::<4, 4>(w, k, a, lda, bj, ldb, cj, accumulate, i),
