@@ -151,6 +151,11 @@ impl Array {
         }))
     }
 
+    /// Builds an array from a vector and a shape (row-major).
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Array> {
+        Array::from_slice(&data, shape)
+    }
+
     /// A 0-d array holding `v`.
     pub fn scalar<T: Element>(v: T) -> Array {
         // A one-element allocation can only fail past the memory limit; fall back to a fresh
