@@ -4,6 +4,8 @@
 //! Composite ops (mean, var, softmax, eye, pad, ...) are built from these in `ops`, so they need
 //! no kernel and no derivative rule of their own.
 
+pub(crate) mod vjp;
+
 use crate::dtype::Dtype;
 use std::fmt;
 

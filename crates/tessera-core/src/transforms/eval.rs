@@ -15,6 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 static TRAVERSAL: AtomicU64 = AtomicU64::new(1);
 
+/// While > 0 (a gradient is being traced), evaluated nodes keep their primitive and inputs so
+/// the backward pass can still walk the graph, and no input is donated.
+pub(crate) static RETAIN_GRAPH: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// Serialises evaluation: one graph runs at a time (the async worker and callers share it).
 static EVAL_LOCK: Mutex<()> = Mutex::new(());
 
@@ -84,6 +89,7 @@ fn topological_order(outputs: &[Array]) -> Vec<Array> {
 }
 
 fn run(order: Vec<Array>) -> Result<()> {
+    let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
     for a in order {
         let node = &a.node;
         let (primitive, inputs) = {
@@ -98,7 +104,7 @@ fn run(order: Vec<Array>) -> Result<()> {
         for (i, inp) in inputs.iter().enumerate() {
             let mut st = inp.node.lock();
             // Held only by this consumer: take the data so the kernel may reuse its buffer.
-            if Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
+            if !retain && Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
                 if let Some(d) = st.data.pop() {
                     in_data.push(d);
                 }
@@ -121,8 +127,15 @@ fn run(order: Vec<Array>) -> Result<()> {
         match backend.eval(&node.stream, &primitive, &in_data, &node.outputs) {
             Ok(out) => {
                 drop(in_data);
-                node.lock().data = out;
-                drop(inputs);
+                let mut st = node.lock();
+                st.data = out;
+                if retain {
+                    st.primitive = Some(primitive);
+                    st.inputs = inputs;
+                } else {
+                    drop(st);
+                    drop(inputs);
+                }
             }
             Err(e) => {
                 restore(node, primitive, inputs, &in_data, &donated);

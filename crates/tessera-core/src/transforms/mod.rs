@@ -1,6 +1,8 @@
-//! Function transforms. Today: evaluation. Later issues add grad, vjp, jvp, vmap, checkpoint
-//! and compile, written with the public ops so they compose.
+//! Function transforms: evaluation and reverse-mode differentiation (vjp, grad,
+//! value_and_grad). jvp, vmap, checkpoint and compile are still to come.
 
 mod eval;
+mod grad;
 
 pub use eval::{async_eval, eval, synchronize};
+pub use grad::{grad, value_and_grad, vjp};

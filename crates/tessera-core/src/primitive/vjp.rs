@@ -1,0 +1,347 @@
+//! Reverse-mode rules: for each primitive, the cotangents of its inputs given the cotangent of
+//! its output. Written with the public ops, so the result is itself a lazy graph that can be
+//! differentiated again (grad of grad).
+//!
+//! Inputs that cannot carry a gradient (integer or bool arrays, indices, random keys) get `None`.
+
+use super::{BinaryOp, Primitive, ReduceOp, ScanOp, ScatterMode, UnaryOp};
+use crate::array::Array;
+use crate::error::{Error, Result};
+use crate::ops::{self, Axes};
+
+fn scalar(v: f64, like: &Array) -> Array {
+    Array::scalar_of(v, like.dtype())
+}
+
+/// Sums `ct` down to `shape` (undoes broadcasting).
+pub(crate) fn unbroadcast(ct: &Array, shape: &[usize]) -> Result<Array> {
+    if ct.shape() == shape {
+        return Ok(ct.clone());
+    }
+    let extra = ct.ndim() - shape.len();
+    let mut axes: Vec<isize> = (0..extra as isize).collect();
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && ct.shape()[extra + i] != 1 {
+            axes.push((extra + i) as isize);
+        }
+    }
+    let s = ops::sum(ct, Axes::Some(axes), true)?;
+    ops::reshape(&s, shape)
+}
+
+fn differentiable(a: &Array) -> bool {
+    a.dtype().is_float()
+}
+
+fn unary_vjp(op: UnaryOp, x: &Array, out: &Array, ct: &Array) -> Result<Option<Array>> {
+    use UnaryOp::*;
+    let one = || scalar(1.0, x);
+    let g = match op {
+        Abs => ops::multiply(ct, &ops::sign(x)?)?,
+        Neg => ops::negative(ct)?,
+        Sign | Floor | Ceil | Round => ops::zeros_like(x)?,
+        Exp => ops::multiply(ct, out)?,
+        Expm1 => ops::multiply(ct, &ops::add(out, &one())?)?,
+        Log => ops::divide(ct, x)?,
+        Log1p => ops::divide(ct, &ops::add(x, &one())?)?,
+        Log2 => ops::divide(ct, &ops::multiply(x, &scalar(std::f64::consts::LN_2, x))?)?,
+        Sqrt => ops::divide(ct, &ops::multiply(out, &scalar(2.0, x))?)?,
+        Rsqrt => ops::multiply(ct, &ops::multiply(&scalar(-0.5, x), &ops::divide(out, x)?)?)?,
+        Square => ops::multiply(ct, &ops::multiply(x, &scalar(2.0, x))?)?,
+        Reciprocal => ops::negative(&ops::multiply(ct, &ops::square(out)?)?)?,
+        Sin => ops::multiply(ct, &ops::cos(x)?)?,
+        Cos => ops::negative(&ops::multiply(ct, &ops::sin(x)?)?)?,
+        Tan => ops::multiply(ct, &ops::add(&one(), &ops::square(out)?)?)?,
+        Tanh => ops::multiply(ct, &ops::subtract(&one(), &ops::square(out)?)?)?,
+        Sinh => ops::multiply(ct, &ops::cosh(x)?)?,
+        Cosh => ops::multiply(ct, &ops::sinh(x)?)?,
+        Asin => ops::multiply(ct, &ops::rsqrt(&ops::subtract(&one(), &ops::square(x)?)?)?)?,
+        Acos => ops::negative(&ops::multiply(
+            ct,
+            &ops::rsqrt(&ops::subtract(&one(), &ops::square(x)?)?)?,
+        )?)?,
+        Atan => ops::divide(ct, &ops::add(&one(), &ops::square(x)?)?)?,
+        Sigmoid => ops::multiply(ct, &ops::multiply(out, &ops::subtract(&one(), out)?)?)?,
+        Erf => {
+            let k = scalar(std::f64::consts::FRAC_2_SQRT_PI, x);
+            ops::multiply(
+                ct,
+                &ops::multiply(&k, &ops::exp(&ops::negative(&ops::square(x)?)?)?)?,
+            )?
+        }
+        Erfinv => {
+            let k = scalar(std::f64::consts::PI.sqrt() / 2.0, x);
+            ops::multiply(ct, &ops::multiply(&k, &ops::exp(&ops::square(out)?)?)?)?
+        }
+        IsNan | IsInf | LogicalNot | BitwiseNot => return Ok(None),
+    };
+    Ok(Some(g))
+}
+
+fn binary_vjp(
+    op: BinaryOp,
+    a: &Array,
+    b: &Array,
+    out: &Array,
+    ct: &Array,
+) -> Result<[Option<Array>; 2]> {
+    use BinaryOp::*;
+    let (ga, gb) = match op {
+        Add => (ct.clone(), ct.clone()),
+        Sub => (ct.clone(), ops::negative(ct)?),
+        Mul => (ops::multiply(ct, b)?, ops::multiply(ct, a)?),
+        Div => (
+            ops::divide(ct, b)?,
+            ops::negative(&ops::divide(&ops::multiply(ct, out)?, b)?)?,
+        ),
+        Pow => {
+            // d/da a^b = b a^(b-1); d/db a^b = a^b log a (taken as 0 where a == 0).
+            let ga = ops::multiply(
+                ct,
+                &ops::multiply(b, &ops::power(a, &ops::subtract(b, &scalar(1.0, b))?)?)?,
+            )?;
+            let safe_log = ops::where_(
+                &ops::equal(a, &scalar(0.0, a))?,
+                &scalar(0.0, a),
+                &ops::log(a)?,
+            )?;
+            (ga, ops::multiply(ct, &ops::multiply(out, &safe_log)?)?)
+        }
+        Max | Min => {
+            // The winner takes the gradient; ties split it evenly.
+            let (win_a, win_b) = if op == Max {
+                (ops::greater(a, b)?, ops::less(a, b)?)
+            } else {
+                (ops::less(a, b)?, ops::greater(a, b)?)
+            };
+            let tie = ops::equal(a, b)?;
+            let half = ops::multiply(ct, &scalar(0.5, ct))?;
+            let zero = scalar(0.0, ct);
+            let ga = ops::where_(&win_a, ct, &ops::where_(&tie, &half, &zero)?)?;
+            let gb = ops::where_(&win_b, ct, &ops::where_(&tie, &half, &zero)?)?;
+            (ga, gb)
+        }
+        Atan2 => {
+            let d = ops::add(&ops::square(a)?, &ops::square(b)?)?;
+            (
+                ops::divide(&ops::multiply(ct, b)?, &d)?,
+                ops::negative(&ops::divide(&ops::multiply(ct, a)?, &d)?)?,
+            )
+        }
+        LogAddExp => (
+            ops::multiply(ct, &ops::sigmoid(&ops::subtract(a, b)?)?)?,
+            ops::multiply(ct, &ops::sigmoid(&ops::subtract(b, a)?)?)?,
+        ),
+        Rem => (
+            ct.clone(),
+            ops::negative(&ops::multiply(ct, &ops::floor_divide(a, b)?)?)?,
+        ),
+        FloorDiv => (ops::zeros_like(a)?, ops::zeros_like(b)?),
+        Eq | Ne | Lt | Le | Gt | Ge | LogicalAnd | LogicalOr | BitAnd | BitOr | BitXor | Shl
+        | Shr => {
+            return Ok([None, None]);
+        }
+    };
+    Ok([
+        Some(unbroadcast(&ga, a.shape())?),
+        Some(unbroadcast(&gb, b.shape())?),
+    ])
+}
+
+/// Cotangents for `inputs` of a node computing `out` with `p`, given the output cotangent `ct`.
+pub(crate) fn vjp(
+    p: &Primitive,
+    inputs: &[Array],
+    out: &Array,
+    ct: &Array,
+) -> Result<Vec<Option<Array>>> {
+    let x = || inputs[0].clone();
+    let grads: Vec<Option<Array>> = match p {
+        Primitive::Unary(op) => vec![unary_vjp(*op, &x(), out, ct)?],
+        Primitive::Binary(op) => binary_vjp(*op, &inputs[0], &inputs[1], out, ct)?.into(),
+        Primitive::Select => {
+            let zero = scalar(0.0, ct);
+            let gx = ops::where_(&inputs[0], ct, &zero)?;
+            let gy = ops::where_(&inputs[0], &zero, ct)?;
+            vec![
+                None,
+                Some(unbroadcast(&gx, inputs[1].shape())?),
+                Some(unbroadcast(&gy, inputs[2].shape())?),
+            ]
+        }
+        Primitive::AsType(_) => vec![Some(ct.astype(x().dtype())?)],
+        Primitive::Copy => vec![Some(ct.clone())],
+        Primitive::Arange { .. } | Primitive::RandomBits => vec![None; inputs.len()],
+        Primitive::Reshape(_) => vec![Some(ops::reshape(ct, x().shape())?)],
+        Primitive::Transpose(perm) => {
+            let mut inv = vec![0isize; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i as isize;
+            }
+            vec![Some(ops::transpose(ct, Some(&inv))?)]
+        }
+        Primitive::Broadcast(_) => vec![Some(unbroadcast(ct, x().shape())?)],
+        Primitive::Slice { start, step } => {
+            let z = ops::zeros_like(&x())?;
+            let g = Array::lazy(
+                Primitive::SliceUpdate {
+                    start: start.clone(),
+                    step: step.clone(),
+                },
+                vec![z, ct.clone()],
+                x().shape().to_vec(),
+                x().dtype(),
+            );
+            vec![Some(g)]
+        }
+        Primitive::SliceUpdate { start, step } => {
+            let window = Array::lazy(
+                Primitive::Slice {
+                    start: start.clone(),
+                    step: step.clone(),
+                },
+                vec![ct.clone()],
+                inputs[1].shape().to_vec(),
+                ct.dtype(),
+            );
+            let zeros = ops::zeros_like(&inputs[1])?;
+            let ga = Array::lazy(
+                Primitive::SliceUpdate {
+                    start: start.clone(),
+                    step: step.clone(),
+                },
+                vec![ct.clone(), zeros],
+                ct.shape().to_vec(),
+                ct.dtype(),
+            );
+            vec![Some(ga), Some(window)]
+        }
+        Primitive::Reduce { op, axes: _ } => {
+            let xs = x();
+            let g = match op {
+                ReduceOp::Sum => ops::broadcast_to(ct, xs.shape())?,
+                ReduceOp::Prod => {
+                    ops::multiply(&ops::broadcast_to(ct, xs.shape())?, &ops::divide(out, &xs)?)?
+                }
+                ReduceOp::Max | ReduceOp::Min => {
+                    let mask = ops::equal(&xs, out)?.astype(xs.dtype())?;
+                    let axes: Vec<isize> = (0..xs.ndim())
+                        .filter(|&i| out.shape()[i] == 1 && xs.shape()[i] != 1)
+                        .map(|i| i as isize)
+                        .collect();
+                    let count = ops::sum(&mask, Axes::Some(axes), true)?;
+                    ops::multiply(&ops::divide(&mask, &count)?, ct)?
+                }
+                ReduceOp::All | ReduceOp::Any => return Ok(vec![None]),
+            };
+            vec![Some(g)]
+        }
+        Primitive::ArgReduce { .. } | Primitive::ArgSort { .. } => vec![None],
+        Primitive::Scan {
+            op,
+            axis,
+            reverse,
+            inclusive,
+        } => match op {
+            ScanOp::Sum => {
+                let g = Array::lazy(
+                    Primitive::Scan {
+                        op: ScanOp::Sum,
+                        axis: *axis,
+                        reverse: !reverse,
+                        inclusive: *inclusive,
+                    },
+                    vec![ct.clone()],
+                    ct.shape().to_vec(),
+                    ct.dtype(),
+                );
+                vec![Some(g)]
+            }
+            _ => return Err(unsupported(p)),
+        },
+        Primitive::Concatenate { axis } => {
+            let mut at = 0usize;
+            let mut gs = Vec::with_capacity(inputs.len());
+            for i in inputs {
+                let n = i.shape()[*axis];
+                gs.push(Some(ops::slice_axis(ct, *axis, at, at + n)?));
+                at += n;
+            }
+            gs
+        }
+        Primitive::Take { axis } => {
+            let (a, idx) = (&inputs[0], &inputs[1]);
+            let mut shape = a.shape()[..*axis].to_vec();
+            shape.push(idx.size());
+            shape.extend_from_slice(&a.shape()[axis + 1..]);
+            let ct2 = ops::reshape(ct, &shape)?;
+            let flat = ops::reshape(idx, &[idx.size()])?;
+            vec![
+                Some(ops::scatter_add(
+                    &ops::zeros_like(a)?,
+                    &flat,
+                    &ct2,
+                    *axis as isize,
+                )?),
+                None,
+            ]
+        }
+        Primitive::TakeAlong { axis } => {
+            let (a, idx) = (&inputs[0], &inputs[1]);
+            let mut sa = ct.shape().to_vec();
+            sa[*axis] = a.shape()[*axis];
+            let z = ops::zeros(&sa, ct.dtype())?;
+            let g = ops::scatter_add_along_axis(
+                &z,
+                &ops::broadcast_to(idx, ct.shape())?,
+                ct,
+                *axis as isize,
+            )?;
+            vec![Some(unbroadcast(&g, a.shape())?), None]
+        }
+        Primitive::ScatterAlong { axis, mode } => {
+            let idx = &inputs[1];
+            let ax = *axis as isize;
+            let ga = match mode {
+                ScatterMode::Set => ops::put_along_axis(ct, idx, &scalar(0.0, ct), ax)?,
+                ScatterMode::Add => ct.clone(),
+            };
+            let gv = ops::take_along_axis(ct, idx, Some(ax))?;
+            vec![Some(ga), None, Some(gv)]
+        }
+        Primitive::Matmul => {
+            let (a, b) = (&inputs[0], &inputs[1]);
+            let ga = ops::matmul(ct, &ops::swapaxes(b, -1, -2)?)?;
+            let gb = ops::matmul(&ops::swapaxes(a, -1, -2)?, ct)?;
+            vec![Some(ga), Some(gb)]
+        }
+        Primitive::Softmax => {
+            let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
+            vec![Some(ops::multiply(out, &ops::subtract(ct, &s)?)?)]
+        }
+        Primitive::Sort { axis } => {
+            let xs = x();
+            let perm = ops::argsort(&xs, Some(*axis as isize))?;
+            let z = ops::zeros_like(&xs)?;
+            vec![Some(ops::scatter_add_along_axis(
+                &z,
+                &perm,
+                ct,
+                *axis as isize,
+            )?)]
+        }
+    };
+    // Only float inputs carry gradients.
+    Ok(grads
+        .into_iter()
+        .zip(inputs)
+        .map(|(g, i)| g.filter(|_| differentiable(i)))
+        .collect())
+}
+
+fn unsupported(p: &Primitive) -> Error {
+    Error::Unsupported {
+        backend: "vjp",
+        primitive: format!("{p} (no derivative rule yet)"),
+    }
+}

@@ -1,0 +1,208 @@
+//! Reverse-mode differentiation: `vjp`, `grad`, `value_and_grad`.
+//!
+//! The lazy graph is the tape. The primals are wrapped in fresh identity nodes (tracers), the
+//! function builds its graph on them, and the backward pass walks that graph from the outputs
+//! to the tracers applying each primitive's rule (`primitive/vjp.rs`). Rules are written with
+//! the public ops, so gradients are lazy graphs too and can be differentiated again.
+//!
+//! While tracing, evaluation keeps each node's primitive and inputs (`RETAIN_GRAPH`), so a
+//! function may evaluate intermediates (to print or branch on them) without cutting the graph.
+
+use super::eval::RETAIN_GRAPH;
+use crate::array::{Array, Node};
+use crate::error::{Error, Result, fmt_shape};
+use crate::ops;
+use crate::primitive::Primitive;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+struct RetainGuard;
+impl RetainGuard {
+    fn new() -> RetainGuard {
+        RETAIN_GRAPH.fetch_add(1, Ordering::SeqCst);
+        RetainGuard
+    }
+}
+impl Drop for RetainGuard {
+    fn drop(&mut self) {
+        RETAIN_GRAPH.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn key(a: &Array) -> *const Node {
+    std::sync::Arc::as_ptr(&a.node)
+}
+
+/// Evaluates `f(primals)` and the vector-Jacobian product with `cotangents` (one per output,
+/// same shapes). Returns (outputs, cotangents of the primals). Integer and bool primals get zero
+/// cotangents.
+pub fn vjp(
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+    primals: &[Array],
+    cotangents: &[Array],
+) -> Result<(Vec<Array>, Vec<Array>)> {
+    vjp_with(f, primals, |outputs| {
+        if outputs.len() != cotangents.len() {
+            return Err(Error::Invalid {
+                op: "vjp",
+                msg: format!(
+                    "{} outputs but {} cotangents",
+                    outputs.len(),
+                    cotangents.len()
+                ),
+            });
+        }
+        for (o, c) in outputs.iter().zip(cotangents) {
+            if o.shape() != c.shape() {
+                return Err(Error::Invalid {
+                    op: "vjp",
+                    msg: format!(
+                        "cotangent of shape {} for an output of shape {}",
+                        fmt_shape(c.shape()),
+                        fmt_shape(o.shape())
+                    ),
+                });
+            }
+        }
+        Ok(cotangents.to_vec())
+    })
+}
+
+/// `vjp` where the cotangents are made from the outputs once they are known.
+fn vjp_with(
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+    primals: &[Array],
+    make_cotangents: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+) -> Result<(Vec<Array>, Vec<Array>)> {
+    let _retain = RetainGuard::new();
+    let tracers: Vec<Array> = primals
+        .iter()
+        .map(|p| {
+            Array::lazy(
+                Primitive::Copy,
+                vec![p.clone()],
+                p.shape().to_vec(),
+                p.dtype(),
+            )
+        })
+        .collect();
+    let outputs = f(&tracers)?;
+    let cotangents = make_cotangents(&outputs)?;
+    let grads = backward(&tracers, &outputs, &cotangents)?;
+    Ok((outputs, grads))
+}
+
+/// The backward walk: reverse topological order over nodes that depend on a tracer.
+fn backward(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Result<Vec<Array>> {
+    let tracer_keys: HashSet<*const Node> = tracers.iter().map(key).collect();
+    // Post-order DFS from the outputs, not descending past tracers; `depends` marks nodes with a
+    // tracer below them.
+    let mut order: Vec<Array> = Vec::new();
+    let mut depends: HashSet<*const Node> = HashSet::new();
+    let mut visited: HashSet<*const Node> = HashSet::new();
+    let mut stack: Vec<(Array, bool)> = outputs.iter().map(|o| (o.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        let k = key(&a);
+        if expanded {
+            let dep = tracer_keys.contains(&k)
+                || a.node
+                    .lock()
+                    .inputs
+                    .iter()
+                    .any(|i| depends.contains(&key(i)));
+            if dep {
+                depends.insert(k);
+                order.push(a);
+            }
+            continue;
+        }
+        if !visited.insert(k) {
+            continue;
+        }
+        let inputs = if tracer_keys.contains(&k) {
+            Vec::new()
+        } else {
+            a.node.lock().inputs.clone()
+        };
+        stack.push((a, true));
+        stack.extend(inputs.into_iter().map(|i| (i, false)));
+    }
+    let mut cts: HashMap<*const Node, Array> = HashMap::new();
+    let accumulate =
+        |k: *const Node, g: Array, cts: &mut HashMap<*const Node, Array>| -> Result<()> {
+            let g = match cts.remove(&k) {
+                Some(prev) => ops::add(&prev, &g)?,
+                None => g,
+            };
+            cts.insert(k, g);
+            Ok(())
+        };
+    for (o, c) in outputs.iter().zip(cotangents) {
+        accumulate(key(o), c.astype(o.dtype().at_least_float())?, &mut cts)?;
+    }
+    for a in order.iter().rev() {
+        let k = key(a);
+        if tracer_keys.contains(&k) {
+            continue;
+        }
+        let Some(ct) = cts.remove(&k) else { continue };
+        let (primitive, inputs) = {
+            let st = a.node.lock();
+            match &st.primitive {
+                Some(p) => (p.clone(), st.inputs.clone()),
+                None => continue,
+            }
+        };
+        let grads = crate::primitive::vjp::vjp(&primitive, &inputs, a, &ct)?;
+        for (inp, g) in inputs.iter().zip(grads) {
+            if let Some(g) = g.filter(|_| depends.contains(&key(inp))) {
+                accumulate(key(inp), g.astype(inp.dtype())?, &mut cts)?;
+            }
+        }
+    }
+    tracers
+        .iter()
+        .map(|t| match cts.remove(&key(t)) {
+            Some(g) => Ok(g),
+            None => ops::zeros(t.shape(), t.dtype().at_least_float()),
+        })
+        .collect()
+}
+
+/// The value of a scalar function and its gradient with respect to every argument.
+/// ```
+/// use tessera_core::{Array, ops, transforms::value_and_grad};
+/// let x = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap();
+/// // f(x) = sum(x^2): df/dx = 2x
+/// let (v, g) = value_and_grad(|a| ops::sum(&ops::square(&a[0])?, ops::Axes::All, false), &[x]).unwrap();
+/// assert_eq!(v.item::<f32>().unwrap(), 14.0);
+/// assert_eq!(g[0].to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0]);
+/// ```
+pub fn value_and_grad(
+    f: impl FnOnce(&[Array]) -> Result<Array>,
+    primals: &[Array],
+) -> Result<(Array, Vec<Array>)> {
+    let (outs, grads) = vjp_with(
+        |xs| Ok(vec![f(xs)?]),
+        primals,
+        |outs| {
+            let y = &outs[0];
+            if y.size() != 1 {
+                return Err(Error::Invalid {
+                    op: "grad",
+                    msg: format!(
+                        "the function must return a single value, got shape {}",
+                        fmt_shape(y.shape())
+                    ),
+                });
+            }
+            Ok(vec![ops::ones(y.shape(), y.dtype().at_least_float())?])
+        },
+    )?;
+    Ok((outs[0].clone(), grads))
+}
+
+/// Gradient of a scalar function with respect to every argument.
+pub fn grad(f: impl FnOnce(&[Array]) -> Result<Array>, primals: &[Array]) -> Result<Vec<Array>> {
+    Ok(value_and_grad(f, primals)?.1)
+}
