@@ -398,3 +398,64 @@ fn second_derivatives_and_values() {
         "grad of a non-scalar function is an error"
     );
 }
+
+/// jvp against vjp by the inner-product identity <J t, u> = <t, J^T u>, on a few functions.
+#[test]
+fn jvp_matches_vjp_by_inner_product() {
+    use tessera_core::transforms::jvp;
+    let fs: Vec<(&str, Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>)> = vec![
+        (
+            "tanh(x @ w)",
+            Box::new(|xs: &[Array]| Ok(vec![ops::tanh(&ops::matmul(&xs[0], &xs[1])?)?])),
+        ),
+        (
+            "softmax(x) * exp(x)",
+            Box::new(|xs: &[Array]| {
+                Ok(vec![ops::multiply(
+                    &ops::softmax(&xs[0], -1)?,
+                    &ops::exp(&xs[0])?,
+                )?])
+            }),
+        ),
+        (
+            "sum over axis",
+            Box::new(|xs: &[Array]| Ok(vec![ops::logsumexp(&xs[0], 1, false)?])),
+        ),
+    ];
+    for (name, f) in fs {
+        let xs = vec![rand(&[3, 4], -1.0, 1.0, 20), rand(&[4, 4], -1.0, 1.0, 21)];
+        let xs = if name.contains('@') {
+            xs
+        } else {
+            vec![xs[0].clone()]
+        };
+        let ts: Vec<Array> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| rand(x.shape(), -1.0, 1.0, 30 + i as u64))
+            .collect();
+        let (outs, jt) = jvp(|a| f(a), &xs, &ts).unwrap();
+        let us: Vec<Array> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| rand(o.shape(), -1.0, 1.0, 40 + i as u64))
+            .collect();
+        let (_, jtu) = vjp(|a| f(a), &xs, &us).unwrap();
+        let dot = |a: &[Array], b: &[Array]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| {
+                    ops::sum(&ops::multiply(x, y).unwrap(), Axes::All, false)
+                        .unwrap()
+                        .item::<f64>()
+                        .unwrap()
+                })
+                .sum()
+        };
+        let (l, r) = (dot(&jt, &us), dot(&ts, &jtu));
+        assert!(
+            (l - r).abs() < 1e-10 * l.abs().max(1.0),
+            "{name}: <Jt,u> = {l}, <t,J^T u> = {r}"
+        );
+    }
+}

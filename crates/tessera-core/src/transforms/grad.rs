@@ -206,3 +206,85 @@ pub fn value_and_grad(
 pub fn grad(f: impl FnOnce(&[Array]) -> Result<Array>, primals: &[Array]) -> Result<Vec<Array>> {
     Ok(value_and_grad(f, primals)?.1)
 }
+
+/// Forward-mode product `J(primals) · tangents`, computed as the transpose of a VJP: the VJP
+/// is linear in its cotangent, so differentiating it with respect to that cotangent gives the
+/// JVP. Costs two reverse passes; dedicated forward rules would cost one (not written yet).
+/// Returns (outputs, output tangents).
+pub fn jvp(
+    f: impl Fn(&[Array]) -> Result<Vec<Array>>,
+    primals: &[Array],
+    tangents: &[Array],
+) -> Result<(Vec<Array>, Vec<Array>)> {
+    if primals.len() != tangents.len() {
+        return Err(Error::Invalid {
+            op: "jvp",
+            msg: format!("{} primals but {} tangents", primals.len(), tangents.len()),
+        });
+    }
+    for (p, t) in primals.iter().zip(tangents) {
+        if p.shape() != t.shape() {
+            return Err(Error::Invalid {
+                op: "jvp",
+                msg: format!(
+                    "tangent of shape {} for a primal of shape {}",
+                    fmt_shape(t.shape()),
+                    fmt_shape(p.shape())
+                ),
+            });
+        }
+    }
+    let outputs = f(primals)?;
+    // u -> vjp(f, primals, u) is linear; its VJP with the tangents as cotangent is J · t.
+    let zeros: Vec<Array> = outputs
+        .iter()
+        .map(|o| ops::zeros(o.shape(), o.dtype().at_least_float()))
+        .collect::<Result<_>>()?;
+    let (_, out_tangents) = vjp(
+        |us| {
+            let (_, g) = vjp(|xs| f(xs), primals, us)?;
+            Ok(g)
+        },
+        &zeros,
+        &tangents
+            .iter()
+            .map(|t| t.astype(t.dtype().at_least_float()))
+            .collect::<Result<Vec<_>>>()?,
+    )?;
+    Ok((outputs, out_tangents))
+}
+
+/// Named parameters, as models hold them (`"layers.0.weight"` and so on).
+pub type Params = std::collections::BTreeMap<String, Array>;
+
+/// Value and gradient of a scalar function of named parameters; the gradients come back under
+/// the same names.
+/// ```
+/// use tessera_core::{Array, ops, transforms::{Params, value_and_grad_params}};
+/// let mut p = Params::new();
+/// p.insert("w".into(), Array::from_slice(&[2.0f32], &[1]).unwrap());
+/// p.insert("b".into(), Array::from_slice(&[1.0f32], &[1]).unwrap());
+/// // loss = sum((3w + b)^2) at w=2, b=1: 49; d/dw = 2*7*3 = 42, d/db = 14
+/// let (v, g) = value_and_grad_params(|p| {
+///     let y = ops::add(&ops::multiply(&p["w"], &Array::scalar(3.0f32))?, &p["b"])?;
+///     ops::sum(&ops::square(&y)?, ops::Axes::All, false)
+/// }, &p).unwrap();
+/// assert_eq!(v.item::<f32>().unwrap(), 49.0);
+/// assert_eq!(g["w"].item::<f32>().unwrap(), 42.0);
+/// assert_eq!(g["b"].item::<f32>().unwrap(), 14.0);
+/// ```
+pub fn value_and_grad_params(
+    f: impl FnOnce(&Params) -> Result<Array>,
+    params: &Params,
+) -> Result<(Array, Params)> {
+    let names: Vec<String> = params.keys().cloned().collect();
+    let values: Vec<Array> = params.values().cloned().collect();
+    let (v, grads) = value_and_grad(
+        |xs| {
+            let traced: Params = names.iter().cloned().zip(xs.iter().cloned()).collect();
+            f(&traced)
+        },
+        &values,
+    )?;
+    Ok((v, names.into_iter().zip(grads).collect()))
+}

@@ -5,4 +5,4 @@ mod eval;
 mod grad;
 
 pub use eval::{async_eval, eval, synchronize};
-pub use grad::{grad, value_and_grad, vjp};
+pub use grad::{Params, grad, jvp, value_and_grad, value_and_grad_params, vjp};
