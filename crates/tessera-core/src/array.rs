@@ -91,8 +91,10 @@ impl Array {
         }
     }
 
-    /// A new graph node with one output of the given shape and dtype.
-    pub fn lazy(
+    /// A new graph node with one output of the given shape and dtype. Crate-private: kernels
+    /// trust that the shape and dtype are the ones the op computed, so only `ops` (and the
+    /// transforms) may build nodes.
+    pub(crate) fn lazy(
         primitive: Primitive,
         inputs: Vec<Array>,
         shape: Vec<usize>,
@@ -102,7 +104,11 @@ impl Array {
     }
 
     /// A new graph node with several outputs (one handle per output).
-    pub fn lazy_multi(primitive: Primitive, inputs: Vec<Array>, outputs: Vec<Meta>) -> Vec<Array> {
+    pub(crate) fn lazy_multi(
+        primitive: Primitive,
+        inputs: Vec<Array>,
+        outputs: Vec<Meta>,
+    ) -> Vec<Array> {
         let n = outputs.len();
         let node = Arc::new(Node {
             outputs,

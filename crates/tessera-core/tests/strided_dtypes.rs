@@ -53,7 +53,10 @@ fn close(a: &Array, b: &Array, tol: f64, what: &str) {
     assert_eq!(a.shape(), b.shape(), "{what}");
     let (x, y) = (a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
     for (i, (p, q)) in x.iter().zip(&y).enumerate() {
-        assert!((p - q).abs() <= tol * q.abs().max(1.0), "{what}: element {i}: {p} vs {q}");
+        assert!(
+            (p - q).abs() <= tol * q.abs().max(1.0),
+            "{what}: element {i}: {p} vs {q}"
+        );
     }
 }
 

@@ -57,13 +57,16 @@ fn slice_node(a: &Array, start: Vec<usize>, step: Vec<isize>, shape: Vec<usize>)
     )
 }
 
-/// Python-style slicing of the leading axes: `a[start[0]:stop[0]:strides[0], ...]`. Negative
-/// values count from the end; out-of-range bounds are clamped, as Python does. A view.
+/// Python-style slicing of the leading axes: `a[start[0]:stop[0]:strides[0], ...]` (a missing
+/// entry is Python's default, trailing axes are kept whole). Negative values count from the end;
+/// out-of-range bounds are clamped, as Python does. Output dim `i` is the number of selected
+/// elements; same dtype; a view. `Err` for a zero stride or more bounds than dims.
 /// ```
 /// use tessera_core::{ops, Dtype};
 /// let a = ops::arange(0.0, 10.0, 1.0, Dtype::I32).unwrap();
 /// let s = ops::slice(&a, &[8], &[1], &[-3]).unwrap();
 /// assert_eq!(s.to_vec::<i32>().unwrap(), vec![8, 5, 2]);
+/// assert_eq!(ops::slice(&a, &[-2], &[100], &[]).unwrap().to_vec::<i32>().unwrap(), vec![8, 9]);
 /// ```
 pub fn slice(a: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
     let bounds: Vec<(Option<isize>, Option<isize>, isize)> =
@@ -79,7 +82,14 @@ pub fn slice(a: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> R
     slice_opt(a, &bounds)
 }
 
-/// Slicing with optional bounds per axis (`None` = Python's default), for `a[::-1]` and the like.
+/// Slicing with optional `(start, stop, step)` bounds per leading axis (`None` = Python's default),
+/// for `a[::-1]` and the like. Shape, dtype and errors as [`slice()`]; a view.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::arange(0.0, 4.0, 1.0, Dtype::I32).unwrap();
+/// let r = ops::slice_opt(&a, &[(None, None, -1)]).unwrap();
+/// assert_eq!(r.to_vec::<i32>().unwrap(), vec![3, 2, 1, 0]);
+/// ```
 pub fn slice_opt(a: &Array, bounds: &[(Option<isize>, Option<isize>, isize)]) -> Result<Array> {
     if bounds.len() > a.ndim() {
         return invalid(
@@ -103,7 +113,16 @@ pub fn slice_opt(a: &Array, bounds: &[(Option<isize>, Option<isize>, isize)]) ->
     Ok(slice_node(a, start, step, shape))
 }
 
-/// `a` restricted to `begin..end` along `axis` (a view).
+/// `a` restricted to `begin..end` along `axis` (no negative values, no clamping): that dim becomes
+/// `end - begin`; same dtype; a view. `Err` unless `axis < ndim` and `begin <= end <= dim`.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+/// let s = ops::slice_axis(&a, 1, 1, 3).unwrap();
+/// assert_eq!(s.shape(), &[2, 2]);
+/// assert_eq!(s.to_vec::<i32>().unwrap(), vec![2, 3, 5, 6]);
+/// assert!(ops::slice_axis(&a, 1, 2, 4).is_err());
+/// ```
 pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Array> {
     if axis >= a.ndim() || begin > end || end > a.shape()[axis] {
         return invalid(
@@ -121,8 +140,15 @@ pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Ar
     Ok(slice_node(a, start, vec![1; a.ndim()], shape))
 }
 
-/// A copy of `a` with the window `start:stop:strides` (Python semantics) replaced by `update`
-/// (broadcast to the window's shape and cast to `a`'s dtype).
+/// A copy of `a` (same shape and dtype) with the window `start:stop:strides` (Python semantics,
+/// as [`slice()`]) replaced by `update`, which is cast to `a`'s dtype and broadcast to the window's
+/// shape. `Err` for a zero stride, too many bounds, or an `update` that does not broadcast.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[0i32; 5], &[5]).unwrap();
+/// let u = ops::slice_update(&a, &Array::scalar(7.9f32), &[1], &[5], &[2]).unwrap();
+/// assert_eq!(u.to_vec::<i32>().unwrap(), vec![0, 7, 0, 7, 0]);
+/// ```
 pub fn slice_update(
     a: &Array,
     update: &Array,
@@ -143,7 +169,15 @@ pub fn slice_update(
     slice_update_opt(a, update, &bounds)
 }
 
-/// [`slice_update`] with optional bounds per axis (`None` = Python's default).
+/// [`slice_update`] with optional bounds per axis (`None` = Python's default). Same shape, dtype
+/// and errors.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[4]).unwrap();
+/// let v = Array::from_slice(&[8i32, 9], &[2]).unwrap();
+/// let u = ops::slice_update_opt(&a, &v, &[(Some(-2), None, 1)]).unwrap();
+/// assert_eq!(u.to_vec::<i32>().unwrap(), vec![1, 2, 8, 9]);
+/// ```
 pub fn slice_update_opt(
     a: &Array,
     update: &Array,
@@ -189,7 +223,20 @@ fn check_indices(op: &'static str, idx: &Array) -> Result<()> {
 }
 
 /// Gathers along `axis` (or over the flattened array with `None`). Output shape:
-/// `a.shape[..axis] + indices.shape + a.shape[axis+1..]`.
+/// `a.shape[..axis] + indices.shape + a.shape[axis+1..]`; same dtype as `a`. `Err` for
+/// non-integer indices, an out-of-range axis, or taking from an empty axis; an index still out of
+/// range after negative wrapping is an error at eval.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[10i32, 20, 30, 40, 50, 60], &[2, 3]).unwrap();
+/// let i = Array::from_slice(&[2i32, -3], &[2]).unwrap();
+/// let t = ops::take(&a, &i, Some(1)).unwrap();
+/// assert_eq!(t.shape(), &[2, 2]);
+/// assert_eq!(t.to_vec::<i32>().unwrap(), vec![30, 10, 60, 40]);
+/// assert_eq!(ops::take(&a, &Array::scalar(4u32), None).unwrap().item::<i32>().unwrap(), 50);
+/// let bad = ops::take(&a, &Array::scalar(6i32), None).unwrap();
+/// assert!(bad.eval().is_err());
+/// ```
 pub fn take(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
     check_indices("take", indices)?;
     let (a, ax) = match axis {
@@ -229,7 +276,18 @@ fn along_shape(op: &'static str, a: &Array, indices: &Array, ax: usize) -> Resul
     broadcast_shapes(op, &sa, indices.shape())
 }
 
-/// `out[..., i, ...] = a[..., indices[..., i, ...], ...]` along `axis` (`None`: flattened).
+/// `out[..., i, ...] = a[..., indices[..., i, ...], ...]` along `axis` (`None`: both flattened).
+/// `indices` needs `a`'s number of dims; the output shape is `a` and `indices` broadcast, except
+/// on `axis` where the indices' size is used. Same dtype as `a`. `Err` for non-integer indices, a
+/// rank mismatch, shapes that do not broadcast, or an out-of-range axis; an out-of-range index is
+/// an error at eval.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[3i32, 1, 2, 9, 7, 8], &[2, 3]).unwrap();
+/// let i = ops::argsort(&a, Some(1)).unwrap();
+/// let s = ops::take_along_axis(&a, &i, Some(1)).unwrap();
+/// assert_eq!(s.to_vec::<i32>().unwrap(), vec![1, 2, 3, 7, 8, 9]);
+/// ```
 pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
     check_indices("take_along_axis", indices)?;
     let (a, idx, ax) = match axis {
@@ -278,14 +336,31 @@ fn scatter(
     ))
 }
 
-/// A copy of `a` with `values` written at `indices` along `axis` (the inverse of
-/// [`take_along_axis`]). With repeated indices the last write wins.
+/// A copy of `a` (same shape and dtype) with `values` (cast to `a`'s dtype) written at `indices`
+/// along `axis`, the inverse of [`take_along_axis`]; `indices` and `values` broadcast as there.
+/// With repeated indices the last write wins. `Err` as [`take_along_axis`]; an out-of-range index
+/// is an error at eval.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[0i32; 6], &[2, 3]).unwrap();
+/// let i = Array::from_slice(&[2i32, 0], &[2, 1]).unwrap();
+/// let p = ops::put_along_axis(&a, &i, &Array::scalar(5i32), 1).unwrap();
+/// assert_eq!(p.to_vec::<i32>().unwrap(), vec![0, 0, 5, 5, 0, 0]);
+/// ```
 pub fn put_along_axis(a: &Array, indices: &Array, values: &Array, axis: isize) -> Result<Array> {
     scatter("put_along_axis", ScatterMode::Set, a, indices, values, axis)
 }
 
-/// A copy of `a` with `values` added at `indices` along `axis`; repeated indices accumulate
-/// (NumPy's `np.add.at` along an axis).
+/// A copy of `a` (same shape and dtype) with `values` (cast to `a`'s dtype) added at `indices`
+/// along `axis`; repeated indices accumulate (NumPy's `np.add.at` along an axis). Broadcasting and
+/// errors as [`put_along_axis`].
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[0.0f32; 3], &[3]).unwrap();
+/// let i = Array::from_slice(&[0i32, 2, 0], &[3]).unwrap();
+/// let r = ops::scatter_add_along_axis(&a, &i, &Array::scalar(1.5f32), 0).unwrap();
+/// assert_eq!(r.to_vec::<f32>().unwrap(), vec![3.0, 0.0, 1.5]);
+/// ```
 pub fn scatter_add_along_axis(
     a: &Array,
     indices: &Array,
@@ -296,8 +371,18 @@ pub fn scatter_add_along_axis(
 }
 
 /// `a` plus `updates` scattered along `axis` at the 1-D `indices` (NumPy's `np.add.at`):
-/// `out[..., indices[j], ...] += updates[..., j, ...]`; repeated indices accumulate.
-/// `updates` has `a`'s shape with `axis` replaced by `len(indices)`.
+/// `out[..., indices[j], ...] += updates[..., j, ...]`; repeated indices accumulate. Same shape
+/// and dtype as `a` (`updates` is cast). `Err` for non-integer or non-1-D indices, an out-of-range
+/// axis, or `updates` not of `a`'s shape with `axis` replaced by `len(indices)`; an out-of-range
+/// index is an error at eval.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[0i32; 4], &[2, 2]).unwrap();
+/// let i = Array::from_slice(&[1i32, 1], &[2]).unwrap();
+/// let u = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// let r = ops::scatter_add(&a, &i, &u, 1).unwrap();
+/// assert_eq!(r.to_vec::<i32>().unwrap(), vec![0, 3, 0, 7]);
+/// ```
 pub fn scatter_add(a: &Array, indices: &Array, updates: &Array, axis: isize) -> Result<Array> {
     check_indices("scatter_add", indices)?;
     let ax = normalize_axis("scatter_add", axis, a.ndim())?;
@@ -330,8 +415,10 @@ pub fn scatter_add(a: &Array, indices: &Array, updates: &Array, axis: isize) -> 
 
 /// NumPy advanced indexing over several axes: `a[i0, i1, ...]` where `indices[k]` indexes
 /// `axes[k]`. The index arrays broadcast together; the output shape is their broadcast shape
-/// followed by the dims of `a` that are not indexed (in order). Negative indices count from the
-/// end; an index still out of range is an error at evaluation.
+/// followed by the dims of `a` that are not indexed (in order); same dtype as `a`. Negative
+/// indices count from the end; an index still out of range is an error at evaluation. `Err` when
+/// the numbers of index arrays and axes differ (or are 0), for a repeated or out-of-range axis,
+/// non-integer indices, or index arrays that do not broadcast.
 /// ```
 /// use tessera_core::{Array, ops};
 /// let a = ops::reshape(&ops::arange(0.0, 12.0, 1.0, tessera_core::Dtype::I32).unwrap(), &[3, 4]).unwrap();

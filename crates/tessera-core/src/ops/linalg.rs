@@ -6,13 +6,18 @@ use crate::dtype::promote_types;
 use crate::error::{Error, Result, fmt_shape, invalid};
 use crate::primitive::Primitive;
 
-/// Matrix product with NumPy semantics: batched over leading dims (broadcast), 1-D operands
-/// are treated as a row (left) or column (right) vector and that dim is removed from the result.
+/// Matrix product with NumPy semantics: `(..., m, k) @ (..., k, n) -> (..., m, n)`, batched over
+/// the leading dims, which broadcast. A 1-D operand is treated as a row (left) or column (right)
+/// vector and that dim is removed from the result. Dtype: the promoted dtype of the two (MLX
+/// table; integers stay integers). `Err` for 0-d operands, differing inner dims, or batch dims
+/// that do not broadcast.
 /// ```
 /// use tessera_core::{Array, ops};
 /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
 /// let b = Array::from_slice(&[1.0f32, 1.0], &[2]).unwrap();
 /// assert_eq!(ops::matmul(&a, &b).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 7.0]);
+/// let batch = ops::zeros(&[5, 1, 3, 2], tessera_core::Dtype::F32).unwrap();
+/// assert_eq!(ops::matmul(&batch, &ops::zeros(&[4, 2, 6], tessera_core::Dtype::F32).unwrap()).unwrap().shape(), &[5, 4, 3, 6]);
 /// ```
 pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
     if a.ndim() == 0 || b.ndim() == 0 {
@@ -78,7 +83,16 @@ pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
     }
 }
 
-/// `beta * c + alpha * (a @ b)`.
+/// `beta * c + alpha * (a @ b)`: `c` broadcasts with the [`matmul`] result, and the dtype is the
+/// promotion of `c`'s and the product's (`alpha`/`beta` are converted to it, so they truncate for
+/// integer dtypes). `Err` as [`matmul`], or if `c` does not broadcast.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+/// let c = Array::from_slice(&[1.0f32, 1.0], &[2]).unwrap();
+/// let r = ops::addmm(&c, &a, &a, 0.5, 2.0).unwrap();
+/// assert_eq!(r.to_vec::<f32>().unwrap(), vec![5.5, 7.0, 9.5, 13.0]);
+/// ```
 pub fn addmm(c: &Array, a: &Array, b: &Array, alpha: f64, beta: f64) -> Result<Array> {
     let p = matmul(a, b)?;
     let dt = promote_types(p.dtype(), c.dtype());
@@ -95,14 +109,33 @@ pub fn addmm(c: &Array, a: &Array, b: &Array, alpha: f64, beta: f64) -> Result<A
     super::add(&p, &c)
 }
 
-/// Outer product of the flattened inputs.
+/// Outer product of the flattened inputs: shape `(a.size, b.size)`, dtype promoted as
+/// [`multiply`](super::multiply). Never `Err`.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2], &[2]).unwrap();
+/// let b = Array::from_slice(&[1i32, 10, 100], &[3]).unwrap();
+/// let o = ops::outer(&a, &b).unwrap();
+/// assert_eq!(o.shape(), &[2, 3]);
+/// assert_eq!(o.to_vec::<i32>().unwrap(), vec![1, 10, 100, 2, 20, 200]);
+/// ```
 pub fn outer(a: &Array, b: &Array) -> Result<Array> {
     let a = super::reshape(a, &[a.size(), 1])?;
     let b = super::reshape(b, &[1, b.size()])?;
     super::multiply(&a, &b)
 }
 
-/// Sum product over the last axes of `a` and `b`.
+/// Sum product over the last axes of `a` and `b`: shape `a.shape[..-1] + b.shape[..-1]`, dtype
+/// promoted as [`matmul`]. A 0-d operand multiplies instead (broadcast, as NumPy). `Err` if the
+/// last dims differ.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3], &[3]).unwrap();
+/// let b = Array::from_slice(&[4i32, 5, 6, 1, 1, 1], &[2, 3]).unwrap();
+/// let r = ops::inner(&a, &b).unwrap();
+/// assert_eq!(r.shape(), &[2]);
+/// assert_eq!(r.to_vec::<i32>().unwrap(), vec![32, 6]);
+/// ```
 pub fn inner(a: &Array, b: &Array) -> Result<Array> {
     if a.ndim() == 0 || b.ndim() == 0 {
         return super::multiply(a, b);
@@ -110,7 +143,18 @@ pub fn inner(a: &Array, b: &Array) -> Result<Array> {
     tensordot(a, b, &[-1], &[-1])
 }
 
-/// Contracts `axes_a` of `a` with `axes_b` of `b` (pairwise), as NumPy's tensordot.
+/// Contracts `axes_a` of `a` with `axes_b` of `b` (pairwise, negative from the end), as NumPy's
+/// tensordot: the output shape is `a`'s free dims followed by `b`'s, the dtype promoted as
+/// [`matmul`]. `Err` for lists of different lengths, an out-of-range axis, or paired dims of
+/// different sizes.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::ones(&[2, 3, 4], Dtype::F32).unwrap();
+/// let b = ops::ones(&[4, 3, 5], Dtype::F32).unwrap();
+/// let t = ops::tensordot(&a, &b, &[1, 2], &[1, 0]).unwrap();
+/// assert_eq!(t.shape(), &[2, 5]);
+/// assert_eq!(t.to_vec::<f32>().unwrap(), vec![12.0; 10]);
+/// ```
 pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Result<Array> {
     if axes_a.len() != axes_b.len() {
         return invalid(
@@ -158,7 +202,19 @@ pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Re
 
 /// Einstein summation: `"ij,jk->ik"`, `"bhqd,bhkd->bhqk"`, `"ii->i"` (diagonal), `"i,i->"`,
 /// `"...ij,...jk->...ik"` (ellipsis, broadcast); without `->` the output is the ellipsis dims then
-/// the labels used once, sorted (NumPy's implicit mode). Dims of size 1 broadcast.
+/// the labels used once, sorted (NumPy's implicit mode). Dims of size 1 broadcast. The output
+/// shape follows the output labels. Dtype: float inputs give their promoted dtype; integer and
+/// bool results may widen where a label is summed away (as [`sum`](super::sum) does). `Err` for
+/// a bad subscript, an operand count or rank that does not match, label sizes that conflict, or
+/// an output label missing from the inputs.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+/// let b = Array::from_slice(&[1.0f32, 1.0], &[2]).unwrap();
+/// assert_eq!(ops::einsum("ij,j->i", &[a.clone(), b]).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 7.0]);
+/// assert_eq!(ops::einsum("ii->i", &[a.clone()]).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0]);
+/// assert_eq!(ops::einsum("ij->ji", &[a]).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 3.0, 2.0, 4.0]);
+/// ```
 pub fn einsum(subscripts: &str, operands: &[Array]) -> Result<Array> {
     let spec: String = subscripts.chars().filter(|c| !c.is_whitespace()).collect();
     let (lhs, rhs) = match spec.split_once("->") {

@@ -71,12 +71,18 @@ fn reduce_node(op: ReduceOp, a: &Array, axes: Axes, keepdims: bool, dtype: Dtype
     super::reshape(&r, &out)
 }
 
-/// Sum over `axes` (bool sums to int32, uint8 to uint32).
+/// Sum over `axes` (`Axes::All`, one axis, or a list; negative from the end). The reduced axes are
+/// removed, or kept as size 1 with `keepdims`. Dtype: bool sums to int32, uint8 to uint32, other
+/// dtypes keep theirs (integers wrap on overflow). `Err` for an out-of-range or repeated axis.
 /// ```
-/// use tessera_core::{Array, ops, ops::Axes};
+/// use tessera_core::{Array, Dtype, ops, ops::Axes};
 /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
 /// assert_eq!(ops::sum(&a, 0, false).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 6.0]);
+/// assert_eq!(ops::sum(&a, 1, true).unwrap().shape(), &[2, 1]);
 /// assert_eq!(ops::sum(&a, Axes::All, false).unwrap().item::<f32>().unwrap(), 10.0);
+/// let b = Array::from_slice(&[true, true, false], &[3]).unwrap();
+/// let n = ops::sum(&b, Axes::All, false).unwrap();
+/// assert_eq!((n.dtype(), n.item::<i32>().unwrap()), (Dtype::I32, 2));
 /// ```
 pub fn sum(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     reduce_node(
@@ -88,7 +94,15 @@ pub fn sum(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     )
 }
 
-/// Product over `axes`.
+/// Product over `axes`; shape as [`sum`] (removed, or size 1 with `keepdims`). Dtype: bool gives
+/// int32, uint8 uint32, others keep theirs. The product over an empty axis is 1. `Err` for an
+/// out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+/// assert_eq!(ops::prod(&a, 1, false).unwrap().to_vec::<i32>().unwrap(), vec![6, 120]);
+/// assert_eq!(ops::prod(&a, -2, true).unwrap().shape(), &[1, 3]);
+/// ```
 pub fn prod(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     reduce_node(
         ReduceOp::Prod,
@@ -99,23 +113,54 @@ pub fn prod(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     )
 }
 
-/// Maximum over `axes` (NaN propagates; an empty axis is an error).
+/// Maximum over `axes` (NaN propagates); shape as [`sum`], same dtype as `a`. `Err` for an
+/// out-of-range or repeated axis, or a reduced axis of size 0.
+/// ```
+/// use tessera_core::{Array, ops, ops::Axes};
+/// let a = Array::from_slice(&[3i32, -1, 7, 2], &[2, 2]).unwrap();
+/// assert_eq!(ops::max(&a, 1, false).unwrap().to_vec::<i32>().unwrap(), vec![3, 7]);
+/// assert_eq!(ops::max(&a, Axes::All, false).unwrap().item::<i32>().unwrap(), 7);
+/// assert!(ops::max(&ops::zeros(&[0], tessera_core::Dtype::F32).unwrap(), 0, false).is_err());
+/// ```
 pub fn max(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     reduce_node(ReduceOp::Max, a, axes.into(), keepdims, a.dtype())
 }
 
-/// Minimum over `axes`.
+/// Minimum over `axes` (NaN propagates); shape as [`sum`], same dtype as `a`. `Err` for an
+/// out-of-range or repeated axis, or a reduced axis of size 0.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[3i32, -1, 7, 2], &[2, 2]).unwrap();
+/// assert_eq!(ops::min(&a, 0, false).unwrap().to_vec::<i32>().unwrap(), vec![3, -1]);
+/// assert_eq!(ops::min(&a, 0, true).unwrap().shape(), &[1, 2]);
+/// ```
 pub fn min(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     reduce_node(ReduceOp::Min, a, axes.into(), keepdims, a.dtype())
 }
 
-/// True where all elements over `axes` are non-zero.
+/// True where every element over `axes` is non-zero (NaN counts as non-zero); bool output, shape as
+/// [`sum`]. An empty reduction is true. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[1i32, 2, 0, 3], &[2, 2]).unwrap();
+/// let r = ops::all(&a, 1, false).unwrap();
+/// assert_eq!(r.dtype(), Dtype::Bool);
+/// assert_eq!(r.to_vec::<bool>().unwrap(), vec![true, false]);
+/// ```
 pub fn all(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     let b = super::not_equal(a, &Array::scalar_of(0.0, a.dtype()))?;
     reduce_node(ReduceOp::All, &b, axes.into(), keepdims, Dtype::Bool)
 }
 
-/// True where any element over `axes` is non-zero.
+/// True where some element over `axes` is non-zero (NaN counts as non-zero); bool output, shape as
+/// [`sum`]. An empty reduction is false. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[0.0f32, 0.0, 0.0, 0.5], &[2, 2]).unwrap();
+/// let r = ops::any(&a, 1, false).unwrap();
+/// assert_eq!(r.dtype(), Dtype::Bool);
+/// assert_eq!(r.to_vec::<bool>().unwrap(), vec![false, true]);
+/// ```
 pub fn any(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     let b = super::not_equal(a, &Array::scalar_of(0.0, a.dtype()))?;
     reduce_node(ReduceOp::Any, &b, axes.into(), keepdims, Dtype::Bool)
@@ -128,7 +173,15 @@ fn count(a: &Array, axes: &Axes) -> Result<usize> {
         .product())
 }
 
-/// Mean over `axes` (integers give float32).
+/// Mean over `axes`; shape as [`sum`]. Dtype: floats keep theirs, integers and bool give float32.
+/// The mean of an empty reduction is NaN. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 6], &[2, 2]).unwrap();
+/// let m = ops::mean(&a, 1, false).unwrap();
+/// assert_eq!(m.dtype(), Dtype::F32);
+/// assert_eq!(m.to_vec::<f32>().unwrap(), vec![1.5, 4.5]);
+/// ```
 pub fn mean(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     let axes = axes.into();
     let n = count(a, &axes)?;
@@ -137,7 +190,16 @@ pub fn mean(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     super::multiply(&s, &Array::scalar_of(1.0 / n as f64, a.dtype()))
 }
 
-/// Variance over `axes` with `ddof` delta degrees of freedom.
+/// Variance over `axes`: `sum((a - mean)^2) / (n - ddof)`, NaN when `n <= ddof`. Shape as
+/// [`sum`]; floats keep their dtype, integers and bool give float32. `Err` for an out-of-range or
+/// repeated axis.
+/// ```
+/// use tessera_core::{Array, ops, ops::Axes};
+/// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0], &[5]).unwrap();
+/// assert_eq!(ops::var(&a, Axes::All, false, 0).unwrap().item::<f32>().unwrap(), 2.0);
+/// assert_eq!(ops::var(&a, 0, false, 1).unwrap().item::<f32>().unwrap(), 2.5);
+/// assert!(ops::var(&a, 0, false, 5).unwrap().item::<f32>().unwrap().is_nan());
+/// ```
 pub fn var(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Result<Array> {
     let axes = axes.into();
     let n = count(a, &axes)?;
@@ -152,12 +214,26 @@ pub fn var(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Res
     )
 }
 
-/// Standard deviation (sqrt of [`var`]).
+/// Standard deviation over `axes` (sqrt of [`var`] with the same `ddof`). Shape as [`sum`]; floats
+/// keep their dtype, integers and bool give float32. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[2i32, 4, 4, 4, 5, 5, 7, 9], &[8]).unwrap();
+/// assert_eq!(ops::std(&a, 0, false, 0).unwrap().item::<f32>().unwrap(), 2.0);
+/// ```
 pub fn std(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Result<Array> {
     super::sqrt(&var(a, axes, keepdims, ddof)?)
 }
 
-/// `log(sum(exp(a)))` over `axes`, without overflow.
+/// `log(sum(exp(a)))` over `axes`, shifted by the maximum so it does not overflow. Shape as
+/// [`sum`]; floats keep their dtype, integers and bool give float32. `Err` for an out-of-range or
+/// repeated axis, or a reduced axis of size 0.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1000.0f32, 1000.0], &[2]).unwrap();
+/// let r = ops::logsumexp(&a, 0, false).unwrap().item::<f32>().unwrap();
+/// assert!((r - (1000.0 + std::f32::consts::LN_2)).abs() < 1e-3);
+/// ```
 pub fn logsumexp(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Result<Array> {
     let axes = axes.into();
     let a = a.astype(a.dtype().at_least_float())?;
@@ -222,12 +298,30 @@ fn arg_reduce(op: ArgReduceOp, a: &Array, axis: Option<isize>, keepdims: bool) -
     }
 }
 
-/// Index (uint32) of the first maximum along `axis` (flattened when `None`).
+/// Index of the first maximum along `axis` (over the flattened array when `None`), as uint32.
+/// The axis is removed (kept as size 1 with `keepdims`; with `None` and `keepdims` every axis is
+/// size 1). `Err` for an out-of-range axis or an empty axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[1.0f32, 5.0, 5.0, 9.0, 0.0, 2.0], &[2, 3]).unwrap();
+/// let i = ops::argmax(&a, Some(1), false).unwrap();
+/// assert_eq!((i.shape(), i.dtype()), (&[2usize][..], Dtype::U32));
+/// assert_eq!(i.to_vec::<u32>().unwrap(), vec![1, 0]);
+/// assert_eq!(ops::argmax(&a, None, false).unwrap().item::<u32>().unwrap(), 3);
+/// ```
 pub fn argmax(a: &Array, axis: Option<isize>, keepdims: bool) -> Result<Array> {
     arg_reduce(ArgReduceOp::ArgMax, a, axis, keepdims)
 }
 
-/// Index (uint32) of the first minimum along `axis` (flattened when `None`).
+/// Index of the first minimum along `axis` (over the flattened array when `None`), as uint32.
+/// Shape as [`argmax`]. `Err` for an out-of-range axis or an empty axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[4i32, 1, 1, 0, 7, 3], &[2, 3]).unwrap();
+/// let i = ops::argmin(&a, Some(-1), true).unwrap();
+/// assert_eq!((i.shape(), i.dtype()), (&[2usize, 1][..], Dtype::U32));
+/// assert_eq!(i.to_vec::<u32>().unwrap(), vec![1, 0]);
+/// ```
 pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Result<Array> {
     arg_reduce(ArgReduceOp::ArgMin, a, axis, keepdims)
 }
@@ -263,29 +357,65 @@ fn scan(
     ))
 }
 
-/// Cumulative sum along `axis` (flattened when `None`); `reverse` runs from the end,
-/// `inclusive == false` shifts by one (exclusive scan).
+/// Cumulative sum along `axis` (over the flattened array when `None`, giving a 1-D result; else
+/// the shape of `a`). `reverse` runs from the end; `inclusive == false` shifts by one (exclusive
+/// scan, starting at 0). Dtype: bool gives int32, others keep theirs (uint8 stays uint8 and wraps,
+/// unlike [`sum`]). `Err` for an out-of-range axis (any axis of a 0-d array).
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[4]).unwrap();
+/// assert_eq!(ops::cumsum(&a, Some(0), false, true).unwrap().to_vec::<i32>().unwrap(), vec![1, 3, 6, 10]);
+/// assert_eq!(ops::cumsum(&a, None, false, false).unwrap().to_vec::<i32>().unwrap(), vec![0, 1, 3, 6]);
+/// assert_eq!(ops::cumsum(&a, None, true, true).unwrap().to_vec::<i32>().unwrap(), vec![10, 9, 7, 4]);
+/// ```
 pub fn cumsum(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
     scan(ScanOp::Sum, a, axis, reverse, inclusive)
 }
 
-/// Cumulative product.
+/// Cumulative product along `axis`; shape, `reverse` and `inclusive` as [`cumsum`] (an exclusive
+/// scan starts at 1). Dtype: bool gives int32, others keep theirs. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// assert_eq!(ops::cumprod(&a, Some(0), false, true).unwrap().to_vec::<i32>().unwrap(), vec![1, 2, 3, 8]);
+/// ```
 pub fn cumprod(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
     scan(ScanOp::Prod, a, axis, reverse, inclusive)
 }
 
-/// Cumulative maximum.
+/// Cumulative maximum along `axis`; shape, `reverse` and `inclusive` as [`cumsum`]. Same dtype as
+/// `a` (bool included). `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1.0f32, 3.0, 2.0, 5.0], &[4]).unwrap();
+/// assert_eq!(ops::cummax(&a, Some(0), false, true).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 3.0, 3.0, 5.0]);
+/// ```
 pub fn cummax(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
     scan(ScanOp::Max, a, axis, reverse, inclusive)
 }
 
-/// Cumulative minimum.
+/// Cumulative minimum along `axis`; shape, `reverse` and `inclusive` as [`cumsum`]. Same dtype as
+/// `a`. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[4i32, 2, 3, 1], &[4]).unwrap();
+/// assert_eq!(ops::cummin(&a, None, false, true).unwrap().to_vec::<i32>().unwrap(), vec![4, 2, 2, 1]);
+/// assert_eq!(ops::cummin(&a, None, true, true).unwrap().to_vec::<i32>().unwrap(), vec![1, 1, 1, 1]);
+/// ```
 pub fn cummin(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
     scan(ScanOp::Min, a, axis, reverse, inclusive)
 }
 
-/// `exp(a) / sum(exp(a))` over `axes`, shifted by the max for stability. Over the last axis
-/// alone this is one fused kernel; other axes use [`softmax_composite`].
+/// `exp(a) / sum(exp(a))` over `axes`, shifted by the max for stability; same shape as `a`. Floats
+/// keep their dtype, integers and bool give float32. Over the last axis alone this is one fused
+/// kernel; other axes use [`softmax_composite`]. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[0i32, 0, 1, 1], &[2, 2]).unwrap();
+/// let s = ops::softmax(&a, -1).unwrap();
+/// assert_eq!((s.shape(), s.dtype()), (&[2usize, 2][..], Dtype::F32));
+/// assert_eq!(s.to_vec::<f32>().unwrap(), vec![0.5; 4]);
+/// ```
 pub fn softmax(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let axes = axes.into();
     let a = a.astype(a.dtype().at_least_float())?;
@@ -298,7 +428,15 @@ pub fn softmax(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
 }
 
 /// Softmax written with other ops: the reference for the fused kernel (and what transforms
-/// differentiate through).
+/// differentiate through). Shape, dtype and errors as [`softmax`].
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1.0f32, 1.0, 2.0, 2.0], &[2, 2]).unwrap();
+/// let s = ops::softmax_composite(&a, 0).unwrap();
+/// let e = 1.0 / (1.0 + std::f32::consts::E);
+/// let v = s.to_vec::<f32>().unwrap();
+/// assert!((v[0] - e).abs() < 1e-6 && (v[3] - (1.0 - e)).abs() < 1e-6);
+/// ```
 pub fn softmax_composite(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let axes = axes.into();
     let a = a.astype(a.dtype().at_least_float())?;
@@ -308,7 +446,15 @@ pub fn softmax_composite(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     super::divide(&e, &s)
 }
 
-/// `a - logsumexp(a)` over `axes`.
+/// `a - logsumexp(a)` over `axes` (the reduced axes kept for broadcasting); same shape as `a`.
+/// Floats keep their dtype, integers and bool give float32. `Err` for an out-of-range or repeated
+/// axis, or a reduced axis of size 0.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[3.0f32, 3.0], &[2]).unwrap();
+/// let l = ops::log_softmax(&a, 0).unwrap().to_vec::<f32>().unwrap();
+/// assert!(l.iter().all(|&x| (x + std::f32::consts::LN_2).abs() < 1e-6));
+/// ```
 pub fn log_softmax(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let axes = axes.into();
     let a = a.astype(a.dtype().at_least_float())?;

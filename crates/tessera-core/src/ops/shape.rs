@@ -7,11 +7,16 @@ use crate::dtype::promote_types;
 use crate::error::{Error, Result, fmt_shape, invalid};
 use crate::primitive::Primitive;
 
-/// Reshapes to `shape` (same number of elements). A view when the layout allows, else a copy.
+/// Reshapes to `shape` (same number of elements, row-major order); same dtype. A view when the
+/// layout allows, else a copy; the same array if the shape is unchanged. `Err` if the element
+/// counts differ.
 /// ```
 /// use tessera_core::{Array, ops};
 /// let a = Array::from_slice(&[1i32, 2, 3, 4, 5, 6], &[6]).unwrap();
-/// assert_eq!(ops::reshape(&a, &[2, 3]).unwrap().shape(), &[2, 3]);
+/// let r = ops::reshape(&a, &[2, 3]).unwrap();
+/// assert_eq!(r.shape(), &[2, 3]);
+/// assert_eq!(r.to_vec::<i32>().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+/// assert!(ops::reshape(&a, &[4]).is_err());
 /// ```
 pub fn reshape(a: &Array, shape: &[usize]) -> Result<Array> {
     let n = check_shape_size("reshape", shape)?;
@@ -36,7 +41,15 @@ pub fn reshape(a: &Array, shape: &[usize]) -> Result<Array> {
     ))
 }
 
-/// Reshape where one dim may be -1 (inferred), as NumPy.
+/// [`reshape`] where one dim may be -1, inferred from the element count (as NumPy); same dtype.
+/// `Err` for more than one -1, another negative dim, a count that does not divide, or a size
+/// mismatch.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[0u8; 12], &[12]).unwrap();
+/// assert_eq!(ops::reshape_infer(&a, &[3, -1]).unwrap().shape(), &[3, 4]);
+/// assert!(ops::reshape_infer(&a, &[5, -1]).is_err());
+/// ```
 pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
     let mut infer = None;
     let mut known = 1usize;
@@ -70,7 +83,14 @@ pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
     reshape(a, &out)
 }
 
-/// Merges dims `start_axis..=end_axis` into one.
+/// Merges dims `start_axis..=end_axis` (negative from the end) into one; other dims stay, dtype
+/// stays. A 0-d array becomes shape `(1,)`. `Err` for an out-of-range axis or `start > end`.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::zeros(&[2, 3, 4], Dtype::F32).unwrap();
+/// assert_eq!(ops::flatten(&a, 1, -1).unwrap().shape(), &[2, 12]);
+/// assert_eq!(ops::flatten(&a, 0, -1).unwrap().shape(), &[24]);
+/// ```
 pub fn flatten(a: &Array, start_axis: isize, end_axis: isize) -> Result<Array> {
     if a.ndim() == 0 {
         return reshape(a, &[1]);
@@ -87,7 +107,15 @@ pub fn flatten(a: &Array, start_axis: isize, end_axis: isize) -> Result<Array> {
     reshape(a, &shape)
 }
 
-/// Permutes axes (`None` reverses them). A view.
+/// Permutes axes: output dim `i` is input dim `axes[i]` (`None` reverses them). Same dtype; a view.
+/// `Err` unless `axes` is a permutation of all the axes (negative from the end).
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+/// let t = ops::transpose(&a, None).unwrap();
+/// assert_eq!(t.shape(), &[3, 2]);
+/// assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, 4, 2, 5, 3, 6]);
+/// ```
 pub fn transpose(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
     let nd = a.ndim();
     let perm: Vec<usize> = match axes {
@@ -122,7 +150,12 @@ pub fn transpose(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
     ))
 }
 
-/// Swaps two axes.
+/// Swaps two axes (negative from the end); same dtype, a view. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::zeros(&[2, 3, 4], Dtype::I32).unwrap();
+/// assert_eq!(ops::swapaxes(&a, 0, -1).unwrap().shape(), &[4, 3, 2]);
+/// ```
 pub fn swapaxes(a: &Array, axis1: isize, axis2: isize) -> Result<Array> {
     let i = normalize_axis("swapaxes", axis1, a.ndim())?;
     let j = normalize_axis("swapaxes", axis2, a.ndim())?;
@@ -131,7 +164,13 @@ pub fn swapaxes(a: &Array, axis1: isize, axis2: isize) -> Result<Array> {
     transpose(a, Some(&p))
 }
 
-/// Moves axis `source` to position `destination`.
+/// Moves axis `source` to position `destination` (both negative from the end), keeping the order
+/// of the others; same dtype, a view. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::zeros(&[2, 3, 4], Dtype::I32).unwrap();
+/// assert_eq!(ops::moveaxis(&a, 0, -1).unwrap().shape(), &[3, 4, 2]);
+/// ```
 pub fn moveaxis(a: &Array, source: isize, destination: isize) -> Result<Array> {
     let s = normalize_axis("moveaxis", source, a.ndim())?;
     let d = normalize_axis("moveaxis", destination, a.ndim())?;
@@ -142,7 +181,13 @@ pub fn moveaxis(a: &Array, source: isize, destination: isize) -> Result<Array> {
     transpose(a, Some(&p))
 }
 
-/// Inserts size-1 axes at `axes` (positions in the output).
+/// Inserts size-1 axes at `axes`, positions in the output (negative from the end of the output);
+/// same dtype, a view. `Err` for an out-of-range or repeated axis.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::zeros(&[2, 3], Dtype::F32).unwrap();
+/// assert_eq!(ops::expand_dims(&a, &[0, -1]).unwrap().shape(), &[1, 2, 3, 1]);
+/// ```
 pub fn expand_dims(a: &Array, axes: &[isize]) -> Result<Array> {
     let out_nd = a.ndim() + axes.len();
     let mut ax = Vec::with_capacity(axes.len());
@@ -165,7 +210,15 @@ pub fn expand_dims(a: &Array, axes: &[isize]) -> Result<Array> {
     reshape(a, &shape)
 }
 
-/// Removes size-1 axes (all of them with `Axes::All`).
+/// Removes size-1 axes: all of them with `Axes::All`, else the listed ones; same dtype, a view.
+/// `Err` if a listed axis is out of range, repeated, or not of size 1.
+/// ```
+/// use tessera_core::{ops, ops::Axes, Dtype};
+/// let a = ops::zeros(&[1, 2, 1], Dtype::F32).unwrap();
+/// assert_eq!(ops::squeeze(&a, Axes::All).unwrap().shape(), &[2]);
+/// assert_eq!(ops::squeeze(&a, -1).unwrap().shape(), &[1, 2]);
+/// assert!(ops::squeeze(&a, 1).is_err());
+/// ```
 pub fn squeeze(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let axes = axes.into();
     let shape: Vec<usize> = match &axes {
@@ -191,7 +244,15 @@ pub fn squeeze(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     reshape(a, &shape)
 }
 
-/// Broadcasts to `shape` (NumPy rules). A view with zero strides.
+/// Broadcasts to `shape` (NumPy rules, aligned from the trailing dims); same dtype. A view with zero
+/// strides. `Err` unless `a`'s shape broadcasts to exactly `shape`.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2], &[2]).unwrap();
+/// let b = ops::broadcast_to(&a, &[2, 2]).unwrap();
+/// assert_eq!(b.to_vec::<i32>().unwrap(), vec![1, 2, 1, 2]);
+/// assert!(ops::broadcast_to(&a, &[3]).is_err());
+/// ```
 pub fn broadcast_to(a: &Array, shape: &[usize]) -> Result<Array> {
     let b = super::broadcast_shapes("broadcast_to", a.shape(), shape)?;
     if b != shape {
@@ -212,7 +273,16 @@ pub fn broadcast_to(a: &Array, shape: &[usize]) -> Result<Array> {
     ))
 }
 
-/// Broadcasts several arrays to their common shape.
+/// Broadcasts several arrays to their common shape (each keeps its dtype). `Err` if the shapes do
+/// not broadcast together.
+/// ```
+/// use tessera_core::{ops, Dtype};
+/// let a = ops::zeros(&[3, 1], Dtype::F32).unwrap();
+/// let b = ops::zeros(&[4], Dtype::I32).unwrap();
+/// let r = ops::broadcast_arrays(&[a, b]).unwrap();
+/// assert_eq!((r[0].shape(), r[1].shape()), (&[3usize, 4][..], &[3usize, 4][..]));
+/// assert_eq!(r[1].dtype(), Dtype::I32);
+/// ```
 pub fn broadcast_arrays(arrays: &[Array]) -> Result<Vec<Array>> {
     let mut shape: Vec<usize> = vec![];
     for a in arrays {
@@ -221,7 +291,17 @@ pub fn broadcast_arrays(arrays: &[Array]) -> Result<Vec<Array>> {
     arrays.iter().map(|a| broadcast_to(a, &shape)).collect()
 }
 
-/// Joins arrays along an existing axis (dtypes promoted).
+/// Joins arrays along an existing `axis`: the output's `axis` is the sum of theirs, the other
+/// dims must match. Dtypes are promoted together (MLX table). `Err` for an empty list, 0-d
+/// arrays, differing ranks or dims, or an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, Dtype, ops};
+/// let a = Array::from_slice(&[1i32, 2], &[1, 2]).unwrap();
+/// let b = Array::from_slice(&[3.5f32, 4.5], &[1, 2]).unwrap();
+/// let c = ops::concatenate(&[a, b], 0).unwrap();
+/// assert_eq!((c.shape(), c.dtype()), (&[2usize, 2][..], Dtype::F32));
+/// assert_eq!(c.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.5, 4.5]);
+/// ```
 pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
     let first = arrays.first().ok_or(Error::Invalid {
         op: "concatenate",
@@ -279,7 +359,17 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
     ))
 }
 
-/// Joins arrays of one shape along a new axis.
+/// Joins arrays of one shape along a new axis `axis` (a position in the output, negative from the
+/// end): the output has one more dim, of size `arrays.len()`. Dtypes are promoted together. `Err`
+/// for an empty list, differing shapes, or an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2], &[2]).unwrap();
+/// let b = Array::from_slice(&[3i32, 4], &[2]).unwrap();
+/// let s = ops::stack(&[a, b], 1).unwrap();
+/// assert_eq!(s.shape(), &[2, 2]);
+/// assert_eq!(s.to_vec::<i32>().unwrap(), vec![1, 3, 2, 4]);
+/// ```
 pub fn stack(arrays: &[Array], axis: isize) -> Result<Array> {
     let first = arrays.first().ok_or(Error::Invalid {
         op: "stack",
@@ -312,7 +402,19 @@ pub enum SplitAt {
     Indices(Vec<isize>),
 }
 
-/// Splits along `axis` into views.
+/// Splits along `axis` into views of `a` (same dtype): `SplitAt::Sections(k)` gives `k` equal
+/// pieces; `SplitAt::Indices(ix)` cuts before each index (clamped, negative from the end) as
+/// NumPy, giving `ix.len() + 1` pieces. `Err` for an out-of-range axis or sections that do not
+/// divide the axis.
+/// ```
+/// use tessera_core::{ops, ops::SplitAt, Dtype};
+/// let a = ops::arange(0.0, 6.0, 1.0, Dtype::I32).unwrap();
+/// let p = ops::split(&a, SplitAt::Indices(vec![1, 4]), 0).unwrap();
+/// assert_eq!(p.iter().map(|x| x.shape()[0]).collect::<Vec<_>>(), vec![1, 3, 2]);
+/// assert_eq!(p[1].to_vec::<i32>().unwrap(), vec![1, 2, 3]);
+/// assert_eq!(ops::split(&a, SplitAt::Sections(3), 0).unwrap().len(), 3);
+/// assert!(ops::split(&a, SplitAt::Sections(4), 0).is_err());
+/// ```
 pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let ax = normalize_axis("split", axis, a.ndim())?;
     let n = a.shape()[ax];
@@ -357,7 +459,17 @@ pub enum PadMode {
     Edge,
 }
 
-/// Pads each axis with `(before, after)` elements.
+/// Pads axis `i` with `pad_width[i] = (before, after)` elements: output dim `i` is
+/// `before + d + after`; same dtype (a constant is converted to it). `PadMode::Edge` repeats the
+/// edge values. `Err` unless there is one pair per axis, or for edge padding of an empty axis.
+/// ```
+/// use tessera_core::{Array, ops, ops::PadMode};
+/// let a = Array::from_slice(&[1i32, 2], &[2]).unwrap();
+/// let c = ops::pad(&a, &[(1, 2)], PadMode::Constant(9.0)).unwrap();
+/// assert_eq!(c.to_vec::<i32>().unwrap(), vec![9, 1, 2, 9, 9]);
+/// let e = ops::pad(&a, &[(2, 1)], PadMode::Edge).unwrap();
+/// assert_eq!(e.to_vec::<i32>().unwrap(), vec![1, 1, 1, 2, 2]);
+/// ```
 pub fn pad(a: &Array, pad_width: &[(usize, usize)], mode: PadMode) -> Result<Array> {
     if pad_width.len() != a.ndim() {
         return invalid(
@@ -415,7 +527,16 @@ pub fn pad(a: &Array, pad_width: &[(usize, usize)], mode: PadMode) -> Result<Arr
     }
 }
 
-/// Repeats each element `repeats` times along `axis` (flattened first when `None`).
+/// Repeats each element `repeats` times along `axis` (over the flattened array when `None`): that
+/// dim is multiplied by `repeats`; same dtype. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// assert_eq!(ops::repeat(&a, 2, None).unwrap().to_vec::<i32>().unwrap(), vec![1, 1, 2, 2, 3, 3, 4, 4]);
+/// let r = ops::repeat(&a, 2, Some(0)).unwrap();
+/// assert_eq!(r.shape(), &[4, 2]);
+/// assert_eq!(r.to_vec::<i32>().unwrap(), vec![1, 2, 1, 2, 3, 4, 3, 4]);
+/// ```
 pub fn repeat(a: &Array, repeats: usize, axis: Option<isize>) -> Result<Array> {
     let (a, ax) = match axis {
         None => (reshape(a, &[a.size()])?, 0usize),
@@ -430,7 +551,15 @@ pub fn repeat(a: &Array, repeats: usize, axis: Option<isize>) -> Result<Array> {
     reshape(&b, &out)
 }
 
-/// Repeats the whole array `reps[i]` times along each axis.
+/// Repeats the whole array `reps[i]` times along each axis; `a`'s shape and `reps` are first
+/// left-padded with 1s to the same length, then output dim `i` is `reps[i] * d[i]`. Same dtype.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2], &[2]).unwrap();
+/// let t = ops::tile(&a, &[2, 2]).unwrap();
+/// assert_eq!(t.shape(), &[2, 4]);
+/// assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, 2, 1, 2, 1, 2, 1, 2]);
+/// ```
 pub fn tile(a: &Array, reps: &[usize]) -> Result<Array> {
     let nd = a.ndim().max(reps.len());
     let mut shape = vec![1usize; nd - a.ndim()];
@@ -449,7 +578,15 @@ pub fn tile(a: &Array, reps: &[usize]) -> Result<Array> {
     reshape(&b, &out)
 }
 
-/// Rolls elements by `shift` along `axis` (flattened when `None`).
+/// Rolls elements by `shift` (negative rolls backwards) along `axis`, or over the flattened array
+/// when `None` (the shape is kept); elements leaving one end come back at the other. Same shape
+/// and dtype. `Err` for an out-of-range axis.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// assert_eq!(ops::roll(&a, 1, None).unwrap().to_vec::<i32>().unwrap(), vec![4, 1, 2, 3]);
+/// assert_eq!(ops::roll(&a, -1, Some(1)).unwrap().to_vec::<i32>().unwrap(), vec![2, 1, 4, 3]);
+/// ```
 pub fn roll(a: &Array, shift: isize, axis: Option<isize>) -> Result<Array> {
     match axis {
         None => {
@@ -492,20 +629,39 @@ fn tri_mask(a: &Array, k: isize) -> Result<Array> {
     )
 }
 
-/// Zeros above diagonal `k` of the last two axes.
+/// Zeros above diagonal `k` (0: main, `k > 0`: above) of the last two axes; same shape and dtype.
+/// `Err` for fewer than 2 dims.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// assert_eq!(ops::tril(&a, 0).unwrap().to_vec::<i32>().unwrap(), vec![1, 0, 3, 4]);
+/// ```
 pub fn tril(a: &Array, k: isize) -> Result<Array> {
     let m = tri_mask(a, k)?;
     super::where_(&m, a, &Array::scalar_of(0.0, a.dtype()))
 }
 
-/// Zeros below diagonal `k` of the last two axes.
+/// Zeros below diagonal `k` (0: main, `k > 0`: above) of the last two axes; same shape and dtype.
+/// `Err` for fewer than 2 dims.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// assert_eq!(ops::triu(&a, 0).unwrap().to_vec::<i32>().unwrap(), vec![1, 2, 0, 4]);
+/// assert_eq!(ops::triu(&a, 1).unwrap().to_vec::<i32>().unwrap(), vec![0, 2, 0, 0]);
+/// ```
 pub fn triu(a: &Array, k: isize) -> Result<Array> {
     let m = tri_mask(a, k - 1)?;
     super::where_(&m, &Array::scalar_of(0.0, a.dtype()), a)
 }
 
-/// A row-major copy (the same array if already evaluated row-major is not known until eval, so
-/// this always makes a node; the kernel copies only when needed).
+/// A row-major copy with the same shape and dtype. Whether `a` is already row-major is not known
+/// until eval, so this always makes a node; the kernel copies only when needed.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let a = Array::from_slice(&[1i32, 2, 3, 4], &[2, 2]).unwrap();
+/// let c = ops::contiguous(&ops::transpose(&a, None).unwrap()).unwrap();
+/// assert_eq!(c.to_vec::<i32>().unwrap(), vec![1, 3, 2, 4]);
+/// ```
 pub fn contiguous(a: &Array) -> Result<Array> {
     Ok(Array::lazy(
         Primitive::Copy,

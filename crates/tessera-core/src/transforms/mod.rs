@@ -1,8 +1,11 @@
 //! Function transforms: evaluation and reverse-mode differentiation (vjp, grad,
-//! value_and_grad). jvp, vmap, checkpoint and compile are still to come.
+//! value_and_grad, jvp as a transposed VJP, value_and_grad over named parameters) and vmap by
+//! graph replay with per-primitive batching rules. checkpoint and compile are still to come.
 
 mod eval;
 mod grad;
+mod vmap;
 
 pub use eval::{async_eval, eval, synchronize};
 pub use grad::{Params, grad, jvp, value_and_grad, value_and_grad_params, vjp};
+pub use vmap::vmap;

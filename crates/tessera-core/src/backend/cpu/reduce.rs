@@ -267,6 +267,16 @@ pub(crate) fn reduce(op: ReduceOp, axes: &[usize], x: &ArrayData, out: &Meta) ->
         ReduceOp::All => Combine::Prod,
         ReduceOp::Any => Combine::Sum,
     };
+    let kept: usize = (0..x.layout.ndim())
+        .filter(|i| !axes.contains(i))
+        .map(|i| x.layout.shape[i])
+        .product();
+    if axes.iter().any(|&a| a >= x.layout.ndim()) || kept != o.size() {
+        return Err(Error::Invalid {
+            op: "reduce",
+            msg: "axes do not match the output shape".into(),
+        });
+    }
     if matches!(op, ReduceOp::All | ReduceOp::Any) && x.dtype != Dtype::Bool {
         return Err(Error::Dtype {
             op: "reduce",

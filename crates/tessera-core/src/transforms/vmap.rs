@@ -1,0 +1,330 @@
+//! Vectorising map: `vmap(f, in_axes, out_axes)` runs `f` once on per-example tracers, then
+//! replays the graph it built with every node batched (its batch dimension at axis 0), using one
+//! batching rule per primitive. Nodes that do not depend on a batched input are reused as they
+//! are (broadcast where needed). Because `grad` builds ordinary graph nodes, `vmap` of `grad`
+//! works by the same replay.
+
+use crate::array::{Array, Node};
+use crate::error::{Error, Result, fmt_shape};
+use crate::ops;
+use crate::primitive::Primitive;
+use std::collections::HashMap;
+
+fn key(a: &Array) -> *const Node {
+    std::sync::Arc::as_ptr(&a.node)
+}
+
+/// Maps `f` over axis `in_axes[i]` of each input (`None`: not mapped, passed whole) and stacks the
+/// results along `out_axes[j]` of each output.
+/// ```
+/// use tessera_core::{Array, ops, transforms::vmap};
+/// let x = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+/// // Per row: the sum of squares.
+/// let r = vmap(|a| Ok(vec![ops::sum(&ops::square(&a[0])?, 0, false)?]), &[x], &[Some(0)], &[0]).unwrap();
+/// assert_eq!(r[0].to_vec::<f32>().unwrap(), vec![14.0, 77.0]);
+/// ```
+pub fn vmap(
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+    inputs: &[Array],
+    in_axes: &[Option<isize>],
+    out_axes: &[isize],
+) -> Result<Vec<Array>> {
+    if in_axes.len() != inputs.len() {
+        return Err(Error::Invalid {
+            op: "vmap",
+            msg: format!("{} in_axes for {} inputs", in_axes.len(), inputs.len()),
+        });
+    }
+    // Batched inputs with the mapped axis moved to 0, and per-example tracers.
+    let mut batch: Option<usize> = None;
+    let mut batched: HashMap<*const Node, Array> = HashMap::new();
+    let mut tracers = Vec::with_capacity(inputs.len());
+    for (x, ax) in inputs.iter().zip(in_axes) {
+        match ax {
+            None => tracers.push(x.clone()),
+            Some(ax) => {
+                let xb = ops::moveaxis(x, *ax, 0)?;
+                let b = xb.shape()[0];
+                if batch.is_some_and(|n| n != b) {
+                    return Err(Error::Invalid {
+                        op: "vmap",
+                        msg: format!("mapped axes differ in size: {} and {b}", batch.unwrap_or(0)),
+                    });
+                }
+                batch = Some(b);
+                let per = xb.shape()[1..].to_vec();
+                // A per-example stand-in (the first example, or zeros for an empty batch): f only
+                // builds a graph on it; the values used are the batched ones.
+                let example = if b > 0 {
+                    ops::reshape(&ops::slice_axis(&xb, 0, 0, 1)?, &per)?
+                } else {
+                    ops::zeros(&per, x.dtype())?
+                };
+                let t = Array::lazy(Primitive::Copy, vec![example], per, x.dtype());
+                batched.insert(key(&t), xb);
+                tracers.push(t);
+            }
+        }
+    }
+    let n = batch.ok_or(Error::Invalid {
+        op: "vmap",
+        msg: "no input is mapped".into(),
+    })?;
+    let outputs = f(&tracers)?;
+    if out_axes.len() != outputs.len() {
+        return Err(Error::Invalid {
+            op: "vmap",
+            msg: format!("{} out_axes for {} outputs", out_axes.len(), outputs.len()),
+        });
+    }
+    // Topological order of the nodes built on the tracers.
+    let mut order: Vec<Array> = Vec::new();
+    let mut visited = std::collections::HashSet::new();
+    let mut stack: Vec<(Array, bool)> = outputs.iter().map(|o| (o.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        if expanded {
+            order.push(a);
+            continue;
+        }
+        if !visited.insert(key(&a)) || batched.contains_key(&key(&a)) {
+            continue;
+        }
+        let inputs = a.node.lock().inputs.clone();
+        stack.push((a, true));
+        stack.extend(inputs.into_iter().map(|i| (i, false)));
+    }
+    for a in &order {
+        let (primitive, ins) = {
+            let st = a.node.lock();
+            (st.primitive.clone(), st.inputs.clone())
+        };
+        let Some(p) = primitive else { continue };
+        if !ins.iter().any(|i| batched.contains_key(&key(i))) {
+            continue;
+        }
+        let bins: Vec<Option<Array>> = ins.iter().map(|i| batched.get(&key(i)).cloned()).collect();
+        let out = batch_rule(&p, &ins, &bins, a, n)?;
+        batched.insert(key(a), out);
+    }
+    outputs
+        .iter()
+        .zip(out_axes)
+        .map(|(o, &ax)| {
+            let b = match batched.get(&key(o)) {
+                Some(b) => b.clone(),
+                // Not depending on any mapped input: the same value for every example.
+                None => {
+                    let mut s = vec![n];
+                    s.extend_from_slice(o.shape());
+                    ops::broadcast_to(&ops::expand_dims(o, &[0])?, &s)?
+                }
+            };
+            ops::moveaxis(&b, 0, ax)
+        })
+        .collect()
+}
+
+/// `x` (per-example rank `rank`) as a batched array of shape [n, 1.., per-example shape] with
+/// `out_rank` per-example dims, so it broadcasts against other batched operands.
+fn lift(x: &Array, bx: &Option<Array>, n: usize, out_rank: usize) -> Result<Array> {
+    match bx {
+        Some(b) => {
+            let per = &b.shape()[1..];
+            let mut s = vec![n];
+            s.extend(std::iter::repeat_n(1, out_rank.saturating_sub(per.len())));
+            s.extend_from_slice(per);
+            ops::reshape(b, &s)
+        }
+        None => Ok(x.clone()),
+    }
+}
+
+/// `x` batched for sure: broadcast to [n, per-example shape] when it was not mapped.
+fn force(x: &Array, bx: &Option<Array>, n: usize) -> Result<Array> {
+    match bx {
+        Some(b) => Ok(b.clone()),
+        None => {
+            let mut s = vec![n];
+            s.extend_from_slice(x.shape());
+            ops::broadcast_to(&ops::expand_dims(x, &[0])?, &s)
+        }
+    }
+}
+
+fn batched_shape(n: usize, per: &[usize]) -> Vec<usize> {
+    let mut s = vec![n];
+    s.extend_from_slice(per);
+    s
+}
+
+fn batch_rule(
+    p: &Primitive,
+    ins: &[Array],
+    bins: &[Option<Array>],
+    out: &Array,
+    n: usize,
+) -> Result<Array> {
+    let out_shape = batched_shape(n, out.shape());
+    let dt = out.dtype();
+    let node = |p: Primitive, inputs: Vec<Array>| Array::lazy(p, inputs, out_shape.clone(), dt);
+    let rank = out.ndim();
+    let shift = |v: &[usize]| -> Vec<usize> { v.iter().map(|&a| a + 1).collect() };
+    Ok(match p {
+        Primitive::Unary(_) | Primitive::AsType(_) | Primitive::Copy | Primitive::Softmax => {
+            node(p.clone(), vec![force(&ins[0], &bins[0], n)?])
+        }
+        Primitive::Binary(_) | Primitive::Select => {
+            let lifted = ins
+                .iter()
+                .zip(bins)
+                .map(|(x, b)| lift(x, b, n, rank))
+                .collect::<Result<Vec<_>>>()?;
+            node(p.clone(), lifted)
+        }
+        Primitive::Reshape(shape) => node(
+            Primitive::Reshape(batched_shape(n, shape)),
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::Transpose(perm) => {
+            let mut q = vec![0usize];
+            q.extend(shift(perm));
+            node(Primitive::Transpose(q), vec![force(&ins[0], &bins[0], n)?])
+        }
+        Primitive::Broadcast(shape) => {
+            let x = lift(&ins[0], &bins[0], n, shape.len())?;
+            node(Primitive::Broadcast(batched_shape(n, shape)), vec![x])
+        }
+        Primitive::Slice { start, step } => {
+            let mut s = vec![0usize];
+            s.extend_from_slice(start);
+            let mut t = vec![1isize];
+            t.extend_from_slice(step);
+            node(
+                Primitive::Slice { start: s, step: t },
+                vec![force(&ins[0], &bins[0], n)?],
+            )
+        }
+        Primitive::SliceUpdate { start, step } => {
+            let mut s = vec![0usize];
+            s.extend_from_slice(start);
+            let mut t = vec![1isize];
+            t.extend_from_slice(step);
+            node(
+                Primitive::SliceUpdate { start: s, step: t },
+                vec![force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?],
+            )
+        }
+        Primitive::Reduce { op, axes } => node(
+            Primitive::Reduce {
+                op: *op,
+                axes: shift(axes),
+            },
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::ArgReduce { op, axis } => node(
+            Primitive::ArgReduce {
+                op: *op,
+                axis: axis + 1,
+            },
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::Scan {
+            op,
+            axis,
+            reverse,
+            inclusive,
+        } => node(
+            Primitive::Scan {
+                op: *op,
+                axis: axis + 1,
+                reverse: *reverse,
+                inclusive: *inclusive,
+            },
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::Sort { axis } => node(
+            Primitive::Sort { axis: axis + 1 },
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::ArgSort { axis } => node(
+            Primitive::ArgSort { axis: axis + 1 },
+            vec![force(&ins[0], &bins[0], n)?],
+        ),
+        Primitive::Concatenate { axis } => {
+            let all = ins
+                .iter()
+                .zip(bins)
+                .map(|(x, b)| force(x, b, n))
+                .collect::<Result<Vec<_>>>()?;
+            node(Primitive::Concatenate { axis: axis + 1 }, all)
+        }
+        Primitive::Take { axis } if bins[1].is_none() => node(
+            Primitive::Take { axis: axis + 1 },
+            vec![force(&ins[0], &bins[0], n)?, ins[1].clone()],
+        ),
+        // Batched indices: one take per example, stacked (correct for any shapes; not fast).
+        Primitive::Take { .. } => per_example(p, ins, bins, out, n)?,
+        Primitive::TakeAlong { axis } => {
+            let (a, idx) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
+            node(Primitive::TakeAlong { axis: axis + 1 }, vec![a, idx])
+        }
+        Primitive::ScatterAlong { axis, mode } => {
+            let all = ins
+                .iter()
+                .zip(bins)
+                .map(|(x, b)| force(x, b, n))
+                .collect::<Result<Vec<_>>>()?;
+            node(
+                Primitive::ScatterAlong {
+                    axis: axis + 1,
+                    mode: *mode,
+                },
+                all,
+            )
+        }
+        Primitive::Matmul => {
+            let (a, b) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
+            node(Primitive::Matmul, vec![a, b])
+        }
+        Primitive::Arange { .. } | Primitive::RandomBits => {
+            return Err(Error::Invalid {
+                op: "vmap",
+                msg: format!(
+                    "{p} of shape {} cannot depend on a mapped input",
+                    fmt_shape(out.shape())
+                ),
+            });
+        }
+    })
+}
+
+/// The universal fallback: run the primitive once per example and stack the results.
+fn per_example(
+    p: &Primitive,
+    ins: &[Array],
+    bins: &[Option<Array>],
+    out: &Array,
+    n: usize,
+) -> Result<Array> {
+    let mut outs = Vec::with_capacity(n);
+    for i in 0..n {
+        let args = ins
+            .iter()
+            .zip(bins)
+            .map(|(x, b)| match b {
+                Some(b) => ops::reshape(&ops::slice_axis(b, 0, i, i + 1)?, x.shape()),
+                None => Ok(x.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        outs.push(Array::lazy(
+            p.clone(),
+            args,
+            out.shape().to_vec(),
+            out.dtype(),
+        ));
+    }
+    if outs.is_empty() {
+        return ops::zeros(&batched_shape(0, out.shape()), out.dtype());
+    }
+    ops::stack(&outs, 0)
+}
