@@ -136,10 +136,10 @@ pub fn uniform(
     if !dtype.is_float() {
         return invalid("uniform", format!("needs a float dtype, got {dtype}"));
     }
-    if !(low.is_finite() && high.is_finite()) || high < low {
+    if !(low.is_finite() && high.is_finite()) || high <= low {
         return invalid(
             "uniform",
-            format!("bounds must be finite with low <= high, got [{low}, {high})"),
+            format!("bounds must be finite with low < high, got [{low}, {high})"),
         );
     }
     let b = bits(shape, key)?;
@@ -205,12 +205,18 @@ pub fn normal(
     if !dtype.is_float() {
         return invalid("normal", format!("needs a float dtype, got {dtype}"));
     }
+    if !(loc.is_finite() && scale.is_finite() && scale >= 0.0) {
+        return invalid(
+            "normal",
+            format!("needs a finite loc and a finite scale >= 0, got {loc}, {scale}"),
+        );
+    }
     let lo = f32::from_bits((-1.0f32).to_bits() - 1) as f64;
     let u = uniform(lo, 1.0, shape, Dtype::F32, key)?;
     let z = ops::multiply(&ops::erfinv(&u)?, &Array::scalar(std::f32::consts::SQRT_2))?;
     let z = ops::add(
-        &ops::multiply(&z, &Array::scalar(scale as f32))?,
-        &Array::scalar(loc as f32),
+        &ops::multiply(&z, &Array::scalar_of(scale, dtype))?,
+        &Array::scalar_of(loc, dtype),
     )?;
     z.astype(dtype)
 }
@@ -235,10 +241,25 @@ pub fn randint(
     if !dtype.is_integer() {
         return invalid("randint", format!("needs an integer dtype, got {dtype}"));
     }
-    if high <= low || (high - low) as u64 > u32::MAX as u64 {
+    let range = high
+        .checked_sub(low)
+        .filter(|&r| r > 0 && r as u64 <= u32::MAX as u64);
+    if range.is_none() {
         return invalid(
             "randint",
             format!("needs low < high with a range below 2^32, got [{low}, {high})"),
+        );
+    }
+    let (lo_ok, hi_ok) = match dtype {
+        Dtype::U8 => (low >= 0, high - 1 <= u8::MAX as i64),
+        Dtype::U32 => (low >= 0, high - 1 <= u32::MAX as i64),
+        Dtype::I32 => (low >= i32::MIN as i64, high - 1 <= i32::MAX as i64),
+        _ => (true, true),
+    };
+    if !(lo_ok && hi_ok) {
+        return invalid(
+            "randint",
+            format!("[{low}, {high}) does not fit in {dtype}"),
         );
     }
     let b = bits(shape, key)?;
@@ -305,6 +326,12 @@ pub fn truncated_normal(
         return invalid(
             "truncated_normal",
             format!("needs lower < upper, got [{lower}, {upper}]"),
+        );
+    }
+    if !dtype.is_float() {
+        return invalid(
+            "truncated_normal",
+            format!("needs a float dtype, got {dtype}"),
         );
     }
     let cdf = |x: f64| {

@@ -210,9 +210,8 @@ fn uniform_statistics() {
     let (m, var) = stats(&v);
     close(m, 1.0, 0.04, "uniform(-3, 5) mean");
     close(var, 64.0 / 12.0, 0.1, "uniform(-3, 5) variance");
-    // A degenerate interval and a tiny one.
-    let u = random::uniform(2.0, 2.0, &[10], Dtype::F32, Some(&key(3))).unwrap();
-    assert!(f64s(&u).iter().all(|&x| x <= 2.0));
+    // A degenerate interval is an error (no value lies in [2, 2)); a tiny one works.
+    assert!(random::uniform(2.0, 2.0, &[10], Dtype::F32, Some(&key(3))).is_err());
     let u = random::uniform(1.0, 1.0 + 1e-6, &[1000], Dtype::F32, Some(&key(3))).unwrap();
     assert!(f64s(&u).iter().all(|&x| (1.0..1.0 + 1e-6).contains(&x)));
     // Invalid arguments.
@@ -463,4 +462,20 @@ fn dtype_variants() {
                 .all(|&x| (0.0..10.0).contains(&x) && x.fract() == 0.0)
         );
     }
+}
+
+#[test]
+fn invalid_arguments_are_errors_not_panics() {
+    let k = key(1);
+    assert!(random::randint(i64::MIN, i64::MAX, &[4], Dtype::I64, Some(&k)).is_err());
+    assert!(random::randint(250, 300, &[4], Dtype::U8, Some(&k)).is_err());
+    assert!(random::randint(-1, 3, &[4], Dtype::U32, Some(&k)).is_err());
+    assert!(random::truncated_normal(-1.0, 1.0, &[4], Dtype::I32, Some(&k)).is_err());
+    assert!(random::normal(&[4], Dtype::F32, 0.0, -1.0, Some(&k)).is_err());
+    assert!(random::normal(&[4], Dtype::F32, f64::NAN, 1.0, Some(&k)).is_err());
+    let v = random::randint(250, 256, &[100], Dtype::U8, Some(&k))
+        .unwrap()
+        .to_vec::<u8>()
+        .unwrap();
+    assert!(v.iter().all(|&x| x >= 250));
 }

@@ -335,7 +335,7 @@ fn scan(
 ) -> Result<Array> {
     let (x, ax) = match axis {
         None => (super::reshape(a, &[a.size()])?, 0),
-        Some(v) => (a.clone(), normalize_axis("scan", v, a.ndim())?),
+        Some(v) => (a.clone(), normalize_axis(scan_name(op), v, a.ndim())?),
     };
     // Scans keep small integer types (MLX); bool counts in int32.
     let dt = match (op, x.dtype()) {
@@ -460,4 +460,13 @@ pub fn log_softmax(a: &Array, axes: impl Into<Axes>) -> Result<Array> {
     let a = a.astype(a.dtype().at_least_float())?;
     let l = logsumexp(&a, axes, true)?;
     super::subtract(&a, &l)
+}
+
+fn scan_name(op: ScanOp) -> &'static str {
+    match op {
+        ScanOp::Sum => "cumsum",
+        ScanOp::Prod => "cumprod",
+        ScanOp::Max => "cummax",
+        ScanOp::Min => "cummin",
+    }
 }

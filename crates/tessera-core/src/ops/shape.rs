@@ -610,10 +610,10 @@ pub fn roll(a: &Array, shift: isize, axis: Option<isize>) -> Result<Array> {
     }
 }
 
-fn tri_mask(a: &Array, k: isize) -> Result<Array> {
+fn tri_mask(op: &'static str, a: &Array, k: isize) -> Result<Array> {
     if a.ndim() < 2 {
         return invalid(
-            "tril",
+            op,
             format!(
                 "needs at least 2 dimensions, got shape {}",
                 fmt_shape(a.shape())
@@ -637,7 +637,7 @@ fn tri_mask(a: &Array, k: isize) -> Result<Array> {
 /// assert_eq!(ops::tril(&a, 0).unwrap().to_vec::<i32>().unwrap(), vec![1, 0, 3, 4]);
 /// ```
 pub fn tril(a: &Array, k: isize) -> Result<Array> {
-    let m = tri_mask(a, k)?;
+    let m = tri_mask("tril", a, k)?;
     super::where_(&m, a, &Array::scalar_of(0.0, a.dtype()))
 }
 
@@ -650,7 +650,7 @@ pub fn tril(a: &Array, k: isize) -> Result<Array> {
 /// assert_eq!(ops::triu(&a, 1).unwrap().to_vec::<i32>().unwrap(), vec![0, 2, 0, 0]);
 /// ```
 pub fn triu(a: &Array, k: isize) -> Result<Array> {
-    let m = tri_mask(a, k - 1)?;
+    let m = tri_mask("triu", a, k - 1)?;
     super::where_(&m, &Array::scalar_of(0.0, a.dtype()), a)
 }
 
