@@ -459,3 +459,21 @@ fn jvp_matches_vjp_by_inner_product() {
         );
     }
 }
+
+#[test]
+fn stop_gradient_blocks_the_gradient() {
+    let x = rand(&[3], 0.5, 1.5, 50);
+    // f = x * stop_gradient(x): df/dx = stop_gradient(x) = x (not 2x).
+    let g = grad(
+        |xs| {
+            ops::sum(
+                &ops::multiply(&xs[0], &ops::stop_gradient(&xs[0])?)?,
+                Axes::All,
+                false,
+            )
+        },
+        &[x.clone()],
+    )
+    .unwrap();
+    assert_eq!(g[0].to_vec::<f64>().unwrap(), x.to_vec::<f64>().unwrap());
+}

@@ -312,15 +312,20 @@ pub fn bitwise_invert(a: &Array) -> Result<Array> {
     Ok(unary_node(UnaryOp::BitwiseNot, a, a.dtype()))
 }
 
-/// Identity in value (same array, shape and dtype); gradients do not flow through it (transforms
-/// treat it as a constant). Never `Err`.
+/// Identity in value (same shape and dtype, no copy); gradients do not flow through it: `grad`
+/// treats the result as a constant. Never `Err`.
 /// ```
 /// use tessera_core::{Array, ops};
 /// let a = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
 /// assert_eq!(ops::stop_gradient(&a).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
 /// ```
 pub fn stop_gradient(a: &Array) -> Result<Array> {
-    Ok(a.clone())
+    Ok(Array::lazy(
+        Primitive::StopGradient,
+        vec![a.clone()],
+        a.shape().to_vec(),
+        a.dtype(),
+    ))
 }
 
 /// The dtype both operands of `op` are computed in, and the output dtype.

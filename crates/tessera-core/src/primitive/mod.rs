@@ -133,6 +133,8 @@ pub enum Primitive {
     AsType(Dtype),
     /// A row-major copy (what `contiguous` and a non-view reshape need).
     Copy,
+    /// Identity whose derivative is zero (`stop_gradient`).
+    StopGradient,
 
     // Creation.
     /// `start + i * step` for i in 0..n, in the output dtype.

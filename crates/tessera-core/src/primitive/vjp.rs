@@ -171,7 +171,9 @@ pub(crate) fn vjp(
         }
         Primitive::AsType(_) => vec![Some(ct.astype(x().dtype())?)],
         Primitive::Copy => vec![Some(ct.clone())],
-        Primitive::Arange { .. } | Primitive::RandomBits => vec![None; inputs.len()],
+        Primitive::Arange { .. } | Primitive::RandomBits | Primitive::StopGradient => {
+            vec![None; inputs.len()]
+        }
         Primitive::Reshape(_) => vec![Some(ops::reshape(ct, x().shape())?)],
         Primitive::Transpose(perm) => {
             let mut inv = vec![0isize; perm.len()];

@@ -170,9 +170,11 @@ fn batch_rule(
     let rank = out.ndim();
     let shift = |v: &[usize]| -> Vec<usize> { v.iter().map(|&a| a + 1).collect() };
     Ok(match p {
-        Primitive::Unary(_) | Primitive::AsType(_) | Primitive::Copy | Primitive::Softmax => {
-            node(p.clone(), vec![force(&ins[0], &bins[0], n)?])
-        }
+        Primitive::Unary(_)
+        | Primitive::AsType(_)
+        | Primitive::Copy
+        | Primitive::StopGradient
+        | Primitive::Softmax => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
         Primitive::Binary(_) | Primitive::Select => {
             let lifted = ins
                 .iter()

@@ -75,6 +75,7 @@ impl Backend for Cpu {
                     copy::convert(&x, *dt)?
                 }
             }
+            Primitive::StopGradient => x()?,
             Primitive::Copy => copy::ensure_contiguous(&x()?)?,
             Primitive::Arange { start, step } => arange(*start, *step, out)?,
             Primitive::RandomBits => random::random_bits(&x()?, out)?,
