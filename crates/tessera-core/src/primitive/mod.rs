@@ -135,6 +135,9 @@ pub enum Primitive {
     Copy,
     /// Identity whose derivative is zero (`stop_gradient`).
     StopGradient,
+    /// Identity of input 0; the other inputs are only ordering dependencies (they are evaluated
+    /// first). Checkpointing uses it so recomputation waits for the cotangent.
+    Depends,
 
     // Creation.
     /// `start + i * step` for i in 0..n, in the output dtype.
@@ -203,6 +206,9 @@ pub enum Primitive {
     /// Softmax over the last axis, in one pass over memory per row.
     Softmax,
 
+    /// A user-defined op: a forward written with ops, optionally its own derivative.
+    Custom(CustomRef),
+
     // Sorting.
     Sort {
         axis: usize,
@@ -226,5 +232,43 @@ impl fmt::Display for Primitive {
                 f.write_str(name)
             }
         }
+    }
+}
+
+/// A user-defined operation: the escape hatch of the closed primitive set. Its forward is written
+/// with the public ops (so every backend can run it); its derivative defaults to differentiating
+/// that forward, or can be given explicitly (a custom VJP).
+///
+/// Because the forward's intermediates live only inside the node's evaluation, the backward pass
+/// recomputes them: this is also how `checkpoint` trades compute for memory.
+pub trait CustomOp: Send + Sync {
+    fn name(&self) -> &str;
+    /// The output, built with ops from the inputs.
+    fn forward(&self, inputs: &[crate::Array]) -> crate::Result<crate::Array>;
+    /// Cotangents of the inputs given the output and its cotangent; `None` = differentiate
+    /// through `forward` (recomputing it).
+    fn vjp(
+        &self,
+        _inputs: &[crate::Array],
+        _output: &crate::Array,
+        _cotangent: &crate::Array,
+    ) -> Option<crate::Result<Vec<crate::Array>>> {
+        None
+    }
+}
+
+/// A shared handle to a [`CustomOp`]; equal when it is the same op object.
+#[derive(Clone)]
+pub struct CustomRef(pub std::sync::Arc<dyn CustomOp>);
+
+impl PartialEq for CustomRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for CustomRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Custom({})", self.0.name())
     }
 }

@@ -171,6 +171,9 @@ pub(crate) fn vjp(
         }
         Primitive::AsType(_) => vec![Some(ct.astype(x().dtype())?)],
         Primitive::Copy => vec![Some(ct.clone())],
+        Primitive::Depends => std::iter::once(Some(ct.clone()))
+            .chain(std::iter::repeat_n(None, inputs.len() - 1))
+            .collect(),
         Primitive::Arange { .. } | Primitive::RandomBits | Primitive::StopGradient => {
             vec![None; inputs.len()]
         }
@@ -321,6 +324,31 @@ pub(crate) fn vjp(
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
             vec![Some(ops::multiply(out, &ops::subtract(ct, &s)?)?)]
         }
+        Primitive::Custom(op) => match op.0.vjp(inputs, out, ct) {
+            Some(gs) => gs?.into_iter().map(Some).collect(),
+            None => {
+                let f = op.0.clone();
+                // Recompute from inputs that depend on the cotangent, so the recomputation runs
+                // only once the backward pass reaches this op (not all at the start).
+                let waited: Vec<Array> = inputs
+                    .iter()
+                    .map(|i| {
+                        Array::lazy(
+                            Primitive::Depends,
+                            vec![i.clone(), ct.clone()],
+                            i.shape().to_vec(),
+                            i.dtype(),
+                        )
+                    })
+                    .collect();
+                let (_, gs) = crate::transforms::vjp(
+                    |xs| Ok(vec![f.forward(xs)?]),
+                    &waited,
+                    std::slice::from_ref(ct),
+                )?;
+                gs.into_iter().map(Some).collect()
+            }
+        },
         Primitive::Sort { axis } => {
             let xs = x();
             let perm = ops::argsort(&xs, Some(*axis as isize))?;

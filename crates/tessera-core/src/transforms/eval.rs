@@ -28,9 +28,26 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
     if outputs.iter().all(|a| a.is_evaluated()) {
         return Ok(());
     }
+    // A custom op's kernel evaluates its own graph from inside an evaluation: this thread then
+    // already holds the lock.
+    if IN_EVAL.with(|f| f.get()) {
+        return run(topological_order(outputs));
+    }
     let _guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    IN_EVAL.with(|f| f.set(true));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_EVAL.with(|f| f.set(false));
+        }
+    }
+    let _reset = Reset;
     let order = topological_order(outputs);
     run(order)
+}
+
+thread_local! {
+    static IN_EVAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Starts evaluating `outputs` on a background thread and returns at once. A later `eval` (or
@@ -58,6 +75,9 @@ pub fn async_eval(outputs: &[Array]) {
 
 /// Waits until all work queued on the CPU stream is done.
 pub fn synchronize() -> Result<()> {
+    if IN_EVAL.with(|f| f.get()) {
+        return Ok(());
+    }
     let _guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     Ok(())
 }

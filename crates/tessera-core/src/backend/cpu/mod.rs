@@ -75,7 +75,26 @@ impl Backend for Cpu {
                     copy::convert(&x, *dt)?
                 }
             }
-            Primitive::StopGradient => x()?,
+            Primitive::StopGradient | Primitive::Depends => x()?,
+            Primitive::Custom(op) => {
+                // Run the op's forward graph on the input data (a nested evaluation).
+                let args: Vec<crate::Array> = inputs
+                    .iter()
+                    .cloned()
+                    .map(crate::Array::from_data)
+                    .collect();
+                let y = op.0.forward(&args)?;
+                if y.shape() != out.shape.as_slice() || y.dtype() != out.dtype {
+                    return Err(Error::Invalid {
+                        op: "custom",
+                        msg: format!(
+                            "{} returned a different shape or dtype than when it was traced",
+                            op.0.name()
+                        ),
+                    });
+                }
+                y.data()?
+            }
             Primitive::Copy => copy::ensure_contiguous(&x()?)?,
             Primitive::Arange { start, step } => arange(*start, *step, out)?,
             Primitive::RandomBits => random::random_bits(&x()?, out)?,
