@@ -69,17 +69,25 @@ fn slice_node(a: &Array, start: Vec<usize>, step: Vec<isize>, shape: Vec<usize>)
 /// assert_eq!(ops::slice(&a, &[-2], &[100], &[]).unwrap().to_vec::<i32>().unwrap(), vec![8, 9]);
 /// ```
 pub fn slice(a: &Array, start: &[isize], stop: &[isize], strides: &[isize]) -> Result<Array> {
-    let bounds: Vec<(Option<isize>, Option<isize>, isize)> =
-        (0..start.len().max(stop.len()).max(strides.len()))
-            .map(|i| {
-                (
-                    start.get(i).copied(),
-                    stop.get(i).copied(),
-                    strides.get(i).copied().unwrap_or(1),
-                )
-            })
-            .collect();
+    let bounds = python_bounds(start, stop, strides);
     slice_opt(a, &bounds)
+}
+
+/// Per-axis `(start, stop, step)` from three lists; missing entries take Python's defaults.
+fn python_bounds(
+    start: &[isize],
+    stop: &[isize],
+    strides: &[isize],
+) -> Vec<(Option<isize>, Option<isize>, isize)> {
+    (0..start.len().max(stop.len()).max(strides.len()))
+        .map(|i| {
+            (
+                start.get(i).copied(),
+                stop.get(i).copied(),
+                strides.get(i).copied().unwrap_or(1),
+            )
+        })
+        .collect()
 }
 
 /// Slicing with optional `(start, stop, step)` bounds per leading axis (`None` = Python's default),
@@ -156,16 +164,7 @@ pub fn slice_update(
     stop: &[isize],
     strides: &[isize],
 ) -> Result<Array> {
-    let bounds: Vec<(Option<isize>, Option<isize>, isize)> =
-        (0..start.len().max(stop.len()).max(strides.len()))
-            .map(|i| {
-                (
-                    start.get(i).copied(),
-                    stop.get(i).copied(),
-                    strides.get(i).copied().unwrap_or(1),
-                )
-            })
-            .collect();
+    let bounds = python_bounds(start, stop, strides);
     slice_update_opt(a, update, &bounds)
 }
 

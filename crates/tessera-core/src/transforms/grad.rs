@@ -29,6 +29,36 @@ impl Drop for RetainGuard {
     }
 }
 
+/// Checks that `given` matches `reference` in count and shapes (cotangents for outputs,
+/// tangents for primals).
+fn check_pairs(
+    op: &'static str,
+    what: &str,
+    of: &str,
+    reference: &[Array],
+    given: &[Array],
+) -> Result<()> {
+    if reference.len() != given.len() {
+        return Err(Error::Invalid {
+            op,
+            msg: format!("{} {of}s but {} {what}s", reference.len(), given.len()),
+        });
+    }
+    for (r, g) in reference.iter().zip(given) {
+        if r.shape() != g.shape() {
+            return Err(Error::Invalid {
+                op,
+                msg: format!(
+                    "{what} of shape {} for {of} of shape {}",
+                    fmt_shape(g.shape()),
+                    fmt_shape(r.shape())
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn key(a: &Array) -> *const Node {
     std::sync::Arc::as_ptr(&a.node)
 }
@@ -42,28 +72,7 @@ pub fn vjp(
     cotangents: &[Array],
 ) -> Result<(Vec<Array>, Vec<Array>)> {
     vjp_with(f, primals, |outputs| {
-        if outputs.len() != cotangents.len() {
-            return Err(Error::Invalid {
-                op: "vjp",
-                msg: format!(
-                    "{} outputs but {} cotangents",
-                    outputs.len(),
-                    cotangents.len()
-                ),
-            });
-        }
-        for (o, c) in outputs.iter().zip(cotangents) {
-            if o.shape() != c.shape() {
-                return Err(Error::Invalid {
-                    op: "vjp",
-                    msg: format!(
-                        "cotangent of shape {} for an output of shape {}",
-                        fmt_shape(c.shape()),
-                        fmt_shape(o.shape())
-                    ),
-                });
-            }
-        }
+        check_pairs("vjp", "cotangent", "output", outputs, cotangents)?;
         Ok(cotangents.to_vec())
     })
 }
@@ -216,24 +225,7 @@ pub fn jvp(
     primals: &[Array],
     tangents: &[Array],
 ) -> Result<(Vec<Array>, Vec<Array>)> {
-    if primals.len() != tangents.len() {
-        return Err(Error::Invalid {
-            op: "jvp",
-            msg: format!("{} primals but {} tangents", primals.len(), tangents.len()),
-        });
-    }
-    for (p, t) in primals.iter().zip(tangents) {
-        if p.shape() != t.shape() {
-            return Err(Error::Invalid {
-                op: "jvp",
-                msg: format!(
-                    "tangent of shape {} for a primal of shape {}",
-                    fmt_shape(t.shape()),
-                    fmt_shape(p.shape())
-                ),
-            });
-        }
-    }
+    check_pairs("jvp", "tangent", "primal", primals, tangents)?;
     let outputs = f(primals)?;
     // u -> vjp(f, primals, u) is linear; its VJP with the tangents as cotangent is J · t.
     let zeros: Vec<Array> = outputs

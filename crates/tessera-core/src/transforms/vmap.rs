@@ -151,6 +151,14 @@ fn force(x: &Array, bx: &Option<Array>, n: usize) -> Result<Array> {
     }
 }
 
+/// A window's start/step with the batch axis (axis 0) taken whole in front.
+fn whole_batch_axis(start: &[usize], step: &[isize]) -> (Vec<usize>, Vec<isize>) {
+    (
+        std::iter::once(0).chain(start.iter().copied()).collect(),
+        std::iter::once(1).chain(step.iter().copied()).collect(),
+    )
+}
+
 fn batched_shape(n: usize, per: &[usize]) -> Vec<usize> {
     let mut s = vec![n];
     s.extend_from_slice(per);
@@ -197,20 +205,14 @@ fn batch_rule(
             node(Primitive::Broadcast(batched_shape(n, shape)), vec![x])
         }
         Primitive::Slice { start, step } => {
-            let mut s = vec![0usize];
-            s.extend_from_slice(start);
-            let mut t = vec![1isize];
-            t.extend_from_slice(step);
+            let (s, t) = whole_batch_axis(start, step);
             node(
                 Primitive::Slice { start: s, step: t },
                 vec![force(&ins[0], &bins[0], n)?],
             )
         }
         Primitive::SliceUpdate { start, step } => {
-            let mut s = vec![0usize];
-            s.extend_from_slice(start);
-            let mut t = vec![1isize];
-            t.extend_from_slice(step);
+            let (s, t) = whole_batch_axis(start, step);
             node(
                 Primitive::SliceUpdate { start: s, step: t },
                 vec![force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?],
