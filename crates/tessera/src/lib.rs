@@ -1,8 +1,8 @@
 //! tessera: machine learning on your own machines.
 //!
-//! This facade re-exports the crates of the workspace. Today: [`core`] (arrays, ops, eval,
-//! random numbers, the CPU backend). Autodiff, nn, model files, the LLM runtime and cluster
-//! mode are planned (see the repository README).
+//! This facade re-exports the crates of the workspace: [`core`] (arrays, ops, eval, random
+//! numbers, transforms, the CPU backend) and [`nn`] (layers, losses, optimizers). Model files,
+//! the LLM runtime and cluster mode are planned (see the repository README).
 //!
 //! ```
 //! use tessera::{Array, Dtype, ops, random};
@@ -18,4 +18,5 @@
 //! ```
 
 pub use tessera_core as core;
+pub use tessera_nn as nn;
 pub use tessera_core::{Array, Device, Dtype, Error, Result, Stream, eval, ops, random};
