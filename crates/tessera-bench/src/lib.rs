@@ -5,10 +5,12 @@
 //! same cases with NumPy, PyTorch and MLX and writes the side-by-side table in BENCHMARKS.md.
 
 mod ops_cases;
+mod train_cases;
 
 use std::time::Instant;
 
 pub use ops_cases::ops_cases;
+pub use train_cases::train_cases;
 
 /// One measured result.
 #[derive(Debug, Clone)]

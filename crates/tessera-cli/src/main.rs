@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tessera demo                         a short tour of lazy arrays (the README's main command)
-//! tessera bench ops [--json] [--quick] [--filter NAME]
+//! tessera bench ops|train [--json] [--quick] [--filter NAME]
 //! tessera --version | --help
 //! ```
 
@@ -12,8 +12,8 @@ use tessera::{Array, Dtype, random};
 
 const USAGE: &str = "usage:
   tessera demo                                    run a short demo of lazy arrays
-  tessera bench ops [--json] [--quick] [--filter NAME]
-                                                  benchmark kernels (JSON lines with --json)
+  tessera bench ops|train [--json] [--quick] [--filter NAME]
+                                                  benchmark kernels or training steps (JSON lines with --json)
   tessera --version
   tessera --help";
 
@@ -100,7 +100,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let cases = match suite {
         "ops" => tessera_bench::ops_cases(),
-        other => return Err(format!("unknown bench suite '{other}' (available: ops)")),
+        "train" => tessera_bench::train_cases(),
+        other => return Err(format!("unknown bench suite '{other}' (available: ops, train)")),
     };
     let settings = if quick {
         tessera_bench::Settings::quick()

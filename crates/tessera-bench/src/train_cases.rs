@@ -1,0 +1,64 @@
+//! `tessera bench train`: training steps and element-wise chains.
+
+use crate::{Body, Case};
+use tessera_core::ops::{self};
+use tessera_core::{Array, Dtype, random};
+use tessera_nn::optim::{Optimizer, Sgd};
+use tessera_nn::{Module, activations, layers::Mlp, losses, value_and_grad};
+
+fn ok<T>(r: tessera_core::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("bench case failed: {e}"))
+}
+
+pub fn train_cases() -> Vec<Case> {
+    vec![
+        // 784-512-512-10 MLP, batch 256, cross-entropy, plain SGD: one full step per run.
+        Case {
+            name: "mlp_step".into(),
+            unit: "steps/s",
+            setup: Box::new(|| {
+                let key = random::key(0);
+                let x = ok(random::normal(&[256, 784], Dtype::F32, 0.0, 1.0, Some(&key)));
+                let y = ok(ok(random::randint(0, 10, &[256], Dtype::I32, Some(&random::key(1)))).astype(Dtype::I32));
+                ok(tessera_core::eval(&[x.clone(), y.clone()]));
+                let mut model = ok(Mlp::new(&[784, 512, 512, 10], activations::relu, &random::key(2)));
+                ok(tessera_core::eval(&model.parameters().values().cloned().collect::<Vec<_>>()));
+                let mut opt = Sgd::new(0.01);
+                Body::timed(
+                    move || {
+                        let (loss, grads) = ok(value_and_grad(&model, |m| losses::cross_entropy(&m.forward(&x)?, &y, 0.0)));
+                        let new = ok(opt.update(&model.parameters(), &grads));
+                        let mut all: Vec<Array> = new.values().cloned().collect();
+                        all.push(loss);
+                        ok(tessera_core::eval(&all));
+                        ok(model.load_parameters(&new));
+                    },
+                    1.0,
+                )
+            }),
+        },
+        // Ten element-wise ops over 16M f32, evaluated eagerly (one pass per op).
+        Case {
+            name: "chain10_eager_16M".into(),
+            unit: "ms",
+            setup: Box::new(|| {
+                let x = ok(random::uniform(-1.0, 1.0, &[16 << 20], Dtype::F32, Some(&random::key(3))));
+                ok(x.eval());
+                Body::timed(
+                    move || {
+                        let mut y = x.clone();
+                        for i in 0..10 {
+                            y = match i % 3 {
+                                0 => ok(ops::multiply(&y, &Array::scalar(1.01f32))),
+                                1 => ok(ops::add(&y, &Array::scalar(0.5f32))),
+                                _ => ok(ops::tanh(&y)),
+                            };
+                            ok(y.eval());
+                        }
+                    },
+                    1.0,
+                )
+            }),
+        },
+    ]
+}
