@@ -18,15 +18,36 @@ pub fn train_cases() -> Vec<Case> {
             unit: "steps/s",
             setup: Box::new(|| {
                 let key = random::key(0);
-                let x = ok(random::normal(&[256, 784], Dtype::F32, 0.0, 1.0, Some(&key)));
-                let y = ok(ok(random::randint(0, 10, &[256], Dtype::I32, Some(&random::key(1)))).astype(Dtype::I32));
+                let x = ok(random::normal(
+                    &[256, 784],
+                    Dtype::F32,
+                    0.0,
+                    1.0,
+                    Some(&key),
+                ));
+                let y = ok(ok(random::randint(
+                    0,
+                    10,
+                    &[256],
+                    Dtype::I32,
+                    Some(&random::key(1)),
+                ))
+                .astype(Dtype::I32));
                 ok(tessera_core::eval(&[x.clone(), y.clone()]));
-                let mut model = ok(Mlp::new(&[784, 512, 512, 10], activations::relu, &random::key(2)));
-                ok(tessera_core::eval(&model.parameters().values().cloned().collect::<Vec<_>>()));
+                let mut model = ok(Mlp::new(
+                    &[784, 512, 512, 10],
+                    activations::relu,
+                    &random::key(2),
+                ));
+                ok(tessera_core::eval(
+                    &model.parameters().values().cloned().collect::<Vec<_>>(),
+                ));
                 let mut opt = Sgd::new(0.01);
                 Body::timed(
                     move || {
-                        let (loss, grads) = ok(value_and_grad(&model, |m| losses::cross_entropy(&m.forward(&x)?, &y, 0.0)));
+                        let (loss, grads) = ok(value_and_grad(&model, |m| {
+                            losses::cross_entropy(&m.forward(&x)?, &y, 0.0)
+                        }));
                         let new = ok(opt.update(&model.parameters(), &grads));
                         let mut all: Vec<Array> = new.values().cloned().collect();
                         all.push(loss);
@@ -42,7 +63,13 @@ pub fn train_cases() -> Vec<Case> {
             name: "chain10_eager_16M".into(),
             unit: "ms",
             setup: Box::new(|| {
-                let x = ok(random::uniform(-1.0, 1.0, &[16 << 20], Dtype::F32, Some(&random::key(3))));
+                let x = ok(random::uniform(
+                    -1.0,
+                    1.0,
+                    &[16 << 20],
+                    Dtype::F32,
+                    Some(&random::key(3)),
+                ));
                 ok(x.eval());
                 Body::timed(
                     move || {

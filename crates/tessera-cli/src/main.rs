@@ -101,7 +101,11 @@ fn bench(args: &[String]) -> Result<(), String> {
     let cases = match suite {
         "ops" => tessera_bench::ops_cases(),
         "train" => tessera_bench::train_cases(),
-        other => return Err(format!("unknown bench suite '{other}' (available: ops, train)")),
+        other => {
+            return Err(format!(
+                "unknown bench suite '{other}' (available: ops, train)"
+            ));
+        }
     };
     let settings = if quick {
         tessera_bench::Settings::quick()

@@ -18,5 +18,5 @@
 //! ```
 
 pub use tessera_core as core;
-pub use tessera_nn as nn;
 pub use tessera_core::{Array, Device, Dtype, Error, Result, Stream, eval, ops, random};
+pub use tessera_nn as nn;

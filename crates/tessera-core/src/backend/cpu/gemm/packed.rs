@@ -370,23 +370,71 @@ unsafe fn pack_b_f32(
                 }
             }
             if b.rs == 1 {
-                // Columns contiguous along k: transpose in k blocks so the written part of the
-                // panel stays in L1.
-                const KB: usize = 64;
-                let mut q0 = 0;
-                while q0 < kc {
-                    let q1 = (q0 + KB).min(kc);
-                    for j in 0..w {
+                // Columns contiguous along k (the `x @ W^T` layout): 16x16 register transposes
+                // for full groups of 16 columns and 16 k, scalar copies for the edges.
+                let mut jg = 0;
+                while jg + 16 <= w {
+                    let mut kk = 0;
+                    while kk + 16 <= kc {
+                        let mut r = [_mm512_setzero_ps(); 16];
+                        for (j, v) in r.iter_mut().enumerate() {
+                            *v = _mm512_loadu_ps(b.at(k0 + kk, j0 + jb + jg + j));
+                        }
+                        let t = transpose16x16(r);
+                        for (q, v) in t.iter().enumerate() {
+                            _mm512_storeu_ps(panel.add((kk + q) * NR + jg), *v);
+                        }
+                        kk += 16;
+                    }
+                    for j in jg..jg + 16 {
                         let col = b.at(k0, j0 + jb + j);
-                        for kk in q0..q1 {
-                            *panel.add(kk * NR + j) = *col.add(kk);
+                        for q in kk..kc {
+                            *panel.add(q * NR + j) = *col.add(q);
                         }
                     }
-                    q0 = q1;
+                    jg += 16;
+                }
+                for j in jg..w {
+                    let col = b.at(k0, j0 + jb + j);
+                    for kk in 0..kc {
+                        *panel.add(kk * NR + j) = *col.add(kk);
+                    }
                 }
             }
         }
     }
+}
+
+/// Transposes a 16x16 f32 block held as 16 row vectors: out[q] lane j = r[j] lane q.
+#[inline(always)]
+unsafe fn transpose16x16(r: [__m512; 16]) -> [__m512; 16] {
+    // 32-bit interleave of row pairs, then 64-bit, then 128-bit lanes twice.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        u[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+        u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+        u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+        u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+    }
+    let mut v = [_mm512_setzero_ps(); 16];
+    for h in 0..2 {
+        for i in 0..4 {
+            v[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(u[8 * h + i], u[8 * h + 4 + i]);
+            v[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(u[8 * h + i], u[8 * h + 4 + i]);
+        }
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        out[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[8 + i]);
+        out[8 + i] = _mm512_shuffle_f32x4::<0xDD>(v[i], v[8 + i]);
+    }
+    out
 }
 
 #[inline(always)]
@@ -710,5 +758,39 @@ pub(super) unsafe fn gemm<K: Kind>(
                 *v = bpack;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod transpose_tests {
+    use super::*;
+
+    #[test]
+    fn transpose16x16_is_a_transpose() {
+        if !super::super::small::x86::has_avx512() {
+            eprintln!("SKIPPED: no AVX-512 on this CPU");
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run() -> Vec<f32> {
+            let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (j, v) in r.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(m.as_ptr().add(16 * j));
+            }
+            let t = transpose16x16(r);
+            let mut out = vec![0f32; 256];
+            for (q, v) in t.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * q), *v);
+            }
+            out
+        }
+        // SAFETY: AVX-512 checked above.
+        let out = unsafe { run() };
+        for q in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * q + j], (16 * j + q) as f32, "out[{q}][{j}]");
+            }
+        }
     }
 }
