@@ -143,3 +143,181 @@ impl Module for Mlp {
         Ok(h)
     }
 }
+
+/// A lookup table of `num` vectors of size `dim`; `weight` is (num, dim), initialised N(0, 1)
+/// as PyTorch's. Input: integer indices of any shape; output: indices' shape + (dim,).
+#[derive(Clone)]
+pub struct Embedding {
+    pub weight: Array,
+}
+
+impl Embedding {
+    pub fn new(num: usize, dim: usize, key: &Array) -> Result<Embedding> {
+        Ok(Embedding {
+            weight: random::normal(&[num, dim], Dtype::F32, 0.0, 1.0, Some(key))?,
+        })
+    }
+}
+
+impl Module for Embedding {
+    fn parameters(&self) -> Params {
+        let mut p = Params::new();
+        p.insert("weight".into(), self.weight.clone());
+        p
+    }
+    fn load_parameters(&mut self, params: &Params) -> Result<()> {
+        for (name, v) in params {
+            if name != "weight" {
+                return Err(unknown(name));
+            }
+            check_replacement(name, &self.weight, v)?;
+            self.weight = v.clone();
+        }
+        Ok(())
+    }
+    fn forward(&self, x: &Array) -> Result<Array> {
+        ops::take(&self.weight, x, Some(0))
+    }
+}
+
+/// Layer normalisation over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`
+/// (biased variance, as PyTorch). `weight` starts at ones, `bias` at zeros.
+#[derive(Clone)]
+pub struct LayerNorm {
+    pub weight: Option<Array>,
+    pub bias: Option<Array>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, affine: bool) -> Result<LayerNorm> {
+        let (weight, bias) = if affine {
+            (
+                Some(ops::contiguous(&ops::ones(&[dim], Dtype::F32)?)?),
+                Some(ops::contiguous(&ops::zeros(&[dim], Dtype::F32)?)?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(LayerNorm { weight, bias, eps })
+    }
+}
+
+/// `layer_norm` as a function (the layer's forward).
+pub fn layer_norm(
+    x: &Array,
+    weight: Option<&Array>,
+    bias: Option<&Array>,
+    eps: f64,
+) -> Result<Array> {
+    let m = ops::mean(x, -1, true)?;
+    let d = ops::subtract(x, &m)?;
+    let v = ops::mean(&ops::square(&d)?, -1, true)?;
+    let mut y = ops::multiply(
+        &d,
+        &ops::rsqrt(&ops::add(&v, &Array::scalar_of(eps, v.dtype()))?)?,
+    )?;
+    if let Some(w) = weight {
+        y = ops::multiply(&y, w)?;
+    }
+    if let Some(b) = bias {
+        y = ops::add(&y, b)?;
+    }
+    Ok(y)
+}
+
+/// RMS normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * weight`.
+pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
+    let ms = ops::mean(&ops::square(x)?, -1, true)?;
+    let y = ops::multiply(
+        x,
+        &ops::rsqrt(&ops::add(&ms, &Array::scalar_of(eps, ms.dtype()))?)?,
+    )?;
+    match weight {
+        Some(w) => ops::multiply(&y, w),
+        None => Ok(y),
+    }
+}
+
+fn norm_params(weight: &Option<Array>, bias: &Option<Array>) -> Params {
+    let mut p = Params::new();
+    if let Some(w) = weight {
+        p.insert("weight".into(), w.clone());
+    }
+    if let Some(b) = bias {
+        p.insert("bias".into(), b.clone());
+    }
+    p
+}
+
+fn load_norm(weight: &mut Option<Array>, bias: &mut Option<Array>, params: &Params) -> Result<()> {
+    for (name, v) in params {
+        let slot = match name.as_str() {
+            "weight" => weight.as_mut(),
+            "bias" => bias.as_mut(),
+            _ => None,
+        };
+        let slot = slot.ok_or_else(|| unknown(name))?;
+        check_replacement(name, slot, v)?;
+        *slot = v.clone();
+    }
+    Ok(())
+}
+
+impl Module for LayerNorm {
+    fn parameters(&self) -> Params {
+        norm_params(&self.weight, &self.bias)
+    }
+    fn load_parameters(&mut self, params: &Params) -> Result<()> {
+        load_norm(&mut self.weight, &mut self.bias, params)
+    }
+    fn forward(&self, x: &Array) -> Result<Array> {
+        layer_norm(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
+    }
+}
+
+/// RMSNorm (as in Llama): `weight` starts at ones.
+#[derive(Clone)]
+pub struct RmsNorm {
+    pub weight: Option<Array>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: Some(ops::contiguous(&ops::ones(&[dim], Dtype::F32)?)?),
+            eps,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    fn parameters(&self) -> Params {
+        norm_params(&self.weight, &None)
+    }
+    fn load_parameters(&mut self, params: &Params) -> Result<()> {
+        let mut none = None;
+        load_norm(&mut self.weight, &mut none, params)
+    }
+    fn forward(&self, x: &Array) -> Result<Array> {
+        rms_norm(x, self.weight.as_ref(), self.eps)
+    }
+}
+
+/// Zeroes each element with probability `p` during training and scales the rest by 1/(1-p);
+/// the identity in evaluation.
+pub fn dropout(x: &Array, p: f64, training: bool, key: Option<&Array>) -> Result<Array> {
+    if !training || p == 0.0 {
+        return Ok(x.clone());
+    }
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Invalid {
+            op: "dropout",
+            msg: format!("p must be in [0, 1), got {p}"),
+        });
+    }
+    let keep = random::bernoulli(1.0 - p, x.shape(), key)?;
+    let scaled = ops::multiply(x, &Array::scalar_of(1.0 / (1.0 - p), x.dtype()))?;
+    ops::where_(&keep, &scaled, &Array::scalar_of(0.0, x.dtype()))
+}
