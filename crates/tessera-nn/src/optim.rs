@@ -176,3 +176,377 @@ impl Optimizer for Adam {
         self.m.values().chain(self.v.values()).cloned().collect()
     }
 }
+
+/// Per-parameter state arrays by name (momentum buffers, second moments, ...).
+type State = BTreeMap<String, Array>;
+
+fn get_or_zeros(state: &State, name: &str, like: &Array) -> Result<Array> {
+    match state.get(name) {
+        Some(a) => Ok(a.clone()),
+        None => ops::zeros_like(like),
+    }
+}
+
+fn add_decay(g: Array, p: &Array, wd: f64) -> Result<Array> {
+    if wd == 0.0 {
+        Ok(g)
+    } else {
+        ops::add(&g, &ops::multiply(p, &s(wd, p))?)
+    }
+}
+
+/// RMSprop (PyTorch's rule): optional centering and momentum.
+pub struct RmsProp {
+    pub lr: f64,
+    pub alpha: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub centered: bool,
+    sq: State,
+    avg: State,
+    buf: State,
+}
+
+impl RmsProp {
+    pub fn new(lr: f64) -> RmsProp {
+        RmsProp {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            sq: State::new(),
+            avg: State::new(),
+            buf: State::new(),
+        }
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = add_decay(grad_of(grads, name)?.clone(), p, self.weight_decay)?;
+            let a = self.alpha;
+            let v = ops::add(
+                &ops::multiply(&get_or_zeros(&self.sq, name, &g)?, &s(a, &g))?,
+                &ops::multiply(&ops::square(&g)?, &s(1.0 - a, &g))?,
+            )?;
+            self.sq.insert(name.clone(), v.clone());
+            let denom_sq = if self.centered {
+                let m = ops::add(
+                    &ops::multiply(&get_or_zeros(&self.avg, name, &g)?, &s(a, &g))?,
+                    &ops::multiply(&g, &s(1.0 - a, &g))?,
+                )?;
+                self.avg.insert(name.clone(), m.clone());
+                ops::subtract(&v, &ops::square(&m)?)?
+            } else {
+                v
+            };
+            let denom = ops::add(&ops::sqrt(&denom_sq)?, &s(self.eps, &g))?;
+            let step = if self.momentum > 0.0 {
+                let b = ops::add(
+                    &ops::multiply(&get_or_zeros(&self.buf, name, &g)?, &s(self.momentum, &g))?,
+                    &ops::divide(&g, &denom)?,
+                )?;
+                self.buf.insert(name.clone(), b.clone());
+                b
+            } else {
+                ops::divide(&g, &denom)?
+            };
+            out.insert(
+                name.clone(),
+                ops::subtract(p, &ops::multiply(&step, &s(self.lr, &step))?)?,
+            );
+        }
+        Ok(out)
+    }
+    fn state(&self) -> Vec<Array> {
+        self.sq
+            .values()
+            .chain(self.avg.values())
+            .chain(self.buf.values())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Adagrad (PyTorch's rule, with learning-rate decay).
+pub struct Adagrad {
+    pub lr: f64,
+    pub lr_decay: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    step: i32,
+    sum: State,
+}
+
+impl Adagrad {
+    pub fn new(lr: f64) -> Adagrad {
+        Adagrad {
+            lr,
+            lr_decay: 0.0,
+            eps: 1e-10,
+            weight_decay: 0.0,
+            step: 0,
+            sum: State::new(),
+        }
+    }
+}
+
+impl Optimizer for Adagrad {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        self.step += 1;
+        let clr = self.lr / (1.0 + (self.step - 1) as f64 * self.lr_decay);
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = add_decay(grad_of(grads, name)?.clone(), p, self.weight_decay)?;
+            let acc = ops::add(&get_or_zeros(&self.sum, name, &g)?, &ops::square(&g)?)?;
+            self.sum.insert(name.clone(), acc.clone());
+            let upd = ops::divide(&g, &ops::add(&ops::sqrt(&acc)?, &s(self.eps, &g))?)?;
+            out.insert(
+                name.clone(),
+                ops::subtract(p, &ops::multiply(&upd, &s(clr, &upd))?)?,
+            );
+        }
+        Ok(out)
+    }
+    fn state(&self) -> Vec<Array> {
+        self.sum.values().cloned().collect()
+    }
+}
+
+/// Adamax (PyTorch's rule): Adam with an infinity-norm second moment.
+pub struct Adamax {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    step: i32,
+    m: State,
+    u: State,
+}
+
+impl Adamax {
+    pub fn new(lr: f64) -> Adamax {
+        Adamax {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            step: 0,
+            m: State::new(),
+            u: State::new(),
+        }
+    }
+}
+
+impl Optimizer for Adamax {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        self.step += 1;
+        let (b1, b2) = self.betas;
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = grad_of(grads, name)?.clone();
+            let m = ops::add(
+                &ops::multiply(&get_or_zeros(&self.m, name, &g)?, &s(b1, &g))?,
+                &ops::multiply(&g, &s(1.0 - b1, &g))?,
+            )?;
+            let u = ops::maximum(
+                &ops::multiply(&get_or_zeros(&self.u, name, &g)?, &s(b2, &g))?,
+                &ops::add(&ops::abs(&g)?, &s(self.eps, &g))?,
+            )?;
+            let clr = self.lr / (1.0 - b1.powi(self.step));
+            out.insert(
+                name.clone(),
+                ops::subtract(p, &ops::multiply(&ops::divide(&m, &u)?, &s(clr, &g))?)?,
+            );
+            self.m.insert(name.clone(), m);
+            self.u.insert(name.clone(), u);
+        }
+        Ok(out)
+    }
+    fn state(&self) -> Vec<Array> {
+        self.m.values().chain(self.u.values()).cloned().collect()
+    }
+}
+
+/// Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"): sign of an
+/// interpolated momentum, decoupled weight decay.
+pub struct Lion {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub weight_decay: f64,
+    m: State,
+}
+
+impl Lion {
+    pub fn new(lr: f64) -> Lion {
+        Lion {
+            lr,
+            betas: (0.9, 0.99),
+            weight_decay: 0.0,
+            m: State::new(),
+        }
+    }
+}
+
+impl Optimizer for Lion {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        let (b1, b2) = self.betas;
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = grad_of(grads, name)?.clone();
+            let m0 = get_or_zeros(&self.m, name, &g)?;
+            let c = ops::add(
+                &ops::multiply(&m0, &s(b1, &g))?,
+                &ops::multiply(&g, &s(1.0 - b1, &g))?,
+            )?;
+            let p1 = if self.weight_decay != 0.0 {
+                ops::multiply(p, &s(1.0 - self.lr * self.weight_decay, p))?
+            } else {
+                p.clone()
+            };
+            out.insert(
+                name.clone(),
+                ops::subtract(&p1, &ops::multiply(&ops::sign(&c)?, &s(self.lr, &c))?)?,
+            );
+            self.m.insert(
+                name.clone(),
+                ops::add(
+                    &ops::multiply(&m0, &s(b2, &g))?,
+                    &ops::multiply(&g, &s(1.0 - b2, &g))?,
+                )?,
+            );
+        }
+        Ok(out)
+    }
+    fn state(&self) -> Vec<Array> {
+        self.m.values().cloned().collect()
+    }
+}
+
+/// AdaDelta (PyTorch's rule).
+pub struct AdaDelta {
+    pub lr: f64,
+    pub rho: f64,
+    pub eps: f64,
+    v: State,
+    u: State,
+}
+
+impl AdaDelta {
+    pub fn new(lr: f64) -> AdaDelta {
+        AdaDelta {
+            lr,
+            rho: 0.9,
+            eps: 1e-6,
+            v: State::new(),
+            u: State::new(),
+        }
+    }
+}
+
+impl Optimizer for AdaDelta {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        let r = self.rho;
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = grad_of(grads, name)?.clone();
+            let v = ops::add(
+                &ops::multiply(&get_or_zeros(&self.v, name, &g)?, &s(r, &g))?,
+                &ops::multiply(&ops::square(&g)?, &s(1.0 - r, &g))?,
+            )?;
+            let u0 = get_or_zeros(&self.u, name, &g)?;
+            let delta = ops::multiply(
+                &ops::divide(
+                    &ops::sqrt(&ops::add(&u0, &s(self.eps, &g))?)?,
+                    &ops::sqrt(&ops::add(&v, &s(self.eps, &g))?)?,
+                )?,
+                &g,
+            )?;
+            let u = ops::add(
+                &ops::multiply(&u0, &s(r, &g))?,
+                &ops::multiply(&ops::square(&delta)?, &s(1.0 - r, &g))?,
+            )?;
+            out.insert(
+                name.clone(),
+                ops::subtract(p, &ops::multiply(&delta, &s(self.lr, &delta))?)?,
+            );
+            self.v.insert(name.clone(), v);
+            self.u.insert(name.clone(), u);
+        }
+        Ok(out)
+    }
+    fn state(&self) -> Vec<Array> {
+        self.v.values().chain(self.u.values()).cloned().collect()
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm`; returns them and the
+/// norm before clipping (PyTorch's `clip_grad_norm_`, with its 1e-6 guard).
+pub fn clip_grad_norm(grads: &Params, max_norm: f64) -> Result<(Params, Array)> {
+    let mut total: Option<Array> = None;
+    for g in grads.values() {
+        let sq = ops::sum(
+            &ops::square(&g.astype(tessera_core::Dtype::F32.max(g.dtype()))?)?,
+            ops::Axes::All,
+            false,
+        )?;
+        total = Some(match total {
+            Some(t) => ops::add(&t, &sq)?,
+            None => sq,
+        });
+    }
+    let norm = ops::sqrt(&total.unwrap_or(Array::scalar(0.0f32)))?;
+    let scale = ops::minimum(
+        &ops::divide(
+            &Array::scalar_of(max_norm, norm.dtype()),
+            &ops::add(&norm, &Array::scalar_of(1e-6, norm.dtype()))?,
+        )?,
+        &Array::scalar_of(1.0, norm.dtype()),
+    )?;
+    let clipped = grads
+        .iter()
+        .map(|(k, g)| Ok((k.clone(), ops::multiply(g, &scale.astype(g.dtype())?)?)))
+        .collect::<Result<Params>>()?;
+    Ok((clipped, norm))
+}
+
+/// Learning-rate schedules: functions of the step number (0-based).
+pub mod schedules {
+    /// A schedule: step -> learning rate.
+    pub type Schedule = Box<dyn Fn(usize) -> f64 + Send + Sync>;
+
+    /// `init * gamma^(step / step_size)` (PyTorch's StepLR).
+    pub fn step_decay(init: f64, gamma: f64, step_size: usize) -> Schedule {
+        Box::new(move |t| init * gamma.powi((t / step_size.max(1)) as i32))
+    }
+    /// `init * gamma^step`.
+    pub fn exponential_decay(init: f64, gamma: f64) -> Schedule {
+        Box::new(move |t| init * gamma.powi(t as i32))
+    }
+    /// Cosine from `init` to `end` over `steps`, then `end`.
+    pub fn cosine_decay(init: f64, steps: usize, end: f64) -> Schedule {
+        Box::new(move |t| {
+            let f = (t.min(steps) as f64) / steps.max(1) as f64;
+            end + (init - end) * 0.5 * (1.0 + (std::f64::consts::PI * f).cos())
+        })
+    }
+    /// Linear from `start` to `end` over `steps` (warm-up), then `end`.
+    pub fn linear(start: f64, end: f64, steps: usize) -> Schedule {
+        Box::new(move |t| start + (end - start) * (t.min(steps) as f64 / steps.max(1) as f64))
+    }
+    /// Schedule `i` runs from `boundaries[i - 1]` (its own step 0) to `boundaries[i]`.
+    pub fn join(schedules: Vec<Schedule>, boundaries: Vec<usize>) -> Schedule {
+        Box::new(move |t| {
+            let i = boundaries
+                .iter()
+                .take_while(|&&b| t >= b)
+                .count()
+                .min(schedules.len().saturating_sub(1));
+            let start = if i == 0 { 0 } else { boundaries[i - 1] };
+            schedules.get(i).map(|s| s(t - start)).unwrap_or(0.0)
+        })
+    }
+}
