@@ -58,6 +58,55 @@ pub fn train_cases() -> Vec<Case> {
                 )
             }),
         },
+        // The same ten ops compiled: one fused kernel, one pass over memory.
+        Case {
+            name: "chain10_compiled_16M".into(),
+            unit: "ms",
+            setup: Box::new(|| {
+                let x = ok(random::uniform(
+                    -1.0,
+                    1.0,
+                    &[16 << 20],
+                    Dtype::F32,
+                    Some(&random::key(3)),
+                ));
+                ok(x.eval());
+                let f = tessera_core::transforms::compile(|xs: &[Array]| {
+                    let mut y = xs[0].clone();
+                    for i in 0..10 {
+                        y = match i % 3 {
+                            0 => ops::multiply(&y, &Array::scalar(1.01f32))?,
+                            1 => ops::add(&y, &Array::scalar(0.5f32))?,
+                            _ => ops::tanh(&y)?,
+                        };
+                    }
+                    Ok(vec![y])
+                });
+                Body::timed(
+                    move || ok(ok(f.call(std::slice::from_ref(&x)))[0].eval()),
+                    1.0,
+                )
+            }),
+        },
+        // One in-place-sized add over the same data: the one-pass reference for the compiled chain.
+        Case {
+            name: "add_f32_16M_reference".into(),
+            unit: "ms",
+            setup: Box::new(|| {
+                let x = ok(random::uniform(
+                    -1.0,
+                    1.0,
+                    &[16 << 20],
+                    Dtype::F32,
+                    Some(&random::key(3)),
+                ));
+                ok(x.eval());
+                Body::timed(
+                    move || ok(ok(ops::add(&x, &Array::scalar(0.5f32))).eval()),
+                    1.0,
+                )
+            }),
+        },
         // Ten element-wise ops over 16M f32, evaluated eagerly (one pass per op).
         Case {
             name: "chain10_eager_16M".into(),

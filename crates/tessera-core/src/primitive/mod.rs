@@ -208,6 +208,8 @@ pub enum Primitive {
 
     /// A user-defined op: a forward written with ops, optionally its own derivative.
     Custom(CustomRef),
+    /// Element-wise ops fused by `compile` into one pass over memory.
+    Fused(FusedRef),
 
     // Sorting.
     Sort {
@@ -270,5 +272,30 @@ impl PartialEq for CustomRef {
 impl fmt::Debug for CustomRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Custom({})", self.0.name())
+    }
+}
+
+/// One step of a fused element-wise program: reads registers, writes the next register.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FusedStep {
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+}
+
+/// A fused element-wise program over f32: registers `0..n_inputs` are the inputs (full-size or
+/// scalars), each step appends one register, and the last register is the output.
+#[derive(Debug, PartialEq)]
+pub struct FusedProgram {
+    pub n_inputs: usize,
+    pub steps: Vec<FusedStep>,
+}
+
+/// Shared handle to a [`FusedProgram`].
+#[derive(Clone, Debug)]
+pub struct FusedRef(pub std::sync::Arc<FusedProgram>);
+
+impl PartialEq for FusedRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
     }
 }

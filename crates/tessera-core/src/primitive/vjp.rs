@@ -324,6 +324,15 @@ pub(crate) fn vjp(
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
             vec![Some(ops::multiply(out, &ops::subtract(ct, &s)?)?)]
         }
+        Primitive::Fused(prog) => {
+            let prog = prog.0.clone();
+            let (_, gs) = crate::transforms::vjp(
+                |xs| Ok(vec![crate::transforms::expand_fused(&prog, xs)?]),
+                inputs,
+                std::slice::from_ref(ct),
+            )?;
+            gs.into_iter().map(Some).collect()
+        }
         Primitive::Custom(op) => match op.0.vjp(inputs, out, ct) {
             Some(gs) => gs?.into_iter().map(Some).collect(),
             None => {

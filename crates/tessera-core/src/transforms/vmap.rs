@@ -267,9 +267,10 @@ fn batch_rule(
             vec![force(&ins[0], &bins[0], n)?, ins[1].clone()],
         ),
         // Batched indices: one take per example, stacked (correct for any shapes; not fast).
-        Primitive::Take { .. } | Primitive::Custom(_) | Primitive::Depends => {
-            per_example(p, ins, bins, out, n)?
-        }
+        Primitive::Take { .. }
+        | Primitive::Custom(_)
+        | Primitive::Depends
+        | Primitive::Fused(_) => per_example(p, ins, bins, out, n)?,
         Primitive::TakeAlong { axis } => {
             let (a, idx) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
             node(Primitive::TakeAlong { axis: axis + 1 }, vec![a, idx])

@@ -385,7 +385,7 @@ super::simd::multiversion! {
 
 /// One row of a same-typed binary op producing `T` (arithmetic) or bool (comparisons, logic).
 #[inline(always)]
-unsafe fn typed_row<T: Arith>(
+pub(crate) unsafe fn typed_row<T: Arith>(
     op: BinaryOp,
     a: *const T,
     sa: isize,

@@ -4,6 +4,7 @@
 
 mod binary;
 pub(crate) mod copy;
+mod fused;
 mod gemm;
 mod index;
 mod matmul;
@@ -76,6 +77,7 @@ impl Backend for Cpu {
                 }
             }
             Primitive::StopGradient | Primitive::Depends => x()?,
+            Primitive::Fused(prog) => fused::run(&prog.0, inputs, out)?,
             Primitive::Custom(op) => {
                 // Run the op's forward graph on the input data (a nested evaluation).
                 let args: Vec<crate::Array> = inputs

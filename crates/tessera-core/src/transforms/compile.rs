@@ -1,0 +1,440 @@
+//! `compile`: trace a function once per input signature, simplify its graph (common-subexpression
+//! elimination, no-op removal) and fuse chains of float32 element-wise ops into single kernels
+//! that make one pass over memory. Compiled results equal uncompiled ones: the fused kernel runs
+//! the same f32 element functions in the same order.
+//!
+//! Not done yet: constant folding beyond what CSE gives, fusing a trailing reduction,
+//! broadcasting inside a fused group other than scalars, and a shape-agnostic mode.
+
+use crate::array::{Array, Node};
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::primitive::{BinaryOp, FusedProgram, FusedRef, FusedStep, Primitive, UnaryOp};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+fn key(a: &Array) -> *const Node {
+    Arc::as_ptr(&a.node)
+}
+
+/// Where a template node's input comes from.
+#[derive(Clone)]
+enum Src {
+    Input(usize),
+    Node(usize),
+    Const(Array),
+}
+
+struct TNode {
+    primitive: Primitive,
+    inputs: Vec<Src>,
+    shape: Vec<usize>,
+    dtype: Dtype,
+}
+
+/// The simplified graph for one input signature.
+struct Plan {
+    nodes: Vec<TNode>,
+    outputs: Vec<Src>,
+}
+
+type Sig = Vec<(Vec<usize>, Dtype)>;
+
+/// A compiled function: call it like the original.
+pub struct Compiled<F> {
+    f: F,
+    cache: Mutex<HashMap<Sig, Arc<Plan>>>,
+}
+
+/// Compiles `f` (see the module docs). The graph is traced on first use of each input signature
+/// (shapes and dtypes) and reused after.
+/// ```
+/// use tessera_core::{Array, ops, transforms::compile};
+/// let f = compile(|x: &[Array]| Ok(vec![ops::tanh(&ops::add(&ops::multiply(&x[0], &x[0])?, &x[0])?)?]));
+/// let x = Array::from_slice(&[0.5f32, -1.0, 2.0], &[3]).unwrap();
+/// let y = f.call(&[x.clone()]).unwrap();
+/// let expect = ops::tanh(&ops::add(&ops::multiply(&x, &x).unwrap(), &x).unwrap()).unwrap();
+/// assert_eq!(y[0].to_vec::<f32>().unwrap(), expect.to_vec::<f32>().unwrap());
+/// assert_eq!(f.fused_kernels(&[x]).unwrap(), 1);
+/// ```
+pub fn compile<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: F) -> Compiled<F> {
+    Compiled {
+        f,
+        cache: Mutex::new(HashMap::new()),
+    }
+}
+
+impl<F: Fn(&[Array]) -> Result<Vec<Array>>> Compiled<F> {
+    fn plan(&self, inputs: &[Array]) -> Result<Arc<Plan>> {
+        let sig: Sig = inputs
+            .iter()
+            .map(|a| (a.shape().to_vec(), a.dtype()))
+            .collect();
+        if let Some(p) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sig)
+        {
+            return Ok(p.clone());
+        }
+        let plan = Arc::new(trace(&self.f, inputs)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sig, plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs the compiled function (lazily, like any op: evaluate the results as usual).
+    pub fn call(&self, inputs: &[Array]) -> Result<Vec<Array>> {
+        let plan = self.plan(inputs)?;
+        let mut built: Vec<Array> = Vec::with_capacity(plan.nodes.len());
+        let get = |s: &Src, built: &[Array]| -> Array {
+            match s {
+                Src::Input(i) => inputs[*i].clone(),
+                Src::Node(j) => built[*j].clone(),
+                Src::Const(a) => a.clone(),
+            }
+        };
+        for n in &plan.nodes {
+            let ins = n.inputs.iter().map(|s| get(s, &built)).collect();
+            built.push(Array::lazy(
+                n.primitive.clone(),
+                ins,
+                n.shape.clone(),
+                n.dtype,
+            ));
+        }
+        Ok(plan.outputs.iter().map(|s| get(s, &built)).collect())
+    }
+
+    /// How many fused kernels the plan for these inputs holds (to check that fusion happened).
+    pub fn fused_kernels(&self, inputs: &[Array]) -> Result<usize> {
+        Ok(self
+            .plan(inputs)?
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.primitive, Primitive::Fused(_)))
+            .count())
+    }
+
+    /// Nodes in the plan for these inputs.
+    pub fn node_count(&self, inputs: &[Array]) -> Result<usize> {
+        Ok(self.plan(inputs)?.nodes.len())
+    }
+}
+
+fn fusible_unary(op: UnaryOp) -> bool {
+    !matches!(
+        op,
+        UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::LogicalNot | UnaryOp::BitwiseNot
+    )
+}
+
+fn fusible_binary(op: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(
+        op,
+        Add | Sub | Mul | Div | FloorDiv | Rem | Pow | Max | Min | Atan2 | LogAddExp
+    )
+}
+
+/// Traces `f` on tracers, builds the template with CSE, then fuses element-wise groups.
+fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Result<Plan> {
+    let tracers: Vec<Array> = inputs
+        .iter()
+        .map(|p| {
+            Array::lazy(
+                Primitive::Copy,
+                vec![p.clone()],
+                p.shape().to_vec(),
+                p.dtype(),
+            )
+        })
+        .collect();
+    let outputs = f(&tracers)?;
+    let tracer_index: HashMap<*const Node, usize> = tracers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (key(t), i))
+        .collect();
+    // Post-order over nodes that depend on a tracer.
+    let mut order: Vec<Array> = Vec::new();
+    let mut state: HashMap<*const Node, bool> = HashMap::new(); // visited -> depends
+    let mut stack: Vec<(Array, bool)> = outputs.iter().map(|o| (o.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        let k = key(&a);
+        if expanded {
+            let ins = a.node.lock().inputs.clone();
+            let dep = ins.iter().any(|i| {
+                state.get(&key(i)).copied().unwrap_or(false) || tracer_index.contains_key(&key(i))
+            });
+            state.insert(k, dep);
+            if dep {
+                order.push(a);
+            }
+            continue;
+        }
+        if state.contains_key(&k) || tracer_index.contains_key(&k) {
+            continue;
+        }
+        let ins = a.node.lock().inputs.clone();
+        if a.node.lock().primitive.is_none() {
+            state.insert(k, false);
+            continue;
+        }
+        stack.push((a, true));
+        stack.extend(ins.into_iter().map(|i| (i, false)));
+    }
+    // Template with CSE: identical primitive + identical sources = one node.
+    let mut index: HashMap<*const Node, usize> = HashMap::new();
+    let mut nodes: Vec<TNode> = Vec::new();
+    let src_of = |a: &Array, index: &HashMap<*const Node, usize>| -> Src {
+        if let Some(&i) = tracer_index.get(&key(a)) {
+            Src::Input(i)
+        } else if let Some(&j) = index.get(&key(a)) {
+            Src::Node(j)
+        } else {
+            Src::Const(a.clone())
+        }
+    };
+    let same_src = |x: &Src, y: &Src| match (x, y) {
+        (Src::Input(a), Src::Input(b)) | (Src::Node(a), Src::Node(b)) => a == b,
+        (Src::Const(a), Src::Const(b)) => a.same(b),
+        _ => false,
+    };
+    for a in &order {
+        let (p, ins) = {
+            let st = a.node.lock();
+            match &st.primitive {
+                Some(p) => (p.clone(), st.inputs.clone()),
+                None => continue,
+            }
+        };
+        let srcs: Vec<Src> = ins.iter().map(|i| src_of(i, &index)).collect();
+        // No-ops: a copy of a node computed inside the graph adds nothing.
+        if let (Primitive::Copy, [Src::Node(j)]) = (&p, srcs.as_slice()) {
+            index.insert(key(a), *j);
+            continue;
+        }
+        let existing = nodes.iter().position(|n| {
+            n.primitive == p
+                && n.shape == a.shape()
+                && n.dtype == a.dtype()
+                && n.inputs.len() == srcs.len()
+                && n.inputs.iter().zip(&srcs).all(|(x, y)| same_src(x, y))
+        });
+        let j = match existing {
+            Some(j) => j,
+            None => {
+                nodes.push(TNode {
+                    primitive: p,
+                    inputs: srcs,
+                    shape: a.shape().to_vec(),
+                    dtype: a.dtype(),
+                });
+                nodes.len() - 1
+            }
+        };
+        index.insert(key(a), j);
+    }
+    let outs: Vec<Src> = outputs.iter().map(|o| src_of(o, &index)).collect();
+    Ok(fuse(nodes, outs))
+}
+
+/// Groups connected f32 element-wise nodes (same shape; other inputs full-size or scalar) into
+/// fused nodes. A node joins a group when all of its consumers are in that group and it is not
+/// an output of the function, so a value used twice inside a group is just a register.
+fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
+    let n = nodes.len();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, t) in nodes.iter().enumerate() {
+        for s in &t.inputs {
+            if let Src::Node(j) = s {
+                consumers[*j].push(i);
+            }
+        }
+    }
+    let mut is_output = vec![false; n];
+    for s in &outputs {
+        if let Src::Node(j) = s {
+            is_output[*j] = true;
+        }
+    }
+    let size_of = |s: &Src, nodes: &[TNode], shape_n: usize| -> Option<usize> {
+        match s {
+            Src::Node(j) => Some(nodes[*j].shape.iter().product()),
+            Src::Const(a) => Some(a.size()),
+            Src::Input(_) => Some(shape_n), // checked at run time by the kernel (full or scalar)
+        }
+    };
+    let candidate = |t: &TNode| -> bool {
+        let ok_op = match t.primitive {
+            Primitive::Unary(op) => fusible_unary(op),
+            Primitive::Binary(op) => fusible_binary(op),
+            _ => false,
+        };
+        let size: usize = t.shape.iter().product();
+        ok_op
+            && t.dtype == Dtype::F32
+            && t.inputs
+                .iter()
+                .all(|s| size_of(s, &nodes, size).is_some_and(|m| m == size || m == 1))
+    };
+    // group[i] = the root node (consumer-most) of i's group.
+    let mut group: Vec<Option<usize>> = vec![None; n];
+    for i in (0..n).rev() {
+        if !candidate(&nodes[i]) {
+            continue;
+        }
+        let first = consumers[i].first().and_then(|&c| group[c]);
+        let joined = match first {
+            Some(g)
+                if !is_output[i]
+                    && consumers[i]
+                        .iter()
+                        .all(|&c| group[c] == Some(g) && nodes[c].shape == nodes[i].shape) =>
+            {
+                Some(g)
+            }
+            _ => None,
+        };
+        group[i] = Some(joined.unwrap_or(i));
+    }
+    // Build the new node list: fused groups of 2+ nodes become one node at the root's position.
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, g) in group.iter().enumerate() {
+        if let Some(r) = g {
+            members.entry(*r).or_default().push(i);
+        }
+    }
+    let mut new_nodes: Vec<TNode> = Vec::new();
+    let mut remap: Vec<Option<usize>> = vec![None; n];
+    let map_src = |s: &Src, remap: &[Option<usize>]| -> Src {
+        match s {
+            Src::Node(j) => Src::Node(remap[*j].unwrap_or(usize::MAX)),
+            other => other.clone(),
+        }
+    };
+    for i in 0..n {
+        let root = group[i];
+        let fused_here = root == Some(i) && members.get(&i).is_some_and(|m| m.len() >= 2);
+        if root.is_some()
+            && root != Some(i)
+            && members
+                .get(&root.unwrap_or(i))
+                .is_some_and(|m| m.len() >= 2)
+        {
+            continue; // emitted inside its group's fused node
+        }
+        if !fused_here {
+            let t = &nodes[i];
+            new_nodes.push(TNode {
+                primitive: t.primitive.clone(),
+                inputs: t.inputs.iter().map(|s| map_src(s, &remap)).collect(),
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+            });
+            remap[i] = Some(new_nodes.len() - 1);
+            continue;
+        }
+        let ms = &members[&i]; // ascending: topological
+        let mut ext: Vec<Src> = Vec::new();
+        let mut reg_of: HashMap<usize, usize> = HashMap::new(); // member node -> register
+        let mut steps: Vec<FusedStep> = Vec::new();
+        // External inputs first (registers 0..), then one register per step.
+        let ext_reg = |s: &Src, ext: &mut Vec<Src>| -> usize {
+            let m = map_src(s, &remap);
+            let same = |x: &Src| match (x, &m) {
+                (Src::Input(a), Src::Input(b)) | (Src::Node(a), Src::Node(b)) => a == b,
+                (Src::Const(a), Src::Const(b)) => a.same(b),
+                _ => false,
+            };
+            match ext.iter().position(same) {
+                Some(p) => p,
+                None => {
+                    ext.push(m);
+                    ext.len() - 1
+                }
+            }
+        };
+        let mut pending: Vec<(usize, Vec<(bool, usize)>)> = Vec::new(); // (member, inputs: (is_member, id))
+        for &mi in ms {
+            let ins = nodes[mi]
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Src::Node(j) if group[*j] == Some(i) => (true, *j),
+                    other => (false, ext_reg(other, &mut ext)),
+                })
+                .collect();
+            pending.push((mi, ins));
+        }
+        let n_ext = ext.len();
+        for (mi, ins) in pending {
+            let r = |x: &(bool, usize)| if x.0 { reg_of[&x.1] } else { x.1 };
+            let step = match nodes[mi].primitive {
+                Primitive::Unary(op) => FusedStep::Unary(op, r(&ins[0])),
+                Primitive::Binary(op) => FusedStep::Binary(op, r(&ins[0]), r(&ins[1])),
+                _ => unreachable_step(),
+            };
+            steps.push(step);
+            reg_of.insert(mi, n_ext + steps.len() - 1);
+        }
+        let prog = FusedProgram {
+            n_inputs: n_ext,
+            steps,
+        };
+        new_nodes.push(TNode {
+            primitive: Primitive::Fused(FusedRef(Arc::new(prog))),
+            inputs: ext,
+            shape: nodes[i].shape.clone(),
+            dtype: Dtype::F32,
+        });
+        let at = new_nodes.len() - 1;
+        for &mi in ms {
+            remap[mi] = Some(at);
+        }
+    }
+    let outputs = outputs.iter().map(|s| map_src(s, &remap)).collect();
+    Plan {
+        nodes: new_nodes,
+        outputs,
+    }
+}
+
+/// Only unary and binary nodes are candidates, so other primitives never reach a group.
+fn unreachable_step() -> FusedStep {
+    FusedStep::Unary(UnaryOp::Abs, 0)
+}
+
+/// The program written back as ordinary ops on `inputs` (for derivatives and batching).
+pub fn expand_fused(prog: &FusedProgram, inputs: &[Array]) -> Result<Array> {
+    if inputs.len() != prog.n_inputs {
+        return Err(Error::Invalid {
+            op: "fused",
+            msg: "wrong number of inputs".into(),
+        });
+    }
+    let mut regs: Vec<Array> = inputs.to_vec();
+    for step in &prog.steps {
+        let r = match *step {
+            FusedStep::Unary(op, a) => {
+                let x = &regs[a];
+                Array::lazy(
+                    Primitive::Unary(op),
+                    vec![x.clone()],
+                    x.shape().to_vec(),
+                    x.dtype(),
+                )
+            }
+            FusedStep::Binary(op, a, b) => crate::ops::binary(op, &regs[a], &regs[b])?,
+        };
+        regs.push(r);
+    }
+    regs.pop().ok_or(Error::Invalid {
+        op: "fused",
+        msg: "empty program".into(),
+    })
+}

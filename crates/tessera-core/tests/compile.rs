@@ -1,0 +1,140 @@
+//! compile: results equal the uncompiled function; fusion and CSE happen; transforms compose.
+
+use tessera_core::ops::{self, Axes};
+use tessera_core::transforms::{compile, grad, vmap};
+use tessera_core::{Array, Dtype, Result, random};
+
+fn rand(shape: &[usize], seed: u64) -> Array {
+    random::uniform(-2.0, 2.0, shape, Dtype::F32, Some(&random::key(seed))).unwrap()
+}
+
+fn assert_same(a: &[Array], b: &[Array]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.shape(), y.shape());
+        assert_eq!(x.dtype(), y.dtype());
+        let (u, v) = (x.to_vec::<f64>().unwrap(), y.to_vec::<f64>().unwrap());
+        for (i, (p, q)) in u.iter().zip(&v).enumerate() {
+            assert!(
+                p == q || (p.is_nan() && q.is_nan()),
+                "element {i}: {p} vs {q}"
+            );
+        }
+    }
+}
+
+fn chain10(x: &Array) -> Result<Array> {
+    let mut y = x.clone();
+    for i in 0..10 {
+        y = match i % 4 {
+            0 => ops::multiply(&y, &Array::scalar(1.01f32))?,
+            1 => ops::add(&y, &Array::scalar(0.5f32))?,
+            2 => ops::tanh(&y)?,
+            _ => ops::maximum(&y, &ops::negative(&y)?)?,
+        };
+    }
+    Ok(y)
+}
+
+#[test]
+fn fused_chain_equals_eager_and_is_one_kernel() {
+    let f = |xs: &[Array]| Ok(vec![chain10(&xs[0])?]);
+    let c = compile(f);
+    for shape in [
+        vec![1000usize],
+        vec![3, 7],
+        vec![],
+        vec![0, 4],
+        vec![100_003],
+    ] {
+        let x = rand(&shape, 1);
+        assert_same(
+            &c.call(std::slice::from_ref(&x)).unwrap(),
+            &f(std::slice::from_ref(&x)).unwrap(),
+        );
+    }
+    let x = rand(&[1000], 2);
+    assert_eq!(c.fused_kernels(std::slice::from_ref(&x)).unwrap(), 1);
+    assert_eq!(
+        c.node_count(&[x]).unwrap(),
+        1,
+        "eleven element-wise nodes became one"
+    );
+}
+
+#[test]
+fn mixed_graphs_cse_and_multiple_outputs() {
+    // Two identical sub-expressions, a reduction and a matmul between fusible chains, an
+    // intermediate used twice, and two outputs.
+    let f = |xs: &[Array]| -> Result<Vec<Array>> {
+        let (x, w) = (&xs[0], &xs[1]);
+        let a = ops::exp(&ops::multiply(x, &Array::scalar(0.3f32))?)?;
+        let a2 = ops::exp(&ops::multiply(x, &Array::scalar(0.3f32))?)?;
+        let h = ops::tanh(&ops::add(&ops::matmul(&a, w)?, &Array::scalar(1.0f32))?)?;
+        let s = ops::sum(&h, 1, true)?;
+        let y = ops::divide(
+            &ops::subtract(&h, &s)?,
+            &ops::add(&a2, &a)?
+                .astype(Dtype::F32)
+                .and_then(|v| ops::sum(&v, Axes::All, false))?,
+        )?;
+        Ok(vec![y, ops::sigmoid(&h)?])
+    };
+    let c = compile(f);
+    let (x, w) = (rand(&[4, 6], 3), rand(&[6, 6], 4));
+    let ins = [x.clone(), w.clone()];
+    assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+    // Without CSE `a` and `a2` would be two 2-op chains; with it, one.
+    let plain_nodes = 13;
+    assert!(
+        c.node_count(&ins).unwrap() < plain_nodes,
+        "{} nodes",
+        c.node_count(&ins).unwrap()
+    );
+    assert!(c.fused_kernels(&ins).unwrap() >= 1);
+    // f64 inputs are not fused (the fused kernel is float32) but still compile and agree.
+    let x64 = x.astype(Dtype::F64).unwrap();
+    let g = |xs: &[Array]| Ok(vec![ops::exp(&ops::sin(&xs[0])?)?]);
+    let cg = compile(g);
+    assert_same(
+        &cg.call(std::slice::from_ref(&x64)).unwrap(),
+        &g(std::slice::from_ref(&x64)).unwrap(),
+    );
+    assert_eq!(cg.fused_kernels(&[x64]).unwrap(), 0);
+}
+
+#[test]
+fn compile_composes_with_grad_and_vmap() {
+    let f = |xs: &[Array]| Ok(vec![chain10(&xs[0])?]);
+    let c = compile(f);
+    let x = rand(&[5], 5);
+    // grad through a fused kernel = grad of the original.
+    let g1 = grad(
+        |xs| ops::sum(&c.call(xs)?[0], Axes::All, false),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
+    let g2 = grad(
+        |xs| ops::sum(&chain10(&xs[0])?, Axes::All, false),
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
+    let (a, b) = (
+        g1[0].to_vec::<f32>().unwrap(),
+        g2[0].to_vec::<f32>().unwrap(),
+    );
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-6 * q.abs().max(1.0), "{p} vs {q}");
+    }
+    // compile of grad.
+    let cg = compile(|xs: &[Array]| grad(|ys| ops::sum(&chain10(&ys[0])?, Axes::All, false), xs));
+    let g3 = cg.call(std::slice::from_ref(&x)).unwrap();
+    let c3 = g3[0].to_vec::<f32>().unwrap();
+    for (p, q) in c3.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-6 * q.abs().max(1.0));
+    }
+    // vmap of a compiled function.
+    let xs = rand(&[3, 5], 6);
+    let v = vmap(|a| c.call(a), std::slice::from_ref(&xs), &[Some(0)], &[0]).unwrap();
+    assert_same(&v, &[chain10(&xs).unwrap()]);
+}
