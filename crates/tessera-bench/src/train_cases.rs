@@ -58,6 +58,69 @@ pub fn train_cases() -> Vec<Case> {
                 )
             }),
         },
+        // The same step with the whole update compiled (element-wise passes fused).
+        Case {
+            name: "mlp_step_compiled".into(),
+            unit: "steps/s",
+            setup: Box::new(|| {
+                let key = random::key(0);
+                let x = ok(random::normal(
+                    &[256, 784],
+                    Dtype::F32,
+                    0.0,
+                    1.0,
+                    Some(&key),
+                ));
+                let y = ok(ok(random::randint(
+                    0,
+                    10,
+                    &[256],
+                    Dtype::I32,
+                    Some(&random::key(1)),
+                ))
+                .astype(Dtype::I32));
+                ok(tessera_core::eval(&[x.clone(), y.clone()]));
+                let model = ok(Mlp::new(
+                    &[784, 512, 512, 10],
+                    activations::relu,
+                    &random::key(2),
+                ));
+                let names: Vec<String> = model.parameters().keys().cloned().collect();
+                let mut params: Vec<Array> = model.parameters().values().cloned().collect();
+                ok(tessera_core::eval(&params));
+                let step = tessera_core::transforms::compile(move |xs: &[Array]| {
+                    let (x, y) = (&xs[0], &xs[1]);
+                    let p: tessera_core::transforms::Params =
+                        names.iter().cloned().zip(xs[2..].iter().cloned()).collect();
+                    let (loss, grads) = tessera_core::transforms::value_and_grad_params(
+                        |q| {
+                            let mut m = model.clone();
+                            m.load_parameters(q)?;
+                            losses::cross_entropy(&m.forward(x)?, y, 0.0)
+                        },
+                        &p,
+                    )?;
+                    let mut out = vec![loss];
+                    for (k, v) in &p {
+                        out.push(ops::subtract(
+                            v,
+                            &ops::multiply(&grads[k], &Array::scalar(0.01f32))?,
+                        )?);
+                    }
+                    Ok(out)
+                });
+                Body::timed(
+                    move || {
+                        let mut ins = vec![x.clone(), y.clone()];
+                        ins.extend(params.iter().cloned());
+                        let outs = ok(step.call(&ins));
+                        ok(tessera_core::eval(&outs));
+                        params = outs[1..].to_vec();
+                    },
+                    1.0,
+                )
+            }),
+        },
         // The same ten ops compiled: one fused kernel, one pass over memory.
         Case {
             name: "chain10_compiled_16M".into(),
