@@ -138,3 +138,67 @@ fn compile_composes_with_grad_and_vmap() {
     let v = vmap(|a| c.call(a), std::slice::from_ref(&xs), &[Some(0)], &[0]).unwrap();
     assert_same(&v, &[chain10(&xs).unwrap()]);
 }
+
+#[test]
+fn comparisons_and_where_fuse_as_masks() {
+    // Leaky-ReLU-like select chains and a mask used twice; a mask that escapes stays unfused.
+    let f = |xs: &[Array]| -> Result<Vec<Array>> {
+        let (x, y) = (&xs[0], &xs[1]);
+        let m = ops::greater(x, y)?;
+        let a = ops::where_(
+            &m,
+            &ops::multiply(x, &Array::scalar(2.0f32))?,
+            &ops::multiply(y, &Array::scalar(0.1f32))?,
+        )?;
+        let b = ops::where_(&m, &a, &ops::exp(&a)?)?;
+        let e = ops::where_(
+            &ops::equal(x, &Array::scalar(0.0f32))?,
+            &Array::scalar(1.0f32),
+            &b,
+        )?;
+        Ok(vec![ops::add(&e, &Array::scalar(0.25f32))?])
+    };
+    let c = compile(f);
+    let ins = [rand(&[4097], 7), rand(&[4097], 8)];
+    assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+    assert_eq!(
+        c.node_count(&ins).unwrap(),
+        1,
+        "masks, selects and arithmetic in one kernel"
+    );
+    let g = |xs: &[Array]| -> Result<Vec<Array>> {
+        let m = ops::greater(&xs[0], &Array::scalar(0.0f32))?;
+        Ok(vec![ops::where_(&m, &xs[0], &Array::scalar(0.0f32))?, m])
+    };
+    let cg = compile(g);
+    let x = rand(&[100], 9);
+    assert_same(
+        &cg.call(std::slice::from_ref(&x)).unwrap(),
+        &g(std::slice::from_ref(&x)).unwrap(),
+    );
+    assert_eq!(
+        cg.fused_kernels(&[x]).unwrap(),
+        0,
+        "an escaping mask is not fused"
+    );
+    // Gradients of a ReLU network through compile (the backward is masks and selects).
+    let h = |xs: &[Array]| {
+        grad(
+            |ys| {
+                ops::sum(
+                    &ops::maximum(&ops::multiply(&ys[0], &ys[0])?, &ops::sin(&ys[0])?)?,
+                    Axes::All,
+                    false,
+                )
+            },
+            xs,
+        )
+    };
+    let ch = compile(h);
+    let x = rand(&[1000], 10);
+    assert_same(
+        &ch.call(std::slice::from_ref(&x)).unwrap(),
+        &h(std::slice::from_ref(&x)).unwrap(),
+    );
+    assert!(ch.fused_kernels(&[x]).unwrap() >= 1);
+}

@@ -280,6 +280,10 @@ impl fmt::Debug for CustomRef {
 pub enum FusedStep {
     Unary(UnaryOp, usize),
     Binary(BinaryOp, usize, usize),
+    /// A comparison, written as 1.0 / 0.0 (masks never leave the program).
+    Compare(BinaryOp, usize, usize),
+    /// `mask != 0 ? x : y`.
+    Select(usize, usize, usize),
 }
 
 /// A fused element-wise program over f32: registers `0..n_inputs` are the inputs (full-size or

@@ -240,13 +240,14 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
         index.insert(key(a), j);
     }
     let outs: Vec<Src> = outputs.iter().map(|o| src_of(o, &index)).collect();
-    Ok(fuse(nodes, outs))
+    let input_dtypes: Vec<Dtype> = inputs.iter().map(|a| a.dtype()).collect();
+    Ok(fuse(nodes, outs, &input_dtypes))
 }
 
 /// Groups connected f32 element-wise nodes (same shape; other inputs full-size or scalar) into
 /// fused nodes. A node joins a group when all of its consumers are in that group and it is not
 /// an output of the function, so a value used twice inside a group is just a register.
-fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
+fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>, input_dtypes: &[Dtype]) -> Plan {
     let n = nodes.len();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, t) in nodes.iter().enumerate() {
@@ -269,15 +270,31 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
             Src::Input(_) => Some(shape_n), // checked at run time by the kernel (full or scalar)
         }
     };
+    let dtype_of = |s: &Src| -> Dtype {
+        match s {
+            Src::Node(j) => nodes[*j].dtype,
+            Src::Const(a) => a.dtype(),
+            Src::Input(i) => input_dtypes.get(*i).copied().unwrap_or(Dtype::Bool),
+        }
+    };
+    // Masks (comparisons of f32 values) may live inside a group but never be its output.
+    let is_mask = |t: &TNode| -> bool {
+        matches!(t.primitive, Primitive::Binary(op) if op.returns_bool() && !matches!(op, BinaryOp::LogicalAnd | BinaryOp::LogicalOr))
+            && t.dtype == Dtype::Bool
+            && t.inputs.iter().all(|s| dtype_of(s) == Dtype::F32)
+    };
     let candidate = |t: &TNode| -> bool {
         let ok_op = match t.primitive {
-            Primitive::Unary(op) => fusible_unary(op),
-            Primitive::Binary(op) => fusible_binary(op),
+            Primitive::Unary(op) => fusible_unary(op) && t.dtype == Dtype::F32,
+            Primitive::Binary(op) => (fusible_binary(op) && t.dtype == Dtype::F32) || is_mask(t),
+            Primitive::Select => {
+                t.dtype == Dtype::F32
+                    && matches!(t.inputs.first(), Some(Src::Node(j)) if is_mask(&nodes[*j]))
+            }
             _ => false,
         };
         let size: usize = t.shape.iter().product();
         ok_op
-            && t.dtype == Dtype::F32
             && t.inputs
                 .iter()
                 .all(|s| size_of(s, &nodes, size).is_some_and(|m| m == size || m == 1))
@@ -300,7 +317,29 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
             }
             _ => None,
         };
-        group[i] = Some(joined.unwrap_or(i));
+        // A mask cannot be a group's output: it only joins.
+        group[i] = if joined.is_none() && nodes[i].dtype != Dtype::F32 {
+            None
+        } else {
+            Some(joined.unwrap_or(i))
+        };
+    }
+    // A group whose external inputs are not all f32 (a mask computed outside it) is dissolved.
+    let mut dissolve: Vec<usize> = Vec::new();
+    for i in 0..n {
+        let Some(r) = group[i] else { continue };
+        let external_bad = nodes[i].inputs.iter().any(|s| {
+            let inside = matches!(s, Src::Node(j) if group[*j] == Some(r));
+            !inside && dtype_of(s) != Dtype::F32
+        });
+        if external_bad {
+            dissolve.push(r);
+        }
+    }
+    for g in group.iter_mut() {
+        if g.is_some_and(|r| dissolve.contains(&r)) {
+            *g = None;
+        }
     }
     // Build the new node list: fused groups of 2+ nodes become one node at the root's position.
     let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -376,7 +415,11 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
             let r = |x: &(bool, usize)| if x.0 { reg_of[&x.1] } else { x.1 };
             let step = match nodes[mi].primitive {
                 Primitive::Unary(op) => FusedStep::Unary(op, r(&ins[0])),
+                Primitive::Binary(op) if op.returns_bool() => {
+                    FusedStep::Compare(op, r(&ins[0]), r(&ins[1]))
+                }
                 Primitive::Binary(op) => FusedStep::Binary(op, r(&ins[0]), r(&ins[1])),
+                Primitive::Select => FusedStep::Select(r(&ins[0]), r(&ins[1]), r(&ins[2])),
                 _ => unreachable_step(),
             };
             steps.push(step);
@@ -404,7 +447,7 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>) -> Plan {
     }
 }
 
-/// Only unary and binary nodes are candidates, so other primitives never reach a group.
+/// Only unary, binary and select nodes are candidates, so other primitives never reach a group.
 fn unreachable_step() -> FusedStep {
     FusedStep::Unary(UnaryOp::Abs, 0)
 }
@@ -429,7 +472,10 @@ pub fn expand_fused(prog: &FusedProgram, inputs: &[Array]) -> Result<Array> {
                     x.dtype(),
                 )
             }
-            FusedStep::Binary(op, a, b) => crate::ops::binary(op, &regs[a], &regs[b])?,
+            FusedStep::Binary(op, a, b) | FusedStep::Compare(op, a, b) => {
+                crate::ops::binary(op, &regs[a], &regs[b])?
+            }
+            FusedStep::Select(c, x, y) => crate::ops::where_(&regs[c], &regs[x], &regs[y])?,
         };
         regs.push(r);
     }

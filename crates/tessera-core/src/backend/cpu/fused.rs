@@ -2,6 +2,9 @@
 //! of the program runs over the chunk before the next chunk is touched, so memory sees each input
 //! read once and the output written once, however many ops were fused.
 
+// Row kernels take (pointer, stride) per operand plus the length: eight arguments for `where`.
+#![allow(clippy::too_many_arguments)]
+
 use super::binary::typed_row;
 use super::copy::{SendConstPtr, SendPtr, ensure_contiguous};
 use super::pool;
@@ -9,7 +12,7 @@ use super::unary::f32_row;
 use crate::array::Meta;
 use crate::error::{Error, Result};
 use crate::layout::ArrayData;
-use crate::primitive::{FusedProgram, FusedStep};
+use crate::primitive::{BinaryOp, FusedProgram, FusedStep};
 
 const CHUNK: usize = 1024;
 
@@ -77,6 +80,19 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                         let (pa, sa) = reg(a, &mut regs);
                         f32_row(op, pa, sa, d, len);
                     }
+                    FusedStep::Compare(op, a, b) => {
+                        let (pa, sa) = reg(a, &mut regs);
+                        let (pb, sb) = reg(b, &mut regs);
+                        // SAFETY: as below.
+                        unsafe { compare_row(op, pa, sa, pb, sb, d, len) };
+                    }
+                    FusedStep::Select(c, x, y) => {
+                        let (pc, sc) = reg(c, &mut regs);
+                        let (px, sx) = reg(x, &mut regs);
+                        let (py, sy) = reg(y, &mut regs);
+                        // SAFETY: as below.
+                        unsafe { select_row(pc, sc, px, sx, py, sy, d, len) };
+                    }
                     FusedStep::Binary(op, a, b) => {
                         let (pa, sa) = reg(a, &mut regs);
                         let (pb, sb) = reg(b, &mut regs);
@@ -89,4 +105,32 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     });
     drop(keep);
     Ok(o)
+}
+
+super::simd::multiversion! {
+    /// `d[i] = (a[i] op b[i]) ? 1 : 0` as f32.
+    unsafe fn compare_row[](op: BinaryOp, a: *const f32, sa: isize, b: *const f32, sb: isize, d: *mut f32, n: usize) {
+        let one = |t: bool| if t { 1.0f32 } else { 0.0 };
+        for i in 0..n as isize {
+            let (x, y) = (*a.offset(i * sa), *b.offset(i * sb));
+            *d.offset(i) = one(match op {
+                BinaryOp::Eq => x == y,
+                BinaryOp::Ne => x != y,
+                BinaryOp::Lt => x < y,
+                BinaryOp::Le => x <= y,
+                BinaryOp::Gt => x > y,
+                _ => x >= y,
+            });
+        }
+    }
+}
+
+super::simd::multiversion! {
+    /// `d[i] = c[i] != 0 ? x[i] : y[i]`.
+    unsafe fn select_row[](c: *const f32, sc: isize, x: *const f32, sx: isize, y: *const f32, sy: isize, d: *mut f32, n: usize) {
+        for i in 0..n as isize {
+            let (cv, xv, yv) = (*c.offset(i * sc), *x.offset(i * sx), *y.offset(i * sy));
+            *d.offset(i) = if cv != 0.0 { xv } else { yv };
+        }
+    }
 }
