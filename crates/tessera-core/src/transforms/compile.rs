@@ -6,16 +6,13 @@
 //! Not done yet: constant folding beyond what CSE gives, fusing a trailing reduction,
 //! broadcasting inside a fused group other than scalars, and a shape-agnostic mode.
 
+use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::primitive::{BinaryOp, FusedProgram, FusedRef, FusedStep, Primitive, UnaryOp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-fn key(a: &Array) -> *const Node {
-    Arc::as_ptr(&a.node)
-}
 
 /// Where a template node's input comes from.
 #[derive(Clone)]
@@ -142,17 +139,7 @@ fn fusible_binary(op: BinaryOp) -> bool {
 
 /// Traces `f` on tracers, builds the template with CSE, then fuses element-wise groups.
 fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Result<Plan> {
-    let tracers: Vec<Array> = inputs
-        .iter()
-        .map(|p| {
-            Array::lazy(
-                Primitive::Copy,
-                vec![p.clone()],
-                p.shape().to_vec(),
-                p.dtype(),
-            )
-        })
-        .collect();
+    let tracers: Vec<Array> = inputs.iter().map(tracer).collect();
     let outputs = f(&tracers)?;
     let tracer_index: HashMap<*const Node, usize> = tracers
         .iter()

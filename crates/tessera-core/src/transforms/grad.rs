@@ -9,10 +9,10 @@
 //! function may evaluate intermediates (to print or branch on them) without cutting the graph.
 
 use super::eval::RETAIN_GRAPH;
+use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
 use crate::error::{Error, Result, fmt_shape};
 use crate::ops;
-use crate::primitive::Primitive;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
@@ -59,10 +59,6 @@ fn check_pairs(
     Ok(())
 }
 
-fn key(a: &Array) -> *const Node {
-    std::sync::Arc::as_ptr(&a.node)
-}
-
 /// Evaluates `f(primals)` and the vector-Jacobian product with `cotangents` (one per output,
 /// same shapes). Returns (outputs, cotangents of the primals). Integer and bool primals get zero
 /// cotangents.
@@ -84,17 +80,7 @@ fn vjp_with(
     make_cotangents: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
 ) -> Result<(Vec<Array>, Vec<Array>)> {
     let _retain = RetainGuard::new();
-    let tracers: Vec<Array> = primals
-        .iter()
-        .map(|p| {
-            Array::lazy(
-                Primitive::Copy,
-                vec![p.clone()],
-                p.shape().to_vec(),
-                p.dtype(),
-            )
-        })
-        .collect();
+    let tracers: Vec<Array> = primals.iter().map(tracer).collect();
     let outputs = f(&tracers)?;
     let cotangents = make_cotangents(&outputs)?;
     let grads = backward(&tracers, &outputs, &cotangents)?;

@@ -13,3 +13,19 @@ pub use custom::{checkpoint, custom, custom_vjp};
 pub use eval::{async_eval, eval, synchronize};
 pub use grad::{Params, grad, jvp, value_and_grad, value_and_grad_params, vjp};
 pub use vmap::vmap;
+
+/// Identity of a node, for maps keyed by node during graph walks.
+pub(crate) fn node_key(a: &crate::Array) -> *const crate::array::Node {
+    std::sync::Arc::as_ptr(&a.node)
+}
+
+/// A fresh identity node over `a`: transforms trace functions on these so the graph they build
+/// can be told apart from everything else.
+pub(crate) fn tracer(a: &crate::Array) -> crate::Array {
+    crate::Array::lazy(
+        crate::Primitive::Copy,
+        vec![a.clone()],
+        a.shape().to_vec(),
+        a.dtype(),
+    )
+}

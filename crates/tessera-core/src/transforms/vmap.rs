@@ -4,15 +4,12 @@
 //! are (broadcast where needed). Because `grad` builds ordinary graph nodes, `vmap` of `grad`
 //! works by the same replay.
 
+use super::node_key as key;
 use crate::array::{Array, Node};
 use crate::error::{Error, Result, fmt_shape};
 use crate::ops;
 use crate::primitive::Primitive;
 use std::collections::HashMap;
-
-fn key(a: &Array) -> *const Node {
-    std::sync::Arc::as_ptr(&a.node)
-}
 
 /// Maps `f` over axis `in_axes[i]` of each input (`None`: not mapped, passed whole) and stacks the
 /// results along `out_axes[j]` of each output.
