@@ -1,6 +1,6 @@
 //! The lazy array handle and its graph node.
 //!
-//! An [`Array`] is a cheap handle (`Arc` + output index) to one output of a [`Node`]. A node holds
+//! An [`Array`] is a cheap handle (`Arc` + output index) to one output of a `Node`. A node holds
 //! its primitive and inputs until it is evaluated; then it holds only its data, and the graph
 //! behind it is released. Shapes and dtypes are known when the node is built.
 
