@@ -455,6 +455,8 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
                 let (x, y, d) = (ap.get().offset(offs[1]), bp.get().offset(offs[2]), dp.get().offset(offs[0] * out_size));
                 if half {
                     half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
+                } else if T::DTYPE == Dtype::F32 && ia == 1 && ib == 1 && n >= STREAM_MIN && stream_f32(op, x.cast::<f32>(), y.cast::<f32>(), d.cast::<f32>(), n) {
+                    // Written with streaming stores.
                 } else {
                     typed_row::<T>(op, x, ia, y, ib, d, n);
                 }
@@ -538,4 +540,61 @@ pub(crate) fn select(c: &ArrayData, x: &ArrayData, y: &ArrayData, out: &Meta) ->
         });
     });
     Ok(o)
+}
+
+/// Rows at least this long (elements) are written with non-temporal stores: the output is too
+/// big to stay in cache anyway, and skipping the read-for-ownership of each output line saves a
+/// third of the memory traffic of `a + b`.
+const STREAM_MIN: usize = 1 << 18;
+
+/// Contiguous f32 add/sub/mul/div with streaming stores (AVX-512, 64-byte aligned output).
+/// Returns false (doing nothing) when the op, CPU or alignment does not fit.
+unsafe fn stream_f32(op: BinaryOp, a: *const f32, b: *const f32, d: *mut f32, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        if simd::level() != simd::Level::Avx512 || !(d as usize).is_multiple_of(64) {
+            return false;
+        }
+        if !matches!(
+            op,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+        ) {
+            return false;
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(op: BinaryOp, a: *const f32, b: *const f32, d: *mut f32, n: usize) {
+            let body = n / 16 * 16;
+            let mut i = 0;
+            while i < body {
+                let (x, y) = (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)));
+                let r = match op {
+                    BinaryOp::Add => _mm512_add_ps(x, y),
+                    BinaryOp::Sub => _mm512_sub_ps(x, y),
+                    BinaryOp::Mul => _mm512_mul_ps(x, y),
+                    _ => _mm512_div_ps(x, y),
+                };
+                _mm512_stream_ps(d.add(i), r);
+                i += 16;
+            }
+            _mm_sfence();
+            for j in body..n {
+                let (x, y) = (*a.add(j), *b.add(j));
+                *d.add(j) = match op {
+                    BinaryOp::Add => x + y,
+                    BinaryOp::Sub => x - y,
+                    BinaryOp::Mul => x * y,
+                    _ => x / y,
+                };
+            }
+        }
+        // SAFETY: AVX-512 checked; `d` is 64-byte aligned; rows hold `n` elements.
+        run(op, a, b, d, n);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (op, a, b, d, n);
+        false
+    }
 }
