@@ -1,13 +1,64 @@
 //! `tessera bench train`: training steps and element-wise chains.
 
 use crate::{Body, Case};
-use tessera_core::ops::{self};
-use tessera_core::{Array, Dtype, random};
+use tessera_core::ops;
+use tessera_core::transforms::{Params, compile, value_and_grad_params};
+use tessera_core::{Array, Dtype, Result, random};
 use tessera_nn::optim::{Optimizer, Sgd};
 use tessera_nn::{Module, activations, layers::Mlp, losses, value_and_grad};
 
-fn ok<T>(r: tessera_core::Result<T>) -> T {
+fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("bench case failed: {e}"))
+}
+
+/// The mlp_step problem: a batch of 256 inputs (784 features), class labels, and a
+/// 784-512-512-10 ReLU MLP, all evaluated.
+fn mlp_problem() -> (Array, Array, Mlp) {
+    let x = ok(random::normal(
+        &[256, 784],
+        Dtype::F32,
+        0.0,
+        1.0,
+        Some(&random::key(0)),
+    ));
+    let y = ok(random::randint(
+        0,
+        10,
+        &[256],
+        Dtype::I32,
+        Some(&random::key(1)),
+    ));
+    let model = ok(Mlp::new(
+        &[784, 512, 512, 10],
+        activations::relu,
+        &random::key(2),
+    ));
+    let mut all = vec![x.clone(), y.clone()];
+    all.extend(model.parameters().into_values());
+    ok(tessera_core::eval(&all));
+    (x, y, model)
+}
+
+/// 16M evaluated f32 values for the element-wise cases.
+fn input_16m() -> Array {
+    let x = ok(random::uniform(
+        -1.0,
+        1.0,
+        &[16 << 20],
+        Dtype::F32,
+        Some(&random::key(3)),
+    ));
+    ok(x.eval());
+    x
+}
+
+/// Op `i` of the ten-op chain (the mix `scripts/bench_train_peers.py` also runs).
+fn chain_op(i: usize, y: &Array) -> Result<Array> {
+    match i % 3 {
+        0 => ops::multiply(y, &Array::scalar(1.01f32)),
+        1 => ops::add(y, &Array::scalar(0.5f32)),
+        _ => ops::tanh(y),
+    }
 }
 
 pub fn train_cases() -> Vec<Case> {
@@ -17,31 +68,7 @@ pub fn train_cases() -> Vec<Case> {
             name: "mlp_step".into(),
             unit: "steps/s",
             setup: Box::new(|| {
-                let key = random::key(0);
-                let x = ok(random::normal(
-                    &[256, 784],
-                    Dtype::F32,
-                    0.0,
-                    1.0,
-                    Some(&key),
-                ));
-                let y = ok(ok(random::randint(
-                    0,
-                    10,
-                    &[256],
-                    Dtype::I32,
-                    Some(&random::key(1)),
-                ))
-                .astype(Dtype::I32));
-                ok(tessera_core::eval(&[x.clone(), y.clone()]));
-                let mut model = ok(Mlp::new(
-                    &[784, 512, 512, 10],
-                    activations::relu,
-                    &random::key(2),
-                ));
-                ok(tessera_core::eval(
-                    &model.parameters().values().cloned().collect::<Vec<_>>(),
-                ));
+                let (x, y, mut model) = mlp_problem();
                 let mut opt = Sgd::new(0.01);
                 Body::timed(
                     move || {
@@ -63,51 +90,23 @@ pub fn train_cases() -> Vec<Case> {
             name: "mlp_step_compiled".into(),
             unit: "steps/s",
             setup: Box::new(|| {
-                let key = random::key(0);
-                let x = ok(random::normal(
-                    &[256, 784],
-                    Dtype::F32,
-                    0.0,
-                    1.0,
-                    Some(&key),
-                ));
-                let y = ok(ok(random::randint(
-                    0,
-                    10,
-                    &[256],
-                    Dtype::I32,
-                    Some(&random::key(1)),
-                ))
-                .astype(Dtype::I32));
-                ok(tessera_core::eval(&[x.clone(), y.clone()]));
-                let model = ok(Mlp::new(
-                    &[784, 512, 512, 10],
-                    activations::relu,
-                    &random::key(2),
-                ));
+                let (x, y, model) = mlp_problem();
                 let names: Vec<String> = model.parameters().keys().cloned().collect();
-                let mut params: Vec<Array> = model.parameters().values().cloned().collect();
-                ok(tessera_core::eval(&params));
-                let step = tessera_core::transforms::compile(move |xs: &[Array]| {
-                    let (x, y) = (&xs[0], &xs[1]);
-                    let p: tessera_core::transforms::Params =
-                        names.iter().cloned().zip(xs[2..].iter().cloned()).collect();
-                    let (loss, grads) = tessera_core::transforms::value_and_grad_params(
+                let mut params: Vec<Array> = model.parameters().into_values().collect();
+                // Inputs: x, y, then the parameters by name; outputs: loss, then new parameters.
+                let step = compile(move |xs: &[Array]| {
+                    let p: Params = names.iter().cloned().zip(xs[2..].iter().cloned()).collect();
+                    let (loss, grads) = value_and_grad_params(
                         |q| {
                             let mut m = model.clone();
                             m.load_parameters(q)?;
-                            losses::cross_entropy(&m.forward(x)?, y, 0.0)
+                            losses::cross_entropy(&m.forward(&xs[0])?, &xs[1], 0.0)
                         },
                         &p,
                     )?;
-                    let mut out = vec![loss];
-                    for (k, v) in &p {
-                        out.push(ops::subtract(
-                            v,
-                            &ops::multiply(&grads[k], &Array::scalar(0.01f32))?,
-                        )?);
-                    }
-                    Ok(out)
+                    // Plain SGD keeps no state, so a fresh optimizer per trace is the same rule.
+                    let new = Sgd::new(0.01).update(&p, &grads)?;
+                    Ok(std::iter::once(loss).chain(new.into_values()).collect())
                 });
                 Body::timed(
                     move || {
@@ -121,27 +120,16 @@ pub fn train_cases() -> Vec<Case> {
                 )
             }),
         },
-        // The same ten ops compiled: one fused kernel, one pass over memory.
+        // The ten-op chain compiled: one fused kernel, one pass over memory.
         Case {
             name: "chain10_compiled_16M".into(),
             unit: "ms",
             setup: Box::new(|| {
-                let x = ok(random::uniform(
-                    -1.0,
-                    1.0,
-                    &[16 << 20],
-                    Dtype::F32,
-                    Some(&random::key(3)),
-                ));
-                ok(x.eval());
-                let f = tessera_core::transforms::compile(|xs: &[Array]| {
+                let x = input_16m();
+                let f = compile(|xs: &[Array]| {
                     let mut y = xs[0].clone();
                     for i in 0..10 {
-                        y = match i % 3 {
-                            0 => ops::multiply(&y, &Array::scalar(1.01f32))?,
-                            1 => ops::add(&y, &Array::scalar(0.5f32))?,
-                            _ => ops::tanh(&y)?,
-                        };
+                        y = chain_op(i, &y)?;
                     }
                     Ok(vec![y])
                 });
@@ -151,47 +139,29 @@ pub fn train_cases() -> Vec<Case> {
                 )
             }),
         },
-        // One in-place-sized add over the same data: the one-pass reference for the compiled chain.
+        // One add over the same data: the one-pass reference for the compiled chain.
         Case {
             name: "add_f32_16M_reference".into(),
             unit: "ms",
             setup: Box::new(|| {
-                let x = ok(random::uniform(
-                    -1.0,
-                    1.0,
-                    &[16 << 20],
-                    Dtype::F32,
-                    Some(&random::key(3)),
-                ));
-                ok(x.eval());
+                let x = input_16m();
                 Body::timed(
                     move || ok(ok(ops::add(&x, &Array::scalar(0.5f32))).eval()),
                     1.0,
                 )
             }),
         },
-        // Ten element-wise ops over 16M f32, evaluated eagerly (one pass per op).
+        // The ten-op chain evaluated eagerly (one pass per op).
         Case {
             name: "chain10_eager_16M".into(),
             unit: "ms",
             setup: Box::new(|| {
-                let x = ok(random::uniform(
-                    -1.0,
-                    1.0,
-                    &[16 << 20],
-                    Dtype::F32,
-                    Some(&random::key(3)),
-                ));
-                ok(x.eval());
+                let x = input_16m();
                 Body::timed(
                     move || {
                         let mut y = x.clone();
                         for i in 0..10 {
-                            y = match i % 3 {
-                                0 => ok(ops::multiply(&y, &Array::scalar(1.01f32))),
-                                1 => ok(ops::add(&y, &Array::scalar(0.5f32))),
-                                _ => ok(ops::tanh(&y)),
-                            };
+                            y = ok(chain_op(i, &y));
                             ok(y.eval());
                         }
                     },
