@@ -107,15 +107,8 @@ pub fn vmap(
         .iter()
         .zip(out_axes)
         .map(|(o, &ax)| {
-            let b = match batched.get(&key(o)) {
-                Some(b) => b.clone(),
-                // Not depending on any mapped input: the same value for every example.
-                None => {
-                    let mut s = vec![n];
-                    s.extend_from_slice(o.shape());
-                    ops::broadcast_to(&ops::expand_dims(o, &[0])?, &s)?
-                }
-            };
+            // An output not depending on any mapped input is the same for every example.
+            let b = force(o, &batched.get(&key(o)).cloned(), n)?;
             ops::moveaxis(&b, 0, ax)
         })
         .collect()
