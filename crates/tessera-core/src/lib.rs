@@ -31,6 +31,7 @@ pub mod layout;
 pub mod memory;
 pub mod ops;
 pub mod primitive;
+pub mod quant;
 pub mod random;
 pub mod stream;
 pub mod transforms;

