@@ -91,6 +91,43 @@ impl Array {
         }
     }
 
+    /// An evaluated row-major array viewing an existing buffer, e.g. a tensor inside a
+    /// memory-mapped model file (see [`Buffer::from_external`](crate::memory::Buffer::from_external)).
+    /// No copy is made. The buffer must hold exactly `shape.product() * dtype.size()` bytes and be
+    /// aligned to the dtype's size.
+    pub fn from_buffer(
+        buffer: Arc<crate::memory::Buffer>,
+        dtype: Dtype,
+        shape: &[usize],
+    ) -> Result<Array> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.size()));
+        if n != Some(buffer.len()) {
+            return crate::error::invalid(
+                "from_buffer",
+                format!(
+                    "a buffer of {} bytes cannot hold a {} array of shape {}",
+                    buffer.len(),
+                    dtype,
+                    crate::error::fmt_shape(shape)
+                ),
+            );
+        }
+        if !(buffer.as_ptr() as usize).is_multiple_of(dtype.size()) {
+            return crate::error::invalid(
+                "from_buffer",
+                format!("buffer is not aligned to {} bytes for {}", dtype.size(), dtype),
+            );
+        }
+        Ok(Array::from_data(ArrayData {
+            buffer,
+            dtype,
+            layout: crate::layout::Layout::contiguous(shape),
+        }))
+    }
+
     /// A new graph node with one output of the given shape and dtype. Crate-private: kernels
     /// trust that the shape and dtype are the ones the op computed, so only `ops` (and the
     /// transforms) may build nodes.

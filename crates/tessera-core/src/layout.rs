@@ -192,6 +192,7 @@ impl ArrayData {
     /// may write its output in place.
     pub fn is_donatable(&self) -> bool {
         Arc::strong_count(&self.buffer) == 1
+            && !self.buffer.is_external()
             && self.is_contiguous()
             && self.layout.offset == 0
             && self.size() * self.dtype.size() == self.buffer.len()

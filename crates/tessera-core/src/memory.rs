@@ -23,6 +23,8 @@ pub struct Buffer {
     len: usize,
     /// Bytes actually allocated (the size class), what is returned to the cache.
     capacity: usize,
+    /// For memory the allocator does not own (a memory-mapped file): what keeps it alive.
+    external: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 // SAFETY: a Buffer is plain memory; synchronisation of writes is the graph's job (a buffer is
@@ -42,6 +44,30 @@ impl Buffer {
         // SAFETY: the block has at least `len` writable bytes.
         unsafe { std::ptr::write_bytes(b.ptr.as_ptr(), 0, len) };
         Ok(b)
+    }
+
+    /// Wraps memory owned by someone else (typically a read-only memory-mapped file) without
+    /// copying. `owner` keeps it alive; the allocator neither frees nor counts it, and kernels
+    /// never write into it (it is not donatable).
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay valid and unmodified for as long as `owner` lives.
+    pub unsafe fn from_external(
+        ptr: *const u8,
+        len: usize,
+        owner: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Buffer {
+        Buffer {
+            ptr: NonNull::new(ptr as *mut u8).unwrap_or(NonNull::dangling()),
+            len,
+            capacity: 0,
+            external: Some(owner),
+        }
+    }
+
+    /// True for memory wrapped with [`Buffer::from_external`].
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -65,6 +91,9 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
+        if self.external.is_some() {
+            return; // the owner releases it
+        }
         allocator().free(self.ptr, self.capacity);
     }
 }
@@ -138,7 +167,12 @@ impl Allocator {
                 cache.bytes -= capacity;
                 drop(cache);
                 self.add_active(capacity);
-                return Ok(Buffer { ptr, len, capacity });
+                return Ok(Buffer {
+                    ptr,
+                    len,
+                    capacity,
+                    external: None,
+                });
             }
         }
         if self.lock_cache().bytes + active + capacity > limit {
@@ -165,7 +199,12 @@ impl Allocator {
             }
         };
         self.add_active(capacity);
-        Ok(Buffer { ptr, len, capacity })
+        Ok(Buffer {
+            ptr,
+            len,
+            capacity,
+            external: None,
+        })
     }
 
     fn add_active(&self, bytes: usize) {
