@@ -201,6 +201,15 @@ pub enum Primitive {
     // Linear algebra.
     /// Batched matmul of (.., m, k) @ (.., k, n) with equal (already broadcast) batch dims.
     Matmul,
+    /// `x @ Wᵀ` with W block-quantized: inputs x (.., k) float and W `u8` (n, row_bytes) holding
+    /// the raw blocks of `format`; output (.., n) in x's dtype.
+    QuantizedMatmul {
+        format: crate::quant::GgmlType,
+    },
+    /// Decodes `u8` (.., row_bytes) rows of `format` blocks into f32 (.., k).
+    Dequantize {
+        format: crate::quant::GgmlType,
+    },
 
     // Fused normalisations (the composite in `ops` is the reference and the fallback).
     /// Softmax over the last axis, in one pass over memory per row.

@@ -320,6 +320,13 @@ pub(crate) fn vjp(
             let gb = ops::matmul(&ops::swapaxes(a, -1, -2)?, ct)?;
             vec![Some(ga), Some(gb)]
         }
+        Primitive::QuantizedMatmul { format } => {
+            let (x, w) = (&inputs[0], &inputs[1]);
+            let k = x.shape()[x.ndim() - 1];
+            let dense = ops::astype(&ops::gguf_dequantize(w, *format, k)?, ct.dtype())?;
+            vec![Some(ops::matmul(ct, &dense)?), None]
+        }
+        Primitive::Dequantize { .. } => vec![None],
         Primitive::Softmax => {
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
             vec![Some(ops::multiply(out, &ops::subtract(ct, &s)?)?)]

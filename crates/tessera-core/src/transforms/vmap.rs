@@ -279,6 +279,12 @@ fn batch_rule(
                 all,
             )
         }
+        // The batch is one more leading dim of x; a batched weight runs per example.
+        Primitive::QuantizedMatmul { .. } if bins[1].is_none() => {
+            node(p.clone(), vec![force(&ins[0], &bins[0], n)?, ins[1].clone()])
+        }
+        Primitive::QuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
+        Primitive::Dequantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
         Primitive::Matmul => {
             let (a, b) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
             node(Primitive::Matmul, vec![a, b])

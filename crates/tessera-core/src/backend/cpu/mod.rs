@@ -9,6 +9,7 @@ mod gemm;
 mod index;
 mod matmul;
 pub mod pool;
+// mod qmatmul; // enabled once backend::cpu::quant lands
 pub mod random;
 mod reduce;
 pub mod simd;
@@ -129,6 +130,12 @@ impl Backend for Cpu {
                 index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?
             }
             Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::QuantizedMatmul { .. } | Primitive::Dequantize { .. } => {
+                return Err(Error::Unsupported {
+                    backend: "cpu",
+                    primitive: p.to_string(),
+                });
+            }
             Primitive::Softmax => softmax::softmax(&x()?, out)?,
             Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,

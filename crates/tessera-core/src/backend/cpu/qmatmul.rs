@@ -1,0 +1,82 @@
+//! Glue between the quantized primitives and the block kernels in [`super::quant`]: makes the
+//! operands contiguous (and x f32), then hands raw slices to the kernels.
+
+use super::copy;
+use super::pool::parallel_chunks;
+use crate::array::Meta;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::layout::ArrayData;
+use crate::quant::GgmlType;
+
+fn bytes_of(x: &ArrayData) -> &[u8] {
+    // SAFETY: a contiguous array covers `size * dtype.size()` bytes from its pointer.
+    unsafe { std::slice::from_raw_parts(x.ptr::<u8>(), x.size() * x.dtype.size()) }
+}
+
+fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
+    let x = if x.dtype == Dtype::F32 {
+        x.clone()
+    } else {
+        copy::convert(x, Dtype::F32)?
+    };
+    copy::ensure_contiguous(&x)
+}
+
+pub(super) fn quantized_matmul(
+    format: GgmlType,
+    x: &ArrayData,
+    w: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let x = f32_contiguous(x)?;
+    let w = copy::ensure_contiguous(w)?;
+    let k = *x.shape().last().unwrap_or(&0);
+    let n = w.shape()[0];
+    let m = if k == 0 { 0 } else { x.size() / k };
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    if o.size() > 0 {
+        // SAFETY: fresh contiguous output of m * n f32.
+        let dst = unsafe { std::slice::from_raw_parts_mut(o.mut_ptr::<f32>(), o.size()) };
+        let xs = x.as_slice::<f32>().ok_or_else(|| internal("x"))?;
+        super::quant::matmul_t(format, bytes_of(&w), n, k, xs, m, dst)?;
+    }
+    if out.dtype == Dtype::F32 {
+        Ok(o)
+    } else {
+        copy::convert(&o, out.dtype)
+    }
+}
+
+pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<ArrayData> {
+    let w = copy::ensure_contiguous(w)?;
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    let k = *out.shape.last().unwrap_or(&0);
+    let rows = if k == 0 { 0 } else { o.size() / k };
+    let row_bytes = format.row_bytes(k)?;
+    let src = bytes_of(&w);
+    let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
+    let failed = std::sync::Mutex::new(None);
+    parallel_chunks(rows, 16, &|r0, r1| {
+        for r in r0..r1 {
+            // SAFETY: row r of the output is written by this chunk only.
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * k), k) };
+            let s = &src[r * row_bytes..(r + 1) * row_bytes];
+            if let Err(e) = super::quant::dequantize_row(format, s, d) {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return;
+            }
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(o)
+}
+
+fn internal(what: &str) -> Error {
+    Error::Invalid {
+        op: "gguf_matmul",
+        msg: format!("internal: {what} is not contiguous"),
+    }
+}
