@@ -1,0 +1,351 @@
+//! The decoder-only transformer shared by every supported family (Llama, Qwen 2/3, Gemma 3,
+//! Phi-3): pre-norm blocks of grouped-query attention with rotary embeddings and a gated MLP.
+//! Family differences are switches in [`ModelConfig`]; tensors are named as in GGUF files
+//! (`token_embd`, `blk.N.attn_q`, ...), and other formats map their names onto these.
+
+use crate::attention::{causal_mask, sdpa};
+use crate::config::{Activation, ModelConfig};
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::rope::Rope;
+use crate::weights::{Weight, WeightSource};
+use tessera_core::{Array, Dtype, ops};
+
+/// A linear layer: a weight and an optional bias.
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Weight,
+    pub bias: Option<Array>,
+}
+
+impl Linear {
+    fn load(src: &dyn WeightSource, name: &str) -> Result<Linear> {
+        let bias_name = format!("{name}.bias");
+        Ok(Linear {
+            weight: src.matrix(&format!("{name}.weight"))?,
+            bias: if src.has(&bias_name) {
+                Some(src.vector(&bias_name)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let y = self.weight.apply(x)?;
+        Ok(match &self.bias {
+            Some(b) => ops::add(&y, b)?,
+            None => y,
+        })
+    }
+}
+
+fn rms_norm(x: &Array, w: &Array, eps: f64) -> Result<Array> {
+    Ok(tessera_nn::layers::rms_norm(x, Some(w), eps)?)
+}
+
+/// One transformer block.
+pub struct Block {
+    attn_norm: Array,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Array>,
+    k_norm: Option<Array>,
+    post_attn_norm: Option<Array>,
+    ffn_norm: Array,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Array>,
+    local: bool,
+}
+
+impl Block {
+    fn load(src: &dyn WeightSource, cfg: &ModelConfig, i: usize) -> Result<Block> {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        let opt = |s: &str| -> Result<Option<Array>> {
+            let n = p(s);
+            Ok(if src.has(&n) {
+                Some(src.vector(&n)?)
+            } else {
+                None
+            })
+        };
+        let (q, k, v) = if src.has(&p("attn_qkv.weight")) {
+            // Phi-3 stores q, k and v as one matrix.
+            let qkv = Linear::load(src, &p("attn_qkv"))?;
+            let (qd, kd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+            let w = qkv.weight.split_rows(&[qd, kd, kd])?;
+            let b = match &qkv.bias {
+                Some(b) => {
+                    let parts = [(0, qd), (qd, qd + kd), (qd + kd, qd + 2 * kd)];
+                    parts
+                        .iter()
+                        .map(|&(s, e)| Ok(Some(ops::slice_axis(b, 0, s, e)?)))
+                        .collect::<Result<Vec<_>>>()?
+                }
+                None => vec![None, None, None],
+            };
+            let mut it = w
+                .into_iter()
+                .zip(b)
+                .map(|(weight, bias)| Linear { weight, bias });
+            let mut next = || it.next().ok_or_else(|| Error::Config("qkv split".into()));
+            (next()?, next()?, next()?)
+        } else {
+            (
+                Linear::load(src, &p("attn_q"))?,
+                Linear::load(src, &p("attn_k"))?,
+                Linear::load(src, &p("attn_v"))?,
+            )
+        };
+        let (gate, up) = if src.has(&p("ffn_gate.weight")) {
+            (
+                Linear::load(src, &p("ffn_gate"))?,
+                Linear::load(src, &p("ffn_up"))?,
+            )
+        } else {
+            // Phi-3: gate and up stacked in ffn_up.
+            let up = Linear::load(src, &p("ffn_up"))?;
+            let mut w = up.weight.split_rows(&[cfg.ffn, cfg.ffn])?.into_iter();
+            let (Some(g), Some(u)) = (w.next(), w.next()) else {
+                return Err(Error::Config("gate/up split".into()));
+            };
+            (
+                Linear {
+                    weight: g,
+                    bias: None,
+                },
+                Linear {
+                    weight: u,
+                    bias: None,
+                },
+            )
+        };
+        let block = Block {
+            attn_norm: src.vector(&p("attn_norm.weight"))?,
+            q,
+            k,
+            v,
+            o: Linear::load(src, &p("attn_output"))?,
+            q_norm: opt("attn_q_norm.weight")?,
+            k_norm: opt("attn_k_norm.weight")?,
+            post_attn_norm: opt("post_attention_norm.weight")?,
+            ffn_norm: src.vector(&p("ffn_norm.weight"))?,
+            gate,
+            up,
+            down: Linear::load(src, &p("ffn_down"))?,
+            post_ffn_norm: opt("post_ffw_norm.weight")?,
+            local: cfg.is_local_layer(i),
+        };
+        block.check(cfg, i)?;
+        Ok(block)
+    }
+
+    fn check(&self, cfg: &ModelConfig, i: usize) -> Result<()> {
+        let want = [
+            ("attn_q", &self.q, cfg.heads * cfg.head_dim, cfg.hidden),
+            ("attn_k", &self.k, cfg.kv_heads * cfg.head_dim, cfg.hidden),
+            ("attn_v", &self.v, cfg.kv_heads * cfg.head_dim, cfg.hidden),
+            ("attn_output", &self.o, cfg.hidden, cfg.heads * cfg.head_dim),
+            ("ffn_gate", &self.gate, cfg.ffn, cfg.hidden),
+            ("ffn_up", &self.up, cfg.ffn, cfg.hidden),
+            ("ffn_down", &self.down, cfg.hidden, cfg.ffn),
+        ];
+        for (name, l, out, inp) in want {
+            if l.weight.out_features() != out || l.weight.in_features() != inp {
+                return Err(Error::Config(format!(
+                    "blk.{i}.{name} is {}x{}, the config implies {out}x{inp}",
+                    l.weight.out_features(),
+                    l.weight.in_features()
+                )));
+            }
+        }
+        if cfg.qk_norm && (self.q_norm.is_none() || self.k_norm.is_none()) {
+            return Err(Error::Config(format!("blk.{i} lacks its q/k norm weights")));
+        }
+        Ok(())
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        cfg: &ModelConfig,
+        rope: (&Rope, &Array, &Array),
+        cache: &mut KvCache,
+        layer: usize,
+        mask: Option<&Array>,
+    ) -> Result<Array> {
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let (h, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let eps = cfg.norm_eps;
+        let xn = rms_norm(x, &self.attn_norm, eps)?;
+        let mut q = ops::reshape(&self.q.forward(&xn)?, &[b, t, h, d])?;
+        let mut k = ops::reshape(&self.k.forward(&xn)?, &[b, t, hk, d])?;
+        let v = ops::reshape(&self.v.forward(&xn)?, &[b, t, hk, d])?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = rms_norm(&q, qn, eps)?;
+            k = rms_norm(&k, kn, eps)?;
+        }
+        let (r, cos, sin) = rope;
+        let q = ops::transpose(&r.apply(&q, cos, sin)?, Some(&[0, 2, 1, 3]))?;
+        let k = ops::transpose(&r.apply(&k, cos, sin)?, Some(&[0, 2, 1, 3]))?;
+        let v = ops::transpose(&v, Some(&[0, 2, 1, 3]))?;
+        let (k_all, v_all) = cache.update(layer, &k, &v)?;
+        let a = sdpa(&q, &k_all, &v_all, cfg.attn_scale, mask)?;
+        let a = ops::reshape(&ops::transpose(&a, Some(&[0, 2, 1, 3]))?, &[b, t, h * d])?;
+        let mut a = self.o.forward(&a)?;
+        if let Some(n) = &self.post_attn_norm {
+            a = rms_norm(&a, n, eps)?;
+        }
+        let x = ops::add(x, &a)?;
+        let xn = rms_norm(&x, &self.ffn_norm, eps)?;
+        let g = self.gate.forward(&xn)?;
+        let g = match cfg.activation {
+            Activation::Silu => tessera_nn::activations::silu(&g)?,
+            Activation::GeluTanh => tessera_nn::activations::gelu_tanh(&g)?,
+        };
+        let mut m = self
+            .down
+            .forward(&ops::multiply(&g, &self.up.forward(&xn)?)?)?;
+        if let Some(n) = &self.post_ffn_norm {
+            m = rms_norm(&m, n, eps)?;
+        }
+        Ok(ops::add(&x, &m)?)
+    }
+}
+
+/// A loaded language model.
+pub struct Model {
+    pub config: ModelConfig,
+    embed: Weight,
+    blocks: Vec<Block>,
+    norm: Array,
+    lm_head: Weight,
+    rope_global: Rope,
+    rope_local: Rope,
+}
+
+impl Model {
+    /// Builds the model from tensors named as in GGUF files.
+    pub fn load(
+        config: ModelConfig,
+        src: &dyn WeightSource,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        config.validate()?;
+        let embed = src.matrix("token_embd.weight")?;
+        if embed.in_features() != config.hidden {
+            return Err(Error::Config(format!(
+                "token_embd has {} columns, hidden size is {}",
+                embed.in_features(),
+                config.hidden
+            )));
+        }
+        let mut blocks = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            progress(i, config.layers);
+            blocks.push(Block::load(src, &config, i)?);
+        }
+        progress(config.layers, config.layers);
+        let lm_head = if src.has("output.weight") {
+            src.matrix("output.weight")?
+        } else {
+            embed.clone() // tied embeddings
+        };
+        if lm_head.in_features() != config.hidden {
+            return Err(Error::Config(
+                "output matrix does not match the hidden size".into(),
+            ));
+        }
+        let rope_global = Rope::new(&config.rope, config.rope.base);
+        let rope_local = Rope::new(
+            &config.rope,
+            config.rope_local_base.unwrap_or(config.rope.base),
+        );
+        Ok(Model {
+            norm: src.vector("output_norm.weight")?,
+            embed,
+            blocks,
+            lm_head,
+            rope_global,
+            rope_local,
+            config,
+        })
+    }
+
+    /// A fresh cache for up to `max_len` positions (capped at the model's context length).
+    pub fn new_cache(&self, max_len: usize) -> KvCache {
+        KvCache::new(
+            self.config.layers,
+            max_len.min(self.config.context_length.max(1)),
+        )
+    }
+
+    /// Bytes of weights read per decoded token.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .map(|l| l.weight.nbytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        blocks + self.lm_head.nbytes()
+    }
+
+    /// Runs `tokens` (`(b, t)`, integer) through the model, appending to `cache`, and returns
+    /// logits `(b, t, vocab)`, or only those of the last position `(b, 1, vocab)` when
+    /// `last_only` (what generation needs: the output matrix is the largest in small models).
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache, last_only: bool) -> Result<Array> {
+        let cfg = &self.config;
+        if tokens.ndim() != 2 {
+            return Err(Error::Invalid(format!(
+                "tokens must be (batch, time), got shape {:?}",
+                tokens.shape()
+            )));
+        }
+        let t = tokens.shape()[1];
+        let offset = cache.offset();
+        let mut x = self.embed.rows(tokens)?;
+        if cfg.embed_scale {
+            // Gemma rounds the scale to the activation dtype (bf16 in training): keep f32.
+            x = ops::multiply(
+                &x,
+                &Array::scalar_of((cfg.hidden as f64).sqrt(), Dtype::F32),
+            )?;
+        }
+        let (gc, gs) = self.rope_global.tables(offset, t)?;
+        let (lc, ls) = if cfg.rope_local_base.is_some() {
+            self.rope_local.tables(offset, t)?
+        } else {
+            (gc.clone(), gs.clone())
+        };
+        let global_mask = causal_mask(offset, t, None)?;
+        let local_mask = causal_mask(offset, t, cfg.sliding_window)?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let (rope, mask) = if blk.local {
+                ((&self.rope_local, &lc, &ls), local_mask.as_ref())
+            } else {
+                ((&self.rope_global, &gc, &gs), global_mask.as_ref())
+            };
+            x = blk.forward(&x, cfg, rope, cache, i, mask)?;
+        }
+        cache.advance(t);
+        if last_only && t > 1 {
+            x = ops::slice_axis(&x, 1, t - 1, t)?;
+        }
+        let x = rms_norm(&x, &self.norm, cfg.norm_eps)?;
+        let mut logits = self.lm_head.apply(&x)?;
+        if let Some(c) = cfg.final_logit_softcap {
+            let c = Array::scalar_of(c, Dtype::F32);
+            logits = ops::multiply(&ops::tanh(&ops::divide(&logits, &c)?)?, &c)?;
+        }
+        Ok(logits)
+    }
+}

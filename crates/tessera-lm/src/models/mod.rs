@@ -1,0 +1,3 @@
+//! Reading each family's configuration from the files that describe it.
+
+pub mod gguf;

@@ -1,0 +1,167 @@
+//! Weights as the model uses them: a linear layer's matrix stays in whatever form the file holds
+//! (dense f32/f16/bf16, or GGUF blocks that the quantized matmul reads directly), and a
+//! [`WeightSource`] hands them out by their GGUF-style name (`blk.3.attn_q.weight`).
+
+use crate::error::{Error, Result};
+use tessera_core::quant::GgmlType;
+use tessera_core::{Array, Dtype, ops};
+
+/// The matrix of a linear map `out x in`, applied as `x @ Wᵀ`.
+#[derive(Clone)]
+pub enum Weight {
+    /// A float array of shape `(out, in)`.
+    Dense(Array),
+    /// GGUF blocks: `u8` of shape `(out, format.row_bytes(in))`.
+    Quantized {
+        blocks: Array,
+        format: GgmlType,
+        in_features: usize,
+    },
+}
+
+impl Weight {
+    pub fn out_features(&self) -> usize {
+        match self {
+            Weight::Dense(w) => w.shape()[0],
+            Weight::Quantized { blocks, .. } => blocks.shape()[0],
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        match self {
+            Weight::Dense(w) => w.shape()[1],
+            Weight::Quantized { in_features, .. } => *in_features,
+        }
+    }
+
+    /// A short description, e.g. `Q4_K` or `bf16`.
+    pub fn kind(&self) -> String {
+        match self {
+            Weight::Dense(w) => w.dtype().to_string(),
+            Weight::Quantized { format, .. } => format.name().to_string(),
+        }
+    }
+
+    /// Bytes the matrix occupies (what a matmul with it reads).
+    pub fn nbytes(&self) -> usize {
+        match self {
+            Weight::Dense(w) => w.nbytes(),
+            Weight::Quantized { blocks, .. } => blocks.nbytes(),
+        }
+    }
+
+    /// `x @ Wᵀ`: `(..., in) -> (..., out)`, in x's dtype.
+    pub fn apply(&self, x: &Array) -> Result<Array> {
+        Ok(match self {
+            Weight::Quantized { blocks, format, .. } => ops::gguf_matmul(x, blocks, *format)?,
+            Weight::Dense(w) if w.dtype() == x.dtype() => {
+                ops::matmul(x, &ops::transpose(w, None)?)?
+            }
+            // Low-precision weights: multiply in the weight's dtype (bf16 GEMM), never convert
+            // the whole matrix to f32 on every call.
+            Weight::Dense(w) => {
+                let y = ops::matmul(&ops::astype(x, w.dtype())?, &ops::transpose(w, None)?)?;
+                ops::astype(&y, x.dtype())?
+            }
+        })
+    }
+
+    /// Rows `ids` of the matrix as f32: an embedding lookup `(...) -> (..., in)`.
+    pub fn rows(&self, ids: &Array) -> Result<Array> {
+        Ok(match self {
+            Weight::Dense(w) => ops::astype(&ops::take(w, ids, Some(0))?, Dtype::F32)?,
+            Weight::Quantized {
+                blocks,
+                format,
+                in_features,
+            } => ops::gguf_dequantize(&ops::take(blocks, ids, Some(0))?, *format, *in_features)?,
+        })
+    }
+
+    /// Splits the output rows into consecutive parts (fused qkv or gate/up matrices).
+    pub fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Weight>> {
+        let total: usize = sizes.iter().sum();
+        if total != self.out_features() {
+            return Err(Error::Config(format!(
+                "cannot split {} output rows into {sizes:?}",
+                self.out_features()
+            )));
+        }
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(sizes.len());
+        for &s in sizes {
+            parts.push(match self {
+                Weight::Dense(w) => Weight::Dense(ops::slice_axis(w, 0, start, start + s)?),
+                Weight::Quantized {
+                    blocks,
+                    format,
+                    in_features,
+                } => Weight::Quantized {
+                    blocks: ops::slice_axis(blocks, 0, start, start + s)?,
+                    format: *format,
+                    in_features: *in_features,
+                },
+            });
+            start += s;
+        }
+        Ok(parts)
+    }
+}
+
+/// Where a model's tensors come from (a GGUF file, a safetensors directory).
+pub trait WeightSource {
+    /// True when the tensor exists.
+    fn has(&self, name: &str) -> bool;
+    /// A 2-D matrix for a linear layer or embedding.
+    fn matrix(&self, name: &str) -> Result<Weight>;
+    /// A vector or small tensor (norm weights, biases) as f32.
+    fn vector(&self, name: &str) -> Result<Array>;
+}
+
+/// Tensors of a GGUF file (names as in the file).
+pub struct GgufSource<'a> {
+    pub file: &'a tessera_io::gguf::GgufFile,
+}
+
+impl WeightSource for GgufSource<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.file.info(name).is_some()
+    }
+
+    fn matrix(&self, name: &str) -> Result<Weight> {
+        let info = self
+            .file
+            .info(name)
+            .ok_or_else(|| Error::Config(format!("tensor '{name}' is missing from the file")))?;
+        if info.shape.len() != 2 {
+            return Err(Error::Config(format!(
+                "tensor '{name}' should be a matrix, has shape {:?}",
+                info.shape
+            )));
+        }
+        let t = self.file.tensor(name)?;
+        Ok(if info.ggml_type.is_quantized() {
+            Weight::Quantized {
+                blocks: t,
+                format: info.ggml_type,
+                in_features: info.shape[1],
+            }
+        } else {
+            Weight::Dense(t)
+        })
+    }
+
+    fn vector(&self, name: &str) -> Result<Array> {
+        let info = self
+            .file
+            .info(name)
+            .ok_or_else(|| Error::Config(format!("tensor '{name}' is missing from the file")))?;
+        let t = self.file.tensor(name)?;
+        if info.ggml_type.is_quantized() {
+            let k = info.shape.last().copied().unwrap_or(0);
+            let d = ops::gguf_dequantize(&t, info.ggml_type, k)?;
+            return Ok(ops::reshape(&d, &info.shape)?);
+        }
+        Ok(ops::contiguous(&ops::astype(&t, Dtype::F32)?)?)
+    }
+}
