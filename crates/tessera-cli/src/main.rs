@@ -6,12 +6,15 @@
 //! tessera --version | --help
 //! ```
 
+mod info;
+
 use std::process::ExitCode;
 use tessera::core::ops::{self, Axes};
 use tessera::{Array, Dtype, random};
 
 const USAGE: &str = "usage:
   tessera demo                                    run a short demo of lazy arrays
+  tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
   tessera --version
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("info") => info::run(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             Ok(())

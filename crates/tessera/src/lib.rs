@@ -1,8 +1,9 @@
 //! tessera: machine learning on your own machines.
 //!
 //! This facade re-exports the crates of the workspace: [`core`] (arrays, ops, eval, random
-//! numbers, transforms, the CPU backend) and [`nn`] (layers, losses, optimizers). Model files,
-//! the LLM runtime and cluster mode are planned (see the repository README).
+//! numbers, transforms, the CPU backend), [`nn`] (layers, losses, optimizers), [`io`] (GGUF,
+//! safetensors and NumPy files) and [`lm`] (tokenizers, models, sampling, generation). Cluster
+//! mode is planned (see the repository README).
 //!
 //! ```
 //! use tessera::{Array, Dtype, ops, random};
@@ -19,4 +20,6 @@
 
 pub use tessera_core as core;
 pub use tessera_core::{Array, Device, Dtype, Error, Result, Stream, eval, ops, random};
+pub use tessera_io as io;
+pub use tessera_lm as lm;
 pub use tessera_nn as nn;
