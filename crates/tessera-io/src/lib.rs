@@ -10,6 +10,9 @@
 pub mod error;
 pub mod gguf;
 mod mapped;
+pub mod npy;
+pub mod safetensors;
+mod zip;
 
 pub use error::{Error, Result};
 pub use mapped::Bytes;

@@ -136,7 +136,7 @@ impl GgmlType {
     /// Bytes taken by a row of `n` values, or an error when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(Error::Invalid {
                 op: "quant",
                 msg: format!(
