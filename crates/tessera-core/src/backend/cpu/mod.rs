@@ -9,6 +9,7 @@ mod gemm;
 mod index;
 mod matmul;
 pub mod pool;
+pub(crate) mod quant;
 // mod qmatmul; // enabled once backend::cpu::quant lands
 pub mod random;
 mod reduce;

@@ -1,0 +1,196 @@
+//! Activation quantization for the integer dot products: each row of `x` is quantized once per
+//! `matmul_t` call, to 32-value Q8 blocks (for the 32-block weight formats) or to 256-value Q8_K
+//! super-blocks (for the K-quants), stored as separate arrays (quants, scales, sums) so the
+//! kernels load them without unpacking.
+//!
+//! Rounding follows what llama.cpp computes at inference on x86, so results match it:
+//! - Q8 (ggml-cpu's AVX2 `quantize_row_q8_0` / `q8_1`): `d = amax / 127` stored as f16,
+//!   `q = round_half_even(x * (127 / amax))`, and for Q8_1 `s = f16(d * sum(q))` with the f32 `d`.
+//!   (The reference `quantize_row_q8_0_ref` used to write files rounds half away from zero and
+//!   multiplies by `1 / d`; the two differ only on exact ties and in the last bit of the inverse.)
+//! - Q8_K (`quantize_row_q8_K_ref`, also what ggml-cpu runs on x86): see
+//!   [`super::kquants::quant_q8_k`].
+
+use super::Isa;
+use super::kquants::{QK_K, nearest_int, via_f16};
+use super::legacy::QK;
+use crate::backend::cpu::pool::parallel_chunks;
+
+/// Activation rows in 32-value Q8 blocks; index `row * nb + block`.
+pub(super) struct Q8Rows {
+    /// Blocks per row.
+    pub nb: usize,
+    /// `rows * nb * 32` quants in `-127..=127`.
+    pub qs: Vec<i8>,
+    /// The block scale, rounded through f16 as ggml stores it.
+    pub d: Vec<f32>,
+    /// `sum(q)` of each block (for the offset of Q4_0/Q5_0 weights, stored unsigned).
+    pub sum: Vec<i32>,
+    /// Q8_1's `s = f16(d * sum(q))` (for the min of Q4_1/Q5_1 weights).
+    pub s: Vec<f32>,
+}
+
+/// Activation rows in Q8_K super-blocks; index `row * nb + block`.
+pub(super) struct Q8KRows {
+    pub nb: usize,
+    /// `rows * nb * 256` quants.
+    pub qs: Vec<i8>,
+    /// The f32 scale `1 / iscale`.
+    pub d: Vec<f32>,
+    /// `rows * nb * 16` sums of each 16 quants.
+    pub bsums: Vec<i16>,
+}
+
+/// One row's share of the output arrays, handed to a row quantizer.
+pub(super) struct Q8Out<'a> {
+    pub qs: &'a mut [i8],
+    pub d: &'a mut [f32],
+    pub sum: &'a mut [i32],
+    pub s: &'a mut [f32],
+}
+
+pub(super) struct Q8KOut<'a> {
+    pub qs: &'a mut [i8],
+    pub d: &'a mut [f32],
+    pub bsums: &'a mut [i16],
+}
+
+/// Raw pointers shared by the row workers; each worker writes disjoint rows.
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+// SAFETY: only used to hand disjoint row ranges of one allocation to pool workers.
+unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Ptr<T> {}
+
+impl<T> Ptr<T> {
+    /// `len` elements at `at`.
+    ///
+    /// # Safety
+    /// The range is inside the allocation and no other live slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
+
+/// Rows per parallel chunk: at least ~64K values, so small activations stay on one thread.
+fn min_rows(k: usize) -> usize {
+    (1usize << 16).div_ceil(k.max(1))
+}
+
+pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
+    let nb = k / QK;
+    let mut r = Q8Rows {
+        nb,
+        qs: vec![0; m * k],
+        d: vec![0.0; m * nb],
+        sum: vec![0; m * nb],
+        s: vec![0.0; m * nb],
+    };
+    let row: fn(&[f32], Q8Out) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Vnni => super::x86::act::q8_row,
+        _ => q8_row,
+    };
+    let (qs, d, sum, s) = (
+        Ptr(r.qs.as_mut_ptr()),
+        Ptr(r.d.as_mut_ptr()),
+        Ptr(r.sum.as_mut_ptr()),
+        Ptr(r.s.as_mut_ptr()),
+    );
+    parallel_chunks(m, min_rows(k), &|a, b| {
+        for i in a..b {
+            // SAFETY: row `i` of each array is in bounds and written by this worker only.
+            let out = unsafe {
+                Q8Out {
+                    qs: qs.slice(i * k, k),
+                    d: d.slice(i * nb, nb),
+                    sum: sum.slice(i * nb, nb),
+                    s: s.slice(i * nb, nb),
+                }
+            };
+            row(&x[i * k..(i + 1) * k], out);
+        }
+    });
+    r
+}
+
+pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
+    let nb = k / QK_K;
+    let mut r = Q8KRows {
+        nb,
+        qs: vec![0; m * k],
+        d: vec![0.0; m * nb],
+        bsums: vec![0; m * nb * 16],
+    };
+    let row: fn(&[f32], Q8KOut) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Vnni => super::x86::act::q8k_row,
+        _ => q8k_row,
+    };
+    let (qs, d, bs) = (
+        Ptr(r.qs.as_mut_ptr()),
+        Ptr(r.d.as_mut_ptr()),
+        Ptr(r.bsums.as_mut_ptr()),
+    );
+    parallel_chunks(m, min_rows(k), &|a, b| {
+        for i in a..b {
+            // SAFETY: row `i` of each array is in bounds and written by this worker only.
+            let out = unsafe {
+                Q8KOut {
+                    qs: qs.slice(i * k, k),
+                    d: d.slice(i * nb, nb),
+                    bsums: bs.slice(i * nb * 16, nb * 16),
+                }
+            };
+            row(&x[i * k..(i + 1) * k], out);
+        }
+    });
+    r
+}
+
+/// Portable Q8 row quantizer (ggml-cpu x86 semantics, see the module docs).
+pub(super) fn q8_row(x: &[f32], o: Q8Out) {
+    for (b, xb) in x.chunks_exact(QK).enumerate() {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in o.qs[b * QK..(b + 1) * QK].iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        o.d[b] = via_f16(d);
+        o.sum[b] = sum;
+        o.s[b] = via_f16(d * sum as f32);
+    }
+}
+
+/// Portable Q8_K row quantizer (`quantize_row_q8_K_ref`).
+pub(super) fn q8k_row(x: &[f32], o: Q8KOut) {
+    for (b, xb) in x.chunks_exact(QK_K).enumerate() {
+        let qs = &mut o.qs[b * QK_K..(b + 1) * QK_K];
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            qs.fill(0);
+            o.d[b] = 0.0;
+            o.bsums[b * 16..(b + 1) * 16].fill(0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = nearest_int(iscale * v).min(127) as i8;
+        }
+        for (j, s) in o.bsums[b * 16..(b + 1) * 16].iter_mut().enumerate() {
+            *s = qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+        }
+        o.d[b] = 1.0 / iscale;
+    }
+}

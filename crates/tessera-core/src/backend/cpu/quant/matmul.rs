@@ -1,0 +1,169 @@
+//! The `matmul_t` driver: quantizes the activations once, picks the kernel for the weight type
+//! and instruction set, and walks the output in tiles.
+//!
+//! Work split: output columns (weight rows) are divided into contiguous chunks, one per pool
+//! thread, so each thread streams its own part of the weights. Inside a chunk, when there are
+//! more activation rows than one tile holds (`MT`), weight rows are taken in groups small enough
+//! to stay in L2 and every activation tile is run over the group before moving on, so the
+//! weights are read from memory once and decoded once per tile of `MT` rows.
+
+use super::act::{Q8KRows, Q8Rows, quantize_q8, quantize_q8k};
+use super::{Isa, scalar};
+use crate::backend::cpu::pool::parallel_chunks;
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+
+/// Activation rows per tile: each decoded weight block is used against this many rows.
+pub(super) const MT: usize = 4;
+
+/// Bytes of weight rows kept hot while all activation tiles pass over them.
+const L2_GROUP_BYTES: usize = 256 * 1024;
+
+/// One kernel call: weight rows `r0..r1` against activation rows `i0..i0 + mt` (`mt <= MT`),
+/// writing `out[i * ldo + r]`.
+pub(super) struct Tile<'a, A> {
+    pub w: &'a [u8],
+    pub row_bytes: usize,
+    /// Blocks per row.
+    pub nb: usize,
+    pub r0: usize,
+    pub r1: usize,
+    pub i0: usize,
+    pub mt: usize,
+    pub acts: &'a A,
+    pub out: *mut f32,
+    pub ldo: usize,
+}
+
+impl<A> Tile<'_, A> {
+    /// Writes the result for activation row `i0 + i`, weight row `r`.
+    ///
+    /// # Safety
+    /// `(i0 + i) * ldo + r` is inside the output, and no other thread writes that element.
+    #[inline(always)]
+    pub(super) unsafe fn put(&self, i: usize, r: usize, v: f32) {
+        *self.out.add((self.i0 + i) * self.ldo + r) = v;
+    }
+}
+
+/// A kernel for one (weight type, instruction set).
+pub(super) type Kernel<A> = unsafe fn(&Tile<A>);
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint columns of the output (see `drive`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method, so closures capture the `Sync` wrapper rather than the raw pointer field.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out[m, n] = x[m, k] · W[n, k]ᵀ`; the caller validated every length.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_t(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let row_bytes = ty.row_bytes(k)?;
+    if let Some(kern) = kernel_q8(isa, ty) {
+        let acts = quantize_q8(isa, x, m, k);
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        return Ok(());
+    }
+    if let Some(kern) = kernel_q8k(isa, ty) {
+        let acts = quantize_q8k(isa, x, m, k);
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        return Ok(());
+    }
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            super::float::matmul_t(ty, w, n, k, x, m, out);
+            Ok(())
+        }
+        _ => Err(Error::Invalid {
+            op: "quant_matmul",
+            msg: format!("no matmul kernel for {ty} weights"),
+        }),
+    }
+}
+
+/// Kernels for the formats multiplied against Q8 (32-value) activations.
+fn kernel_q8(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8Rows>> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return super::x86::kernel_q8(isa, ty);
+    }
+    let _ = isa;
+    scalar::kernel_q8(ty)
+}
+
+/// Kernels for the K-quants, multiplied against Q8_K activations.
+fn kernel_q8k(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8KRows>> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return super::x86::kernel_q8k(isa, ty);
+    }
+    let _ = isa;
+    scalar::kernel_q8k(ty)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive<A: Sync>(
+    kern: Kernel<A>,
+    acts: &A,
+    w: &[u8],
+    row_bytes: usize,
+    nb: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let outp = OutPtr(out.as_mut_ptr());
+    // Split only when each thread gets real work: about 64K multiply-adds per chunk at least.
+    let per_row = k * m.min(MT);
+    let min_chunk = (1usize << 16).div_ceil(per_row.max(1));
+    let group = if m <= MT {
+        usize::MAX
+    } else {
+        (L2_GROUP_BYTES / row_bytes.max(1)).max(4)
+    };
+    parallel_chunks(n, min_chunk, &|r0, r1| {
+        let mut rs = r0;
+        while rs < r1 {
+            let re = rs.saturating_add(group).min(r1);
+            let mut i0 = 0;
+            while i0 < m {
+                let tile = Tile {
+                    w,
+                    row_bytes,
+                    nb,
+                    r0: rs,
+                    r1: re,
+                    i0,
+                    mt: (m - i0).min(MT),
+                    acts,
+                    out: outp.get(),
+                    ldo: n,
+                };
+                // SAFETY: lengths were validated by the caller (w holds n rows of row_bytes,
+                // acts hold m rows of nb blocks, out is m x n); this chunk alone writes
+                // columns r0..r1; the kernel was chosen for an instruction set the CPU has.
+                unsafe { kern(&tile) };
+                i0 += MT;
+            }
+            rs = re;
+        }
+    });
+}

@@ -1,0 +1,388 @@
+//! CPU kernels for the GGUF/ggml block-quantized formats: dequantization, quantization and a
+//! matrix product `x · Wᵀ` that works on the blocks directly.
+//!
+//! # Formats
+//!
+//! A quantized row is a run of blocks, exactly as in a GGUF file ([`GgmlType`] gives the
+//! geometry). All scales are little-endian f16 unless noted.
+//!
+//! | type | values / bytes | block layout | value |
+//! |------|------|--------------|-------|
+//! | Q4_0 | 32 / 18 | `d, qs[16]` (value `j` low nibble of `qs[j]`, `j+16` high nibble) | `d (q - 8)` |
+//! | Q4_1 | 32 / 20 | `d, m, qs[16]` | `d q + m` |
+//! | Q5_0 | 32 / 22 | `d, qh: u32, qs[16]` (bit 4 of value `j` is bit `j` of `qh`) | `d (q - 16)` |
+//! | Q5_1 | 32 / 24 | `d, m, qh, qs[16]` | `d q + m` |
+//! | Q8_0 | 32 / 34 | `d, qs: [i8; 32]` | `d q` |
+//! | Q8_1 | 32 / 36 | `d, s = d Σq, qs: [i8; 32]` (activation format) | `d q` |
+//! | IQ4_NL | 32 / 18 | as Q4_0, nibble indexes a fixed non-uniform 16-entry grid | `d grid[q]` |
+//! | Q2_K | 256 / 84 | `scales[16]` (4-bit scale, 4-bit min per 16), `qs[64]`, `d`, `dmin` | `d sc q - dmin m` |
+//! | Q3_K | 256 / 110 | `hmask[32]` (3rd bit), `qs[64]`, 16 6-bit scales in 12 bytes, `d` | `d (sc - 32) (q - 4)` |
+//! | Q4_K | 256 / 144 | `d, dmin`, 8 6-bit (scale, min) pairs in 12 bytes, `qs[128]` | `d sc q - dmin m` per 32 |
+//! | Q5_K | 256 / 176 | as Q4_K plus `qh[32]` (5th bit) | as Q4_K |
+//! | Q6_K | 256 / 210 | `ql[128]` (low 4 bits), `qh[64]` (high 2), `scales: [i8; 16]`, `d` | `d sc (q - 32)` |
+//! | Q8_K | 256 / 292 | `d: f32, qs: [i8; 256], bsums: [i16; 16]` (activation format) | `d q` |
+//!
+//! The exact bit positions are documented on the dequantizers in `legacy.rs` and `kquants.rs`,
+//! which reproduce ggml's float arithmetic bit for bit (checked against gguf-py).
+//!
+//! # The product
+//!
+//! [`matmul_t`] computes `out[m × n] = x[m × k] · Wᵀ` for `W` in `n` quantized rows of `k`
+//! values, the layout of every GGUF linear weight. As in llama.cpp, each activation row is first
+//! quantized to 8 bits per value (Q8 in 32-value blocks for the 32-value weight formats, with
+//! the block sum that Q4_1/Q5_1's min needs; Q8_K in 256-value super-blocks with per-16 sums for
+//! the K-quants). Then each pair of blocks is an integer dot product (`u8 × i8` multiply-adds:
+//! AVX-512 VNNI `vpdpbusd`/`vpdpwssd`, or AVX2 `vpmaddubsw` + `vpmaddwd`) scaled once per
+//! block in f32. Why: the weights never get widened to f32 (decode reads 4.5-6.5 bits per
+//! weight and does a few byte shuffles), integer multiply-adds process 32 weights per
+//! instruction, and the extra error from rounding the activations to 8 bits (about 0.4% of each
+//! block's largest value) is what llama.cpp accepts too, so results match it closely.
+//!
+//! Weights are decoded to unsigned integers with the format's offset (Q4_0's `-8`, Q6_K's
+//! `-32`, ...) moved to the activation side, where it costs one multiply per block with the
+//! precomputed activation block sums; this keeps every format on the same `u8 × i8` kernel.
+//!
+//! Tiling: output columns (weight rows) are split into one contiguous range per thread, so for
+//! `m = 1` (decoding) each thread streams its share of the weights once: the product is bound
+//! by memory bandwidth. For `m > 1` (prefill) each weight block is decoded once per tile of
+//! [`matmul::MT`] activation rows and reused from registers for all of them, and weight rows
+//! are grouped to stay in L2 while every tile passes over them.
+//!
+//! Instruction sets: [`Isa::best`] picks AVX-512 VNNI (on 256-bit registers, which are as fast
+//! per element as 512-bit ones on the double-pumped AVX-512 units of current AMD parts and
+//! keep the decode shuffles within 128-bit lanes), else AVX2, else the portable kernels; it
+//! respects `TESSERA_SIMD=scalar|avx2`. Every variant is callable through [`matmul_t_with`] so
+//! the tests compare them all.
+
+mod act;
+mod decode;
+mod float;
+mod kquants;
+mod legacy;
+mod matmul;
+mod scalar;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::backend::cpu::simd;
+use crate::error::{Error, Result};
+use crate::quant::GgmlType;
+use half::{bf16, f16};
+use std::sync::OnceLock;
+
+/// The instruction sets the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX2 plus AVX-512 VNNI/VL/BW (the 256-bit forms of `vpdpbusd` and `vpdpwssd`).
+    Vnni,
+}
+
+impl Isa {
+    /// The best set this CPU has, capped by `TESSERA_SIMD` (see `simd::level`).
+    pub(crate) fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cap = match simd::level() {
+                simd::Level::Scalar => Isa::Scalar,
+                simd::Level::Avx2 => Isa::Avx2,
+                simd::Level::Avx512 => Isa::Vnni,
+            };
+            [Isa::Vnni, Isa::Avx2, Isa::Scalar]
+                .into_iter()
+                .find(|i| i.rank() <= cap.rank() && i.supported())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+
+    /// Every set this CPU can run (for tests and benchmarks).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Vnni]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether this CPU has the instructions.
+    pub(crate) fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Vnni => {
+                Isa::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+fn invalid(op: &'static str, msg: String) -> Error {
+    Error::Invalid { op, msg }
+}
+
+/// Per-block codecs: `(dequantize, quantize)` for one block of `ty`, or `None`.
+type BlockFns = (fn(&[u8], &mut [f32]), Option<fn(&[f32], &mut [u8])>);
+
+fn block_fns(ty: GgmlType) -> Option<BlockFns> {
+    use GgmlType as T;
+    Some(match ty {
+        T::Q4_0 => (legacy::dequant_q4_0, Some(legacy::quant_q4_0)),
+        T::Q4_1 => (legacy::dequant_q4_1, Some(legacy::quant_q4_1)),
+        T::Q5_0 => (legacy::dequant_q5_0, Some(legacy::quant_q5_0)),
+        T::Q5_1 => (legacy::dequant_q5_1, Some(legacy::quant_q5_1)),
+        T::Q8_0 => (legacy::dequant_q8_0, Some(legacy::quant_q8_0)),
+        T::Q8_1 => (legacy::dequant_q8_1, Some(legacy::quant_q8_1)),
+        T::IQ4_NL => (legacy::dequant_iq4_nl, Some(legacy::quant_iq4_nl)),
+        T::Q2_K => (kquants::dequant_q2_k, Some(kquants::quant_q2_k)),
+        T::Q3_K => (kquants::dequant_q3_k, Some(kquants::quant_q3_k)),
+        T::Q4_K => (kquants::dequant_q4_k, Some(kquants::quant_q4_k)),
+        T::Q5_K => (kquants::dequant_q5_k, Some(kquants::quant_q5_k)),
+        T::Q6_K => (kquants::dequant_q6_k, Some(kquants::quant_q6_k)),
+        T::Q8_K => (kquants::dequant_q8_k, Some(kquants::quant_q8_k)),
+        _ => return None,
+    })
+}
+
+fn is_float(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// Checks that `bytes` holds exactly one row of `n` values of `ty`.
+fn check_row(op: &'static str, ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
+    let want = ty.row_bytes(n)?;
+    if bytes != want {
+        return Err(invalid(
+            op,
+            format!("a row of {n} {ty} values takes {want} bytes, got {bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes one row of `ty` (`src`, `ty.row_bytes(dst.len())` bytes) into `dst`.
+///
+/// Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+/// Q8_K, IQ4_NL. The values are bit-equal to ggml's `dequantize_row_*`. Errors (never panics)
+/// when `dst.len()` is not a whole number of blocks, `src` has the wrong length, or the type
+/// is not supported.
+// Entry points for `backend::cpu::qmatmul` and the quantize tooling, which land separately.
+#[allow(dead_code)]
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    if !is_float(ty) && block_fns(ty).is_none() {
+        return Err(invalid(
+            "dequantize",
+            format!("dequantizing {ty} is not supported"),
+        ));
+    }
+    check_row("dequantize", ty, src.len(), dst.len())?;
+    dequantize_row_unchecked(ty, src, dst);
+    Ok(())
+}
+
+/// [`dequantize_row`] after validation.
+fn dequantize_row_unchecked(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+            }
+        }
+        _ => {
+            if let Some((deq, _)) = block_fns(ty) {
+                let (bs, ts) = (ty.block_size(), ty.type_size());
+                for (s, d) in src.chunks_exact(ts).zip(dst.chunks_exact_mut(bs)) {
+                    deq(s, d);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes one row of `src.len()` values as `ty` into `dst` (`ty.row_bytes(src.len())` bytes).
+///
+/// - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K: ggml's reference quantizers, bit for bit (what
+///   `llama-quantize` writes without an importance matrix; Q8_1/Q8_K are the activation formats).
+/// - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL: simple round-to-nearest quantizers (per-sub-block
+///   range, quantized scales, requantization with the rounded scales). Their blocks decode the
+///   same way everywhere; ggml's own quantizers search scales a little harder.
+/// - F32, F16, BF16: conversion (round to nearest even).
+// Entry points for `backend::cpu::qmatmul` and the quantize tooling, which land separately.
+#[allow(dead_code)]
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    let quant = match block_fns(ty) {
+        Some((_, Some(q))) => Some(q),
+        _ if is_float(ty) => None,
+        _ => {
+            return Err(invalid(
+                "quantize",
+                format!("quantizing to {ty} is not supported"),
+            ));
+        }
+    };
+    check_row("quantize", ty, dst.len(), src.len())?;
+    match (ty, quant) {
+        (_, Some(q)) => {
+            let (bs, ts) = (ty.block_size(), ty.type_size());
+            for (s, d) in src.chunks_exact(bs).zip(dst.chunks_exact_mut(ts)) {
+                q(s, d);
+            }
+        }
+        (GgmlType::F32, _) => {
+            for (d, s) in dst.chunks_exact_mut(4).zip(src) {
+                d.copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        (GgmlType::F16, _) => {
+            for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&f16::from_f32(*s).to_bits().to_le_bytes());
+            }
+        }
+        (_, None) => {
+            for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&bf16::from_f32(*s).to_bits().to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether [`matmul_t`] has a kernel for weights of `ty`.
+// Entry points for `backend::cpu::qmatmul` and the quantize tooling, which land separately.
+#[allow(dead_code)]
+pub fn matmul_supported(ty: GgmlType) -> bool {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::F32
+            | T::F16
+            | T::BF16
+            | T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q8_1
+            | T::IQ4_NL
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
+    )
+}
+
+/// `out[m × n] = x[m × k] · Wᵀ`: `W` is `n` rows of `k` values of `ty` (`w.len() == n *
+/// ty.row_bytes(k)`, GGUF layout), `x` and `out` are row-major f32.
+///
+/// Quantized weights multiply against 8-bit quantized activations (see the module docs), so the
+/// result differs from the exact product of the dequantized weights by the activation rounding:
+/// at most about `Σ_blocks |w|·amax(x_block) / 254` per output, typically far less. F32, F16 and
+/// BF16 weights are widened and multiplied in f32. Errors (never panics) on any length mismatch
+/// or an unsupported type ([`matmul_supported`]).
+// Entry points for `backend::cpu::qmatmul` and the quantize tooling, which land separately.
+#[allow(dead_code)]
+pub fn matmul_t(
+    ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    matmul_t_with(Isa::best(), ty, w, n, k, x, m, out)
+}
+
+/// [`matmul_t`] on a chosen instruction set (an error if this CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_t_with(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "quant_matmul";
+    if !matmul_supported(ty) {
+        return Err(invalid(OP, format!("no matmul kernel for {ty} weights")));
+    }
+    if !isa.supported() {
+        return Err(invalid(
+            OP,
+            format!("this CPU cannot run the {isa:?} kernels"),
+        ));
+    }
+    let row_bytes = ty.row_bytes(k)?;
+    let dims = |a: usize, b: usize, what: &str| {
+        a.checked_mul(b)
+            .ok_or_else(|| invalid(OP, format!("{what} size {a} x {b} overflows")))
+    };
+    let (wn, xn, on) = (
+        dims(n, row_bytes, "weight")?,
+        dims(m, k, "input")?,
+        dims(m, n, "output")?,
+    );
+    if w.len() != wn {
+        return Err(invalid(
+            OP,
+            format!(
+                "{n} rows of {k} {ty} values take {wn} bytes, got {}",
+                w.len()
+            ),
+        ));
+    }
+    if x.len() != xn {
+        return Err(invalid(
+            OP,
+            format!("input of {m} x {k} needs {xn} values, got {}", x.len()),
+        ));
+    }
+    if out.len() != on {
+        return Err(invalid(
+            OP,
+            format!("output of {m} x {n} needs {on} values, got {}", out.len()),
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    matmul::matmul_t(isa, ty, w, n, k, x, m, out)
+}

@@ -1,0 +1,483 @@
+//! Tests: golden values from gguf-py, round trips, every kernel variant against the dequantized
+//! product, malformed input, and an ignored timing check.
+
+use super::act::{q8_row, q8k_row, quantize_q8, quantize_q8k};
+use super::*;
+use crate::quant::GgmlType as T;
+use std::path::PathBuf;
+
+/// Deterministic xorshift generator (the tests need no external randomness).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Roughly normal (sum of uniforms), with an occasional outlier like real activations.
+    fn normal(&mut self) -> f32 {
+        let s: f32 = (0..4).map(|_| self.uniform()).sum::<f32>() - 2.0;
+        if self.next() % 97 == 0 { s * 8.0 } else { s }
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/quant")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/gen-quant-fixtures.py)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Types with both a quantizer and a matmul kernel.
+const QUANT_TYPES: &[T] = &[
+    T::Q4_0,
+    T::Q4_1,
+    T::Q5_0,
+    T::Q5_1,
+    T::Q8_0,
+    T::Q8_1,
+    T::IQ4_NL,
+    T::Q2_K,
+    T::Q3_K,
+    T::Q4_K,
+    T::Q5_K,
+    T::Q6_K,
+];
+
+/// gguf-py's dequantization computes the same f32 operations in the same order as ggml, so the
+/// comparison is bit-exact (no ulp slack needed).
+#[test]
+fn dequantize_matches_gguf_py_bit_for_bit() {
+    let cases = fixture("dequant.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 15);
+    for c in cases {
+        let ty = T::from_name(c["type"].as_str().unwrap()).unwrap();
+        let n = c["n"].as_u64().unwrap() as usize;
+        let blocks = unhex(c["blocks"].as_str().unwrap());
+        let want = f32s(&unhex(c["values"].as_str().unwrap()));
+        let mut got = vec![f32::NAN; n];
+        dequantize_row(ty, &blocks, &mut got).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{ty} value {i}: got {g}, gguf-py {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn quantize_matches_gguf_py_reference_bit_for_bit() {
+    let cases = fixture("quantize.json");
+    for c in cases.as_array().unwrap() {
+        let ty = T::from_name(c["type"].as_str().unwrap()).unwrap();
+        let x = f32s(&unhex(c["input"].as_str().unwrap()));
+        let want = unhex(c["blocks"].as_str().unwrap());
+        let mut got = vec![0u8; want.len()];
+        quantize_row(ty, &x, &mut got).unwrap();
+        let ts = ty.type_size();
+        for (b, (g, w)) in got.chunks(ts).zip(want.chunks(ts)).enumerate() {
+            assert_eq!(g, w, "{ty} block {b}");
+        }
+    }
+}
+
+/// Relative RMS error bound of a quantize → dequantize round trip on the test data (roughly
+/// normal with 1% outliers at 8x): about 1.3x what the quantizers reach. For the legacy types
+/// gguf-py's reference quantizers reach the same errors on such data (Q4_0 0.13, Q4_1 0.09,
+/// Q5_0 0.065, Q5_1 0.045, Q8_0 0.008); each extra bit halves them.
+fn rms_bound(ty: T) -> f32 {
+    match ty {
+        T::Q8_0 | T::Q8_1 | T::Q8_K => 0.013,
+        T::Q6_K => 0.03,
+        T::Q5_1 | T::Q5_K => 0.065,
+        T::Q5_0 => 0.09,
+        T::Q4_1 | T::Q4_K => 0.13,
+        T::IQ4_NL => 0.15,
+        T::Q4_0 => 0.19,
+        T::Q3_K => 0.26,
+        T::Q2_K => 0.5,
+        _ => 0.0,
+    }
+}
+
+#[test]
+fn round_trip_error_bounds() {
+    let mut rng = Rng(0x5eed);
+    let k = 1024;
+    for &ty in QUANT_TYPES.iter().chain(&[T::Q8_K]) {
+        let x = rng.vec(k);
+        let mut q = vec![0u8; ty.row_bytes(k).unwrap()];
+        quantize_row(ty, &x, &mut q).unwrap();
+        let mut y = vec![0f32; k];
+        dequantize_row(ty, &q, &mut y).unwrap();
+        let err: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+        let norm: f32 = x.iter().map(|a| a * a).sum();
+        let rel = (err / norm).sqrt();
+        assert!(rel < rms_bound(ty), "{ty}: relative rms error {rel}");
+        // Every value within one quantization step of its block's range (a loose, per-value
+        // check that catches a mis-decoded field).
+        let bs = ty.block_size();
+        let steps = ((1u32 << (ty.bits_per_value() as u32).min(8)) - 1) as f32;
+        for (xb, yb) in x.chunks(bs).zip(y.chunks(bs)) {
+            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (a, b) in xb.iter().zip(yb) {
+                assert!(
+                    (a - b).abs() <= 2.0 * amax / steps * 4.0 + 1e-6,
+                    "{ty}: {a} -> {b}"
+                );
+            }
+        }
+        // Zeros stay zeros.
+        quantize_row(ty, &vec![0.0; k], &mut q).unwrap();
+        dequantize_row(ty, &q, &mut y).unwrap();
+        assert!(y.iter().all(|&v| v == 0.0), "{ty}: zeros");
+    }
+    // Plain float types.
+    let x = rng.vec(64);
+    for (ty, tol) in [(T::F32, 0.0), (T::F16, 1e-3), (T::BF16, 8e-3)] {
+        let mut q = vec![0u8; ty.row_bytes(64).unwrap()];
+        quantize_row(ty, &x, &mut q).unwrap();
+        let mut y = vec![0f32; 64];
+        dequantize_row(ty, &q, &mut y).unwrap();
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= tol * a.abs(), "{ty}: {a} -> {b}");
+        }
+    }
+}
+
+/// The activation quantizers of every instruction set agree bit for bit, and the Q8_K one
+/// equals the Q8_K block quantizer (ggml's reference).
+#[test]
+fn activation_quantizers_agree() {
+    let mut rng = Rng(7);
+    let k = 512;
+    let mut x = rng.vec(3 * k);
+    x[0..32].fill(0.0); // a zero block
+    x[256..512].fill(0.0); // a zero super-block
+    for v in &mut x[32..64] {
+        *v = (*v * 4.0).round() / 4.0; // ties
+    }
+    for isa in Isa::available() {
+        let (a, b) = (
+            quantize_q8(Isa::Scalar, &x, 3, k),
+            quantize_q8(isa, &x, 3, k),
+        );
+        assert_eq!(a.qs, b.qs, "{isa:?}");
+        assert_eq!(a.sum, b.sum);
+        assert!(
+            a.d.iter()
+                .zip(&b.d)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
+        assert!(
+            a.s.iter()
+                .zip(&b.s)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
+        let (a, b) = (
+            quantize_q8k(Isa::Scalar, &x, 3, k),
+            quantize_q8k(isa, &x, 3, k),
+        );
+        assert_eq!(a.qs, b.qs, "{isa:?}");
+        assert_eq!(a.bsums, b.bsums);
+        assert!(
+            a.d.iter()
+                .zip(&b.d)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
+    }
+    let acts = quantize_q8k(Isa::Scalar, &x[..k], 1, k);
+    let mut blocks = vec![0u8; T::Q8_K.row_bytes(k).unwrap()];
+    quantize_row(T::Q8_K, &x[..k], &mut blocks).unwrap();
+    for (b, blk) in blocks.chunks(292).enumerate() {
+        assert_eq!(f32::from_le_bytes(blk[0..4].try_into().unwrap()), acts.d[b]);
+        let qs: Vec<i8> = blk[4..260].iter().map(|&v| v as i8).collect();
+        assert_eq!(qs, acts.qs[256 * b..256 * (b + 1)]);
+    }
+    // The Q8 activation blocks decode like Q8_1 blocks with the same fields.
+    let _ = (q8_row, q8k_row);
+}
+
+/// Random blocks with sane scales: exercises every bit pattern of the quants (e.g. -128 in
+/// Q8_0, extreme Q6_K scales), which quantizers never produce.
+fn random_blocks(rng: &mut Rng, ty: T, rows: usize, k: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(k).unwrap();
+    let mut w: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
+    let (f16_fields, f32_fields): (&[usize], &[usize]) = match ty {
+        T::Q4_0 | T::Q5_0 | T::Q8_0 | T::IQ4_NL => (&[0], &[]),
+        T::Q4_1 | T::Q5_1 | T::Q8_1 | T::Q4_K | T::Q5_K => (&[0, 2], &[]),
+        T::Q2_K => (&[80, 82], &[]),
+        T::Q3_K => (&[108], &[]),
+        T::Q6_K => (&[208], &[]),
+        _ => (&[], &[]),
+    };
+    for blk in w.chunks_mut(ty.type_size()) {
+        for &o in f16_fields {
+            let v = half::f16::from_f32(rng.normal() * 0.01);
+            blk[o..o + 2].copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        for &o in f32_fields {
+            blk[o..o + 4].copy_from_slice(&(rng.normal() * 0.01).to_le_bytes());
+        }
+    }
+    w
+}
+
+/// Exact product of the dequantized weights (f64), and the bound the activation rounding
+/// allows: per 32-value block, `|x - x_q| <= amax / 254` plus the f16 rounding of the scale
+/// (`127 * 2^-11` steps of `amax / 127`, so at most 1.13x overall), times `Σ|w|`; for Q4_1/Q5_1
+/// also the f16 rounding of Q8_1's `s` (`2^-11 |Σx|`) times `|m|`. Plus f32 accumulation slack.
+fn reference(ty: T, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> (Vec<f64>, Vec<f64>) {
+    let rb = ty.row_bytes(k).unwrap();
+    let bs = if ty.block_size() == 256 { 256 } else { 32 };
+    let mut wd = vec![0f32; n * k];
+    for r in 0..n {
+        dequantize_row(ty, &w[r * rb..(r + 1) * rb], &mut wd[r * k..(r + 1) * k]).unwrap();
+    }
+    let mut exact = vec![0f64; m * n];
+    let mut bound = vec![0f64; m * n];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for r in 0..n {
+            let wr = &wd[r * k..(r + 1) * k];
+            let (mut s, mut b, mut mag) = (0f64, 0f64, 0f64);
+            for (blk, (xb, wb)) in xr.chunks(bs).zip(wr.chunks(bs)).enumerate() {
+                let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                let wabs: f64 = wb.iter().map(|v| v.abs() as f64).sum();
+                b += 1.13 * amax / 254.0 * wabs;
+                for (a, c) in xb.iter().zip(wb) {
+                    s += *a as f64 * *c as f64;
+                    mag += (*a as f64 * *c as f64).abs();
+                }
+                if matches!(ty, T::Q4_1 | T::Q5_1) {
+                    let off = r * rb + blk * ty.type_size() + 2;
+                    let mmin = half::f16::from_bits(u16::from_le_bytes([w[off], w[off + 1]]));
+                    let sx: f64 = xb.iter().map(|v| *v as f64).sum();
+                    b += (mmin.to_f64() * sx).abs() * 2f64.powi(-10);
+                }
+            }
+            exact[i * n + r] = s;
+            bound[i * n + r] = b + 1e-5 * (mag + b) + 1e-30;
+        }
+    }
+    (exact, bound)
+}
+
+fn check_matmul(ty: T, w: &[u8], n: usize, k: usize, m: usize, rng: &mut Rng, what: &str) {
+    let x = rng.vec(m * k);
+    let (exact, bound) = reference(ty, w, n, k, &x, m);
+    let mut outs = Vec::new();
+    for isa in Isa::available() {
+        let mut out = vec![f32::NAN; m * n];
+        matmul_t_with(isa, ty, w, n, k, &x, m, &mut out).unwrap();
+        for (j, (&o, (&e, &b))) in out.iter().zip(exact.iter().zip(&bound)).enumerate() {
+            let err = (o as f64 - e).abs();
+            assert!(
+                err <= b,
+                "{ty} {what} {isa:?} m={m} n={n} k={k} out[{}][{}] = {o}, exact {e}, |err| {err} > {b}",
+                j / n,
+                j % n
+            );
+        }
+        outs.push((isa, out));
+    }
+    // All instruction sets compute the same integer sums; only f32 summation order differs.
+    let (_, base) = &outs[0];
+    for (isa, out) in &outs[1..] {
+        for (j, (a, b)) in base.iter().zip(out).enumerate() {
+            let tol = 1e-5 * (bound[j] + exact[j].abs()) as f32 + 1e-6;
+            assert!(
+                (a - b).abs() <= tol,
+                "{ty} {what} scalar vs {isa:?}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_dequantized_product_on_every_isa() {
+    let mut rng = Rng(0xabcdef);
+    let shapes = [
+        (1, 7, 256),
+        (2, 33, 512),
+        (3, 16, 256),
+        (4, 5, 768),
+        (5, 9, 256),
+        (9, 12, 512),
+    ];
+    for &ty in QUANT_TYPES {
+        for (si, &(m, n, k)) in shapes.iter().enumerate() {
+            // Quantized realistic weights, and random bit patterns.
+            let wf = rng.vec(n * k);
+            let rb = ty.row_bytes(k).unwrap();
+            let mut w = vec![0u8; n * rb];
+            for r in 0..n {
+                quantize_row(ty, &wf[r * k..(r + 1) * k], &mut w[r * rb..(r + 1) * rb]).unwrap();
+            }
+            check_matmul(ty, &w, n, k, m, &mut rng, "quantized");
+            if si % 2 == 0 {
+                let w = random_blocks(&mut rng, ty, n, k);
+                check_matmul(ty, &w, n, k, m, &mut rng, "random-blocks");
+            }
+        }
+        // All of m = 1..=9 once, and a size that splits across threads and L2 row groups.
+        for m in [6, 7, 8] {
+            let w = random_blocks(&mut rng, ty, 3, 256);
+            check_matmul(ty, &w, 3, 256, m, &mut rng, "m-sweep");
+        }
+        let w = random_blocks(&mut rng, ty, 300, 1024);
+        check_matmul(ty, &w, 300, 1024, 6, &mut rng, "parallel");
+    }
+}
+
+#[test]
+fn matmul_float_weights() {
+    let mut rng = Rng(99);
+    let (m, n, k) = (3, 5, 40);
+    let x = rng.vec(m * k);
+    let wf = rng.vec(n * k);
+    for ty in [T::F32, T::F16, T::BF16] {
+        let mut w = vec![0u8; n * ty.row_bytes(k).unwrap()];
+        quantize_row(ty, &wf, &mut w).unwrap();
+        let (exact, _) = reference(ty, &w, n, k, &x, m);
+        let mut out = vec![0f32; m * n];
+        matmul_t(ty, &w, n, k, &x, m, &mut out).unwrap();
+        for (o, e) in out.iter().zip(&exact) {
+            assert!(
+                (*o as f64 - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                "{ty}: {o} vs {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn malformed_input_is_an_error_not_a_panic() {
+    let k = 256;
+    let x = vec![0.5f32; 2 * k];
+    let mut out = vec![0f32; 2 * 3];
+    for &ty in QUANT_TYPES {
+        let rb = ty.row_bytes(k).unwrap();
+        let w = vec![0u8; 3 * rb];
+        assert!(matmul_t(ty, &w, 3, k, &x, 2, &mut out).is_ok());
+        assert!(
+            matmul_t(ty, &w[1..], 3, k, &x, 2, &mut out).is_err(),
+            "{ty} short w"
+        );
+        assert!(
+            matmul_t(ty, &w, 3, k, &x[1..], 2, &mut out).is_err(),
+            "{ty} short x"
+        );
+        assert!(
+            matmul_t(ty, &w, 3, k, &x, 2, &mut out[1..]).is_err(),
+            "{ty} short out"
+        );
+        assert!(
+            matmul_t(ty, &w, 4, k, &x, 2, &mut out).is_err(),
+            "{ty} n too big"
+        );
+        assert!(
+            matmul_t(ty, &w, 3, k + 1, &x, 2, &mut out).is_err(),
+            "{ty} k not blocks"
+        );
+        assert!(
+            matmul_t(ty, &w, usize::MAX, k, &x, 2, &mut out).is_err(),
+            "{ty} overflow"
+        );
+        let mut y = vec![0f32; k];
+        assert!(dequantize_row(ty, &w[..rb - 1], &mut y).is_err());
+        assert!(dequantize_row(ty, &w[..rb], &mut y[..k - 1]).is_err());
+        assert!(dequantize_row(ty, &w[..rb + 1], &mut y).is_err());
+        let mut q = vec![0u8; rb];
+        assert!(quantize_row(ty, &x[..k - 1], &mut q).is_err());
+        assert!(quantize_row(ty, &x[..k], &mut q[..rb - 1]).is_err());
+        assert!(quantize_row(ty, &x[..k], &mut q).is_ok());
+    }
+    let mut y = vec![0f32; 256];
+    assert!(dequantize_row(T::IQ2_XXS, &[0u8; 66], &mut y).is_err());
+    assert!(quantize_row(T::IQ2_XXS, &y, &mut [0u8; 66]).is_err());
+    assert!(matmul_t(T::Q8_K, &[0u8; 292], 1, 256, &y, 1, &mut [0f32]).is_err());
+    assert!(matmul_t(T::I32, &[0u8; 4], 1, 1, &[1.0], 1, &mut [0f32]).is_err());
+    // Empty shapes are fine.
+    assert!(matmul_t(T::Q4_0, &[], 0, 32, &[0.0; 32], 1, &mut []).is_ok());
+    assert!(matmul_t(T::Q4_0, &[0u8; 18], 1, 32, &[], 0, &mut []).is_ok());
+    let mut o = [1f32; 2];
+    matmul_t(T::Q4_K, &[], 2, 0, &[], 1, &mut o).unwrap();
+    assert_eq!(o, [0.0, 0.0]);
+}
+
+/// Decode-speed check (not a test): `cargo test --release -p tessera-core --lib quant::tests::timing
+/// -- --ignored --nocapture`. Prints GB/s of weight bytes read per m = 1 product.
+#[test]
+#[ignore]
+fn timing() {
+    let mut rng = Rng(1);
+    for (n, k) in [(1536, 576), (576, 1536), (4096, 4096)] {
+        for ty in [
+            T::Q4_0,
+            T::Q4_1,
+            T::Q8_0,
+            T::Q4_K,
+            T::Q6_K,
+            T::Q5_K,
+            T::Q2_K,
+            T::Q3_K,
+        ] {
+            let rb = ty.row_bytes(k).unwrap();
+            let w = random_blocks(&mut rng, ty, n, k);
+            let x = rng.vec(k);
+            let mut out = vec![0f32; n];
+            for isa in Isa::available().into_iter().rev() {
+                let run = |out: &mut [f32]| matmul_t_with(isa, ty, &w, n, k, &x, 1, out).unwrap();
+                run(&mut out);
+                let reps = (200_000_000 / (n * rb)).clamp(3, 2000);
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        run(&mut out);
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                let gbs = (n * rb) as f64 / best / 1e9;
+                println!(
+                    "{ty:5} {n:5}x{k:<5} {isa:7?} {:8.1} us  {gbs:6.1} GB/s",
+                    best * 1e6
+                );
+                if isa == Isa::Scalar {
+                    break;
+                }
+            }
+        }
+    }
+}

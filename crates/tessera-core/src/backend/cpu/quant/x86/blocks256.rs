@@ -1,0 +1,241 @@
+//! The K-quants against Q8_K activations, one super-block (8 registers of 32 values) at a time.
+//!
+//! A decoded super-block ([`Sb`]) holds the 256 unsigned values, the per-16 scales already
+//! widened to i16 and laid out to match `vpmaddubsw`'s output (each i16 lane of the pair sums
+//! covers two values of one 16-value group), the per-16 min multipliers, and the two floats of
+//! `x = d sc q + dm mi` (see `decode.rs`). It is built once per weight super-block and used for
+//! every activation row of the tile:
+//! `acc += f32(Σ_c dot_scaled(q_c, x_c, sc_c)) d d_x + f32(bsums · mi) dm d_x`.
+
+use super::{Dot, f16_at, hsum};
+use crate::backend::cpu::quant::act::Q8KRows;
+use crate::backend::cpu::quant::decode::{self as dec, Block256};
+use crate::backend::cpu::quant::kquants::{unpack_scale_min_k4, unpack_scales_q3k};
+use crate::backend::cpu::quant::matmul::Tile;
+use std::arch::x86_64::*;
+
+/// A super-block decoded into registers.
+pub(super) struct Sb {
+    /// Values `32 c .. 32 c + 32` in register `c`, each below 64.
+    q: [__m256i; 8],
+    /// i16 scales for register `c`: lanes 0..8 (values `32c..32c+16`) hold `sc[2c]`, lanes
+    /// 8..16 hold `sc[2c + 1]`.
+    sc: [__m256i; 8],
+    /// The 16 min multipliers as i16.
+    mi: __m256i,
+    d: f32,
+    dm: f32,
+}
+
+pub(super) trait Block256Avx: Block256 {
+    unsafe fn load(p: *const u8) -> Sb;
+}
+
+/// Widens 16 per-16-value scales (signed bytes) to the per-register i16 layout of [`Sb::sc`].
+#[inline(always)]
+unsafe fn expand_scales(sc16: __m128i) -> [__m256i; 8] {
+    std::array::from_fn(|c| {
+        let lo = 0x0101_0101_0101_0101i64 * (2 * c as i64);
+        let hi = 0x0101_0101_0101_0101i64 * (2 * c as i64 + 1);
+        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc16, _mm_set_epi64x(hi, lo)))
+    })
+}
+
+/// Shift count for the `_mm256_srl_epi16` family.
+#[inline(always)]
+unsafe fn count(n: usize) -> __m128i {
+    _mm_cvtsi32_si128(n as i32)
+}
+
+#[inline(always)]
+unsafe fn load256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Byte lanes `[b0, b0, b1, b1, ..., b7, b7]` of the low 8 bytes of `v`.
+#[inline(always)]
+unsafe fn dup_bytes(v: u64) -> __m128i {
+    let idx = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    _mm_shuffle_epi8(_mm_cvtsi64_si128(v as i64), idx)
+}
+
+/// The 2-bit fields of Q2_K/Q3_K: register `4n + j` holds bits `2j..2j+2` of `qs[32n..32n+32]`.
+#[inline(always)]
+unsafe fn two_bits(qs: *const u8) -> [__m256i; 8] {
+    let m3 = _mm256_set1_epi8(3);
+    let raw = [load256(qs), load256(qs.add(32))];
+    std::array::from_fn(|c| _mm256_and_si256(_mm256_srl_epi16(raw[c / 4], count(2 * (c % 4))), m3))
+}
+
+impl Block256Avx for dec::Q2_K {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Sb {
+        let raw = _mm_loadu_si128(p as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0F);
+        let sc16 = _mm_and_si128(raw, m4);
+        let mn16 = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+        Sb {
+            q: two_bits(p.add(16)),
+            sc: expand_scales(sc16),
+            mi: _mm256_cvtepu8_epi16(mn16),
+            d: f16_at(p.add(80)),
+            dm: -f16_at(p.add(82)),
+        }
+    }
+}
+
+impl Block256Avx for dec::Q3_K {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Sb {
+        let hm = load256(p);
+        let m4 = _mm256_set1_epi8(4);
+        let mut q = two_bits(p.add(32));
+        for (c, qc) in q.iter_mut().enumerate() {
+            // Bit c of hmask[l] is the third bit of value 32 c + l.
+            let h = _mm256_slli_epi16::<2>(_mm256_srl_epi16(hm, count(c)));
+            *qc = _mm256_or_si256(*qc, _mm256_and_si256(h, m4));
+        }
+        let scales = unpack_scales_q3k(std::slice::from_raw_parts(p.add(96), 12));
+        let sc16 = _mm_sub_epi8(
+            _mm_loadu_si128(scales.as_ptr() as *const __m128i),
+            _mm_set1_epi8(32),
+        );
+        let d = f16_at(p.add(108));
+        Sb {
+            q,
+            sc: expand_scales(sc16),
+            mi: _mm256_cvtepi8_epi16(sc16),
+            d,
+            dm: -4.0 * d,
+        }
+    }
+}
+
+/// Scales, min multipliers and floats shared by Q4_K and Q5_K.
+#[inline(always)]
+unsafe fn scales_k4(p: *const u8) -> ([__m256i; 8], __m256i, f32, f32) {
+    let (sc, mn) = unpack_scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
+    (
+        expand_scales(dup_bytes(sc)),
+        _mm256_cvtepu8_epi16(dup_bytes(mn)),
+        f16_at(p),
+        -f16_at(p.add(2)),
+    )
+}
+
+impl Block256Avx for dec::Q4_K {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Sb {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let raw: [__m256i; 4] = std::array::from_fn(|j| load256(p.add(16 + 32 * j)));
+        let q = std::array::from_fn(|c| {
+            let r = raw[c / 2];
+            if c % 2 == 0 {
+                _mm256_and_si256(r, m4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4)
+            }
+        });
+        let (sc, mi, d, dm) = scales_k4(p);
+        Sb { q, sc, mi, d, dm }
+    }
+}
+
+impl Block256Avx for dec::Q5_K {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Sb {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m10 = _mm256_set1_epi8(0x10);
+        let hb = load256(p.add(16));
+        let raw: [__m256i; 4] = std::array::from_fn(|j| load256(p.add(48 + 32 * j)));
+        let q = std::array::from_fn(|c| {
+            let r = raw[c / 2];
+            let lo = if c % 2 == 0 {
+                _mm256_and_si256(r, m4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4)
+            };
+            // Bit c of qh[l] is the fifth bit of value 32 c + l.
+            let h = _mm256_slli_epi16::<4>(_mm256_srl_epi16(hb, count(c)));
+            _mm256_or_si256(lo, _mm256_and_si256(h, m10))
+        });
+        let (sc, mi, d, dm) = scales_k4(p);
+        Sb { q, sc, mi, d, dm }
+    }
+}
+
+impl Block256Avx for dec::Q6_K {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Sb {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for n in 0..2 {
+            let l0 = load256(p.add(64 * n));
+            let l1 = load256(p.add(64 * n + 32));
+            let h = load256(p.add(128 + 32 * n));
+            let hi = |v: __m256i| _mm256_and_si256(v, m30);
+            q[4 * n] = _mm256_or_si256(_mm256_and_si256(l0, m4), hi(_mm256_slli_epi16::<4>(h)));
+            q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hi(_mm256_slli_epi16::<2>(h)));
+            q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), hi(h));
+            q[4 * n + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                hi(_mm256_srli_epi16::<2>(h)),
+            );
+        }
+        let sc16 = _mm_loadu_si128(p.add(192) as *const __m128i);
+        let d = f16_at(p.add(208));
+        Sb {
+            q,
+            sc: expand_scales(sc16),
+            mi: _mm256_cvtepi8_epi16(sc16),
+            d,
+            dm: -32.0 * d,
+        }
+    }
+}
+
+/// Runs the tile with the row count as a constant.
+#[inline(always)]
+pub(super) unsafe fn rows<D: Dot, B: Block256Avx>(t: &Tile<Q8KRows>) {
+    match t.mt {
+        1 => rows_n::<D, B, 1>(t),
+        2 => rows_n::<D, B, 2>(t),
+        3 => rows_n::<D, B, 3>(t),
+        _ => rows_n::<D, B, 4>(t),
+    }
+}
+
+#[inline(always)]
+unsafe fn rows_n<D: Dot, B: Block256Avx, const N: usize>(t: &Tile<Q8KRows>) {
+    let (xq, xd, xb) = (t.acts.qs.as_ptr(), t.acts.d.as_ptr(), t.acts.bsums.as_ptr());
+    let nb = t.nb;
+    let base: [usize; N] = std::array::from_fn(|i| (t.i0 + i) * nb);
+    for r in t.r0..t.r1 {
+        let w = t.w.as_ptr().add(r * t.row_bytes);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let sb = B::load(w.add(b * B::BYTES));
+            for i in 0..N {
+                let idx = base[i] + b;
+                let x = xq.add(idx * 256) as *const u8;
+                // Two chains so a single row does not serialise on one accumulator.
+                let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in (0..8).step_by(2) {
+                    s0 = D::dot_scaled(s0, sb.q[c], load256(x.add(32 * c)), sb.sc[c]);
+                    s1 = D::dot_scaled(s1, sb.q[c + 1], load256(x.add(32 * c + 32)), sb.sc[c + 1]);
+                }
+                let bs = _mm256_loadu_si256(xb.add(idx * 16) as *const __m256i);
+                let ms = _mm256_madd_epi16(bs, sb.mi);
+                let dx = *xd.add(idx);
+                let s = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
+                acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(sb.d * dx), acc[i]);
+                acc[i] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(sb.dm * dx), acc[i]);
+            }
+        }
+        for (i, &a) in acc.iter().enumerate() {
+            t.put(i, r, hsum(a));
+        }
+    }
+}
