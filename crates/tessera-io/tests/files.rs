@@ -2,6 +2,8 @@
 //! scripts/gen-io-fixtures.py), round trips through tessera's writers, and malformed input:
 //! every truncation and many corruptions of each format must be an error, never a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tessera_core::quant::GgmlType;
