@@ -24,8 +24,9 @@ pub(super) struct Q8Rows {
     pub qs: Vec<i8>,
     /// The block scale, rounded through f16 as ggml stores it.
     pub d: Vec<f32>,
-    /// `sum(q)` of each block (for the offset of Q4_0/Q5_0 weights, stored unsigned).
-    pub sum: Vec<i32>,
+    /// `d * sum(q)` in f32 with the rounded `d`: the block sum of the quantized activations,
+    /// which the offset of Q4_0/Q5_0 weights (stored unsigned) multiplies.
+    pub dsum: Vec<f32>,
     /// Q8_1's `s = f16(d * sum(q))` (for the min of Q4_1/Q5_1 weights).
     pub s: Vec<f32>,
 }
@@ -45,7 +46,7 @@ pub(super) struct Q8KRows {
 pub(super) struct Q8Out<'a> {
     pub qs: &'a mut [i8],
     pub d: &'a mut [f32],
-    pub sum: &'a mut [i32],
+    pub dsum: &'a mut [f32],
     pub s: &'a mut [f32],
 }
 
@@ -85,7 +86,7 @@ pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
         nb,
         qs: vec![0; m * k],
         d: vec![0.0; m * nb],
-        sum: vec![0; m * nb],
+        dsum: vec![0.0; m * nb],
         s: vec![0.0; m * nb],
     };
     let row: fn(&[f32], Q8Out) = match isa {
@@ -93,10 +94,10 @@ pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
         Isa::Avx2 | Isa::Vnni => super::x86::act::q8_row,
         _ => q8_row,
     };
-    let (qs, d, sum, s) = (
+    let (qs, d, dsum, s) = (
         Ptr(r.qs.as_mut_ptr()),
         Ptr(r.d.as_mut_ptr()),
-        Ptr(r.sum.as_mut_ptr()),
+        Ptr(r.dsum.as_mut_ptr()),
         Ptr(r.s.as_mut_ptr()),
     );
     parallel_chunks(m, min_rows(k), &|a, b| {
@@ -106,7 +107,7 @@ pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
                 Q8Out {
                     qs: qs.slice(i * k, k),
                     d: d.slice(i * nb, nb),
-                    sum: sum.slice(i * nb, nb),
+                    dsum: dsum.slice(i * nb, nb),
                     s: s.slice(i * nb, nb),
                 }
             };
@@ -162,7 +163,7 @@ pub(super) fn q8_row(x: &[f32], o: Q8Out) {
             sum += *q as i32;
         }
         o.d[b] = via_f16(d);
-        o.sum[b] = sum;
+        o.dsum[b] = o.d[b] * sum as f32;
         o.s[b] = via_f16(d * sum as f32);
     }
 }

@@ -43,7 +43,10 @@ unsafe fn q8_row_avx2(x: &[f32], o: Q8Out) {
     let nb = x.len() / QK;
     for b in 0..nb {
         let p = x.as_ptr().add(b * QK);
-        let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(p.add(8 * j)));
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = _mm256_loadu_ps(p.add(8 * j));
+        }
         let m = _mm256_max_ps(
             _mm256_max_ps(abs(v[0]), abs(v[1])),
             _mm256_max_ps(abs(v[2]), abs(v[3])),
@@ -51,7 +54,10 @@ unsafe fn q8_row_avx2(x: &[f32], o: Q8Out) {
         let amax = hmax(m);
         let d = amax / 127.0;
         let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-        let q: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id)));
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (qj, &vj) in q.iter_mut().zip(&v) {
+            *qj = _mm256_cvtps_epi32(_mm256_mul_ps(vj, id));
+        }
         let s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         let s4 = _mm_add_epi32(
             _mm256_castsi256_si128(s8),
@@ -61,7 +67,7 @@ unsafe fn q8_row_avx2(x: &[f32], o: Q8Out) {
         let sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2)));
         _mm256_storeu_si256(o.qs.as_mut_ptr().add(b * QK) as *mut __m256i, pack(q));
         o.d[b] = via_f16(d);
-        o.sum[b] = sum;
+        o.dsum[b] = o.d[b] * sum as f32;
         o.s[b] = via_f16(d * sum as f32);
     }
 }
@@ -99,10 +105,11 @@ unsafe fn q8k_row_avx2(x: &[f32], o: Q8KOut) {
         let mul = _mm256_set1_ps(iscale);
         let top = _mm256_set1_epi32(127);
         for g in 0..8 {
-            let q: [__m256i; 4] = std::array::from_fn(|j| {
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (j, qj) in q.iter_mut().enumerate() {
                 let v = _mm256_loadu_ps(p.add(32 * g + 8 * j));
-                _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, mul)), top)
-            });
+                *qj = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, mul)), top);
+            }
             _mm256_storeu_si256(qs.as_mut_ptr().add(32 * g) as *mut __m256i, pack(q));
         }
         for (j, s) in bsums.iter_mut().enumerate() {

@@ -34,11 +34,13 @@ pub(super) trait Block256Avx: Block256 {
 /// Widens 16 per-16-value scales (signed bytes) to the per-register i16 layout of [`Sb::sc`].
 #[inline(always)]
 unsafe fn expand_scales(sc16: __m128i) -> [__m256i; 8] {
-    std::array::from_fn(|c| {
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (c, o) in out.iter_mut().enumerate() {
         let lo = 0x0101_0101_0101_0101i64 * (2 * c as i64);
         let hi = 0x0101_0101_0101_0101i64 * (2 * c as i64 + 1);
-        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc16, _mm_set_epi64x(hi, lo)))
-    })
+        *o = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc16, _mm_set_epi64x(hi, lo)));
+    }
+    out
 }
 
 /// Shift count for the `_mm256_srl_epi16` family.
@@ -64,7 +66,11 @@ unsafe fn dup_bytes(v: u64) -> __m128i {
 unsafe fn two_bits(qs: *const u8) -> [__m256i; 8] {
     let m3 = _mm256_set1_epi8(3);
     let raw = [load256(qs), load256(qs.add(32))];
-    std::array::from_fn(|c| _mm256_and_si256(_mm256_srl_epi16(raw[c / 4], count(2 * (c % 4))), m3))
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = _mm256_and_si256(_mm256_srl_epi16(raw[c / 4], count(2 * (c % 4))), m3);
+    }
+    out
 }
 
 impl Block256Avx for dec::Q2_K {
@@ -127,15 +133,12 @@ impl Block256Avx for dec::Q4_K {
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let m4 = _mm256_set1_epi8(0x0F);
-        let raw: [__m256i; 4] = std::array::from_fn(|j| load256(p.add(16 + 32 * j)));
-        let q = std::array::from_fn(|c| {
-            let r = raw[c / 2];
-            if c % 2 == 0 {
-                _mm256_and_si256(r, m4)
-            } else {
-                _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4)
-            }
-        });
+        let mut q = [_mm256_setzero_si256(); 8];
+        for j in 0..4 {
+            let r = load256(p.add(16 + 32 * j));
+            q[2 * j] = _mm256_and_si256(r, m4);
+            q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4);
+        }
         let (sc, mi, d, dm) = scales_k4(p);
         Sb { q, sc, mi, d, dm }
     }
@@ -147,18 +150,16 @@ impl Block256Avx for dec::Q5_K {
         let m4 = _mm256_set1_epi8(0x0F);
         let m10 = _mm256_set1_epi8(0x10);
         let hb = load256(p.add(16));
-        let raw: [__m256i; 4] = std::array::from_fn(|j| load256(p.add(48 + 32 * j)));
-        let q = std::array::from_fn(|c| {
-            let r = raw[c / 2];
-            let lo = if c % 2 == 0 {
-                _mm256_and_si256(r, m4)
-            } else {
-                _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4)
-            };
+        let mut q = [_mm256_setzero_si256(); 8];
+        for j in 0..4 {
+            let r = load256(p.add(48 + 32 * j));
             // Bit c of qh[l] is the fifth bit of value 32 c + l.
-            let h = _mm256_slli_epi16::<4>(_mm256_srl_epi16(hb, count(c)));
-            _mm256_or_si256(lo, _mm256_and_si256(h, m10))
-        });
+            let h0 = _mm256_slli_epi16::<4>(_mm256_srl_epi16(hb, count(2 * j)));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_srl_epi16(hb, count(2 * j + 1)));
+            q[2 * j] = _mm256_or_si256(_mm256_and_si256(r, m4), _mm256_and_si256(h0, m10));
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m4);
+            q[2 * j + 1] = _mm256_or_si256(hi, _mm256_and_si256(h1, m10));
+        }
         let (sc, mi, d, dm) = scales_k4(p);
         Sb { q, sc, mi, d, dm }
     }
@@ -174,13 +175,21 @@ impl Block256Avx for dec::Q6_K {
             let l0 = load256(p.add(64 * n));
             let l1 = load256(p.add(64 * n + 32));
             let h = load256(p.add(128 + 32 * n));
-            let hi = |v: __m256i| _mm256_and_si256(v, m30);
-            q[4 * n] = _mm256_or_si256(_mm256_and_si256(l0, m4), hi(_mm256_slli_epi16::<4>(h)));
-            q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hi(_mm256_slli_epi16::<2>(h)));
-            q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), hi(h));
+            q[4 * n] = _mm256_or_si256(
+                _mm256_and_si256(l0, m4),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
+            );
+            q[4 * n + 1] = _mm256_or_si256(
+                _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
+            );
+            q[4 * n + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
+                _mm256_and_si256(h, m30),
+            );
             q[4 * n + 3] = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
-                hi(_mm256_srli_epi16::<2>(h)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
             );
         }
         let sc16 = _mm_loadu_si128(p.add(192) as *const __m128i);

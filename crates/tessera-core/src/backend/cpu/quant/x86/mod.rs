@@ -22,6 +22,8 @@ use std::arch::x86_64::*;
 
 /// `u8 × i8` multiply-accumulate into i32 lanes.
 pub(super) trait Dot {
+    /// `dot_us` takes any unsigned byte (no intermediate i16 saturation).
+    const FULL_U8: bool;
     /// `acc + Σ_{4 bytes} u x` per i32 lane. `u <= 128` (AVX2 sums byte pairs in i16).
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i;
     /// `acc + Σ_{2 i16} (u x pair sum) s` per i32 lane: each pair of bytes scaled by the i16 in
@@ -33,6 +35,7 @@ pub(super) struct Avx2;
 pub(super) struct Vnni;
 
 impl Dot for Avx2 {
+    const FULL_U8: bool = false;
     #[inline(always)]
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, x);
@@ -45,6 +48,7 @@ impl Dot for Avx2 {
 }
 
 impl Dot for Vnni {
+    const FULL_U8: bool = true;
     #[inline(always)]
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, x)
