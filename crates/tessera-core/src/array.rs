@@ -118,7 +118,11 @@ impl Array {
         if !(buffer.as_ptr() as usize).is_multiple_of(dtype.size()) {
             return crate::error::invalid(
                 "from_buffer",
-                format!("buffer is not aligned to {} bytes for {}", dtype.size(), dtype),
+                format!(
+                    "buffer is not aligned to {} bytes for {}",
+                    dtype.size(),
+                    dtype
+                ),
             );
         }
         Ok(Array::from_data(ArrayData {

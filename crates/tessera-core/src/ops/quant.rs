@@ -61,7 +61,10 @@ pub fn gguf_matmul(x: &Array, w: &Array, format: GgmlType) -> Result<Array> {
     if w.ndim() != 2 {
         return invalid(
             "gguf_matmul",
-            format!("the weight must be 2-D (n, row_bytes), got {}", fmt_shape(w.shape())),
+            format!(
+                "the weight must be 2-D (n, row_bytes), got {}",
+                fmt_shape(w.shape())
+            ),
         );
     }
     let mut shape = x.shape().to_vec();

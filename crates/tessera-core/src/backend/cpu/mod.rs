@@ -9,8 +9,8 @@ mod gemm;
 mod index;
 mod matmul;
 pub mod pool;
+mod qmatmul;
 pub(crate) mod quant;
-// mod qmatmul; // enabled once backend::cpu::quant lands
 pub mod random;
 mod reduce;
 pub mod simd;
@@ -131,12 +131,10 @@ impl Backend for Cpu {
                 index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?
             }
             Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
-            Primitive::QuantizedMatmul { .. } | Primitive::Dequantize { .. } => {
-                return Err(Error::Unsupported {
-                    backend: "cpu",
-                    primitive: p.to_string(),
-                });
+            Primitive::QuantizedMatmul { format } => {
+                qmatmul::quantized_matmul(*format, &x()?, &arg(inputs, 1, p)?, out)?
             }
+            Primitive::Dequantize { format } => qmatmul::dequantize(*format, &x()?, out)?,
             Primitive::Softmax => softmax::softmax(&x()?, out)?,
             Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,

@@ -1,0 +1,25 @@
+//! Shared helpers: where the test models are (fetched by scripts/fetch-models.sh, which CI runs
+//! first). A missing model fails the test with what to run, never a silent pass.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("TESSERA_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models"),
+    }
+}
+
+pub fn model(name: &str) -> PathBuf {
+    let p = models_dir().join(name);
+    assert!(
+        p.exists(),
+        "test model {} is missing: run scripts/fetch-models.sh (or set TESSERA_MODELS)",
+        p.display()
+    );
+    p
+}
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
