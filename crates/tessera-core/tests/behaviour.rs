@@ -737,3 +737,54 @@ fn streams_and_gpu_fallback() {
     assert_eq!(f.stream().device, Device::gpu(1));
     assert_eq!(f.to_vec::<f32>().unwrap(), vec![-1.0, -2.0, -3.0]);
 }
+
+/// An input held by nothing but its consumer gives its buffer to the output (in-place update),
+/// as a KV cache or an optimizer step relies on; a view still alive elsewhere prevents it.
+#[test]
+fn sole_owner_inputs_are_updated_in_place() {
+    let mut buf = ops::contiguous(&ops::zeros(&[1, 3, 64, 8], Dtype::F32).unwrap()).unwrap();
+    buf.eval().unwrap();
+    let first = buf.data().unwrap().buffer.as_ptr() as usize;
+    for i in 0..4isize {
+        let upd = ops::full(&[1, 3, 1, 8], (i + 1) as f64, Dtype::F32).unwrap();
+        let b = [
+            (None, None, 1),
+            (None, None, 1),
+            (Some(i), Some(i + 1), 1),
+            (None, None, 1),
+        ];
+        buf = ops::slice_update_opt(&buf, &upd, &b).unwrap();
+        let s = ops::sum(
+            &ops::slice_axis(&buf, 2, 0, (i + 1) as usize).unwrap(),
+            ops::Axes::All,
+            false,
+        )
+        .unwrap();
+        let want: f32 = (1..=i + 1).map(|v| v as f32 * 24.0).sum();
+        assert_eq!(s.item::<f32>().unwrap(), want);
+        assert_eq!(
+            buf.data().unwrap().buffer.as_ptr() as usize,
+            first,
+            "step {i} copied"
+        );
+    }
+    // A live view of the old value must keep it intact: the update copies instead.
+    let keep = ops::slice_axis(&buf, 2, 0, 1).unwrap();
+    let upd = ops::full(&[1, 3, 1, 8], 9.0, Dtype::F32).unwrap();
+    let b = [
+        (None, None, 1),
+        (None, None, 1),
+        (Some(0), Some(1), 1),
+        (None, None, 1),
+    ];
+    let newer = ops::slice_update_opt(&buf, &upd, &b).unwrap();
+    newer.eval().unwrap();
+    assert_eq!(
+        ops::sum(&keep, ops::Axes::All, false)
+            .unwrap()
+            .item::<f32>()
+            .unwrap(),
+        24.0
+    );
+    assert_ne!(newer.data().unwrap().buffer.as_ptr() as usize, first);
+}

@@ -39,8 +39,10 @@ fn one(outputs: &[Meta]) -> Result<&Meta> {
     })
 }
 
-fn arg(inputs: &[ArrayData], i: usize, p: &Primitive) -> Result<ArrayData> {
-    inputs.get(i).cloned().ok_or_else(|| Error::Invalid {
+/// Input `i` by reference: a kernel may donate it (write in place) only if nothing else holds
+/// its buffer, so it must not be cloned on the way in.
+fn arg<'a>(inputs: &'a [ArrayData], i: usize, p: &Primitive) -> Result<&'a ArrayData> {
+    inputs.get(i).ok_or_else(|| Error::Invalid {
         op: "eval",
         msg: format!("{p} is missing input {i}"),
     })
@@ -65,20 +67,18 @@ impl Backend for Cpu {
         let out = one(outputs)?;
         let x = || arg(inputs, 0, p);
         let data = match p {
-            Primitive::Unary(op) => unary::unary(*op, &x()?, out)?,
-            Primitive::Binary(op) => binary::binary(*op, &x()?, &arg(inputs, 1, p)?, out)?,
-            Primitive::Select => {
-                binary::select(&x()?, &arg(inputs, 1, p)?, &arg(inputs, 2, p)?, out)?
-            }
+            Primitive::Unary(op) => unary::unary(*op, x()?, out)?,
+            Primitive::Binary(op) => binary::binary(*op, x()?, arg(inputs, 1, p)?, out)?,
+            Primitive::Select => binary::select(x()?, arg(inputs, 1, p)?, arg(inputs, 2, p)?, out)?,
             Primitive::AsType(dt) => {
                 let x = x()?;
                 if x.dtype == *dt {
-                    x
+                    x.clone()
                 } else {
-                    copy::convert(&x, *dt)?
+                    copy::convert(x, *dt)?
                 }
             }
-            Primitive::StopGradient | Primitive::Depends => x()?,
+            Primitive::StopGradient | Primitive::Depends => x()?.clone(),
             Primitive::Fused(prog) => fused::run(&prog.0, inputs, out)?,
             Primitive::Custom(op) => {
                 // Run the op's forward graph on the input data (a nested evaluation).
@@ -99,45 +99,45 @@ impl Backend for Cpu {
                 }
                 y.data()?
             }
-            Primitive::Copy => copy::ensure_contiguous(&x()?)?,
+            Primitive::Copy => copy::ensure_contiguous(x()?)?,
             Primitive::Arange { start, step } => arange(*start, *step, out)?,
-            Primitive::RandomBits => random::random_bits(&x()?, out)?,
-            Primitive::Reshape(shape) => index::reshape(&x()?, shape)?,
-            Primitive::Transpose(perm) => index::transpose(&x()?, perm),
-            Primitive::Slice { start, step } => index::slice(&x()?, start, step, &out.shape),
-            Primitive::Broadcast(shape) => index::broadcast(&x()?, shape),
-            Primitive::Reduce { op, axes } => reduce::reduce(*op, axes, &x()?, out)?,
-            Primitive::ArgReduce { op, axis } => reduce::arg_reduce(*op, *axis, &x()?, out)?,
+            Primitive::RandomBits => random::random_bits(x()?, out)?,
+            Primitive::Reshape(shape) => index::reshape(x()?, shape)?,
+            Primitive::Transpose(perm) => index::transpose(x()?, perm),
+            Primitive::Slice { start, step } => index::slice(x()?, start, step, &out.shape),
+            Primitive::Broadcast(shape) => index::broadcast(x()?, shape),
+            Primitive::Reduce { op, axes } => reduce::reduce(*op, axes, x()?, out)?,
+            Primitive::ArgReduce { op, axis } => reduce::arg_reduce(*op, *axis, x()?, out)?,
             Primitive::Scan {
                 op,
                 axis,
                 reverse,
                 inclusive,
-            } => reduce::scan(*op, *axis, *reverse, *inclusive, &x()?, out)?,
+            } => reduce::scan(*op, *axis, *reverse, *inclusive, x()?, out)?,
             Primitive::Concatenate { axis } => index::concatenate(*axis, inputs, out)?,
-            Primitive::Take { axis } => index::take(*axis, &x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::Take { axis } => index::take(*axis, x()?, arg(inputs, 1, p)?, out)?,
             Primitive::TakeAlong { axis } => {
-                index::take_along(*axis, &x()?, &arg(inputs, 1, p)?, out)?
+                index::take_along(*axis, x()?, arg(inputs, 1, p)?, out)?
             }
             Primitive::ScatterAlong { axis, mode } => index::scatter_along(
                 *axis,
                 *mode,
-                &x()?,
-                &arg(inputs, 1, p)?,
-                &arg(inputs, 2, p)?,
+                x()?,
+                arg(inputs, 1, p)?,
+                arg(inputs, 2, p)?,
                 out,
             )?,
             Primitive::SliceUpdate { start, step } => {
-                index::slice_update(&x()?, &arg(inputs, 1, p)?, start, step)?
+                index::slice_update(x()?, arg(inputs, 1, p)?, start, step)?
             }
-            Primitive::Matmul => matmul::matmul(&x()?, &arg(inputs, 1, p)?, out)?,
+            Primitive::Matmul => matmul::matmul(x()?, arg(inputs, 1, p)?, out)?,
             Primitive::QuantizedMatmul { format } => {
-                qmatmul::quantized_matmul(*format, &x()?, &arg(inputs, 1, p)?, out)?
+                qmatmul::quantized_matmul(*format, x()?, arg(inputs, 1, p)?, out)?
             }
-            Primitive::Dequantize { format } => qmatmul::dequantize(*format, &x()?, out)?,
-            Primitive::Softmax => softmax::softmax(&x()?, out)?,
-            Primitive::Sort { axis } => sort::sort(*axis, &x()?, out, false)?,
-            Primitive::ArgSort { axis } => sort::sort(*axis, &x()?, out, true)?,
+            Primitive::Dequantize { format } => qmatmul::dequantize(*format, x()?, out)?,
+            Primitive::Softmax => softmax::softmax(x()?, out)?,
+            Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
+            Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };
         Ok(vec![data])
     }
