@@ -17,9 +17,14 @@ use super::legacy::QK;
 use crate::backend::cpu::pool::parallel_chunks;
 
 /// Activation rows in 32-value Q8 blocks; index `row * nb + block`.
+///
+/// In the paired layout (used by the x86 kernels, see [`pair_row`]) each full group of 8 blocks
+/// is stored reordered; blocks after the last full group keep the natural order.
 pub(super) struct Q8Rows {
     /// Blocks per row.
     pub nb: usize,
+    /// Whether full groups of 8 blocks are in the paired layout.
+    pub paired: bool,
     /// `rows * nb * 32` quants in `-127..=127`.
     pub qs: Vec<i8>,
     /// The block scale, rounded through f16 as ggml stores it.
@@ -82,8 +87,10 @@ fn min_rows(k: usize) -> usize {
 
 pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
     let nb = k / QK;
+    let paired = isa != Isa::Scalar;
     let mut r = Q8Rows {
         nb,
+        paired,
         qs: vec![0; m * k],
         d: vec![0.0; m * nb],
         dsum: vec![0.0; m * nb],
@@ -112,9 +119,51 @@ pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
                 }
             };
             row(&x[i * k..(i + 1) * k], out);
+            if paired {
+                // SAFETY: as above (the previous borrows ended).
+                pair_row(unsafe {
+                    Q8Out {
+                        qs: qs.slice(i * k, k),
+                        d: d.slice(i * nb, nb),
+                        dsum: dsum.slice(i * nb, nb),
+                        s: s.slice(i * nb, nb),
+                    }
+                });
+            }
         }
     });
     r
+}
+
+/// Block order of the per-block values (`d`, `dsum`, `s`) in a paired group of 8 blocks.
+pub(super) const PAIR_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+/// Reorders each full group of 8 blocks of a quantized row for the x86 kernels, which process
+/// two blocks per register: pair `p` (blocks `a = 2p`, `b = 2p + 1`) becomes 64 bytes
+/// `[a 0..16, b 0..16, a 16..32, b 16..32]`, and the per-block values follow [`PAIR_ORDER`],
+/// the lane order the kernels' horizontal-add tree leaves the block sums in.
+pub(super) fn pair_row(o: Q8Out) {
+    for g in 0..o.d.len() / 8 {
+        let q = &mut o.qs[g * 256..(g + 1) * 256];
+        let mut src = [0i8; 256];
+        src.copy_from_slice(q);
+        for p in 0..4 {
+            let (a, b) = (64 * p, 64 * p + 32);
+            let dst = &mut q[64 * p..64 * p + 64];
+            dst[0..16].copy_from_slice(&src[a..a + 16]);
+            dst[16..32].copy_from_slice(&src[b..b + 16]);
+            dst[32..48].copy_from_slice(&src[a + 16..a + 32]);
+            dst[48..64].copy_from_slice(&src[b + 16..b + 32]);
+        }
+        for v in [&mut *o.d, &mut *o.dsum, &mut *o.s] {
+            let v = &mut v[8 * g..8 * g + 8];
+            let mut src = [0f32; 8];
+            src.copy_from_slice(v);
+            for (i, &j) in PAIR_ORDER.iter().enumerate() {
+                v[i] = src[j];
+            }
+        }
+    }
 }
 
 pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {

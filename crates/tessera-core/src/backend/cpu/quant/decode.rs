@@ -153,9 +153,9 @@ impl Block256 for Q2_K {
         for v in 0..QK_K {
             s.q[v] = two_bits(&b[16..80], v);
         }
-        for j in 0..16 {
-            s.sc[j] = (b[j] & 0x0F) as i8;
-            s.mi[j] = (b[j] >> 4) as i16;
+        for ((sc, mi), &byte) in s.sc.iter_mut().zip(&mut s.mi).zip(&b[..16]) {
+            *sc = (byte & 0x0F) as i8;
+            *mi = (byte >> 4) as i16;
         }
         s.d = f16_at(b, 80);
         s.dm = -f16_at(b, 82);
@@ -170,9 +170,9 @@ impl Block256 for Q3_K {
             s.q[v] = two_bits(&b[32..96], v) | (h << 2);
         }
         let sc = unpack_scales_q3k(&b[96..108]);
-        for j in 0..16 {
-            s.sc[j] = sc[j] as i8 - 32;
-            s.mi[j] = s.sc[j] as i16;
+        for ((o, mi), &v) in s.sc.iter_mut().zip(&mut s.mi).zip(&sc) {
+            *o = v as i8 - 32;
+            *mi = *o as i16;
         }
         s.d = f16_at(b, 108);
         s.dm = -4.0 * s.d;

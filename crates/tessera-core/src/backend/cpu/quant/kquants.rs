@@ -263,8 +263,8 @@ pub(super) fn quant_q3_k(x: &[f32], b: &mut [u8]) {
     let d = f16_at(b, 108);
     let sc = unpack_scales_q3k(&b[96..108]);
     let mut l = [4u8; QK_K];
-    for j in 0..16 {
-        let dl = d * (sc[j] as i32 - 32) as f32;
+    for (j, &s) in sc.iter().enumerate() {
+        let dl = d * (s as i32 - 32) as f32;
         if dl == 0.0 {
             continue;
         }

@@ -37,6 +37,7 @@ pub(super) fn kernel_q8k(ty: GgmlType) -> Option<Kernel<Q8KRows>> {
 /// The tile's output indices are in bounds and owned by the caller (see [`Tile::put`]).
 unsafe fn rows32<B: Block32>(t: &Tile<Q8Rows>) {
     let a = t.acts;
+    debug_assert!(!a.paired, "the portable kernels read the natural layout");
     let nb = t.nb;
     let mut q = [0i8; QK];
     for r in t.r0..t.r1 {
@@ -77,12 +78,12 @@ unsafe fn rows256<B: Block256>(t: &Tile<Q8KRows>) {
                 let bsums = &a.bsums[idx * 16..(idx + 1) * 16];
                 let mut isum = 0i32;
                 let mut msum = 0i32;
-                for j in 0..16 {
+                for (j, &bsum) in bsums.iter().enumerate() {
                     let part: i32 = (16 * j..16 * j + 16)
                         .map(|v| s.q[v] as i32 * xs[v] as i32)
                         .sum();
                     isum += s.sc[j] as i32 * part;
-                    msum += s.mi[j] as i32 * bsums[j] as i32;
+                    msum += s.mi[j] as i32 * bsum as i32;
                 }
                 *acc += a.d[idx] * (s.d * isum as f32 + s.dm * msum as f32);
             }

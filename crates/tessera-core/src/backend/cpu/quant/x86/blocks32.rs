@@ -1,23 +1,28 @@
-//! 32-value block formats against Q8 activations, one block per 256-bit register.
+//! 32-value block formats against Q8 activations.
 //!
-//! Per weight block and activation row: `s = Σ q x` in i32 lanes (one `vpdpbusd`, or
-//! `vpmaddubsw` + `vpmaddwd`), then `acc += f32(s) * (d_w d_x)` (8 lanes, summed once per
-//! output). The scalar work per block is what limits a memory-bound product, so the scales are
-//! handled 8 blocks at a time: the 8 weight scales are gathered and converted from f16 in one
-//! go, multiplied by 8 activation scales in one instruction, and the correction terms are one
-//! FMA per 8 blocks:
-//! - unsigned formats with an offset (Q4_0: `q - 8`, Q5_0: `q - 16`) subtract
-//!   `offset Σ_b d_w (d_x Σx)` (the activation block sums, computed once per call);
-//! - Q4_1/Q5_1 add `Σ_b m_w s_x` (Q8_1's `s`);
-//! - signed formats (Q8_0, Q8_1, IQ4_NL) are biased to unsigned (`q + 128`) and take the
-//!   offset path with VNNI, whose `vpdpbusd` has no i16 saturation; AVX2 multiplies
-//!   `|q| × sign(x, q)` instead.
+//! Per weight block and activation row the kernel forms `Σ q x` with `u8 × i8` multiply-adds
+//! (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`) and scales it by `d_w d_x`. What limits a
+//! memory-bound product is the work around the multiply-adds, so blocks are handled in groups
+//! of 8 (256 values):
+//! - Two blocks share a register: `[a 0..16 | b 0..16]` and `[a 16..32 | b 16..32]` (the
+//!   activations are stored in the same paired layout, `act::pair_row`). For the 4-bit formats
+//!   that is one 32-byte load, a shift and two masks for two blocks; and the integer sums come
+//!   out with 4 lanes per block instead of 8.
+//! - A 3-instruction horizontal-add tree turns the 4 pair registers into one vector holding one
+//!   sum per block (in `act::PAIR_ORDER`), so the f32 conversion and the scaling by the 8
+//!   `d_w d_x` are one instruction each per group. The 8 weight scales are gathered from f16
+//!   in the same order with one conversion.
+//! - Offset formats (Q4_0: `q - 8`, Q5_0: `q - 16`) are multiplied unsigned and corrected by
+//!   `offset Σ_b d_w (d_x Σx)` (activation block sums computed once per call), Q4_1/Q5_1 add
+//!   `Σ_b m_w s_x` (Q8_1's `s`): one FMA per group either way. Signed formats (Q8_0, Q8_1,
+//!   IQ4_NL) are biased to unsigned (`q + 128`) and take the offset path with VNNI, whose
+//!   `vpdpbusd` has no i16 saturation; AVX2 multiplies `|q| × sign(x, q)` instead.
 //!
-//! The 8 blocks' integer sums are reduced together (a horizontal-add tree leaves block `j`'s sum
-//! in lane `j`), so the f32 conversion and the scaling are one instruction each per 8 blocks.
+//! Blocks after the last full group (rows whose length is not a multiple of 256) are handled
+//! one at a time in the natural layout.
 
 use super::{Dot, f16_at, hsum};
-use crate::backend::cpu::quant::act::Q8Rows;
+use crate::backend::cpu::quant::act::{PAIR_ORDER, Q8Rows};
 use crate::backend::cpu::quant::decode::{self as dec, Block32};
 use crate::backend::cpu::quant::legacy::IQ4NL_VALUES;
 use crate::backend::cpu::quant::matmul::Tile;
@@ -31,13 +36,20 @@ pub(super) trait Block32Avx: Block32 {
     /// Byte offsets of the f16 scale and (affine formats) min.
     const D_AT: usize = 0;
     const M_AT: usize = 2;
-    /// The 32 values in order in one register.
+    /// The 32 values of one block in order.
     unsafe fn q(p: *const u8) -> __m256i;
+    /// Two blocks' values as `([a 0..16 | b 0..16], [a 16..32 | b 16..32])`.
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i);
     /// For signed formats: the values plus 128, as unsigned bytes.
     #[inline(always)]
-    unsafe fn q_biased(p: *const u8) -> __m256i {
-        _mm256_xor_si256(Self::q(p), _mm256_set1_epi8(-128))
+    unsafe fn biased(v: __m256i) -> __m256i {
+        _mm256_xor_si256(v, _mm256_set1_epi8(-128))
     }
+}
+
+#[inline(always)]
+unsafe fn load2x16(a: *const u8, b: *const u8) -> __m256i {
+    _mm256_loadu2_m128i(b as *const __m128i, a as *const __m128i)
 }
 
 /// 16 bytes of nibbles to 32 values: low nibbles are values 0..16, high nibbles 16..32.
@@ -48,11 +60,25 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
-/// `0x10` in byte `v` where bit `v` of the little-endian u32 at `p` is set (the fifth bit of
-/// Q5_0/Q5_1).
+/// Two blocks' nibbles (`qs` at `a`, `b`) in the pair layout.
 #[inline(always)]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
-    let bits = (p as *const u32).read_unaligned();
+unsafe fn nibbles_pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    let raw = load2x16(a, b);
+    let m4 = _mm256_set1_epi8(0x0F);
+    (
+        _mm256_and_si256(raw, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+    )
+}
+
+#[inline(always)]
+unsafe fn u32_at(p: *const u8) -> u32 {
+    (p as *const u32).read_unaligned()
+}
+
+/// `0x10` in byte `v` where bit `v` of `bits` is set (the fifth bit of Q5_0/Q5_1).
+#[inline(always)]
+unsafe fn fifth_bits(bits: u32) -> __m256i {
     // Byte v takes byte v / 8 of the word; each 128-bit lane holds the whole word.
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(bits as i32),
@@ -68,11 +94,29 @@ unsafe fn fifth_bits(p: *const u8) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// Q5 pair: nibbles at `qs` offset, fifth bits from the `qh` words (bits 0..16 belong to values
+/// 0..16 of their block, 16..32 to values 16..32).
+#[inline(always)]
+unsafe fn q5_pair(a: *const u8, b: *const u8, qh: usize, qs: usize) -> (__m256i, __m256i) {
+    let (lo, hi) = nibbles_pair(a.add(qs), b.add(qs));
+    let (ha, hb) = (u32_at(a.add(qh)), u32_at(b.add(qh)));
+    let lo_bits = (ha & 0xFFFF) | (hb << 16);
+    let hi_bits = (ha >> 16) | (hb & 0xFFFF_0000);
+    (
+        _mm256_or_si256(lo, fifth_bits(lo_bits)),
+        _mm256_or_si256(hi, fifth_bits(hi_bits)),
+    )
+}
+
 impl Block32Avx for dec::Q4_0 {
     const OFF: i32 = 8;
     #[inline(always)]
     unsafe fn q(p: *const u8) -> __m256i {
         nibbles(p.add(2))
+    }
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        nibbles_pair(a.add(2), b.add(2))
     }
 }
 
@@ -81,21 +125,42 @@ impl Block32Avx for dec::Q4_1 {
     unsafe fn q(p: *const u8) -> __m256i {
         nibbles(p.add(4))
     }
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        nibbles_pair(a.add(4), b.add(4))
+    }
 }
 
 impl Block32Avx for dec::Q5_0 {
     const OFF: i32 = 16;
     #[inline(always)]
     unsafe fn q(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)))
+        _mm256_or_si256(nibbles(p.add(6)), fifth_bits(u32_at(p.add(2))))
+    }
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        q5_pair(a, b, 2, 6)
     }
 }
 
 impl Block32Avx for dec::Q5_1 {
     #[inline(always)]
     unsafe fn q(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)))
+        _mm256_or_si256(nibbles(p.add(8)), fifth_bits(u32_at(p.add(4))))
     }
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        q5_pair(a, b, 4, 8)
+    }
+}
+
+/// Signed bytes at offset `at` of each block, in the pair layout.
+#[inline(always)]
+unsafe fn bytes_pair(a: *const u8, b: *const u8, at: usize) -> (__m256i, __m256i) {
+    (
+        load2x16(a.add(at), b.add(at)),
+        load2x16(a.add(at + 16), b.add(at + 16)),
+    )
 }
 
 impl Block32Avx for dec::Q8_0 {
@@ -103,6 +168,10 @@ impl Block32Avx for dec::Q8_0 {
     #[inline(always)]
     unsafe fn q(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(2) as *const __m256i)
+    }
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        bytes_pair(a, b, 2)
     }
 }
 
@@ -112,18 +181,11 @@ impl Block32Avx for dec::Q8_1 {
     unsafe fn q(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(4) as *const __m256i)
     }
-}
-
-/// The IQ4_NL grid, and the grid plus 128 as unsigned bytes.
-const IQ4NL_BIASED: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (IQ4NL_VALUES[i] as i16 + 128) as u8;
-        i += 1;
+    #[inline(always)]
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        bytes_pair(a, b, 4)
     }
-    t
-};
+}
 
 #[inline(always)]
 unsafe fn lookup16(table: *const u8, idx: __m256i) -> __m256i {
@@ -138,8 +200,10 @@ impl Block32Avx for dec::IQ4_NL {
         lookup16(IQ4NL_VALUES.as_ptr() as *const u8, nibbles(p.add(2)))
     }
     #[inline(always)]
-    unsafe fn q_biased(p: *const u8) -> __m256i {
-        lookup16(IQ4NL_BIASED.as_ptr(), nibbles(p.add(2)))
+    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        let (lo, hi) = nibbles_pair(a.add(2), b.add(2));
+        let t = IQ4NL_VALUES.as_ptr() as *const u8;
+        (lookup16(t, lo), lookup16(t, hi))
     }
 }
 
@@ -167,17 +231,18 @@ unsafe fn u16_at(p: *const u8) -> i32 {
     (p as *const u16).read_unaligned() as i32
 }
 
-/// The eight f16 at `p`, `p + stride`, ... as f32.
+/// The f16 at `p + PAIR_ORDER[i] * stride` in lane `i`, as f32.
 #[inline(always)]
 unsafe fn f16x8(p: *const u8, stride: usize) -> __m256 {
-    let mut v = _mm_cvtsi32_si128(u16_at(p));
-    v = _mm_insert_epi16::<1>(v, u16_at(p.add(stride)));
-    v = _mm_insert_epi16::<2>(v, u16_at(p.add(2 * stride)));
-    v = _mm_insert_epi16::<3>(v, u16_at(p.add(3 * stride)));
-    v = _mm_insert_epi16::<4>(v, u16_at(p.add(4 * stride)));
-    v = _mm_insert_epi16::<5>(v, u16_at(p.add(5 * stride)));
-    v = _mm_insert_epi16::<6>(v, u16_at(p.add(6 * stride)));
-    v = _mm_insert_epi16::<7>(v, u16_at(p.add(7 * stride)));
+    let at = |i: usize| p.add(PAIR_ORDER[i] * stride);
+    let mut v = _mm_cvtsi32_si128(u16_at(at(0)));
+    v = _mm_insert_epi16::<1>(v, u16_at(at(1)));
+    v = _mm_insert_epi16::<2>(v, u16_at(at(2)));
+    v = _mm_insert_epi16::<3>(v, u16_at(at(3)));
+    v = _mm_insert_epi16::<4>(v, u16_at(at(4)));
+    v = _mm_insert_epi16::<5>(v, u16_at(at(5)));
+    v = _mm_insert_epi16::<6>(v, u16_at(at(6)));
+    v = _mm_insert_epi16::<7>(v, u16_at(at(7)));
     _mm256_cvtph_ps(v)
 }
 
@@ -201,36 +266,44 @@ fn mode<D: Dot, B: Block32Avx>() -> Mode {
     }
 }
 
-#[inline(always)]
-unsafe fn values<B: Block32Avx>(md: &Mode, p: *const u8) -> __m256i {
-    if md.biased { B::q_biased(p) } else { B::q(p) }
+/// A register of weight values ready for [`dot`]: the multiplicand and, for the sign trick,
+/// the signs.
+#[derive(Clone, Copy)]
+struct Wv {
+    u: __m256i,
+    sign: __m256i,
 }
 
-/// `Σ q x` of one block in i32 lanes (`q` as returned by [`values`]).
 #[inline(always)]
-unsafe fn block_dot<D: Dot>(md: &Mode, q: __m256i, mag: __m256i, x: __m256i) -> __m256i {
-    if md.sign_trick {
-        D::dot_us(_mm256_setzero_si256(), mag, _mm256_sign_epi8(x, q))
+unsafe fn prepare<B: Block32Avx>(md: &Mode, v: __m256i) -> Wv {
+    if md.biased {
+        Wv {
+            u: B::biased(v),
+            sign: v,
+        }
+    } else if md.sign_trick {
+        Wv {
+            u: _mm256_sign_epi8(v, v),
+            sign: v,
+        }
     } else {
-        D::dot_us(_mm256_setzero_si256(), q, x)
+        Wv { u: v, sign: v }
     }
 }
 
-/// Lane `j` of the result is the sum of the 8 lanes of `s[j]`.
+/// `acc + Σ w x` in i32 lanes.
 #[inline(always)]
-unsafe fn reduce8(s: [__m256i; 8]) -> __m256i {
-    // Per 128-bit half, hadd leaves [a01 a23 b01 b23]; two levels give one partial sum per
-    // block and half; adding the two halves completes them.
-    let h01 = _mm256_hadd_epi32(s[0], s[1]);
-    let h23 = _mm256_hadd_epi32(s[2], s[3]);
-    let h45 = _mm256_hadd_epi32(s[4], s[5]);
-    let h67 = _mm256_hadd_epi32(s[6], s[7]);
-    let lo4 = _mm256_hadd_epi32(h01, h23);
-    let hi4 = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(lo4, hi4),
-        _mm256_permute2x128_si256::<0x31>(lo4, hi4),
-    )
+unsafe fn dot<D: Dot>(md: &Mode, acc: __m256i, w: Wv, x: __m256i) -> __m256i {
+    if md.sign_trick {
+        D::dot_us(acc, w.u, _mm256_sign_epi8(x, w.sign))
+    } else {
+        D::dot_us(acc, w.u, x)
+    }
+}
+
+#[inline(always)]
+unsafe fn load(p: *const i8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
@@ -244,12 +317,12 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
     let md = mode::<D, B>();
     let nb = t.nb;
     let base: [usize; N] = std::array::from_fn(|i| (t.i0 + i) * nb);
+    let zero = _mm256_setzero_si256();
     for r in t.r0..t.r1 {
         let w = t.w.as_ptr().add(r * t.row_bytes);
         let mut acc = [_mm256_setzero_ps(); N];
         // Σ d_w dsum_x (offset formats) or Σ m_w s_x (affine formats).
         let mut corr = [_mm256_setzero_ps(); N];
-        let mut corr_tail = [0f32; N];
         let mut g = 0;
         while g + 8 <= nb {
             let blk = w.add(g * B::BYTES);
@@ -259,26 +332,29 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
             } else {
                 _mm256_setzero_ps()
             };
-            let mut q = [_mm256_setzero_si256(); 8];
-            let mut mag = [_mm256_setzero_si256(); 8];
-            for j in 0..8 {
-                q[j] = values::<B>(&md, blk.add(j * B::BYTES));
-                mag[j] = if md.sign_trick {
-                    _mm256_sign_epi8(q[j], q[j])
-                } else {
-                    q[j]
-                };
+            let mut lo = [Wv {
+                u: zero,
+                sign: zero,
+            }; 4];
+            let mut hi = lo;
+            for p in 0..4 {
+                let (l, h) = B::pair(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
+                lo[p] = prepare::<B>(&md, l);
+                hi[p] = prepare::<B>(&md, h);
             }
             for i in 0..N {
                 let ix = base[i] + g;
                 let xp = a.qs.add(ix * 32);
-                let mut s = [_mm256_setzero_si256(); 8];
-                for j in 0..8 {
-                    let x = _mm256_loadu_si256(xp.add(32 * j) as *const __m256i);
-                    s[j] = block_dot::<D>(&md, q[j], mag[j], x);
+                let mut s = [zero; 4];
+                for p in 0..4 {
+                    let sp = dot::<D>(&md, zero, lo[p], load(xp.add(64 * p)));
+                    s[p] = dot::<D>(&md, sp, hi[p], load(xp.add(64 * p + 32)));
                 }
+                // Lanes [b0 b2 b4 b6 | b1 b3 b5 b7] (PAIR_ORDER), each a whole block's sum.
+                let h =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
                 let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d.add(ix)));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(s)), sc, acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc[i]);
                 if B::AFFINE {
                     corr[i] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a.s.add(ix)), corr[i]);
                 } else if md.off != 0.0 {
@@ -288,26 +364,20 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
             g += 8;
         }
         let mut tail = [_mm256_setzero_ps(); N];
+        let mut corr_tail = [0f32; N];
         while g < nb {
             let blk = w.add(g * B::BYTES);
             let dw = f16_at(blk.add(B::D_AT));
-            let q = values::<B>(&md, blk);
-            let mag = if md.sign_trick {
-                _mm256_sign_epi8(q, q)
-            } else {
-                q
-            };
+            let q = prepare::<B>(&md, B::q(blk));
             for i in 0..N {
                 let ix = base[i] + g;
-                let x = _mm256_loadu_si256(a.qs.add(ix * 32) as *const __m256i);
-                let s = _mm256_cvtepi32_ps(block_dot::<D>(&md, q, mag, x));
-                let sc = _mm256_set1_ps(dw * *a.d.add(ix));
-                tail[i] = _mm256_fmadd_ps(s, sc, tail[i]);
-                if B::AFFINE {
-                    corr_tail[i] += f16_at(blk.add(B::M_AT)) * *a.s.add(ix);
+                let s = _mm256_cvtepi32_ps(dot::<D>(&md, zero, q, load(a.qs.add(ix * 32))));
+                tail[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * *a.d.add(ix)), tail[i]);
+                corr_tail[i] += if B::AFFINE {
+                    f16_at(blk.add(B::M_AT)) * *a.s.add(ix)
                 } else {
-                    corr_tail[i] += dw * *a.dsum.add(ix);
-                }
+                    dw * *a.dsum.add(ix)
+                };
             }
             g += 1;
         }
