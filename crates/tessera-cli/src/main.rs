@@ -17,6 +17,8 @@ const USAGE: &str = "usage:
   tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
+  tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3] [--json]
+                                                  prompt and generation tokens/s (as llama-bench pp/tg)
   tessera --version
   tessera --help";
 
@@ -82,10 +84,12 @@ fn demo() -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let suite = args
-        .first()
-        .map(String::as_str)
-        .ok_or(format!("bench needs a suite name (ops)\n{USAGE}"))?;
+    let suite = args.first().map(String::as_str).ok_or(format!(
+        "bench needs a suite name (ops, train, llm)\n{USAGE}"
+    ))?;
+    if suite == "llm" {
+        return bench_llm(&args[1..]);
+    }
     let mut json = false;
     let mut quick = false;
     let mut filter: Option<String> = None;
@@ -127,4 +131,54 @@ fn bench(args: &[String]) -> Result<(), String> {
         return Err("no benchmark case matched the filter".into());
     }
     Ok(())
+}
+
+fn bench_llm(args: &[String]) -> Result<(), String> {
+    let mut b = tessera_bench::LlmBench {
+        model: String::new(),
+        prompt_tokens: 512,
+        gen_tokens: 128,
+        repeats: 3,
+    };
+    let mut json = false;
+    let mut i = 0;
+    let num = |i: usize, flag: &str| -> Result<usize, String> {
+        args.get(i)
+            .ok_or(format!("{flag} needs a value"))?
+            .parse::<usize>()
+            .map_err(|_| format!("{flag} needs a whole number, got '{}'", args[i]))
+    };
+    while i < args.len() {
+        match args[i].as_str() {
+            "--model" | "-m" => {
+                i += 1;
+                b.model = args.get(i).ok_or("--model needs a path")?.clone();
+            }
+            "--prompt-tokens" | "-p" => {
+                i += 1;
+                b.prompt_tokens = num(i, "--prompt-tokens")?;
+            }
+            "--gen-tokens" | "-n" => {
+                i += 1;
+                b.gen_tokens = num(i, "--gen-tokens")?;
+            }
+            "--repeats" | "-r" => {
+                i += 1;
+                b.repeats = num(i, "--repeats")?.max(1);
+            }
+            "--json" => json = true,
+            other => return Err(format!("unknown bench llm flag '{other}'\n{USAGE}")),
+        }
+        i += 1;
+    }
+    if b.model.is_empty() {
+        return Err("bench llm needs --model PATH (a GGUF file)".into());
+    }
+    tessera_bench::run_llm(&b, &mut |r| {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            println!("{:<20} {:>10.2} {}", r.case, r.value, r.unit);
+        }
+    })
 }

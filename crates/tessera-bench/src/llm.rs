@@ -1,0 +1,94 @@
+//! `tessera bench llm`: prompt processing and generation speed of a model file, measured the way
+//! llama.cpp's `llama-bench` does (pp: a prompt of N tokens into an empty context; tg: N tokens
+//! generated one at a time), so the two can be compared on the same file.
+
+use crate::Record;
+use std::time::Instant;
+use tessera_core::Array;
+use tessera_io::gguf::GgufFile;
+use tessera_lm::model::Model;
+use tessera_lm::weights::GgufSource;
+
+/// What to measure.
+pub struct LlmBench {
+    pub model: String,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    /// Runs of each measurement; the median is reported.
+    pub repeats: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark; `emit` receives `prefill_tps`, `decode_tps` and `decode_weight_gbps`.
+pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String> {
+    let f = GgufFile::open(&b.model).map_err(|e| e.to_string())?;
+    let cfg = tessera_lm::models::gguf::config_from_gguf(&f).map_err(|e| e.to_string())?;
+    let model =
+        Model::load(cfg, &GgufSource { file: &f }, &mut |_, _| {}).map_err(|e| e.to_string())?;
+    let vocab = model.config.vocab_size;
+    // Deterministic ordinary-looking token ids (skipping the first ids, often special tokens).
+    let ids: Vec<i32> = (0..b.prompt_tokens.max(1))
+        .map(|i| (1000 + (i * 7919) % (vocab.saturating_sub(1000)).max(1)) as i32 % vocab as i32)
+        .collect();
+    let ctx = b.prompt_tokens + b.gen_tokens + 8;
+    let fwd = |cache: &mut tessera_lm::kv_cache::KvCache, toks: &[i32]| -> Result<(), String> {
+        let a = Array::from_vec(toks.to_vec(), &[1, toks.len()]).map_err(|e| e.to_string())?;
+        let logits = model.forward(&a, cache, true).map_err(|e| e.to_string())?;
+        logits.eval().map_err(|e| e.to_string())
+    };
+    // Warm-up: touches the weights (page cache) and the allocator.
+    let mut cache = model.new_cache(ctx);
+    fwd(&mut cache, &ids[..ids.len().min(64)])?;
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for _ in 0..b.repeats.max(1) {
+        if b.prompt_tokens > 0 {
+            let mut cache = model.new_cache(ctx);
+            let t = Instant::now();
+            for chunk in ids.chunks(512) {
+                fwd(&mut cache, chunk)?;
+            }
+            pp.push(b.prompt_tokens as f64 / t.elapsed().as_secs_f64());
+        }
+        if b.gen_tokens > 0 {
+            let mut cache = model.new_cache(ctx);
+            let mut tok = ids[0];
+            let t = Instant::now();
+            for i in 0..b.gen_tokens {
+                let a = Array::from_vec(vec![tok], &[1, 1]).map_err(|e| e.to_string())?;
+                let logits = model
+                    .forward(&a, &mut cache, true)
+                    .map_err(|e| e.to_string())?;
+                let v = logits.to_vec::<f32>().map_err(|e| e.to_string())?;
+                tok = (tessera_lm::sample::argmax(&v) as usize % vocab) as i32;
+                let _ = i;
+            }
+            tg.push(b.gen_tokens as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    if !pp.is_empty() {
+        emit(Record {
+            case: "prefill_tps".into(),
+            value: median(pp),
+            unit: "tok/s",
+        });
+    }
+    if !tg.is_empty() {
+        let tps = median(tg);
+        emit(Record {
+            case: "decode_tps".into(),
+            value: tps,
+            unit: "tok/s",
+        });
+        emit(Record {
+            case: "decode_weight_gbps".into(),
+            value: tps * model.weight_bytes() as f64 / 1e9,
+            unit: "GB/s",
+        });
+    }
+    Ok(())
+}
