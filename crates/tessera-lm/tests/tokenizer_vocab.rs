@@ -540,5 +540,40 @@ fn encode_speed() {
             encode.as_secs_f64() * 1e3,
             decode.as_secs_f64() * 1e3
         );
+        // Long runs of one character stay linear: one huge BPE word for SmolLM2, overlapping
+        // candidates for Gemma's user-defined tokens (runs of up to 31 spaces or newlines).
+        for run in [" ", "\n"] {
+            let text = run.repeat(100_000);
+            let t0 = Instant::now();
+            let ids = tok.encode(&text, false, true);
+            let took = t0.elapsed();
+            assert_eq!(tok.decode(&ids, false).unwrap(), text);
+            eprintln!(
+                "{rel}: 100000 x {run:?} -> {} tokens, {:.1} ms",
+                ids.len(),
+                took.as_secs_f64() * 1e3
+            );
+        }
     }
+}
+
+/// Parsing special tokens: phi-3's special tokens strip the whitespace after them (llama.cpp sets
+/// RSTRIP on them by model name), and SentencePiece puts a space before text after a special token.
+#[test]
+fn special_tokens_phi3() {
+    let tok = load("vocab/ggml-vocab-phi-3.gguf");
+    let id = |t: &str| tok.token_id(t).unwrap();
+    let (user, end, assistant) = (id("<|user|>"), id("<|end|>"), id("<|assistant|>"));
+    let hi = tok.encode("Hi", false, false); // "▁Hi"
+    let got = tok.encode("<|user|>\nHi<|end|>\n<|assistant|>", true, true);
+    let want = [&[tok.bos_id().unwrap(), user][..], &hi, &[end, assistant]].concat();
+    assert_eq!(got, want);
+    // Without parse_special the markers are plain text.
+    let plain = tok.encode("<|user|>", false, false);
+    assert!(plain.len() > 1 && !plain.contains(&user));
+    // <|end|> and <|endoftext|> end generation.
+    assert!(
+        tok.is_eog(end) && tok.is_eog(id("<|endoftext|>")) && tok.is_eog(tok.eos_id().unwrap())
+    );
+    assert_eq!(tok.eot_id(), Some(end));
 }

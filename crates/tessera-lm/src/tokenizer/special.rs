@@ -4,10 +4,11 @@
 //! llama.cpp takes the control, user-defined and unknown tokens longest first and, for each, splits
 //! every remaining text fragment at each of its occurrences (control and unknown ones only when
 //! special tokens are parsed; user-defined ones always). A token with the LSTRIP/RSTRIP attribute
-//! also eats the whitespace beside it. This finds every occurrence of every such token in one
-//! pass with a byte trie, then claims them in that same priority order, which gives the same
-//! fragments in time linear in the text.
+//! also eats the whitespace beside it. This finds the candidates with a byte trie and claims them
+//! in that same priority order, which gives the same fragments without a pass per token.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use super::vocab::{
@@ -59,24 +60,22 @@ impl Trie {
         self.nodes[node].token = Some(priority);
     }
 
-    /// Calls `f(priority)` for every token that `text` starts with.
-    fn prefixes(&self, text: &[u8], mut f: impl FnMut(u32)) {
-        if self.nodes.is_empty() {
-            return;
-        }
+    /// The priority of the longest token of at most `max_len` bytes that `text` starts with
+    /// (at one position, longer means higher priority).
+    fn longest(&self, text: &[u8], max_len: usize) -> Option<u32> {
+        let mut best = None;
         let mut node = 0usize;
-        for &b in text {
-            match self.nodes[node]
-                .children
-                .binary_search_by_key(&b, |&(c, _)| c)
-            {
-                Ok(i) => node = self.nodes[node].children[i].1 as usize,
-                Err(_) => return,
+        for &b in text.iter().take(max_len) {
+            let Some(n) = self.nodes.get(node) else { break };
+            match n.children.binary_search_by_key(&b, |&(c, _)| c) {
+                Ok(i) => node = n.children[i].1 as usize,
+                Err(_) => break,
             }
             if let Some(p) = self.nodes[node].token {
-                f(p);
+                best = Some(p);
             }
         }
+        best
     }
 }
 
@@ -129,24 +128,36 @@ impl SpecialTokens {
     pub fn partition(&self, vocab: &Vocab, text: &str, parse_special: bool) -> Vec<Fragment> {
         let bytes = text.as_bytes();
         let trie = if parse_special { &self.all } else { &self.user };
-        // Every occurrence: (priority, start).
-        let mut found: Vec<(u32, usize)> = Vec::new();
-        for start in 0..bytes.len() {
-            if text.is_char_boundary(start) {
-                trie.prefixes(&bytes[start..], |p| found.push((p, start)));
-            }
-        }
-        if found.is_empty() {
+        // Occurrences are claimed in priority order, then left to right, as llama.cpp's
+        // token-by-token splitting does. The heap holds, for each position, the best occurrence
+        // not yet tried there; a shorter one at the same position is queued only when a longer
+        // one fails, so memory stays linear in the text even for long runs of whitespace tokens.
+        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = (0..bytes.len())
+            .filter(|&start| text.is_char_boundary(start))
+            .filter_map(|start| {
+                trie.longest(&bytes[start..], usize::MAX)
+                    .map(|p| Reverse((p, start)))
+            })
+            .collect();
+        if heap.is_empty() {
             return vec![Fragment::Text(0..bytes.len())];
         }
-        found.sort_unstable();
-
         let mut state = vec![STATE_FREE; bytes.len()];
         let mut claimed: Vec<(usize, usize, u32)> = Vec::new();
-        for (priority, start) in found {
+        while let Some(Reverse((priority, start))) = heap.pop() {
+            // Taken already: so is every later candidate here (state is never freed).
+            if state[start] != STATE_FREE {
+                continue;
+            }
             let id = self.order[priority as usize];
-            let end = start + vocab.text(id).len();
-            if state[start..end].iter().any(|&s| s != STATE_FREE) {
+            let len = vocab.text(id).len();
+            let end = start + len;
+            // Everything claimed so far is at least as long as this token, so an overlap shows at
+            // one of its ends (stripped whitespace always borders a claimed token).
+            if state[end - 1] != STATE_FREE {
+                if let Some(shorter) = trie.longest(&bytes[start..], len - 1) {
+                    heap.push(Reverse((shorter, start)));
+                }
                 continue;
             }
             state[start..end].fill(STATE_TOKEN);
@@ -193,5 +204,122 @@ impl SpecialTokens {
         }
         push_text(pos, bytes.len(), &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_io::gguf::{Metadata, Value, ValueType};
+
+    use super::*;
+
+    /// llama.cpp's algorithm, literally: each special token in priority order splits every text
+    /// fragment at each of its occurrences.
+    fn reference(vocab: &Vocab, order: &[u32], text: &str, parse_special: bool) -> Vec<Fragment> {
+        let mut frags = vec![Fragment::Text(0..text.len())];
+        for &id in order {
+            let attr = vocab.attrs[id as usize];
+            if !parse_special && attr & (ATTR_CONTROL | ATTR_UNKNOWN) != 0 {
+                continue;
+            }
+            let tok = vocab.text(id);
+            let mut next = Vec::new();
+            for frag in frags {
+                let Fragment::Text(r) = frag else {
+                    next.push(frag);
+                    continue;
+                };
+                let (mut base, end) = (r.start, r.end);
+                loop {
+                    let Some(off) = text[base..end].find(tok) else {
+                        if base < end {
+                            next.push(Fragment::Text(base..end));
+                        }
+                        break;
+                    };
+                    let m = base + off;
+                    let mut left_end = m;
+                    if attr & ATTR_LSTRIP != 0 {
+                        while left_end > base && c_space(text.as_bytes()[left_end - 1]) {
+                            left_end -= 1;
+                        }
+                    }
+                    if left_end > base {
+                        next.push(Fragment::Text(base..left_end));
+                    }
+                    next.push(Fragment::Token(id));
+                    base = m + tok.len();
+                    if attr & ATTR_RSTRIP != 0 {
+                        while base < end && c_space(text.as_bytes()[base]) {
+                            base += 1;
+                        }
+                    }
+                }
+            }
+            frags = next;
+        }
+        frags
+    }
+
+    #[test]
+    fn partition_matches_llama_cpp() {
+        let tokens = [
+            "a", "b", " ", "\n", "<", ">", "ab", "ba", "aba", "a b", "<a>", " <a>", "bb", "<b>",
+            "b\n",
+        ];
+        // 1 normal, 3 control, 4 user-defined
+        let types = [1, 1, 1, 1, 1, 1, 4, 3, 4, 3, 3, 4, 4, 3, 4];
+        let mut md = Metadata::new();
+        md.insert("tokenizer.ggml.model", Value::String("llama".into()));
+        md.insert(
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                ValueType::String,
+                tokens
+                    .iter()
+                    .map(|t| Value::String(t.to_string()))
+                    .collect(),
+            ),
+        );
+        md.insert(
+            "tokenizer.ggml.token_type",
+            Value::Array(
+                ValueType::I32,
+                types.iter().map(|&t| Value::I32(t)).collect(),
+            ),
+        );
+        let mut vocab = Vocab::load(&md).unwrap_or_else(|e| panic!("{e}"));
+        vocab.attrs[10] |= ATTR_LSTRIP | ATTR_RSTRIP; // <a>
+        vocab.attrs[13] |= ATTR_RSTRIP; // <b>
+        vocab.attrs[7] |= ATTR_LSTRIP; // ba
+        let special = SpecialTokens::new(&vocab);
+        let alphabet = ['a', 'b', ' ', '\n', '<', '>'];
+        let mut tokens_found = [0usize; 2];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize + 1;
+            let text: String = (0..len)
+                .map(|k| alphabet[((seed >> (k % 60)) as usize + k * 7) % alphabet.len()])
+                .collect();
+            for parse in [false, true] {
+                let want = reference(&vocab, &special.order, &text, parse);
+                tokens_found[parse as usize] += want
+                    .iter()
+                    .filter(|f| matches!(f, Fragment::Token(_)))
+                    .count();
+                assert_eq!(
+                    special.partition(&vocab, &text, parse),
+                    want,
+                    "{text:?} parse_special={parse}"
+                );
+            }
+        }
+        assert!(
+            tokens_found[0] > 1000 && tokens_found[1] > tokens_found[0],
+            "{tokens_found:?}"
+        );
     }
 }
