@@ -32,13 +32,34 @@ pub(super) trait Block256Avx: Block256 {
 }
 
 /// Widens 16 per-16-value scales (signed bytes) to the per-register i16 layout of [`Sb::sc`].
+///
+/// The scales go through a 32-byte stack buffer: each register is then two 16-bit broadcasts
+/// from memory and one insert, which keeps the shuffle units free for the dot products.
 #[inline(always)]
 unsafe fn expand_scales(sc16: __m128i) -> [__m256i; 8] {
+    let mut buf = [0i16; 16];
+    _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, _mm256_cvtepi8_epi16(sc16));
     let mut out = [_mm256_setzero_si256(); 8];
     for (c, o) in out.iter_mut().enumerate() {
-        let lo = 0x0101_0101_0101_0101i64 * (2 * c as i64);
-        let hi = 0x0101_0101_0101_0101i64 * (2 * c as i64 + 1);
-        *o = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc16, _mm_set_epi64x(hi, lo)));
+        let lo = _mm_set1_epi16(buf[2 * c]);
+        let hi = _mm_set1_epi16(buf[2 * c + 1]);
+        *o = _mm256_set_m128i(hi, lo);
+    }
+    out
+}
+
+/// The same for 8 per-32-value scales (unsigned bytes, Q4_K/Q5_K): one 16-bit broadcast from
+/// memory per register.
+#[inline(always)]
+unsafe fn expand_scales32(sc8: u64) -> [__m256i; 8] {
+    let mut buf = [0i16; 8];
+    _mm_storeu_si128(
+        buf.as_mut_ptr() as *mut __m128i,
+        _mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc8 as i64)),
+    );
+    let mut out = [_mm256_setzero_si256(); 8];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = _mm256_set1_epi16(buf[c]);
     }
     out
 }
@@ -122,7 +143,7 @@ impl Block256Avx for dec::Q3_K {
 unsafe fn scales_k4(p: *const u8) -> ([__m256i; 8], __m256i, f32, f32) {
     let (sc, mn) = unpack_scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
     (
-        expand_scales(dup_bytes(sc)),
+        expand_scales32(sc),
         _mm256_cvtepu8_epi16(dup_bytes(mn)),
         f16_at(p),
         -f16_at(p.add(2)),
