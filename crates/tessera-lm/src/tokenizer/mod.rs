@@ -69,6 +69,7 @@ mod spm;
 mod stream;
 mod table;
 mod unicode;
+#[rustfmt::skip] // generated, several entries to a line
 mod unicode_tables;
 mod vocab;
 mod wpm;

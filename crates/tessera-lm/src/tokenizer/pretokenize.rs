@@ -626,4 +626,42 @@ mod tests {
         let ws_letters = [Split::Pattern(Pattern::OptWsRun(Class::Letter))];
         assert_eq!(words("1 ab\tcd", &ws_letters), ["1", " ab", "\tcd"]);
     }
+
+    /// Every supported pre-tokenizer against llama.cpp's own splits of 489 texts (the vocab
+    /// test inputs, and random mixes of letters, marks, digits, punctuation, symbols, emoji, CJK,
+    /// ASCII and Unicode whitespace, control and unassigned codepoints).
+    #[test]
+    fn same_splits_as_llama_cpp() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("testdata/pretokenize_llama_cpp.json"))
+                .unwrap_or_else(|e| panic!("fixture: {e}"));
+        let texts: Vec<&str> = fixture["texts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        let splits = fixture["splits"]
+            .as_object()
+            .unwrap_or_else(|| panic!("fixture: no splits"));
+        assert_eq!((texts.len(), splits.len()), (489, 12));
+        for (pre, lines) in splits {
+            let config =
+                super::super::vocab::pre_config(pre).unwrap_or_else(|| panic!("{pre} unsupported"));
+            let lines: Vec<&str> = lines
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str())
+                .collect();
+            assert_eq!(lines.len(), texts.len());
+            for (text, want) in texts.iter().zip(lines) {
+                let got: Vec<String> = split(text, &config.splits)
+                    .into_iter()
+                    .map(|r| r.len().to_string())
+                    .collect();
+                assert_eq!(got.join(" "), want, "{pre}: {text:?}");
+            }
+        }
+    }
 }

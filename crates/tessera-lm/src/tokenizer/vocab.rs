@@ -175,8 +175,8 @@ pub(super) struct Vocab {
 }
 
 /// What a pre-tokenizer name sets.
-struct PreConfig {
-    splits: Vec<Split>,
+pub(super) struct PreConfig {
+    pub splits: Vec<Split>,
     ignore_merges: bool,
     add_bos: bool,
     byte_encode: bool,
@@ -184,7 +184,8 @@ struct PreConfig {
     no_bos: bool,
 }
 
-fn pre_config(pre: &str) -> Option<PreConfig> {
+/// The splits and flags `tokenizer.ggml.pre` = `pre` selects (None: not supported).
+pub(super) fn pre_config(pre: &str) -> Option<PreConfig> {
     use Class::*;
     use Pattern::*;
     let gpt2 = vec![Split::Gpt2];
