@@ -47,6 +47,19 @@
 //! - `bert`: WordPiece.
 //! - `t5` (Unigram), `rwkv`, `plamo2` and vocabulary-less files: `Unsupported`.
 //!
+//! # How it is checked
+//!
+//! `tests/tokenizer_vocab.rs` runs llama.cpp's own test vectors (`ggml-vocab-*.gguf.inp/.out`)
+//! for every vocabulary that has them, and known ids of SmolLM2 and Gemma 3 cross-checked with
+//! Hugging Face `tokenizers` and `sentencepiece`; `pretokenize.rs` compares every supported
+//! pre-tokenizer with splits produced by llama.cpp's `unicode.cpp` itself
+//! (`testdata/pretokenize_llama_cpp.json`); `special.rs` compares the special-token partition
+//! with a literal port of llama.cpp's loop on random texts.
+//!
+//! Speed (10 KB of mixed text, one core): about 2 ms (SmolLM2) and 3.5 ms (Gemma 3) optimised,
+//! 10 ms unoptimised. Loading a 262k-token vocabulary with 514k merges takes about 0.2 s
+//! optimised (1 s unoptimised), most of it in reading the GGUF metadata.
+//!
 //! # Decoding rules and differences from llama.cpp
 //!
 //! - An id outside the vocabulary is an error ([`TokenizerError::IdOutOfRange`]).
