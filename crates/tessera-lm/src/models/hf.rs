@@ -1,0 +1,291 @@
+//! Hugging Face checkpoints: `config.json` into a [`ModelConfig`], and the safetensors tensor
+//! names mapped onto the GGUF-style names the shared transformer uses.
+//!
+//! Conventions handled here: HF rope rotates halves (`rotate_half`), Gemma stores RMSNorm
+//! weights as `w` for a scale of `1 + w`, Gemma 3 multimodal checkpoints nest the text model
+//! under `language_model`, Phi-3 fuses `qkv_proj` and `gate_up_proj`, and Llama 3 rope scaling
+//! becomes per-frequency divisors.
+
+use crate::config::{Activation, Arch, ModelConfig, RopeConfig, RopeStyle};
+use crate::error::{Error, Result};
+use crate::weights::{Weight, WeightSource};
+use serde_json::Value;
+use std::path::Path;
+use tessera_core::{Array, Dtype, ops};
+use tessera_io::safetensors::Safetensors;
+
+fn cfg_err(m: impl Into<String>) -> Error {
+    Error::Config(m.into())
+}
+
+fn get_usize(c: &Value, k: &str) -> Result<Option<usize>> {
+    match c.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|v| Some(v as usize))
+            .ok_or_else(|| cfg_err(format!("config.json: '{k}' must be a non-negative integer"))),
+    }
+}
+
+fn need_usize(c: &Value, k: &str) -> Result<usize> {
+    get_usize(c, k)?.ok_or_else(|| cfg_err(format!("config.json lacks '{k}'")))
+}
+
+fn get_f64(c: &Value, k: &str) -> Result<Option<f64>> {
+    match c.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| cfg_err(format!("config.json: '{k}' must be a number"))),
+    }
+}
+
+/// Llama 3 rope scaling as per-frequency divisors (the same numbers llama.cpp's converter writes
+/// to `rope_freqs.weight`).
+fn llama3_factors(s: &Value, base: f64, dims: usize) -> Result<Vec<f32>> {
+    let factor = get_f64(s, "factor")?.unwrap_or(8.0);
+    let low = get_f64(s, "low_freq_factor")?.unwrap_or(1.0);
+    let high = get_f64(s, "high_freq_factor")?.unwrap_or(4.0);
+    let old = get_f64(s, "original_max_position_embeddings")?.unwrap_or(8192.0);
+    let (low_wl, high_wl) = (old / low, old / high);
+    Ok((0..dims / 2)
+        .map(|i| {
+            let freq = base.powf(-((2 * i) as f64) / dims as f64);
+            let wl = 2.0 * std::f64::consts::PI / freq;
+            if wl < high_wl {
+                1.0
+            } else if wl > low_wl {
+                factor as f32
+            } else {
+                let smooth = (old / wl - low) / (high - low);
+                let new = (1.0 - smooth) * freq / factor + smooth * freq;
+                (freq / new) as f32
+            }
+        })
+        .collect())
+}
+
+/// The configuration in a Hugging Face `config.json`.
+pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
+    let model_type = c
+        .get("model_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| cfg_err("config.json lacks 'model_type'"))?;
+    // Multimodal Gemma 3 keeps the language model's settings under text_config.
+    let c = match c.get("text_config") {
+        Some(t) if t.is_object() => t,
+        _ => c,
+    };
+    let arch = Arch::from_name(model_type)?;
+    let hidden = need_usize(c, "hidden_size")?;
+    let heads = need_usize(c, "num_attention_heads")?;
+    if heads == 0 {
+        return Err(cfg_err("num_attention_heads is 0"));
+    }
+    let head_dim = get_usize(c, "head_dim")?.unwrap_or(hidden / heads);
+    let partial = get_f64(c, "partial_rotary_factor")?.unwrap_or(1.0);
+    let rope_dims = ((head_dim as f64 * partial) as usize) & !1;
+    let base = get_f64(c, "rope_theta")?.unwrap_or(10_000.0);
+    let mut linear_factor = 1.0;
+    let mut freq_factors = None;
+    if let Some(s) = c.get("rope_scaling").filter(|s| s.is_object()) {
+        let kind = s
+            .get("rope_type")
+            .or_else(|| s.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        match kind {
+            "default" => {}
+            "linear" => linear_factor = get_f64(s, "factor")?.unwrap_or(1.0),
+            "llama3" => freq_factors = Some(llama3_factors(s, base, rope_dims)?),
+            other => {
+                return Err(Error::Unsupported(format!("rope scaling type '{other}'")));
+            }
+        }
+    }
+    let is_gemma3 = arch == Arch::Gemma3;
+    let sliding_window = if is_gemma3
+        || c.get("use_sliding_window")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    {
+        get_usize(c, "sliding_window")?
+    } else {
+        None
+    };
+    let attn_scale = match get_f64(c, "query_pre_attn_scalar")? {
+        Some(s) if is_gemma3 => 1.0 / s.sqrt(),
+        _ => 1.0 / (head_dim as f64).sqrt(),
+    };
+    let cfg = ModelConfig {
+        arch,
+        vocab_size: need_usize(c, "vocab_size")?,
+        hidden,
+        layers: need_usize(c, "num_hidden_layers")?,
+        heads,
+        kv_heads: get_usize(c, "num_key_value_heads")?.unwrap_or(heads),
+        head_dim,
+        ffn: need_usize(c, "intermediate_size")?,
+        norm_eps: get_f64(c, "rms_norm_eps")?.unwrap_or(1e-6),
+        rope: RopeConfig {
+            base,
+            dims: rope_dims,
+            style: RopeStyle::Half,
+            linear_factor: if linear_factor > 0.0 {
+                linear_factor
+            } else {
+                1.0
+            },
+            freq_factors,
+        },
+        rope_local_base: if is_gemma3 {
+            Some(get_f64(c, "rope_local_base_freq")?.unwrap_or(10_000.0))
+        } else {
+            None
+        },
+        context_length: get_usize(c, "max_position_embeddings")?.unwrap_or(4096),
+        sliding_window,
+        sliding_pattern: if is_gemma3 {
+            Some(get_usize(c, "sliding_window_pattern")?.unwrap_or(6))
+        } else {
+            None
+        },
+        activation: if is_gemma3 {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
+        embed_scale: is_gemma3,
+        post_norms: is_gemma3,
+        qk_norm: matches!(arch, Arch::Gemma3 | Arch::Qwen3),
+        attn_scale,
+        final_logit_softcap: get_f64(c, "final_logit_softcapping")?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A Hugging Face checkpoint's tensors under GGUF-style names.
+pub struct HfSource {
+    pub st: Safetensors,
+    prefix: String,
+    arch: Arch,
+    tied: bool,
+}
+
+impl HfSource {
+    /// Opens the safetensors of a model directory.
+    pub fn open(dir: &Path, config: &Value, arch: Arch) -> Result<HfSource> {
+        let st = Safetensors::open(dir)?;
+        let prefix = if st
+            .info("model.language_model.embed_tokens.weight")
+            .is_some()
+        {
+            "model.language_model."
+        } else if st
+            .info("language_model.model.embed_tokens.weight")
+            .is_some()
+        {
+            "language_model.model."
+        } else {
+            "model."
+        }
+        .to_string();
+        let tied = config
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(HfSource {
+            st,
+            prefix,
+            arch,
+            tied,
+        })
+    }
+
+    /// The HF name for a GGUF-style name, or None when the model has no such tensor.
+    fn hf_name(&self, name: &str) -> Option<String> {
+        let p = &self.prefix;
+        let (stem, suffix) = name.rsplit_once('.')?; // weight / bias
+        let mapped = match stem {
+            "token_embd" => format!("{p}embed_tokens"),
+            "output_norm" => format!("{p}norm"),
+            "output" => {
+                if self.tied {
+                    return None;
+                }
+                "lm_head".to_string()
+            }
+            _ => {
+                let rest = stem.strip_prefix("blk.")?;
+                let (i, part) = rest.split_once('.')?;
+                let l = format!("{p}layers.{i}.");
+                let gemma = self.arch == Arch::Gemma3;
+                let m = match part {
+                    "attn_norm" => "input_layernorm",
+                    "attn_q" => "self_attn.q_proj",
+                    "attn_k" => "self_attn.k_proj",
+                    "attn_v" => "self_attn.v_proj",
+                    "attn_qkv" => "self_attn.qkv_proj",
+                    "attn_output" => "self_attn.o_proj",
+                    "attn_q_norm" => "self_attn.q_norm",
+                    "attn_k_norm" => "self_attn.k_norm",
+                    "post_attention_norm" if gemma => "post_attention_layernorm",
+                    "ffn_norm" if gemma => "pre_feedforward_layernorm",
+                    "ffn_norm" => "post_attention_layernorm",
+                    "post_ffw_norm" => "post_feedforward_layernorm",
+                    "ffn_gate" => "mlp.gate_proj",
+                    "ffn_up" if self.arch == Arch::Phi3 => "mlp.gate_up_proj",
+                    "ffn_up" => "mlp.up_proj",
+                    "ffn_down" => "mlp.down_proj",
+                    _ => return None,
+                };
+                format!("{l}{m}")
+            }
+        };
+        Some(format!("{mapped}.{suffix}"))
+    }
+
+    fn lookup(&self, name: &str) -> Result<Array> {
+        let hf = self
+            .hf_name(name)
+            .ok_or_else(|| cfg_err(format!("no Hugging Face tensor for '{name}'")))?;
+        self.st.tensor(&hf).map_err(|_| {
+            cfg_err(format!(
+                "tensor '{hf}' (for '{name}') is missing from the checkpoint"
+            ))
+        })
+    }
+}
+
+impl WeightSource for HfSource {
+    fn has(&self, name: &str) -> bool {
+        self.hf_name(name)
+            .is_some_and(|n| self.st.info(&n).is_some())
+    }
+
+    fn matrix(&self, name: &str) -> Result<Weight> {
+        let t = self.lookup(name)?;
+        if t.ndim() != 2 {
+            return Err(cfg_err(format!(
+                "'{name}' should be a matrix, has shape {:?}",
+                t.shape()
+            )));
+        }
+        Ok(Weight::Dense(t))
+    }
+
+    fn vector(&self, name: &str) -> Result<Array> {
+        let t = ops::astype(&self.lookup(name)?, Dtype::F32)?;
+        // Gemma's RMSNorm scales by (1 + w); GGUF files store 1 + w already.
+        let is_norm = name.ends_with("norm.weight");
+        let t = if self.arch == Arch::Gemma3 && is_norm {
+            ops::add(&t, &Array::scalar(1.0f32))?
+        } else {
+            t
+        };
+        Ok(ops::contiguous(&t)?)
+    }
+}

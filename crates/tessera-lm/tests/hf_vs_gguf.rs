@@ -1,0 +1,338 @@
+//! The same random weights written as a Hugging Face checkpoint (config.json + safetensors) and
+//! as a GGUF file laid out the way llama.cpp's converter lays it out (Llama q/k rows permuted
+//! to adjacent rope pairs, Gemma norms stored as 1 + w, GGUF metadata keys) must give the same
+//! logits: this pins down both loaders' conventions against each other.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use tessera_core::quant::GgmlType;
+use tessera_core::{Array, Dtype, ops, random};
+use tessera_io::gguf::{GgufFile, GgufWriter, Value};
+use tessera_lm::model::Model;
+use tessera_lm::models::hf::{HfSource, config_from_hf};
+use tessera_lm::weights::GgufSource;
+
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    ffn: usize,
+    layers: usize,
+    vocab: usize,
+}
+
+const D: Dims = Dims {
+    hidden: 64,
+    heads: 4,
+    kv: 2,
+    hd: 16,
+    ffn: 96,
+    layers: 2,
+    vocab: 100,
+};
+
+fn rand(shape: &[usize], seed: u64, scale: f64) -> Vec<f32> {
+    let a = random::normal(shape, Dtype::F32, 0.0, scale, Some(&random::key(seed))).unwrap();
+    a.to_vec::<f32>().unwrap()
+}
+
+/// llama.cpp's converter: within each head, rows [first half; second half] -> interleaved pairs.
+fn permute(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let rows = w.len() / cols;
+    let hd = rows / heads;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for j in 0..hd / 2 {
+            for (half, dst) in [(0, 2 * j), (1, 2 * j + 1)] {
+                let src_row = h * hd + half * hd / 2 + j;
+                let dst_row = h * hd + dst;
+                out[dst_row * cols..(dst_row + 1) * cols]
+                    .copy_from_slice(&w[src_row * cols..(src_row + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn check(model_type: &str) {
+    let gemma = model_type == "gemma3";
+    let llama = model_type == "llama";
+    let qwen2 = model_type == "qwen2";
+    let dir = std::env::temp_dir().join(format!("tessera-hf-{model_type}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut hf: Vec<(String, Array)> = Vec::new();
+    let mut gg = GgufWriter::new();
+    let mut seed = 0u64;
+    let mut add = |hf_name: &str, gguf_name: &str, shape: &[usize], kind: &str| {
+        seed += 1;
+        // Large q/k weights make attention sharp, so a rope or permutation mistake shows.
+        let scale = match kind {
+            "norm" => 0.1,
+            "q" | "k" => 0.6,
+            "embed" => 1.0,
+            _ => 0.15,
+        };
+        let v = rand(shape, seed, scale);
+        hf.push((hf_name.to_string(), Array::from_slice(&v, shape).unwrap()));
+        let g: Vec<f32> = match kind {
+            "norm" if gemma => v.iter().map(|x| x + 1.0).collect(),
+            "q" if llama => permute(&v, D.heads, shape.get(1).copied().unwrap_or(1)),
+            "k" if llama => permute(&v, D.kv, shape.get(1).copied().unwrap_or(1)),
+            _ => v.clone(),
+        };
+        gg.add_tensor(gguf_name, shape, GgmlType::F32, f32_bytes(&g))
+            .unwrap();
+    };
+    let norm = if gemma { "norm" } else { "plain" };
+    add(
+        "model.embed_tokens.weight",
+        "token_embd.weight",
+        &[D.vocab, D.hidden],
+        "embed",
+    );
+    add("model.norm.weight", "output_norm.weight", &[D.hidden], norm);
+    for i in 0..D.layers {
+        let l = format!("model.layers.{i}.");
+        let b = format!("blk.{i}.");
+        add(
+            &format!("{l}input_layernorm.weight"),
+            &format!("{b}attn_norm.weight"),
+            &[D.hidden],
+            norm,
+        );
+        add(
+            &format!("{l}self_attn.q_proj.weight"),
+            &format!("{b}attn_q.weight"),
+            &[D.heads * D.hd, D.hidden],
+            "q",
+        );
+        add(
+            &format!("{l}self_attn.k_proj.weight"),
+            &format!("{b}attn_k.weight"),
+            &[D.kv * D.hd, D.hidden],
+            "k",
+        );
+        add(
+            &format!("{l}self_attn.v_proj.weight"),
+            &format!("{b}attn_v.weight"),
+            &[D.kv * D.hd, D.hidden],
+            "plain",
+        );
+        if qwen2 {
+            add(
+                &format!("{l}self_attn.q_proj.bias"),
+                &format!("{b}attn_q.bias"),
+                &[D.heads * D.hd],
+                "plain",
+            );
+            add(
+                &format!("{l}self_attn.k_proj.bias"),
+                &format!("{b}attn_k.bias"),
+                &[D.kv * D.hd],
+                "plain",
+            );
+            add(
+                &format!("{l}self_attn.v_proj.bias"),
+                &format!("{b}attn_v.bias"),
+                &[D.kv * D.hd],
+                "plain",
+            );
+        }
+        add(
+            &format!("{l}self_attn.o_proj.weight"),
+            &format!("{b}attn_output.weight"),
+            &[D.hidden, D.heads * D.hd],
+            "plain",
+        );
+        if gemma {
+            add(
+                &format!("{l}self_attn.q_norm.weight"),
+                &format!("{b}attn_q_norm.weight"),
+                &[D.hd],
+                norm,
+            );
+            add(
+                &format!("{l}self_attn.k_norm.weight"),
+                &format!("{b}attn_k_norm.weight"),
+                &[D.hd],
+                norm,
+            );
+            add(
+                &format!("{l}post_attention_layernorm.weight"),
+                &format!("{b}post_attention_norm.weight"),
+                &[D.hidden],
+                norm,
+            );
+            add(
+                &format!("{l}pre_feedforward_layernorm.weight"),
+                &format!("{b}ffn_norm.weight"),
+                &[D.hidden],
+                norm,
+            );
+            add(
+                &format!("{l}post_feedforward_layernorm.weight"),
+                &format!("{b}post_ffw_norm.weight"),
+                &[D.hidden],
+                norm,
+            );
+        } else {
+            add(
+                &format!("{l}post_attention_layernorm.weight"),
+                &format!("{b}ffn_norm.weight"),
+                &[D.hidden],
+                norm,
+            );
+        }
+        add(
+            &format!("{l}mlp.gate_proj.weight"),
+            &format!("{b}ffn_gate.weight"),
+            &[D.ffn, D.hidden],
+            "plain",
+        );
+        add(
+            &format!("{l}mlp.up_proj.weight"),
+            &format!("{b}ffn_up.weight"),
+            &[D.ffn, D.hidden],
+            "plain",
+        );
+        add(
+            &format!("{l}mlp.down_proj.weight"),
+            &format!("{b}ffn_down.weight"),
+            &[D.hidden, D.ffn],
+            "plain",
+        );
+    }
+    let refs: Vec<(&str, &Array)> = hf.iter().map(|(n, a)| (n.as_str(), a)).collect();
+    tessera_io::safetensors::save(dir.join("model.safetensors"), &refs, &BTreeMap::new()).unwrap();
+    let config = serde_json::json!({
+        "model_type": model_type, "hidden_size": D.hidden, "num_attention_heads": D.heads,
+        "num_key_value_heads": D.kv, "head_dim": D.hd, "intermediate_size": D.ffn,
+        "num_hidden_layers": D.layers, "vocab_size": D.vocab, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "max_position_embeddings": 256, "tie_word_embeddings": true,
+        "sliding_window": 4, "sliding_window_pattern": 2, "query_pre_attn_scalar": D.hd,
+        "rope_local_base_freq": 10000.0, "use_sliding_window": false
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+
+    let arch = model_type;
+    let md = &mut gg.metadata;
+    md.insert("general.architecture", Value::String(arch.into()));
+    for (k, v) in [
+        ("embedding_length", D.hidden),
+        ("block_count", D.layers),
+        ("feed_forward_length", D.ffn),
+        ("attention.head_count", D.heads),
+        ("attention.head_count_kv", D.kv),
+        ("attention.key_length", D.hd),
+        ("context_length", 256),
+        ("vocab_size", D.vocab),
+    ] {
+        md.insert(format!("{arch}.{k}"), Value::U32(v as u32));
+    }
+    md.insert(
+        format!("{arch}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-6),
+    );
+    md.insert(format!("{arch}.rope.freq_base"), Value::F32(10000.0));
+    if gemma {
+        md.insert(format!("{arch}.attention.sliding_window"), Value::U32(4));
+    }
+    gg.write(dir.join("model.gguf")).unwrap();
+
+    let cfg_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut hf_cfg = config_from_hf(&cfg_json).unwrap();
+    if gemma {
+        // The GGUF side hard-codes Gemma 3's pattern of 6; use the same in both.
+        hf_cfg.sliding_pattern = Some(6);
+    }
+    let src = HfSource::open(&dir, &cfg_json, hf_cfg.arch).unwrap();
+    let hf_model = Model::load(hf_cfg, &src, &mut |_, _| {}).unwrap();
+    let f = GgufFile::open(dir.join("model.gguf")).unwrap();
+    let gg_cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
+    let gg_model = Model::load(gg_cfg, &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
+
+    // 9 tokens: past the sliding window of 4, through two chunks (prefill 6 + 3 single steps).
+    let ids: Vec<i32> = vec![3, 17, 42, 99, 0, 56, 23, 8, 71];
+    let run = |m: &Model| -> Vec<f32> {
+        let mut cache = m.new_cache(32);
+        let mut out = Vec::new();
+        let first = Array::from_slice(&ids[..6], &[1, 6]).unwrap();
+        out.extend(
+            m.forward(&first, &mut cache, false)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
+        for &t in &ids[6..] {
+            let a = Array::from_slice(&[t], &[1, 1]).unwrap();
+            out.extend(
+                m.forward(&a, &mut cache, false)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+        out
+    };
+    let (a, b) = (run(&hf_model), run(&gg_model));
+    assert_eq!(a.len(), ids.len() * D.vocab);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    eprintln!("{model_type}: max |logit| {scale}, max difference {worst}");
+    assert!(
+        scale > 1.0,
+        "{model_type}: logits too small to test anything"
+    );
+    assert!(
+        worst < 1e-4 * scale,
+        "{model_type}: HF and GGUF logits differ by {worst}"
+    );
+    // And the cached steps equal one full forward pass (the cache is exact).
+    let mut cache = gg_model.new_cache(32);
+    let all = gg_model
+        .forward(
+            &Array::from_slice(&ids, &[1, ids.len()]).unwrap(),
+            &mut cache,
+            false,
+        )
+        .unwrap();
+    let full = ops::astype(&all, Dtype::F32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let worst = full
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 1e-4 * scale,
+        "{model_type}: cached and full forward differ by {worst}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn llama_hf_and_gguf_agree() {
+    check("llama");
+}
+
+#[test]
+fn qwen2_hf_and_gguf_agree() {
+    check("qwen2");
+}
+
+#[test]
+fn gemma3_hf_and_gguf_agree() {
+    check("gemma3");
+}
