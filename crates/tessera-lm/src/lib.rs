@@ -14,10 +14,12 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
+pub mod load;
 pub mod model;
 pub mod models;
 pub mod rope;
 pub mod sample;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,0 +1,65 @@
+//! Opening a model: a GGUF file, or a Hugging Face directory (config.json + safetensors), with
+//! its tokenizer and chat template.
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// A model ready to generate: weights, tokenizer, chat template.
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// The model's Jinja chat template, when the file has one.
+    pub chat_template: Option<String>,
+    /// A display name.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl From<crate::tokenizer::TokenizerError> for Error {
+    fn from(e: crate::tokenizer::TokenizerError) -> Error {
+        Error::Tokenizer(e.to_string())
+    }
+}
+
+/// Loads the model at `path`. `progress(done, total)` is called as layers load.
+pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel> {
+    let path = path.as_ref();
+    if path.is_dir() {
+        return Err(Error::Unsupported(format!(
+            "{}: Hugging Face directories load their weights (models::hf) but their tokenizer.json is not supported yet; use a GGUF file",
+            path.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: no such file (for the test models run scripts/fetch-models.sh)",
+            path.display()
+        )));
+    }
+    let file = tessera_io::gguf::GgufFile::open(path)?;
+    let config = crate::models::gguf::config_from_gguf(&file)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::Config(format!(
+            "the tokenizer has {} tokens but the model only {} embeddings",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    let model = Model::load(config, &crate::weights::GgufSource { file: &file }, progress)?;
+    let md = &file.metadata;
+    let chat_template = md.str_opt("tokenizer.chat_template")?.map(str::to_string);
+    let name = md
+        .str_opt("general.name")?
+        .map(str::to_string)
+        .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        name,
+        path: path.to_path_buf(),
+    })
+}
