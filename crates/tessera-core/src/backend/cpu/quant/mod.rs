@@ -28,31 +28,38 @@
 //! # The product
 //!
 //! [`matmul_t`] computes `out[m × n] = x[m × k] · Wᵀ` for `W` in `n` quantized rows of `k`
-//! values, the layout of every GGUF linear weight. As in llama.cpp, each activation row is first
-//! quantized to 8 bits per value (Q8 in 32-value blocks for the 32-value weight formats, with
-//! the block sum that Q4_1/Q5_1's min needs; Q8_K in 256-value super-blocks with per-16 sums for
-//! the K-quants). Then each pair of blocks is an integer dot product (`u8 × i8` multiply-adds:
-//! AVX-512 VNNI `vpdpbusd`/`vpdpwssd`, or AVX2 `vpmaddubsw` + `vpmaddwd`) scaled once per
-//! block in f32. Why: the weights never get widened to f32 (decode reads 4.5-6.5 bits per
-//! weight and does a few byte shuffles), integer multiply-adds process 32 weights per
-//! instruction, and the extra error from rounding the activations to 8 bits (about 0.4% of each
-//! block's largest value) is what llama.cpp accepts too, so results match it closely.
+//! values, the layout of every GGUF linear weight.
 //!
-//! Weights are decoded to unsigned integers with the format's offset (Q4_0's `-8`, Q6_K's
-//! `-32`, ...) moved to the activation side, where it costs one multiply per block with the
-//! precomputed activation block sums; this keeps every format on the same `u8 × i8` kernel.
+//! Why 8-bit activations: as in llama.cpp, each activation row is quantized once per call (Q8
+//! in 32-value blocks for the 32-value weight formats, with the block sums that offsets and
+//! Q4_1/Q5_1's min need; Q8_K in 256-value super-blocks with per-16 sums for the K-quants, see
+//! `act.rs`). Every pair of blocks then meets in integer multiply-adds, `u8 × i8` into i32
+//! (AVX-512 VNNI `vpdpbusd`/`vpdpwssd`, or AVX2 `vpmaddubsw` + `vpmaddwd`), 32 weights per
+//! instruction, and is scaled once per block (or once per 8 blocks) in f32. The weights are
+//! never widened to f32: decoding is a few byte shifts and masks per 32 weights. The price is
+//! the rounding of the activations to 8 bits (at most `amax / 254` per value of each block),
+//! which llama.cpp pays too, so results agree with it closely.
 //!
-//! Tiling: output columns (weight rows) are split into one contiguous range per thread, so for
-//! `m = 1` (decoding) each thread streams its share of the weights once: the product is bound
-//! by memory bandwidth. For `m > 1` (prefill) each weight block is decoded once per tile of
-//! [`matmul::MT`] activation rows and reused from registers for all of them, and weight rows
-//! are grouped to stay in L2 while every tile passes over them.
+//! Offsets (Q4_0's `-8`, Q6_K's `-32`, Q3_K's `-4`) and mins move to the activation side,
+//! where they cost one multiply per block with the precomputed activation block sums; weights
+//! stay unsigned bytes, so every format shares one `u8 × i8` product (`decode.rs` gives the
+//! integer form of each format).
 //!
-//! Instruction sets: [`Isa::best`] picks AVX-512 VNNI (on 256-bit registers, which are as fast
-//! per element as 512-bit ones on the double-pumped AVX-512 units of current AMD parts and
-//! keep the decode shuffles within 128-bit lanes), else AVX2, else the portable kernels; it
-//! respects `TESSERA_SIMD=scalar|avx2`. Every variant is callable through [`matmul_t_with`] so
-//! the tests compare them all.
+//! Tiles: output columns (weight rows) are split into one contiguous range per pool thread.
+//! For `m = 1` (decoding) each thread streams its share of the weights once, so the product
+//! runs at memory bandwidth when the per-block work is small enough, which is what the x86
+//! kernels are shaped for (`x86/blocks32.rs`: two blocks per register, scales and offsets 8
+//! blocks at a time; `x86/blocks256.rs`: one super-block in 8 registers). For `m > 1`
+//! (prefill) a decoded weight block stays in registers while it is multiplied with a tile of
+//! [`matmul::MT`] activation rows, and weight rows are taken in groups that stay in L2 while
+//! every tile passes over them (`matmul.rs`).
+//!
+//! Instruction sets: [`Isa::best`] picks AVX-512 VNNI (in its 256-bit form: on the
+//! double-pumped AVX-512 units of current AMD parts 512-bit registers process no more bytes per
+//! cycle, and 256-bit lanes keep the nibble shuffles simple), else AVX2, else the portable
+//! kernels (`scalar.rs`, also the oracle the SIMD kernels are tested against); it respects
+//! `TESSERA_SIMD=scalar|avx2`. Every variant is callable through [`matmul_t_with`], so the
+//! tests run them all.
 
 mod act;
 mod decode;

@@ -37,9 +37,9 @@ pub(super) trait Block32Avx: Block32 {
     const D_AT: usize = 0;
     const M_AT: usize = 2;
     /// The 32 values of one block in order.
-    unsafe fn q(p: *const u8) -> __m256i;
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i;
     /// Two blocks' values as `([a 0..16 | b 0..16], [a 16..32 | b 16..32])`.
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i);
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i);
     /// For signed formats: the values plus 128, as unsigned bytes.
     #[inline(always)]
     unsafe fn biased(v: __m256i) -> __m256i {
@@ -78,7 +78,11 @@ unsafe fn u32_at(p: *const u8) -> u32 {
 
 /// `0x10` in byte `v` where bit `v` of `bits` is set (the fifth bit of Q5_0/Q5_1).
 #[inline(always)]
-unsafe fn fifth_bits(bits: u32) -> __m256i {
+unsafe fn fifth_bits<D: Dot>(bits: u32) -> __m256i {
+    if D::FULL_U8 {
+        // The VNNI path has AVX-512BW: a mask register expands to bytes in one instruction.
+        return _mm256_and_si256(_mm256_movm_epi8(bits), _mm256_set1_epi8(0x10));
+    }
     // Byte v takes byte v / 8 of the word; each 128-bit lane holds the whole word.
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(bits as i32),
@@ -97,36 +101,36 @@ unsafe fn fifth_bits(bits: u32) -> __m256i {
 /// Q5 pair: nibbles at `qs` offset, fifth bits from the `qh` words (bits 0..16 belong to values
 /// 0..16 of their block, 16..32 to values 16..32).
 #[inline(always)]
-unsafe fn q5_pair(a: *const u8, b: *const u8, qh: usize, qs: usize) -> (__m256i, __m256i) {
+unsafe fn q5_pair<D: Dot>(a: *const u8, b: *const u8, qh: usize, qs: usize) -> (__m256i, __m256i) {
     let (lo, hi) = nibbles_pair(a.add(qs), b.add(qs));
     let (ha, hb) = (u32_at(a.add(qh)), u32_at(b.add(qh)));
     let lo_bits = (ha & 0xFFFF) | (hb << 16);
     let hi_bits = (ha >> 16) | (hb & 0xFFFF_0000);
     (
-        _mm256_or_si256(lo, fifth_bits(lo_bits)),
-        _mm256_or_si256(hi, fifth_bits(hi_bits)),
+        _mm256_or_si256(lo, fifth_bits::<D>(lo_bits)),
+        _mm256_or_si256(hi, fifth_bits::<D>(hi_bits)),
     )
 }
 
 impl Block32Avx for dec::Q4_0 {
     const OFF: i32 = 8;
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         nibbles(p.add(2))
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
         nibbles_pair(a.add(2), b.add(2))
     }
 }
 
 impl Block32Avx for dec::Q4_1 {
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         nibbles(p.add(4))
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
         nibbles_pair(a.add(4), b.add(4))
     }
 }
@@ -134,23 +138,23 @@ impl Block32Avx for dec::Q4_1 {
 impl Block32Avx for dec::Q5_0 {
     const OFF: i32 = 16;
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(6)), fifth_bits(u32_at(p.add(2))))
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
+        _mm256_or_si256(nibbles(p.add(6)), fifth_bits::<D>(u32_at(p.add(2))))
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
-        q5_pair(a, b, 2, 6)
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        q5_pair::<D>(a, b, 2, 6)
     }
 }
 
 impl Block32Avx for dec::Q5_1 {
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(8)), fifth_bits(u32_at(p.add(4))))
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
+        _mm256_or_si256(nibbles(p.add(8)), fifth_bits::<D>(u32_at(p.add(4))))
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
-        q5_pair(a, b, 4, 8)
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+        q5_pair::<D>(a, b, 4, 8)
     }
 }
 
@@ -166,11 +170,11 @@ unsafe fn bytes_pair(a: *const u8, b: *const u8, at: usize) -> (__m256i, __m256i
 impl Block32Avx for dec::Q8_0 {
     const SIGNED: bool = true;
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(2) as *const __m256i)
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
         bytes_pair(a, b, 2)
     }
 }
@@ -178,11 +182,11 @@ impl Block32Avx for dec::Q8_0 {
 impl Block32Avx for dec::Q8_1 {
     const SIGNED: bool = true;
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(4) as *const __m256i)
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
         bytes_pair(a, b, 4)
     }
 }
@@ -196,11 +200,11 @@ unsafe fn lookup16(table: *const u8, idx: __m256i) -> __m256i {
 impl Block32Avx for dec::IQ4_NL {
     const SIGNED: bool = true;
     #[inline(always)]
-    unsafe fn q(p: *const u8) -> __m256i {
+    unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         lookup16(IQ4NL_VALUES.as_ptr() as *const u8, nibbles(p.add(2)))
     }
     #[inline(always)]
-    unsafe fn pair(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
+    unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
         let (lo, hi) = nibbles_pair(a.add(2), b.add(2));
         let t = IQ4NL_VALUES.as_ptr() as *const u8;
         (lookup16(t, lo), lookup16(t, hi))
@@ -338,7 +342,8 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
             }; 4];
             let mut hi = lo;
             for p in 0..4 {
-                let (l, h) = B::pair(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
+                let (l, h) =
+                    B::pair::<D>(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
                 lo[p] = prepare::<B>(&md, l);
                 hi[p] = prepare::<B>(&md, h);
             }
@@ -368,7 +373,7 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
         while g < nb {
             let blk = w.add(g * B::BYTES);
             let dw = f16_at(blk.add(B::D_AT));
-            let q = prepare::<B>(&md, B::q(blk));
+            let q = prepare::<B>(&md, B::q::<D>(blk));
             for i in 0..N {
                 let ix = base[i] + g;
                 let s = _mm256_cvtepi32_ps(dot::<D>(&md, zero, q, load(a.qs.add(ix * 32))));
