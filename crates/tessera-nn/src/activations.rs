@@ -22,14 +22,15 @@ pub fn gelu(x: &Array) -> Result<Array> {
     ops::multiply(&ops::multiply(x, &s(0.5, x))?, &ops::add(&e, &s(1.0, x))?)
 }
 
-/// GELU with the tanh approximation.
+/// GELU with the tanh approximation: `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`,
+/// computed as `x * (c + c * 0.044715 * x^2)` inside the tanh (multiplies, not `pow`).
 pub fn gelu_tanh(x: &Array) -> Result<Array> {
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let inner = ops::multiply(
-        &s(c, x),
+        x,
         &ops::add(
-            x,
-            &ops::multiply(&s(0.044715, x), &ops::power(x, &s(3.0, x))?)?,
+            &s(c, x),
+            &ops::multiply(&s(c * 0.044715, x), &ops::square(x)?)?,
         )?,
     )?;
     ops::multiply(
