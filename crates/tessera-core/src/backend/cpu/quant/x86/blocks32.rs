@@ -76,13 +76,20 @@ unsafe fn u32_at(p: *const u8) -> u32 {
     (p as *const u32).read_unaligned()
 }
 
-/// `0x10` in byte `v` where bit `v` of `bits` is set (the fifth bit of Q5_0/Q5_1).
+/// `v` with `0x10` added to byte `j` where bit `j` of `bits` is set (the fifth bit of
+/// Q5_0/Q5_1; bit 4 of `v` is clear).
 #[inline(always)]
-unsafe fn fifth_bits<D: Dot>(bits: u32) -> __m256i {
+unsafe fn with_fifth<D: Dot>(v: __m256i, bits: u32) -> __m256i {
     if D::FULL_U8 {
-        // The VNNI path has AVX-512BW: a mask register expands to bytes in one instruction.
-        return _mm256_and_si256(_mm256_movm_epi8(bits), _mm256_set1_epi8(0x10));
+        // The VNNI path has AVX-512BW: the bits are a byte mask for one masked add.
+        return _mm256_mask_add_epi8(v, bits, v, _mm256_set1_epi8(0x10));
     }
+    _mm256_or_si256(v, fifth_bits(bits))
+}
+
+/// `0x10` in byte `v` where bit `v` of `bits` is set.
+#[inline(always)]
+unsafe fn fifth_bits(bits: u32) -> __m256i {
     // Byte v takes byte v / 8 of the word; each 128-bit lane holds the whole word.
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(bits as i32),
@@ -106,10 +113,7 @@ unsafe fn q5_pair<D: Dot>(a: *const u8, b: *const u8, qh: usize, qs: usize) -> (
     let (ha, hb) = (u32_at(a.add(qh)), u32_at(b.add(qh)));
     let lo_bits = (ha & 0xFFFF) | (hb << 16);
     let hi_bits = (ha >> 16) | (hb & 0xFFFF_0000);
-    (
-        _mm256_or_si256(lo, fifth_bits::<D>(lo_bits)),
-        _mm256_or_si256(hi, fifth_bits::<D>(hi_bits)),
-    )
+    (with_fifth::<D>(lo, lo_bits), with_fifth::<D>(hi, hi_bits))
 }
 
 impl Block32Avx for dec::Q4_0 {
@@ -139,7 +143,7 @@ impl Block32Avx for dec::Q5_0 {
     const OFF: i32 = 16;
     #[inline(always)]
     unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(6)), fifth_bits::<D>(u32_at(p.add(2))))
+        with_fifth::<D>(nibbles(p.add(6)), u32_at(p.add(2)))
     }
     #[inline(always)]
     unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
@@ -150,7 +154,7 @@ impl Block32Avx for dec::Q5_0 {
 impl Block32Avx for dec::Q5_1 {
     #[inline(always)]
     unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(8)), fifth_bits::<D>(u32_at(p.add(4))))
+        with_fifth::<D>(nibbles(p.add(8)), u32_at(p.add(4)))
     }
     #[inline(always)]
     unsafe fn pair<D: Dot>(a: *const u8, b: *const u8) -> (__m256i, __m256i) {
