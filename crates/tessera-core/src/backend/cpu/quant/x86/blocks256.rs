@@ -6,6 +6,10 @@
 //! `x = d sc q + dm mi` (see `decode.rs`). It is built once per weight super-block and used for
 //! every activation row of the tile:
 //! `acc += f32(Σ_c dot_scaled(q_c, x_c, sc_c)) d d_x + f32(bsums · mi) dm d_x`.
+//!
+//! (Tried and dropped: plain `vpdpbusd` with a horizontal-add tree giving the 16 group sums
+//! and f32 scales. It saves the scale widening but the six `vphaddd` per row cost more than
+//! they save once a decoded block serves several activation rows.)
 
 use super::{Dot, f16_at, hsum};
 use crate::backend::cpu::quant::act::Q8KRows;
