@@ -7,21 +7,25 @@
 use crate::error::Result;
 use tessera_core::{Array, Dtype, ops};
 
-/// The additive mask for queries at positions `offset .. offset + t` against keys
-/// `0 .. offset + t`: 0 where a query may look, -inf elsewhere (future keys, and keys older than
-/// `window` when given). `None` when nothing is masked (one query with no window limit).
-pub fn causal_mask(offset: usize, t: usize, window: Option<usize>) -> Result<Option<Array>> {
-    let l = offset + t;
-    let window_bites = window.is_some_and(|w| l > w);
-    if t == 1 && !window_bites {
+/// The additive mask for queries at positions `offset .. offset + t` against keys at positions
+/// `k_start .. k_start + l`: 0 where a query may look, -inf elsewhere (future keys, and keys
+/// `window` or more positions older when given). `None` when nothing is masked.
+pub fn causal_mask(
+    offset: usize,
+    t: usize,
+    k_start: usize,
+    l: usize,
+    window: Option<usize>,
+) -> Result<Option<Array>> {
+    let blocked = |q: usize, kp: usize| kp > q || window.is_some_and(|w| kp + w <= q);
+    // One query that sees every key (plain decode, or a full rotating window): no mask.
+    if t == 1 && (0..l).all(|j| !blocked(offset, k_start + j)) {
         return Ok(None);
     }
     let mut m = vec![0f32; t * l];
     for i in 0..t {
-        let q = offset + i;
         for (j, v) in m[i * l..(i + 1) * l].iter_mut().enumerate() {
-            let too_old = window.is_some_and(|w| j + w <= q);
-            if j > q || too_old {
+            if blocked(offset + i, k_start + j) {
                 *v = f32::NEG_INFINITY;
             }
         }

@@ -137,7 +137,7 @@ impl<'m> Generator<'m> {
             .take_while(|(a, b)| a == b)
             .count();
         // Recompute at least the last prompt token: its logits are needed.
-        let reuse = common.min(prompt.len() - 1);
+        let reuse = self.cache.reusable(common.min(prompt.len() - 1));
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);
         let mut logits = Vec::new();

@@ -1,6 +1,14 @@
-//! The key/value cache: per layer, preallocated `(b, kv_heads, capacity, head_dim)` buffers that
-//! grow in steps and are written in place (the update node is the buffer's only owner, so the
-//! core donates it), so a decode step costs the new entries, not a copy of the cache.
+//! The key/value cache.
+//!
+//! Global layers keep every position in preallocated `(b, kv_heads, capacity, head_dim)` buffers
+//! that grow in steps and are written in place (the update node is the buffer's only owner, so
+//! the core donates it): a decode step costs the new entries, not a copy of the cache.
+//!
+//! Sliding-window layers keep only the last `window` positions in a rotating buffer: a decode
+//! step overwrites the oldest slot, and attention reads all slots (order does not matter to
+//! attention, and rope is already applied to the keys), so memory stays at the window size
+//! however long the context. A multi-token step puts the kept keys back in time order, appends
+//! the new ones, attends with a mask, and stores the last `window` in order again.
 
 use crate::error::{Error, Result};
 use tessera_core::{Array, Dtype, ops};
@@ -12,27 +20,49 @@ const STEP: usize = 256;
 struct LayerKv {
     k: Option<Array>,
     v: Option<Array>,
+    /// Slots allocated along the time axis.
     capacity: usize,
+    /// Sliding window: the buffer rotates and holds at most this many positions.
+    window: Option<usize>,
+    /// Rotating layers: slots filled, and the slot the next single position goes to.
+    filled: usize,
+    next: usize,
 }
 
-/// Keys and values of every layer, and how many positions are filled.
+/// Keys and values of every layer, and how many positions have been processed.
 pub struct KvCache {
     layers: Vec<LayerKv>,
     offset: usize,
     max_len: usize,
 }
 
+/// What attention needs from the cache for one layer and step.
+pub struct CachedKv {
+    pub keys: Array,
+    pub values: Array,
+    /// Position of the first key when they are in time order (`None`: a full rotating window,
+    /// in slot order, every key visible to the single query).
+    pub k_start: Option<usize>,
+}
+
 impl KvCache {
-    /// An empty cache for `layers` layers holding at most `max_len` positions.
-    pub fn new(layers: usize, max_len: usize) -> KvCache {
+    /// An empty cache for `layers` layers holding at most `max_len` positions; `windows[i]` is
+    /// layer i's sliding window, if it has one.
+    pub fn new(windows: &[Option<usize>], max_len: usize) -> KvCache {
         KvCache {
-            layers: (0..layers).map(|_| LayerKv::default()).collect(),
+            layers: windows
+                .iter()
+                .map(|&window| LayerKv {
+                    window,
+                    ..LayerKv::default()
+                })
+                .collect(),
             offset: 0,
             max_len,
         }
     }
 
-    /// Positions already in the cache.
+    /// Positions processed so far.
     pub fn offset(&self) -> usize {
         self.offset
     }
@@ -41,12 +71,51 @@ impl KvCache {
         self.max_len
     }
 
-    /// Drops positions from `len` on (prompt-cache reuse keeps the common prefix).
+    /// Drops positions from `len` on (prompt-cache reuse keeps the common prefix). A rotating
+    /// layer cannot rewind past what it has overwritten, so rewinding into a full window clears
+    /// the cache (the caller recomputes the prompt).
     pub fn truncate(&mut self, len: usize) {
-        self.offset = self.offset.min(len);
+        if len >= self.offset {
+            return;
+        }
+        let rotated = self
+            .layers
+            .iter()
+            .any(|l| l.window.is_some_and(|w| self.offset > w));
+        if rotated && len > 0 {
+            self.clear();
+            return;
+        }
+        for l in &mut self.layers {
+            if l.window.is_some() {
+                l.filled = l.filled.min(len);
+                l.next = l.filled;
+            }
+        }
+        self.offset = len;
     }
 
-    /// Marks `t` more positions as filled; call once per forward, after every layer updated.
+    /// Forgets everything (buffers are kept for reuse).
+    pub fn clear(&mut self) {
+        for l in &mut self.layers {
+            l.filled = 0;
+            l.next = 0;
+        }
+        self.offset = 0;
+    }
+
+    /// How many positions a truncate to `len` would really keep (0 when a rotating window has
+    /// moved past them).
+    pub fn reusable(&self, len: usize) -> usize {
+        let len = len.min(self.offset);
+        let rotated = self
+            .layers
+            .iter()
+            .any(|l| l.window.is_some_and(|w| self.offset > w));
+        if rotated && len < self.offset { 0 } else { len }
+    }
+
+    /// Marks `t` more positions as processed; call once per forward, after every layer updated.
     pub fn advance(&mut self, t: usize) {
         self.offset += t;
     }
@@ -61,9 +130,17 @@ impl KvCache {
             .sum()
     }
 
-    /// Writes `k`, `v` of shape `(b, kv_heads, t, d)` for layer `i` at the current offset and
-    /// returns all keys and values so far, `(b, kv_heads, offset + t, d)`.
-    pub fn update(&mut self, i: usize, k: &Array, v: &Array) -> Result<(Array, Array)> {
+    /// The dtype the cache stores.
+    pub fn dtype(&self) -> Option<Dtype> {
+        self.layers
+            .first()
+            .and_then(|l| l.k.as_ref())
+            .map(|a| a.dtype())
+    }
+
+    /// Adds `k`, `v` of shape `(b, kv_heads, t, d)` for layer `i` at the current offset and
+    /// returns the keys and values attention should read.
+    pub fn update(&mut self, i: usize, k: &Array, v: &Array) -> Result<CachedKv> {
         let (t, off) = (k.shape()[2], self.offset);
         let end = off + t;
         if end > self.max_len {
@@ -76,45 +153,155 @@ impl KvCache {
             .layers
             .get_mut(i)
             .ok_or_else(|| Error::Invalid(format!("layer {i} has no cache")))?;
-        if end > layer.capacity {
-            let cap = end.div_ceil(STEP).saturating_mul(STEP).min(self.max_len);
-            let grow = |old: &Option<Array>, like: &Array| -> Result<Array> {
-                let mut shape = like.shape().to_vec();
-                shape[2] = cap;
-                let fresh = ops::zeros(&shape, like.dtype())?;
-                Ok(match old {
-                    Some(o) if off > 0 => {
-                        let kept = ops::slice_axis(o, 2, 0, off)?;
-                        slice_write(&fresh, &kept, 0)?
-                    }
-                    _ => fresh,
-                })
-            };
-            layer.k = Some(grow(&layer.k, k)?);
-            layer.v = Some(grow(&layer.v, v)?);
-            layer.capacity = cap;
+        match layer.window {
+            Some(w) if end > w => rotating_update(layer, w, off, k, v),
+            _ => linear_update(layer, self.max_len, off, k, v).map(|(keys, values)| {
+                if let Some(w) = layer.window {
+                    layer.filled = end.min(w);
+                    layer.next = layer.filled % w;
+                }
+                CachedKv {
+                    keys,
+                    values,
+                    k_start: Some(0),
+                }
+            }),
         }
-        let (Some(kc), Some(vc)) = (layer.k.take(), layer.v.take()) else {
-            return Err(Error::Invalid("cache buffers missing".into()));
-        };
-        let kc = slice_write(&kc, &ops::astype(k, kc.dtype())?, off)?;
-        let vc = slice_write(&vc, &ops::astype(v, vc.dtype())?, off)?;
-        let out = (
-            ops::slice_axis(&kc, 2, 0, end)?,
-            ops::slice_axis(&vc, 2, 0, end)?,
-        );
-        layer.k = Some(kc);
-        layer.v = Some(vc);
-        Ok(out)
     }
+}
 
-    /// The dtype the cache stores.
-    pub fn dtype(&self) -> Option<Dtype> {
-        self.layers
-            .first()
-            .and_then(|l| l.k.as_ref())
-            .map(|a| a.dtype())
+/// Appends at `off` in a buffer that grows in steps; returns all positions so far.
+fn linear_update(
+    layer: &mut LayerKv,
+    max_len: usize,
+    off: usize,
+    k: &Array,
+    v: &Array,
+) -> Result<(Array, Array)> {
+    let end = off + k.shape()[2];
+    if end > layer.capacity {
+        let limit = layer.window.unwrap_or(max_len).min(max_len);
+        let cap = end.div_ceil(STEP).saturating_mul(STEP).min(limit).max(end);
+        layer.k = Some(grow(&layer.k, k, cap, off)?);
+        layer.v = Some(grow(&layer.v, v, cap, off)?);
+        layer.capacity = cap;
     }
+    let (Some(kc), Some(vc)) = (layer.k.take(), layer.v.take()) else {
+        return Err(Error::Invalid("cache buffers missing".into()));
+    };
+    let kc = slice_write(&kc, &ops::astype(k, kc.dtype())?, off)?;
+    let vc = slice_write(&vc, &ops::astype(v, vc.dtype())?, off)?;
+    let out = (
+        ops::slice_axis(&kc, 2, 0, end)?,
+        ops::slice_axis(&vc, 2, 0, end)?,
+    );
+    layer.k = Some(kc);
+    layer.v = Some(vc);
+    Ok(out)
+}
+
+/// A fresh buffer of `cap` slots holding the first `keep` positions of `old`.
+fn grow(old: &Option<Array>, like: &Array, cap: usize, keep: usize) -> Result<Array> {
+    let mut shape = like.shape().to_vec();
+    shape[2] = cap;
+    let fresh = ops::zeros(&shape, like.dtype())?;
+    Ok(match old {
+        Some(o) if keep > 0 => slice_write(&fresh, &ops::slice_axis(o, 2, 0, keep)?, 0)?,
+        _ => fresh,
+    })
+}
+
+/// The layer's kept positions in time order (oldest first).
+fn in_time_order(buf: &Array, filled: usize, next: usize, w: usize) -> Result<Array> {
+    if filled < w || next == 0 {
+        return Ok(ops::slice_axis(buf, 2, 0, filled)?);
+    }
+    Ok(ops::concatenate(
+        &[
+            ops::slice_axis(buf, 2, next, w)?,
+            ops::slice_axis(buf, 2, 0, next)?,
+        ],
+        2,
+    )?)
+}
+
+fn rotating_update(
+    layer: &mut LayerKv,
+    w: usize,
+    off: usize,
+    k: &Array,
+    v: &Array,
+) -> Result<CachedKv> {
+    let t = k.shape()[2];
+    let (Some(kc), Some(vc)) = (layer.k.take(), layer.v.take()) else {
+        // Nothing cached yet and more than a window at once: attend over the new positions
+        // alone and keep their last `w`.
+        if off != 0 {
+            return Err(Error::Invalid("rotating cache lost its buffers".into()));
+        }
+        return store_ordered(layer, w, off, k.clone(), v.clone());
+    };
+    if t == 1 && layer.filled == w && layer.capacity == w {
+        // Steady decode: overwrite the oldest slot; attention reads the whole window.
+        let slot = layer.next;
+        let kc = slice_write(&kc, &ops::astype(k, kc.dtype())?, slot)?;
+        let vc = slice_write(&vc, &ops::astype(v, vc.dtype())?, slot)?;
+        layer.next = (slot + 1) % w;
+        layer.k = Some(kc.clone());
+        layer.v = Some(vc.clone());
+        return Ok(CachedKv {
+            keys: kc,
+            values: vc,
+            k_start: None,
+        });
+    }
+    // A chunk (or the step that first fills the window): keys back in time order, the new ones
+    // appended, attention masked, then the last `w` stored in order.
+    let kept = layer.filled.min(w - 1).min(off);
+    let ko = in_time_order(&kc, layer.filled, layer.next, w)?;
+    let vo = in_time_order(&vc, layer.filled, layer.next, w)?;
+    let ko = ops::slice_axis(&ko, 2, layer.filled - kept, layer.filled)?;
+    let vo = ops::slice_axis(&vo, 2, layer.filled - kept, layer.filled)?;
+    let keys = ops::concatenate(&[ko, ops::astype(k, kc.dtype())?], 2)?;
+    let values = ops::concatenate(&[vo, ops::astype(v, vc.dtype())?], 2)?;
+    let mut out = store_ordered(layer, w, off - kept, keys, values)?;
+    out.k_start = Some(off - kept);
+    Ok(out)
+}
+
+/// Stores the last `w` of `keys`/`values` (in time order, first key at position `start`) as
+/// the layer's window and returns all of them for attention.
+fn store_ordered(
+    layer: &mut LayerKv,
+    w: usize,
+    start: usize,
+    keys: Array,
+    values: Array,
+) -> Result<CachedKv> {
+    let l = keys.shape()[2];
+    let from = l.saturating_sub(w);
+    let keep_k = ops::contiguous(&ops::slice_axis(&keys, 2, from, l)?)?;
+    let keep_v = ops::contiguous(&ops::slice_axis(&values, 2, from, l)?)?;
+    let n = l - from;
+    let (kbuf, vbuf) = if n == w {
+        (keep_k, keep_v)
+    } else {
+        let mut shape = keys.shape().to_vec();
+        shape[2] = w;
+        let zk = ops::zeros(&shape, keys.dtype())?;
+        let zv = ops::zeros(&shape, values.dtype())?;
+        (slice_write(&zk, &keep_k, 0)?, slice_write(&zv, &keep_v, 0)?)
+    };
+    layer.k = Some(kbuf);
+    layer.v = Some(vbuf);
+    layer.capacity = w;
+    layer.filled = n;
+    layer.next = n % w;
+    Ok(CachedKv {
+        keys,
+        values,
+        k_start: Some(start),
+    })
 }
 
 /// `buf` with `upd` written at position `at` along axis 2.

@@ -176,7 +176,7 @@ impl Block {
         rope: (&Rope, &Array, &Array),
         cache: &mut KvCache,
         layer: usize,
-        mask: Option<&Array>,
+        masks: &mut Masks,
     ) -> Result<Array> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let (h, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
@@ -193,8 +193,12 @@ impl Block {
         let q = ops::transpose(&r.apply(&q, cos, sin)?, Some(&[0, 2, 1, 3]))?;
         let k = ops::transpose(&r.apply(&k, cos, sin)?, Some(&[0, 2, 1, 3]))?;
         let v = ops::transpose(&v, Some(&[0, 2, 1, 3]))?;
-        let (k_all, v_all) = cache.update(layer, &k, &v)?;
-        let a = sdpa(&q, &k_all, &v_all, cfg.attn_scale, mask)?;
+        let kv = cache.update(layer, &k, &v)?;
+        let mask = match kv.k_start {
+            Some(start) => masks.get(start, kv.keys.shape()[2], self.local)?,
+            None => None,
+        };
+        let a = sdpa(&q, &kv.keys, &kv.values, cfg.attn_scale, mask.as_ref())?;
         let a = ops::reshape(&ops::transpose(&a, Some(&[0, 2, 1, 3]))?, &[b, t, h * d])?;
         let mut a = self.o.forward(&a)?;
         if let Some(n) = &self.post_attn_norm {
@@ -214,6 +218,27 @@ impl Block {
             m = rms_norm(&m, n, eps)?;
         }
         Ok(ops::add(&x, &m)?)
+    }
+}
+
+/// The attention masks of one forward pass, built once per distinct key range.
+struct Masks {
+    offset: usize,
+    t: usize,
+    window: Option<usize>,
+    made: Vec<((usize, usize, bool), Option<Array>)>,
+}
+
+impl Masks {
+    fn get(&mut self, k_start: usize, l: usize, local: bool) -> Result<Option<Array>> {
+        let key = (k_start, l, local);
+        if let Some((_, m)) = self.made.iter().find(|(k, _)| *k == key) {
+            return Ok(m.clone());
+        }
+        let window = if local { self.window } else { None };
+        let m = causal_mask(self.offset, self.t, k_start, l, window)?;
+        self.made.push((key, m.clone()));
+        Ok(m)
     }
 }
 
@@ -276,12 +301,19 @@ impl Model {
         })
     }
 
-    /// A fresh cache for up to `max_len` positions (capped at the model's context length).
+    /// A fresh cache for up to `max_len` positions (capped at the model's context length);
+    /// sliding-window layers get rotating buffers of their window size.
     pub fn new_cache(&self, max_len: usize) -> KvCache {
-        KvCache::new(
-            self.config.layers,
-            max_len.min(self.config.context_length.max(1)),
-        )
+        let windows: Vec<Option<usize>> = (0..self.config.layers)
+            .map(|i| {
+                if self.config.is_local_layer(i) {
+                    self.config.sliding_window
+                } else {
+                    None
+                }
+            })
+            .collect();
+        KvCache::new(&windows, max_len.min(self.config.context_length.max(1)))
     }
 
     /// Bytes of weights read per decoded token.
@@ -326,15 +358,19 @@ impl Model {
         } else {
             (gc.clone(), gs.clone())
         };
-        let global_mask = causal_mask(offset, t, None)?;
-        let local_mask = causal_mask(offset, t, cfg.sliding_window)?;
+        let mut masks = Masks {
+            offset,
+            t,
+            window: cfg.sliding_window,
+            made: Vec::new(),
+        };
         for (i, blk) in self.blocks.iter().enumerate() {
-            let (rope, mask) = if blk.local {
-                ((&self.rope_local, &lc, &ls), local_mask.as_ref())
+            let rope = if blk.local {
+                (&self.rope_local, &lc, &ls)
             } else {
-                ((&self.rope_global, &gc, &gs), global_mask.as_ref())
+                (&self.rope_global, &gc, &gs)
             };
-            x = blk.forward(&x, cfg, rope, cache, i, mask)?;
+            x = blk.forward(&x, cfg, rope, cache, i, &mut masks)?;
         }
         cache.advance(t);
         if last_only && t > 1 {

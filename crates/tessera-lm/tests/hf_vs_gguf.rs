@@ -257,30 +257,34 @@ fn check(model_type: &str) {
     let gg_cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let gg_model = Model::load(gg_cfg, &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
 
-    // 9 tokens: past the sliding window of 4, through two chunks (prefill 6 + 3 single steps).
-    let ids: Vec<i32> = vec![3, 17, 42, 99, 0, 56, 23, 8, 71];
-    let run = |m: &Model| -> Vec<f32> {
-        let mut cache = m.new_cache(32);
+    // 20 tokens, well past the sliding window of 4 (Gemma's local layers rotate their cache).
+    let ids: Vec<i32> = vec![
+        3, 17, 42, 99, 0, 56, 23, 8, 71, 5, 64, 12, 88, 31, 7, 45, 90, 2, 19, 60,
+    ];
+    // Logits of every position, feeding the tokens in chunks of the given sizes.
+    let run = |m: &Model, chunks: &[usize]| -> Vec<f32> {
+        let mut cache = m.new_cache(64);
         let mut out = Vec::new();
-        let first = Array::from_slice(&ids[..6], &[1, 6]).unwrap();
-        out.extend(
-            m.forward(&first, &mut cache, false)
-                .unwrap()
-                .to_vec::<f32>()
-                .unwrap(),
-        );
-        for &t in &ids[6..] {
-            let a = Array::from_slice(&[t], &[1, 1]).unwrap();
+        let mut at = 0;
+        for &c in chunks {
+            let part = Array::from_slice(&ids[at..at + c], &[1, c]).unwrap();
+            let logits = m.forward(&part, &mut cache, false).unwrap();
             out.extend(
-                m.forward(&a, &mut cache, false)
+                ops::astype(&logits, Dtype::F32)
                     .unwrap()
                     .to_vec::<f32>()
                     .unwrap(),
             );
+            at += c;
         }
+        assert_eq!(at, ids.len());
         out
     };
-    let (a, b) = (run(&hf_model), run(&gg_model));
+    let ones = vec![1; ids.len()];
+    let (a, b) = (
+        run(&hf_model, &[6, 1, 1, 12]),
+        run(&gg_model, &[6, 1, 1, 12]),
+    );
     assert_eq!(a.len(), ids.len() * D.vocab);
     let worst = a
         .iter()
@@ -297,28 +301,25 @@ fn check(model_type: &str) {
         worst < 1e-4 * scale,
         "{model_type}: HF and GGUF logits differ by {worst}"
     );
-    // And the cached steps equal one full forward pass (the cache is exact).
-    let mut cache = gg_model.new_cache(32);
-    let all = gg_model
-        .forward(
-            &Array::from_slice(&ids, &[1, ids.len()]).unwrap(),
-            &mut cache,
-            false,
-        )
-        .unwrap();
-    let full = ops::astype(&all, Dtype::F32)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    let worst = full
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst < 1e-4 * scale,
-        "{model_type}: cached and full forward differ by {worst}"
-    );
+    // However the tokens are chunked (one at a time, chunks that straddle the window, all at
+    // once), the cache gives the same logits as one full pass.
+    for chunks in [
+        &ones[..],
+        &[3, 5, 1, 2, 9][..],
+        &[20][..],
+        &[4, 4, 4, 4, 4][..],
+    ] {
+        let c = run(&gg_model, chunks);
+        let worst = c
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4 * scale,
+            "{model_type}: chunks {chunks:?} differ by {worst}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
