@@ -10,6 +10,7 @@
 //! - [`kv_cache::KvCache`] grows in steps and is updated in place.
 
 pub mod attention;
+pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod generate;
