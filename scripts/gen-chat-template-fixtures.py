@@ -229,6 +229,117 @@ CONVERSATIONS = {
     },
 }
 
+# Small templates that probe one Python/jinja2 behaviour each, rendered with messages=[],
+# add_generation_prompt=False and PROBE_VARS (tools/documents None, as transformers passes them).
+PROBE_VARS = {
+    "d": {"b": 1, "a": [1, 2.5, None, True, "x"], "u": "é✓"},
+    "s": "  Hello, World! hello  ",
+    "f": 0.1,
+    "big": 1e16,
+    "n": None,
+    "t": True,
+    "lst": [3, 1, 2, 1],
+    "msgs": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+    "text": "line1\nline2\r\n\ttab 'q' \"dq\" \\ </s> ü 🌍",
+}
+PROBES = [
+    ("print_scalars", "{{ n }}|{{ t }}|{{ false }}|{{ f }}|{{ big }}|{{ 2.0 }}|{{ 1/3 }}|{{ 7 // 2 }}|{{ 2 ** 10 }}|{{ -0.0 }}"),
+    ("print_containers", "{{ lst }}|{{ d }}|{{ msgs[0] }}|{{ (1, 'a') }}|{{ [] }}|{{ {} }}"),
+    ("print_undefined", "[{{ missing }}][{{ d.missing }}][{{ d['missing'] }}]"),
+    ("string_filter", "{{ t | string }}|{{ n | string }}|{{ lst | string }}|{{ f | string }}"),
+    ("concat_tilde", "{{ 'a' ~ 1 ~ 'b' }}|{{ 'x' ~ s }}"),
+    ("concat_tilde_bool", "{{ 'a' ~ t }}"),
+    ("concat_tilde_none", "{{ 'a' ~ n }}"),
+    ("concat_tilde_list", "{{ 'a' ~ lst }}"),
+    ("concat_tilde_float", "{{ 'a' ~ big }}"),
+    ("tojson_default", "{{ d | tojson }}"),
+    ("tojson_indent", "{{ d | tojson(indent=2) }}"),
+    ("tojson_indent_str", "{{ lst | tojson(indent='\\t') }}"),
+    ("tojson_separators", "{{ d | tojson(separators=(',', ':')) }}"),
+    ("tojson_sort_keys", "{{ d | tojson(sort_keys=true) }}"),
+    ("tojson_ensure_ascii", "{{ d | tojson(ensure_ascii=true) }}|{{ text | tojson(ensure_ascii=true) }}"),
+    ("tojson_text", "{{ text | tojson }}"),
+    ("tojson_scalars", "{{ n | tojson }}|{{ t | tojson }}|{{ f | tojson }}|{{ big | tojson }}|{{ 'x' | tojson }}"),
+    ("tojson_tools_none", "{{ tools | tojson }}"),
+    ("tojson_undefined", "{{ missing | tojson }}"),
+    ("tojson_empty_indent", "{{ [] | tojson(indent=4) }}|{{ {} | tojson(indent=4) }}|{{ [[]] | tojson(indent=1) }}"),
+    ("str_strip", "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ s.strip(' Hd') }}][{{ '\\n\\nx\\n'.strip('\\n') }}]"),
+    ("str_split", "{{ s.split() }}|{{ s.split(',') }}|{{ 'a,b,c'.split(',', 1) }}|{{ 'a b'.split(' ')[-1] }}"),
+    ("str_case", "{{ s.upper() }}|{{ s.lower() }}|{{ 'hello world'.title() }}|{{ 'hELLO'.capitalize() }}"),
+    ("str_find", "{{ s.startswith('  He') }}|{{ s.endswith('lo  ') }}|{{ s.find('World') }}|{{ s.count('l') }}"),
+    ("str_startswith_tuple", "{{ 'abc'.startswith(('x', 'a')) }}"),
+    ("str_replace", "{{ s.replace('l', 'L') }}|{{ s.replace('l', 'L', 2) }}"),
+    ("str_slice", "{{ 'abcdef'[1:3] }}|{{ 'abcdef'[::-1] }}|{{ 'abcdef'[-2:] }}|{{ 'héllo'[1] }}"),
+    ("str_format_method", "{{ '{} and {}'.format('a', 1) }}"),
+    ("str_percent", "{{ '%s-%d' % ('a', 3) }}"),
+    ("str_join_method", "{{ ', '.join(['a', 'b']) }}"),
+    ("str_in", "{{ 'ell' in s }}|{{ 'x' in s }}|{{ 'b' in d }}|{{ 1 in lst }}"),
+    ("str_mul", "{{ '-' * 3 }}"),
+    ("str_isdigit", "{{ '123'.isdigit() }}|{{ 'a1'.isalnum() }}|{{ ' '.isspace() }}"),
+    ("dict_methods", "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}|{{ d.keys() | list }}|{{ d.get('b') }}|{{ d.get('z', 'dflt') }}|{{ d.get('z') }}"),
+    ("dict_iter", "{% for k in d %}{{ k }},{% endfor %}"),
+    ("dict_literal_order", "{{ {'z': 1, 'a': 2} }}|{{ {'z': 1, 'a': 2} | tojson }}|{% for k in {'z': 1, 'a': 2} %}{{ k }}{% endfor %}"),
+    ("tests_types", "{{ s is string }}|{{ lst is sequence }}|{{ s is sequence }}|{{ d is sequence }}|{{ d is mapping }}|{{ lst is iterable }}|{{ s is iterable }}|{{ d is iterable }}|{{ n is iterable }}|{{ missing is iterable }}"),
+    ("tests_numbers", "{{ 1 is number }}|{{ f is number }}|{{ t is number }}|{{ 1 is integer }}|{{ t is integer }}|{{ f is float }}|{{ n is none }}|{{ t is boolean }}|{{ 4 is divisibleby 2 }}"),
+    ("tests_defined", "{{ missing is defined }}|{{ n is defined }}|{{ tools is defined }}|{{ tools is none }}|{{ documents is not none }}|{{ missing is undefined }}"),
+    ("tests_true_false", "{{ t is true }}|{{ 1 is true }}|{{ false is false }}|{{ 0 is false }}"),
+    ("truthiness", "{{ 'y' if '' else 'n' }}{{ 'y' if [] else 'n' }}{{ 'y' if {} else 'n' }}{{ 'y' if 0.0 else 'n' }}{{ 'y' if n else 'n' }}{{ 'y' if missing else 'n' }}{{ 'y' if ' ' else 'n' }}"),
+    ("compare", "{{ 1 == 1.0 }}|{{ 'a' < 'b' }}|{{ [1, 2] == [1, 2] }}|{{ n == none }}|{{ t == 1 }}"),
+    ("filters_basic", "{{ s | trim }}|{{ lst | length }}|{{ d | length }}|{{ s | length }}|{{ lst | first }}|{{ lst | last }}|{{ lst | sum }}|{{ lst | max }}|{{ lst | min }}"),
+    ("filters_list", "{{ lst | sort }}|{{ lst | unique | list }}|{{ lst | reverse | list }}|{{ lst | join(', ') }}|{{ lst | map('string') | join }}|{{ range(3) | list }}"),
+    ("filters_attr", "{{ msgs | map(attribute='role') | join(',') }}|{{ msgs | selectattr('role', 'equalto', 'user') | list | length }}|{{ msgs | rejectattr('role', 'eq', 'user') | map(attribute='content') | first }}|{{ msgs | join(', ', attribute='content') }}"),
+    ("filters_default", "{{ missing | default('dflt') }}|{{ n | default('dflt') }}|{{ '' | default('dflt', true) }}|{{ missing | d('x') }}"),
+    ("filters_numbers", "{{ '42' | int }}|{{ '3.5' | float }}|{{ 3.14159 | round(2) }}|{{ 2.5 | round }}|{{ -3 | abs }}|{{ 'x' | int }}"),
+    ("filters_strings", "{{ 'hello world' | title }}|{{ 'hello' | capitalize }}|{{ 'Hi' | upper }}|{{ 'a-b' | replace('-', '+') }}|{{ 'abc' | list }}"),
+    ("filters_dictsort", "{% for k, v in d | dictsort %}{{ k }}{% endfor %}|{% for k, v in d | items %}{{ k }}{% endfor %}"),
+    ("filters_indent", "{{ 'a\\nb\\nc' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}"),
+    ("filters_truncate", "{{ 'hello world foo' | truncate(9) }}"),
+    ("filters_wordcount", "{{ 'a b c' | wordcount }}"),
+    ("filters_escape", "{{ '<a>&' | e }}|{{ '<a>' | safe }}"),
+    ("loop_vars", "{% for x in lst %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}{% if not loop.first %}{{ loop.previtem }}{% endif %}{% if not loop.last %}{{ loop.nextitem }}{% endif %};{% endfor %}"),
+    ("loop_controls", "{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 5 %}{% break %}{% endif %}{{ x }}{% endfor %}"),
+    ("loop_else_filter", "{% for x in [] %}{{ x }}{% else %}empty{% endfor %}|{% for x in lst if x > 1 %}{{ x }}{% endfor %}|{{ loop is defined }}"),
+    ("loop_cycle", "{% for x in range(4) %}{{ loop.cycle('a', 'b') }}{% endfor %}"),
+    ("loop_over_none", "{% for x in n %}{{ x }}{% endfor %}done"),
+    ("namespace", "{% set ns = namespace(a=1, b='x') %}{% for x in lst %}{% set ns.a = ns.a + x %}{% endfor %}{{ ns.a }}{{ ns.b }}"),
+    ("scoping", "{% set v = 1 %}{% for x in lst %}{% set v = x %}{% endfor %}{{ v }}{% if true %}{% set w = 2 %}{% endif %}{{ w }}"),
+    ("macro", "{% macro m(a, b='d') %}[{{ a }}{{ b }}{{ kwargs is defined }}]{% endmacro %}{{ m(1) }}{{ m(1, b=2) }}{{ m('x', 'y') }}"),
+    ("macro_caller", "{% macro w() %}<{{ caller() }}>{% endmacro %}{% call w() %}inner{% endcall %}"),
+    ("set_block", "{% set x %}a{{ 1 + 1 }}b{% endset %}{{ x }}|{{ x | length }}"),
+    ("filter_block", "{% filter upper %}abc{% endfilter %}"),
+    ("if_expr", "{{ 'a' if t else 'b' }}|{{ 'a' if n }}|{{ 1 if n is none else 2 }}"),
+    ("math", "{{ 1 + 2 * 3 }}|{{ 7 % 3 }}|{{ -7 // 2 }}|{{ 10 / 4 }}|{{ 2 ** 0.5 }}|{{ 3 - 5.5 }}"),
+    ("list_ops", "{{ lst + [9] }}|{{ lst[1:] }}|{{ lst[-1] }}|{{ lst[::-1] }}|{{ lst[10] }}|{{ lst | count }}"),
+    ("list_index_method", "{{ lst.index(2) }}"),
+    ("list_count_method", "{{ lst.count(1) }}"),
+    ("dict_dot_vs_item", "{{ msgs[0].role }}|{{ msgs[0]['content'] }}|{{ d.items | length if false else 'x' }}"),
+    ("string_escapes", "{{ 'a\\tb\\\\c\\'d\"e' }}|{{ \"x\\ny\" }}|{{ '\\u00e9' }}"),
+    ("raw_block", "{% raw %}{{ not rendered }}{% endraw %}"),
+    ("comments_ws", "a\n  {# comment #}\nb\n    {%- if true %}\nc\n  {% endif %}\nd"),
+    ("ws_trim_lstrip", "<\n  {% if true %}\n    x\n  {% endif %}\n>\n{% for i in range(2) %}\n  {{ i }}\n{% endfor %}\nend"),
+    ("ws_plus", "a\n  {%+ if true %}b{% endif +%}\nc"),
+    ("ws_dash_vars", "a  {{- 'b' -}}  c\n\n{{ 'd' }}\n  {{- 'e' }}"),
+    ("trailing_newline", "x\n"),
+    ("trailing_newlines", "x\n\n"),
+    ("unicode_trim", "[{{ '\\u3000x\\xa0' | trim }}][{{ '\\x1fx\\x1c'.strip() }}]"),
+    ("raise_in_macro", "{% macro f() %}{{ raise_exception('from macro: ' ~ 1) }}{% endmacro %}{{ f() }}"),
+    ("undefined_attr_error", "{{ missing.attr }}"),
+    ("none_attr_error", "{{ n.attr }}"),
+    ("add_type_error", "{{ 'a' + 1 }}"),
+    ("add_none_error", "{{ 'a' + n }}"),
+    ("length_none_error", "{{ n | length }}"),
+    ("unknown_filter", "{{ 'a' | nosuchfilter }}"),
+    ("strftime_formats", "{{ strftime_now('%Y-%m-%d %H:%M:%S') }}|{{ strftime_now('%d %B %Y, %A') }}|{{ strftime_now('%b %-d %I%p %j %y') }}"),
+    ("dict_global", "{{ dict(a=1, b=2) }}|{{ dict(a=1) | tojson }}"),
+    ("safe_concat", "{{ 'a<' | safe + '<b>' }}|{{ '<c>' + 'd' | safe }}"),
+    ("tojson_generator", "{{ msgs | map(attribute='role') | tojson }}"),
+    ("tojson_range", "{{ range(3) | tojson }}"),
+    ("tojson_items", "{{ d.items() | tojson }}"),
+    ("tojson_list_of_generator", "{{ msgs | map(attribute='role') | list | tojson }}|{{ msgs | selectattr('role') | list | tojson }}"),
+    ("reverse_kinds", "{{ 'abc' | reverse }}|{{ lst | reverse | list }}|{{ lst | reverse | join(',') }}"),
+    ("generation_tag", "a{% generation %}b{{ 1 }}{% endgeneration %}c\n  {%- generation -%}\n d \n{%- endgeneration %}"),
+]
+
 # (conversation, add_generation_prompt) rendered for every template.
 CASES = [
     ("single", True),
@@ -338,7 +449,14 @@ def main():
     ap.add_argument("--sdist", default=DEFAULT_SDIST)
     ap.add_argument("--gguf", default=DEFAULT_GGUF)
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument(
+        "--all-sdist",
+        action="store_true",
+        help="also every other models/templates/*.jinja of the sdist (a wider one-off check: "
+        "write it to another --out and point TESSERA_CHAT_TEMPLATE_FIXTURES there)",
+    )
     args = ap.parse_args()
+    templates = list(TEMPLATES)
     os.makedirs(args.out, exist_ok=True)
 
     with tarfile.open(args.sdist) as tar:
@@ -347,8 +465,16 @@ def main():
             return tar.extractfile(SDIST_PREFIX + path).read().decode("utf-8")
 
         cpp = cpp_templates(member("tests/test-chat-template.cpp"))
+        if args.all_sdist:
+            listed = {src for _, origin, src, _, _ in templates if origin == "sdist"}
+            prefix = SDIST_PREFIX + "models/templates/"
+            for m in sorted(tar.getnames()):
+                if m.startswith(prefix) and m.endswith(".jinja"):
+                    src = m[len(prefix) : -len(".jinja")]
+                    if src not in listed:
+                        templates.append((src, "sdist", src, MISTRAL, {}))
         sources = {}
-        for name, origin, src, _, _ in TEMPLATES:
+        for name, origin, src, _, _ in templates:
             if origin == "sdist":
                 sources[name] = (member(f"models/templates/{src}.jinja"), f"llama.cpp models/templates/{src}.jinja")
             elif origin == "cpp":
@@ -364,7 +490,7 @@ def main():
     env = make_env()
     out_templates = []
     written = set()
-    for name, origin, src, special, extra in TEMPLATES:
+    for name, origin, src, special, extra in templates:
         source, described = sources[name]
         entry = {"name": name, "origin": described}
         if origin == "builtin":
@@ -398,10 +524,25 @@ def main():
         entry["cases"] = cases
         out_templates.append(entry)
 
+    probes = []
+    for name, source in PROBES:
+        probe = {"name": name, "source": source}
+        try:
+            probe["output"] = env.from_string(source).render(
+                messages=[], tools=None, documents=None, add_generation_prompt=False, **sort_keys(PROBE_VARS)
+            )
+        except RaisedByTemplate as e:
+            probe["error"] = {"kind": "raise_exception", "message": str(e)}
+        except Exception as e:  # noqa: BLE001
+            probe["error"] = {"kind": "other", "message": f"{type(e).__name__}: {e}"}
+        probes.append(probe)
+
     fixture = {
         "generated_by": "scripts/gen-chat-template-fixtures.py",
         "jinja2_version": jinja2.__version__,
         "now_unix": NOW_UNIX,
+        "probe_vars": sort_keys(PROBE_VARS),
+        "probes": probes,
         "conversations": {
             k: {"messages": [canon_message(m) for m in v["messages"]], "extra": sort_keys(v.get("extra", {}))}
             for k, v in CONVERSATIONS.items()

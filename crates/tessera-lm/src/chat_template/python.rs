@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use minijinja::value::{Kwargs, ValueKind};
-use minijinja::{Error, ErrorKind, Value};
+use minijinja::{Error, ErrorKind, State, Value};
 
 /// `str(value)` as jinja2 prints it: undefined is empty, `None`/`True`/`False` are capitalised,
 /// floats use Python's shortest repr, containers print their items with `repr`.
@@ -266,6 +266,7 @@ fn newline_indent(opts: &JsonOptions, level: usize, out: &mut String) {
 fn not_serializable(value: &Value) -> Error {
     let ty = match value.kind() {
         ValueKind::Undefined => "Undefined".to_string(),
+        ValueKind::Iterable => "generator".to_string(),
         kind => kind.to_string(),
     };
     Error::new(
@@ -280,7 +281,9 @@ fn dumps(value: &Value, opts: &JsonOptions, level: usize, out: &mut String) -> R
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => json_number(value, out),
         ValueKind::String => json_str(value.as_str().unwrap_or_default(), opts.ensure_ascii, out),
-        ValueKind::Seq | ValueKind::Iterable => {
+        // Lazy iterables are what jinja2 gives as generators, ranges and dict views, which
+        // json.dumps rejects: only real lists serialize.
+        ValueKind::Seq => {
             let items: Vec<Value> = value.try_iter()?.collect();
             if items.is_empty() {
                 out.push_str("[]");
@@ -462,6 +465,162 @@ pub(crate) fn is_sequence(value: &Value) -> bool {
 /// jinja2's `number` test: `isinstance(value, numbers.Number)`, which holds for booleans.
 pub(crate) fn is_number(value: &Value) -> bool {
     matches!(value.kind(), ValueKind::Number | ValueKind::Bool)
+}
+
+/// Python's `str.isspace()` for one character: Unicode White_Space plus the ASCII information
+/// separators U+001C..U+001F.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python methods that minijinja-contrib's pycompat lacks or answers differently; everything
+/// else goes to pycompat.
+pub(crate) fn unknown_method(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    let no_args = args.is_empty() || (args.len() == 1 && args[0].is_none());
+    match (value.kind(), method, value.as_str()) {
+        (ValueKind::String, "strip" | "lstrip" | "rstrip", Some(s)) if no_args => {
+            Ok(Value::from(match method {
+                "strip" => s.trim_matches(py_space),
+                "lstrip" => s.trim_start_matches(py_space),
+                _ => s.trim_end_matches(py_space),
+            }))
+        }
+        (ValueKind::String, "split", Some(s)) if no_args => Ok(Value::from(
+            s.split(py_space)
+                .filter(|p| !p.is_empty())
+                .map(Value::from)
+                .collect::<Vec<_>>(),
+        )),
+        (ValueKind::String, "isspace", Some(s)) if args.is_empty() => {
+            Ok(Value::from(!s.is_empty() && s.chars().all(py_space)))
+        }
+        (ValueKind::Seq, "index", _) if args.len() == 1 => value
+            .try_iter()?
+            .position(|item| item == args[0])
+            .map(Value::from)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{} is not in list", args[0]),
+                )
+            }),
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
+/// jinja2's `trim(value, chars=None)`: `str.strip` with Python's whitespace.
+pub(crate) fn trim_filter(value: &Value, chars: Option<String>) -> Result<Value, Error> {
+    let mut s = String::new();
+    py_str(value, &mut s);
+    Ok(Value::from(match chars {
+        Some(chars) => s.trim_matches(|c| chars.contains(c)),
+        None => s.trim_matches(py_space),
+    }))
+}
+
+/// A string argument with Python's surrounding whitespace removed (what `int()` and `float()`
+/// ignore); other values as they are.
+fn trimmed(value: &Value) -> Value {
+    match value.as_str() {
+        Some(s) => Value::from(s.trim_matches(py_space)),
+        None => value.clone(),
+    }
+}
+
+/// jinja2's `int(value, default=0, base=10)`: what cannot be converted gives `default`.
+pub(crate) fn int_filter(
+    state: &State,
+    value: &Value,
+    default: Option<Value>,
+    base: Option<u32>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let default = match default {
+        Some(d) => d,
+        None => kwargs
+            .get::<Option<Value>>("default")?
+            .unwrap_or(Value::from(0)),
+    };
+    minijinja::filters::int(state, &trimmed(value), Some(default), base, kwargs)
+}
+
+/// jinja2's `float(value, default=0.0)`.
+pub(crate) fn float_filter(
+    state: &State,
+    value: &Value,
+    default: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let default = match default {
+        Some(d) => d,
+        None => kwargs
+            .get::<Option<Value>>("default")?
+            .unwrap_or(Value::from(0.0)),
+    };
+    minijinja::filters::float(state, &trimmed(value), Some(default), kwargs)
+}
+
+/// jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=5)`.
+pub(crate) fn truncate_filter(
+    value: &Value,
+    length: Option<usize>,
+    killwords: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let length = match length {
+        Some(l) => l,
+        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
+    };
+    let killwords = match killwords {
+        Some(k) => k,
+        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
+    };
+    let end: String = kwargs
+        .get::<Option<String>>("end")?
+        .unwrap_or_else(|| "...".to_string());
+    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(5);
+    kwargs.assert_all_used()?;
+    let mut s = String::new();
+    py_str(value, &mut s);
+    let end_len = end.chars().count();
+    if length < end_len {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("expected length >= {end_len}, got {length}"),
+        ));
+    }
+    if s.chars().count() <= length + leeway {
+        return Ok(Value::from(s));
+    }
+    let head: String = s.chars().take(length - end_len).collect();
+    let head = if killwords {
+        head.as_str()
+    } else {
+        head.rsplit_once(' ')
+            .map_or(head.as_str(), |(before, _)| before)
+    };
+    Ok(Value::from(format!("{head}{end}")))
+}
+
+/// jinja2's `wordcount`: the number of `\w+` runs.
+pub(crate) fn wordcount_filter(value: &Value) -> Value {
+    let mut s = String::new();
+    py_str(value, &mut s);
+    let words = s
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .count();
+    Value::from(words)
+}
+
+/// jinja2's `iterable` test: `iter(value)` works (not for `None`, unlike minijinja's).
+pub(crate) fn is_iterable(value: &Value) -> bool {
+    !value.is_none() && value.try_iter().is_ok()
 }
 
 #[cfg(test)]
