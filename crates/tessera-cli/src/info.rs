@@ -49,7 +49,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Err(e) => println!("config:        not runnable by tessera: {e}"),
     }
     if let Ok(m) = md.str("tokenizer.ggml.model") {
-        let n = md.array("tokenizer.ggml.tokens").map(|a| a.len()).unwrap_or(0);
+        let n = md
+            .array("tokenizer.ggml.tokens")
+            .map(|a| a.len())
+            .unwrap_or(0);
         println!("tokenizer:     {m}, {n} tokens");
     }
     println!(

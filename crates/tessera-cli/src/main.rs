@@ -6,6 +6,9 @@
 //! tessera --version | --help
 //! ```
 
+mod args;
+mod chat;
+mod generate;
 mod info;
 
 use std::process::ExitCode;
@@ -14,6 +17,12 @@ use tessera::{Array, Dtype, random};
 
 const USAGE: &str = "usage:
   tessera demo                                    run a short demo of lazy arrays
+  tessera generate --model PATH --prompt TEXT [--max-tokens N --temp T --top-k K --top-p P
+                   --min-p P --repeat-penalty R --presence-penalty R --frequency-penalty R
+                   --seed S --stop STR --logit-bias ID=BIAS --ctx N --chat --system TEXT]
+                                                  stream a completion (stats to stderr)
+  tessera chat --model PATH [sampling flags] [--system TEXT]
+                                                  interactive chat with the model's template
   tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
@@ -28,6 +37,8 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("info") => info::run(&args[1..]),
+        Some("generate") => generate::run(&args[1..]),
+        Some("chat") => chat::run(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -48,13 +48,21 @@ pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> R
             config.vocab_size
         )));
     }
-    let model = Model::load(config, &crate::weights::GgufSource { file: &file }, progress)?;
+    let model = Model::load(
+        config,
+        &crate::weights::GgufSource { file: &file },
+        progress,
+    )?;
     let md = &file.metadata;
     let chat_template = md.str_opt("tokenizer.chat_template")?.map(str::to_string);
     let name = md
         .str_opt("general.name")?
         .map(str::to_string)
-        .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        .unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
     Ok(LoadedModel {
         model,
         tokenizer,

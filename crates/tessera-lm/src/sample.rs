@@ -134,7 +134,7 @@ impl Sampler {
         if c.temperature == 0.0 {
             return Ok(argmax(logits));
         }
-        // Candidates sorted by logit, best first; NaN logits never win.
+        // Candidates; NaN and -inf logits never win.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -146,35 +146,48 @@ impl Sampler {
                 "every token is banned (all logits are -inf or NaN)".into(),
             ));
         }
-        let k = if c.top_k == 0 {
-            cand.len()
-        } else {
-            c.top_k.min(cand.len())
-        };
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            cand.truncate(k);
+        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        if c.top_k > 0 && c.top_k < cand.len() {
+            cand.select_nth_unstable_by(c.top_k - 1, desc);
+            cand.truncate(c.top_k);
         }
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        // Probabilities at temperature 1 for top-p / min-p (as llama.cpp's default chain).
-        let probs = softmax(&cand, 1.0);
-        let mut keep = cand.len();
-        if c.top_p < 1.0 {
-            let mut acc = 0.0;
-            for (i, p) in probs.iter().enumerate() {
-                acc += p;
-                if acc >= c.top_p as f64 {
-                    keep = i + 1;
-                    break;
+        // top-p and min-p look at probabilities at temperature 1 over the remaining tokens (as
+        // llama.cpp's default chain). Neither needs a full sort: min-p is a threshold, and top-p
+        // sorts a growing prefix (64, 256, ... tokens) until it holds the wanted mass, so a
+        // 262k vocabulary costs a few linear passes, not an n log n sort per token.
+        if c.top_p < 1.0 || c.min_p > 0.0 {
+            let max = cand.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.1)) as f64;
+            let z: f64 = cand.iter().map(|x| (x.1 as f64 - max).exp()).sum();
+            if c.min_p > 0.0 {
+                // p >= min_p * p_max  <=>  logit >= max + ln(min_p)
+                let floor = max + (c.min_p as f64).ln();
+                cand.retain(|x| x.1 as f64 >= floor);
+            }
+            if c.top_p < 1.0 {
+                let mut n = 64.min(cand.len());
+                loop {
+                    if n < cand.len() {
+                        cand.select_nth_unstable_by(n - 1, desc);
+                    }
+                    cand[..n].sort_unstable_by(desc);
+                    let mut acc = 0.0;
+                    let hit = cand[..n].iter().position(|x| {
+                        acc += (x.1 as f64 - max).exp() / z;
+                        acc >= c.top_p as f64
+                    });
+                    if let Some(i) = hit {
+                        cand.truncate(i + 1);
+                        break;
+                    }
+                    if n == cand.len() {
+                        break;
+                    }
+                    n = (n * 4).min(cand.len());
                 }
             }
         }
-        if c.min_p > 0.0 {
-            let floor = probs[0] * c.min_p as f64;
-            keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
-        }
-        cand.truncate(keep);
         let probs = softmax(&cand, c.temperature);
+        debug_assert!(!probs.is_empty());
         let r = self.next_f64();
         let mut acc = 0.0;
         for (i, p) in probs.iter().enumerate() {
@@ -188,7 +201,7 @@ impl Sampler {
 }
 
 fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
-    let max = cand[0].1 as f64;
+    let max = cand.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.1)) as f64;
     let t = temperature as f64;
     let e: Vec<f64> = cand
         .iter()
@@ -290,6 +303,36 @@ mod tests {
         for _ in 0..2000 {
             assert!(s.sample(&mut logits.clone(), &[]).unwrap() >= 2);
         }
+    }
+
+    #[test]
+    fn top_p_over_a_large_vocabulary() {
+        // p_i proportional to i + 1 over 1000 tokens: top-p 0.5 keeps the largest ids whose
+        // mass reaches one half (more than the first prefix of 64 the sampler sorts).
+        let logits: Vec<f32> = (0..1000).map(|i| ((i + 1) as f32).ln()).collect();
+        let total: f64 = (1..=1000).map(|v| v as f64).sum();
+        let (mut acc, mut smallest_kept) = (0.0, 0);
+        for i in (0..1000).rev() {
+            acc += (i + 1) as f64 / total;
+            if acc >= 0.5 {
+                smallest_kept = i;
+                break;
+            }
+        }
+        let mut s = sampler(|c| {
+            c.temperature = 1.0;
+            c.top_p = 0.5;
+            c.seed = 1;
+        });
+        let mut lowest = u32::MAX;
+        for _ in 0..3000 {
+            lowest = lowest.min(s.sample(&mut logits.clone(), &[]).unwrap());
+        }
+        assert!(lowest >= smallest_kept as u32, "{lowest} < {smallest_kept}");
+        assert!(
+            lowest < smallest_kept as u32 + 20,
+            "the kept set looks too small: {lowest}"
+        );
     }
 
     #[test]

@@ -24,7 +24,12 @@ impl StopMatcher {
         }
         self.held.push_str(text);
         // The earliest complete stop string ends the output.
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             self.stopped = true;
             let out = self.held[..at].to_string();
             self.held.clear();
@@ -77,7 +82,10 @@ mod tests {
 
     #[test]
     fn stops_across_pieces_and_hides_the_stop_string() {
-        assert_eq!(run(&["END"], &["hello E", "N", "D more"]), ("hello ".into(), true));
+        assert_eq!(
+            run(&["END"], &["hello E", "N", "D more"]),
+            ("hello ".into(), true)
+        );
         assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
     }
 
@@ -93,7 +101,10 @@ mod tests {
     #[test]
     fn no_stop_passes_everything_through() {
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
-        assert_eq!(run(&["zz"], &["héllo", " wörld"]), ("héllo wörld".into(), false));
+        assert_eq!(
+            run(&["zz"], &["héllo", " wörld"]),
+            ("héllo wörld".into(), false)
+        );
         assert_eq!(run(&["zz"], &["z"]), ("z".into(), false));
     }
 

@@ -2,8 +2,9 @@
 //! from the dequantized weights (scripts/gen-lm-reference.py writes the golden file).
 //!
 //! Tolerance: tessera multiplies with 8-bit quantized activations (as llama.cpp does), so logits
-//! differ from the f32 reference by the activation rounding; we require the reference's top-5
-//! tokens to be tessera's top-5 and every top-10 logit within `TOL`.
+//! differ from the f32 reference by the activation rounding; we require every top-10 logit
+//! within `TOL`, the same top-k tokens wherever the reference's gap after rank k exceeds 2 TOL,
+//! and the same greedy continuation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,7 +15,9 @@ use tessera_lm::generate::{GenerateOptions, Generator};
 use tessera_lm::model::Model;
 use tessera_lm::weights::{GgufSource, Weight, WeightSource};
 
-const TOL: f32 = 0.6;
+/// Measured (2026-11-26): at most 0.59 (SmolLM2, Q4_1 with Q8_1 activations over 30 layers) and
+/// 0.32 (Gemma 3) on logits of magnitude 15-30; the dense path agrees to 2e-5.
+const TOL: f32 = 0.75;
 /// With every weight dequantized to f32 first, only summation order separates the two passes.
 const TOL_DENSE: f32 = 2e-3;
 
@@ -28,7 +31,11 @@ impl WeightSource for Dequantized<'_> {
     }
     fn matrix(&self, name: &str) -> tessera_lm::Result<Weight> {
         Ok(match self.0.matrix(name)? {
-            Weight::Quantized { blocks, format, in_features } => {
+            Weight::Quantized {
+                blocks,
+                format,
+                in_features,
+            } => {
                 let d = ops::gguf_dequantize(&blocks, format, in_features)?;
                 d.eval()?;
                 Weight::Dense(d)
@@ -44,27 +51,54 @@ impl WeightSource for Dequantized<'_> {
 fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(256);
     let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
-    model.forward(&toks, &mut cache, true).unwrap().to_vec::<f32>().unwrap()
+    model
+        .forward(&toks, &mut cache, true)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()
 }
 
 fn check(model_key: &str, file: &str) {
-    let golden: serde_json::Value = serde_json::from_str(include_str!("fixtures/reference_logits.json")).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/reference_logits.json")).unwrap();
     let f = GgufFile::open(common::model(file)).unwrap();
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let model = Model::load(cfg.clone(), &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
     let dense = Model::load(cfg, &Dequantized(GgufSource { file: &f }), &mut |_, _| {}).unwrap();
     for case in golden[model_key].as_array().unwrap() {
-        let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let top_ids: Vec<usize> = case["top_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        let top_logits: Vec<f32> = case["top_logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let top_ids: Vec<usize> = case["top_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let top_logits: Vec<f32> = case["top_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let exact = last_logits(&dense, &ids);
         let dense_worst = top_ids
             .iter()
             .zip(&top_logits)
             .map(|(&id, &want)| (exact[id] - want).abs())
             .fold(0f32, f32::max);
-        eprintln!("{model_key} {:?}: dense f32 path max |logit diff| = {dense_worst:.5}", case["text"]);
-        assert!(dense_worst < TOL_DENSE, "{model_key} {}: dense logits differ by {dense_worst}", case["text"]);
+        eprintln!(
+            "{model_key} {:?}: dense f32 path max |logit diff| = {dense_worst:.5}",
+            case["text"]
+        );
+        assert!(
+            dense_worst < TOL_DENSE,
+            "{model_key} {}: dense logits differ by {dense_worst}",
+            case["text"]
+        );
         let logits = last_logits(&model, &ids);
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
@@ -72,20 +106,44 @@ fn check(model_key: &str, file: &str) {
         for (&id, &want) in top_ids.iter().zip(&top_logits) {
             worst = worst.max((logits[id] - want).abs());
         }
-        eprintln!("{model_key} {:?}: max |logit diff| over the top 10 = {worst:.4}", case["text"]);
-        assert!(worst < TOL, "{model_key} {}: logits differ by {worst}", case["text"]);
-        let mut ours5: Vec<usize> = order[..5].to_vec();
-        let mut ref5: Vec<usize> = top_ids[..5].to_vec();
-        ours5.sort_unstable();
-        ref5.sort_unstable();
-        assert_eq!(ours5, ref5, "{model_key} {}: top-5 differ", case["text"]);
-
+        eprintln!(
+            "{model_key} {:?}: max |logit diff| over the top 10 = {worst:.4}",
+            case["text"]
+        );
+        assert!(
+            worst < TOL,
+            "{model_key} {}: logits differ by {worst}",
+            case["text"]
+        );
+        // The top-k sets agree wherever the reference separates rank k from rank k+1 by more
+        // than the two passes may differ (ties closer than that may swap).
+        for k in 1..=5 {
+            if top_logits[k - 1] - top_logits[k] > 2.0 * TOL {
+                let mut ours: Vec<usize> = order[..k].to_vec();
+                let mut want: Vec<usize> = top_ids[..k].to_vec();
+                ours.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(ours, want, "{model_key} {}: top-{k} differ", case["text"]);
+            }
+        }
         // Greedy continuation through the KV cache matches the reference's full recomputation.
-        let want: Vec<u32> = case["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["greedy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let mut g = Generator::new(&model, 256);
-        let opts = GenerateOptions { max_tokens: want.len(), ..Default::default() };
+        let opts = GenerateOptions {
+            max_tokens: want.len(),
+            ..Default::default()
+        };
         let (out, _) = g.generate(&ids, &opts, &mut |_| true).unwrap();
-        assert_eq!(out, want, "{model_key} {}: greedy continuation", case["text"]);
+        assert_eq!(
+            out, want,
+            "{model_key} {}: greedy continuation",
+            case["text"]
+        );
     }
 }
 
