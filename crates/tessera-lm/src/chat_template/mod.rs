@@ -555,6 +555,12 @@ mod tests {
     }
 
     #[test]
+    fn templates_are_shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ChatTemplate>();
+    }
+
+    #[test]
     fn strftime_now_uses_the_pinned_clock() {
         let t = ChatTemplate::new("{{ strftime_now('%d %b %Y') }}")
             .unwrap()
