@@ -53,42 +53,10 @@ impl Rope {
         ))
     }
 
-    /// Rotates `x` of shape `(b, t, heads, head_dim)` (positions along axis 1).
+    /// Rotates `x` of shape `(b, t, heads, head_dim)` (positions along axis 1) with the fused
+    /// [`ops::rope`] kernel.
     pub fn apply(&self, x: &Array, cos: &Array, sin: &Array) -> Result<Array> {
-        let sh = x.shape().to_vec();
-        let (t, d) = (sh[1], sh[3]);
-        let dims = self.config.dims;
-        let half = dims / 2;
-        // (t, 1, half) broadcasts over batch and heads.
-        let c = ops::reshape(cos, &[t, 1, half])?;
-        let s = ops::reshape(sin, &[t, 1, half])?;
-        let xr = if dims < d {
-            ops::slice_axis(x, 3, 0, dims)?
-        } else {
-            x.clone()
-        };
-        let rotated = match self.config.style {
-            RopeStyle::Half => {
-                let x1 = ops::slice_axis(&xr, 3, 0, half)?;
-                let x2 = ops::slice_axis(&xr, 3, half, dims)?;
-                let a = ops::subtract(&ops::multiply(&x1, &c)?, &ops::multiply(&x2, &s)?)?;
-                let b = ops::add(&ops::multiply(&x2, &c)?, &ops::multiply(&x1, &s)?)?;
-                ops::concatenate(&[a, b], 3)?
-            }
-            RopeStyle::Interleaved => {
-                let pairs = ops::reshape(&xr, &[sh[0], t, sh[2], half, 2])?;
-                let x1 = ops::squeeze(&ops::slice_axis(&pairs, 4, 0, 1)?, 4)?;
-                let x2 = ops::squeeze(&ops::slice_axis(&pairs, 4, 1, 2)?, 4)?;
-                let a = ops::subtract(&ops::multiply(&x1, &c)?, &ops::multiply(&x2, &s)?)?;
-                let b = ops::add(&ops::multiply(&x2, &c)?, &ops::multiply(&x1, &s)?)?;
-                ops::reshape(&ops::stack(&[a, b], 4)?, &[sh[0], t, sh[2], dims])?
-            }
-        };
-        let out = if dims < d {
-            ops::concatenate(&[rotated, ops::slice_axis(x, 3, dims, d)?], 3)?
-        } else {
-            rotated
-        };
-        Ok(out)
+        let interleaved = self.config.style == RopeStyle::Interleaved;
+        Ok(ops::rope(x, cos, sin, interleaved)?)
     }
 }

@@ -226,17 +226,10 @@ pub fn layer_norm(
     Ok(y)
 }
 
-/// RMS normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * weight`.
+/// RMS normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * weight` (the fused
+/// [`ops::rms_norm`]: one pass per row, differentiable).
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
-    let ms = ops::mean(&ops::square(x)?, -1, true)?;
-    let y = ops::multiply(
-        x,
-        &ops::rsqrt(&ops::add(&ms, &Array::scalar_of(eps, ms.dtype()))?)?,
-    )?;
-    match weight {
-        Some(w) => ops::multiply(&y, w),
-        None => Ok(y),
-    }
+    ops::rms_norm(x, weight, eps)
 }
 
 fn norm_params(weight: &Option<Array>, bias: &Option<Array>) -> Params {

@@ -6,6 +6,7 @@
 
 mod creation;
 mod elementwise;
+mod fast;
 mod index;
 mod linalg;
 mod overload;
@@ -16,6 +17,7 @@ mod sort;
 
 pub use creation::*;
 pub use elementwise::*;
+pub use fast::*;
 pub use index::*;
 pub use linalg::*;
 pub use quant::*;

@@ -215,6 +215,15 @@ pub enum Primitive {
     /// Softmax over the last axis, in one pass over memory per row.
     Softmax,
 
+    /// RMS normalisation over the last axis; inputs x and optionally the weight.
+    RmsNorm {
+        eps: f64,
+    },
+    /// Rotary embedding of x (..., t, heads, d) by cos/sin tables (t, r).
+    Rope {
+        interleaved: bool,
+    },
+
     /// A user-defined op: a forward written with ops, optionally its own derivative.
     Custom(CustomRef),
     /// Element-wise ops fused by `compile` into one pass over memory.

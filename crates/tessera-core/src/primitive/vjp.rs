@@ -327,6 +327,32 @@ pub(crate) fn vjp(
             vec![Some(ops::matmul(ct, &dense)?), None]
         }
         Primitive::Dequantize { .. } => vec![None],
+        Primitive::RmsNorm { eps } => {
+            // y = x r w with r = (mean(x²) + eps)^-1/2:
+            // dx = r (g w) - x r³ mean((g w) x),  dw = Σ_rows g x r.
+            let x = &inputs[0];
+            let w = inputs.get(1);
+            let ms = ops::mean(&ops::square(x)?, -1, true)?;
+            let r = ops::rsqrt(&ops::add(&ms, &scalar(*eps, &ms))?)?;
+            let gw = match w {
+                Some(w) => ops::multiply(ct, w)?,
+                None => ct.clone(),
+            };
+            let m = ops::mean(&ops::multiply(&gw, x)?, -1, true)?;
+            let r3 = ops::multiply(&r, &ops::square(&r)?)?;
+            let gx = ops::subtract(&ops::multiply(&gw, &r)?, &ops::multiply(x, &ops::multiply(&r3, &m)?)?)?;
+            let mut grads = vec![Some(gx)];
+            if let Some(w) = w {
+                let xr = ops::multiply(x, &r)?;
+                grads.push(Some(unbroadcast(&ops::multiply(ct, &xr)?, w.shape())?));
+            }
+            grads
+        }
+        Primitive::Rope { interleaved } => {
+            // A rotation: its transpose rotates by the opposite angle.
+            let neg = ops::negative(&inputs[2])?;
+            vec![Some(ops::rope(ct, &inputs[1], &neg, *interleaved)?), None, None]
+        }
         Primitive::Softmax => {
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
             vec![Some(ops::multiply(out, &ops::subtract(ct, &s)?)?)]

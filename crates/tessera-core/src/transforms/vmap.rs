@@ -286,6 +286,15 @@ fn batch_rule(
         ),
         Primitive::QuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
         Primitive::Dequantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
+        // x gains a leading batch axis; weights and tables shared by the batch stay as they are.
+        Primitive::RmsNorm { .. } | Primitive::Rope { .. }
+            if bins[1..].iter().all(Option::is_none) =>
+        {
+            let mut all = vec![force(&ins[0], &bins[0], n)?];
+            all.extend(ins[1..].iter().cloned());
+            node(p.clone(), all)
+        }
+        Primitive::RmsNorm { .. } | Primitive::Rope { .. } => per_example(p, ins, bins, out, n)?,
         Primitive::Matmul => {
             let (a, b) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
             node(Primitive::Matmul, vec![a, b])

@@ -4,6 +4,7 @@
 
 mod binary;
 pub(crate) mod copy;
+mod fast;
 mod fused;
 mod gemm;
 mod index;
@@ -136,6 +137,10 @@ impl Backend for Cpu {
             }
             Primitive::Dequantize { format } => qmatmul::dequantize(*format, x()?, out)?,
             Primitive::Softmax => softmax::softmax(x()?, out)?,
+            Primitive::RmsNorm { eps } => fast::rms_norm(*eps, x()?, inputs.get(1), out)?,
+            Primitive::Rope { interleaved } => {
+                fast::rope(*interleaved, x()?, arg(inputs, 1, p)?, arg(inputs, 2, p)?, out)?
+            }
             Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };

@@ -1,0 +1,149 @@
+//! Kernels of the fused transformer ops (`ops::rms_norm`, `ops::rope`): f32 arithmetic, one pass
+//! over each row, rows split across the pool. Other float dtypes are widened to f32 on the way
+//! in and rounded once on the way out.
+
+use super::copy::{self, SendConstPtr, SendPtr};
+use super::{pool, simd};
+use crate::array::Meta;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::layout::ArrayData;
+
+fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
+    if x.dtype == Dtype::F32 {
+        copy::ensure_contiguous(x)
+    } else {
+        copy::ensure_contiguous(&copy::convert(x, Dtype::F32)?)
+    }
+}
+
+/// The f32 output buffer: x itself when it may be written in place.
+fn f32_output(x: &ArrayData, out: &Meta) -> Result<ArrayData> {
+    if x.is_donatable() && x.dtype == Dtype::F32 {
+        Ok(x.clone())
+    } else {
+        ArrayData::alloc(Dtype::F32, &out.shape)
+    }
+}
+
+fn finish(o: ArrayData, out: &Meta) -> Result<ArrayData> {
+    if out.dtype == Dtype::F32 {
+        Ok(o)
+    } else {
+        copy::convert(&o, out.dtype)
+    }
+}
+
+#[inline(always)]
+fn rms_row(x: &[f32], w: Option<&[f32]>, y: &mut [f32], eps: f32) {
+    let mut ss = 0f32;
+    for &v in x {
+        ss += v * v;
+    }
+    let r = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    match w {
+        Some(w) => {
+            for ((o, &v), &g) in y.iter_mut().zip(x).zip(w) {
+                *o = v * r * g;
+            }
+        }
+        None => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v * r;
+            }
+        }
+    }
+}
+
+pub(super) fn rms_norm(
+    eps: f64,
+    x: &ArrayData,
+    w: Option<&ArrayData>,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let x = f32_contiguous(x)?;
+    let w = w.map(f32_contiguous).transpose()?;
+    let o = f32_output(&x, out)?;
+    let d = *out.shape.last().unwrap_or(&1);
+    if o.size() == 0 || d == 0 {
+        return finish(o, out);
+    }
+    let rows = o.size() / d;
+    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
+    let wp = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
+    let eps = eps as f32;
+    pool::parallel_chunks(rows, (1usize << 14).div_ceil(d).max(1), &|s, e| {
+        simd::dispatch(|| {
+            for r in s..e {
+                // SAFETY: row r spans [r*d, (r+1)*d) of both contiguous arrays (identical when
+                // donated: each element is read before it is written); w holds d values.
+                unsafe {
+                    let xs = std::slice::from_raw_parts(src.get().add(r * d), d);
+                    let ys = std::slice::from_raw_parts_mut(dst.get().add(r * d), d);
+                    let ws = wp.map(|p| std::slice::from_raw_parts(p.get(), d));
+                    if std::ptr::eq(xs.as_ptr(), ys.as_ptr()) {
+                        let tmp = xs.to_vec();
+                        rms_row(&tmp, ws, ys, eps);
+                    } else {
+                        rms_row(xs, ws, ys, eps);
+                    }
+                }
+            }
+        })
+    });
+    finish(o, out)
+}
+
+pub(super) fn rope(
+    interleaved: bool,
+    x: &ArrayData,
+    cos: &ArrayData,
+    sin: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let x = f32_contiguous(x)?;
+    let (cos, sin) = (f32_contiguous(cos)?, f32_contiguous(sin)?);
+    let o = f32_output(&x, out)?;
+    let n = out.shape.len();
+    let (t, h, d) = (out.shape[n - 3], out.shape[n - 2], out.shape[n - 1]);
+    let r = cos.shape()[1];
+    if o.size() == 0 {
+        return finish(o, out);
+    }
+    // Rows of d values: row index = ((outer * t) + pos) * h + head.
+    let rows = o.size() / d;
+    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
+    let (cp, sp) = (SendConstPtr(cos.ptr::<f32>()), SendConstPtr(sin.ptr::<f32>()));
+    pool::parallel_chunks(rows, (1usize << 13).div_ceil(d).max(1), &|s, e| {
+        simd::dispatch(|| {
+            let mut tmp = vec![0f32; d];
+            for row in s..e {
+                let pos = (row / h) % t;
+                // SAFETY: row spans [row*d, (row+1)*d) of both arrays; the tables hold t*r values.
+                unsafe {
+                    let xs = std::slice::from_raw_parts(src.get().add(row * d), d);
+                    tmp.copy_from_slice(xs);
+                    let ys = std::slice::from_raw_parts_mut(dst.get().add(row * d), d);
+                    let c = std::slice::from_raw_parts(cp.get().add(pos * r), r);
+                    let sn = std::slice::from_raw_parts(sp.get().add(pos * r), r);
+                    if interleaved {
+                        for i in 0..r {
+                            let (a, b) = (tmp[2 * i], tmp[2 * i + 1]);
+                            ys[2 * i] = a * c[i] - b * sn[i];
+                            ys[2 * i + 1] = b * c[i] + a * sn[i];
+                        }
+                    } else {
+                        let (lo, hi) = tmp.split_at(r);
+                        let (ylo, yhi) = ys.split_at_mut(r);
+                        for i in 0..r {
+                            ylo[i] = lo[i] * c[i] - hi[i] * sn[i];
+                            yhi[i] = hi[i] * c[i] + lo[i] * sn[i];
+                        }
+                    }
+                    ys[2 * r..].copy_from_slice(&tmp[2 * r..]);
+                }
+            }
+        })
+    });
+    finish(o, out)
+}

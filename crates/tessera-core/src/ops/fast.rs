@@ -1,0 +1,133 @@
+//! Fused ops for transformer layers (as MLX's `mx.fast`): each is one pass over memory instead
+//! of a chain of element-wise nodes, which matters most when decoding one token at a time, where
+//! per-node overhead rivals the arithmetic. Their gradients are written with the plain ops.
+
+use crate::array::Array;
+use crate::error::{Result, fmt_shape, invalid};
+use crate::primitive::Primitive;
+
+/// RMS normalisation over the last axis: `x / sqrt(mean(x²) + eps) * weight`, computed in f32
+/// and returned in x's dtype. `weight` has shape `(d,)` for x of shape `(..., d)`.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let x = Array::from_slice(&[3.0f32, 4.0], &[1, 2]).unwrap();
+/// let w = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+/// let y = ops::rms_norm(&x, Some(&w), 0.0).unwrap().to_vec::<f32>().unwrap();
+/// let r = (12.5f32).sqrt();
+/// assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 8.0 / r).abs() < 1e-6);
+/// ```
+pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
+    if x.ndim() == 0 || !x.dtype().is_float() {
+        return invalid(
+            "rms_norm",
+            format!("x must be a float array with at least one axis, got {} {}", x.dtype(), fmt_shape(x.shape())),
+        );
+    }
+    if !(eps >= 0.0) {
+        return invalid("rms_norm", format!("eps must be >= 0, got {eps}"));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    if x.dtype() == crate::Dtype::F64 {
+        // The kernel computes in f32; f64 callers get the exact composite.
+        let ms = super::mean(&super::square(x)?, -1, true)?;
+        let y = super::multiply(x, &super::rsqrt(&super::add(&ms, &Array::scalar_of(eps, ms.dtype()))?)?)?;
+        return match weight {
+            Some(w) => super::multiply(&y, w),
+            None => Ok(y),
+        };
+    }
+    let mut inputs = vec![x.clone()];
+    if let Some(w) = weight {
+        if w.shape() != [d] || !w.dtype().is_float() {
+            return invalid(
+                "rms_norm",
+                format!("weight must be a float vector of shape ({d},), got {} {}", w.dtype(), fmt_shape(w.shape())),
+            );
+        }
+        inputs.push(w.clone());
+    }
+    Ok(Array::lazy(Primitive::RmsNorm { eps }, inputs, x.shape().to_vec(), x.dtype()))
+}
+
+/// Rotary position embedding of `x` with shape `(..., t, heads, d)` by angles given as tables
+/// `cos`, `sin` of shape `(t, r)` (float): the first `2r` dims of each head are rotated (the rest
+/// pass through). Pairs are adjacent dims `(2i, 2i+1)` when `interleaved` (GPT-J, llama.cpp's
+/// Llama layout), else `(i, i + r)` (GPT-NeoX, Hugging Face `rotate_half`). The result has x's
+/// dtype; the tables are constants (no gradient flows to them).
+/// ```
+/// use tessera_core::{Array, ops};
+/// // One position, one head, d = 2, angle 90°: (1, 0) -> (0, 1).
+/// let x = Array::from_slice(&[1.0f32, 0.0], &[1, 1, 2]).unwrap();
+/// let c = Array::from_slice(&[0.0f32], &[1, 1]).unwrap();
+/// let s = Array::from_slice(&[1.0f32], &[1, 1]).unwrap();
+/// let y = ops::rope(&x, &c, &s, false).unwrap().to_vec::<f32>().unwrap();
+/// assert!((y[0] - 0.0).abs() < 1e-6 && (y[1] - 1.0).abs() < 1e-6);
+/// ```
+pub fn rope(x: &Array, cos: &Array, sin: &Array, interleaved: bool) -> Result<Array> {
+    if x.ndim() < 3 || !x.dtype().is_float() {
+        return invalid(
+            "rope",
+            format!("x must be a float array (..., t, heads, d), got {} {}", x.dtype(), fmt_shape(x.shape())),
+        );
+    }
+    let n = x.ndim();
+    let (t, d) = (x.shape()[n - 3], x.shape()[n - 1]);
+    if cos.ndim() != 2 || cos.shape() != sin.shape() || cos.shape()[0] != t || 2 * cos.shape()[1] > d {
+        return invalid(
+            "rope",
+            format!(
+                "tables must both be (t, r) with t = {t} and 2r <= {d}, got cos {} and sin {}",
+                fmt_shape(cos.shape()),
+                fmt_shape(sin.shape())
+            ),
+        );
+    }
+    if !cos.dtype().is_float() || !sin.dtype().is_float() {
+        return invalid("rope", "the tables must be float arrays");
+    }
+    if x.dtype() == crate::Dtype::F64 {
+        return rope_composite(x, cos, sin, interleaved);
+    }
+    Ok(Array::lazy(
+        Primitive::Rope { interleaved },
+        vec![x.clone(), cos.clone(), sin.clone()],
+        x.shape().to_vec(),
+        x.dtype(),
+    ))
+}
+
+/// [`rope`] written with plain ops (the f64 path, and the reference the kernel is tested against).
+pub fn rope_composite(x: &Array, cos: &Array, sin: &Array, interleaved: bool) -> Result<Array> {
+    let n = x.ndim();
+    let (t, d) = (x.shape()[n - 3], x.shape()[n - 1]);
+    let r = cos.shape()[1];
+    let c = super::reshape(&super::astype(cos, x.dtype())?, &[t, 1, r])?;
+    let s = super::reshape(&super::astype(sin, x.dtype())?, &[t, 1, r])?;
+    let xr = super::slice_axis(x, n - 1, 0, 2 * r)?;
+    let (a, b) = if interleaved {
+        let mut pairs = x.shape()[..n - 1].to_vec();
+        pairs.extend([r, 2]);
+        let p = super::reshape(&super::contiguous(&xr)?, &pairs)?;
+        (
+            super::squeeze(&super::slice_axis(&p, n, 0, 1)?, n as isize)?,
+            super::squeeze(&super::slice_axis(&p, n, 1, 2)?, n as isize)?,
+        )
+    } else {
+        (super::slice_axis(&xr, n - 1, 0, r)?, super::slice_axis(&xr, n - 1, r, 2 * r)?)
+    };
+    let ya = super::subtract(&super::multiply(&a, &c)?, &super::multiply(&b, &s)?)?;
+    let yb = super::add(&super::multiply(&b, &c)?, &super::multiply(&a, &s)?)?;
+    let rot = if interleaved {
+        let st = super::stack(&[ya, yb], n as isize)?;
+        let mut shape = x.shape()[..n - 1].to_vec();
+        shape.push(2 * r);
+        super::reshape(&st, &shape)?
+    } else {
+        super::concatenate(&[ya, yb], (n - 1) as isize)?
+    };
+    if 2 * r < d {
+        super::concatenate(&[rot, super::slice_axis(x, n - 1, 2 * r, d)?], (n - 1) as isize)
+    } else {
+        Ok(rot)
+    }
+}

@@ -1,0 +1,119 @@
+//! The fused transformer ops (rms_norm, rope) against their compositions of plain ops: values on
+//! contiguous, strided and low-precision inputs, gradients (the fused vjp rules against autodiff
+//! of the composite), vmap, and argument errors.
+#![allow(clippy::unwrap_used)]
+
+use tessera_core::ops::{self, Axes};
+use tessera_core::transforms::{grad, vmap};
+use tessera_core::{Array, Dtype, Result, random};
+
+fn rand(shape: &[usize], seed: u64) -> Array {
+    random::normal(shape, Dtype::F32, 0.0, 1.0, Some(&random::key(seed))).unwrap()
+}
+
+fn close(a: &Array, b: &Array, tol: f32) {
+    assert_eq!(a.shape(), b.shape());
+    let (x, y) = (
+        ops::astype(a, Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+        ops::astype(b, Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+    );
+    let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    assert!(worst <= tol, "max difference {worst} > {tol}");
+}
+
+fn rms_composite(x: &Array, w: Option<&Array>, eps: f64) -> Result<Array> {
+    let x64 = ops::astype(x, Dtype::F64)?;
+    let w64 = w.map(|w| ops::astype(w, Dtype::F64)).transpose()?;
+    ops::rms_norm(&x64, w64.as_ref(), eps)
+}
+
+#[test]
+fn rms_norm_matches_the_composite() {
+    let x = rand(&[3, 5, 64], 1);
+    let w = rand(&[64], 2);
+    close(&ops::rms_norm(&x, Some(&w), 1e-5).unwrap(), &rms_composite(&x, Some(&w), 1e-5).unwrap(), 2e-5);
+    close(&ops::rms_norm(&x, None, 1e-6).unwrap(), &rms_composite(&x, None, 1e-6).unwrap(), 2e-5);
+    // Strided input: the transpose of a (64, 7) array normalised over its last axis.
+    let xt = ops::transpose(&rand(&[64, 7], 3), None).unwrap();
+    close(&ops::rms_norm(&xt, Some(&w), 1e-5).unwrap(), &rms_composite(&xt, Some(&w), 1e-5).unwrap(), 2e-5);
+    // bf16 input comes back in bf16.
+    let xb = ops::astype(&x, Dtype::BF16).unwrap();
+    let yb = ops::rms_norm(&xb, Some(&w), 1e-5).unwrap();
+    assert_eq!(yb.dtype(), Dtype::BF16);
+    close(&yb, &rms_composite(&xb, Some(&w), 1e-5).unwrap(), 3e-2);
+}
+
+#[test]
+fn rope_matches_the_composite() {
+    for interleaved in [false, true] {
+        for (d, r) in [(16, 8), (16, 4)] {
+            let x = rand(&[2, 5, 3, d], 4);
+            let ang = random::uniform(-3.0, 3.0, &[5, r], Dtype::F32, Some(&random::key(5))).unwrap();
+            let (c, s) = (ops::cos(&ang).unwrap(), ops::sin(&ang).unwrap());
+            let want = ops::rope_composite(&ops::astype(&x, Dtype::F64).unwrap(), &c, &s, interleaved).unwrap();
+            close(&ops::rope(&x, &c, &s, interleaved).unwrap(), &want, 1e-5);
+            // Strided: positions and heads swapped in memory.
+            let xs = ops::swapaxes(&ops::contiguous(&ops::swapaxes(&x, 1, 2).unwrap()).unwrap(), 1, 2).unwrap();
+            close(&ops::rope(&xs, &c, &s, interleaved).unwrap(), &want, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn rope_is_a_rotation_and_its_gradient_rotates_back() {
+    let x = rand(&[1, 4, 2, 8], 6);
+    let ang = rand(&[4, 4], 7);
+    let (c, s) = (ops::cos(&ang).unwrap(), ops::sin(&ang).unwrap());
+    for interleaved in [false, true] {
+        let y = ops::rope(&x, &c, &s, interleaved).unwrap();
+        // Norms are preserved.
+        let n = |a: &Array| ops::sum(&ops::square(a).unwrap(), Axes::All, false).unwrap().item::<f32>().unwrap();
+        assert!((n(&y) - n(&x)).abs() < 1e-3 * n(&x));
+        // Gradient of sum(rope(x) * w) is the inverse rotation of w: compare with the composite.
+        let w = rand(y.shape(), 8);
+        let fused = grad(|a: &[Array]| ops::sum(&ops::multiply(&ops::rope(&a[0], &c, &s, interleaved)?, &w)?, Axes::All, false), &[x.clone()]).unwrap();
+        let comp = grad(|a: &[Array]| ops::sum(&ops::multiply(&ops::rope_composite(&a[0], &c, &s, interleaved)?, &w)?, Axes::All, false), &[x.clone()]).unwrap();
+        close(&fused[0], &comp[0], 1e-5);
+    }
+}
+
+#[test]
+fn rms_norm_gradients_match_autodiff_of_the_composite() {
+    let x = rand(&[4, 32], 9);
+    let w = rand(&[32], 10);
+    let g = rand(&[4, 32], 11);
+    let loss = |f: fn(&Array, Option<&Array>, f64) -> Result<Array>| {
+        let g = g.clone();
+        move |a: &[Array]| ops::sum(&ops::multiply(&f(&a[0], Some(&a[1]), 1e-5)?, &g)?, Axes::All, false)
+    };
+    let composite = |x: &Array, w: Option<&Array>, eps: f64| -> Result<Array> {
+        let ms = ops::mean(&ops::square(x)?, -1, true)?;
+        let y = ops::multiply(x, &ops::rsqrt(&ops::add(&ms, &Array::scalar(eps as f32))?)?)?;
+        ops::multiply(&y, w.unwrap())
+    };
+    let fused = grad(loss(ops::rms_norm), &[x.clone(), w.clone()]).unwrap();
+    let comp = grad(loss(composite), &[x.clone(), w.clone()]).unwrap();
+    close(&fused[0], &comp[0], 1e-4);
+    close(&fused[1], &comp[1], 1e-4);
+}
+
+#[test]
+fn vmap_over_x() {
+    let xs = rand(&[3, 2, 16], 12);
+    let w = rand(&[16], 13);
+    let f = |a: &[Array]| -> Result<Vec<Array>> { Ok(vec![ops::rms_norm(&a[0], Some(&w), 1e-5)?]) };
+    let batched = vmap(f, &[xs.clone()], &[Some(0)], &[0]).unwrap();
+    close(&batched[0], &ops::rms_norm(&xs, Some(&w), 1e-5).unwrap(), 1e-6);
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let x = rand(&[2, 8], 14);
+    assert!(ops::rms_norm(&x, Some(&rand(&[7], 1)), 1e-5).is_err());
+    assert!(ops::rms_norm(&x, None, -1.0).is_err());
+    assert!(ops::rms_norm(&Array::from_slice(&[1i32, 2], &[2]).unwrap(), None, 1e-5).is_err());
+    let x4 = rand(&[1, 3, 2, 8], 15);
+    assert!(ops::rope(&x4, &rand(&[2, 4], 1), &rand(&[2, 4], 2), false).is_err()); // t mismatch
+    assert!(ops::rope(&x4, &rand(&[3, 5], 1), &rand(&[3, 5], 2), false).is_err()); // 2r > d
+    assert!(ops::rope(&x, &rand(&[2, 4], 1), &rand(&[2, 4], 2), false).is_err()); // rank
+}
