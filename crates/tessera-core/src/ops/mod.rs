@@ -4,6 +4,7 @@
 //! Names and semantics follow MLX (and so NumPy): broadcasting from the trailing dims, MLX's
 //! type-promotion table ([`promote_types`](crate::promote_types)), negative axes from the end.
 
+mod affine_quant;
 mod creation;
 mod elementwise;
 mod fast;
@@ -15,6 +16,7 @@ mod reduce;
 mod shape;
 mod sort;
 
+pub use affine_quant::*;
 pub use creation::*;
 pub use elementwise::*;
 pub use fast::*;

@@ -114,6 +114,17 @@ pub enum ScanOp {
     Min,
 }
 
+/// Which output of [`Primitive::AffineQuantize`] a node computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AffinePart {
+    /// The packed `u32` words.
+    Packed,
+    /// Per-group scales.
+    Scales,
+    /// Per-group biases.
+    Biases,
+}
+
 /// How scattered values combine with what is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScatterMode {
@@ -209,6 +220,29 @@ pub enum Primitive {
     /// Decodes `u8` (.., row_bytes) rows of `format` blocks into f32 (.., k).
     Dequantize {
         format: crate::quant::GgmlType,
+    },
+    /// One output of MLX-style affine group quantization of a float array (.., d) along its last
+    /// axis (see `ops::quantize`): the packed `u32` words (.., d * bits / 32), or the per-group
+    /// scales or biases (.., d / group_size) in the input's dtype. Each part is its own node (the
+    /// transforms work on single-output nodes); quantizing is an offline step, so recomputing
+    /// the group ranges per part costs little.
+    AffineQuantize {
+        group_size: usize,
+        bits: u32,
+        part: AffinePart,
+    },
+    /// `scale * q + bias` per group: inputs `w_q` `u32` (.., d * bits / 32), scales and biases
+    /// (.., d / group_size); output (.., d) in the scales' dtype, rounded as MLX does.
+    AffineDequantize {
+        group_size: usize,
+        bits: u32,
+    },
+    /// `x @ Wᵀ` (`transpose`) or `x @ W` with W affine-quantized: inputs x (.., k), `w_q`
+    /// `u32` 2-D, scales, biases 2-D; output (.., n) (see `ops::quantized_matmul`).
+    AffineQuantizedMatmul {
+        transpose: bool,
+        group_size: usize,
+        bits: u32,
     },
 
     // Fused normalisations (the composite in `ops` is the reference and the fallback).

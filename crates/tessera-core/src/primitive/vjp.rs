@@ -327,6 +327,32 @@ pub(crate) fn vjp(
             vec![Some(ops::matmul(ct, &dense)?), None]
         }
         Primitive::Dequantize { .. } => vec![None],
+        Primitive::AffineQuantize { .. } => vec![None],
+        Primitive::AffineDequantize { group_size, bits } => {
+            let [gs, gb] = affine_param_grads(ct, &inputs[0], &inputs[1], *group_size, *bits)?;
+            vec![None, Some(gs), Some(gb)]
+        }
+        Primitive::AffineQuantizedMatmul {
+            transpose,
+            group_size,
+            bits,
+        } => {
+            let (x, w_q, s, b) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+            // x @ Wᵀ pulls back through W, x @ W through Wᵀ: the same kernel, other transpose.
+            let gx = ops::quantized_matmul(ct, w_q, s, b, !transpose, *group_size, *bits)?;
+            // dW as a dense matrix (only evaluated when scales or biases are differentiated).
+            let (k, n) = (x.shape()[x.ndim() - 1], ct.shape()[ct.ndim() - 1]);
+            let rows: usize = x.shape()[..x.ndim() - 1].iter().product();
+            let x2 = ops::reshape(x, &[rows, k])?;
+            let ct2 = ops::reshape(ct, &[rows, n])?;
+            let dw = if *transpose {
+                ops::matmul(&ops::swapaxes(&ct2, 0, 1)?, &x2)?
+            } else {
+                ops::matmul(&ops::swapaxes(&x2, 0, 1)?, &ct2)?
+            };
+            let [gs, gb] = affine_param_grads(&dw, w_q, s, *group_size, *bits)?;
+            vec![Some(gx), None, Some(gs), Some(gb)]
+        }
         Primitive::RmsNorm { eps } => {
             // y = x r w with r = (mean(x²) + eps)^-1/2:
             // dx = r (g w) - x r³ mean((g w) x),  dw = Σ_rows g x r.
@@ -409,6 +435,33 @@ pub(crate) fn vjp(
         .zip(inputs)
         .map(|(g, i)| g.filter(|_| differentiable(i)))
         .collect())
+}
+
+/// Gradients of `scales` and `biases` given the cotangent `dw` of the dequantized matrix
+/// `W = scale * q + bias` (shape `(.., d)`): `Σ dw·q` and `Σ dw` over each group.
+fn affine_param_grads(
+    dw: &Array,
+    w_q: &Array,
+    scales: &Array,
+    group_size: usize,
+    bits: u32,
+) -> Result<[Array; 2]> {
+    let f32 = crate::dtype::Dtype::F32;
+    let q = ops::dequantize(
+        w_q,
+        &ops::ones(scales.shape(), f32)?,
+        &ops::zeros(scales.shape(), f32)?,
+        group_size,
+        bits,
+    )?;
+    let dw = dw.astype(f32)?;
+    let mut grouped = dw.shape().to_vec();
+    let d = grouped.pop().unwrap_or(0);
+    grouped.extend([d / group_size, group_size]);
+    let per_group = |a: &Array| -> Result<Array> {
+        ops::sum(&ops::reshape(a, &grouped)?, -1, false)?.astype(scales.dtype())
+    };
+    Ok([per_group(&ops::multiply(&dw, &q)?)?, per_group(&dw)?])
 }
 
 fn unsupported(p: &Primitive) -> Error {

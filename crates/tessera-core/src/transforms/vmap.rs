@@ -286,6 +286,23 @@ fn batch_rule(
         ),
         Primitive::QuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
         Primitive::Dequantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
+        // Affine quantization works row by row over any leading dims: the batch is one more.
+        Primitive::AffineQuantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
+        Primitive::AffineDequantize { .. } => {
+            let all = ins
+                .iter()
+                .zip(bins)
+                .map(|(x, b)| force(x, b, n))
+                .collect::<Result<Vec<_>>>()?;
+            node(p.clone(), all)
+        }
+        // x batched, weights shared: the batch is one more leading dim of x.
+        Primitive::AffineQuantizedMatmul { .. } if bins[1..].iter().all(Option::is_none) => {
+            let mut all = ins.to_vec();
+            all[0] = force(&ins[0], &bins[0], n)?;
+            node(p.clone(), all)
+        }
+        Primitive::AffineQuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
         // x gains a leading batch axis; weights and tables shared by the batch stay as they are.
         Primitive::RmsNorm { .. } | Primitive::Rope { .. }
             if bins[1..].iter().all(Option::is_none) =>

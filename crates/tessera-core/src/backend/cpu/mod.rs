@@ -2,6 +2,7 @@
 //! a persistent thread pool for large ops, GEMM through the `gemm` crate and our own GEMV and
 //! bf16 kernels. Kernels accept strided inputs; views never copy.
 
+pub(crate) mod affine;
 mod binary;
 pub(crate) mod copy;
 mod fast;
@@ -136,6 +137,33 @@ impl Backend for Cpu {
                 qmatmul::quantized_matmul(*format, x()?, arg(inputs, 1, p)?, out)?
             }
             Primitive::Dequantize { format } => qmatmul::dequantize(*format, x()?, out)?,
+            Primitive::AffineQuantize {
+                group_size,
+                bits,
+                part,
+            } => affine::quantize(*group_size, *bits, *part, x()?, out)?,
+            Primitive::AffineDequantize { group_size, bits } => affine::dequantize(
+                *group_size,
+                *bits,
+                x()?,
+                arg(inputs, 1, p)?,
+                arg(inputs, 2, p)?,
+                out,
+            )?,
+            Primitive::AffineQuantizedMatmul {
+                transpose,
+                group_size,
+                bits,
+            } => affine::quantized_matmul(
+                *transpose,
+                *group_size,
+                *bits,
+                x()?,
+                arg(inputs, 1, p)?,
+                arg(inputs, 2, p)?,
+                arg(inputs, 3, p)?,
+                out,
+            )?,
             Primitive::Softmax => softmax::softmax(x()?, out)?,
             Primitive::RmsNorm { eps } => fast::rms_norm(*eps, x()?, inputs.get(1), out)?,
             Primitive::Rope { interleaved } => {

@@ -1,0 +1,363 @@
+//! x86 kernels: AVX-512 with VBMI (512-bit registers) and AVX2 + FMA (256-bit).
+//!
+//! AVX-512 decodes 64 values of any width with three instructions: a byte permute
+//! (`vpermb`) puts pack `p` (8 values, `bits` bytes) in qword `p`, `vpmultishiftqb` pulls value
+//! `i`'s bit field of each qword into byte `i`, and an AND drops the neighbours' bits. Each 16
+//! bytes are then spread into dword lanes by a zero-masked `vpermb` and converted to f32. The
+//! loads are masked to the bytes of the chunk, so nothing past a row is ever read.
+//!
+//! AVX2 decodes one pack (8 values) per step: the pack's bytes broadcast to the lanes, a
+//! per-lane variable shift and a mask (8-bit weights load and widen directly).
+//!
+//! Both accumulate `x · q` per group in f32 lanes and scale once per group (`acc += scale ·
+//! partial`); the bias term `bias · Σx` is added per group after the row, from the activation
+//! group sums the driver computes once.
+//!
+//! Helpers are `#[inline(always)]` and free of closures, so they compile inside the
+//! `#[target_feature]` entry points with the wide instructions.
+
+// Register arrays indexed in unrolled loops are the clearest way to write these kernels.
+#![allow(clippy::needless_range_loop)]
+
+use super::format::Format;
+use super::kernels::DotArgs;
+use std::arch::x86_64::*;
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 (F, BW, VL, VBMI)
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes 64 values (or fewer, for 32-value groups) per call.
+struct Vbmi {
+    arrange: __m512i,
+    shift: __m512i,
+    mask: __m512i,
+    spread: [__m512i; 4],
+    /// 8-bit values are already one per byte.
+    plain: bool,
+}
+
+impl Vbmi {
+    #[inline(always)]
+    unsafe fn new(bits: u32) -> Vbmi {
+        let b = bits as usize;
+        let mut arrange = [0u8; 64];
+        let mut shift = [0u8; 64];
+        let mut spread = [[0u8; 64]; 4];
+        for p in 0..8 {
+            for t in 0..8 {
+                // Byte t of qword p: byte t of pack p (bytes past the pack are masked later).
+                arrange[8 * p + t] = (p * b + t) as u8;
+                // Value t of pack p starts at bit t * bits of its qword.
+                shift[8 * p + t] = (t * b) as u8;
+            }
+        }
+        for (j, s) in spread.iter_mut().enumerate() {
+            for l in 0..16 {
+                s[4 * l] = (16 * j + l) as u8;
+            }
+        }
+        Vbmi {
+            arrange: _mm512_loadu_si512(arrange.as_ptr() as *const _),
+            shift: _mm512_loadu_si512(shift.as_ptr() as *const _),
+            mask: _mm512_set1_epi8(((1u32 << bits) - 1) as u8 as i8),
+            spread: [
+                _mm512_loadu_si512(spread[0].as_ptr() as *const _),
+                _mm512_loadu_si512(spread[1].as_ptr() as *const _),
+                _mm512_loadu_si512(spread[2].as_ptr() as *const _),
+                _mm512_loadu_si512(spread[3].as_ptr() as *const _),
+            ],
+            plain: bits == 8,
+        }
+    }
+
+    /// The codes of the values whose packs start at `p`, one per byte; `load` masks the bytes
+    /// that belong to the chunk.
+    #[inline(always)]
+    unsafe fn bytes(&self, p: *const u8, load: u64) -> __m512i {
+        let v = _mm512_maskz_loadu_epi8(load, p as *const i8);
+        if self.plain {
+            return v;
+        }
+        let a = _mm512_permutexvar_epi8(self.arrange, v);
+        _mm512_and_si512(_mm512_multishift_epi64_epi8(self.shift, a), self.mask)
+    }
+
+    /// Codes `16 j .. 16 j + 16` of `v` as f32.
+    #[inline(always)]
+    unsafe fn f32s(&self, v: __m512i, j: usize) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(
+            0x1111_1111_1111_1111,
+            self.spread[j],
+            v,
+        ))
+    }
+}
+
+/// Chunking of a group for the AVX-512 decoder: values per chunk (64, or 32 for 32-value
+/// groups), chunks per group, f32 vectors per chunk, and the load mask of a chunk's bytes.
+#[inline(always)]
+fn chunking(fmt: Format) -> (usize, usize, usize, u64) {
+    let chunk = fmt.group_size.min(64);
+    let bytes = chunk / 8 * fmt.bits as usize;
+    let load = if bytes >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bytes) - 1
+    };
+    (chunk, fmt.group_size / chunk, chunk / 16, load)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn dot_avx512(a: &DotArgs) {
+    match a.mt {
+        1 => dot512::<1>(a),
+        2 => dot512::<2>(a),
+        3 => dot512::<3>(a),
+        _ => dot512::<4>(a),
+    }
+}
+
+#[inline(always)]
+unsafe fn dot512<const M: usize>(a: &DotArgs) {
+    let fmt = a.fmt;
+    let (gs, k, bits) = (fmt.group_size, a.k, fmt.bits as usize);
+    let ng = k / gs;
+    let row_bytes = fmt.row_bytes(k);
+    let dec = Vbmi::new(fmt.bits);
+    let (chunk, chunks, vecs, load) = chunking(fmt);
+    for r in 0..a.rows {
+        let w = a.w.add(r * row_bytes);
+        let (sc, bi) = (a.scales.add(r * ng), a.biases.add(r * ng));
+        let mut acc = [_mm512_setzero_ps(); M];
+        for g in 0..ng {
+            let mut d = [_mm512_setzero_ps(); M];
+            for c in 0..chunks {
+                let off = g * gs + c * chunk;
+                let v = dec.bytes(w.add(off / 8 * bits), load);
+                for j in 0..4 {
+                    if j < vecs {
+                        let f = dec.f32s(v, j);
+                        for i in 0..M {
+                            let x = _mm512_loadu_ps(a.x.add(i * k + off + 16 * j));
+                            d[i] = _mm512_fmadd_ps(x, f, d[i]);
+                        }
+                    }
+                }
+            }
+            let s = _mm512_set1_ps(*sc.add(g));
+            for i in 0..M {
+                acc[i] = _mm512_fmadd_ps(s, d[i], acc[i]);
+            }
+        }
+        for i in 0..M {
+            let y = _mm512_reduce_add_ps(acc[i]) + bias_dot(bi, a.xsum.add(i * ng), ng);
+            *a.out.add(i * a.ldo + r) = y;
+        }
+    }
+}
+
+/// `Σ_g bias_g · xsum_g`.
+#[inline(always)]
+unsafe fn bias_dot(bi: *const f32, xs: *const f32, ng: usize) -> f32 {
+    let mut s = 0.0;
+    for g in 0..ng {
+        s += *bi.add(g) * *xs.add(g);
+    }
+    s
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn decode_row_avx512(
+    fmt: Format,
+    row: &[u8],
+    scales: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) {
+    let (gs, bits) = (fmt.group_size, fmt.bits as usize);
+    let dec = Vbmi::new(fmt.bits);
+    let (chunk, chunks, vecs, load) = chunking(fmt);
+    let (w, o) = (row.as_ptr(), out.as_mut_ptr());
+    for g in 0..out.len() / gs {
+        let (s, b) = (_mm512_set1_ps(scales[g]), _mm512_set1_ps(biases[g]));
+        for c in 0..chunks {
+            let off = g * gs + c * chunk;
+            let v = dec.bytes(w.add(off / 8 * bits), load);
+            for j in 0..4 {
+                if j < vecs {
+                    let q = dec.f32s(v, j);
+                    _mm512_storeu_ps(o.add(off + 16 * j), _mm512_add_ps(_mm512_mul_ps(s, q), b));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA
+// ---------------------------------------------------------------------------------------------
+
+/// How a pack is widened: 8-bit (direct), at most 4 bits (one u32 holds the pack), 5 or 6 bits
+/// (two halves of 4 values).
+const KIND8: u8 = 0;
+const KIND_SMALL: u8 = 1;
+const KIND_WIDE: u8 = 2;
+
+struct Avx2Dec {
+    shifts: __m256i,
+    mask: __m256i,
+    bits: u32,
+}
+
+impl Avx2Dec {
+    #[inline(always)]
+    unsafe fn new(bits: u32) -> Avx2Dec {
+        let b = bits as i32;
+        let shifts = if bits <= 4 {
+            _mm256_setr_epi32(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b)
+        } else {
+            _mm256_setr_epi32(0, b, 2 * b, 3 * b, 0, b, 2 * b, 3 * b)
+        };
+        Avx2Dec {
+            shifts,
+            mask: _mm256_set1_epi32((1i32 << bits) - 1),
+            bits,
+        }
+    }
+
+    /// The pack at `p` as 8 f32 codes; `end` is the end of the row (reads never pass it).
+    #[inline(always)]
+    unsafe fn pack<const KIND: u8>(&self, p: *const u8, end: *const u8) -> __m256 {
+        let q = if KIND == KIND8 {
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+        } else {
+            let u = if p.add(8) <= end {
+                (p as *const u64).read_unaligned()
+            } else {
+                let mut b = [0u8; 8];
+                std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), self.bits as usize);
+                u64::from_le_bytes(b)
+            };
+            let v = if KIND == KIND_SMALL {
+                _mm256_set1_epi32(u as u32 as i32)
+            } else {
+                let hi = (u >> (4 * self.bits)) as u32 as i32;
+                _mm256_setr_epi32(
+                    u as u32 as i32,
+                    u as u32 as i32,
+                    u as u32 as i32,
+                    u as u32 as i32,
+                    hi,
+                    hi,
+                    hi,
+                    hi,
+                )
+            };
+            _mm256_and_si256(_mm256_srlv_epi32(v, self.shifts), self.mask)
+        };
+        _mm256_cvtepi32_ps(q)
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_avx2(a: &DotArgs) {
+    match (a.fmt.bits, a.mt) {
+        (8, 1) => dot256::<KIND8, 1>(a),
+        (8, 2) => dot256::<KIND8, 2>(a),
+        (8, 3) => dot256::<KIND8, 3>(a),
+        (8, _) => dot256::<KIND8, 4>(a),
+        (5 | 6, 1) => dot256::<KIND_WIDE, 1>(a),
+        (5 | 6, 2) => dot256::<KIND_WIDE, 2>(a),
+        (5 | 6, 3) => dot256::<KIND_WIDE, 3>(a),
+        (5 | 6, _) => dot256::<KIND_WIDE, 4>(a),
+        (_, 1) => dot256::<KIND_SMALL, 1>(a),
+        (_, 2) => dot256::<KIND_SMALL, 2>(a),
+        (_, 3) => dot256::<KIND_SMALL, 3>(a),
+        _ => dot256::<KIND_SMALL, 4>(a),
+    }
+}
+
+#[inline(always)]
+unsafe fn dot256<const KIND: u8, const M: usize>(a: &DotArgs) {
+    let fmt = a.fmt;
+    let (gs, k, bits) = (fmt.group_size, a.k, fmt.bits as usize);
+    let ng = k / gs;
+    let row_bytes = fmt.row_bytes(k);
+    let dec = Avx2Dec::new(fmt.bits);
+    for r in 0..a.rows {
+        let w = a.w.add(r * row_bytes);
+        let end = w.add(row_bytes);
+        let (sc, bi) = (a.scales.add(r * ng), a.biases.add(r * ng));
+        let mut acc = [_mm256_setzero_ps(); M];
+        for g in 0..ng {
+            // Two partial sums per row halve the dependency chain through the group.
+            let mut d0 = [_mm256_setzero_ps(); M];
+            let mut d1 = [_mm256_setzero_ps(); M];
+            for p in (0..gs / 8).step_by(2) {
+                let off = g * gs + p * 8;
+                let f0 = dec.pack::<KIND>(w.add(off / 8 * bits), end);
+                let f1 = dec.pack::<KIND>(w.add(off / 8 * bits + bits), end);
+                for i in 0..M {
+                    let x = a.x.add(i * k + off);
+                    d0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x), f0, d0[i]);
+                    d1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8)), f1, d1[i]);
+                }
+            }
+            let s = _mm256_set1_ps(*sc.add(g));
+            for i in 0..M {
+                acc[i] = _mm256_fmadd_ps(s, _mm256_add_ps(d0[i], d1[i]), acc[i]);
+            }
+        }
+        for i in 0..M {
+            let y = hsum256(acc[i]) + bias_dot(bi, a.xsum.add(i * ng), ng);
+            *a.out.add(i * a.ldo + r) = y;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn decode_row_avx2(
+    fmt: Format,
+    row: &[u8],
+    scales: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) {
+    match fmt.bits {
+        8 => decode256::<KIND8>(fmt, row, scales, biases, out),
+        5 | 6 => decode256::<KIND_WIDE>(fmt, row, scales, biases, out),
+        _ => decode256::<KIND_SMALL>(fmt, row, scales, biases, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn decode256<const KIND: u8>(
+    fmt: Format,
+    row: &[u8],
+    scales: &[f32],
+    biases: &[f32],
+    out: &mut [f32],
+) {
+    let (gs, bits) = (fmt.group_size, fmt.bits as usize);
+    let dec = Avx2Dec::new(fmt.bits);
+    let w = row.as_ptr();
+    let end = w.add(row.len());
+    let o = out.as_mut_ptr();
+    for g in 0..out.len() / gs {
+        let (s, b) = (_mm256_set1_ps(scales[g]), _mm256_set1_ps(biases[g]));
+        for p in 0..gs / 8 {
+            let off = g * gs + p * 8;
+            let q = dec.pack::<KIND>(w.add(off / 8 * bits), end);
+            _mm256_storeu_ps(o.add(off), _mm256_add_ps(_mm256_mul_ps(s, q), b));
+        }
+    }
+}
