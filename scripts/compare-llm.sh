@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# tessera vs llama.cpp on the same GGUF files, 2 threads, interleaved runs (this VM is shared and
+# noisy: each round runs both engines back to back; the table reports per-round medians).
+#
+#   scripts/fetch-models.sh && scripts/build-llama-cpp.sh
+#   .cache/bench-venv/bin/python scripts/make-random-qwen-gguf.py   # the 0.5B-shape files
+#   cargo build --release -p tessera-cli
+#   scripts/compare-llm.sh [ROUNDS]  > .cache/compare-llm.jsonl
+#
+# Prints JSON lines {"model", "engine", "round", "prefill_tps", "decode_tps"}.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+models="${TESSERA_MODELS:-$root/.cache/models}"
+bench="$root/.cache/llama.cpp/build/bin/llama-bench"
+tessera="$root/target/release/tessera"
+rounds="${1:-3}"
+[ -x "$bench" ] || { echo "build llama.cpp first: scripts/build-llama-cpp.sh" >&2; exit 1; }
+[ -x "$tessera" ] || { echo "build tessera first: cargo build --release -p tessera-cli" >&2; exit 1; }
+for r in $(seq 1 "$rounds"); do
+    for m in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf \
+             qwen2.5-0.5b-shape-random-q4_0.gguf qwen2.5-0.5b-shape-random-q8_0.gguf; do
+        f="$models/$m"
+        [ -f "$f" ] || { echo "skipping missing $f" >&2; continue; }
+        "$bench" -m "$f" -t 2 -p 512 -n 128 -r 1 -o json 2>/dev/null | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+pp = [x["avg_ts"] for x in rows if x["n_prompt"] > 0][0]
+tg = [x["avg_ts"] for x in rows if x["n_gen"] > 0][0]
+print(json.dumps({"model": sys.argv[1], "engine": "llama.cpp", "round": int(sys.argv[2]), "prefill_tps": round(pp, 1), "decode_tps": round(tg, 1)}))' "$m" "$r"
+        TESSERA_NUM_THREADS=2 "$tessera" bench llm --model "$f" --prompt-tokens 512 --gen-tokens 128 --repeats 1 --json | python3 -c '
+import json, sys
+v = {json.loads(l)["case"]: json.loads(l)["value"] for l in sys.stdin}
+print(json.dumps({"model": sys.argv[1], "engine": "tessera", "round": int(sys.argv[2]), "prefill_tps": round(v["prefill_tps"], 1), "decode_tps": round(v["decode_tps"], 1), "decode_weight_gbps": round(v["decode_weight_gbps"], 2)}))' "$m" "$r"
+    done
+done
