@@ -173,12 +173,16 @@ def main():
         for text, ids in cases.items():
             logits = forward(w, ids)
             top = np.argsort(-logits)[:10]
-            greedy = []
+            greedy, margins = [], []
             seq = list(ids)
             for _ in range(GREEDY_STEPS):
-                nxt = int(np.argmax(forward(w, seq) if greedy else logits))
-                greedy.append(nxt)
-                seq.append(nxt)
+                step = forward(w, seq) if greedy else logits
+                order = np.argsort(-step)
+                greedy.append(int(order[0]))
+                # How far the winner is ahead: a tie closer than the engines' rounding
+                # differences may legitimately go either way.
+                margins.append(float(step[order[0]] - step[order[1]]))
+                seq.append(int(order[0]))
             entries.append(
                 {
                     "text": text,
@@ -186,6 +190,7 @@ def main():
                     "top_ids": [int(i) for i in top],
                     "top_logits": [float(logits[i]) for i in top],
                     "greedy": greedy,
+                    "greedy_margins": margins,
                 }
             )
             print(f"  {text!r}: top {top[:5].tolist()} greedy {greedy}", file=sys.stderr)

@@ -117,3 +117,66 @@ fn bad_arguments_are_errors() {
     assert!(ops::rope(&x4, &rand(&[3, 5], 1), &rand(&[3, 5], 2), false).is_err()); // 2r > d
     assert!(ops::rope(&x, &rand(&[2, 4], 1), &rand(&[2, 4], 2), false).is_err()); // rank
 }
+
+#[test]
+fn sdpa_matches_the_composite() {
+    // Grouped-query: 4 query heads over 2 kv heads; keys and values are a strided view into a
+    // larger cache buffer (positions 0..9 of 16), as the KV cache hands them out.
+    let q = rand(&[2, 4, 3, 8], 20);
+    let cache_k = rand(&[2, 2, 16, 8], 21);
+    let cache_v = rand(&[2, 2, 16, 8], 22);
+    let k = ops::slice_axis(&cache_k, 2, 0, 9).unwrap();
+    let v = ops::slice_axis(&cache_v, 2, 0, 9).unwrap();
+    let mut m = vec![0f32; 3 * 9];
+    for i in 0..3 {
+        for j in 0..9 {
+            if j > 6 + i {
+                m[i * 9 + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = Array::from_vec(m, &[3, 9]).unwrap();
+    for mk in [None, Some(&mask)] {
+        let fused = ops::sdpa(&q, &k, &v, 0.35, mk).unwrap();
+        let comp = ops::sdpa_composite(&q, &k, &v, 0.35, mk).unwrap();
+        close(&fused, &comp, 2e-5);
+    }
+    // Query positions from a transposed (b, t, h, d) layout.
+    let qt = ops::swapaxes(&rand(&[2, 3, 4, 8], 23), 1, 2).unwrap();
+    close(&ops::sdpa(&qt, &k, &v, 0.5, None).unwrap(), &ops::sdpa_composite(&qt, &k, &v, 0.5, None).unwrap(), 2e-5);
+}
+
+#[test]
+fn sdpa_gradients_match_the_composite() {
+    let q = rand(&[1, 2, 2, 4], 24);
+    let k = rand(&[1, 1, 5, 4], 25);
+    let v = rand(&[1, 1, 5, 4], 26);
+    let w = rand(&[1, 2, 2, 4], 27);
+    let f = |fused: bool| {
+        let w = w.clone();
+        move |a: &[Array]| {
+            let o = if fused {
+                ops::sdpa(&a[0], &a[1], &a[2], 0.7, None)?
+            } else {
+                ops::sdpa_composite(&a[0], &a[1], &a[2], 0.7, None)?
+            };
+            ops::sum(&ops::multiply(&o, &w)?, Axes::All, false)
+        }
+    };
+    let inputs = [q, k, v];
+    let a = grad(f(true), &inputs).unwrap();
+    let b = grad(f(false), &inputs).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        close(x, y, 1e-5);
+    }
+}
+
+#[test]
+fn sdpa_bad_arguments_are_errors() {
+    let q = rand(&[1, 3, 2, 4], 1);
+    let k = rand(&[1, 2, 5, 4], 2);
+    assert!(ops::sdpa(&q, &k, &k, 1.0, None).is_err()); // 3 heads over 2 kv heads
+    let q2 = rand(&[1, 2, 2, 4], 3);
+    assert!(ops::sdpa(&q2, &k, &rand(&[1, 2, 4, 4], 4), 1.0, None).is_err()); // k != v
+    assert!(ops::sdpa(&q2, &k, &k, 1.0, Some(&rand(&[2, 4], 5))).is_err()); // mask shape
+}

@@ -1,11 +1,11 @@
 //! Scaled dot-product attention with grouped-query heads, causal and sliding-window masks.
 //!
-//! Written with the core ops (two batched matmuls and a fused softmax). Grouped-query attention
-//! never repeats the keys: the query heads that share a kv head are folded into the rows of one
-//! matmul against that head's keys.
+//! Grouped-query attention never repeats the keys: the fused kernel maps each query head to its
+//! kv head, and the matmul formulation folds the query heads that share a kv head into the rows
+//! of one matmul against that head's keys.
 
 use crate::error::Result;
-use tessera_core::{Array, Dtype, ops};
+use tessera_core::{Array, ops};
 
 /// The additive mask for queries at positions `offset .. offset + t` against keys at positions
 /// `k_start .. k_start + l`: 0 where a query may look, -inf elsewhere (future keys, and keys
@@ -35,26 +35,14 @@ pub fn causal_mask(
 
 /// `softmax(q kᵀ * scale + mask) v` for q `(b, heads, t, d)`, k and v `(b, kv_heads, l, d)`;
 /// returns `(b, heads, t, d)`. `heads` must be a multiple of `kv_heads`.
+///
+/// A few queries (decode) use the fused kernel, which reads the cache in place; longer chunks
+/// use the matmul formulation, where the GEMM kernels win.
 pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -> Result<Array> {
-    let (b, h, t, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hk, l) = (k.shape()[1], k.shape()[2]);
-    let rep = h / hk;
-    // Queries of one kv group become rows: (b, hk, rep * t, d).
-    let qg = ops::reshape(
-        &ops::multiply(q, &Array::scalar_of(scale, q.dtype()))?,
-        &[b, hk, rep * t, d],
-    )?;
-    let scores = ops::matmul(&qg, &ops::swapaxes(k, -1, -2)?)?; // (b, hk, rep*t, l)
-    let scores = match mask {
-        Some(m) => {
-            let s = ops::reshape(&scores, &[b, hk, rep, t, l])?;
-            let s = ops::add(&s, &ops::astype(m, scores.dtype())?)?;
-            ops::reshape(&s, &[b, hk, rep * t, l])?
-        }
-        None => scores,
-    };
-    let p = ops::softmax(&ops::astype(&scores, Dtype::F32)?, -1)?;
-    let p = ops::astype(&p, v.dtype())?;
-    let out = ops::matmul(&p, v)?; // (b, hk, rep*t, d)
-    Ok(ops::reshape(&out, &[b, h, t, d])?)
+    const FUSED_MAX_QUERIES: usize = 8;
+    Ok(if q.shape()[2] <= FUSED_MAX_QUERIES {
+        ops::sdpa(q, k, v, scale, mask)?
+    } else {
+        ops::sdpa_composite(q, k, v, scale, mask)?
+    })
 }

@@ -4,7 +4,9 @@
 //! Tolerance: tessera multiplies with 8-bit quantized activations (as llama.cpp does), so logits
 //! differ from the f32 reference by the activation rounding; we require every top-10 logit
 //! within `TOL`, the same top-k tokens wherever the reference's gap after rank k exceeds 2 TOL,
-//! and the same greedy continuation.
+//! and the same greedy tokens while the reference's winner leads by more than 2 TOL (8-bit
+//! activation rounding makes the quantized pass sensitive to the last bit of its inputs, so a
+//! closer call may go either way, and the sequences may part after it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -65,6 +67,7 @@ fn check(model_key: &str, file: &str) {
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let model = Model::load(cfg.clone(), &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
     let dense = Model::load(cfg, &Dequantized(GgufSource { file: &f }), &mut |_, _| {}).unwrap();
+    let mut total_checked = 0;
     for case in golden[model_key].as_array().unwrap() {
         let ids: Vec<u32> = case["ids"]
             .as_array()
@@ -133,18 +136,35 @@ fn check(model_key: &str, file: &str) {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
+        let margins: Vec<f32> = case["greedy_margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let mut g = Generator::new(&model, 256);
         let opts = GenerateOptions {
             max_tokens: want.len(),
             ..Default::default()
         };
         let (out, _) = g.generate(&ids, &opts, &mut |_| true).unwrap();
-        assert_eq!(
-            out, want,
-            "{model_key} {}: greedy continuation",
-            case["text"]
-        );
+        // Token by token: a clear reference win (margin > 2 TOL) must be reproduced; a close
+        // call may go either way, and once the sequences part, later tokens are not comparable.
+        let mut checked = 0;
+        for (i, (&w, &m)) in want.iter().zip(&margins).enumerate() {
+            let ours = out.get(i).copied();
+            if m > 2.0 * TOL {
+                assert_eq!(ours, Some(w), "{model_key} {}: greedy token {i}", case["text"]);
+            } else if ours != Some(w) {
+                break;
+            }
+            checked += 1;
+        }
+        eprintln!("{model_key} {:?}: {checked} greedy tokens checked", case["text"]);
+        total_checked += checked;
     }
+    // The check must bite: most reference steps are clear wins.
+    assert!(total_checked >= 8, "{model_key}: only {total_checked} greedy tokens were checkable");
 }
 
 #[test]

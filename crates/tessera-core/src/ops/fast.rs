@@ -131,3 +131,95 @@ pub fn rope_composite(x: &Array, cos: &Array, sin: &Array, interleaved: bool) ->
         Ok(rot)
     }
 }
+
+/// Scaled dot-product attention with grouped-query heads: `softmax(q kᵀ · scale + mask) v` for
+/// q `(b, heads, t, d)`, k and v `(b, kv_heads, l, d)` (heads a multiple of kv_heads: query head
+/// `h` reads kv head `h / (heads / kv_heads)`), and an optional additive mask `(t, l)` (use
+/// `-inf` to hide a key). Returns `(b, heads, t, d)` in q's dtype; computed in f32 with a
+/// numerically safe softmax, reading strided k/v (a KV-cache view) in place.
+///
+/// One node instead of eight: the decode path's attention. Long prompts are better served by
+/// the matmul formulation ([`sdpa_composite`]), which uses the GEMM kernels.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let q = Array::from_slice(&[1.0f32, 0.0], &[1, 1, 1, 2]).unwrap();
+/// let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0], &[1, 1, 2, 2]).unwrap();
+/// let v = Array::from_slice(&[10.0f32, 0.0, 0.0, 10.0], &[1, 1, 2, 2]).unwrap();
+/// let o = ops::sdpa(&q, &k, &v, 1.0, None).unwrap().to_vec::<f32>().unwrap();
+/// let p = 1.0f32.exp() / (1.0f32.exp() + 1.0); // softmax([1, 0])[0]
+/// assert!((o[0] - 10.0 * p).abs() < 1e-5 && (o[1] - 10.0 * (1.0 - p)).abs() < 1e-5);
+/// ```
+pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -> Result<Array> {
+    let bad = |m: String| invalid::<Array>("sdpa", m);
+    if q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 {
+        return bad(format!(
+            "q, k, v must be 4-D (b, heads, t, d), got {}, {}, {}",
+            fmt_shape(q.shape()),
+            fmt_shape(k.shape()),
+            fmt_shape(v.shape())
+        ));
+    }
+    let (b, h, t, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hk, l) = (k.shape()[1], k.shape()[2]);
+    if k.shape() != v.shape() || k.shape()[0] != b || k.shape()[3] != d || hk == 0 || h % hk != 0 {
+        return bad(format!(
+            "shapes do not fit: q {}, k {}, v {} (k and v equal, batch and head dim as q's, heads a multiple of kv heads)",
+            fmt_shape(q.shape()),
+            fmt_shape(k.shape()),
+            fmt_shape(v.shape())
+        ));
+    }
+    if !q.dtype().is_float() || !k.dtype().is_float() || !v.dtype().is_float() {
+        return bad("q, k, v must be float arrays".into());
+    }
+    let mut inputs = vec![q.clone(), k.clone(), v.clone()];
+    if let Some(m) = mask {
+        if m.shape() != [t, l] || !m.dtype().is_float() {
+            return bad(format!(
+                "the mask must be a float ({t}, {l}) array, got {} {}",
+                m.dtype(),
+                fmt_shape(m.shape())
+            ));
+        }
+        inputs.push(m.clone());
+    }
+    if q.dtype() == crate::Dtype::F64 {
+        return sdpa_composite(q, k, v, scale, mask);
+    }
+    Ok(Array::lazy(
+        Primitive::Sdpa { scale },
+        inputs,
+        vec![b, h, t, d],
+        q.dtype(),
+    ))
+}
+
+/// [`sdpa`] written with matmuls and softmax (also its gradient and the long-prompt path).
+pub fn sdpa_composite(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f64,
+    mask: Option<&Array>,
+) -> Result<Array> {
+    let (b, h, t, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hk, l) = (k.shape()[1], k.shape()[2]);
+    let rep = h / hk.max(1);
+    let qg = super::reshape(
+        &super::multiply(q, &Array::scalar_of(scale, q.dtype()))?,
+        &[b, hk, rep * t, d],
+    )?;
+    let scores = super::matmul(&qg, &super::swapaxes(k, -1, -2)?)?;
+    let scores = match mask {
+        Some(m) => {
+            let s = super::reshape(&scores, &[b, hk, rep, t, l])?;
+            let s = super::add(&s, &super::astype(m, scores.dtype())?)?;
+            super::reshape(&s, &[b, hk, rep * t, l])?
+        }
+        None => scores,
+    };
+    let wide = if q.dtype() == crate::Dtype::F64 { crate::Dtype::F64 } else { crate::Dtype::F32 };
+    let p = super::softmax(&super::astype(&scores, wide)?, -1)?;
+    let out = super::matmul(&super::astype(&p, v.dtype())?, v)?;
+    super::astype(&super::reshape(&out, &[b, h, t, d])?, q.dtype())
+}

@@ -258,6 +258,12 @@ pub enum Primitive {
         interleaved: bool,
     },
 
+    /// Attention softmax(q kᵀ scale + mask) v with grouped-query heads; inputs q, k, v and
+    /// optionally the additive mask.
+    Sdpa {
+        scale: f64,
+    },
+
     /// A user-defined op: a forward written with ops, optionally its own derivative.
     Custom(CustomRef),
     /// Element-wise ops fused by `compile` into one pass over memory.

@@ -374,6 +374,24 @@ pub(crate) fn vjp(
             }
             grads
         }
+        Primitive::Sdpa { scale } => {
+            // Differentiate the matmul formulation (recomputed from the inputs).
+            let scale = *scale;
+            let with_mask = inputs.len() == 4;
+            let (_, gs) = crate::transforms::vjp(
+                |xs| {
+                    let m = if with_mask { Some(&xs[3]) } else { None };
+                    Ok(vec![ops::sdpa_composite(&xs[0], &xs[1], &xs[2], scale, m)?])
+                },
+                inputs,
+                std::slice::from_ref(ct),
+            )?;
+            let mut gs: Vec<Option<Array>> = gs.into_iter().map(Some).collect();
+            if with_mask {
+                gs[3] = None; // masks are constants
+            }
+            gs
+        }
         Primitive::Rope { interleaved } => {
             // A rotation: its transpose rotates by the opposite angle.
             let neg = ops::negative(&inputs[2])?;

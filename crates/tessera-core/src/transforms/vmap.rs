@@ -311,7 +311,9 @@ fn batch_rule(
             all.extend(ins[1..].iter().cloned());
             node(p.clone(), all)
         }
-        Primitive::RmsNorm { .. } | Primitive::Rope { .. } => per_example(p, ins, bins, out, n)?,
+        Primitive::RmsNorm { .. } | Primitive::Rope { .. } | Primitive::Sdpa { .. } => {
+            per_example(p, ins, bins, out, n)?
+        }
         Primitive::Matmul => {
             let (a, b) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
             node(Primitive::Matmul, vec![a, b])

@@ -147,3 +147,101 @@ pub(super) fn rope(
     });
     finish(o, out)
 }
+
+/// f32 data whose last axis is contiguous (views such as a KV-cache slice stay in place).
+fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
+    let last_unit = x.layout.strides.last().is_none_or(|&s| s == 1);
+    if x.dtype == Dtype::F32 && last_unit && x.layout.strides.iter().all(|&s| s >= 0) {
+        Ok(x.clone())
+    } else {
+        f32_contiguous(x)
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the loop vectorises without reassociation flags.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[c * 8 + j] * b[c * 8 + j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
+    let q = f32_contiguous(&inputs[0])?;
+    let (k, v) = (f32_rows(&inputs[1])?, f32_rows(&inputs[2])?);
+    let mask = inputs.get(3).map(f32_contiguous).transpose()?;
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    let (b, h, t, d) = (out.shape[0], out.shape[1], out.shape[2], out.shape[3]);
+    let (hk, l) = (k.shape()[1], k.shape()[2]);
+    if o.size() == 0 {
+        return finish(o, out);
+    }
+    let rep = h / hk;
+    let ks: Vec<usize> = k.layout.strides.iter().map(|&s| s as usize).collect();
+    let vs: Vec<usize> = v.layout.strides.iter().map(|&s| s as usize).collect();
+    let (qp, op) = (SendConstPtr(q.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
+    let (kp, vp) = (SendConstPtr(k.ptr::<f32>()), SendConstPtr(v.ptr::<f32>()));
+    let mp = mask.as_ref().map(|m| SendConstPtr(m.ptr::<f32>()));
+    let rows = b * h * t;
+    let scale = scale as f32;
+    let min_rows = (1usize << 15).div_ceil((l * d).max(1)).max(1);
+    pool::parallel_chunks(rows, min_rows, &|s, e| {
+        simd::dispatch(|| {
+            let mut p = vec![0f32; l];
+            let mut acc = vec![0f32; d];
+            for row in s..e {
+                let (bi, hi, ti) = (row / (h * t), (row / t) % h, row % t);
+                let g = hi / rep;
+                // SAFETY: indices are within the validated shapes; k/v rows are contiguous in d.
+                unsafe {
+                    let qr = std::slice::from_raw_parts(qp.get().add(row * d), d);
+                    let kb = kp.get().add(bi * ks[0] + g * ks[1]);
+                    let vb = vp.get().add(bi * vs[0] + g * vs[1]);
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, pj) in p.iter_mut().enumerate() {
+                        let kr = std::slice::from_raw_parts(kb.add(j * ks[2]), d);
+                        let mut sc = dot(qr, kr) * scale;
+                        if let Some(m) = mp {
+                            sc += *m.get().add(ti * l + j);
+                        }
+                        *pj = sc;
+                        max = max.max(sc);
+                    }
+                    acc.iter_mut().for_each(|a| *a = 0.0);
+                    let or = std::slice::from_raw_parts_mut(op.get().add(row * d), d);
+                    if max == f32::NEG_INFINITY {
+                        // Every key hidden: NaN, as softmax over all -inf gives.
+                        or.iter_mut().for_each(|x| *x = f32::NAN);
+                        continue;
+                    }
+                    let mut sum = 0f32;
+                    for (j, &pj) in p.iter().enumerate() {
+                        let w = (pj - max).exp();
+                        if w == 0.0 {
+                            continue;
+                        }
+                        sum += w;
+                        let vr = std::slice::from_raw_parts(vb.add(j * vs[2]), d);
+                        for (a, &x) in acc.iter_mut().zip(vr) {
+                            *a += w * x;
+                        }
+                    }
+                    let inv = 1.0 / sum;
+                    for (x, &a) in or.iter_mut().zip(&acc) {
+                        *x = a * inv;
+                    }
+                }
+            }
+        })
+    });
+    finish(o, out)
+}

@@ -166,6 +166,7 @@ impl Backend for Cpu {
             )?,
             Primitive::Softmax => softmax::softmax(x()?, out)?,
             Primitive::RmsNorm { eps } => fast::rms_norm(*eps, x()?, inputs.get(1), out)?,
+            Primitive::Sdpa { scale } => fast::sdpa(*scale, inputs, out)?,
             Primitive::Rope { interleaved } => {
                 fast::rope(*interleaved, x()?, arg(inputs, 1, p)?, arg(inputs, 2, p)?, out)?
             }
