@@ -17,6 +17,15 @@ pub enum Weight {
         format: GgmlType,
         in_features: usize,
     },
+    /// MLX affine groups (`ops::quantize`): packed `u32` `(out, in * bits / 32)` with scales
+    /// and biases `(out, in / group_size)`, the layout of MLX community checkpoints.
+    Affine {
+        packed: Array,
+        scales: Array,
+        biases: Array,
+        group_size: usize,
+        bits: u32,
+    },
 }
 
 impl Weight {
@@ -24,6 +33,7 @@ impl Weight {
         match self {
             Weight::Dense(w) => w.shape()[0],
             Weight::Quantized { blocks, .. } => blocks.shape()[0],
+            Weight::Affine { packed, .. } => packed.shape()[0],
         }
     }
 
@@ -31,6 +41,7 @@ impl Weight {
         match self {
             Weight::Dense(w) => w.shape()[1],
             Weight::Quantized { in_features, .. } => *in_features,
+            Weight::Affine { packed, bits, .. } => packed.shape()[1] * 32 / *bits as usize,
         }
     }
 
@@ -39,6 +50,9 @@ impl Weight {
         match self {
             Weight::Dense(w) => w.dtype().to_string(),
             Weight::Quantized { format, .. } => format.name().to_string(),
+            Weight::Affine {
+                bits, group_size, ..
+            } => format!("affine{bits}/g{group_size}"),
         }
     }
 
@@ -47,6 +61,12 @@ impl Weight {
         match self {
             Weight::Dense(w) => w.nbytes(),
             Weight::Quantized { blocks, .. } => blocks.nbytes(),
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                ..
+            } => packed.nbytes() + scales.nbytes() + biases.nbytes(),
         }
     }
 
@@ -54,6 +74,16 @@ impl Weight {
     pub fn apply(&self, x: &Array) -> Result<Array> {
         Ok(match self {
             Weight::Quantized { blocks, format, .. } => ops::gguf_matmul(x, blocks, *format)?,
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => {
+                let y = ops::quantized_matmul(x, packed, scales, biases, true, *group_size, *bits)?;
+                ops::astype(&y, x.dtype())?
+            }
             Weight::Dense(w) if w.dtype() == x.dtype() => {
                 ops::matmul(x, &ops::transpose(w, None)?)?
             }
@@ -75,6 +105,23 @@ impl Weight {
                 format,
                 in_features,
             } => ops::gguf_dequantize(&ops::take(blocks, ids, Some(0))?, *format, *in_features)?,
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => {
+                let rows = |a: &Array| ops::take(a, ids, Some(0));
+                let d = ops::dequantize(
+                    &rows(packed)?,
+                    &rows(scales)?,
+                    &rows(biases)?,
+                    *group_size,
+                    *bits,
+                )?;
+                ops::astype(&d, Dtype::F32)?
+            }
         })
     }
 
@@ -100,6 +147,19 @@ impl Weight {
                     blocks: ops::slice_axis(blocks, 0, start, start + s)?,
                     format: *format,
                     in_features: *in_features,
+                },
+                Weight::Affine {
+                    packed,
+                    scales,
+                    biases,
+                    group_size,
+                    bits,
+                } => Weight::Affine {
+                    packed: ops::slice_axis(packed, 0, start, start + s)?,
+                    scales: ops::slice_axis(scales, 0, start, start + s)?,
+                    biases: ops::slice_axis(biases, 0, start, start + s)?,
+                    group_size: *group_size,
+                    bits: *bits,
                 },
             });
             start += s;

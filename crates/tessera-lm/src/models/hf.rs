@@ -173,6 +173,8 @@ pub struct HfSource {
     prefix: String,
     arch: Arch,
     tied: bool,
+    /// MLX quantization (`"quantization": {"group_size", "bits"}` in config.json).
+    quant: Option<(usize, u32)>,
 }
 
 impl HfSource {
@@ -197,11 +199,23 @@ impl HfSource {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let quant = match config
+            .get("quantization")
+            .or_else(|| config.get("quantization_config"))
+        {
+            Some(q) if q.get("bits").is_some() => {
+                let bits = get_usize(q, "bits")?.unwrap_or(4) as u32;
+                let group = get_usize(q, "group_size")?.unwrap_or(64);
+                Some((group, bits))
+            }
+            _ => None,
+        };
         Ok(HfSource {
             st,
             prefix,
             arch,
             tied,
+            quant,
         })
     }
 
@@ -267,6 +281,26 @@ impl WeightSource for HfSource {
     }
 
     fn matrix(&self, name: &str) -> Result<Weight> {
+        if let Some((group_size, bits)) = self.quant {
+            // MLX layout: `<name>.weight` packed u32 with `<name>.scales` and `<name>.biases`.
+            let scales_name = name.replace(".weight", ".scales");
+            if let Some(hf) = self
+                .hf_name(&scales_name)
+                .filter(|n| self.st.info(n).is_some())
+            {
+                let biases = self
+                    .st
+                    .tensor(&hf.replace(".scales", ".biases"))
+                    .map_err(|_| cfg_err(format!("'{hf}' has no matching .biases tensor")))?;
+                return Ok(Weight::Affine {
+                    packed: self.lookup(name)?,
+                    scales: self.st.tensor(&hf)?,
+                    biases,
+                    group_size,
+                    bits,
+                });
+            }
+        }
         let t = self.lookup(name)?;
         if t.ndim() != 2 {
             return Err(cfg_err(format!(
