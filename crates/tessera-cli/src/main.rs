@@ -10,6 +10,7 @@ mod args;
 mod chat;
 mod generate;
 mod info;
+mod quantize;
 
 use std::process::ExitCode;
 use tessera::core::ops::{self, Axes};
@@ -23,6 +24,8 @@ const USAGE: &str = "usage:
                                                   stream a completion (stats to stderr)
   tessera chat --model PATH [sampling flags] [--system TEXT]
                                                   interactive chat with the model's template
+  tessera quantize IN.gguf OUT_DIR [--bits 4] [--group-size 64]
+                                                  MLX-style affine-quantized checkpoint directory
   tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("info") => info::run(&args[1..]),
         Some("generate") => generate::run(&args[1..]),
         Some("chat") => chat::run(&args[1..]),
+        Some("quantize") => quantize::run(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             Ok(())

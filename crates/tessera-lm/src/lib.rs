@@ -12,6 +12,7 @@
 pub mod attention;
 pub mod chat_template;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;

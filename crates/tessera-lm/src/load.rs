@@ -27,10 +27,7 @@ impl From<crate::tokenizer::TokenizerError> for Error {
 pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel> {
     let path = path.as_ref();
     if path.is_dir() {
-        return Err(Error::Unsupported(format!(
-            "{}: Hugging Face directories load their weights (models::hf) but their tokenizer.json is not supported yet; use a GGUF file",
-            path.display()
-        )));
+        return load_dir(path, progress);
     }
     if !path.exists() {
         return Err(Error::Invalid(format!(
@@ -69,5 +66,38 @@ pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> R
         chat_template,
         name,
         path: path.to_path_buf(),
+    })
+}
+
+/// A Hugging Face style directory: config.json + safetensors (dense or MLX-quantized), with the
+/// tokenizer from `tokenizer.gguf` (what `tessera quantize` writes).
+fn load_dir(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+    let config = crate::models::hf::config_from_hf(&json)?;
+    let tok_path = dir.join("tokenizer.gguf");
+    if !tok_path.exists() {
+        return Err(Error::Unsupported(format!(
+            "{}: no tokenizer.gguf; Hugging Face tokenizer.json files are not supported yet (convert the model with `tessera quantize` from a GGUF file, or use the GGUF file)",
+            dir.display()
+        )));
+    }
+    let tok_file = tessera_io::gguf::GgufFile::open(&tok_path)?;
+    let tokenizer = Tokenizer::from_gguf(&tok_file)?;
+    let src = crate::models::hf::HfSource::open(dir, &json, config.arch)?;
+    let model = Model::load(config, &src, progress)?;
+    let md = &tok_file.metadata;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template: md.str_opt("tokenizer.chat_template")?.map(str::to_string),
+        name: md
+            .str_opt("general.name")?
+            .map(str::to_string)
+            .unwrap_or_else(|| dir.display().to_string()),
+        path: dir.to_path_buf(),
     })
 }

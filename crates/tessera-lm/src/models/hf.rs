@@ -115,8 +115,12 @@ pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
     } else {
         None
     };
+    if let Some(f) = c.get("rope_freq_factors").and_then(Value::as_array) {
+        let f: Option<Vec<f32>> = f.iter().map(|x| x.as_f64().map(|x| x as f32)).collect();
+        freq_factors = Some(f.ok_or_else(|| cfg_err("rope_freq_factors must be numbers"))?);
+    }
     let attn_scale = match get_f64(c, "query_pre_attn_scalar")? {
-        Some(s) if is_gemma3 => 1.0 / s.sqrt(),
+        Some(s) if s > 0.0 => 1.0 / s.sqrt(),
         _ => 1.0 / (head_dim as f64).sqrt(),
     };
     let cfg = ModelConfig {
@@ -221,45 +225,10 @@ impl HfSource {
 
     /// The HF name for a GGUF-style name, or None when the model has no such tensor.
     fn hf_name(&self, name: &str) -> Option<String> {
-        let p = &self.prefix;
-        let (stem, suffix) = name.rsplit_once('.')?; // weight / bias
-        let mapped = match stem {
-            "token_embd" => format!("{p}embed_tokens"),
-            "output_norm" => format!("{p}norm"),
-            "output" => {
-                if self.tied {
-                    return None;
-                }
-                "lm_head".to_string()
-            }
-            _ => {
-                let rest = stem.strip_prefix("blk.")?;
-                let (i, part) = rest.split_once('.')?;
-                let l = format!("{p}layers.{i}.");
-                let gemma = self.arch == Arch::Gemma3;
-                let m = match part {
-                    "attn_norm" => "input_layernorm",
-                    "attn_q" => "self_attn.q_proj",
-                    "attn_k" => "self_attn.k_proj",
-                    "attn_v" => "self_attn.v_proj",
-                    "attn_qkv" => "self_attn.qkv_proj",
-                    "attn_output" => "self_attn.o_proj",
-                    "attn_q_norm" => "self_attn.q_norm",
-                    "attn_k_norm" => "self_attn.k_norm",
-                    "post_attention_norm" if gemma => "post_attention_layernorm",
-                    "ffn_norm" if gemma => "pre_feedforward_layernorm",
-                    "ffn_norm" => "post_attention_layernorm",
-                    "post_ffw_norm" => "post_feedforward_layernorm",
-                    "ffn_gate" => "mlp.gate_proj",
-                    "ffn_up" if self.arch == Arch::Phi3 => "mlp.gate_up_proj",
-                    "ffn_up" => "mlp.up_proj",
-                    "ffn_down" => "mlp.down_proj",
-                    _ => return None,
-                };
-                format!("{l}{m}")
-            }
-        };
-        Some(format!("{mapped}.{suffix}"))
+        if self.tied && name.starts_with("output.") {
+            return None;
+        }
+        hf_tensor_name(name, self.arch, &self.prefix)
     }
 
     fn lookup(&self, name: &str) -> Result<Array> {
@@ -322,4 +291,86 @@ impl WeightSource for HfSource {
         };
         Ok(ops::contiguous(&t)?)
     }
+}
+
+/// The Hugging Face name of a GGUF-style tensor name (`blk.3.attn_q.weight` ->
+/// `{prefix}layers.3.self_attn.q_proj.weight`), or None for tensors HF checkpoints do not have.
+pub fn hf_tensor_name(name: &str, arch: Arch, prefix: &str) -> Option<String> {
+    let p = prefix;
+    let (stem, suffix) = name.rsplit_once('.')?; // weight / bias
+    let mapped = match stem {
+        "token_embd" => format!("{p}embed_tokens"),
+        "output_norm" => format!("{p}norm"),
+        "output" => "lm_head".to_string(),
+        _ => {
+            let rest = stem.strip_prefix("blk.")?;
+            let (i, part) = rest.split_once('.')?;
+            let l = format!("{p}layers.{i}.");
+            let gemma = arch == Arch::Gemma3;
+            let m = match part {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_qkv" => "self_attn.qkv_proj",
+                "attn_output" => "self_attn.o_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
+                "post_attention_norm" if gemma => "post_attention_layernorm",
+                "ffn_norm" if gemma => "pre_feedforward_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" if arch == Arch::Phi3 => "mlp.gate_up_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("{l}{m}")
+        }
+    };
+    Some(format!("{mapped}.{suffix}"))
+}
+
+/// A `config.json` (Hugging Face field names) describing `c`, so a converted checkpoint loads
+/// back through [`config_from_hf`] to the same configuration. Llama 3 style frequency factors
+/// are kept in a tessera-specific `rope_freq_factors` field.
+pub fn config_to_hf(c: &ModelConfig, tie_word_embeddings: bool) -> Value {
+    let mut v = serde_json::json!({
+        "model_type": c.arch.name(),
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden,
+        "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads,
+        "num_key_value_heads": c.kv_heads,
+        "head_dim": c.head_dim,
+        "intermediate_size": c.ffn,
+        "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope.base,
+        "partial_rotary_factor": c.rope.dims as f64 / c.head_dim as f64,
+        "max_position_embeddings": c.context_length,
+        "tie_word_embeddings": tie_word_embeddings,
+        "query_pre_attn_scalar": 1.0 / (c.attn_scale * c.attn_scale),
+    });
+    if c.rope.linear_factor != 1.0 {
+        v["rope_scaling"] =
+            serde_json::json!({"rope_type": "linear", "factor": c.rope.linear_factor});
+    }
+    if let Some(f) = &c.rope.freq_factors {
+        v["rope_freq_factors"] = serde_json::json!(f);
+    }
+    if let Some(w) = c.sliding_window {
+        v["sliding_window"] = serde_json::json!(w);
+        v["use_sliding_window"] = serde_json::json!(true);
+    }
+    if let Some(p) = c.sliding_pattern {
+        v["sliding_window_pattern"] = serde_json::json!(p);
+    }
+    if let Some(b) = c.rope_local_base {
+        v["rope_local_base_freq"] = serde_json::json!(b);
+    }
+    if let Some(s) = c.final_logit_softcap {
+        v["final_logit_softcapping"] = serde_json::json!(s);
+    }
+    v
 }

@@ -1,0 +1,71 @@
+//! `tessera quantize IN.gguf OUT_DIR --bits B --group-size G`: an MLX-style affine-quantized
+//! checkpoint directory from a GGUF model (see `tessera_lm::convert`).
+
+use crate::args::Flags;
+use std::io::IsTerminal;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let (pos, rest): (Vec<&String>, Vec<&String>) = {
+        let mut pos = Vec::new();
+        let mut rest = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            if args[i].starts_with("--") {
+                rest.push(&args[i]);
+                if !args[i].contains('=') && i + 1 < args.len() {
+                    rest.push(&args[i + 1]);
+                    i += 1;
+                }
+            } else {
+                pos.push(&args[i]);
+            }
+            i += 1;
+        }
+        (pos, rest)
+    };
+    let usage = "usage: tessera quantize IN.gguf OUT_DIR [--bits 4] [--group-size 64]";
+    let [input, output] = pos.as_slice() else {
+        return Err(usage.into());
+    };
+    let rest: Vec<String> = rest.into_iter().cloned().collect();
+    let f = Flags::parse(&rest, &["--bits", "--group-size"], &[])?;
+    let bits = f.num("--bits", 4u32)?;
+    let group = f.num("--group-size", 64usize)?;
+    let out = std::path::Path::new(output.as_str());
+    if out.join("model.safetensors").exists() {
+        return Err(format!(
+            "{} already holds a model; choose another directory (nothing was overwritten)",
+            out.display()
+        ));
+    }
+    let tty = std::io::stderr().is_terminal();
+    let t = std::time::Instant::now();
+    tessera::lm::convert::quantize_gguf(
+        std::path::Path::new(input.as_str()),
+        out,
+        group,
+        bits,
+        &mut |done, total, name| {
+            let pct = done * 100 / total.max(1);
+            if tty {
+                eprint!(
+                    "\r\x1b[Kquantizing [{:<25}] {pct:>3}% {name}",
+                    "#".repeat(pct / 4)
+                );
+            } else if done % 50 == 0 || done == total {
+                eprintln!("quantizing {done}/{total} {name}");
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    eprintln!(
+        "wrote {} ({bits}-bit, groups of {group}) in {:.1} s; run it with: tessera generate --model {}",
+        out.display(),
+        t.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
