@@ -6,7 +6,6 @@ use crate::args::Flags;
 use crate::generate::{SAMPLING_FLAGS, load_model, options, report, stream};
 use std::io::{BufRead, Write};
 use tessera::lm::chat_template::{ChatTemplate, Message};
-use tessera::lm::generate::Generator;
 use tessera::lm::load::LoadedModel;
 
 /// The model's template, or a built-in one for its family when the file has none.
@@ -58,7 +57,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let m = load_model(path)?;
     let (opts, stops) = options(&f, &m)?;
     let ctx = f.num("--ctx", 4096usize)?;
-    let mut g = Generator::new(&m.model, ctx);
+    let mut g = crate::generate::generator(&f, &m, ctx)?;
     let mut turns: Vec<(String, String)> = Vec::new();
     eprintln!(
         "chatting with {} (Ctrl-D to quit, /reset to clear the history)",

@@ -22,7 +22,21 @@ pub const SAMPLING_FLAGS: &[&str] = &[
     "--stop",
     "--logit-bias",
     "--ctx",
+    "--kv-bits",
 ];
+
+/// A generator with the cache the flags ask for (`--kv-bits 8` stores global layers in 8 bits).
+pub fn generator<'m>(f: &Flags, m: &'m LoadedModel, ctx: usize) -> Result<Generator<'m>, String> {
+    let cache = m.model.new_cache(ctx);
+    let cache = match f.num("--kv-bits", 32u32)? {
+        32 | 16 => cache,
+        8 => cache
+            .quantized_8bit(m.model.config.head_dim)
+            .map_err(|e| e.to_string())?,
+        b => return Err(format!("--kv-bits must be 8 or 32, got {b}")),
+    };
+    Ok(Generator::with_cache(&m.model, cache))
+}
 
 /// Loads a model, drawing a progress bar on stderr.
 pub fn load_model(path: &str) -> Result<LoadedModel, String> {
@@ -171,7 +185,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         m.tokenizer.encode(prompt, !f.on("--no-special"), false)
     };
     let ctx = f.num("--ctx", (ids.len() + opts.max_tokens).max(512))?;
-    let mut g = Generator::new(&m.model, ctx);
+    let mut g = generator(&f, &m, ctx)?;
     if !f.on("--chat") {
         print!("{prompt}");
     }

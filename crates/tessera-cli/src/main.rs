@@ -20,7 +20,7 @@ const USAGE: &str = "usage:
   tessera demo                                    run a short demo of lazy arrays
   tessera generate --model PATH --prompt TEXT [--max-tokens N --temp T --top-k K --top-p P
                    --min-p P --repeat-penalty R --presence-penalty R --frequency-penalty R
-                   --seed S --stop STR --logit-bias ID=BIAS --ctx N --chat --system TEXT]
+                   --seed S --stop STR --logit-bias ID=BIAS --ctx N --kv-bits 8 --chat --system TEXT]
                                                   stream a completion (stats to stderr)
   tessera chat --model PATH [sampling flags] [--system TEXT]
                                                   interactive chat with the model's template

@@ -84,6 +84,16 @@ impl<'m> Generator<'m> {
         }
     }
 
+    /// A generator over a cache made by the caller (e.g. an 8-bit one, see
+    /// [`KvCache::quantized_8bit`]).
+    pub fn with_cache(model: &'m Model, cache: KvCache) -> Generator<'m> {
+        Generator {
+            model,
+            cache,
+            tokens: Vec::new(),
+        }
+    }
+
     /// Tokens currently in the context.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens

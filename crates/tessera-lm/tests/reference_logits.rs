@@ -11,44 +11,17 @@
 
 mod common;
 
-use tessera_core::{Array, ops};
+use tessera_core::Array;
 use tessera_io::gguf::GgufFile;
 use tessera_lm::generate::{GenerateOptions, Generator};
 use tessera_lm::model::Model;
-use tessera_lm::weights::{GgufSource, Weight, WeightSource};
+use tessera_lm::weights::GgufSource;
 
 /// Measured (2026-11-26): at most 0.59 (SmolLM2, Q4_1 with Q8_1 activations over 30 layers) and
 /// 0.32 (Gemma 3) on logits of magnitude 15-30; the dense path agrees to 2e-5.
 const TOL: f32 = 0.75;
 /// With every weight dequantized to f32 first, only summation order separates the two passes.
 const TOL_DENSE: f32 = 2e-3;
-
-/// The model's tensors with every quantized matrix decoded to f32: checks the architecture's
-/// math apart from the quantized kernels.
-struct Dequantized<'a>(GgufSource<'a>);
-
-impl WeightSource for Dequantized<'_> {
-    fn has(&self, name: &str) -> bool {
-        self.0.has(name)
-    }
-    fn matrix(&self, name: &str) -> tessera_lm::Result<Weight> {
-        Ok(match self.0.matrix(name)? {
-            Weight::Quantized {
-                blocks,
-                format,
-                in_features,
-            } => {
-                let d = ops::gguf_dequantize(&blocks, format, in_features)?;
-                d.eval()?;
-                Weight::Dense(d)
-            }
-            w => w,
-        })
-    }
-    fn vector(&self, name: &str) -> tessera_lm::Result<Array> {
-        self.0.vector(name)
-    }
-}
 
 fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(256);
@@ -66,7 +39,12 @@ fn check(model_key: &str, file: &str) {
     let f = GgufFile::open(common::model(file)).unwrap();
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let model = Model::load(cfg.clone(), &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
-    let dense = Model::load(cfg, &Dequantized(GgufSource { file: &f }), &mut |_, _| {}).unwrap();
+    let dense = Model::load(
+        cfg,
+        &common::Dequantized(GgufSource { file: &f }),
+        &mut |_, _| {},
+    )
+    .unwrap();
     let mut total_checked = 0;
     for case in golden[model_key].as_array().unwrap() {
         let ids: Vec<u32> = case["ids"]
@@ -154,17 +132,28 @@ fn check(model_key: &str, file: &str) {
         for (i, (&w, &m)) in want.iter().zip(&margins).enumerate() {
             let ours = out.get(i).copied();
             if m > 2.0 * TOL {
-                assert_eq!(ours, Some(w), "{model_key} {}: greedy token {i}", case["text"]);
+                assert_eq!(
+                    ours,
+                    Some(w),
+                    "{model_key} {}: greedy token {i}",
+                    case["text"]
+                );
             } else if ours != Some(w) {
                 break;
             }
             checked += 1;
         }
-        eprintln!("{model_key} {:?}: {checked} greedy tokens checked", case["text"]);
+        eprintln!(
+            "{model_key} {:?}: {checked} greedy tokens checked",
+            case["text"]
+        );
         total_checked += checked;
     }
     // The check must bite: most reference steps are clear wins.
-    assert!(total_checked >= 8, "{model_key}: only {total_checked} greedy tokens were checkable");
+    assert!(
+        total_checked >= 8,
+        "{model_key}: only {total_checked} greedy tokens were checkable"
+    );
 }
 
 #[test]

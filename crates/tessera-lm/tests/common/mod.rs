@@ -23,3 +23,33 @@ pub fn model(name: &str) -> PathBuf {
 
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+use tessera_core::{Array, ops};
+use tessera_lm::weights::{GgufSource, Weight, WeightSource};
+
+/// The model's tensors with every quantized matrix decoded to f32: the architecture's math
+/// without the 8-bit activation rounding of the quantized kernels.
+pub struct Dequantized<'a>(pub GgufSource<'a>);
+
+impl WeightSource for Dequantized<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+    fn matrix(&self, name: &str) -> tessera_lm::Result<Weight> {
+        Ok(match self.0.matrix(name)? {
+            Weight::Quantized {
+                blocks,
+                format,
+                in_features,
+            } => {
+                let d = ops::gguf_dequantize(&blocks, format, in_features)?;
+                d.eval()?;
+                Weight::Dense(d)
+            }
+            w => w,
+        })
+    }
+    fn vector(&self, name: &str) -> tessera_lm::Result<Array> {
+        self.0.vector(name)
+    }
+}
