@@ -113,7 +113,7 @@ impl ModelConfig {
         match (self.sliding_window, self.sliding_pattern) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(_), Some(p)) => (i + 1) % p != 0,
+            (Some(_), Some(p)) => !(i + 1).is_multiple_of(p.max(1)),
         }
     }
 
@@ -126,13 +126,13 @@ impl ModelConfig {
                 self.hidden, self.layers, self.heads, self.kv_heads
             ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "{} query heads are not a multiple of {} kv heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim == 0 || self.rope.dims > self.head_dim || self.rope.dims % 2 != 0 {
+        if self.head_dim == 0 || self.rope.dims > self.head_dim || !self.rope.dims.is_multiple_of(2) {
             return bad(format!(
                 "rope dims {} must be even and at most the head dim {}",
                 self.rope.dims, self.head_dim
@@ -147,6 +147,9 @@ impl ModelConfig {
                 self.rope.dims,
                 self.rope.dims / 2
             ));
+        }
+        if self.sliding_pattern == Some(0) || self.sliding_window == Some(0) {
+            return bad("the sliding window and its layer pattern must be positive".into());
         }
         if self.vocab_size == 0 {
             return bad("vocabulary size is 0".into());

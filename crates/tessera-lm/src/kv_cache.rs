@@ -83,7 +83,7 @@ impl KvCache {
     pub fn quantized_8bit(mut self, head_dim: usize) -> Result<KvCache> {
         // Groups of 32, as llama.cpp's q8_0 cache: keys carry outlier channels, and smaller
         // groups keep them from flattening their neighbours.
-        let group = if head_dim % 32 == 0 {
+        let group = if head_dim.is_multiple_of(32) {
             32
         } else {
             return Err(Error::Unsupported(format!(

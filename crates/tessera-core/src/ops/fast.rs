@@ -23,7 +23,7 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
             format!("x must be a float array with at least one axis, got {} {}", x.dtype(), fmt_shape(x.shape())),
         );
     }
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         return invalid("rms_norm", format!("eps must be >= 0, got {eps}"));
     }
     let d = x.shape()[x.ndim() - 1];
