@@ -139,12 +139,16 @@ fn unit(d: Dtype) -> f64 {
 }
 
 /// Checks `got` against `want` element-wise with the bound for an f32 dot product of length
-/// `k` (`k u Σ|x||w|`, doubled since the reference has its own rounding) plus the rounding of
-/// the output to `dtype` (`u_dtype |want|`). `mag` holds `Σ|x||w|` per output.
+/// `k` (`k u Σ|x||w|`, doubled since the reference has its own rounding), plus `2^-16 Σ|x||w|`
+/// for the AVX-512 BF16 kernels, which multiply f32 activations as the sum of two bf16 (16
+/// significant bits), plus the rounding of the output to `dtype` (`u_dtype |want|`). `mag`
+/// holds `Σ|x||w|` per output.
 fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64], k: usize, dtype: Dtype) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = 2.0 * k as f64 * unit(Dtype::F32) * m + 1.01 * unit(dtype) * w.abs() + 1e-30;
+        let tol = (2.0 * k as f64 * unit(Dtype::F32) + 2f64.powi(-16)) * m
+            + 1.01 * unit(dtype) * w.abs()
+            + 1e-30;
         assert!(
             (g as f64 - w).abs() <= tol,
             "{what}[{i}]: {g} vs {w} (tolerance {tol:e})"

@@ -3,14 +3,15 @@
 //! call and the product runs at memory bandwidth when the decode keeps up.
 //!
 //! Work split: weight rows (output columns) in one contiguous range per pool thread. Each range
-//! is walked in blocks of [`RB`] rows: their scales and biases are widened to f32 once, then
-//! every tile of up to [`MT`] activation rows runs over the block while its weights are in
-//! L1/L2.
+//! is walked in blocks of [`RB`] rows: their scales and biases are widened to f32 once, then,
+//! a span of groups at a time, every tile of up to [`MT`] activation rows runs over the block.
+//! The span is sized so a tile's activations stay in L1 (for one row the whole of `k` usually
+//! fits; 4 rows of 4096 f32 would not) and the block's weights for it in L1/L2.
 
 use super::Isa;
 use super::format::{Format, params_to_f32};
 use super::kernels::{self, DotArgs, MT};
-use crate::backend::cpu::copy::SendPtr;
+use crate::backend::cpu::copy::{SendPtr, f32_to_bf16};
 use crate::backend::cpu::pool::parallel_chunks;
 use crate::dtype::Element;
 
@@ -38,6 +39,43 @@ pub(super) fn matmul_t<S: Element>(
     for (s, xg) in xsum.iter_mut().zip(x.chunks_exact(gs)) {
         *s = xg.iter().sum();
     }
+    // bf16 kernels: x as the sum of two bf16 values (16 significant bits; exact for bf16 and
+    // f16 inputs), the low part dropped when it is zero everywhere.
+    let (xh, xl) = if kernels::wants_bf16(isa, fmt) {
+        let hi: Vec<u16> = x.iter().map(|&v| f32_to_bf16(v).to_bits()).collect();
+        let lo: Vec<u16> = x
+            .iter()
+            .zip(&hi)
+            .map(|(&v, &h)| f32_to_bf16(v - f32::from_bits((h as u32) << 16)).to_bits())
+            .collect();
+        let exact = lo.iter().all(|&l| l & 0x7fff == 0);
+        let (hi, lo) = if kernels::even_odd(isa, fmt) {
+            (even_odd(&hi), even_odd(&lo))
+        } else {
+            (hi, lo)
+        };
+        (hi, if exact { Vec::new() } else { lo })
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let bf = |v: &Vec<u16>, at: usize| {
+        if v.is_empty() {
+            std::ptr::null()
+        } else {
+            v[at..].as_ptr()
+        }
+    };
+    // Groups per call: the activations a call reads (up to MT rows) stay within ~16 KB, so
+    // they are served from L1 for every weight row of the block.
+    let x_bytes = if xh.is_empty() {
+        4
+    } else if xl.is_empty() {
+        2
+    } else {
+        4
+    };
+    let gb = (16384 / (m.min(MT) * x_bytes * gs)).clamp(1, ng.max(1));
+    out.fill(0.0);
     let dst = SendPtr(out.as_mut_ptr());
     // At least ~64K weights per thread, so small products stay on one core.
     let min_rows = (65536 / k.max(1)).max(1);
@@ -50,16 +88,23 @@ pub(super) fn matmul_t<S: Element>(
             let np = (re - rb) * ng;
             params_to_f32(&scales[rb * ng..re * ng], &mut sbuf[..np]);
             params_to_f32(&biases[rb * ng..re * ng], &mut bbuf[..np]);
-            for i0 in (0..m).step_by(MT) {
+            for (g0, i0) in (0..ng)
+                .step_by(gb)
+                .flat_map(|g0| (0..m).step_by(MT).map(move |i0| (g0, i0)))
+            {
                 let a = DotArgs {
                     fmt,
                     k,
+                    g0,
+                    g1: (g0 + gb).min(ng),
                     rows: re - rb,
                     w: w[rb * row_bytes..].as_ptr(),
                     scales: sbuf.as_ptr(),
                     biases: bbuf.as_ptr(),
                     mt: (m - i0).min(MT),
                     x: x[i0 * k..].as_ptr(),
+                    xh: bf(&xh, i0 * k),
+                    xl: bf(&xl, i0 * k),
                     xsum: xsum[i0 * ng..].as_ptr(),
                     // SAFETY: inside the m × n output.
                     out: unsafe { dst.get().add(i0 * n + rb) },
@@ -72,4 +117,15 @@ pub(super) fn matmul_t<S: Element>(
             rb = re;
         }
     });
+}
+
+/// Each 64 values as the 32 at even positions, then the 32 at odd positions (`k` is a
+/// multiple of 64 where this is used).
+fn even_odd(v: &[u16]) -> Vec<u16> {
+    let mut out = Vec::with_capacity(v.len());
+    for c in v.chunks(64) {
+        out.extend(c.iter().step_by(2));
+        out.extend(c.iter().skip(1).step_by(2));
+    }
+    out
 }

@@ -13,16 +13,24 @@ pub(super) const MT: usize = 4;
 /// One call of the fused product: weight rows `0..rows` (each `fmt.row_bytes(k)` bytes from
 /// `w`, with `k / group_size` f32 scales and biases per row from `scales`, `biases`) against
 /// activation rows `0..mt` (`x`: `mt × k` f32, `xsum`: their per-group sums, `mt × k /
-/// group_size`). Writes `out[i * ldo + r] = Σ_g scale·(x_i,g · q_r,g) + bias·Σx_i,g`.
+/// group_size`), over the groups `g0..g1`. Adds `Σ_g scale·(x_i,g · q_r,g) + bias·Σx_i,g` to
+/// `out[i * ldo + r]`.
 pub(super) struct DotArgs {
     pub fmt: Format,
     pub k: usize,
+    pub g0: usize,
+    pub g1: usize,
     pub rows: usize,
     pub w: *const u8,
     pub scales: *const f32,
     pub biases: *const f32,
     pub mt: usize,
     pub x: *const f32,
+    /// `x` rounded to bf16 (`mt × k` bit patterns), for the kernels that multiply in bf16
+    /// (see [`wants_bf16`], and [`even_odd`] for the order); null otherwise.
+    pub xh: *const u16,
+    /// `x - xh` rounded to bf16, or null when `x` is exactly `xh` (bf16 or zero inputs).
+    pub xl: *const u16,
     pub xsum: *const f32,
     pub out: *mut f32,
     pub ldo: usize,
@@ -36,11 +44,25 @@ pub(super) struct DotArgs {
 pub(super) unsafe fn dot(isa: Isa, a: &DotArgs) {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 => super::x86::dot_avx512_bf16(a),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => super::x86::dot_avx512(a),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => super::x86::dot_avx2(a),
         _ => scalar::dot(a),
     }
+}
+
+/// Whether [`dot`] on `isa` reads the bf16 copies of the activations (`xh`, `xl`).
+pub(super) fn wants_bf16(isa: Isa, fmt: Format) -> bool {
+    isa == Isa::Avx512Bf16 && fmt.bits <= 6
+}
+
+/// Whether those copies are laid out even/odd: in every 64 values, the 32 at even positions
+/// then the 32 at odd positions (the 4-bit kernel splits each byte into its two nibbles, so it
+/// produces the codes in that order).
+pub(super) fn even_odd(isa: Isa, fmt: Format) -> bool {
+    wants_bf16(isa, fmt) && fmt.bits == 4 && fmt.group_size >= 64
 }
 
 /// `out[j] = scale * q + bias` (multiply, then add: no fused multiply-add) for the values of a
@@ -65,7 +87,9 @@ pub(super) fn decode_row(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has the instructions (an `Isa` is only chosen when supported) and the
         // sizes were checked above.
-        Isa::Avx512 => unsafe { super::x86::decode_row_avx512(fmt, row, scales, biases, out) },
+        Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+            super::x86::decode_row_avx512(fmt, row, scales, biases, out)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { super::x86::decode_row_avx2(fmt, row, scales, biases, out) },

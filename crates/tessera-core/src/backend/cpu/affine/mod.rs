@@ -48,7 +48,7 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// Activation rows up to which `x · Wᵀ` uses the fused kernel (above: tiles + GEMM).
-pub(crate) const FUSED_MAX_M: usize = 8;
+pub(crate) const FUSED_MAX_M: usize = 16;
 
 /// The instruction sets the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub(crate) enum Isa {
     Avx2,
     /// AVX-512 F/BW/VL/VBMI (plus AVX2).
     Avx512,
+    /// [`Isa::Avx512`] plus AVX-512 BF16 (`vdpbf16ps`).
+    Avx512Bf16,
 }
 
 impl Isa {
@@ -69,9 +71,9 @@ impl Isa {
             let cap = match simd::level() {
                 simd::Level::Scalar => Isa::Scalar,
                 simd::Level::Avx2 => Isa::Avx2,
-                simd::Level::Avx512 => Isa::Avx512,
+                simd::Level::Avx512 => Isa::Avx512Bf16,
             };
-            [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2, Isa::Scalar]
                 .into_iter()
                 .find(|i| (*i as u8) <= (cap as u8) && i.supported())
                 .unwrap_or(Isa::Scalar)
@@ -81,7 +83,7 @@ impl Isa {
     /// Every set this CPU can run (for tests and benchmarks).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16]
             .into_iter()
             .filter(|i| i.supported())
             .collect()
@@ -105,6 +107,8 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vbmi")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => Isa::Avx512.supported() && is_x86_feature_detected!("avx512bf16"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

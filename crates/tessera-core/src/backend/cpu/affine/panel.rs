@@ -17,8 +17,8 @@ use crate::dtype::Element;
 
 /// `x · Wᵀ` tiles: weight rows (output columns) per tile, and values along `k` per tile
 /// (a multiple of every group size). 64 × 512 f32 is 128 KB.
-const NP: usize = 64;
-const KC_T: usize = 512;
+const NP: usize = 256;
+const KC_T: usize = 256;
 /// `x · W` tiles: output columns per tile (a multiple of every group size) and rows of `W`.
 const CW: usize = 256;
 const KC_N: usize = 256;

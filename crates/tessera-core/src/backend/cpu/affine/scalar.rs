@@ -33,7 +33,7 @@ pub(super) unsafe fn dot(a: &DotArgs) {
         let w = std::slice::from_raw_parts(a.w.add(r * row_bytes), row_bytes);
         let (sc, bi) = (a.scales.add(r * ng), a.biases.add(r * ng));
         let mut acc = [0f32; super::kernels::MT];
-        for g in 0..ng {
+        for g in a.g0..a.g1 {
             for (p, vals) in q[..gs].chunks_exact_mut(8).enumerate() {
                 let u = read_pack(w, (g * gs / 8 + p) * bits as usize, bits);
                 for (i, v) in vals.iter_mut().enumerate() {
@@ -47,7 +47,7 @@ pub(super) unsafe fn dot(a: &DotArgs) {
             }
         }
         for (i, acc) in acc.iter().enumerate().take(a.mt) {
-            *a.out.add(i * a.ldo + r) = *acc;
+            *a.out.add(i * a.ldo + r) += *acc;
         }
     }
 }
