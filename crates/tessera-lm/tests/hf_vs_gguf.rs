@@ -63,6 +63,8 @@ fn check(model_type: &str) {
     let gemma = model_type == "gemma3";
     let llama = model_type == "llama";
     let qwen2 = model_type == "qwen2";
+    let qwen3 = model_type == "qwen3";
+    let phi3 = model_type == "phi3";
     let dir = std::env::temp_dir().join(format!("tessera-hf-{model_type}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut hf: Vec<(String, Array)> = Vec::new();
@@ -149,6 +151,20 @@ fn check(model_type: &str) {
             &[D.hidden, D.heads * D.hd],
             "plain",
         );
+        if qwen3 {
+            add(
+                &format!("{l}self_attn.q_norm.weight"),
+                &format!("{b}attn_q_norm.weight"),
+                &[D.hd],
+                "norm",
+            );
+            add(
+                &format!("{l}self_attn.k_norm.weight"),
+                &format!("{b}attn_k_norm.weight"),
+                &[D.hd],
+                "norm",
+            );
+        }
         if gemma {
             add(
                 &format!("{l}self_attn.q_norm.weight"),
@@ -206,6 +222,30 @@ fn check(model_type: &str) {
             &[D.hidden, D.ffn],
             "plain",
         );
+    }
+    if phi3 {
+        // Phi-3 checkpoints fuse q/k/v and gate/up; the GGUF side keeps them apart, so the
+        // loader's splitting is checked against the separate matrices.
+        let take = |hf: &mut Vec<(String, Array)>, name: &str| -> Array {
+            let i = hf.iter().position(|(n, _)| n == name).unwrap();
+            hf.remove(i).1
+        };
+        for i in 0..D.layers {
+            let l = format!("model.layers.{i}.");
+            let q = take(&mut hf, &format!("{l}self_attn.q_proj.weight"));
+            let k = take(&mut hf, &format!("{l}self_attn.k_proj.weight"));
+            let v = take(&mut hf, &format!("{l}self_attn.v_proj.weight"));
+            hf.push((
+                format!("{l}self_attn.qkv_proj.weight"),
+                ops::concatenate(&[q, k, v], 0).unwrap(),
+            ));
+            let g = take(&mut hf, &format!("{l}mlp.gate_proj.weight"));
+            let u = take(&mut hf, &format!("{l}mlp.up_proj.weight"));
+            hf.push((
+                format!("{l}mlp.gate_up_proj.weight"),
+                ops::concatenate(&[g, u], 0).unwrap(),
+            ));
+        }
     }
     let refs: Vec<(&str, &Array)> = hf.iter().map(|(n, a)| (n.as_str(), a)).collect();
     tessera_io::safetensors::save(dir.join("model.safetensors"), &refs, &BTreeMap::new()).unwrap();
@@ -336,4 +376,14 @@ fn qwen2_hf_and_gguf_agree() {
 #[test]
 fn gemma3_hf_and_gguf_agree() {
     check("gemma3");
+}
+
+#[test]
+fn qwen3_hf_and_gguf_agree() {
+    check("qwen3");
+}
+
+#[test]
+fn phi3_fused_hf_and_separate_gguf_agree() {
+    check("phi3");
 }
