@@ -76,10 +76,20 @@ fn values_in(words: usize, bits: u32) -> Option<usize> {
 }
 
 /// Quantizes `w` (float32, float16 or bfloat16; at least 2-D; last dimension `d` a multiple of
-/// `group_size`) into `(w_q, scales, biases)` exactly as MLX's `mx.quantize(w, group_size, bits)`
-/// does (see the [module docs](self) for the arithmetic and the bit layout):
-/// `w_q` is `u32` of shape `(.., d * bits / 32)`, `scales` and `biases` have shape
-/// `(.., d / group_size)` and `w`'s dtype.
+/// `group_size`) into `(w_q, scales, biases)` bit for bit as MLX's
+/// `mx.quantize(w, group_size, bits)` does: `w_q` is `u32` of shape `(.., d * bits / 32)`,
+/// `scales` and `biases` have shape `(.., d / group_size)` and `w`'s dtype.
+///
+/// Each group of `group_size` consecutive values along the last axis becomes codes `q` with
+/// `w ≈ scale * q + bias`. Each row of `w_q` is one little-endian bit stream: value `j` of the
+/// row occupies bits `j * bits .. (j + 1) * bits`, stream bit `i` being bit `i % 32` of word
+/// `i / 32` (so 3-, 5- and 6-bit values may straddle two words), which is the layout of the
+/// MLX community's quantized safetensors. Per group (in f32): for `bits > 1` the end of the
+/// range with the larger magnitude is represented exactly (`bias` = that end and `scale` =
+/// `end / rint(end / s)` with `s = ±(max - min) / (2^bits - 1)`, so scales may be negative), or
+/// `bias = 0` when that rounds to zero; for `bits == 1`, `scale = max - min`, `bias = min`;
+/// `q = clamp(rint((w - bias) / scale), 0, 2^bits - 1)` with the f32 scale (`rint` rounds half
+/// to even). `ops/affine_quant.rs` documents the details.
 ///
 /// `group_size` must be 32, 64 or 128 and `bits` one of 1, 2, 3, 4, 5, 6, 8. Not
 /// differentiable (the outputs get no gradient).

@@ -39,9 +39,10 @@ pub(super) fn matmul_t<S: Element>(
     for (s, xg) in xsum.iter_mut().zip(x.chunks_exact(gs)) {
         *s = xg.iter().sum();
     }
-    // bf16 kernels: x as the sum of two bf16 values (16 significant bits; exact for bf16 and
-    // f16 inputs), the low part dropped when it is zero everywhere.
-    let (xh, xl) = if kernels::wants_bf16(isa, fmt) {
+    let plan = kernels::plan(isa, fmt, x.iter().all(|v| v.to_bits() & 0xffff == 0));
+    // bf16 kernels: x as the sum of two bf16 values (16 significant bits), the low part
+    // dropped when it is zero everywhere (bf16 inputs).
+    let (xh, xl) = if plan.bf16 {
         let hi: Vec<u16> = x.iter().map(|&v| f32_to_bf16(v).to_bits()).collect();
         let lo: Vec<u16> = x
             .iter()
@@ -49,10 +50,9 @@ pub(super) fn matmul_t<S: Element>(
             .map(|(&v, &h)| f32_to_bf16(v - f32::from_bits((h as u32) << 16)).to_bits())
             .collect();
         let exact = lo.iter().all(|&l| l & 0x7fff == 0);
-        let (hi, lo) = if kernels::even_odd(isa, fmt) {
-            (even_odd(&hi), even_odd(&lo))
-        } else {
-            (hi, lo)
+        let (hi, lo) = match plan.even_odd {
+            Some(block) => (even_odd(&hi, block), even_odd(&lo, block)),
+            None => (hi, lo),
         };
         (hi, if exact { Vec::new() } else { lo })
     } else {
@@ -65,6 +65,11 @@ pub(super) fn matmul_t<S: Element>(
             v[at..].as_ptr()
         }
     };
+    let xp = match plan.even_odd {
+        Some(block) if !plan.bf16 => even_odd(x, block),
+        _ => Vec::new(),
+    };
+    let x = if xp.is_empty() { x } else { &xp[..] };
     // Groups per call: the activations a call reads (up to MT rows) stay within ~16 KB, so
     // they are served from L1 for every weight row of the block.
     let x_bytes = if xh.is_empty() {
@@ -119,11 +124,11 @@ pub(super) fn matmul_t<S: Element>(
     });
 }
 
-/// Each 64 values as the 32 at even positions, then the 32 at odd positions (`k` is a
-/// multiple of 64 where this is used).
-fn even_odd(v: &[u16]) -> Vec<u16> {
+/// Each `block` values as those at even positions, then those at odd positions (`k` is a
+/// multiple of `block` where this is used).
+fn even_odd<T: Copy>(v: &[T], block: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(v.len());
-    for c in v.chunks(64) {
+    for c in v.chunks(block) {
         out.extend(c.iter().step_by(2));
         out.extend(c.iter().skip(1).step_by(2));
     }

@@ -25,9 +25,10 @@ pub(super) struct DotArgs {
     pub scales: *const f32,
     pub biases: *const f32,
     pub mt: usize,
+    /// In the order [`plan`] asks for.
     pub x: *const f32,
     /// `x` rounded to bf16 (`mt × k` bit patterns), for the kernels that multiply in bf16
-    /// (see [`wants_bf16`], and [`even_odd`] for the order); null otherwise.
+    /// (see [`plan`], also for the order); null otherwise.
     pub xh: *const u16,
     /// `x - xh` rounded to bf16, or null when `x` is exactly `xh` (bf16 or zero inputs).
     pub xl: *const u16,
@@ -53,16 +54,35 @@ pub(super) unsafe fn dot(isa: Isa, a: &DotArgs) {
     }
 }
 
-/// Whether [`dot`] on `isa` reads the bf16 copies of the activations (`xh`, `xl`).
-pub(super) fn wants_bf16(isa: Isa, fmt: Format) -> bool {
-    isa == Isa::Avx512Bf16 && fmt.bits <= 6
+/// How [`dot`] on an instruction set wants the activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct XPlan {
+    /// bf16 copies (`xh`, and `xl` unless `x` is exactly bf16).
+    pub bf16: bool,
+    /// Even/odd order in blocks of this many values (the 4-bit kernels split each byte into
+    /// its two nibbles, so they produce the even codes of a block, then the odd ones): for the
+    /// bf16 copies when `bf16`, else for the f32 `x`.
+    pub even_odd: Option<usize>,
 }
 
-/// Whether those copies are laid out even/odd: in every 64 values, the 32 at even positions
-/// then the 32 at odd positions (the 4-bit kernel splits each byte into its two nibbles, so it
-/// produces the codes in that order).
-pub(super) fn even_odd(isa: Isa, fmt: Format) -> bool {
-    wants_bf16(isa, fmt) && fmt.bits == 4 && fmt.group_size >= 64
+/// The plan for `fmt` on `isa`, given whether every activation is exactly a bf16 value.
+///
+/// With AVX-512 BF16, codes of up to 6 bits are multiplied as bf16: exactly when the
+/// activations are bf16 (one product per pair of values), and as the sum of two bf16 (two
+/// products) otherwise, except 4-bit codes, whose f32 nibble kernel is as fast as two bf16
+/// products and exact (and takes 32-value groups in any case).
+pub(super) fn plan(isa: Isa, fmt: Format, x_is_bf16: bool) -> XPlan {
+    let four = fmt.bits == 4;
+    let bf16 =
+        isa == Isa::Avx512Bf16 && fmt.bits <= 6 && (!four || (x_is_bf16 && fmt.group_size >= 64));
+    let even_odd = match isa {
+        _ if !four => None,
+        Isa::Avx512Bf16 if bf16 => Some(64),
+        Isa::Avx512 | Isa::Avx512Bf16 => Some(32),
+        Isa::Avx2 => Some(16),
+        Isa::Scalar => None,
+    };
+    XPlan { bf16, even_odd }
 }
 
 /// `out[j] = scale * q + bias` (multiply, then add: no fused multiply-add) for the values of a

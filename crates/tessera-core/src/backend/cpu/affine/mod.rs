@@ -10,17 +10,32 @@
 //! - up to [`FUSED_MAX_M`] activation rows (decoding): `fused.rs`, which decodes each weight
 //!   group in registers and computes `Σ_g scale_g (x_g · q_g) + bias_g Σ x_g` in f32, so every
 //!   weight byte is read once and never widened in memory. The per-group sums of `x` are
-//!   computed once per call, so a group costs one FMA per value plus one per group.
+//!   computed once per call, so a group costs one multiply-add per value plus one per group.
+//!   Weights are prefetched ahead, which matters once the matrix outgrows the caches.
 //! - more rows (prefill): `panel.rs` decodes tiles of `W` to f32 and runs the GEMM on them.
+//!   (Measured on a 2-core Zen 4: the fused kernel wins up to about 16 rows, where the GEMM on
+//!   decoded tiles starts to pay for the decode.)
 //!
 //! `x · W` (`transpose = false`, also the backward pass of `x · Wᵀ`) always takes the tile +
 //! GEMM path.
 //!
-//! Instruction sets ([`Isa`]): AVX-512 with VBMI (byte permutes and `vpmultishiftqb` decode 64
-//! values of any width in three instructions), AVX2 + FMA (one pack per step), and portable
-//! Rust (`scalar.rs`, also the reference the SIMD kernels are tested against). The best one is
-//! chosen at run time, capped by `TESSERA_SIMD=scalar|avx2`; every one is callable through
-//! [`matmul_with`] and [`dequantize_with`], so tests run them all in one process.
+//! Instruction sets ([`Isa`]), chosen at run time and capped by `TESSERA_SIMD=scalar|avx2`;
+//! every one is callable through [`matmul_with`] and [`dequantize_with`], so tests run them all
+//! in one process:
+//! - AVX-512 BF16 (`vdpbf16ps`; Zen 4, Sapphire Rapids): codes of up to 6 bits become bf16
+//!   through a `vpermw` table and are multiplied 32 at a time; f32 activations are split into
+//!   two bf16 (`hi + lo`, 16 significant bits), bf16 activations are used as they are. 4-bit
+//!   codes with f32 activations and 8-bit codes take the f32 kernels below (as fast there,
+//!   and exact).
+//! - AVX-512 with VBMI: byte permutes and `vpmultishiftqb` decode 64 values of any width in
+//!   three instructions; f32 FMAs. 4-bit codes: each byte's two nibbles against activations
+//!   stored even/odd (see `kernels::plan`), 8-bit: bytes widened straight from memory.
+//! - AVX2 + FMA: one pack per step (4-bit: nibbles against even/odd activations).
+//! - portable Rust (`scalar.rs`, also the reference the SIMD kernels are tested against).
+//!
+//! Speed (4096 × 4096, groups of 64, bf16 scales, one Zen 4 core, matrix in L3): 4-bit m = 1
+//! in 0.71 ms with f32 activations (13 GB/s of weights) and 0.51 ms with bf16 ones (18 GB/s);
+//! 8-bit in 0.77 ms (23 GB/s). See `tests.rs` (`bench_matmul`, ignored) to measure.
 
 mod codec;
 mod format;

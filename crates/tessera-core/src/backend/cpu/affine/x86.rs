@@ -9,6 +9,9 @@
 //! AVX2 decodes one pack (8 values) per step: the pack's bytes broadcast to the lanes, a
 //! per-lane variable shift and a mask (8-bit weights load and widen directly).
 //!
+//! 4-bit codes have their own kernels on both: bytes widen to lanes, and a mask and a shift
+//! give the even and the odd values, which meet activations stored in that order.
+//!
 //! With AVX-512 BF16, codes of up to 6 bits are multiplied as bf16 (see the section below).
 //!
 //! All accumulate `x · q` per group in f32 lanes and scale once per group (`acc += scale ·
@@ -126,6 +129,14 @@ pub(super) unsafe fn dot_avx512(a: &DotArgs) {
 
 #[inline(always)]
 unsafe fn dot512_any(a: &DotArgs) {
+    if a.fmt.bits == 4 {
+        return match a.mt {
+            1 => dot512_nibbles::<1>(a),
+            2 => dot512_nibbles::<2>(a),
+            3 => dot512_nibbles::<3>(a),
+            _ => dot512_nibbles::<4>(a),
+        };
+    }
     match (a.mt, a.fmt.bits == 8) {
         (1, true) => dot512::<1, true>(a),
         (2, true) => dot512::<2, true>(a),
@@ -202,6 +213,49 @@ const PREFETCH_BYTES: usize = 8192;
 #[inline(always)]
 unsafe fn prefetch(p: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8);
+}
+
+/// 4-bit codes in f32: 16 bytes widen to 16 dword lanes, whose low nibbles are the even values
+/// of 32 and high nibbles the odd ones; the activations come in that order (see
+/// `kernels::plan`).
+#[inline(always)]
+unsafe fn dot512_nibbles<const M: usize>(a: &DotArgs) {
+    let fmt = a.fmt;
+    let (gs, k) = (fmt.group_size, a.k);
+    let ng = k / gs;
+    let row_bytes = fmt.row_bytes(k);
+    let low = _mm512_set1_epi32(15);
+    for r in 0..a.rows {
+        let w = a.w.add(r * row_bytes);
+        let (sc, bi) = (a.scales.add(r * ng), a.biases.add(r * ng));
+        let mut acc = [_mm512_setzero_ps(); M];
+        for g in a.g0..a.g1 {
+            let mut d0 = [_mm512_setzero_ps(); M];
+            let mut d1 = [_mm512_setzero_ps(); M];
+            for p in 0..gs / 32 {
+                let off = g * gs + p * 32;
+                let q = w.add(off / 2);
+                prefetch(q);
+                let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
+                let fe = _mm512_cvtepi32_ps(_mm512_and_si512(b, low));
+                let fo = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b));
+                for i in 0..M {
+                    let x = a.x.add(i * k + off);
+                    d0[i] = _mm512_fmadd_ps(_mm512_loadu_ps(x), fe, d0[i]);
+                    d1[i] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(16)), fo, d1[i]);
+                }
+            }
+            let s = _mm512_set1_ps(*sc.add(g));
+            for i in 0..M {
+                acc[i] = _mm512_fmadd_ps(s, _mm512_add_ps(d0[i], d1[i]), acc[i]);
+            }
+        }
+        for i in 0..M {
+            let y = _mm512_reduce_add_ps(acc[i])
+                + bias_dot512(bi.add(a.g0), a.xsum.add(i * ng + a.g0), a.g1 - a.g0);
+            *a.out.add(i * a.ldo + r) += y;
+        }
+    }
 }
 
 /// `Σ_g bias_g · xsum_g`, 16 groups per FMA.
@@ -360,7 +414,7 @@ unsafe fn dotbf<const M: usize, const LO: bool>(a: &DotArgs) {
 
 /// 4-bit codes, groups of 64 or 128: 32 bytes widen to 32 u16 lanes, whose low nibbles are
 /// the even values and high nibbles the odd ones; the activations come in the matching
-/// even/odd order (see `kernels::even_odd`). Six instructions per 64 values (eight with a low
+/// even/odd order (see `kernels::plan`). Six instructions per 64 values (eight with a low
 /// part), against twelve for the general decoder.
 #[inline(always)]
 unsafe fn dotbf4<const M: usize, const LO: bool>(a: &DotArgs) {
@@ -512,6 +566,10 @@ unsafe fn hsum256(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_avx2(a: &DotArgs) {
     match (a.fmt.bits, a.mt) {
+        (4, 1) => dot256_nibbles::<1>(a),
+        (4, 2) => dot256_nibbles::<2>(a),
+        (4, 3) => dot256_nibbles::<3>(a),
+        (4, _) => dot256_nibbles::<4>(a),
         (8, 1) => dot256::<KIND8, 1>(a),
         (8, 2) => dot256::<KIND8, 2>(a),
         (8, 3) => dot256::<KIND8, 3>(a),
@@ -551,6 +609,48 @@ unsafe fn dot256<const KIND: u8, const M: usize>(a: &DotArgs) {
                     let x = a.x.add(i * k + off);
                     d0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x), f0, d0[i]);
                     d1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8)), f1, d1[i]);
+                }
+            }
+            let s = _mm256_set1_ps(*sc.add(g));
+            for i in 0..M {
+                acc[i] = _mm256_fmadd_ps(s, _mm256_add_ps(d0[i], d1[i]), acc[i]);
+            }
+        }
+        for i in 0..M {
+            let y =
+                hsum256(acc[i]) + bias_dot(bi.add(a.g0), a.xsum.add(i * ng + a.g0), a.g1 - a.g0);
+            *a.out.add(i * a.ldo + r) += y;
+        }
+    }
+}
+
+/// 4-bit codes: 8 bytes widen to 8 dword lanes, whose low nibbles are the even values of 16
+/// and high nibbles the odd ones; the activations come in that order (see
+/// `kernels::plan`). Seven instructions per 16 values, against thirteen for the
+/// general decoder.
+#[inline(always)]
+unsafe fn dot256_nibbles<const M: usize>(a: &DotArgs) {
+    let fmt = a.fmt;
+    let (gs, k) = (fmt.group_size, a.k);
+    let ng = k / gs;
+    let row_bytes = fmt.row_bytes(k);
+    let low = _mm256_set1_epi32(15);
+    for r in 0..a.rows {
+        let w = a.w.add(r * row_bytes);
+        let (sc, bi) = (a.scales.add(r * ng), a.biases.add(r * ng));
+        let mut acc = [_mm256_setzero_ps(); M];
+        for g in a.g0..a.g1 {
+            let mut d0 = [_mm256_setzero_ps(); M];
+            let mut d1 = [_mm256_setzero_ps(); M];
+            for p in 0..gs / 16 {
+                let off = g * gs + p * 16;
+                let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(w.add(off / 2) as *const __m128i));
+                let fe = _mm256_cvtepi32_ps(_mm256_and_si256(b, low));
+                let fo = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(b));
+                for i in 0..M {
+                    let x = a.x.add(i * k + off);
+                    d0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x), fe, d0[i]);
+                    d1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8)), fo, d1[i]);
                 }
             }
             let s = _mm256_set1_ps(*sc.add(g));
