@@ -7,7 +7,7 @@
 
 use half::{bf16, f16};
 use tessera_core::ops::{self, Axes};
-use tessera_core::transforms::{grad, vjp, vmap};
+use tessera_core::transforms::{grad, jvp, vjp, vmap};
 use tessera_core::{Array, Dtype, Result};
 
 const BITS: [u32; 7] = [1, 2, 3, 4, 5, 6, 8];
@@ -593,6 +593,22 @@ fn vjp_and_grad_of_grad() {
     let want = f32s(&ops::matmul(&ct, &deq).unwrap());
     for (a, w) in f32s(&g[0]).iter().zip(&want) {
         assert!((a - w).abs() < 1e-4, "{a} vs {w}");
+    }
+    // jvp (the transpose of the vjp): the product is linear in x, so J·t = t @ Wᵀ.
+    let t = arr(&rng.vec(m * k), &[m, k]);
+    let (_, jt) = jvp(
+        |a| {
+            Ok(vec![ops::quantized_matmul(
+                &a[0], &wq, &s, &b, true, gs, bits,
+            )?])
+        },
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&t),
+    )
+    .unwrap();
+    let want = f32s(&ops::quantized_matmul(&t, &wq, &s, &b, true, gs, bits).unwrap());
+    for (a, w) in f32s(&jt[0]).iter().zip(&want) {
+        assert!((a - w).abs() < 1e-4, "jvp: {a} vs {w}");
     }
     // The gradient is itself differentiable: d/dx of sum((dL/dx)²) for L = sum(qmm(x) * x@?)
     // is finite and shaped like x (it goes through quantized_matmul with transpose=false).
