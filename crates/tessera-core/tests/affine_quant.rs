@@ -839,3 +839,63 @@ fn empty_shapes() {
     assert_eq!(y.shape(), &[0, 3]);
     assert!(y.to_vec::<f32>().unwrap().is_empty());
 }
+
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    fn array(shape: &[usize], dt: Dtype) -> Array {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        arr(&v, shape).astype(dt).unwrap()
+    }
+
+    fn run(what: &str, f: impl FnOnce() -> Result<Array>) {
+        let r = catch_unwind(AssertUnwindSafe(|| f().and_then(|a| a.eval().map(|_| a))));
+        assert!(r.is_ok(), "{what} panicked");
+    }
+
+    fn shape() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(
+            prop::sample::select(vec![0usize, 1, 2, 3, 4, 8, 16, 32, 64]),
+            0..4,
+        )
+    }
+
+    fn dtype() -> impl Strategy<Value = Dtype> {
+        prop::sample::select(vec![
+            Dtype::F32,
+            Dtype::BF16,
+            Dtype::F16,
+            Dtype::U32,
+            Dtype::I32,
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Random (mostly inconsistent) shapes, dtypes, bit widths and group sizes: every call
+        /// returns a value or an error, at call time or at eval.
+        #[test]
+        fn affine_ops_never_panic(
+            sw in shape(), sq in shape(), ss in shape(), sx in shape(),
+            dw in dtype(), dq in dtype(), ds in dtype(), dx in dtype(),
+            bits in 0u32..10, gs in prop::sample::select(vec![0usize, 16, 32, 64, 100, 128]),
+            transpose in any::<bool>(),
+        ) {
+            let (w, q, s, x) = (array(&sw, dw), array(&sq, dq), array(&ss, ds), array(&sx, dx));
+            run("quantize", || ops::quantize(&w, gs, bits).map(|t| t.0));
+            run("dequantize", || ops::dequantize(&q, &s, &s, gs, bits));
+            run("quantized_matmul", || ops::quantized_matmul(&x, &q, &s, &s, transpose, gs, bits));
+            // Consistent weights with random activations.
+            if let Ok((wq, sc, bi)) = ops::quantize(&w, gs, bits) {
+                run("dequantize ok", || ops::dequantize(&wq, &sc, &bi, gs, bits));
+                run("quantized_matmul ok", || {
+                    ops::quantized_matmul(&x, &wq, &sc, &bi, transpose, gs, bits)
+                });
+            }
+        }
+    }
+}
