@@ -12,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 models="${TESSERA_MODELS:-$root/.cache/models}"
 bench="$root/.cache/llama.cpp/build/bin/llama-bench"
-tessera="$root/target/release/tessera"
+tessera="${TESSERA_BIN:-$root/target/release/tessera}"
 rounds="${1:-3}"
 [ -x "$bench" ] || { echo "build llama.cpp first: scripts/build-llama-cpp.sh" >&2; exit 1; }
 [ -x "$tessera" ] || { echo "build tessera first: cargo build --release -p tessera-cli" >&2; exit 1; }
