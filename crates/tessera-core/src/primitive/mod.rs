@@ -257,7 +257,6 @@ pub enum Primitive {
     Rope {
         interleaved: bool,
     },
-
     /// Attention softmax(q kᵀ scale + mask) v with grouped-query heads; inputs q, k, v and
     /// optionally the additive mask.
     Sdpa {
