@@ -34,6 +34,10 @@ pub(super) struct Q8Rows {
     pub dsum: Vec<f32>,
     /// Q8_1's `s = f16(d * sum(q))` (for the min of Q4_1/Q5_1 weights).
     pub s: Vec<f32>,
+    /// The integer block sums `sum(q)`, times `-off` for an `off != 0` given to
+    /// [`quantize_q8`]: the panel kernels start each block's integer dot product from it, which
+    /// subtracts a weight offset exactly (see `x86/panel.rs`).
+    pub bias: Vec<i32>,
 }
 
 /// Activation rows in Q8_K super-blocks; index `row * nb + block`.
@@ -45,6 +49,20 @@ pub(super) struct Q8KRows {
     pub d: Vec<f32>,
     /// `rows * nb * 16` sums of each 16 quants.
     pub bsums: Vec<i16>,
+    /// For the panel kernels (else empty): `-off * bsums` with the `off` given to
+    /// [`quantize_q8k`] (a weight offset subtracted exactly, see `x86/panel.rs`).
+    pub bias: Vec<i32>,
+    /// For the panel kernels (else empty): `rows * nb * 8` sums of each 32 quants.
+    pub bsum32: Vec<i16>,
+}
+
+/// Which extra sums [`quantize_q8k`] computes for the panel kernels.
+#[derive(Clone, Copy, Default)]
+pub(super) struct KExtras {
+    /// Fill `bias` with `-off * bsums` (when not 0).
+    pub off: i32,
+    /// Fill `bsum32`.
+    pub sums32: bool,
 }
 
 /// One row's share of the output arrays, handed to a row quantizer.
@@ -53,6 +71,8 @@ pub(super) struct Q8Out<'a> {
     pub d: &'a mut [f32],
     pub dsum: &'a mut [f32],
     pub s: &'a mut [f32],
+    /// The integer block sums `sum(q)`.
+    pub sum: &'a mut [i32],
 }
 
 pub(super) struct Q8KOut<'a> {
@@ -85,9 +105,19 @@ fn min_rows(k: usize) -> usize {
     (1usize << 16).div_ceil(k.max(1))
 }
 
-pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
+/// Quantizes the `m` rows of `x` (`k` values each) to Q8 blocks, in the paired layout when
+/// `paired` (only for the x86 instruction sets), with `bias = -off * sum(q)` per block (the
+/// plain sums when `off == 0`).
+pub(super) fn quantize_q8(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    paired: bool,
+    off: i32,
+) -> Q8Rows {
     let nb = k / QK;
-    let paired = isa != Isa::Scalar;
+    let paired = paired && isa != Isa::Scalar;
     let mut r = Q8Rows {
         nb,
         paired,
@@ -95,40 +125,41 @@ pub(super) fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
         d: vec![0.0; m * nb],
         dsum: vec![0.0; m * nb],
         s: vec![0.0; m * nb],
+        bias: vec![0; m * nb],
     };
     let row: fn(&[f32], Q8Out) = match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Vnni => super::x86::act::q8_row,
         _ => q8_row,
     };
-    let (qs, d, dsum, s) = (
+    let (qs, d, dsum, s, bias) = (
         Ptr(r.qs.as_mut_ptr()),
         Ptr(r.d.as_mut_ptr()),
         Ptr(r.dsum.as_mut_ptr()),
         Ptr(r.s.as_mut_ptr()),
+        Ptr(r.bias.as_mut_ptr()),
     );
+    // SAFETY (both uses): row `i` of each array is in bounds and written by this worker only,
+    // and no other borrow of it is live.
+    let out = |i: usize| unsafe {
+        Q8Out {
+            qs: qs.slice(i * k, k),
+            d: d.slice(i * nb, nb),
+            dsum: dsum.slice(i * nb, nb),
+            s: s.slice(i * nb, nb),
+            sum: bias.slice(i * nb, nb),
+        }
+    };
     parallel_chunks(m, min_rows(k), &|a, b| {
         for i in a..b {
-            // SAFETY: row `i` of each array is in bounds and written by this worker only.
-            let out = unsafe {
-                Q8Out {
-                    qs: qs.slice(i * k, k),
-                    d: d.slice(i * nb, nb),
-                    dsum: dsum.slice(i * nb, nb),
-                    s: s.slice(i * nb, nb),
-                }
-            };
-            row(&x[i * k..(i + 1) * k], out);
+            row(&x[i * k..(i + 1) * k], out(i));
             if paired {
-                // SAFETY: as above (the previous borrows ended).
-                pair_row(unsafe {
-                    Q8Out {
-                        qs: qs.slice(i * k, k),
-                        d: d.slice(i * nb, nb),
-                        dsum: dsum.slice(i * nb, nb),
-                        s: s.slice(i * nb, nb),
-                    }
-                });
+                pair_row(out(i));
+            }
+            if off != 0 {
+                for v in out(i).sum.iter_mut() {
+                    *v *= -off;
+                }
             }
         }
     });
@@ -163,26 +194,36 @@ pub(super) fn pair_row(o: Q8Out) {
                 v[i] = src[j];
             }
         }
+        let v = &mut o.sum[8 * g..8 * g + 8];
+        let mut src = [0i32; 8];
+        src.copy_from_slice(v);
+        for (i, &j) in PAIR_ORDER.iter().enumerate() {
+            v[i] = src[j];
+        }
     }
 }
 
-pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
+pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize, ex: KExtras) -> Q8KRows {
     let nb = k / QK_K;
     let mut r = Q8KRows {
         nb,
         qs: vec![0; m * k],
         d: vec![0.0; m * nb],
         bsums: vec![0; m * nb * 16],
+        bias: vec![0; if ex.off != 0 { m * nb * 16 } else { 0 }],
+        bsum32: vec![0; if ex.sums32 { m * nb * 8 } else { 0 }],
     };
     let row: fn(&[f32], Q8KOut) = match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Vnni => super::x86::act::q8k_row,
         _ => q8k_row,
     };
-    let (qs, d, bs) = (
+    let (qs, d, bs, bias, bs32) = (
         Ptr(r.qs.as_mut_ptr()),
         Ptr(r.d.as_mut_ptr()),
         Ptr(r.bsums.as_mut_ptr()),
+        Ptr(r.bias.as_mut_ptr()),
+        Ptr(r.bsum32.as_mut_ptr()),
     );
     parallel_chunks(m, min_rows(k), &|a, b| {
         for i in a..b {
@@ -195,6 +236,22 @@ pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
                 }
             };
             row(&x[i * k..(i + 1) * k], out);
+            // SAFETY: as above (the row quantizer's borrows ended).
+            let sums = unsafe { &*bs.slice(i * nb * 16, nb * 16) };
+            if ex.off != 0 {
+                // SAFETY: as above.
+                let o = unsafe { bias.slice(i * nb * 16, nb * 16) };
+                for (o, &v) in o.iter_mut().zip(sums) {
+                    *o = -ex.off * v as i32;
+                }
+            }
+            if ex.sums32 {
+                // SAFETY: as above.
+                let o = unsafe { bs32.slice(i * nb * 8, nb * 8) };
+                for (o, v) in o.iter_mut().zip(sums.chunks_exact(2)) {
+                    *o = v[0] + v[1];
+                }
+            }
         }
     });
     r
@@ -214,6 +271,7 @@ pub(super) fn q8_row(x: &[f32], o: Q8Out) {
         o.d[b] = via_f16(d);
         o.dsum[b] = o.d[b] * sum as f32;
         o.s[b] = via_f16(d * sum as f32);
+        o.sum[b] = sum;
     }
 }
 

@@ -26,6 +26,12 @@ pub(super) trait Block32 {
 /// A 256-value super-block format.
 pub(super) trait Block256 {
     const BYTES: usize;
+    /// Values per distinct scale: 16, or 32 for Q4_K/Q5_K (whose `sc` and `mi` repeat each
+    /// scale for the two halves of a 32-value sub-block).
+    const SUB: usize = 16;
+    /// For Q3_K (4) and Q6_K (32), whose min term is an offset of the values (`mi = sc`,
+    /// `dm = -OFF d`, i.e. `x = d sc (q - OFF)`); 0 for the others.
+    const OFF: i32 = 0;
     fn decode(b: &[u8], s: &mut SuperBlock);
 }
 
@@ -164,6 +170,7 @@ impl Block256 for Q2_K {
 
 impl Block256 for Q3_K {
     const BYTES: usize = 110;
+    const OFF: i32 = 4;
     fn decode(b: &[u8], s: &mut SuperBlock) {
         for v in 0..QK_K {
             let h = (b[v % 32] >> (v / 32)) & 1;
@@ -192,6 +199,7 @@ fn scales_k4(b: &[u8], s: &mut SuperBlock) {
 
 impl Block256 for Q4_K {
     const BYTES: usize = 144;
+    const SUB: usize = 32;
     fn decode(b: &[u8], s: &mut SuperBlock) {
         for v in 0..QK_K {
             let byte = b[16 + 32 * (v / 64) + v % 32];
@@ -207,6 +215,7 @@ impl Block256 for Q4_K {
 
 impl Block256 for Q5_K {
     const BYTES: usize = 176;
+    const SUB: usize = 32;
     fn decode(b: &[u8], s: &mut SuperBlock) {
         for v in 0..QK_K {
             let byte = b[48 + 32 * (v / 64) + v % 32];
@@ -224,6 +233,7 @@ impl Block256 for Q5_K {
 
 impl Block256 for Q6_K {
     const BYTES: usize = 210;
+    const OFF: i32 = 32;
     fn decode(b: &[u8], s: &mut SuperBlock) {
         for v in 0..QK_K {
             let (n, t, l) = (v / 128, (v / 32) % 4, v % 32);

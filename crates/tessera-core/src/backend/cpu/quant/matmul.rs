@@ -2,12 +2,15 @@
 //! and instruction set, and walks the output in tiles.
 //!
 //! Work split: output columns (weight rows) are divided into contiguous chunks, one per pool
-//! thread, so each thread streams its own part of the weights. Inside a chunk, when there are
-//! more activation rows than one tile holds (`MT`), weight rows are taken in groups small enough
-//! to stay in L2 and every activation tile is run over the group before moving on, so the
-//! weights are read from memory once and decoded once per tile of `MT` rows.
+//! thread, so each thread streams its own part of the weights. With few activation rows
+//! (`m < panel_min_m`) the decode kernels run: inside a chunk, when there are more activation
+//! rows than one tile holds (`MT`), weight rows are taken in groups small enough to stay in L2
+//! and every activation tile is run over the group before moving on, so the weights are read
+//! from memory once and decoded once per tile of `MT` rows. From `panel_min_m` rows on, each
+//! chunk (whole panels of [`PANEL_ROWS`]) goes to a panel kernel in one call, which repacks
+//! the weights a group at a time and runs all activation rows over them (`x86/panel.rs`).
 
-use super::act::{Q8KRows, Q8Rows, quantize_q8, quantize_q8k};
+use super::act::{KExtras, Q8KRows, Q8Rows, quantize_q8, quantize_q8k};
 use super::{Isa, scalar};
 use crate::backend::cpu::pool::parallel_chunks;
 use crate::error::{Error, Result};
@@ -16,6 +19,14 @@ use crate::quant::GgmlType;
 /// Activation rows per tile: each decoded weight block is used against this many rows. (8 was
 /// measured slower: the per-row accumulators no longer fit in registers.)
 pub(super) const MT: usize = 4;
+
+/// From this many activation rows on, the x86 instruction sets use the panel kernels
+/// (`x86/panel.rs`: weights repacked once per call, then an integer GEMM), below it the decode
+/// kernels (each weight block decoded once per tile of [`MT`] rows). Measured crossover: at
+/// `m = 4` both run about equally fast, from 5 (VNNI) or 6 (AVX2) rows the panels win.
+fn panel_min_m(isa: Isa) -> usize {
+    if isa == Isa::Vnni { 5 } else { 6 }
+}
 
 /// Bytes of weight rows kept hot while all activation tiles pass over them.
 const L2_GROUP_BYTES: usize = 256 * 1024;
@@ -77,13 +88,24 @@ pub(super) fn matmul_t(
     out: &mut [f32],
 ) -> Result<()> {
     let row_bytes = ty.row_bytes(k)?;
+    let panel = m >= panel_min_m(isa);
+    if panel && let Some((kern, off)) = panel_q8(isa, ty) {
+        let acts = quantize_q8(isa, x, m, k, false, off);
+        drive_panels(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        return Ok(());
+    }
+    if panel && let Some((kern, ex)) = panel_q8k(isa, ty) {
+        let acts = quantize_q8k(isa, x, m, k, ex);
+        drive_panels(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        return Ok(());
+    }
     if let Some(kern) = kernel_q8(isa, ty) {
-        let acts = quantize_q8(isa, x, m, k);
+        let acts = quantize_q8(isa, x, m, k, true, 0);
         drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
         return Ok(());
     }
     if let Some(kern) = kernel_q8k(isa, ty) {
-        let acts = quantize_q8k(isa, x, m, k);
+        let acts = quantize_q8k(isa, x, m, k, KExtras::default());
         drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
         return Ok(());
     }
@@ -97,6 +119,27 @@ pub(super) fn matmul_t(
             msg: format!("no matmul kernel for {ty} weights"),
         }),
     }
+}
+
+/// Prefill kernels for the 32-value formats, and the weight offset the activations' `bias`
+/// must carry.
+fn panel_q8(isa: Isa, ty: GgmlType) -> Option<(Kernel<Q8Rows>, i32)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return super::x86::panel_q8(isa, ty);
+    }
+    let _ = (isa, ty);
+    None
+}
+
+/// Prefill kernels for the K-quants, and the sums they need from the activations.
+fn panel_q8k(isa: Isa, ty: GgmlType) -> Option<(Kernel<Q8KRows>, KExtras)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return super::x86::panel_q8k(isa, ty);
+    }
+    let _ = (isa, ty);
+    None
 }
 
 /// Kernels for the formats multiplied against Q8 (32-value) activations.
@@ -166,5 +209,44 @@ fn drive<A: Sync>(
             }
             rs = re;
         }
+    });
+}
+
+/// Weight rows per split unit of the panel kernels (a multiple of every panel height).
+const PANEL_ROWS: usize = 16;
+
+/// Runs a panel kernel: each pool thread takes a contiguous range of weight rows (whole panels)
+/// against all `m` activation rows.
+#[allow(clippy::too_many_arguments)]
+fn drive_panels<A: Sync>(
+    kern: Kernel<A>,
+    acts: &A,
+    w: &[u8],
+    row_bytes: usize,
+    nb: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let outp = OutPtr(out.as_mut_ptr());
+    // Split only when each thread gets real work (as `drive`).
+    let per_unit = PANEL_ROWS * m * k;
+    let min_units = (1usize << 17).div_ceil(per_unit.max(1));
+    parallel_chunks(n.div_ceil(PANEL_ROWS), min_units, &|a, b| {
+        let tile = Tile {
+            w,
+            row_bytes,
+            nb,
+            r0: a * PANEL_ROWS,
+            r1: (b * PANEL_ROWS).min(n),
+            i0: 0,
+            mt: m,
+            acts,
+            out: outp.get(),
+            ldo: n,
+        };
+        // SAFETY: as in `drive`; this chunk alone writes columns r0..r1.
+        unsafe { kern(&tile) };
     });
 }

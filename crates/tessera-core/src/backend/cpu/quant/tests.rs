@@ -1,7 +1,7 @@
 //! Tests: golden values from gguf-py, round trips, every kernel variant against the dequantized
 //! product, malformed input, and an ignored timing check.
 
-use super::act::{quantize_q8, quantize_q8k};
+use super::act::{KExtras, quantize_q8, quantize_q8k};
 use super::*;
 use crate::quant::GgmlType as T;
 use std::path::PathBuf;
@@ -195,8 +195,8 @@ fn activation_quantizers_agree() {
     }
     for isa in Isa::available() {
         let (mut a, b) = (
-            quantize_q8(Isa::Scalar, &x, 3, k),
-            quantize_q8(isa, &x, 3, k),
+            quantize_q8(Isa::Scalar, &x, 3, k, true, 3),
+            quantize_q8(isa, &x, 3, k, true, 3),
         );
         if b.paired {
             let nb = a.nb;
@@ -206,6 +206,7 @@ fn activation_quantizers_agree() {
                     d: &mut a.d[i * nb..(i + 1) * nb],
                     dsum: &mut a.dsum[i * nb..(i + 1) * nb],
                     s: &mut a.s[i * nb..(i + 1) * nb],
+                    sum: &mut a.bias[i * nb..(i + 1) * nb],
                 });
             }
         }
@@ -213,6 +214,7 @@ fn activation_quantizers_agree() {
         assert_eq!(bits(&a.d), bits(&b.d), "{isa:?}");
         assert_eq!(bits(&a.dsum), bits(&b.dsum), "{isa:?}");
         assert_eq!(bits(&a.s), bits(&b.s), "{isa:?}");
+        assert_eq!(a.bias, b.bias, "{isa:?}");
     }
     // Q8_K.
     let k = 512;
@@ -223,14 +225,14 @@ fn activation_quantizers_agree() {
     }
     for isa in Isa::available() {
         let (a, b) = (
-            quantize_q8k(Isa::Scalar, &x, 3, k),
-            quantize_q8k(isa, &x, 3, k),
+            quantize_q8k(Isa::Scalar, &x, 3, k, KExtras::default()),
+            quantize_q8k(isa, &x, 3, k, KExtras::default()),
         );
         assert_eq!(a.qs, b.qs, "{isa:?}");
         assert_eq!(a.bsums, b.bsums, "{isa:?}");
         assert_eq!(bits(&a.d), bits(&b.d), "{isa:?}");
     }
-    let acts = quantize_q8k(Isa::Scalar, &x[..k], 1, k);
+    let acts = quantize_q8k(Isa::Scalar, &x[..k], 1, k, KExtras::default());
     let mut blocks = vec![0u8; T::Q8_K.row_bytes(k).unwrap()];
     quantize_row(T::Q8_K, &x[..k], &mut blocks).unwrap();
     for (b, blk) in blocks.chunks(292).enumerate() {
@@ -376,6 +378,34 @@ fn matmul_matches_dequantized_product_on_every_isa() {
         }
         let w = random_blocks(&mut rng, ty, 300, 1024);
         check_matmul(ty, &w, 300, 1024, 6, &mut rng, "parallel");
+    }
+}
+
+/// Prefill shapes (the panel kernels on x86): activation counts that leave every remainder of
+/// the row tile, weight row counts that are not a multiple of the panel height, rows split
+/// across threads and across packed groups, and rows with a partial group of blocks.
+#[test]
+fn matmul_prefill_shapes() {
+    let mut rng = Rng(0x9e37);
+    for &ty in QUANT_TYPES {
+        let k = if ty.block_size() == 256 { 512 } else { 352 };
+        for (m, n) in [(16, 37), (33, 16), (64, 50), (8, 9), (11, 1)] {
+            let w = random_blocks(&mut rng, ty, n, k);
+            check_matmul(ty, &w, n, k, m, &mut rng, "prefill");
+        }
+        let wf = rng.vec(40 * k);
+        let rb = ty.row_bytes(k).unwrap();
+        let mut w = vec![0u8; 40 * rb];
+        for r in 0..40 {
+            quantize_row(ty, &wf[r * k..(r + 1) * k], &mut w[r * rb..(r + 1) * rb]).unwrap();
+        }
+        check_matmul(ty, &w, 40, k, 19, &mut rng, "prefill-quantized");
+    }
+    // Enough rows for several packed groups per thread.
+    for ty in [T::Q4_0, T::Q4_1, T::Q8_0, T::Q6_K, T::Q4_K] {
+        let k = 4096;
+        let w = random_blocks(&mut rng, ty, 600, k);
+        check_matmul(ty, &w, 600, k, 17, &mut rng, "prefill-groups");
     }
 }
 
@@ -605,5 +635,100 @@ fn kernel_cost() {
             }
         }
         println!("{line}  ns/256 weights");
+    }
+}
+
+/// Best time of single calls of `f` over about `budget` seconds (the minimum is robust to load
+/// from other processes on a shared machine).
+fn best_of(budget: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = std::time::Instant::now();
+    let mut best = f64::MAX;
+    let mut calls = 0;
+    while calls < 3 || (start.elapsed().as_secs_f64() < budget && calls < 100_000) {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        calls += 1;
+    }
+    best
+}
+
+/// Prefill speed check (not a test; about 10 s):
+/// `cargo test --release -p tessera-core --lib quant::tests::prefill_timing -- --ignored
+/// --nocapture`.
+///
+/// Integer throughput (`2 m n k / t`, GOPS) for `m = 64` and `m = 512` on the projection shapes
+/// of Gemma 3 270M (k = 640, 2048) and Qwen2.5-0.5B (k = 896, 4864), and for `m = 1` the GB/s
+/// of weight bytes read (the matrices stay in cache between calls). `QT_TYPES=Q4_0,Q8_0`,
+/// `QT_M=1,64` and `QT_ISA=avx2` narrow the run (for interleaved A/B comparisons).
+#[test]
+#[ignore]
+fn prefill_timing() {
+    let env_list = |name: &str| -> Option<Vec<String>> {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    };
+    let types: Vec<T> = match env_list("QT_TYPES") {
+        Some(v) => v.iter().filter_map(|s| T::from_name(s)).collect(),
+        None => vec![T::Q4_0, T::Q5_0, T::Q8_0, T::Q4_K, T::Q6_K],
+    };
+    let ms: Vec<usize> = match env_list("QT_M") {
+        Some(v) => v.iter().filter_map(|s| s.parse().ok()).collect(),
+        None => vec![1, 64, 512],
+    };
+    let isa = match std::env::var("QT_ISA").as_deref() {
+        Ok("avx2") => Isa::Avx2,
+        Ok("scalar") => Isa::Scalar,
+        _ => Isa::best(),
+    };
+    let mut rng = Rng(11);
+    // Activation quantization (once per call): ns per value, m = 512, k = 2048.
+    let (m, k) = (512, 2048);
+    let x = rng.vec(m * k);
+    let q8 = best_of(0.25, || {
+        std::hint::black_box(quantize_q8(isa, &x, m, k, false, 8));
+    });
+    let q8k = best_of(0.25, || {
+        std::hint::black_box(quantize_q8k(isa, &x, m, k, KExtras::default()));
+    });
+    let per = 1e9 / (m * k) as f64;
+    println!(
+        "quantize {isa:?}: Q8 {:.2} ns/value, Q8_K {:.2} ns/value",
+        q8 * per,
+        q8k * per
+    );
+    for ty in types {
+        // (n, k): Gemma 3 270M gate/up and down, Qwen2.5-0.5B gate/up and down.
+        let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
+            &[(640, 2048), (896, 4864)]
+        } else {
+            &[(2048, 640), (640, 2048), (4864, 896), (896, 4864)]
+        };
+        for &m in &ms {
+            let mut line = format!("{ty:5} m={m:<3} {isa:?}");
+            let mut total = (0.0, 0.0);
+            for &(n, k) in shapes {
+                let w = random_blocks(&mut rng, ty, n, k);
+                let x = rng.vec(m * k);
+                let mut out = vec![0f32; m * n];
+                let t = best_of(0.25, || {
+                    matmul_t_with(isa, ty, &w, n, k, &x, m, &mut out).unwrap()
+                });
+                if m == 1 {
+                    let gbs = w.len() as f64 / t / 1e9;
+                    line += &format!("  {n}x{k} {gbs:5.1} GB/s");
+                    total.0 += w.len() as f64;
+                } else {
+                    let gops = 2.0 * (m * n * k) as f64 / t / 1e9;
+                    line += &format!("  {n}x{k} {gops:5.1}");
+                    total.0 += 2.0 * (m * n * k) as f64;
+                }
+                total.1 += t;
+            }
+            let unit = if m == 1 { "GB/s" } else { "GOPS" };
+            println!("{line}  | all {:5.1} {unit}", total.0 / total.1 / 1e9);
+        }
     }
 }

@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 /// A super-block decoded into registers.
 pub(super) struct Sb {
     /// Values `32 c .. 32 c + 32` in register `c`, each below 64.
-    q: [__m256i; 8],
+    pub(super) q: [__m256i; 8],
     /// i16 scales for register `c`: lanes 0..8 (values `32c..32c+16`) hold `sc[2c]`, lanes
     /// 8..16 hold `sc[2c + 1]`.
     sc: [__m256i; 8],
@@ -32,7 +32,30 @@ pub(super) struct Sb {
 }
 
 pub(super) trait Block256Avx: Block256 {
+    /// The largest value (for the i16 accumulation of the AVX2 panel kernels).
+    const QMAX: i32;
     unsafe fn load(p: *const u8) -> Sb;
+    /// The scales for the prefill panels (`panel.rs`): i32 scales of sub-blocks 0..8 and 8..16
+    /// (of `256 / SUB`), the min multipliers of sub-blocks `2j` and `2j + 1` as the i16 pair in
+    /// dword `j` (unused for the offset formats), `d` and `dm`.
+    unsafe fn panel_scales(p: *const u8) -> PanelScales;
+}
+
+/// See [`Block256Avx::panel_scales`].
+pub(super) struct PanelScales {
+    pub sc: [__m256i; 2],
+    pub mi: __m256i,
+    pub d: f32,
+    pub dm: f32,
+}
+
+/// 16 signed byte scales as two registers of 8 i32.
+#[inline(always)]
+unsafe fn widen16(sc16: __m128i) -> [__m256i; 2] {
+    [
+        _mm256_cvtepi8_epi32(sc16),
+        _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(sc16)),
+    ]
 }
 
 /// Widens 16 per-16-value scales (signed bytes) to the per-register i16 layout of [`Sb::sc`].
@@ -99,6 +122,7 @@ unsafe fn two_bits(qs: *const u8) -> [__m256i; 8] {
 }
 
 impl Block256Avx for dec::Q2_K {
+    const QMAX: i32 = 3;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let raw = _mm_loadu_si128(p as *const __m128i);
@@ -113,9 +137,21 @@ impl Block256Avx for dec::Q2_K {
             dm: -f16_at(p.add(82)),
         }
     }
+    #[inline(always)]
+    unsafe fn panel_scales(p: *const u8) -> PanelScales {
+        let raw = _mm_loadu_si128(p as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0F);
+        PanelScales {
+            sc: widen16(_mm_and_si128(raw, m4)),
+            mi: _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4)),
+            d: f16_at(p.add(80)),
+            dm: -f16_at(p.add(82)),
+        }
+    }
 }
 
 impl Block256Avx for dec::Q3_K {
+    const QMAX: i32 = 7;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let hm = load256(p);
@@ -140,6 +176,36 @@ impl Block256Avx for dec::Q3_K {
             dm: -4.0 * d,
         }
     }
+    #[inline(always)]
+    unsafe fn panel_scales(p: *const u8) -> PanelScales {
+        let scales = unpack_scales_q3k(std::slice::from_raw_parts(p.add(96), 12));
+        let sc16 = _mm_sub_epi8(
+            _mm_loadu_si128(scales.as_ptr() as *const __m128i),
+            _mm_set1_epi8(32),
+        );
+        let d = f16_at(p.add(108));
+        PanelScales {
+            sc: widen16(sc16),
+            mi: _mm256_setzero_si256(),
+            d,
+            dm: -4.0 * d,
+        }
+    }
+}
+
+/// [`Block256Avx::panel_scales`] for Q4_K and Q5_K (8 sub-blocks of 32).
+#[inline(always)]
+unsafe fn panel_scales_k4(p: *const u8) -> PanelScales {
+    let (sc, mn) = unpack_scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
+    PanelScales {
+        sc: [
+            _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc as i64)),
+            _mm256_setzero_si256(),
+        ],
+        mi: _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64))),
+        d: f16_at(p),
+        dm: -f16_at(p.add(2)),
+    }
 }
 
 /// Scales, min multipliers and floats shared by Q4_K and Q5_K.
@@ -155,6 +221,7 @@ unsafe fn scales_k4(p: *const u8) -> ([__m256i; 8], __m256i, f32, f32) {
 }
 
 impl Block256Avx for dec::Q4_K {
+    const QMAX: i32 = 15;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -167,9 +234,14 @@ impl Block256Avx for dec::Q4_K {
         let (sc, mi, d, dm) = scales_k4(p);
         Sb { q, sc, mi, d, dm }
     }
+    #[inline(always)]
+    unsafe fn panel_scales(p: *const u8) -> PanelScales {
+        panel_scales_k4(p)
+    }
 }
 
 impl Block256Avx for dec::Q5_K {
+    const QMAX: i32 = 31;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -188,9 +260,14 @@ impl Block256Avx for dec::Q5_K {
         let (sc, mi, d, dm) = scales_k4(p);
         Sb { q, sc, mi, d, dm }
     }
+    #[inline(always)]
+    unsafe fn panel_scales(p: *const u8) -> PanelScales {
+        panel_scales_k4(p)
+    }
 }
 
 impl Block256Avx for dec::Q6_K {
+    const QMAX: i32 = 63;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Sb {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -223,6 +300,16 @@ impl Block256Avx for dec::Q6_K {
             q,
             sc: expand_scales(sc16),
             mi: _mm256_cvtepi8_epi16(sc16),
+            d,
+            dm: -32.0 * d,
+        }
+    }
+    #[inline(always)]
+    unsafe fn panel_scales(p: *const u8) -> PanelScales {
+        let d = f16_at(p.add(208));
+        PanelScales {
+            sc: widen16(_mm_loadu_si128(p.add(192) as *const __m128i)),
+            mi: _mm256_setzero_si256(),
             d,
             dm: -32.0 * d,
         }

@@ -33,6 +33,8 @@ pub(super) trait Block32Avx: Block32 {
     const SIGNED: bool = false;
     /// For unsigned values: `x = d (q - OFF)` (0 for the affine formats, `x = d q + m`).
     const OFF: i32 = 0;
+    /// The largest unsigned value (for the i16 accumulation of the AVX2 panel kernels).
+    const QMAX: i32 = 15;
     /// Byte offsets of the f16 scale and (affine formats) min.
     const D_AT: usize = 0;
     const M_AT: usize = 2;
@@ -141,6 +143,7 @@ impl Block32Avx for dec::Q4_1 {
 
 impl Block32Avx for dec::Q5_0 {
     const OFF: i32 = 16;
+    const QMAX: i32 = 31;
     #[inline(always)]
     unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         with_fifth::<D>(nibbles(p.add(6)), u32_at(p.add(2)))
@@ -152,6 +155,7 @@ impl Block32Avx for dec::Q5_0 {
 }
 
 impl Block32Avx for dec::Q5_1 {
+    const QMAX: i32 = 31;
     #[inline(always)]
     unsafe fn q<D: Dot>(p: *const u8) -> __m256i {
         with_fifth::<D>(nibbles(p.add(8)), u32_at(p.add(4)))

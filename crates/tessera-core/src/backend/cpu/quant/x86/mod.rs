@@ -14,9 +14,10 @@
 pub(super) mod act;
 mod blocks256;
 mod blocks32;
+mod panel;
 
 use super::Isa;
-use super::act::{Q8KRows, Q8Rows};
+use super::act::{KExtras, Q8KRows, Q8Rows};
 use super::decode as dec;
 use super::matmul::{Kernel, Tile};
 use crate::quant::GgmlType;
@@ -31,6 +32,8 @@ pub(super) trait Dot {
     /// `acc + Σ_{2 i16} (u x pair sum) s` per i32 lane: each pair of bytes scaled by the i16 in
     /// `s` at the same position. `u < 64`, so a pair sum fits i16.
     unsafe fn dot_scaled(acc: __m256i, u: __m256i, x: __m256i, s: __m256i) -> __m256i;
+    /// `acc + Σ_{2 i16} a b` per i32 lane.
+    unsafe fn dot_ww(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
 }
 
 pub(super) struct Avx2;
@@ -47,6 +50,10 @@ impl Dot for Avx2 {
     unsafe fn dot_scaled(acc: __m256i, u: __m256i, x: __m256i, s: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s))
     }
+    #[inline(always)]
+    unsafe fn dot_ww(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
 }
 
 impl Dot for Vnni {
@@ -58,6 +65,10 @@ impl Dot for Vnni {
     #[inline(always)]
     unsafe fn dot_scaled(acc: __m256i, u: __m256i, x: __m256i, s: __m256i) -> __m256i {
         _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, x), s)
+    }
+    #[inline(always)]
+    unsafe fn dot_ww(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
     }
 }
 
@@ -133,6 +144,122 @@ pub(super) fn kernel_q8k(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8KRows>> {
         GgmlType::Q4_K => pick256::<dec::Q4_K>(isa),
         GgmlType::Q5_K => pick256::<dec::Q5_K>(isa),
         GgmlType::Q6_K => pick256::<dec::Q6_K>(isa),
+        _ => return None,
+    })
+}
+
+// Prefill (panel) kernels, see `panel.rs`. The register tile: AVX2 (16 vector registers)
+// takes 8 weight rows (one ymm) by 4 activation rows; VNNI (AVX-512, 32 registers) 16 weight
+// rows (one zmm) by 8 activation rows, whose activation broadcasts fold into `vpdpbusd`.
+const R_AVX2: usize = 1;
+const C_AVX2: usize = 4;
+const RZ_VNNI: usize = 1;
+const CZ_VNNI: usize = 8;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel32_avx2_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
+    panel::run32::<Avx2, B, R_AVX2, C_AVX2>(t, s, g)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel32_vnni_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
+    panel::run32z::<B, RZ_VNNI, CZ_VNNI>(t, s, g)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel256_avx2_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mut u8, g: usize) {
+    panel::run256::<Avx2, B, R_AVX2, C_AVX2>(t, s, g)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel256_vnni_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mut u8, g: usize) {
+    panel::run256z::<B, RZ_VNNI, CZ_VNNI>(t, s, g)
+}
+
+// The entry points take the thread's scratch buffer outside the `#[target_feature]` functions
+// (no closure runs inside them, see the module docs).
+
+/// # Safety
+/// The CPU has AVX2; the tile contract of [`Kernel`].
+unsafe fn panel32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
+    let per_row = panel::stride32(R_AVX2, B::AFFINE) / (8 * R_AVX2) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+        // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
+        unsafe { panel32_avx2_run::<B>(t, s, g) }
+    });
+}
+
+/// # Safety
+/// The CPU has the VNNI set; the tile contract of [`Kernel`].
+unsafe fn panel32_vnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
+    let per_row = panel::stride32(2 * RZ_VNNI, B::AFFINE) / (16 * RZ_VNNI) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 16 * RZ_VNNI, |s, g| {
+        // SAFETY: as above.
+        unsafe { panel32_vnni_run::<B>(t, s, g) }
+    });
+}
+
+/// # Safety
+/// As [`panel32_avx2`].
+unsafe fn panel256_avx2<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
+    let per_row = panel::stride256(R_AVX2, B::SUB, B::OFF) / (8 * R_AVX2) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+        // SAFETY: as above.
+        unsafe { panel256_avx2_run::<B>(t, s, g) }
+    });
+}
+
+/// # Safety
+/// As [`panel32_vnni`].
+unsafe fn panel256_vnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
+    let per_row = panel::stride256(2 * RZ_VNNI, B::SUB, B::OFF) / (16 * RZ_VNNI) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 16 * RZ_VNNI, |s, g| {
+        // SAFETY: as above.
+        unsafe { panel256_vnni_run::<B>(t, s, g) }
+    });
+}
+
+fn ppick32<B: blocks32::Block32Avx>(isa: Isa) -> (Kernel<Q8Rows>, i32) {
+    if isa == Isa::Vnni {
+        (panel32_vnni::<B>, panel::offset32::<Vnni, B>())
+    } else {
+        (panel32_avx2::<B>, panel::offset32::<Avx2, B>())
+    }
+}
+
+fn ppick256<B: blocks256::Block256Avx>(isa: Isa) -> (Kernel<Q8KRows>, KExtras) {
+    let kern: Kernel<Q8KRows> = if isa == Isa::Vnni {
+        panel256_vnni::<B>
+    } else {
+        panel256_avx2::<B>
+    };
+    (kern, panel::extras256::<B>())
+}
+
+/// Prefill kernels for the 32-value formats (each call takes a whole row range against all
+/// activation rows, which must be quantized unpaired with `bias = -offset * sum`), and that
+/// offset.
+pub(super) fn panel_q8(isa: Isa, ty: GgmlType) -> Option<(Kernel<Q8Rows>, i32)> {
+    Some(match ty {
+        GgmlType::Q4_0 => ppick32::<dec::Q4_0>(isa),
+        GgmlType::Q4_1 => ppick32::<dec::Q4_1>(isa),
+        GgmlType::Q5_0 => ppick32::<dec::Q5_0>(isa),
+        GgmlType::Q5_1 => ppick32::<dec::Q5_1>(isa),
+        GgmlType::Q8_0 => ppick32::<dec::Q8_0>(isa),
+        GgmlType::Q8_1 => ppick32::<dec::Q8_1>(isa),
+        GgmlType::IQ4_NL => ppick32::<dec::IQ4_NL>(isa),
+        _ => return None,
+    })
+}
+
+/// Prefill kernels for the K-quants, and the sums they need from the activations.
+pub(super) fn panel_q8k(isa: Isa, ty: GgmlType) -> Option<(Kernel<Q8KRows>, KExtras)> {
+    Some(match ty {
+        GgmlType::Q2_K => ppick256::<dec::Q2_K>(isa),
+        GgmlType::Q3_K => ppick256::<dec::Q3_K>(isa),
+        GgmlType::Q4_K => ppick256::<dec::Q4_K>(isa),
+        GgmlType::Q5_K => ppick256::<dec::Q5_K>(isa),
+        GgmlType::Q6_K => ppick256::<dec::Q6_K>(isa),
         _ => return None,
     })
 }
