@@ -8,11 +8,12 @@
 //! and every activation tile is run over the group before moving on, so the weights are read
 //! from memory once and decoded once per tile of `MT` rows. From `panel_min_m` rows on, each
 //! chunk (whole panels of [`PANEL_ROWS`]) goes to a panel kernel in one call, which repacks
-//! the weights a group at a time and runs all activation rows over them (`x86/panel.rs`).
+//! the weights a group at a time and runs all activation rows over them (`x86/panel.rs`); with
+//! fewer panels than threads the activation rows are split instead.
 
 use super::act::{KExtras, Q8KRows, Q8Rows, quantize_q8, quantize_q8k};
 use super::{Isa, scalar};
-use crate::backend::cpu::pool::parallel_chunks;
+use crate::backend::cpu::pool::{self, parallel_chunks};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -230,23 +231,34 @@ fn drive_panels<A: Sync>(
     out: &mut [f32],
 ) {
     let outp = OutPtr(out.as_mut_ptr());
-    // Split only when each thread gets real work (as `drive`).
-    let per_unit = PANEL_ROWS * m * k;
-    let min_units = (1usize << 17).div_ceil(per_unit.max(1));
-    parallel_chunks(n.div_ceil(PANEL_ROWS), min_units, &|a, b| {
+    let run = |r0: usize, r1: usize, i0: usize, i1: usize| {
         let tile = Tile {
             w,
             row_bytes,
             nb,
-            r0: a * PANEL_ROWS,
-            r1: (b * PANEL_ROWS).min(n),
-            i0: 0,
-            mt: m,
+            r0,
+            r1,
+            i0,
+            mt: i1 - i0,
             acts,
             out: outp.get(),
             ldo: n,
         };
-        // SAFETY: as in `drive`; this chunk alone writes columns r0..r1.
+        // SAFETY: as in `drive`; this call alone writes rows i0..i1 of columns r0..r1.
         unsafe { kern(&tile) };
+    };
+    // Split only when each thread gets real work (as `drive`).
+    const MIN_WORK: usize = 1 << 17;
+    let units = n.div_ceil(PANEL_ROWS);
+    if units < pool::global().threads() {
+        // Fewer panels than threads (a handful of weight rows): split the activation rows
+        // instead, each thread packing the whole (small) weight matrix.
+        let min_rows = MIN_WORK.div_ceil(n * k).max(8);
+        parallel_chunks(m, min_rows, &|a, b| run(0, n, a, b));
+        return;
+    }
+    let min_units = MIN_WORK.div_ceil(PANEL_ROWS * m * k);
+    parallel_chunks(units, min_units, &|a, b| {
+        run(a * PANEL_ROWS, (b * PANEL_ROWS).min(n), 0, m)
     });
 }

@@ -401,6 +401,11 @@ fn matmul_prefill_shapes() {
         }
         check_matmul(ty, &w, 40, k, 19, &mut rng, "prefill-quantized");
     }
+    // Fewer weight rows than one panel per thread: the activation rows are split instead.
+    for ty in [T::Q5_0, T::Q4_K] {
+        let w = random_blocks(&mut rng, ty, 7, 2048);
+        check_matmul(ty, &w, 7, 2048, 64, &mut rng, "prefill-split-m");
+    }
     // Enough rows for several packed groups per thread.
     for ty in [T::Q4_0, T::Q4_1, T::Q8_0, T::Q6_K, T::Q4_K] {
         let k = 4096;

@@ -384,7 +384,8 @@ fn tile_rows<const C: usize>(left: usize) -> usize {
     }
 }
 
-/// The whole prefill for one thread's rows `t.r0..t.r1` and all `t.mt` activation rows.
+/// The whole prefill for one thread's weight rows `t.r0..t.r1` and activation rows
+/// `t.i0..t.i0 + t.mt`.
 #[inline(always)]
 pub(super) unsafe fn run32<D: Dot, B: Block32Avx, const R: usize, const C: usize>(
     t: &Tile<Q8Rows>,
@@ -401,9 +402,9 @@ pub(super) unsafe fn run32<D: Dot, B: Block32Avx, const R: usize, const C: usize
             pack32::<D, B, R>(t, g0 + p * pr, g1, scratch.add(p * per_panel));
         }
         // (Plain loops, no closures: see the x86 module docs.)
-        let mut i0 = 0;
-        while i0 < t.mt {
-            let cc = tile_rows::<C>(t.mt - i0);
+        let (mut i0, i1) = (t.i0, t.i0 + t.mt);
+        while i0 < i1 {
+            let cc = tile_rows::<C>(i1 - i0);
             for p in 0..np {
                 let panel = scratch.add(p * per_panel);
                 let col = g0 + p * pr;
@@ -597,9 +598,9 @@ pub(super) unsafe fn run256<D: Dot, B: Block256Avx, const R: usize, const C: usi
         for p in 0..np {
             pack256::<D, B, R>(t, g0 + p * pr, g1, scratch.add(p * per_panel));
         }
-        let mut i0 = 0;
-        while i0 < t.mt {
-            let cc = tile_rows::<C>(t.mt - i0);
+        let (mut i0, i1) = (t.i0, t.i0 + t.mt);
+        while i0 < i1 {
+            let cc = tile_rows::<C>(i1 - i0);
             for p in 0..np {
                 let panel = scratch.add(p * per_panel);
                 let col = g0 + p * pr;
@@ -715,9 +716,9 @@ pub(super) unsafe fn run32z<B: Block32Avx, const RZ: usize, const C: usize>(
         for p in 0..np {
             pack32z::<B, RZ>(t, g0 + p * pr, g1, scratch.add(p * per_panel));
         }
-        let mut i0 = 0;
-        while i0 < t.mt {
-            let cc = tile_rows::<C>(t.mt - i0);
+        let (mut i0, i1) = (t.i0, t.i0 + t.mt);
+        while i0 < i1 {
+            let cc = tile_rows::<C>(i1 - i0);
             for p in 0..np {
                 let panel = scratch.add(p * per_panel);
                 let col = g0 + p * pr;
@@ -876,9 +877,9 @@ pub(super) unsafe fn run256z<B: Block256Avx, const RZ: usize, const C: usize>(
         for p in 0..np {
             pack256z::<B, RZ>(t, g0 + p * pr, g1, scratch.add(p * per_panel));
         }
-        let mut i0 = 0;
-        while i0 < t.mt {
-            let cc = tile_rows::<C>(t.mt - i0);
+        let (mut i0, i1) = (t.i0, t.i0 + t.mt);
+        while i0 < i1 {
+            let cc = tile_rows::<C>(i1 - i0);
             for p in 0..np {
                 let panel = scratch.add(p * per_panel);
                 let col = g0 + p * pr;
