@@ -46,10 +46,10 @@ impl Arch {
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
-    /// Adjacent pairs (x[2i], x[2i+1]): llama.cpp's "normal" rope, used for Llama GGUF files
+    /// Adjacent pairs (`x[2i]`, `x[2i+1]`): llama.cpp's "normal" rope, used for Llama GGUF files
     /// (the converter permutes q/k weights to it).
     Interleaved,
-    /// First half with second half (x[i], x[i+d/2]): GPT-NeoX / Hugging Face `rotate_half`.
+    /// First half with second half (`x[i]`, `x[i+d/2]`): GPT-NeoX / Hugging Face `rotate_half`.
     Half,
 }
 

@@ -33,7 +33,7 @@ pub(super) fn quantized_matmul(
     let w = copy::ensure_contiguous(w)?;
     let k = *x.shape().last().unwrap_or(&0);
     let n = w.shape()[0];
-    let m = if k == 0 { 0 } else { x.size() / k };
+    let m = x.size().checked_div(k).unwrap_or(0);
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     if o.size() > 0 {
         // SAFETY: fresh contiguous output of m * n f32.
@@ -52,7 +52,7 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
     let w = copy::ensure_contiguous(w)?;
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     let k = *out.shape.last().unwrap_or(&0);
-    let rows = if k == 0 { 0 } else { o.size() / k };
+    let rows = o.size().checked_div(k).unwrap_or(0);
     let row_bytes = format.row_bytes(k)?;
     let src = bytes_of(&w);
     let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
