@@ -17,7 +17,11 @@ fn close(a: &Array, b: &Array, tol: f32) {
         ops::astype(a, Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
         ops::astype(b, Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
     );
-    let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let worst = x
+        .iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
     assert!(worst <= tol, "max difference {worst} > {tol}");
 }
 
@@ -31,11 +35,23 @@ fn rms_composite(x: &Array, w: Option<&Array>, eps: f64) -> Result<Array> {
 fn rms_norm_matches_the_composite() {
     let x = rand(&[3, 5, 64], 1);
     let w = rand(&[64], 2);
-    close(&ops::rms_norm(&x, Some(&w), 1e-5).unwrap(), &rms_composite(&x, Some(&w), 1e-5).unwrap(), 2e-5);
-    close(&ops::rms_norm(&x, None, 1e-6).unwrap(), &rms_composite(&x, None, 1e-6).unwrap(), 2e-5);
+    close(
+        &ops::rms_norm(&x, Some(&w), 1e-5).unwrap(),
+        &rms_composite(&x, Some(&w), 1e-5).unwrap(),
+        2e-5,
+    );
+    close(
+        &ops::rms_norm(&x, None, 1e-6).unwrap(),
+        &rms_composite(&x, None, 1e-6).unwrap(),
+        2e-5,
+    );
     // Strided input: the transpose of a (64, 7) array normalised over its last axis.
     let xt = ops::transpose(&rand(&[64, 7], 3), None).unwrap();
-    close(&ops::rms_norm(&xt, Some(&w), 1e-5).unwrap(), &rms_composite(&xt, Some(&w), 1e-5).unwrap(), 2e-5);
+    close(
+        &ops::rms_norm(&xt, Some(&w), 1e-5).unwrap(),
+        &rms_composite(&xt, Some(&w), 1e-5).unwrap(),
+        2e-5,
+    );
     // bf16 input comes back in bf16.
     let xb = ops::astype(&x, Dtype::BF16).unwrap();
     let yb = ops::rms_norm(&xb, Some(&w), 1e-5).unwrap();
@@ -48,12 +64,20 @@ fn rope_matches_the_composite() {
     for interleaved in [false, true] {
         for (d, r) in [(16, 8), (16, 4)] {
             let x = rand(&[2, 5, 3, d], 4);
-            let ang = random::uniform(-3.0, 3.0, &[5, r], Dtype::F32, Some(&random::key(5))).unwrap();
+            let ang =
+                random::uniform(-3.0, 3.0, &[5, r], Dtype::F32, Some(&random::key(5))).unwrap();
             let (c, s) = (ops::cos(&ang).unwrap(), ops::sin(&ang).unwrap());
-            let want = ops::rope_composite(&ops::astype(&x, Dtype::F64).unwrap(), &c, &s, interleaved).unwrap();
+            let want =
+                ops::rope_composite(&ops::astype(&x, Dtype::F64).unwrap(), &c, &s, interleaved)
+                    .unwrap();
             close(&ops::rope(&x, &c, &s, interleaved).unwrap(), &want, 1e-5);
             // Strided: positions and heads swapped in memory.
-            let xs = ops::swapaxes(&ops::contiguous(&ops::swapaxes(&x, 1, 2).unwrap()).unwrap(), 1, 2).unwrap();
+            let xs = ops::swapaxes(
+                &ops::contiguous(&ops::swapaxes(&x, 1, 2).unwrap()).unwrap(),
+                1,
+                2,
+            )
+            .unwrap();
             close(&ops::rope(&xs, &c, &s, interleaved).unwrap(), &want, 1e-5);
         }
     }
@@ -67,12 +91,37 @@ fn rope_is_a_rotation_and_its_gradient_rotates_back() {
     for interleaved in [false, true] {
         let y = ops::rope(&x, &c, &s, interleaved).unwrap();
         // Norms are preserved.
-        let n = |a: &Array| ops::sum(&ops::square(a).unwrap(), Axes::All, false).unwrap().item::<f32>().unwrap();
+        let n = |a: &Array| {
+            ops::sum(&ops::square(a).unwrap(), Axes::All, false)
+                .unwrap()
+                .item::<f32>()
+                .unwrap()
+        };
         assert!((n(&y) - n(&x)).abs() < 1e-3 * n(&x));
         // Gradient of sum(rope(x) * w) is the inverse rotation of w: compare with the composite.
         let w = rand(y.shape(), 8);
-        let fused = grad(|a: &[Array]| ops::sum(&ops::multiply(&ops::rope(&a[0], &c, &s, interleaved)?, &w)?, Axes::All, false), &[x.clone()]).unwrap();
-        let comp = grad(|a: &[Array]| ops::sum(&ops::multiply(&ops::rope_composite(&a[0], &c, &s, interleaved)?, &w)?, Axes::All, false), &[x.clone()]).unwrap();
+        let fused = grad(
+            |a: &[Array]| {
+                ops::sum(
+                    &ops::multiply(&ops::rope(&a[0], &c, &s, interleaved)?, &w)?,
+                    Axes::All,
+                    false,
+                )
+            },
+            &[x.clone()],
+        )
+        .unwrap();
+        let comp = grad(
+            |a: &[Array]| {
+                ops::sum(
+                    &ops::multiply(&ops::rope_composite(&a[0], &c, &s, interleaved)?, &w)?,
+                    Axes::All,
+                    false,
+                )
+            },
+            &[x.clone()],
+        )
+        .unwrap();
         close(&fused[0], &comp[0], 1e-5);
     }
 }
@@ -84,7 +133,13 @@ fn rms_norm_gradients_match_autodiff_of_the_composite() {
     let g = rand(&[4, 32], 11);
     let loss = |f: fn(&Array, Option<&Array>, f64) -> Result<Array>| {
         let g = g.clone();
-        move |a: &[Array]| ops::sum(&ops::multiply(&f(&a[0], Some(&a[1]), 1e-5)?, &g)?, Axes::All, false)
+        move |a: &[Array]| {
+            ops::sum(
+                &ops::multiply(&f(&a[0], Some(&a[1]), 1e-5)?, &g)?,
+                Axes::All,
+                false,
+            )
+        }
     };
     let composite = |x: &Array, w: Option<&Array>, eps: f64| -> Result<Array> {
         let ms = ops::mean(&ops::square(x)?, -1, true)?;
@@ -103,7 +158,11 @@ fn vmap_over_x() {
     let w = rand(&[16], 13);
     let f = |a: &[Array]| -> Result<Vec<Array>> { Ok(vec![ops::rms_norm(&a[0], Some(&w), 1e-5)?]) };
     let batched = vmap(f, &[xs.clone()], &[Some(0)], &[0]).unwrap();
-    close(&batched[0], &ops::rms_norm(&xs, Some(&w), 1e-5).unwrap(), 1e-6);
+    close(
+        &batched[0],
+        &ops::rms_norm(&xs, Some(&w), 1e-5).unwrap(),
+        1e-6,
+    );
 }
 
 #[test]
@@ -143,7 +202,11 @@ fn sdpa_matches_the_composite() {
     }
     // Query positions from a transposed (b, t, h, d) layout.
     let qt = ops::swapaxes(&rand(&[2, 3, 4, 8], 23), 1, 2).unwrap();
-    close(&ops::sdpa(&qt, &k, &v, 0.5, None).unwrap(), &ops::sdpa_composite(&qt, &k, &v, 0.5, None).unwrap(), 2e-5);
+    close(
+        &ops::sdpa(&qt, &k, &v, 0.5, None).unwrap(),
+        &ops::sdpa_composite(&qt, &k, &v, 0.5, None).unwrap(),
+        2e-5,
+    );
 }
 
 #[test]

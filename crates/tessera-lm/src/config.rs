@@ -132,7 +132,8 @@ impl ModelConfig {
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim == 0 || self.rope.dims > self.head_dim || !self.rope.dims.is_multiple_of(2) {
+        if self.head_dim == 0 || self.rope.dims > self.head_dim || !self.rope.dims.is_multiple_of(2)
+        {
             return bad(format!(
                 "rope dims {} must be even and at most the head dim {}",
                 self.rope.dims, self.head_dim

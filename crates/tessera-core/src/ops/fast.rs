@@ -20,7 +20,11 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
     if x.ndim() == 0 || !x.dtype().is_float() {
         return invalid(
             "rms_norm",
-            format!("x must be a float array with at least one axis, got {} {}", x.dtype(), fmt_shape(x.shape())),
+            format!(
+                "x must be a float array with at least one axis, got {} {}",
+                x.dtype(),
+                fmt_shape(x.shape())
+            ),
         );
     }
     if eps.is_nan() || eps < 0.0 {
@@ -30,7 +34,10 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
     if x.dtype() == crate::Dtype::F64 {
         // The kernel computes in f32; f64 callers get the exact composite.
         let ms = super::mean(&super::square(x)?, -1, true)?;
-        let y = super::multiply(x, &super::rsqrt(&super::add(&ms, &Array::scalar_of(eps, ms.dtype()))?)?)?;
+        let y = super::multiply(
+            x,
+            &super::rsqrt(&super::add(&ms, &Array::scalar_of(eps, ms.dtype()))?)?,
+        )?;
         return match weight {
             Some(w) => super::multiply(&y, w),
             None => Ok(y),
@@ -41,12 +48,21 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
         if w.shape() != [d] || !w.dtype().is_float() {
             return invalid(
                 "rms_norm",
-                format!("weight must be a float vector of shape ({d},), got {} {}", w.dtype(), fmt_shape(w.shape())),
+                format!(
+                    "weight must be a float vector of shape ({d},), got {} {}",
+                    w.dtype(),
+                    fmt_shape(w.shape())
+                ),
             );
         }
         inputs.push(w.clone());
     }
-    Ok(Array::lazy(Primitive::RmsNorm { eps }, inputs, x.shape().to_vec(), x.dtype()))
+    Ok(Array::lazy(
+        Primitive::RmsNorm { eps },
+        inputs,
+        x.shape().to_vec(),
+        x.dtype(),
+    ))
 }
 
 /// Rotary position embedding of `x` with shape `(..., t, heads, d)` by angles given as tables
@@ -67,12 +83,20 @@ pub fn rope(x: &Array, cos: &Array, sin: &Array, interleaved: bool) -> Result<Ar
     if x.ndim() < 3 || !x.dtype().is_float() {
         return invalid(
             "rope",
-            format!("x must be a float array (..., t, heads, d), got {} {}", x.dtype(), fmt_shape(x.shape())),
+            format!(
+                "x must be a float array (..., t, heads, d), got {} {}",
+                x.dtype(),
+                fmt_shape(x.shape())
+            ),
         );
     }
     let n = x.ndim();
     let (t, d) = (x.shape()[n - 3], x.shape()[n - 1]);
-    if cos.ndim() != 2 || cos.shape() != sin.shape() || cos.shape()[0] != t || 2 * cos.shape()[1] > d {
+    if cos.ndim() != 2
+        || cos.shape() != sin.shape()
+        || cos.shape()[0] != t
+        || 2 * cos.shape()[1] > d
+    {
         return invalid(
             "rope",
             format!(
@@ -113,7 +137,10 @@ pub fn rope_composite(x: &Array, cos: &Array, sin: &Array, interleaved: bool) ->
             super::squeeze(&super::slice_axis(&p, n, 1, 2)?, n as isize)?,
         )
     } else {
-        (super::slice_axis(&xr, n - 1, 0, r)?, super::slice_axis(&xr, n - 1, r, 2 * r)?)
+        (
+            super::slice_axis(&xr, n - 1, 0, r)?,
+            super::slice_axis(&xr, n - 1, r, 2 * r)?,
+        )
     };
     let ya = super::subtract(&super::multiply(&a, &c)?, &super::multiply(&b, &s)?)?;
     let yb = super::add(&super::multiply(&b, &c)?, &super::multiply(&a, &s)?)?;
@@ -126,7 +153,10 @@ pub fn rope_composite(x: &Array, cos: &Array, sin: &Array, interleaved: bool) ->
         super::concatenate(&[ya, yb], (n - 1) as isize)?
     };
     if 2 * r < d {
-        super::concatenate(&[rot, super::slice_axis(x, n - 1, 2 * r, d)?], (n - 1) as isize)
+        super::concatenate(
+            &[rot, super::slice_axis(x, n - 1, 2 * r, d)?],
+            (n - 1) as isize,
+        )
     } else {
         Ok(rot)
     }
@@ -218,7 +248,11 @@ pub fn sdpa_composite(
         }
         None => scores,
     };
-    let wide = if q.dtype() == crate::Dtype::F64 { crate::Dtype::F64 } else { crate::Dtype::F32 };
+    let wide = if q.dtype() == crate::Dtype::F64 {
+        crate::Dtype::F64
+    } else {
+        crate::Dtype::F32
+    };
     let p = super::softmax(&super::astype(&scores, wide)?, -1)?;
     let out = super::matmul(&super::astype(&p, v.dtype())?, v)?;
     super::astype(&super::reshape(&out, &[b, h, t, d])?, q.dtype())

@@ -366,7 +366,10 @@ pub(crate) fn vjp(
             };
             let m = ops::mean(&ops::multiply(&gw, x)?, -1, true)?;
             let r3 = ops::multiply(&r, &ops::square(&r)?)?;
-            let gx = ops::subtract(&ops::multiply(&gw, &r)?, &ops::multiply(x, &ops::multiply(&r3, &m)?)?)?;
+            let gx = ops::subtract(
+                &ops::multiply(&gw, &r)?,
+                &ops::multiply(x, &ops::multiply(&r3, &m)?)?,
+            )?;
             let mut grads = vec![Some(gx)];
             if let Some(w) = w {
                 let xr = ops::multiply(x, &r)?;
@@ -395,7 +398,11 @@ pub(crate) fn vjp(
         Primitive::Rope { interleaved } => {
             // A rotation: its transpose rotates by the opposite angle.
             let neg = ops::negative(&inputs[2])?;
-            vec![Some(ops::rope(ct, &inputs[1], &neg, *interleaved)?), None, None]
+            vec![
+                Some(ops::rope(ct, &inputs[1], &neg, *interleaved)?),
+                None,
+                None,
+            ]
         }
         Primitive::Softmax => {
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;

@@ -113,7 +113,10 @@ pub(super) fn rope(
     // Rows of d values: row index = ((outer * t) + pos) * h + head.
     let rows = o.size() / d;
     let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
-    let (cp, sp) = (SendConstPtr(cos.ptr::<f32>()), SendConstPtr(sin.ptr::<f32>()));
+    let (cp, sp) = (
+        SendConstPtr(cos.ptr::<f32>()),
+        SendConstPtr(sin.ptr::<f32>()),
+    );
     pool::parallel_chunks(rows, (1usize << 13).div_ceil(d).max(1), &|s, e| {
         simd::dispatch(|| {
             let mut tmp = vec![0f32; d];

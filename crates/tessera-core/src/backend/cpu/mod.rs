@@ -167,9 +167,13 @@ impl Backend for Cpu {
             Primitive::Softmax => softmax::softmax(x()?, out)?,
             Primitive::RmsNorm { eps } => fast::rms_norm(*eps, x()?, inputs.get(1), out)?,
             Primitive::Sdpa { scale } => fast::sdpa(*scale, inputs, out)?,
-            Primitive::Rope { interleaved } => {
-                fast::rope(*interleaved, x()?, arg(inputs, 1, p)?, arg(inputs, 2, p)?, out)?
-            }
+            Primitive::Rope { interleaved } => fast::rope(
+                *interleaved,
+                x()?,
+                arg(inputs, 1, p)?,
+                arg(inputs, 2, p)?,
+                out,
+            )?,
             Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };
