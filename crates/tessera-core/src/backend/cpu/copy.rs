@@ -200,6 +200,15 @@ pub(crate) fn contiguous(x: &ArrayData) -> Result<ArrayData> {
 }
 
 /// `x` itself when row-major, else a row-major copy.
+/// `x` as row-major f32 (no copy when it already is): what the f32-only kernels take.
+pub(crate) fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
+    if x.dtype == Dtype::F32 {
+        ensure_contiguous(x)
+    } else {
+        ensure_contiguous(&convert(x, Dtype::F32)?)
+    }
+}
+
 pub(crate) fn ensure_contiguous(x: &ArrayData) -> Result<ArrayData> {
     if x.is_contiguous() {
         Ok(x.clone())

@@ -9,14 +9,6 @@ use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::layout::ArrayData;
 
-fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
-    if x.dtype == Dtype::F32 {
-        copy::ensure_contiguous(x)
-    } else {
-        copy::ensure_contiguous(&copy::convert(x, Dtype::F32)?)
-    }
-}
-
 /// The f32 output buffer: x itself when it may be written in place.
 fn f32_output(x: &ArrayData, out: &Meta) -> Result<ArrayData> {
     if x.is_donatable() && x.dtype == Dtype::F32 {
@@ -61,8 +53,8 @@ pub(super) fn rms_norm(
     w: Option<&ArrayData>,
     out: &Meta,
 ) -> Result<ArrayData> {
-    let x = f32_contiguous(x)?;
-    let w = w.map(f32_contiguous).transpose()?;
+    let x = copy::f32_contiguous(x)?;
+    let w = w.map(copy::f32_contiguous).transpose()?;
     let o = f32_output(&x, out)?;
     let d = *out.shape.last().unwrap_or(&1);
     if o.size() == 0 || d == 0 {
@@ -101,8 +93,8 @@ pub(super) fn rope(
     sin: &ArrayData,
     out: &Meta,
 ) -> Result<ArrayData> {
-    let x = f32_contiguous(x)?;
-    let (cos, sin) = (f32_contiguous(cos)?, f32_contiguous(sin)?);
+    let x = copy::f32_contiguous(x)?;
+    let (cos, sin) = (copy::f32_contiguous(cos)?, copy::f32_contiguous(sin)?);
     let o = f32_output(&x, out)?;
     let n = out.shape.len();
     let (t, h, d) = (out.shape[n - 3], out.shape[n - 2], out.shape[n - 1]);
@@ -157,7 +149,7 @@ fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
     if x.dtype == Dtype::F32 && last_unit && x.layout.strides.iter().all(|&s| s >= 0) {
         Ok(x.clone())
     } else {
-        f32_contiguous(x)
+        copy::f32_contiguous(x)
     }
 }
 
@@ -179,9 +171,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
-    let q = f32_contiguous(&inputs[0])?;
+    let q = copy::f32_contiguous(&inputs[0])?;
     let (k, v) = (f32_rows(&inputs[1])?, f32_rows(&inputs[2])?);
-    let mask = inputs.get(3).map(f32_contiguous).transpose()?;
+    let mask = inputs.get(3).map(copy::f32_contiguous).transpose()?;
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     let (b, h, t, d) = (out.shape[0], out.shape[1], out.shape[2], out.shape[3]);
     let (hk, l) = (k.shape()[1], k.shape()[2]);

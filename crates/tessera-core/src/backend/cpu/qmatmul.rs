@@ -14,22 +14,13 @@ fn bytes_of(x: &ArrayData) -> &[u8] {
     unsafe { std::slice::from_raw_parts(x.ptr::<u8>(), x.size() * x.dtype.size()) }
 }
 
-fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
-    let x = if x.dtype == Dtype::F32 {
-        x.clone()
-    } else {
-        copy::convert(x, Dtype::F32)?
-    };
-    copy::ensure_contiguous(&x)
-}
-
 pub(super) fn quantized_matmul(
     format: GgmlType,
     x: &ArrayData,
     w: &ArrayData,
     out: &Meta,
 ) -> Result<ArrayData> {
-    let x = f32_contiguous(x)?;
+    let x = copy::f32_contiguous(x)?;
     let w = copy::ensure_contiguous(w)?;
     let k = *x.shape().last().unwrap_or(&0);
     let n = w.shape()[0];
