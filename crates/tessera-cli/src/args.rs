@@ -6,13 +6,35 @@ use std::collections::HashMap;
 pub struct Flags {
     values: HashMap<String, Vec<String>>,
     switches: Vec<String>,
+    positional: Vec<String>,
 }
 
 impl Flags {
-    /// Parses `args` given which flags take a value and which are switches.
+    /// Parses `args` given which flags take a value and which are switches; any other argument
+    /// is an error.
     pub fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Flags, String> {
+        Flags::parse_inner(args, with_value, switches, false)
+    }
+
+    /// As [`Flags::parse`], and arguments that are not flags (nor flag values) are kept as
+    /// positionals, in order.
+    pub fn parse_with_positionals(
+        args: &[String],
+        with_value: &[&str],
+        switches: &[&str],
+    ) -> Result<Flags, String> {
+        Flags::parse_inner(args, with_value, switches, true)
+    }
+
+    fn parse_inner(
+        args: &[String],
+        with_value: &[&str],
+        switches: &[&str],
+        allow_positional: bool,
+    ) -> Result<Flags, String> {
         let mut values: HashMap<String, Vec<String>> = HashMap::new();
         let mut on = Vec::new();
+        let mut positional = Vec::new();
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
@@ -33,6 +55,8 @@ impl Flags {
                 values.entry(name.to_string()).or_default().push(v);
             } else if switches.contains(&name) && inline.is_none() {
                 on.push(name.to_string());
+            } else if allow_positional && !a.starts_with('-') {
+                positional.push(a.clone());
             } else {
                 return Err(format!("unknown flag '{a}'"));
             }
@@ -41,7 +65,13 @@ impl Flags {
         Ok(Flags {
             values,
             switches: on,
+            positional,
         })
+    }
+
+    /// The positional arguments (see [`Flags::parse_with_positionals`]).
+    pub fn positionals(&self) -> &[String] {
+        &self.positional
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

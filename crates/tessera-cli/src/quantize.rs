@@ -5,30 +5,11 @@ use crate::args::Flags;
 use std::io::IsTerminal;
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let (pos, rest): (Vec<&String>, Vec<&String>) = {
-        let mut pos = Vec::new();
-        let mut rest = Vec::new();
-        let mut i = 0;
-        while i < args.len() {
-            if args[i].starts_with("--") {
-                rest.push(&args[i]);
-                if !args[i].contains('=') && i + 1 < args.len() {
-                    rest.push(&args[i + 1]);
-                    i += 1;
-                }
-            } else {
-                pos.push(&args[i]);
-            }
-            i += 1;
-        }
-        (pos, rest)
-    };
+    let f = Flags::parse_with_positionals(args, &["--bits", "--group-size"], &[])?;
     let usage = "usage: tessera quantize IN.gguf OUT_DIR [--bits 4] [--group-size 64]";
-    let [input, output] = pos.as_slice() else {
+    let [input, output] = f.positionals() else {
         return Err(usage.into());
     };
-    let rest: Vec<String> = rest.into_iter().cloned().collect();
-    let f = Flags::parse(&rest, &["--bits", "--group-size"], &[])?;
     let bits = f.num("--bits", 4u32)?;
     let group = f.num("--group-size", 64usize)?;
     let out = std::path::Path::new(output.as_str());
