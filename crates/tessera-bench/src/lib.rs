@@ -4,12 +4,14 @@
 //! Benchmarks are not tests: nothing here asserts speed. `scripts/compare-bench.sh` runs the
 //! same cases with NumPy, PyTorch and MLX and writes the side-by-side table in BENCHMARKS.md.
 
+mod collectives;
 mod llm;
 mod ops_cases;
 mod train_cases;
 
 use std::time::Instant;
 
+pub use collectives::{CollectiveBench, run_collectives};
 pub use llm::{LlmBench, run_llm};
 pub use ops_cases::ops_cases;
 pub use train_cases::train_cases;

@@ -10,6 +10,7 @@ mod args;
 mod chat;
 mod generate;
 mod info;
+mod launch;
 mod quantize;
 
 use std::process::ExitCode;
@@ -29,13 +30,28 @@ const USAGE: &str = "usage:
   tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
+  tessera bench collectives [--json] [--max-bytes B] [--repeats R]
+                                                  all_sum bandwidth/latency (run under tessera launch)
   tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
+  tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
+                 [--timeout S] [--encrypt] -- PROGRAM ARGS...
+                                                  run PROGRAM as N ranks of a cluster (output prefixed by rank)
   tessera --version
   tessera --help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("launch") {
+        // The launcher leaves with the exit code of the first rank that failed.
+        return match launch::run(&args[1..]) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
@@ -105,6 +121,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     if suite == "llm" {
         return bench_llm(&args[1..]);
     }
+    if suite == "collectives" {
+        return bench_collectives(&args[1..]);
+    }
     let mut json = false;
     let mut quick = false;
     let mut filter: Option<String> = None;
@@ -146,6 +165,30 @@ fn bench(args: &[String]) -> Result<(), String> {
         return Err("no benchmark case matched the filter".into());
     }
     Ok(())
+}
+
+fn bench_collectives(args: &[String]) -> Result<(), String> {
+    let flags = args::Flags::parse(args, &["--max-bytes", "--repeats"], &["--json"])?;
+    let b = tessera_bench::CollectiveBench {
+        max_bytes: flags.num("--max-bytes", 256usize << 20)?,
+        repeats: flags.num("--repeats", 20usize)?,
+    };
+    let g = tessera::distributed::init(tessera::distributed::Backend::Any)
+        .map_err(|e| e.to_string())?;
+    if g.size() == 1 {
+        eprintln!(
+            "note: a group of one rank; run under `tessera launch -n N -- tessera bench collectives`"
+        );
+    }
+    let json = flags.on("--json");
+    tessera_bench::run_collectives(&g, &b, &mut |r| {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            println!("{:<36} {:>10.2} {}", r.case, r.value, r.unit);
+        }
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn bench_llm(args: &[String]) -> Result<(), String> {

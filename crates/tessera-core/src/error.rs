@@ -36,6 +36,10 @@ pub enum Error {
         active: usize,
         limit: usize,
     },
+    /// A collective failed: a peer was lost, timed out, refused the handshake or sent a
+    /// malformed frame. The message names the rank and its address.
+    #[error("[{op}] {msg}")]
+    Distributed { op: &'static str, msg: String },
     /// The backend has no kernel for this primitive.
     #[error("[{backend}] no kernel for {primitive}")]
     Unsupported {

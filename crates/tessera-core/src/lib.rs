@@ -24,6 +24,7 @@
 
 pub mod array;
 pub mod backend;
+pub mod collective;
 mod display;
 pub mod dtype;
 pub mod error;

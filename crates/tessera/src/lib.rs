@@ -2,8 +2,8 @@
 //!
 //! This facade re-exports the crates of the workspace: [`core`] (arrays, ops, eval, random
 //! numbers, transforms, the CPU backend), [`nn`] (layers, losses, optimizers), [`io`] (GGUF,
-//! safetensors and NumPy files) and [`lm`] (tokenizers, models, sampling, generation). Cluster
-//! mode is planned (see the repository README).
+//! safetensors and NumPy files), [`lm`] (tokenizers, models, sampling, generation) and
+//! [`distributed`] (process groups, collectives over TCP, the launcher).
 //!
 //! ```
 //! use tessera::{Array, Dtype, ops, random};
@@ -20,6 +20,7 @@
 
 pub use tessera_core as core;
 pub use tessera_core::{Array, Device, Dtype, Error, Result, Stream, eval, ops, random};
+pub use tessera_distributed as distributed;
 pub use tessera_io as io;
 pub use tessera_lm as lm;
 pub use tessera_nn as nn;

@@ -5,6 +5,7 @@
 //! type-promotion table ([`promote_types`](crate::promote_types)), negative axes from the end.
 
 mod affine_quant;
+mod collective;
 mod creation;
 mod elementwise;
 mod fast;
@@ -17,6 +18,7 @@ mod shape;
 mod sort;
 
 pub use affine_quant::*;
+pub use collective::*;
 pub use creation::*;
 pub use elementwise::*;
 pub use fast::*;

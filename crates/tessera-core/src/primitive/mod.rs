@@ -263,6 +263,13 @@ pub enum Primitive {
         scale: f64,
     },
 
+    /// A collective over a group of processes (see [`crate::collective`]). Never merged or
+    /// folded by `compile`: each node is one exchange every rank must take part in.
+    Collective {
+        op: crate::collective::CollectiveOp,
+        group: crate::collective::GroupRef,
+    },
+
     /// A user-defined op: a forward written with ops, optionally its own derivative.
     Custom(CustomRef),
     /// Element-wise ops fused by `compile` into one pass over memory.

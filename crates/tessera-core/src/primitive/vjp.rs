@@ -417,6 +417,7 @@ pub(crate) fn vjp(
             )?;
             gs.into_iter().map(Some).collect()
         }
+        Primitive::Collective { op, group } => collective_vjp(*op, group, &x(), out, ct)?,
         Primitive::Custom(op) => match op.0.vjp(inputs, out, ct) {
             Some(gs) => gs?.into_iter().map(Some).collect(),
             None => {
@@ -460,6 +461,45 @@ pub(crate) fn vjp(
         .zip(inputs)
         .map(|(g, i)| g.filter(|_| differentiable(i)))
         .collect())
+}
+
+/// Collectives, with the loss taken as the sum of every rank's loss (data parallelism): the
+/// gradient of an input collects the cotangents of every rank's output that it reached.
+fn collective_vjp(
+    op: crate::collective::CollectiveOp,
+    group: &crate::collective::GroupRef,
+    x: &Array,
+    out: &Array,
+    ct: &Array,
+) -> Result<Vec<Option<Array>>> {
+    use crate::collective::{CollectiveOp::*, CollectiveReduce};
+    Ok(match op {
+        AllReduce(CollectiveReduce::Sum) => vec![Some(ops::all_sum(ct, group)?)],
+        AllReduce(CollectiveReduce::Max | CollectiveReduce::Min) => {
+            // The ranks holding the extreme value share the summed cotangent evenly (as the
+            // binary maximum does for ties).
+            let win = ops::equal(x, out)?.astype(ct.dtype())?;
+            let count = ops::all_sum(&win, group)?;
+            let total = ops::all_sum(ct, group)?;
+            vec![Some(ops::divide(&ops::multiply(&total, &win)?, &count)?)]
+        }
+        // Rank r's block of every rank's output came from rank r: sum those cotangent blocks.
+        AllGather => {
+            let g = ops::sum_scatter(ct, group)?;
+            vec![Some(ops::reshape(&g, x.shape())?)]
+        }
+        // Block b of the input went (summed) to rank b: its cotangent comes from rank b.
+        SumScatter => vec![Some(ops::all_gather(ct, group)?)],
+        Send { .. } | Recv { .. } => {
+            return Err(Error::Unsupported {
+                backend: "vjp",
+                primitive: format!(
+                    "{} (no derivative through point-to-point messages yet)",
+                    op.name()
+                ),
+            });
+        }
+    })
 }
 
 /// Gradients of `scales` and `biases` given the cotangent `dw` of the dequantized matrix

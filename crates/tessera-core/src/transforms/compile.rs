@@ -153,10 +153,18 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
     while let Some((a, expanded)) = stack.pop() {
         let k = key(&a);
         if expanded {
-            let ins = a.node.lock().inputs.clone();
-            let dep = ins.iter().any(|i| {
-                state.get(&key(i)).copied().unwrap_or(false) || tracer_index.contains_key(&key(i))
-            });
+            let (ins, collective) = {
+                let st = a.node.lock();
+                let c = matches!(st.primitive, Some(Primitive::Collective { .. }));
+                (st.inputs.clone(), c)
+            };
+            // A collective is an exchange, not a value: it runs on every call, never as a
+            // constant captured at trace time.
+            let dep = collective
+                || ins.iter().any(|i| {
+                    state.get(&key(i)).copied().unwrap_or(false)
+                        || tracer_index.contains_key(&key(i))
+                });
             state.insert(k, dep);
             if dep {
                 order.push(a);
@@ -205,8 +213,11 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
             index.insert(key(a), *j);
             continue;
         }
+        // Two identical collectives are still two exchanges: never merged.
+        let mergeable = !matches!(p, Primitive::Collective { .. });
         let existing = nodes.iter().position(|n| {
-            n.primitive == p
+            mergeable
+                && n.primitive == p
                 && n.shape == a.shape()
                 && n.dtype == a.dtype()
                 && n.inputs.len() == srcs.len()

@@ -256,6 +256,7 @@ fn batch_rule(
             Primitive::Take { axis: axis + 1 },
             vec![force(&ins[0], &bins[0], n)?, ins[1].clone()],
         ),
+        Primitive::Collective { op, group } => collective_batch(*op, group, ins, bins, out, n)?,
         // Batched indices: one take per example, stacked (correct for any shapes; not fast).
         Primitive::Take { .. }
         | Primitive::Custom(_)
@@ -331,6 +332,42 @@ fn batch_rule(
 }
 
 /// The universal fallback: run the primitive once per example and stack the results.
+/// Collectives on a batch: element-wise reductions and sends take the batch as is; gathers and
+/// scatters work on axis 0, so the batch moves to axis 1 around them.
+fn collective_batch(
+    op: crate::collective::CollectiveOp,
+    group: &crate::collective::GroupRef,
+    ins: &[Array],
+    bins: &[Option<Array>],
+    out: &Array,
+    n: usize,
+) -> Result<Array> {
+    use crate::collective::CollectiveOp::*;
+    let x = || force(&ins[0], &bins[0], n);
+    match op {
+        AllReduce(_) | Send { .. } => Ok(Array::lazy(
+            Primitive::Collective {
+                op,
+                group: group.clone(),
+            },
+            vec![x()?],
+            batched_shape(n, out.shape()),
+            out.dtype(),
+        )),
+        AllGather | SumScatter => {
+            let inner = ops::swapaxes(&x()?, 0, 1)?;
+            let y = if op == AllGather {
+                ops::all_gather(&inner, group)?
+            } else {
+                ops::sum_scatter(&inner, group)?
+            };
+            ops::swapaxes(&y, 0, 1)
+        }
+        // A receive's only inputs order it; every example receives the same message.
+        Recv { .. } => force(out, &None, n),
+    }
+}
+
 fn per_example(
     p: &Primitive,
     ins: &[Array],

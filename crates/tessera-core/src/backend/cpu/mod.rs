@@ -4,6 +4,7 @@
 
 pub(crate) mod affine;
 mod binary;
+mod collective;
 pub(crate) mod copy;
 mod fast;
 mod fused;
@@ -174,6 +175,7 @@ impl Backend for Cpu {
                 arg(inputs, 2, p)?,
                 out,
             )?,
+            Primitive::Collective { op, group } => collective::run(*op, group, inputs, out)?,
             Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };

@@ -1,0 +1,248 @@
+//! `Group`: the handle user code holds. It carries rank and size, runs collectives (lazy ops
+//! that become graph nodes), and splits into sub-groups.
+
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::mesh::Mesh;
+use crate::ring::RingComm;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tessera_core::collective::{CollectiveReduce, Communicator, GroupRef};
+use tessera_core::{Array, Dtype, ops};
+
+/// Which communication backend [`init`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The environment's choice (`TESSERA_BACKEND`), else `Ring`.
+    Any,
+    /// TCP between all ranks (built in, nothing to install).
+    Ring,
+    /// The system's MPI (needs the `mpi` feature; not built yet).
+    Mpi,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Result<Backend> {
+        match s {
+            "any" | "" => Ok(Backend::Any),
+            "ring" => Ok(Backend::Ring),
+            "mpi" => Ok(Backend::Mpi),
+            other => Err(Error::Config(format!(
+                "unknown backend {other:?} (expected ring or mpi)"
+            ))),
+        }
+    }
+}
+
+/// The group of a process running alone: every collective is the identity.
+struct Solo;
+
+impl Communicator for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn backend(&self) -> &str {
+        "solo"
+    }
+    fn all_reduce(&self, _: CollectiveReduce, _: Dtype, _: &mut [u8]) -> tessera_core::Result<()> {
+        Ok(())
+    }
+    fn all_gather(&self, input: &[u8], output: &mut [u8]) -> tessera_core::Result<()> {
+        output.copy_from_slice(input);
+        Ok(())
+    }
+    fn reduce_scatter(
+        &self,
+        _: CollectiveReduce,
+        _: Dtype,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> tessera_core::Result<()> {
+        output.copy_from_slice(input);
+        Ok(())
+    }
+    fn send(&self, _: &[u8], dst: usize) -> tessera_core::Result<()> {
+        Err(no_peer("send", dst))
+    }
+    fn recv(&self, _: &mut [u8], src: usize) -> tessera_core::Result<()> {
+        Err(no_peer("recv", src))
+    }
+}
+
+fn no_peer(op: &'static str, r: usize) -> tessera_core::Error {
+    tessera_core::Error::Invalid {
+        op,
+        msg: format!("rank {r} does not exist in a group of one"),
+    }
+}
+
+/// A group of processes. Cheap to clone; collectives on it are lazy ops.
+#[derive(Clone)]
+pub struct Group {
+    handle: GroupRef,
+    ring: Option<Arc<RingComm>>,
+    splits: Arc<AtomicU32>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.handle)
+    }
+}
+
+/// Joins the cluster described by the environment (see [`crate::config`]); a process started
+/// without one (no `TESSERA_WORLD_SIZE`) gets a group of size 1, so the same program runs alone.
+pub fn init(backend: Backend) -> Result<Group> {
+    let backend = match backend {
+        Backend::Any => Backend::parse(&std::env::var("TESSERA_BACKEND").unwrap_or_default())?,
+        b => b,
+    };
+    if backend == Backend::Mpi {
+        return Err(Error::Config(
+            "the mpi backend is not available in this build (use --backend ring)".into(),
+        ));
+    }
+    match ClusterConfig::from_env()? {
+        None => Ok(Group::solo()),
+        Some(cfg) => init_with(&cfg),
+    }
+}
+
+/// Joins a cluster described explicitly (tests, programs with their own configuration).
+pub fn init_with(cfg: &ClusterConfig) -> Result<Group> {
+    if cfg.world_size == 1 {
+        cfg.validate()?;
+        return Ok(Group::solo());
+    }
+    let mesh = Arc::new(Mesh::connect(cfg)?);
+    let ring = Arc::new(RingComm {
+        members: (0..cfg.world_size).collect(),
+        rank: cfg.rank,
+        id: 1,
+        mesh,
+    });
+    Ok(Group {
+        handle: GroupRef(ring.clone()),
+        ring: Some(ring),
+        splits: Arc::new(AtomicU32::new(0)),
+    })
+}
+
+impl Group {
+    /// The group of a process running alone.
+    pub fn solo() -> Group {
+        Group {
+            handle: GroupRef(Arc::new(Solo)),
+            ring: None,
+            splits: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.handle.rank()
+    }
+
+    pub fn size(&self) -> usize {
+        self.handle.size()
+    }
+
+    /// The handle the core's collective ops take.
+    pub fn handle(&self) -> &GroupRef {
+        &self.handle
+    }
+
+    /// Splits the group: ranks passing the same `color` form a new group, ordered by `key`
+    /// (ties by rank). Every rank of this group must call it, in the same order relative to its
+    /// other collectives. Sub-groups share this group's connections.
+    pub fn split(&self, color: u32, key: i64) -> Result<Group> {
+        let Some(ring) = &self.ring else {
+            return Ok(self.clone());
+        };
+        let n = self.size();
+        let mut mine = [0u8; 16];
+        mine[..8].copy_from_slice(&(color as i64).to_le_bytes());
+        mine[8..].copy_from_slice(&key.to_le_bytes());
+        let mut all = vec![0u8; 16 * n];
+        ring.all_gather(&mine, &mut all)
+            .map_err(|e| Error::Aborted(format!("split: {e}")))?;
+        let entry = |r: usize| {
+            let c = i64::from_le_bytes(all[16 * r..16 * r + 8].try_into().unwrap_or_default());
+            let k = i64::from_le_bytes(all[16 * r + 8..16 * r + 16].try_into().unwrap_or_default());
+            (c, k)
+        };
+        let mut same: Vec<(i64, usize)> = (0..n)
+            .filter(|&r| entry(r).0 == color as i64)
+            .map(|r| (entry(r).1, r))
+            .collect();
+        same.sort();
+        let members: Vec<usize> = same.iter().map(|&(_, r)| ring.members[r]).collect();
+        let rank = same
+            .iter()
+            .position(|&(_, r)| r == self.rank())
+            .ok_or_else(|| {
+                Error::Config("split: this rank is missing from its own color".into())
+            })?;
+        let nth = self.splits.fetch_add(1, Ordering::Relaxed);
+        // Same on every member: derived from the parent id, the split count and the color.
+        let id = ring
+            .id
+            .wrapping_mul(0x9E37_79B9)
+            .wrapping_add(nth.wrapping_mul(0x85EB_CA6B))
+            .wrapping_add(color.wrapping_mul(0xC2B2_AE35))
+            | 1;
+        if members.len() == 1 {
+            return Ok(Group::solo());
+        }
+        let sub = Arc::new(RingComm {
+            mesh: ring.mesh.clone(),
+            members,
+            rank,
+            id,
+        });
+        Ok(Group {
+            handle: GroupRef(sub.clone()),
+            ring: Some(sub),
+            splits: Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    /// See [`ops::all_sum`].
+    pub fn all_sum(&self, x: &Array) -> tessera_core::Result<Array> {
+        ops::all_sum(x, &self.handle)
+    }
+    /// See [`ops::all_max`].
+    pub fn all_max(&self, x: &Array) -> tessera_core::Result<Array> {
+        ops::all_max(x, &self.handle)
+    }
+    /// See [`ops::all_min`].
+    pub fn all_min(&self, x: &Array) -> tessera_core::Result<Array> {
+        ops::all_min(x, &self.handle)
+    }
+    /// See [`ops::all_gather`].
+    pub fn all_gather(&self, x: &Array) -> tessera_core::Result<Array> {
+        ops::all_gather(x, &self.handle)
+    }
+    /// See [`ops::sum_scatter`].
+    pub fn sum_scatter(&self, x: &Array) -> tessera_core::Result<Array> {
+        ops::sum_scatter(x, &self.handle)
+    }
+    /// See [`ops::send`].
+    pub fn send(&self, x: &Array, dst: usize) -> tessera_core::Result<Array> {
+        ops::send(x, dst, &self.handle)
+    }
+    /// See [`ops::recv`].
+    pub fn recv(&self, shape: &[usize], dtype: Dtype, src: usize) -> tessera_core::Result<Array> {
+        ops::recv(shape, dtype, src, &self.handle)
+    }
+    /// See [`ops::recv_like`].
+    pub fn recv_like(&self, x: &Array, src: usize) -> tessera_core::Result<Array> {
+        ops::recv_like(x, src, &self.handle)
+    }
+    /// See [`ops::barrier`].
+    pub fn barrier(&self) -> tessera_core::Result<()> {
+        ops::barrier(&self.handle)
+    }
+}

@@ -1,0 +1,48 @@
+//! # tessera-distributed
+//!
+//! Cluster mode: several processes (on one machine or many) working as one. A [`Group`] runs
+//! collectives (`all_sum`, `all_gather`, `sum_scatter`, `send`, `recv`, ...) that are ordinary
+//! lazy ops in the graph, with gradients and vmap rules, so a model can be split across machines
+//! and trained or run like a local one.
+//!
+//! Design:
+//! - The core defines the [`Communicator`](tessera_core::collective::Communicator) contract on
+//!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default); MPI and
+//!   NCCL plug into the same trait.
+//! - Every pair of ranks shares one TCP connection, authenticated by an HMAC challenge-response
+//!   on the cluster secret ([`auth`](crate::auth) module docs) and optionally encrypted with
+//!   ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
+//!   desynchronised or corrupted stream is an error, never wrong data.
+//! - A lost, hung or misbehaving peer fails the collective on every rank within the timeout,
+//!   with the rank and address at fault: the first rank to notice tells all others and closes
+//!   its connections.
+//! - The launcher ([`launch`]) starts ranks locally or over ssh and hands each its rank, the
+//!   hosts and the secret through the environment; [`init`] reads them.
+//!
+//! ```no_run
+//! use tessera_core::{Array, ops};
+//! use tessera_distributed::{Backend, init};
+//! // Started by `tessera launch -n 3 -- my-program`: each rank contributes its rank.
+//! let group = init(Backend::Any)?;
+//! let x = Array::from_slice(&[group.rank() as f32], &[1])?;
+//! let total = group.all_sum(&x)?; // 0 + 1 + 2 on every rank
+//! assert_eq!(total.item::<f32>()?, 3.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Not built yet: the MPI backend, several connections per peer, shared memory between ranks on
+//! one host, gradients through `send`/`recv`.
+
+mod auth;
+pub mod config;
+mod error;
+mod group;
+pub mod launch;
+mod link;
+mod mesh;
+mod reduce;
+mod ring;
+
+pub use config::ClusterConfig;
+pub use error::{Error, Result};
+pub use group::{Backend, Group, init, init_with};

@@ -1,0 +1,385 @@
+//! One authenticated TCP connection to a peer, carrying frames.
+//!
+//! A frame is a 32-byte header (magic, kind, group id, sequence number, payload length, header
+//! checksum) and the payload, sealed with ChaCha20-Poly1305 when encryption is on (the header is
+//! the associated data, the sequence number the nonce). The receiver knows exactly what it
+//! expects next (group, sequence, length), so a desynchronised, truncated or corrupted stream is
+//! an error naming the peer, never wrong data. Reading and writing have separate locks: a ring
+//! step sends to one neighbour while it receives from the other (the same peer when there are
+//! two ranks).
+
+use crate::error::Error;
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const MAGIC: &[u8; 4] = b"TSRF";
+const HEADER: usize = 32;
+const TAG: usize = 16;
+/// Payloads up to this size go out in one write together with their header (one packet on a
+/// fast link: what small-message latency needs).
+const COALESCE: usize = 64 * 1024;
+/// Longest abort message accepted.
+const MAX_ABORT: usize = 16 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Kind {
+    Data = 1,
+    Abort = 2,
+}
+
+fn checksum(b: &[u8]) -> u32 {
+    // FNV-1a: catches a stream that lost its place, not an attacker (that is the AEAD's job).
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ x as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn header(kind: Kind, group: u32, seq: u64, len: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(MAGIC);
+    h[4] = kind as u8;
+    h[8..12].copy_from_slice(&group.to_le_bytes());
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    h[20..28].copy_from_slice(&len.to_le_bytes());
+    let c = checksum(&h[..28]);
+    h[28..].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
+fn nonce(seq: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&seq.to_le_bytes());
+    Nonce::from(n)
+}
+
+struct Half {
+    stream: TcpStream,
+    seq: u64,
+    cipher: Option<ChaCha20Poly1305>,
+    scratch: Vec<u8>,
+}
+
+/// A connection to rank `peer`.
+pub(crate) struct Link {
+    pub peer: usize,
+    pub addr: String,
+    timeout: Duration,
+    reader: Mutex<Half>,
+    writer: Mutex<Half>,
+    control: TcpStream,
+}
+
+/// Failure of one link operation, before it is tied to a rank.
+#[derive(Debug)]
+pub(crate) enum LinkError {
+    Io(std::io::Error),
+    Protocol(String),
+    Aborted(String),
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        LinkError::Io(e)
+    }
+}
+
+impl Link {
+    pub fn new(
+        stream: TcpStream,
+        peer: usize,
+        addr: String,
+        timeout: Duration,
+        keys: Option<([u8; 32], [u8; 32])>,
+    ) -> std::io::Result<Link> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let (send_key, recv_key) = match keys {
+            Some((s, r)) => (Some(s), Some(r)),
+            None => (None, None),
+        };
+        let half = |s: TcpStream, key: Option<[u8; 32]>| Half {
+            stream: s,
+            seq: 0,
+            cipher: key.map(|k| ChaCha20Poly1305::new(&k.into())),
+            scratch: Vec::new(),
+        };
+        Ok(Link {
+            peer,
+            addr,
+            timeout,
+            reader: Mutex::new(half(stream.try_clone()?, recv_key)),
+            writer: Mutex::new(half(stream.try_clone()?, send_key)),
+            control: stream,
+        })
+    }
+
+    /// Turns a link failure into an error naming this peer.
+    pub fn error(&self, e: LinkError) -> Error {
+        let (rank, addr) = (self.peer, self.addr.clone());
+        match e {
+            LinkError::Io(e) => {
+                let msg = match e.kind() {
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+                        "no progress for {:.1} s: the rank hung, died without closing its connection, or is far behind (raise TESSERA_TIMEOUT if it is only slow)",
+                        self.timeout.as_secs_f64()
+                    ),
+                    ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe => {
+                        "connection lost: the process exited or was killed".to_string()
+                    }
+                    _ => format!("connection failed: {e}"),
+                };
+                Error::Peer { rank, addr, msg }
+            }
+            LinkError::Protocol(msg) => Error::Protocol { rank, addr, msg },
+            LinkError::Aborted(msg) => Error::Aborted(format!("rank {rank} reports: {msg}")),
+        }
+    }
+
+    fn lock(m: &Mutex<Half>) -> std::sync::MutexGuard<'_, Half> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one data frame of group `group`.
+    pub fn send(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
+        let mut w = Self::lock(&self.writer);
+        w.write_frame(Kind::Data, group, data)
+    }
+
+    /// Receives the next frame into `out`, which must be exactly the expected payload size.
+    pub fn recv(&self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
+        let mut r = Self::lock(&self.reader);
+        r.read_frame(group, out)
+    }
+
+    /// Best effort: tells the peer this group is aborting and why. A send in progress on this
+    /// link (a ring chunk) is given up to 200 ms to finish first, so the abort frame does not
+    /// cut a frame in half; after that the connection is closed without it.
+    pub fn send_abort(&self, msg: &str) {
+        let give_up = std::time::Instant::now() + Duration::from_millis(200);
+        let lock = loop {
+            match self.writer.try_lock() {
+                Ok(w) => break Some(w),
+                Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= give_up {
+                        break None;
+                    }
+                    // Failure path only: wait for the in-flight frame.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        if let Some(mut w) = lock {
+            let m = &msg.as_bytes()[..msg.len().min(MAX_ABORT)];
+            let _ = w.stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = w.write_frame(Kind::Abort, 0, m);
+        }
+    }
+
+    /// After a write to this peer failed: the reason the peer gave if it aborted (its abort
+    /// frame may already sit in our receive buffer), skipping data frames in front of it.
+    /// `None` when the reader is busy (its owner will read the abort itself) or nothing comes.
+    pub fn pending_abort(&self) -> Option<String> {
+        let mut r = self.reader.try_lock().ok()?;
+        let _ = r.stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut found = None;
+        for _ in 0..64 {
+            let mut h = [0u8; HEADER];
+            if r.stream.read_exact(&mut h).is_err() || &h[..4] != MAGIC {
+                break;
+            }
+            let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
+            if h[4] == Kind::Abort as u8 && len as usize <= MAX_ABORT + TAG {
+                let mut m = vec![0u8; len as usize];
+                if r.stream.read_exact(&mut m).is_ok() {
+                    let seq = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
+                    found = match &r.cipher {
+                        None => Some(String::from_utf8_lossy(&m).into_owned()),
+                        Some(c) => {
+                            let at = m.len().saturating_sub(TAG);
+                            let tag = Tag::clone_from_slice(&m[at..]);
+                            m.truncate(at);
+                            c.decrypt_in_place_detached(&nonce(seq), &h[..28], &mut m, &tag)
+                                .ok()
+                                .map(|_| String::from_utf8_lossy(&m).into_owned())
+                        }
+                    };
+                }
+                break;
+            }
+            if std::io::copy(&mut (&mut r.stream).take(len), &mut std::io::sink()).is_err() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Closes both directions; blocked reads and writes on this link return at once.
+    pub fn shutdown(&self) {
+        let _ = self.control.shutdown(Shutdown::Both);
+    }
+}
+
+impl Half {
+    fn write_frame(&mut self, kind: Kind, group: u32, data: &[u8]) -> Result<(), LinkError> {
+        let extra = if self.cipher.is_some() { TAG } else { 0 };
+        let h = header(kind, group, self.seq, (data.len() + extra) as u64);
+        let seq = self.seq;
+        self.seq += 1;
+        let Half {
+            stream,
+            cipher,
+            scratch,
+            ..
+        } = self;
+        match cipher {
+            Some(c) => {
+                scratch.clear();
+                scratch.extend_from_slice(&h);
+                scratch.extend_from_slice(data);
+                let tag = c
+                    .encrypt_in_place_detached(&nonce(seq), &h[..28], &mut scratch[HEADER..])
+                    .map_err(|_| LinkError::Protocol("encryption failed".into()))?;
+                scratch.extend_from_slice(&tag);
+                stream.write_all(scratch)?;
+            }
+            None if data.len() <= COALESCE => {
+                scratch.clear();
+                scratch.extend_from_slice(&h);
+                scratch.extend_from_slice(data);
+                stream.write_all(scratch)?;
+            }
+            None => {
+                stream.write_all(&h)?;
+                stream.write_all(data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_frame(&mut self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
+        let mut h = [0u8; HEADER];
+        self.stream.read_exact(&mut h)?;
+        let bad = |m: String| Err(LinkError::Protocol(m));
+        if &h[..4] != MAGIC || checksum(&h[..28]).to_le_bytes() != h[28..32] {
+            return bad("corrupted frame header (the stream lost its place)".into());
+        }
+        let seq = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
+        let g = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        if seq != self.seq {
+            return bad(format!(
+                "frame {seq} arrived where frame {} was expected (messages lost or repeated)",
+                self.seq
+            ));
+        }
+        self.seq += 1;
+        let extra = if self.cipher.is_some() { TAG } else { 0 };
+        if h[4] == Kind::Abort as u8 {
+            if len as usize > MAX_ABORT + extra {
+                return bad(format!("abort message of {len} bytes"));
+            }
+            let mut m = vec![0u8; len as usize];
+            self.stream.read_exact(&mut m)?;
+            if let Some(c) = &self.cipher {
+                let tag_at = m.len().saturating_sub(TAG);
+                let tag = Tag::clone_from_slice(&m[tag_at..]);
+                m.truncate(tag_at);
+                if c.decrypt_in_place_detached(&nonce(seq), &h[..28], &mut m, &tag)
+                    .is_err()
+                {
+                    return bad("abort frame failed authentication".into());
+                }
+            }
+            return Err(LinkError::Aborted(String::from_utf8_lossy(&m).into_owned()));
+        }
+        if h[4] != Kind::Data as u8 {
+            return bad(format!("unknown frame kind {}", h[4]));
+        }
+        if g != group {
+            return bad(format!(
+                "a frame of group {g:#x} arrived during a collective of group {group:#x}: the ranks called collectives in different orders"
+            ));
+        }
+        if len != (out.len() + extra) as u64 {
+            return bad(format!(
+                "a {}-byte message arrived where {} bytes were expected: the ranks called collectives with different shapes, dtypes or orders",
+                len as usize - extra.min(len as usize),
+                out.len()
+            ));
+        }
+        self.stream.read_exact(out)?;
+        if let Some(c) = &self.cipher {
+            let mut tag = [0u8; TAG];
+            self.stream.read_exact(&mut tag)?;
+            if c.decrypt_in_place_detached(&nonce(seq), &h[..28], out, Tag::from_slice(&tag))
+                .is_err()
+            {
+                return bad("a frame failed authentication (tampered with or corrupted)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair(keys: bool) -> (Link, Link) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        let t = Duration::from_secs(5);
+        let ka = keys.then_some((k1, k2));
+        let kb = keys.then_some((k2, k1));
+        (
+            Link::new(a, 1, "a".into(), t, ka).unwrap(),
+            Link::new(b, 0, "b".into(), t, kb).unwrap(),
+        )
+    }
+
+    #[test]
+    fn frames_round_trip_and_mismatches_are_caught() {
+        for keys in [false, true] {
+            let (a, b) = pair(keys);
+            let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+            a.send(7, b"hello").unwrap();
+            a.send(7, &big).unwrap();
+            let mut out = [0u8; 5];
+            assert!(b.recv(7, &mut out).is_ok());
+            assert_eq!(&out, b"hello");
+            let mut out = vec![0u8; big.len()];
+            assert!(b.recv(7, &mut out).is_ok());
+            assert_eq!(out, big);
+            // Wrong length, wrong group: protocol errors naming what differs.
+            a.send(7, b"abc").unwrap();
+            let mut two = [0u8; 2];
+            match b.recv(7, &mut two) {
+                Err(LinkError::Protocol(m)) => assert!(m.contains("3-byte message"), "{m}"),
+                _ => panic!("length mismatch not detected"),
+            }
+            let (a, b) = pair(keys);
+            a.send(8, b"x").unwrap();
+            let mut one = [0u8; 1];
+            assert!(matches!(b.recv(7, &mut one), Err(LinkError::Protocol(_))));
+            let (a, b) = pair(keys);
+            a.send_abort("rank 3 lost");
+            match b.recv(7, &mut one) {
+                Err(LinkError::Aborted(m)) => assert_eq!(m, "rank 3 lost"),
+                _ => panic!("abort not delivered"),
+            }
+        }
+    }
+}

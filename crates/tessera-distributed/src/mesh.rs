@@ -1,0 +1,236 @@
+//! Connecting the ranks: every pair of ranks gets one authenticated connection (a full mesh:
+//! the ring uses neighbours, small messages and point-to-point use any pair), and the shared
+//! failure state that turns one lost peer into a prompt error on every rank.
+//!
+//! Set-up needs no coordinator: rank r binds its own address from the hostfile, dials every
+//! lower rank (retrying until it is up), then accepts one connection from each higher rank.
+//! Rank 0 only accepts, so by induction every dial is eventually answered.
+
+use crate::auth;
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::link::{Link, LinkError};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// All connections of this process, and whether the cluster has failed.
+pub(crate) struct Mesh {
+    pub rank: usize,
+    links: Vec<Option<Arc<Link>>>,
+    failed: Mutex<Option<Error>>,
+    /// One collective at a time (groups from `split` share the mesh).
+    busy: Mutex<()>,
+}
+
+fn resolve(h: &str) -> Result<SocketAddr> {
+    h.to_socket_addrs()
+        .map_err(|e| Error::Config(format!("cannot resolve {h}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Config(format!("{h} resolves to no address")))
+}
+
+impl Mesh {
+    /// Binds this rank's address, then connects to every other rank within `cfg.timeout`.
+    pub fn connect(cfg: &ClusterConfig) -> Result<Mesh> {
+        cfg.validate()?;
+        let (me, world) = (cfg.rank, cfg.world_size);
+        let mut links: Vec<Option<Arc<Link>>> = (0..world).map(|_| None).collect();
+        if world == 1 {
+            return Ok(Mesh::new(me, links));
+        }
+        let deadline = Instant::now() + cfg.timeout;
+        let own = resolve(&cfg.hosts[me])?;
+        let listener = TcpListener::bind(own).map_err(|e| {
+            Error::Io(format!(
+                "rank {me} cannot listen on {own}: {e} (is the port free and the address this host's?)"
+            ))
+        })?;
+        for (peer, slot) in links.iter_mut().enumerate().take(me) {
+            *slot = Some(Arc::new(dial(cfg, peer, deadline)?));
+        }
+        let mut missing: Vec<usize> = (me + 1..world).collect();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Io(format!("listener: {e}")))?;
+        while !missing.is_empty() {
+            let (stream, from) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::Peer {
+                            rank: missing[0],
+                            addr: cfg.hosts[missing[0]].clone(),
+                            msg: format!(
+                                "did not connect within {:.0} s (not started, crashed, or blocked by a firewall)",
+                                cfg.timeout.as_secs_f64()
+                            ),
+                        });
+                    }
+                    // Set-up only: a short pause between polls of a non-blocking accept.
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                Err(e) => return Err(Error::Io(format!("accept on {own}: {e}"))),
+            };
+            match handshake_in(cfg, stream, &missing, deadline) {
+                Ok((peer, link)) => {
+                    missing.retain(|&r| r != peer);
+                    links[peer] = Some(Arc::new(link));
+                }
+                // A stranger (or a rank with the wrong secret) is logged and ignored; the real
+                // rank may still connect.
+                Err(msg) => eprintln!("tessera: rank {me} refused a connection from {from}: {msg}"),
+            }
+        }
+        Ok(Mesh::new(me, links))
+    }
+
+    fn new(rank: usize, links: Vec<Option<Arc<Link>>>) -> Mesh {
+        Mesh {
+            rank,
+            links,
+            failed: Mutex::new(None),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// The link to global rank `r` (never this rank).
+    pub fn link(&self, r: usize) -> Result<&Link> {
+        self.links
+            .get(r)
+            .and_then(|l| l.as_deref())
+            .ok_or_else(|| Error::Config(format!("no connection to rank {r}")))
+    }
+
+    /// Starts a collective: waits for the previous one and fails at once if the cluster has.
+    pub fn begin(&self) -> Result<MutexGuard<'_, ()>> {
+        let g = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(e);
+        }
+        Ok(g)
+    }
+
+    /// Records the first failure, tells every peer, and closes all connections so every blocked
+    /// operation returns; returns the first failure (the root cause, not the echoes of it).
+    pub fn fail(&self, e: Error) -> Error {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = f.clone() {
+            return first;
+        }
+        *f = Some(e.clone());
+        drop(f);
+        let msg = match &e {
+            Error::Aborted(m) => m.clone(),
+            other => format!("rank {} failed: {other}", self.rank),
+        };
+        for l in self.links.iter().flatten() {
+            l.send_abort(&msg);
+        }
+        for l in self.links.iter().flatten() {
+            l.shutdown();
+        }
+        e
+    }
+
+    /// A link result as a crate error, failing the mesh on error.
+    pub fn check<T>(&self, link: &Link, r: std::result::Result<T, LinkError>) -> Result<T> {
+        r.map_err(|e| {
+            // A peer that aborted closed its end after telling us why: prefer its reason (the
+            // root cause) over our own "connection lost".
+            let e = match e {
+                LinkError::Io(io) if is_disconnect(&io) => match link.pending_abort() {
+                    Some(m) => LinkError::Aborted(m),
+                    None => LinkError::Io(io),
+                },
+                e => e,
+            };
+            self.fail(link.error(e))
+        })
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
+}
+
+fn dial(cfg: &ClusterConfig, peer: usize, deadline: Instant) -> Result<Link> {
+    let addr_s = &cfg.hosts[peer];
+    let addr = resolve(addr_s)?;
+    let fail = |msg: String| Error::Peer {
+        rank: peer,
+        addr: addr_s.clone(),
+        msg,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(fail(format!(
+                "could not connect within {:.0} s (not started, crashed, or blocked by a firewall)",
+                cfg.timeout.as_secs_f64()
+            )));
+        }
+        match TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(5))) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(left));
+                let _ = s.set_write_timeout(Some(left));
+                return match auth::connect(
+                    &mut s,
+                    &cfg.secret,
+                    cfg.rank,
+                    peer,
+                    cfg.world_size,
+                    cfg.encrypt,
+                ) {
+                    Ok(session) => Link::new(s, peer, addr_s.clone(), cfg.timeout, session.keys)
+                        .map_err(|e| fail(format!("socket set-up: {e}"))),
+                    Err(e) => Err(Error::Protocol {
+                        rank: peer,
+                        addr: addr_s.clone(),
+                        msg: format!("handshake: {e}"),
+                    }),
+                };
+            }
+            // Not up yet: try again shortly (set-up only).
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn handshake_in(
+    cfg: &ClusterConfig,
+    mut s: TcpStream,
+    missing: &[usize],
+    deadline: Instant,
+) -> std::result::Result<(usize, Link), String> {
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    // A silent stranger may hold the accept loop only briefly.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+    s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+    let session = auth::accept(
+        &mut s,
+        &cfg.secret,
+        cfg.rank,
+        cfg.world_size,
+        cfg.encrypt,
+        |r| missing.contains(&r),
+    )
+    .map_err(|e| e.to_string())?;
+    let peer = session.peer;
+    let link = Link::new(s, peer, cfg.hosts[peer].clone(), cfg.timeout, session.keys)
+        .map_err(|e| e.to_string())?;
+    Ok((peer, link))
+}

@@ -1,0 +1,396 @@
+//! The `ring` backend: collectives over the TCP mesh.
+//!
+//! Large messages use the bandwidth-optimal ring: a reduce-scatter then an all-gather, each
+//! `n - 1` steps in which every rank sends one of `n` segments to its right neighbour while it
+//! receives another from its left, so every link carries `2 (n-1)/n` of the message and all links
+//! are busy at once. Segments travel in chunks, and a sender thread forwards chunk `j` as soon as
+//! it has been received (and reduced), so reduction, sending and receiving overlap.
+//!
+//! Small messages use one direct exchange: every rank sends its data to every other rank and
+//! reduces locally in rank order, one network latency instead of `2 (n-1)`. Both give every
+//! rank bit-identical results (each element is reduced in one fixed order).
+
+use crate::error::{Error, Result};
+use crate::mesh::Mesh;
+use crate::reduce::{reduce_into, reduce_to};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::mpsc;
+use tessera_core::Dtype;
+use tessera_core::collective::{CollectiveReduce, Communicator};
+
+/// Per-peer payloads up to this size use the direct exchange: small enough that every rank can
+/// write all of its messages before reading any without filling the sockets' buffers.
+pub(crate) const DIRECT_MAX: usize = 32 * 1024;
+/// Ring chunk: large enough to amortise a frame and a wake-up, small enough to pipeline.
+const CHUNK: usize = 1 << 20;
+
+/// A group over (a subset of) the mesh.
+pub(crate) struct RingComm {
+    pub mesh: Arc<Mesh>,
+    /// Global rank of each group rank.
+    pub members: Vec<usize>,
+    /// This process's group rank.
+    pub rank: usize,
+    /// Tags every frame, so a frame of another group is detected.
+    pub id: u32,
+}
+
+/// Raw pointer that may cross to the sender thread (see the SAFETY notes at its uses).
+#[derive(Clone, Copy)]
+struct SharedPtr(*mut u8);
+unsafe impl Send for SharedPtr {}
+unsafe impl Sync for SharedPtr {}
+
+impl SharedPtr {
+    // A method, so closures capture the whole (Send) wrapper rather than the raw field.
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+
+fn segments(elems: usize, n: usize, esize: usize) -> Vec<Range<usize>> {
+    (0..n)
+        .map(|k| (elems * k / n) * esize..(elems * (k + 1) / n) * esize)
+        .collect()
+}
+
+fn chunks(r: &Range<usize>, esize: usize) -> impl Iterator<Item = Range<usize>> + use<> {
+    let step = (CHUNK / esize).max(1) * esize;
+    let (start, end) = (r.start, r.end);
+    (start..end)
+        .step_by(step)
+        .map(move |s| s..(s + step).min(end))
+}
+
+/// One ring step: which segment is sent and which received.
+#[derive(Clone, Copy)]
+struct Step {
+    send: usize,
+    recv: usize,
+    reduce: bool,
+}
+
+impl RingComm {
+    fn n(&self) -> usize {
+        self.members.len()
+    }
+
+    fn peer(&self, group_rank: usize) -> usize {
+        self.members[group_rank]
+    }
+
+    fn send_to(&self, r: usize, data: &[u8]) -> Result<()> {
+        let link = self.mesh.link(self.peer(r))?;
+        for c in chunks(&(0..data.len()), 1) {
+            self.mesh.check(link, link.send(self.id, &data[c]))?;
+        }
+        Ok(())
+    }
+
+    fn recv_from(&self, r: usize, data: &mut [u8]) -> Result<()> {
+        let link = self.mesh.link(self.peer(r))?;
+        for c in chunks(&(0..data.len()), 1) {
+            self.mesh.check(link, link.recv(self.id, &mut data[c]))?;
+        }
+        Ok(())
+    }
+
+    /// Direct exchange: send `mine` to everyone, return everyone's block in rank order (this
+    /// rank's own is `mine`, not copied).
+    fn exchange(&self, mine: &[u8]) -> Result<Vec<Option<Vec<u8>>>> {
+        let n = self.n();
+        for k in 1..n {
+            self.send_to((self.rank + k) % n, mine)?;
+        }
+        let mut got: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+        for k in 1..n {
+            let from = (self.rank + n - k) % n;
+            let mut buf = vec![0u8; mine.len()];
+            self.recv_from(from, &mut buf)?;
+            got[from] = Some(buf);
+        }
+        Ok(got)
+    }
+
+    /// Runs ring `steps` over `buf` (segment byte ranges `seg`): the sender thread sends
+    /// `seg[step.send]` to the right while this thread receives `seg[step.recv]` from the left.
+    /// A reducing step writes `local (op) received` into `buf`; the first step sends from
+    /// `local`, which is this rank's own data (`buf` itself for an in-place all-reduce). Chunk
+    /// `j` of step `t + 1` is sent once chunk `j` of step `t` has arrived.
+    #[allow(clippy::too_many_arguments)]
+    fn ring(
+        &self,
+        buf: *mut u8,
+        seg: &[Range<usize>],
+        esize: usize,
+        steps: &[Step],
+        local: *const u8,
+        op: CollectiveReduce,
+        dtype: Dtype,
+    ) -> Result<()> {
+        let n = self.n();
+        let right = self.mesh.link(self.peer((self.rank + 1) % n))?;
+        let left = self.mesh.link(self.peer((self.rank + n - 1) % n))?;
+        let (tx, rx) = mpsc::channel::<()>();
+        let shared = SharedPtr(buf);
+        let first = SharedPtr(local as *mut u8);
+        let id = self.id;
+        let mesh = &self.mesh;
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(move || -> Result<()> {
+                for (t, st) in steps.iter().enumerate() {
+                    for c in chunks(&seg[st.send], esize) {
+                        // The chunk sent at step t + 1 is the one received at step t.
+                        if t > 0 && rx.recv().is_err() {
+                            return Ok(()); // the receiving side failed and reports it
+                        }
+                        let base = if t == 0 { first.get() } else { shared.get() };
+                        // SAFETY: this range is not written while it is read: the receiver
+                        // finished it (the channel message) and writes this segment again only
+                        // n steps later, for data that our right neighbour can send only after
+                        // it has received this chunk from us.
+                        let data =
+                            unsafe { std::slice::from_raw_parts(base.add(c.start), c.len()) };
+                        mesh.check(right, right.send(id, data))?;
+                    }
+                }
+                Ok(())
+            });
+            let mut tmp = Vec::new();
+            let received = (|| -> Result<()> {
+                for st in steps {
+                    for c in chunks(&seg[st.recv], esize) {
+                        // SAFETY: the receiving range is disjoint from anything the sender reads
+                        // now (see above); `buf` outlives the scope.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(shared.get().add(c.start), c.len())
+                        };
+                        if st.reduce {
+                            tmp.resize(c.len(), 0);
+                            mesh.check(left, left.recv(id, &mut tmp))?;
+                            if std::ptr::eq(first.get(), shared.get()) {
+                                reduce_into(op, dtype, dst, &tmp);
+                            } else {
+                                // SAFETY: `local` is a separate, read-only buffer as long as
+                                // `buf`.
+                                let mine = unsafe {
+                                    std::slice::from_raw_parts(first.get().add(c.start), c.len())
+                                };
+                                reduce_to(op, dtype, dst, mine, &tmp);
+                            }
+                        } else {
+                            mesh.check(left, left.recv(id, dst))?;
+                        }
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(())
+            })();
+            drop(tx);
+            let sent = sender
+                .join()
+                .unwrap_or_else(|_| Err(Error::Io("ring sender thread panicked".into())));
+            received.and(sent)
+        })
+    }
+
+    fn begin(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.mesh.begin()
+    }
+}
+
+fn core<T>(op: &'static str, r: Result<T>) -> tessera_core::Result<T> {
+    r.map_err(|e| e.into_core(op))
+}
+
+impl Communicator for RingComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.n()
+    }
+
+    fn backend(&self) -> &str {
+        "ring"
+    }
+
+    fn all_reduce(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        data: &mut [u8],
+    ) -> tessera_core::Result<()> {
+        let name = tessera_core::collective::CollectiveOp::AllReduce(op).name();
+        let n = self.n();
+        let esize = dtype.size();
+        let elems = data.len() / esize;
+        if n == 1 || elems == 0 {
+            return Ok(());
+        }
+        let _g = core(name, self.begin())?;
+        if data.len() <= DIRECT_MAX || elems < n {
+            let got = core(name, self.exchange(data))?;
+            // Reduce in rank order on every rank: bit-identical everywhere.
+            let mut acc: Option<Vec<u8>> = None;
+            for (r, g) in got.into_iter().enumerate() {
+                let x: Vec<u8> = g.unwrap_or_else(|| data.to_vec());
+                debug_assert!(r < n);
+                match acc.as_mut() {
+                    None => acc = Some(x),
+                    Some(a) => reduce_into(op, dtype, a, &x),
+                }
+            }
+            if let Some(a) = acc {
+                data.copy_from_slice(&a);
+            }
+            return Ok(());
+        }
+        let seg = segments(elems, n, esize);
+        let r = self.rank;
+        let m = |k: isize| (k.rem_euclid(n as isize)) as usize;
+        let mut steps = Vec::with_capacity(2 * (n - 1));
+        for t in 0..n as isize - 1 {
+            steps.push(Step {
+                send: m(r as isize - 1 - t),
+                recv: m(r as isize - 2 - t),
+                reduce: true,
+            });
+        }
+        for s in 0..n as isize - 1 {
+            steps.push(Step {
+                send: m(r as isize - s),
+                recv: m(r as isize - s - 1),
+                reduce: false,
+            });
+        }
+        let p = data.as_mut_ptr();
+        core(name, self.ring(p, &seg, esize, &steps, p, op, dtype))
+    }
+
+    fn all_gather(&self, input: &[u8], output: &mut [u8]) -> tessera_core::Result<()> {
+        let n = self.n();
+        let b = input.len();
+        if output.len() != b * n {
+            return Err(tessera_core::Error::Invalid {
+                op: "all_gather",
+                msg: format!("output of {} bytes for {n} blocks of {b}", output.len()),
+            });
+        }
+        let r = self.rank;
+        output[r * b..(r + 1) * b].copy_from_slice(input);
+        if n == 1 || b == 0 {
+            return Ok(());
+        }
+        let _g = core("all_gather", self.begin())?;
+        if b <= DIRECT_MAX {
+            let got = core("all_gather", self.exchange(input))?;
+            for (k, g) in got.into_iter().enumerate() {
+                if let Some(g) = g {
+                    output[k * b..(k + 1) * b].copy_from_slice(&g);
+                }
+            }
+            return Ok(());
+        }
+        let seg: Vec<Range<usize>> = (0..n).map(|k| k * b..(k + 1) * b).collect();
+        let m = |k: isize| (k.rem_euclid(n as isize)) as usize;
+        let steps: Vec<Step> = (0..n as isize - 1)
+            .map(|s| Step {
+                send: m(r as isize - s),
+                recv: m(r as isize - s - 1),
+                reduce: false,
+            })
+            .collect();
+        let p = output.as_mut_ptr();
+        core(
+            "all_gather",
+            self.ring(p, &seg, 1, &steps, p, CollectiveReduce::Sum, Dtype::U8),
+        )
+    }
+
+    fn reduce_scatter(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> tessera_core::Result<()> {
+        let n = self.n();
+        let b = output.len();
+        if input.len() != b * n {
+            return Err(tessera_core::Error::Invalid {
+                op: "sum_scatter",
+                msg: format!("input of {} bytes for {n} blocks of {b}", input.len()),
+            });
+        }
+        let r = self.rank;
+        if n == 1 || b == 0 {
+            output.copy_from_slice(&input[r * b..(r + 1) * b]);
+            return Ok(());
+        }
+        let _g = core("sum_scatter", self.begin())?;
+        if b <= DIRECT_MAX {
+            // Send each rank its block, reduce the blocks received for us in rank order.
+            for k in 1..n {
+                let to = (r + k) % n;
+                core(
+                    "sum_scatter",
+                    self.send_to(to, &input[to * b..(to + 1) * b]),
+                )?;
+            }
+            let mut got: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+            for k in 1..n {
+                let from = (r + n - k) % n;
+                let mut buf = vec![0u8; b];
+                core("sum_scatter", self.recv_from(from, &mut buf))?;
+                got[from] = Some(buf);
+            }
+            let mine = &input[r * b..(r + 1) * b];
+            let mut acc: Option<Vec<u8>> = None;
+            for g in got {
+                let x = g.unwrap_or_else(|| mine.to_vec());
+                match acc.as_mut() {
+                    None => acc = Some(x),
+                    Some(a) => reduce_into(op, dtype, a, &x),
+                }
+            }
+            if let Some(a) = acc {
+                output.copy_from_slice(&a);
+            }
+            return Ok(());
+        }
+        // Ring reduce-scatter into a work buffer: each step's received chunk is reduced with
+        // this rank's input block; the last step's segment is this rank's block.
+        let seg: Vec<Range<usize>> = (0..n).map(|k| k * b..(k + 1) * b).collect();
+        let m = |k: isize| (k.rem_euclid(n as isize)) as usize;
+        let steps: Vec<Step> = (0..n as isize - 1)
+            .map(|t| Step {
+                send: m(r as isize - 1 - t),
+                recv: m(r as isize - 2 - t),
+                reduce: true,
+            })
+            .collect();
+        // Partial sums land in a work buffer (never a copy of the input: the first step sends
+        // from the input, and each reduction reads the input's segment directly).
+        let mut work = vec![0u8; input.len()];
+        let p = work.as_mut_ptr();
+        core(
+            "sum_scatter",
+            self.ring(p, &seg, dtype.size(), &steps, input.as_ptr(), op, dtype),
+        )?;
+        output.copy_from_slice(&work[r * b..(r + 1) * b]);
+        Ok(())
+    }
+
+    fn send(&self, data: &[u8], dst: usize) -> tessera_core::Result<()> {
+        let _g = core("send", self.begin())?;
+        core("send", self.send_to(dst, data))
+    }
+
+    fn recv(&self, data: &mut [u8], src: usize) -> tessera_core::Result<()> {
+        let _g = core("recv", self.begin())?;
+        core("recv", self.recv_from(src, data))
+    }
+}
