@@ -249,25 +249,38 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchOutcome> {
         children.push(child);
     }
 
+    // One waiting thread per rank: exits arrive in the order they happen, so the first rank to
+    // fail is the one reported (the others usually fail because of it, a moment later).
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (r, mut c) in children.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let code = match c.wait() {
+                Ok(status) => status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                }),
+                Err(_) => 255,
+            };
+            let _ = tx.send((r, code));
+        });
+    }
+    drop(tx);
     let mut codes: Vec<Option<i32>> = vec![None; spec.n];
     let mut failed: Option<usize> = None;
     let mut forwarded = false;
-    loop {
-        let sig = SIGNAL.load(Ordering::SeqCst);
-        if sig != 0 && !forwarded {
-            for c in &children {
-                // SAFETY: signalling our own child by pid.
-                unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+    let mut kill_at: Option<Instant> = None;
+    let signal_running = |codes: &[Option<i32>], sig: libc::c_int| {
+        for (r, pid) in pids.iter().enumerate() {
+            if codes[r].is_none() {
+                // SAFETY: signalling our own child (not yet reaped, so the pid is still its).
+                unsafe { libc::kill(*pid as libc::pid_t, sig) };
             }
-            forwarded = true;
         }
-        for (r, c) in children.iter_mut().enumerate() {
-            if codes[r].is_none()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                let code = status.code().unwrap_or_else(|| {
-                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-                });
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok((r, code)) => {
                 codes[r] = Some(code);
                 if code != 0 && failed.is_none() {
                     failed = Some(r);
@@ -278,23 +291,23 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchOutcome> {
                         Some(s) => s.lock().unwrap_or_else(|e| e.into_inner()).push((r, msg)),
                         None => eprintln!("{msg}"),
                     }
+                    signal_running(&codes, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + Duration::from_secs(5));
                 }
             }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if codes.iter().all(Option::is_some) {
-            break;
+        let sig = SIGNAL.load(Ordering::SeqCst);
+        if sig != 0 && !forwarded {
+            signal_running(&codes, sig);
+            forwarded = true;
         }
-        if failed.is_some() {
-            stop_all(&mut children);
-            for (r, c) in children.iter_mut().enumerate() {
-                if codes[r].is_none() {
-                    codes[r] = c.wait().ok().map(|s| s.code().unwrap_or(128 + 15));
-                }
-            }
-            break;
+        // Ranks that ignore SIGTERM get SIGKILL 5 s later.
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            signal_running(&codes, libc::SIGKILL);
+            kill_at = None;
         }
-        // Polling child exit: 10 ms granularity is far below any rank's run time.
-        std::thread::sleep(Duration::from_millis(10));
     }
     for p in pumps {
         let _ = p.join();

@@ -1,13 +1,15 @@
 //! One authenticated TCP connection to a peer, carrying frames.
 //!
-//! A frame is a 32-byte header (magic, kind, group id, sequence number, payload length, header
-//! checksum) and the payload, sealed with ChaCha20-Poly1305 when encryption is on (the header is
-//! the associated data, the sequence number the nonce). The receiver knows exactly what it
+//! A frame is a 36-byte header (magic, kind, group id, sequence number, payload length, payload
+//! CRC-32C, header checksum) and the payload, sealed with ChaCha20-Poly1305 when encryption is
+//! on (the header is the associated data, the sequence number the nonce; the tag replaces the
+//! CRC). The receiver knows exactly what it
 //! expects next (group, sequence, length), so a desynchronised, truncated or corrupted stream is
 //! an error naming the peer, never wrong data. Reading and writing have separate locks: a ring
 //! step sends to one neighbour while it receives from the other (the same peer when there are
 //! two ranks).
 
+use crate::checksum::crc32c;
 use crate::error::Error;
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
@@ -17,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const MAGIC: &[u8; 4] = b"TSRF";
-const HEADER: usize = 32;
+const HEADER: usize = 36;
 const TAG: usize = 16;
 /// Payloads up to this size go out in one write together with their header (one packet on a
 /// fast link: what small-message latency needs).
@@ -39,15 +41,19 @@ fn checksum(b: &[u8]) -> u32 {
     })
 }
 
-fn header(kind: Kind, group: u32, seq: u64, len: u64) -> [u8; HEADER] {
+/// Bytes of the header covered by its checksum (and used as AEAD associated data).
+const SIGNED: usize = 32;
+
+fn header(kind: Kind, group: u32, seq: u64, len: u64, payload_crc: u32) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..4].copy_from_slice(MAGIC);
     h[4] = kind as u8;
     h[8..12].copy_from_slice(&group.to_le_bytes());
     h[12..20].copy_from_slice(&seq.to_le_bytes());
     h[20..28].copy_from_slice(&len.to_le_bytes());
-    let c = checksum(&h[..28]);
-    h[28..].copy_from_slice(&c.to_le_bytes());
+    h[28..32].copy_from_slice(&payload_crc.to_le_bytes());
+    let c = checksum(&h[..SIGNED]);
+    h[SIGNED..].copy_from_slice(&c.to_le_bytes());
     h
 }
 
@@ -208,7 +214,7 @@ impl Link {
                             let at = m.len().saturating_sub(TAG);
                             let tag = Tag::clone_from_slice(&m[at..]);
                             m.truncate(at);
-                            c.decrypt_in_place_detached(&nonce(seq), &h[..28], &mut m, &tag)
+                            c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut m, &tag)
                                 .ok()
                                 .map(|_| String::from_utf8_lossy(&m).into_owned())
                         }
@@ -231,8 +237,11 @@ impl Link {
 
 impl Half {
     fn write_frame(&mut self, kind: Kind, group: u32, data: &[u8]) -> Result<(), LinkError> {
-        let extra = if self.cipher.is_some() { TAG } else { 0 };
-        let h = header(kind, group, self.seq, (data.len() + extra) as u64);
+        let (extra, crc) = match self.cipher {
+            Some(_) => (TAG, 0),
+            None => (0, crc32c(data)),
+        };
+        let h = header(kind, group, self.seq, (data.len() + extra) as u64, crc);
         let seq = self.seq;
         self.seq += 1;
         let Half {
@@ -247,7 +256,7 @@ impl Half {
                 scratch.extend_from_slice(&h);
                 scratch.extend_from_slice(data);
                 let tag = c
-                    .encrypt_in_place_detached(&nonce(seq), &h[..28], &mut scratch[HEADER..])
+                    .encrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut scratch[HEADER..])
                     .map_err(|_| LinkError::Protocol("encryption failed".into()))?;
                 scratch.extend_from_slice(&tag);
                 stream.write_all(scratch)?;
@@ -270,12 +279,13 @@ impl Half {
         let mut h = [0u8; HEADER];
         self.stream.read_exact(&mut h)?;
         let bad = |m: String| Err(LinkError::Protocol(m));
-        if &h[..4] != MAGIC || checksum(&h[..28]).to_le_bytes() != h[28..32] {
+        if &h[..4] != MAGIC || checksum(&h[..SIGNED]).to_le_bytes() != h[SIGNED..] {
             return bad("corrupted frame header (the stream lost its place)".into());
         }
         let seq = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
         let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
         let g = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
         if seq != self.seq {
             return bad(format!(
                 "frame {seq} arrived where frame {} was expected (messages lost or repeated)",
@@ -294,11 +304,13 @@ impl Half {
                 let tag_at = m.len().saturating_sub(TAG);
                 let tag = Tag::clone_from_slice(&m[tag_at..]);
                 m.truncate(tag_at);
-                if c.decrypt_in_place_detached(&nonce(seq), &h[..28], &mut m, &tag)
+                if c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut m, &tag)
                     .is_err()
                 {
                     return bad("abort frame failed authentication".into());
                 }
+            } else if crc32c(&m) != crc {
+                return bad("abort frame failed its checksum".into());
             }
             return Err(LinkError::Aborted(String::from_utf8_lossy(&m).into_owned()));
         }
@@ -321,11 +333,13 @@ impl Half {
         if let Some(c) = &self.cipher {
             let mut tag = [0u8; TAG];
             self.stream.read_exact(&mut tag)?;
-            if c.decrypt_in_place_detached(&nonce(seq), &h[..28], out, Tag::from_slice(&tag))
+            if c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], out, Tag::from_slice(&tag))
                 .is_err()
             {
                 return bad("a frame failed authentication (tampered with or corrupted)".into());
             }
+        } else if crc32c(out) != crc {
+            return bad("a frame's payload failed its checksum (corrupted in transit)".into());
         }
         Ok(())
     }
@@ -374,6 +388,34 @@ mod tests {
             a.send(8, b"x").unwrap();
             let mut one = [0u8; 1];
             assert!(matches!(b.recv(7, &mut one), Err(LinkError::Protocol(_))));
+            // A flipped payload bit is caught (CRC, or the AEAD tag when encrypted).
+            let (a, b) = pair(keys);
+            {
+                let mut w = a.writer.lock().unwrap();
+                let mut raw = Vec::new();
+                let crc = crc32c(b"payload");
+                raw.extend_from_slice(&header(
+                    Kind::Data,
+                    7,
+                    0,
+                    7 + if keys { TAG } else { 0 } as u64,
+                    if keys { 0 } else { crc },
+                ));
+                raw.extend_from_slice(b"paYload");
+                raw.extend_from_slice(&[0u8; TAG][..if keys { TAG } else { 0 }]);
+                w.stream.write_all(&raw).unwrap();
+                w.seq += 1;
+            }
+            let mut seven = [0u8; 7];
+            match b.recv(7, &mut seven) {
+                Err(LinkError::Protocol(m)) => {
+                    assert!(
+                        m.contains("checksum") || m.contains("authentication"),
+                        "{m}"
+                    )
+                }
+                other => panic!("corruption not detected: {other:?}"),
+            }
             let (a, b) = pair(keys);
             a.send_abort("rank 3 lost");
             match b.recv(7, &mut one) {
