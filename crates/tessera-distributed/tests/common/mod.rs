@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -31,6 +33,11 @@ pub struct Opts {
     /// Secret per rank (default: the same for all).
     pub secrets: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
+    /// The hosts list each rank sees (default: loopback ports chosen here, the same for all).
+    /// A rank must see its own real address; others may see a proxy in front of it.
+    pub hosts: Option<Vec<Vec<String>>>,
+    /// A command to run each rank under (e.g. `ip netns exec NS`).
+    pub prefix: Option<Vec<Vec<String>>>,
 }
 
 impl Default for Opts {
@@ -40,6 +47,8 @@ impl Default for Opts {
             encrypt: false,
             secrets: None,
             env: Vec::new(),
+            hosts: None,
+            prefix: None,
         }
     }
 }
@@ -47,7 +56,7 @@ impl Default for Opts {
 /// Starts `n` ranks of `scenario`, stdout piped.
 pub fn spawn_ranks(n: usize, scenario: &str, opts: &Opts) -> Vec<Child> {
     let ports = free_ports(n).unwrap();
-    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let default_hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let exe = std::env::current_exe().unwrap();
     (0..n)
         .map(|r| {
@@ -56,7 +65,19 @@ pub fn spawn_ranks(n: usize, scenario: &str, opts: &Opts) -> Vec<Child> {
                 .as_ref()
                 .map(|s| s[r].clone())
                 .unwrap_or_else(|| SECRET.to_string());
-            let mut c = Command::new(&exe);
+            let hosts = opts
+                .hosts
+                .as_ref()
+                .map(|h| h[r].clone())
+                .unwrap_or_else(|| default_hosts.clone());
+            let mut c = match opts.prefix.as_ref().map(|p| &p[r]) {
+                Some(p) if !p.is_empty() => {
+                    let mut c = Command::new(&p[0]);
+                    c.args(&p[1..]).arg(&exe);
+                    c
+                }
+                _ => Command::new(&exe),
+            };
             c.args(["--exact", "rank_worker", "--nocapture", "--test-threads=1"])
                 .env("TESSERA_TEST_SCENARIO", scenario)
                 .env("TESSERA_RANK", r.to_string())
