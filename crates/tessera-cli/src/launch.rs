@@ -9,6 +9,16 @@ pub const USAGE: &str =
     "usage: tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P]
                       [--backend ring|mpi] [--timeout SECONDS] [--encrypt] -- PROGRAM ARGS...";
 
+/// Flags that take a value, shared with `tessera cluster check`.
+pub const VALUE_FLAGS: [&str; 6] = [
+    "-n",
+    "--hosts",
+    "--hostfile",
+    "--port",
+    "--backend",
+    "--timeout",
+];
+
 /// Runs the ranks; returns the exit code to leave with (the first failing rank's).
 pub fn run(args: &[String]) -> Result<i32, String> {
     let split = args
@@ -16,18 +26,13 @@ pub fn run(args: &[String]) -> Result<i32, String> {
         .position(|a| a == "--")
         .ok_or_else(|| format!("put the program after `--`\n{USAGE}"))?;
     let (ours, program) = (&args[..split], &args[split + 1..]);
-    let flags = Flags::parse(
-        ours,
-        &[
-            "-n",
-            "--hosts",
-            "--hostfile",
-            "--port",
-            "--backend",
-            "--timeout",
-        ],
-        &["--encrypt"],
-    )?;
+    let flags = Flags::parse(ours, &VALUE_FLAGS, &["--encrypt"])?;
+    let outcome = launch(&spec(&flags, program.to_vec())?).map_err(|e| e.to_string())?;
+    Ok(outcome.code)
+}
+
+/// The launch the flags describe, for `program`.
+pub fn spec(flags: &Flags, program: Vec<String>) -> Result<LaunchSpec, String> {
     let hostfile = flags
         .get("--hostfile")
         .map(Hostfile::load)
@@ -52,7 +57,11 @@ pub fn run(args: &[String]) -> Result<i32, String> {
             Some(t)
         }
     };
-    let spec = LaunchSpec {
+    let base_port = match flags.get("--port") {
+        Some(_) => Some(flags.num::<u16>("--port", 0)?),
+        None => None,
+    };
+    Ok(LaunchSpec {
         n,
         hosts: flags
             .get("--hosts")
@@ -63,18 +72,13 @@ pub fn run(args: &[String]) -> Result<i32, String> {
                     .collect()
             })
             .unwrap_or_default(),
-        base_port: match flags.get("--port") {
-            Some(_) => Some(flags.num::<u16>("--port", 0)?),
-            None => None,
-        },
+        base_port,
         hostfile,
         backend,
         timeout,
         encrypt: flags.on("--encrypt"),
-        program: program.to_vec(),
+        program,
         env: Vec::new(),
         capture: false,
-    };
-    let outcome = launch(&spec).map_err(|e| e.to_string())?;
-    Ok(outcome.code)
+    })
 }

@@ -8,6 +8,7 @@
 
 mod args;
 mod chat;
+mod cluster;
 mod generate;
 mod info;
 mod launch;
@@ -37,14 +38,21 @@ const USAGE: &str = "usage:
   tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
                  [--timeout S] [--encrypt] -- PROGRAM ARGS...
                                                   run PROGRAM as N ranks of a cluster (output prefixed by rank)
+  tessera cluster check (-n N [--hosts a,b] | --hostfile hosts.json) [--bytes B]
+                                                  latency and bandwidth of every link, as a table
   tessera --version
   tessera --help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("launch") {
-        // The launcher leaves with the exit code of the first rank that failed.
-        return match launch::run(&args[1..]) {
+    let code_command = match args.first().map(String::as_str) {
+        Some("launch") => Some(launch::run as fn(&[String]) -> Result<i32, String>),
+        Some("cluster") => Some(cluster::run as fn(&[String]) -> Result<i32, String>),
+        _ => None,
+    };
+    if let Some(command) = code_command {
+        // These leave with the exit code of the first rank that failed.
+        return match command(&args[1..]) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("error: {e}");

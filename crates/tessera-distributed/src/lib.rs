@@ -34,6 +34,7 @@
 //! one host, gradients through `send`/`recv`.
 
 mod auth;
+pub mod check;
 mod checksum;
 pub mod config;
 mod error;
