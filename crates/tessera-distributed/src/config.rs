@@ -12,6 +12,7 @@
 //! - `TESSERA_TIMEOUT`: seconds a collective waits for a peer before failing (default 120).
 //! - `TESSERA_ENCRYPT`: `1` to encrypt all traffic (ChaCha20-Poly1305).
 //! - `TESSERA_BACKEND`: `ring` (default).
+//! - `TESSERA_SHM`: `0` to keep ranks on the same host on TCP instead of shared memory.
 
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct ClusterConfig {
     pub timeout: Duration,
     /// Encrypt and authenticate every frame, not only the handshake.
     pub encrypt: bool,
+    /// Ranks on the same host exchange data through shared memory (unless encrypting).
+    pub shm: bool,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("secret", &"<hidden>")
             .field("timeout", &self.timeout)
             .field("encrypt", &self.encrypt)
+            .field("shm", &self.shm)
             .finish()
     }
 }
@@ -178,6 +182,7 @@ impl ClusterConfig {
                 )));
             }
         };
+        let shm = !matches!(var("TESSERA_SHM").as_deref(), Some("0" | "false" | "no"));
         let cfg = ClusterConfig {
             rank,
             world_size,
@@ -185,6 +190,7 @@ impl ClusterConfig {
             secret: secret.unwrap_or_default(),
             timeout,
             encrypt,
+            shm,
         };
         cfg.validate()?;
         Ok(Some(cfg))
@@ -253,6 +259,7 @@ mod tests {
             secret: b"long enough".to_vec(),
             timeout: DEFAULT_TIMEOUT,
             encrypt: false,
+            shm: true,
         };
         assert!(c.validate().is_ok());
         c.rank = 2;

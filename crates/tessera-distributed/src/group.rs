@@ -17,7 +17,7 @@ pub enum Backend {
     Any,
     /// TCP between all ranks (built in, nothing to install).
     Ring,
-    /// The system's MPI (needs the `mpi` feature; not built yet).
+    /// The system's MPI (cargo feature `mpi`; ranks started by `mpirun`).
     Mpi,
 }
 
@@ -84,7 +84,15 @@ fn no_peer(op: &'static str, r: usize) -> tessera_core::Error {
 pub struct Group {
     handle: GroupRef,
     ring: Option<Arc<RingComm>>,
+    /// A backend that splits its own communicators (MPI): `split` defers to it.
+    splitter: Option<Arc<dyn Splitter>>,
     splits: Arc<AtomicU32>,
+}
+
+/// Splitting for backends with their own sub-communicators (MPI's `MPI_Comm_split`).
+pub(crate) trait Splitter: Send + Sync {
+    /// As [`Group::split`].
+    fn split(&self, color: u32, key: i64) -> Result<Group>;
 }
 
 impl std::fmt::Debug for Group {
@@ -97,18 +105,42 @@ impl std::fmt::Debug for Group {
 /// without one (no `TESSERA_WORLD_SIZE`) gets a group of size 1, so the same program runs alone.
 pub fn init(backend: Backend) -> Result<Group> {
     let backend = match backend {
-        Backend::Any => Backend::parse(&std::env::var("TESSERA_BACKEND").unwrap_or_default())?,
+        Backend::Any => match std::env::var("TESSERA_BACKEND") {
+            Ok(b) if !b.is_empty() && b != "any" => Backend::parse(&b)?,
+            // Started by mpirun rather than `tessera launch`: use MPI when it is built in.
+            _ if cfg!(feature = "mpi")
+                && std::env::var_os("TESSERA_WORLD_SIZE").is_none()
+                && (std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+                    || std::env::var_os("PMI_SIZE").is_some()) =>
+            {
+                Backend::Mpi
+            }
+            _ => Backend::Ring,
+        },
         b => b,
     };
     if backend == Backend::Mpi {
-        return Err(Error::Config(
-            "the mpi backend is not available in this build (use --backend ring)".into(),
-        ));
+        return mpi_world();
     }
     match ClusterConfig::from_env()? {
         None => Ok(Group::solo()),
         Some(cfg) => init_with(&cfg),
     }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<Group> {
+    crate::mpi::world()
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<Group> {
+    Err(Error::Config(
+        "the mpi backend is not available in this build: rebuild tessera-distributed with \
+         `--features mpi` (needs the system's MPI, e.g. Debian's libopenmpi-dev), or use \
+         --backend ring"
+            .into(),
+    ))
 }
 
 /// Joins a cluster described explicitly (tests, programs with their own configuration).
@@ -127,6 +159,7 @@ pub fn init_with(cfg: &ClusterConfig) -> Result<Group> {
     Ok(Group {
         handle: GroupRef(ring.clone()),
         ring: Some(ring),
+        splitter: None,
         splits: Arc::new(AtomicU32::new(0)),
     })
 }
@@ -137,6 +170,18 @@ impl Group {
         Group {
             handle: GroupRef(Arc::new(Solo)),
             ring: None,
+            splitter: None,
+            splits: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// A group over a backend that splits its own communicators.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn from_backend<C: Communicator + Splitter + 'static>(comm: Arc<C>) -> Group {
+        Group {
+            handle: GroupRef(comm.clone()),
+            ring: None,
+            splitter: Some(comm),
             splits: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -158,6 +203,9 @@ impl Group {
     /// (ties by rank). Every rank of this group must call it, in the same order relative to its
     /// other collectives. Sub-groups share this group's connections.
     pub fn split(&self, color: u32, key: i64) -> Result<Group> {
+        if let Some(s) = &self.splitter {
+            return s.split(color, key);
+        }
         let Some(ring) = &self.ring else {
             return Ok(self.clone());
         };
@@ -205,6 +253,7 @@ impl Group {
         Ok(Group {
             handle: GroupRef(sub.clone()),
             ring: Some(sub),
+            splitter: None,
             splits: Arc::new(AtomicU32::new(0)),
         })
     }

@@ -7,8 +7,8 @@
 //!
 //! Design:
 //! - The core defines the [`Communicator`](tessera_core::collective::Communicator) contract on
-//!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default); MPI and
-//!   NCCL plug into the same trait.
+//!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default), `mpi`
+//!   (the system's MPI, cargo feature `mpi`); NCCL would plug into the same trait.
 //! - Every pair of ranks shares one TCP connection, authenticated by an HMAC challenge-response
 //!   on the cluster secret ([`auth`](crate::auth) module docs) and optionally encrypted with
 //!   ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
@@ -30,8 +30,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Not built yet: the MPI backend, several connections per peer, shared memory between ranks on
-//! one host, gradients through `send`/`recv`.
+//! The MPI backend (`Backend::Mpi`, over the system's MPI) is built with the cargo feature `mpi`.
+//!
+//! Not built yet: several connections per peer, shared memory between ranks on one host,
+//! gradients through `send`/`recv`.
 
 mod auth;
 pub mod check;
@@ -42,8 +44,11 @@ mod group;
 pub mod launch;
 mod link;
 mod mesh;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod reduce;
 mod ring;
+mod shm;
 
 pub use config::ClusterConfig;
 pub use error::{Error, Result};

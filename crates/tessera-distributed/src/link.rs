@@ -11,6 +11,7 @@
 
 use crate::checksum::crc32c;
 use crate::error::Error;
+use crate::shm::ShmPair;
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use std::io::{ErrorKind, Read, Write};
@@ -70,7 +71,7 @@ struct Half {
     scratch: Vec<u8>,
 }
 
-/// A connection to rank `peer`.
+/// A connection to rank `peer`: TCP, plus shared memory for data when the peer is on this host.
 pub(crate) struct Link {
     pub peer: usize,
     pub addr: String,
@@ -78,6 +79,45 @@ pub(crate) struct Link {
     reader: Mutex<Half>,
     writer: Mutex<Half>,
     control: TcpStream,
+    /// Data frames go here instead of TCP when set (same host).
+    pub shm: Option<ShmPair>,
+}
+
+const SHM_MAGIC: u32 = 0x4d48_5354; // "TSHM"
+const SHM_HEADER: usize = 24;
+
+fn pad8(n: usize) -> usize {
+    (8 - n % 8) % 8
+}
+
+/// Whether the TCP side of a shared-memory link still has a live peer.
+enum PeerState {
+    Alive,
+    Gone,
+    /// Bytes arrived on TCP: with data on shared memory, that is an abort frame.
+    Pending,
+}
+
+fn peer_state(s: &TcpStream) -> PeerState {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: a non-blocking peek of one byte into a local buffer.
+    let r = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match r {
+        0 => PeerState::Gone,
+        r if r > 0 => PeerState::Pending,
+        _ => match std::io::Error::last_os_error().kind() {
+            ErrorKind::WouldBlock | ErrorKind::Interrupted => PeerState::Alive,
+            _ => PeerState::Gone,
+        },
+    }
 }
 
 /// Failure of one link operation, before it is tied to a rank.
@@ -122,7 +162,99 @@ impl Link {
             reader: Mutex::new(half(stream.try_clone()?, recv_key)),
             writer: Mutex::new(half(stream.try_clone()?, send_key)),
             control: stream,
+            shm: None,
         })
+    }
+
+    /// The check a shared-memory wait runs between sleeps: no progress for the timeout, or the
+    /// TCP side closed or carrying an abort, ends the wait.
+    fn shm_check(&self) -> impl FnMut(bool) -> Result<(), LinkError> + '_ {
+        let mut last = std::time::Instant::now();
+        move |progressed| {
+            if progressed {
+                last = std::time::Instant::now();
+                return Ok(());
+            }
+            match peer_state(&self.control) {
+                PeerState::Alive if last.elapsed() < self.timeout => Ok(()),
+                PeerState::Alive => Err(LinkError::Io(ErrorKind::TimedOut.into())),
+                PeerState::Gone => Err(LinkError::Io(ErrorKind::UnexpectedEof.into())),
+                PeerState::Pending => Err(LinkError::Io(ErrorKind::ConnectionAborted.into())),
+            }
+        }
+    }
+
+    /// Receives the next frame and hands its payload to `f` in pieces (slices of shared memory
+    /// on a same-host link: no copy). `len` is the expected payload size.
+    pub fn recv_with(
+        &self,
+        group: u32,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), LinkError> {
+        let mut r = Self::lock(&self.reader);
+        let Some(shm) = &self.shm else {
+            let mut buf = std::mem::take(&mut r.scratch);
+            buf.resize(len, 0);
+            let res = r.read_frame(group, &mut buf);
+            if res.is_ok() {
+                f(&buf);
+            }
+            r.scratch = buf;
+            return res;
+        };
+        let mut check = self.shm_check();
+        let mut h = [0u8; SHM_HEADER];
+        let mut got = 0;
+        let res = shm.read_with(
+            SHM_HEADER,
+            &mut |c| {
+                h[got..got + c.len()].copy_from_slice(c);
+                got += c.len();
+            },
+            &mut check,
+        );
+        if let Err(LinkError::Io(e)) = &res
+            && e.kind() == ErrorKind::ConnectionAborted
+        {
+            // The abort frame is on TCP, and we hold the reader.
+            return r.read_frame(group, &mut []);
+        }
+        res?;
+        let word = |a: usize| u32::from_le_bytes(h[a..a + 4].try_into().unwrap_or_default());
+        let long = |a: usize| u64::from_le_bytes(h[a..a + 8].try_into().unwrap_or_default());
+        let (magic, g, seq, n) = (word(0), word(4), long(8), long(16) as usize);
+        if magic != SHM_MAGIC {
+            return Err(LinkError::Protocol(
+                "corrupted shared-memory message header".into(),
+            ));
+        }
+        if seq != r.seq {
+            return Err(LinkError::Protocol(format!(
+                "message {seq} arrived where message {} was expected",
+                r.seq
+            )));
+        }
+        r.seq += 1;
+        if g != group {
+            return Err(LinkError::Protocol(format!(
+                "a message of group {g:#x} arrived during a collective of group {group:#x}: the ranks called collectives in different orders"
+            )));
+        }
+        if n != len {
+            return Err(LinkError::Protocol(format!(
+                "a {n}-byte message arrived where {len} bytes were expected: the ranks called collectives with different shapes, dtypes or orders"
+            )));
+        }
+        let res = shm
+            .read_with(len, f, &mut check)
+            .and_then(|()| shm.read_with(pad8(len), &mut |_| {}, &mut check));
+        if let Err(LinkError::Io(e)) = &res
+            && e.kind() == ErrorKind::ConnectionAborted
+        {
+            return r.read_frame(group, &mut []);
+        }
+        res
     }
 
     /// Turns a link failure into an error naming this peer.
@@ -157,13 +289,32 @@ impl Link {
     /// Sends one data frame of group `group`.
     pub fn send(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
         let mut w = Self::lock(&self.writer);
-        w.write_frame(Kind::Data, group, data)
+        let Some(shm) = &self.shm else {
+            return w.write_frame(Kind::Data, group, data);
+        };
+        let mut h = [0u8; SHM_HEADER];
+        h[..4].copy_from_slice(&SHM_MAGIC.to_le_bytes());
+        h[4..8].copy_from_slice(&group.to_le_bytes());
+        h[8..16].copy_from_slice(&w.seq.to_le_bytes());
+        h[16..24].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        w.seq += 1;
+        let mut check = self.shm_check();
+        shm.write(&h, &mut check)?;
+        shm.write(data, &mut check)?;
+        // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
+        shm.write(&[0u8; 8][..pad8(data.len())], &mut check)
     }
 
     /// Receives the next frame into `out`, which must be exactly the expected payload size.
     pub fn recv(&self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
-        let mut r = Self::lock(&self.reader);
-        r.read_frame(group, out)
+        if self.shm.is_none() {
+            return Self::lock(&self.reader).read_frame(group, out);
+        }
+        let mut at = 0;
+        self.recv_with(group, out.len(), &mut |c| {
+            out[at..at + c.len()].copy_from_slice(c);
+            at += c.len();
+        })
     }
 
     /// Best effort: tells the peer this group is aborting and why. A send in progress on this
@@ -286,7 +437,8 @@ impl Half {
         let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
         let g = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
         let crc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
-        if seq != self.seq {
+        // An abort may overtake data sent on shared memory: only data frames must be next.
+        if seq != self.seq && h[4] != Kind::Abort as u8 {
             return bad(format!(
                 "frame {seq} arrived where frame {} was expected (messages lost or repeated)",
                 self.seq

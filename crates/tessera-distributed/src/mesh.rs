@@ -46,8 +46,9 @@ impl Mesh {
                 "rank {me} cannot listen on {own}: {e} (is the port free and the address this host's?)"
             ))
         })?;
-        for (peer, slot) in links.iter_mut().enumerate().take(me) {
-            *slot = Some(Arc::new(dial(cfg, peer, deadline)?));
+        let mut owned: Vec<Option<Link>> = (0..world).map(|_| None).collect();
+        for (peer, slot) in owned.iter_mut().enumerate().take(me) {
+            *slot = Some(dial(cfg, peer, deadline)?);
         }
         let mut missing: Vec<usize> = (me + 1..world).collect();
         listener
@@ -76,12 +77,23 @@ impl Mesh {
             match handshake_in(cfg, stream, &missing, deadline) {
                 Ok((peer, link)) => {
                     missing.retain(|&r| r != peer);
-                    links[peer] = Some(Arc::new(link));
+                    owned[peer] = Some(link);
                 }
                 // A stranger (or a rank with the wrong secret) is logged and ignored; the real
                 // rank may still connect.
                 Err(msg) => eprintln!("tessera: rank {me} refused a connection from {from}: {msg}"),
             }
+        }
+        // Shared memory is for plaintext peers only: an encrypted cluster stays on TCP.
+        if cfg.shm && !cfg.encrypt {
+            share_memory(me, &mut owned).map_err(|(peer, e)| Error::Peer {
+                rank: peer,
+                addr: cfg.hosts[peer].clone(),
+                msg: format!("setting up shared memory: {e}"),
+            })?;
+        }
+        for (slot, link) in links.iter_mut().zip(owned) {
+            *slot = link.map(Arc::new);
         }
         Ok(Mesh::new(me, links))
     }
@@ -154,6 +166,98 @@ impl Mesh {
             self.fail(link.error(e))
         })
     }
+}
+
+/// Gives every pair of ranks on the same host a shared-memory channel. Three rounds of small
+/// messages over the (authenticated) TCP links, none waiting on another: everyone sends its
+/// host id; the lower rank of each same-host pair creates the file and sends its name; the
+/// higher maps it and answers; the lower unlinks it. A pair where anything fails stays on TCP.
+fn share_memory(me: usize, links: &mut [Option<Link>]) -> std::result::Result<(), (usize, String)> {
+    const SETUP: u32 = 0;
+    const NAME: usize = 128;
+    let err = |peer: usize| move |e: LinkError| (peer, format!("{e:?}"));
+    let id = crate::shm::host_id();
+    let mut idb = [0u8; 256];
+    let n = id.len().min(idb.len());
+    idb[..n].copy_from_slice(&id.as_bytes()[..n]);
+    for (peer, l) in links.iter().enumerate() {
+        if let Some(l) = l {
+            l.send(SETUP, &idb).map_err(err(peer))?;
+        }
+    }
+    let mut same = vec![false; links.len()];
+    for (peer, l) in links.iter().enumerate() {
+        if let Some(l) = l {
+            let mut theirs = [0u8; 256];
+            l.recv(SETUP, &mut theirs).map_err(err(peer))?;
+            same[peer] = !id.is_empty() && theirs == idb;
+        }
+    }
+    let token = crate::auth::nonce()
+        .map(|n| {
+            n[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let mut created: Vec<Option<(String, crate::shm::ShmPair)>> =
+        links.iter().map(|_| None).collect();
+    for peer in me + 1..links.len() {
+        let Some(l) = &links[peer] else { continue };
+        if !same[peer] {
+            continue;
+        }
+        let path = format!("/dev/shm/tessera-{token}-{me}-{peer}");
+        let mut name = [0u8; NAME];
+        if let Ok(pair) = crate::shm::ShmPair::create(&path) {
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            created[peer] = Some((path, pair));
+        }
+        l.send(SETUP, &name).map_err(err(peer))?;
+    }
+    let mut opened: Vec<Option<crate::shm::ShmPair>> = links.iter().map(|_| None).collect();
+    for peer in 0..me {
+        let Some(l) = &links[peer] else { continue };
+        if !same[peer] {
+            continue;
+        }
+        let mut name = [0u8; NAME];
+        l.recv(SETUP, &mut name).map_err(err(peer))?;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(NAME);
+        let path = String::from_utf8_lossy(&name[..end]).into_owned();
+        let ok = !path.is_empty()
+            && path.starts_with("/dev/shm/tessera-")
+            && match crate::shm::ShmPair::open(&path) {
+                Ok(p) => {
+                    opened[peer] = Some(p);
+                    true
+                }
+                Err(_) => false,
+            };
+        l.send(SETUP, &[ok as u8]).map_err(err(peer))?;
+    }
+    for peer in me + 1..links.len() {
+        let Some(l) = &links[peer] else { continue };
+        if !same[peer] {
+            continue;
+        }
+        let mut ok = [0u8; 1];
+        let r = l.recv(SETUP, &mut ok).map_err(err(peer));
+        if let Some((path, pair)) = created[peer].take() {
+            crate::shm::ShmPair::unlink(&path);
+            if r.is_ok() && ok[0] == 1 {
+                opened[peer] = Some(pair);
+            }
+        }
+        r?;
+    }
+    for (l, p) in links.iter_mut().zip(opened) {
+        if let (Some(l), Some(p)) = (l, p) {
+            l.shm = Some(p);
+        }
+    }
+    Ok(())
 }
 
 fn is_disconnect(e: &std::io::Error) -> bool {

@@ -61,22 +61,28 @@ impl Elem for Bool {
     }
 }
 
-/// `out[i] = f(a[i], b[i])`; `out` may be the same memory as `a`.
+/// `out[i] = f(a[i], b[i])`; `out` may be the same memory as `a`. `f` is a concrete function
+/// inlined into the loop (a function pointer would stop it vectorising).
 ///
 /// # Safety
 /// `out`, `a`, `b` valid for `n` elements of `T`.
-unsafe fn zip<T: Elem>(out: *mut T, a: *const T, b: *const T, n: usize, f: fn(T, T) -> T) {
+#[inline(always)]
+unsafe fn zip<T: Elem>(out: *mut T, a: *const T, b: *const T, n: usize, f: impl Fn(T, T) -> T) {
     for i in 0..n {
         let v = f(a.add(i).read_unaligned(), b.add(i).read_unaligned());
         out.add(i).write_unaligned(v);
     }
 }
 
-fn pick<T: Elem>(op: CollectiveReduce) -> fn(T, T) -> T {
+/// One loop per (dtype, op).
+///
+/// # Safety
+/// As [`zip`].
+unsafe fn zip_op<T: Elem>(op: CollectiveReduce, out: *mut T, a: *const T, b: *const T, n: usize) {
     match op {
-        CollectiveReduce::Sum => T::sum,
-        CollectiveReduce::Max => T::max,
-        CollectiveReduce::Min => T::min,
+        CollectiveReduce::Sum => zip(out, a, b, n, T::sum),
+        CollectiveReduce::Max => zip(out, a, b, n, T::max),
+        CollectiveReduce::Min => zip(out, a, b, n, T::min),
     }
 }
 
@@ -96,13 +102,7 @@ unsafe fn reduce_raw(
     let n = bytes / dtype.size();
     macro_rules! go {
         ($t:ty) => {
-            zip::<$t>(
-                out as *mut $t,
-                a as *const $t,
-                b as *const $t,
-                n,
-                pick::<$t>(op),
-            )
+            zip_op::<$t>(op, out as *mut $t, a as *const $t, b as *const $t, n)
         };
     }
     match dtype {

@@ -132,11 +132,67 @@ impl RingComm {
         let n = self.n();
         let right = self.mesh.link(self.peer((self.rank + 1) % n))?;
         let left = self.mesh.link(self.peer((self.rank + n - 1) % n))?;
-        let (tx, rx) = mpsc::channel::<()>();
         let shared = SharedPtr(buf);
         let first = SharedPtr(local as *mut u8);
         let id = self.id;
         let mesh = &self.mesh;
+        // Receives chunk `c` of a step into `buf`, reducing straight from what arrives (no
+        // extra copy on shared memory).
+        let recv_chunk = |st: &Step, c: Range<usize>| -> Result<()> {
+            // SAFETY: nothing reads this range while it is written (see the sender's note);
+            // `buf` outlives the call.
+            let dst = unsafe { std::slice::from_raw_parts_mut(shared.get().add(c.start), c.len()) };
+            if !st.reduce {
+                return mesh.check(left, left.recv(id, dst));
+            }
+            let in_place = std::ptr::eq(first.get(), shared.get());
+            let mut off = 0;
+            let mut fold = |piece: &[u8]| {
+                let d = &mut dst[off..off + piece.len()];
+                if in_place {
+                    reduce_into(op, dtype, d, piece);
+                } else {
+                    // SAFETY: `local` is this rank's own input, a separate buffer that
+                    // outlives the call; only read.
+                    let mine = unsafe {
+                        std::slice::from_raw_parts(first.get().add(c.start + off), piece.len())
+                    };
+                    reduce_to(op, dtype, d, mine, piece);
+                }
+                off += piece.len();
+            };
+            mesh.check(left, left.recv_with(id, c.len(), &mut fold))
+        };
+        let send_chunk = move |t: usize, c: Range<usize>| -> Result<()> {
+            let base = if t == 0 { first.get() } else { shared.get() };
+            // SAFETY: this range is not written while it is read: it was received (and reduced)
+            // at step t - 1, and is written again only n steps later, for data that our right
+            // neighbour can send only after it has received this chunk from us.
+            let data = unsafe { std::slice::from_raw_parts(base.add(c.start), c.len()) };
+            mesh.check(right, right.send(id, data))
+        };
+        if left.shm.is_some() && right.shm.is_some() {
+            // Shared memory on both sides: a send only waits while the peer's ring holds
+            // several unread chunks, which cannot happen all around the ring at once, so one
+            // thread can alternate sends and receives chunk by chunk (no sender thread to
+            // start: what medium-sized messages need).
+            for (t, st) in steps.iter().enumerate() {
+                let sends: Vec<Range<usize>> = chunks(&seg[st.send], esize).collect();
+                let recvs: Vec<Range<usize>> = chunks(&seg[st.recv], esize).collect();
+                for k in 0..sends.len().max(recvs.len()) {
+                    if let Some(c) = sends.get(k) {
+                        send_chunk(t, c.clone())?;
+                    }
+                    if let Some(c) = recvs.get(k) {
+                        recv_chunk(st, c.clone())?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // TCP: a full socket blocks the writer until the reader drains it, so sends run on
+        // their own thread while this one receives.
+        let (tx, rx) = mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let sender = scope.spawn(move || -> Result<()> {
                 for (t, st) in steps.iter().enumerate() {
@@ -145,43 +201,15 @@ impl RingComm {
                         if t > 0 && rx.recv().is_err() {
                             return Ok(()); // the receiving side failed and reports it
                         }
-                        let base = if t == 0 { first.get() } else { shared.get() };
-                        // SAFETY: this range is not written while it is read: the receiver
-                        // finished it (the channel message) and writes this segment again only
-                        // n steps later, for data that our right neighbour can send only after
-                        // it has received this chunk from us.
-                        let data =
-                            unsafe { std::slice::from_raw_parts(base.add(c.start), c.len()) };
-                        mesh.check(right, right.send(id, data))?;
+                        send_chunk(t, c)?;
                     }
                 }
                 Ok(())
             });
-            let mut tmp = Vec::new();
             let received = (|| -> Result<()> {
                 for st in steps {
                     for c in chunks(&seg[st.recv], esize) {
-                        // SAFETY: the receiving range is disjoint from anything the sender reads
-                        // now (see above); `buf` outlives the scope.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(shared.get().add(c.start), c.len())
-                        };
-                        if st.reduce {
-                            tmp.resize(c.len(), 0);
-                            mesh.check(left, left.recv(id, &mut tmp))?;
-                            if std::ptr::eq(first.get(), shared.get()) {
-                                reduce_into(op, dtype, dst, &tmp);
-                            } else {
-                                // SAFETY: `local` is a separate, read-only buffer as long as
-                                // `buf`.
-                                let mine = unsafe {
-                                    std::slice::from_raw_parts(first.get().add(c.start), c.len())
-                                };
-                                reduce_to(op, dtype, dst, mine, &tmp);
-                            }
-                        } else {
-                            mesh.check(left, left.recv(id, dst))?;
-                        }
+                        recv_chunk(st, c)?;
                         let _ = tx.send(());
                     }
                 }

@@ -209,6 +209,19 @@ fn every_collective_every_dtype_on_2_to_5_ranks() {
 }
 
 #[test]
+fn the_tcp_path_gives_the_same_results() {
+    // Same-host ranks normally use shared memory; force TCP.
+    let opts = Opts {
+        env: vec![("TESSERA_SHM".into(), "0".into())],
+        ..Opts::default()
+    };
+    run_ok(2, "all_dtypes", &opts);
+    run_ok(3, "all_dtypes_large", &opts);
+    run_ok(3, "float_bits", &opts);
+    run_ok(4, "pipeline", &opts);
+}
+
+#[test]
 fn encrypted_traffic_gives_the_same_results() {
     let opts = Opts {
         encrypt: true,
@@ -298,8 +311,23 @@ fn a_wrong_secret_is_refused_and_nothing_is_delivered() {
 
 /// Waits until every rank printed its "entering" line, then applies `act` to `victim`.
 fn run_fault(n: usize, scenario: &str, timeout_s: f64, victim: usize, sig: i32) -> Vec<String> {
+    run_fault_env(n, scenario, timeout_s, victim, sig, &[])
+}
+
+fn run_fault_env(
+    n: usize,
+    scenario: &str,
+    timeout_s: f64,
+    victim: usize,
+    sig: i32,
+    env: &[(&str, &str)],
+) -> Vec<String> {
     let opts = Opts {
         timeout_s,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Opts::default()
     };
     let mut children = spawn_ranks(n, scenario, &opts);
@@ -338,6 +366,16 @@ fn a_rank_killed_mid_all_sum_fails_the_others_naming_it() {
     // 128 MiB all_sum on 4 ranks; rank 2 is killed once it is inside; the timeout is long (60 s)
     // so only prompt detection passes.
     let res = run_fault(4, "die_mid_all_sum", 60.0, 2, 9);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    for r in res {
+        assert!(r.contains("rank 2"), "{r}");
+    }
+}
+
+#[test]
+fn a_rank_killed_mid_all_sum_over_tcp_fails_the_others_naming_it() {
+    let start = Instant::now();
+    let res = run_fault_env(4, "die_mid_all_sum", 60.0, 2, 9, &[("TESSERA_SHM", "0")]);
     assert!(start.elapsed() < Duration::from_secs(30));
     for r in res {
         assert!(r.contains("rank 2"), "{r}");

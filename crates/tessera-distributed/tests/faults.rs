@@ -50,6 +50,8 @@ fn run(fault: Fault, timeout_s: f64) -> Vec<String> {
     let opts = Opts {
         timeout_s,
         hosts: Some(vec![real.clone(), through_proxy]),
+        // The proxy sits on TCP: keep these same-host ranks off shared memory.
+        env: vec![("TESSERA_SHM".into(), "0".into())],
         ..Opts::default()
     };
     let outs = collect(spawn_ranks(2, "sums", &opts), Duration::from_secs(60));

@@ -30,9 +30,18 @@ pub fn start(upstream: String, fault: Fault) -> u16 {
     std::thread::spawn(move || {
         for client in l.incoming() {
             let Ok(client) = client else { break };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                break;
+            // The upstream rank may not listen yet: keep trying for a while, as a client would.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let server = loop {
+                match TcpStream::connect(&upstream) {
+                    Ok(s) => break Some(s),
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break None,
+                }
             };
+            let Some(server) = server else { continue };
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || forward(client, server, Some(fault)));
             std::thread::spawn(move || forward(s2, c2, None));

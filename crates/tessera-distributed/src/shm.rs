@@ -1,0 +1,338 @@
+//! Shared memory between two ranks on the same host: one mapped file (created in `/dev/shm`
+//! with mode 0600 and unlinked as soon as both ends have mapped it) holding a ring buffer per
+//! direction. A message costs two memory copies and no system call while data flows; a side that
+//! must wait spins briefly, then sleeps on a futex in the shared page, and the other side wakes it
+//! only when someone sleeps.
+//!
+//! The TCP connection stays open beside it: it carries aborts, and its end-of-file is how a
+//! waiting side learns that the other process died (checked every few milliseconds while it
+//! waits), so a lost peer is still an error within the timeout, never a hang.
+
+use std::ffi::CString;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Bytes of ring per direction.
+const CAP: usize = 8 << 20;
+const CTL: usize = 256;
+/// Both directions: control block + ring each.
+const SIZE: usize = 2 * (CTL + CAP);
+/// How long a waiting side sleeps before checking the peer is still alive.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
+#[repr(C)]
+struct Ctl {
+    head: AtomicU64,
+    _p0: [u8; 56],
+    tail: AtomicU64,
+    _p1: [u8; 56],
+    /// Futex words (bumped on every head or tail move while someone sleeps) and sleeper counts.
+    data_wake: AtomicU32,
+    data_sleepers: AtomicU32,
+    _p2: [u8; 56],
+    space_wake: AtomicU32,
+    space_sleepers: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Ctl>() <= CTL);
+
+fn futex_wait(word: &AtomicU32, expect: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: a futex wait on a 4-byte aligned word in shared memory, with a timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expect,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: wakes waiters of a word in shared memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// One direction: a single writer process and a single reader process.
+struct Ring {
+    ctl: *const Ctl,
+    data: *mut u8,
+}
+
+/// What a waiting side does between sleeps: `Err` stops the transfer (peer lost, timeout).
+pub(crate) type Check<'a, E> = &'a mut dyn FnMut(bool) -> Result<(), E>;
+
+impl Ring {
+    fn ctl(&self) -> &Ctl {
+        // SAFETY: the control block lives in the mapping for as long as `self`.
+        unsafe { &*self.ctl }
+    }
+
+    /// Copies all of `data` in, waiting for space as needed. `check(progressed)` runs between
+    /// waits.
+    fn write<E>(&self, mut data: &[u8], check: Check<'_, E>) -> Result<(), E> {
+        let c = self.ctl();
+        while !data.is_empty() {
+            let head = c.head.load(Ordering::Relaxed);
+            let tail = c.tail.load(Ordering::Acquire);
+            let free = CAP - (head - tail) as usize;
+            if free == 0 {
+                self.wait(
+                    &c.space_wake,
+                    &c.space_sleepers,
+                    || c.tail.load(Ordering::Acquire) != tail,
+                    check,
+                )?;
+                continue;
+            }
+            let at = (head as usize) % CAP;
+            let n = data.len().min(free).min(CAP - at);
+            // SAFETY: [at, at + n) is free ring space that only this writer touches now.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.add(at), n) };
+            c.head.store(head + n as u64, Ordering::Release);
+            // Orders the store before reading the sleeper count (the reader does the reverse):
+            // without it a wake-up could be missed and the reader sleep a whole poll period.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if c.data_sleepers.load(Ordering::SeqCst) > 0 {
+                c.data_wake.fetch_add(1, Ordering::SeqCst);
+                futex_wake(&c.data_wake);
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Passes exactly `len` bytes to `f` in order, as slices of the ring (no copy), waiting
+    /// for data as needed.
+    fn read_with<E>(
+        &self,
+        mut len: usize,
+        f: &mut dyn FnMut(&[u8]),
+        check: Check<'_, E>,
+    ) -> Result<(), E> {
+        let c = self.ctl();
+        while len > 0 {
+            let tail = c.tail.load(Ordering::Relaxed);
+            let head = c.head.load(Ordering::Acquire);
+            let avail = (head - tail) as usize;
+            if avail == 0 {
+                self.wait(
+                    &c.data_wake,
+                    &c.data_sleepers,
+                    || c.head.load(Ordering::Acquire) != head,
+                    check,
+                )?;
+                continue;
+            }
+            let at = (tail as usize) % CAP;
+            let mut n = len.min(avail).min(CAP - at);
+            // Pieces end on 8-byte boundaries (messages start on them), so no element of a
+            // reduction is ever split between two pieces.
+            if n < len {
+                n -= n % 8;
+                if n == 0 {
+                    self.wait(
+                        &c.data_wake,
+                        &c.data_sleepers,
+                        || c.head.load(Ordering::Acquire) != head,
+                        check,
+                    )?;
+                    continue;
+                }
+            }
+            // SAFETY: [at, at + n) holds written bytes the writer does not touch until the
+            // tail moves past them.
+            f(unsafe { std::slice::from_raw_parts(self.data.add(at), n) });
+            c.tail.store(tail + n as u64, Ordering::Release);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if c.space_sleepers.load(Ordering::SeqCst) > 0 {
+                c.space_wake.fetch_add(1, Ordering::SeqCst);
+                futex_wake(&c.space_wake);
+            }
+            len -= n;
+        }
+        Ok(())
+    }
+
+    /// Spins briefly, then sleeps on `word` until `ready()` or `POLL` passes, then runs `check`.
+    fn wait<E>(
+        &self,
+        word: &AtomicU32,
+        sleepers: &AtomicU32,
+        ready: impl Fn() -> bool,
+        check: Check<'_, E>,
+    ) -> Result<(), E> {
+        // Spin a little (the peer is usually about to write), then give up the core a few
+        // times (ranks may outnumber cores), then sleep.
+        for i in 0..256 {
+            if ready() {
+                return Ok(());
+            }
+            if i >= 32 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        let w = word.load(Ordering::SeqCst);
+        if !ready() {
+            futex_wait(word, w, POLL);
+        }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        check(ready())
+    }
+}
+
+/// Both directions between this rank and one peer.
+pub(crate) struct ShmPair {
+    base: *mut u8,
+    tx: Ring,
+    rx: Ring,
+}
+
+// SAFETY: the rings are used under the link's reader/writer locks (one reader, one writer per
+// direction); the mapping lives as long as the pair.
+unsafe impl Send for ShmPair {}
+unsafe impl Sync for ShmPair {}
+
+fn map(path: &str, create: bool) -> io::Result<*mut u8> {
+    let c = CString::new(path).map_err(|_| io::Error::other("bad shm path"))?;
+    let flags = if create {
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL
+    } else {
+        libc::O_RDWR
+    };
+    // SAFETY: plain libc calls on a path we own; every result is checked.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if create && libc::ftruncate(fd, SIZE as libc::off_t) != 0 {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            libc::unlink(c.as_ptr());
+            return Err(e);
+        }
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            // Populated up front: a first touch of each ring page would otherwise fault in
+            // the middle of a message.
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            0,
+        );
+        libc::close(fd);
+        if p == libc::MAP_FAILED {
+            if create {
+                libc::unlink(c.as_ptr());
+            }
+            return Err(io::Error::last_os_error());
+        }
+        Ok(p as *mut u8)
+    }
+}
+
+impl ShmPair {
+    /// Creates the file (the lower rank of the pair). Its first direction is ours to write.
+    pub fn create(path: &str) -> io::Result<ShmPair> {
+        Ok(Self::over(map(path, true)?, true))
+    }
+
+    /// Maps the file the peer created (the higher rank).
+    pub fn open(path: &str) -> io::Result<ShmPair> {
+        Ok(Self::over(map(path, false)?, false))
+    }
+
+    /// Removes the file name (both ends have it mapped; the memory stays until unmapped).
+    pub fn unlink(path: &str) {
+        if let Ok(c) = CString::new(path) {
+            // SAFETY: unlinking a path we created.
+            unsafe { libc::unlink(c.as_ptr()) };
+        }
+    }
+
+    fn over(base: *mut u8, creator: bool) -> ShmPair {
+        let ring = |k: usize| {
+            // SAFETY: both directions lie inside the SIZE-byte mapping.
+            unsafe {
+                let ctl = base.add(k * (CTL + CAP));
+                Ring {
+                    ctl: ctl as *const Ctl,
+                    data: ctl.add(CTL),
+                }
+            }
+        };
+        let (a, b) = (ring(0), ring(1));
+        let (tx, rx) = if creator { (a, b) } else { (b, a) };
+        ShmPair { base, tx, rx }
+    }
+
+    pub fn write<E>(&self, data: &[u8], check: Check<'_, E>) -> Result<(), E> {
+        self.tx.write(data, check)
+    }
+
+    pub fn read_with<E>(
+        &self,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+        check: Check<'_, E>,
+    ) -> Result<(), E> {
+        self.rx.read_with(len, f, check)
+    }
+}
+
+impl Drop for ShmPair {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, SIZE) };
+    }
+}
+
+/// Identifies this host and network namespace: ranks with equal ids can share memory. (Ranks in
+/// different network namespaces count as different hosts, as a test network of namespaces
+/// means them to.)
+pub(crate) fn host_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let netns = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || netns.is_empty() {
+        return String::new(); // unknown: never share
+    }
+    format!("{}|{}", boot.trim(), netns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_streams_more_than_its_capacity_in_order() {
+        let path = format!("/dev/shm/tessera-test-{}", std::process::id());
+        let a = ShmPair::create(&path).unwrap();
+        let b = ShmPair::open(&path).unwrap();
+        ShmPair::unlink(&path);
+        let data: Vec<u8> = (0..3 * CAP + 12345).map(|i| (i % 251) as u8).collect();
+        let mut got = Vec::with_capacity(data.len());
+        std::thread::scope(|s| {
+            s.spawn(|| a.write::<()>(&data, &mut |_| Ok(())).unwrap());
+            b.read_with::<()>(data.len(), &mut |c| got.extend_from_slice(c), &mut |_| {
+                Ok(())
+            })
+            .unwrap();
+        });
+        assert_eq!(got, data);
+    }
+}

@@ -1,0 +1,446 @@
+//! The MPI backend (`--features mpi`) under the real launcher: each test runs
+//! `mpirun -n N <this test binary> --exact mpi_worker`, with `TESSERA_MPI_TEST_SCENARIO` naming
+//! what every rank does, and checks every rank's `RESULT` lines. Every collective and every
+//! dtype against a local reference, on 2, 3 and 4 ranks; calls split into many small MPI calls;
+//! sub-groups; bit-identical float sums; errors. Without `mpirun` on the PATH (or in
+//! `TESSERA_MPIRUN`) the tests fail, saying what to install.
+
+#![cfg(feature = "mpi")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tessera_core::{Array, Dtype, ops};
+use tessera_distributed::{Backend, Group, init};
+
+const SCENARIO: &str = "TESSERA_MPI_TEST_SCENARIO";
+
+const DTYPES: [Dtype; 9] = [
+    Dtype::Bool,
+    Dtype::U8,
+    Dtype::U32,
+    Dtype::I32,
+    Dtype::I64,
+    Dtype::F16,
+    Dtype::BF16,
+    Dtype::F32,
+    Dtype::F64,
+];
+
+/// Deterministic pseudo-random stream (as in `common`).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn small(&mut self, len: usize, m: u64) -> Vec<f64> {
+        (0..len).map(|_| (self.next() % m) as f64).collect()
+    }
+    fn floats(&mut self, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| (self.next() % (1 << 24)) as f32 / (1 << 23) as f32 - 1.0)
+            .collect()
+    }
+}
+
+fn report(text: impl std::fmt::Display) {
+    // A newline first: the test harness has already printed "test mpi_worker ... " here.
+    println!("\nRESULT {text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent side: mpirun.
+
+fn mpirun_path() -> PathBuf {
+    if let Ok(p) = std::env::var("TESSERA_MPIRUN") {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("mpirun"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "mpirun was not found on the PATH: the MPI backend's tests need an MPI launcher \
+             (Debian: apt-get install -y openmpi-bin libopenmpi-dev), or TESSERA_MPIRUN=/path/to/mpirun"
+        )
+    })
+}
+
+/// One mpirun at a time: ranks of concurrent jobs would fight over the cores.
+static MPIRUN: Mutex<()> = Mutex::new(());
+
+/// Runs `scenario` on `n` ranks under mpirun and returns each rank's `RESULT` lines (the
+/// worker prefixes each with its rank). Panics, with the output, if mpirun fails or takes more
+/// than a minute.
+fn mpirun(n: usize, scenario: &str, env: &[(&str, &str)]) -> Vec<Vec<String>> {
+    let _one = MPIRUN.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new(mpirun_path());
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .args(["--mca", "mpi_yield_when_idle", "1"])
+    .args(["-n", &n.to_string()])
+    .args(["-x", SCENARIO]);
+    for (k, _) in env {
+        c.args(["-x", k]);
+    }
+    c.arg(&exe)
+        .args(["--exact", "mpi_worker", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO, scenario)
+        .envs(env.iter().map(|&(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("starting mpirun: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            // mpirun ends its ranks on SIGTERM; SIGKILL if it does not go.
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    let what = format!("{scenario} on {n} ranks");
+    let Some(status) = status else {
+        panic!("{what} did not finish within 60 s\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    };
+    assert!(
+        status.success(),
+        "{what} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let mut res: Vec<Vec<String>> = vec![Vec::new(); n];
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("RESULT ") {
+            let (r, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let r: usize = r.parse().unwrap();
+            res[r].push(text.to_string());
+        }
+    }
+    for (r, lines) in res.iter().enumerate() {
+        assert!(
+            lines.last().is_some_and(|l| l == "done"),
+            "rank {r} of {what} did not finish: {lines:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rank side.
+
+/// Rank r's input for a case: small integers, so every dtype holds sums exactly.
+fn input(rank: usize, case: u64, len: usize, dtype: Dtype) -> Vec<f64> {
+    let v = Lcg(case * 1000 + rank as u64 + 1).small(len, 6);
+    if dtype == Dtype::Bool {
+        v.into_iter().map(|x| (x >= 3.0) as u8 as f64).collect()
+    } else {
+        v
+    }
+}
+
+fn array(v: &[f64], dtype: Dtype) -> Array {
+    Array::from_slice(v, &[v.len()])
+        .unwrap()
+        .astype(dtype)
+        .unwrap()
+}
+
+fn values(a: &Array) -> Vec<f64> {
+    a.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap()
+}
+
+/// Every collective on every dtype, against a reference computed locally from every rank's
+/// (deterministic) input.
+fn check_all(g: &Group, case: u64, len: usize) {
+    let (n, r) = (g.size(), g.rank());
+    for (di, &dt) in DTYPES.iter().enumerate() {
+        let case = case * 16 + di as u64;
+        let all: Vec<Vec<f64>> = (0..n).map(|k| input(k, case, len, dt)).collect();
+        let x = array(&all[r], dt);
+        let fold = |f: fn(f64, f64) -> f64| -> Vec<f64> {
+            (0..len)
+                .map(|i| all.iter().map(|v| v[i]).reduce(f).unwrap())
+                .collect()
+        };
+        let or = |a: f64, b: f64| ((a != 0.0) || (b != 0.0)) as u8 as f64;
+        let sum = if dt == Dtype::Bool {
+            fold(or)
+        } else {
+            fold(|a, b| a + b)
+        };
+        let what = format!("{dt} len {len} rank {r} of {n}");
+        let y = g.all_sum(&x).unwrap();
+        assert_eq!(y.dtype(), dt);
+        assert_eq!(values(&y), sum, "all_sum {what}");
+        assert_eq!(
+            values(&g.all_max(&x).unwrap()),
+            fold(f64::max),
+            "all_max {what}"
+        );
+        assert_eq!(
+            values(&g.all_min(&x).unwrap()),
+            fold(f64::min),
+            "all_min {what}"
+        );
+        let gathered: Vec<f64> = all.concat();
+        let y = g.all_gather(&x).unwrap();
+        assert_eq!(y.shape(), &[n * len]);
+        assert_eq!(y.dtype(), dt);
+        assert_eq!(values(&y), gathered, "all_gather {what}");
+        // sum_scatter of the gathered array (the same on every rank, times n).
+        let scattered = g.sum_scatter(&array(&gathered, dt)).unwrap();
+        assert_eq!(scattered.dtype(), dt);
+        let want: Vec<f64> = gathered[r * len..(r + 1) * len]
+            .iter()
+            .map(|&v| if dt == Dtype::Bool { v } else { v * n as f64 })
+            .collect();
+        assert_eq!(values(&scattered), want, "sum_scatter {what}");
+        if n == 1 {
+            continue;
+        }
+        // send/recv around the ring: even ranks send first, odd ranks receive first, so
+        // blocking sends of any size meet their receives.
+        let (next, prev) = ((r + 1) % n, (r + n - 1) % n);
+        let got = if r % 2 == 0 {
+            g.send(&x, next).unwrap().eval().unwrap();
+            g.recv(&[len], dt, prev).unwrap()
+        } else {
+            let got = g.recv_like(&x, prev).unwrap();
+            got.eval().unwrap();
+            g.send(&x, next).unwrap().eval().unwrap();
+            got
+        };
+        assert_eq!(got.dtype(), dt);
+        assert_eq!(values(&got), all[prev], "recv {what}");
+    }
+    // Float max and min propagate NaN from any rank, as the ring backend does.
+    for dt in [Dtype::F16, Dtype::BF16, Dtype::F32, Dtype::F64] {
+        let v = [if r == n - 1 { f64::NAN } else { r as f64 }, 1.0 + r as f64];
+        let x = array(&v, dt);
+        for y in [g.all_max(&x).unwrap(), g.all_min(&x).unwrap()] {
+            let y = values(&y);
+            assert!(y[0].is_nan(), "{dt} rank {r} of {n}: {y:?}");
+        }
+        assert_eq!(values(&g.all_max(&x).unwrap())[1], n as f64);
+        assert_eq!(values(&g.all_min(&x).unwrap())[1], 1.0);
+    }
+}
+
+fn split(g: &Group) {
+    let (n, r) = (g.size(), g.rank());
+    // Even and odd ranks; keys reverse the order inside each group (and do not fit a C int).
+    let sub = g
+        .split((r % 2) as u32 + 1_000_000, -(r as i64) * (1 << 40))
+        .unwrap();
+    let members: Vec<usize> = (0..n).filter(|k| k % 2 == r % 2).rev().collect();
+    assert_eq!(sub.size(), members.len());
+    assert_eq!(sub.rank(), members.iter().position(|&k| k == r).unwrap());
+    assert_eq!(sub.handle().0.backend(), "mpi");
+    let x = Array::from_slice(&[r as i32], &[1]).unwrap();
+    let s = sub.all_sum(&x).unwrap().item::<i32>().unwrap();
+    assert_eq!(s, members.iter().sum::<usize>() as i32);
+    let gathered = sub.all_gather(&x).unwrap().to_vec::<i32>().unwrap();
+    assert_eq!(
+        gathered,
+        members.iter().map(|&k| k as i32).collect::<Vec<_>>()
+    );
+    check_all(&sub, 7, 5);
+    // The parent still works after its children ran; a second split; a split of a split.
+    let t = g.all_sum(&x).unwrap().item::<i32>().unwrap();
+    assert_eq!(t, (n * (n - 1) / 2) as i32);
+    let all = g.split(0, r as i64).unwrap();
+    assert_eq!((all.rank(), all.size()), (r, n));
+    assert_eq!(all.all_sum(&x).unwrap().item::<i32>().unwrap(), t);
+    let single = sub.split(sub.rank() as u32, 0).unwrap();
+    assert_eq!((single.rank(), single.size()), (0, 1));
+    assert_eq!(single.all_sum(&x).unwrap().item::<i32>().unwrap(), r as i32);
+    drop(sub);
+    // A second world group (init again): its own communicator, the same ranks.
+    let again = init(Backend::Mpi).unwrap();
+    assert_eq!((again.rank(), again.size()), (r, n));
+    assert_eq!(again.all_sum(&x).unwrap().item::<i32>().unwrap(), t);
+}
+
+fn errors(g: &Group) {
+    let (n, r) = (g.size(), g.rank());
+    let x = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+    // Ranks that are not peers are refused when the op is made.
+    assert!(g.send(&x, r).is_err());
+    assert!(g.recv(&[2], Dtype::F32, n).is_err());
+    // A message longer than the receive, then one shorter: MPI's errors come back as errors.
+    if r == 0 {
+        g.send(&x, 1).unwrap().eval().unwrap();
+        let one = Array::from_slice(&[3.0f32], &[1]).unwrap();
+        g.send(&one, 1).unwrap().eval().unwrap();
+    } else if r == 1 {
+        let e = g.recv(&[1], Dtype::F32, 0).unwrap().eval().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, tessera_core::Error::Distributed { op: "recv", .. }),
+            "{e:?}"
+        );
+        assert!(msg.contains("MPI_Recv") && msg.contains("rank 1"), "{msg}");
+        report(format!("{r} {msg}"));
+        let e = g.recv(&[2], Dtype::F32, 0).unwrap().eval().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("expected 8 bytes") && msg.contains("got"),
+            "{msg}"
+        );
+        report(format!("{r} {msg}"));
+    }
+    // The group still works afterwards.
+    let s = g.all_sum(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(s, vec![n as f32, 2.0 * n as f32]);
+}
+
+/// The entry point of every rank (a no-op when run as an ordinary test).
+#[test]
+fn mpi_worker() {
+    let Ok(name) = std::env::var(SCENARIO) else {
+        return;
+    };
+    let g = init(Backend::Mpi).expect("init");
+    let (n, r) = (g.size(), g.rank());
+    assert_eq!(g.handle().0.backend(), "mpi");
+    let want: usize = std::env::var("OMPI_COMM_WORLD_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(n);
+    assert_eq!(n, want);
+    match name.as_str() {
+        "all_dtypes" => {
+            // 20_000 elements of 8 bytes: past the eager limit of the shared-memory transport.
+            for (case, len) in [1usize, 7, 1000, 20_000].into_iter().enumerate() {
+                check_all(&g, case as u64, len);
+            }
+        }
+        // Run with TESSERA_MPI_MAX_COUNT small: every buffer goes in several MPI calls.
+        "chunked" => {
+            for (case, len) in [1usize, 7, 23].into_iter().enumerate() {
+                check_all(&g, 10 + case as u64, len);
+            }
+        }
+        "split" => split(&g),
+        "rank1_fails" => {
+            // Rank 1 fails while the others wait for it inside a collective.
+            let x = ops::ones(&[1000], Dtype::F32).unwrap();
+            x.eval().unwrap();
+            assert_ne!(r, 1, "rank 1 fails on purpose");
+            g.all_sum(&x).unwrap().eval().unwrap();
+        }
+        "errors" => errors(&g),
+        "float_bits" => {
+            for len in [1000usize, 300_001] {
+                let x = Lcg(7 + r as u64).floats(len);
+                let y = g.all_sum(&Array::from_slice(&x, &[len]).unwrap()).unwrap();
+                let v = y.to_vec::<f32>().unwrap();
+                let h = v.iter().fold(0xcbf29ce484222325u64, |h, x| {
+                    (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)
+                });
+                let exact: Vec<f64> = (0..n).map(|k| Lcg(7 + k as u64).floats(len)).fold(
+                    vec![0.0; len],
+                    |mut acc, x| {
+                        acc.iter_mut().zip(x).for_each(|(a, b)| *a += b as f64);
+                        acc
+                    },
+                );
+                let err = v
+                    .iter()
+                    .zip(&exact)
+                    .map(|(a, e)| (*a as f64 - e).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-5, "max error {err}");
+                report(format!("{r} hash {len} {h:x}"));
+            }
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    g.barrier().unwrap();
+    report(format!("{r} done"));
+}
+
+#[test]
+fn every_collective_every_dtype_on_2_3_4_ranks() {
+    for n in [2, 3, 4] {
+        mpirun(n, "all_dtypes", &[]);
+    }
+}
+
+#[test]
+fn buffers_split_into_many_mpi_calls() {
+    mpirun(3, "chunked", &[("TESSERA_MPI_MAX_COUNT", "5")]);
+}
+
+#[test]
+fn split_makes_mpi_subgroups() {
+    mpirun(4, "split", &[]);
+    mpirun(3, "split", &[]);
+}
+
+#[test]
+fn mpi_errors_are_errors() {
+    let res = mpirun(2, "errors", &[]);
+    assert_eq!(res[1].len(), 3, "{res:?}");
+}
+
+#[test]
+fn float_sums_are_bit_identical_on_every_rank() {
+    for n in [3, 4] {
+        let res = mpirun(n, "float_bits", &[]);
+        for r in 1..n {
+            assert_eq!(res[r], res[0], "rank {r} of {n} differs from rank 0");
+        }
+    }
+}
+
+/// A rank that fails ends the job (it exits without MPI_Finalize, so mpirun stops the others)
+/// rather than leaving the other ranks waiting for it.
+#[test]
+fn a_failing_rank_ends_the_job() {
+    let t = Instant::now();
+    let r = std::panic::catch_unwind(|| mpirun(3, "rank1_fails", &[]));
+    let msg = r
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .map(|s| *s)
+        .expect("the job should fail");
+    assert!(msg.contains("failed"), "{msg}");
+    assert!(msg.contains("rank 1 fails on purpose"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
