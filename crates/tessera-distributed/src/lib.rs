@@ -9,9 +9,8 @@
 //! - The core defines the [`Communicator`](tessera_core::collective::Communicator) contract on
 //!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default), `mpi`
 //!   (the system's MPI, cargo feature `mpi`); NCCL would plug into the same trait.
-//! - Every pair of ranks shares one TCP connection, authenticated by an HMAC challenge-response
-//!   on the cluster secret ([`auth`](crate::auth) module docs) and optionally encrypted with
-//!   ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
+//! - Every pair of ranks shares one TCP connection, authenticated by an HMAC-SHA256
+//!   challenge-response on the cluster secret and optionally encrypted with ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
 //!   desynchronised or corrupted stream is an error, never wrong data.
 //! - A lost, hung or misbehaving peer fails the collective on every rank within the timeout,
 //!   with the rank and address at fault: the first rank to notice tells all others and closes
@@ -32,8 +31,11 @@
 //!
 //! The MPI backend (`Backend::Mpi`, over the system's MPI) is built with the cargo feature `mpi`.
 //!
-//! Not built yet: several connections per peer, shared memory between ranks on one host,
-//! gradients through `send`/`recv`.
+//! Ranks on the same host exchange data through shared memory (`TESSERA_SHM=0` keeps them on
+//! TCP); the TCP connection stays open beside it for aborts and liveness.
+//!
+//! Not built yet: several connections per peer, gradients through `send`/`recv`, model-sharding
+//! helpers.
 
 mod auth;
 pub mod check;
