@@ -41,8 +41,57 @@ fn launch_worker() {
             // If the collective fails first (rank 1's connections closed), exit non-zero too.
             std::process::exit(1);
         }
+        "wait_signal" => {
+            // Ready, then block until a signal ends the process (default SIGINT action).
+            println!("\nready");
+            let _ = g.barrier();
+            loop {
+                std::thread::park();
+            }
+        }
         other => panic!("unknown mode {other}"),
     }
+}
+
+/// A launcher in its own process (so it may own the signal handlers and PATH).
+#[test]
+fn launcher_process() {
+    let Ok(mode) = std::env::var("LAUNCHER_TEST_MODE") else {
+        return;
+    };
+    let n: usize = std::env::var("LAUNCHER_TEST_N").unwrap().parse().unwrap();
+    let mut s = spec(n, &mode);
+    s.capture = false;
+    if let Ok(h) = std::env::var("LAUNCHER_TEST_HOSTS") {
+        s.hosts = h.split(',').map(str::to_string).collect();
+        s.base_port = Some(
+            std::env::var("LAUNCHER_TEST_PORT")
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    let out = launch(&s).unwrap();
+    std::process::exit(out.code);
+}
+
+fn launcher(mode: &str, n: usize, extra: &[(&str, String)]) -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "launcher_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("LAUNCHER_TEST_MODE", mode)
+    .env("LAUNCHER_TEST_N", n.to_string())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c
 }
 
 fn spec(n: usize, mode: &str) -> LaunchSpec {
@@ -117,4 +166,85 @@ fn launch_rejects_bad_requests_clearly() {
             .to_string()
             .contains("cannot start rank 0")
     );
+}
+
+#[test]
+fn signals_reach_every_rank_and_output_is_prefixed() {
+    use std::io::BufRead;
+    let mut child = launcher("wait_signal", 2, &[]).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ready = [false, false];
+    let mut line = String::new();
+    while !(ready[0] && ready[1]) {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "launcher ended early"
+        );
+        for (r, seen) in ready.iter_mut().enumerate() {
+            if line.trim() == format!("[{r}] ready") {
+                *seen = true;
+            }
+        }
+    }
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // The ranks died of the forwarded SIGINT: 128 + 2.
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+#[test]
+fn remote_hosts_are_started_over_ssh() {
+    // A stand-in `ssh` first on PATH runs the remote command here, so the remote path (the
+    // command line, the secret on standard input) is exercised without an ssh server.
+    let dir = std::env::temp_dir().join(format!("tessera-fake-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssh = dir.join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\nwhile [ \"$1\" = -o ]; do shift 2; done\n[ \"$1\" = -T ] && shift\necho \"$1\" >> \"$(dirname \"$0\")/hosts.log\"\nshift\nexec sh -c \"$*\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = tessera_distributed::launch::free_ports(1).unwrap()[0];
+    let out = launcher(
+        "hello",
+        2,
+        &[
+            ("PATH", path),
+            // Loopback addresses other than 127.0.0.1 count as remote hosts.
+            ("LAUNCHER_TEST_HOSTS", "127.0.0.2,127.0.0.3".into()),
+            ("LAUNCHER_TEST_PORT", port.to_string()),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(dir.join("hosts.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[0] hello from rank 0 of 2: total 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[1] hello from rank 1 of 2: total 3"),
+        "{stdout}"
+    );
+    let mut hosts: Vec<&str> = log.lines().collect();
+    hosts.sort();
+    assert_eq!(hosts, vec!["127.0.0.2", "127.0.0.3"]);
 }
