@@ -23,6 +23,8 @@ const HELLO_MAGIC: &[u8; 4] = b"TSRH";
 const CHALLENGE_MAGIC: &[u8; 4] = b"TSRC";
 const VERSION: u32 = 1;
 pub(crate) const FLAG_ENCRYPT: u32 = 1;
+/// The flags word's upper 16 bits carry the connection's index among the pair's connections.
+const INDEX_SHIFT: u32 = 16;
 
 /// Why a handshake failed, to be logged or reported with the peer's address.
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub(crate) struct Session {
     pub peer: usize,
     /// Keys for frames this side sends and receives (only with encryption).
     pub keys: Option<([u8; 32], [u8; 32])>,
+    /// Which of the pair's parallel connections this is.
+    pub index: usize,
 }
 
 pub(crate) fn nonce() -> std::io::Result<[u8; 32]> {
@@ -111,6 +115,7 @@ fn read_u32(b: &[u8]) -> u32 {
 }
 
 /// The connector's side: we are rank `me` dialling rank `to`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn connect<S: Read + Write>(
     s: &mut S,
     secret: &[u8],
@@ -118,8 +123,9 @@ pub(crate) fn connect<S: Read + Write>(
     to: usize,
     world: usize,
     encrypt: bool,
+    index: usize,
 ) -> Result<Session, HandshakeError> {
-    let flags = if encrypt { FLAG_ENCRYPT } else { 0 };
+    let flags = if encrypt { FLAG_ENCRYPT } else { 0 } | ((index as u32) << INDEX_SHIFT);
     let nonce_c = nonce()?;
     let mut hello = Vec::with_capacity(56);
     hello.extend_from_slice(HELLO_MAGIC);
@@ -164,6 +170,7 @@ pub(crate) fn connect<S: Read + Write>(
         0 => Ok(Session {
             peer: to,
             keys: encrypt.then(|| t.keys(secret, true)),
+            index,
         }),
         code => Err(HandshakeError::Refused(refusal(code).into())),
     }
@@ -179,15 +186,15 @@ fn refusal(code: u32) -> &'static str {
     }
 }
 
-/// The listener's side: we are rank `me`; `expect(from)` says whether a connection from rank
-/// `from` is wanted now (each higher rank connects once).
+/// The listener's side: we are rank `me`; `expect(from, index)` says whether connection `index`
+/// from rank `from` is wanted now (each higher rank connects once per index).
 pub(crate) fn accept<S: Read + Write>(
     s: &mut S,
     secret: &[u8],
     me: usize,
     world: usize,
     encrypt: bool,
-    expect: impl Fn(usize) -> bool,
+    expect: impl Fn(usize, usize) -> bool,
 ) -> Result<Session, HandshakeError> {
     let mut hello = [0u8; 56];
     s.read_exact(&mut hello)?;
@@ -217,12 +224,13 @@ pub(crate) fn accept<S: Read + Write>(
             format!("protocol version {version}, expected {VERSION}"),
         );
     }
-    if w != world || to != me || from >= world || !expect(from) {
+    let index = (flags >> INDEX_SHIFT) as usize;
+    if w != world || to != me || from >= world || !expect(from, index) {
         return refuse(
             s,
             2,
             format!(
-                "claims to be rank {from} of {w} dialling rank {to}; this is rank {me} of {world}"
+                "claims to be rank {from} of {w} dialling rank {to} (connection {index}); this is rank {me} of {world}"
             ),
         );
     }
@@ -257,6 +265,7 @@ pub(crate) fn accept<S: Read + Write>(
     Ok(Session {
         peer: from,
         keys: encrypt.then(|| t.keys(secret, false)),
+        index,
     })
 }
 
@@ -276,10 +285,10 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            accept(&mut s, secret_l, 0, 2, true, |r| r == 1)
+            accept(&mut s, secret_l, 0, 2, true, |r, i| r == 1 && i == 0)
         });
         let mut c = TcpStream::connect(addr).unwrap();
-        let rc = connect(&mut c, secret_c, 1, 0, 2, true);
+        let rc = connect(&mut c, secret_c, 1, 0, 2, true, 0);
         (rc, h.join().unwrap())
     }
 

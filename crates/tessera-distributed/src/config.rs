@@ -13,6 +13,8 @@
 //! - `TESSERA_ENCRYPT`: `1` to encrypt all traffic (ChaCha20-Poly1305).
 //! - `TESSERA_BACKEND`: `ring` (default).
 //! - `TESSERA_SHM`: `0` to keep ranks on the same host on TCP instead of shared memory.
+//! - `TESSERA_CONNECTIONS`: TCP connections per pair of ranks (default 2, at most 16); messages
+//!   of 1 MiB and more are split across them.
 
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -32,7 +34,12 @@ pub struct ClusterConfig {
     pub encrypt: bool,
     /// Ranks on the same host exchange data through shared memory (unless encrypting).
     pub shm: bool,
+    /// TCP connections per pair of ranks.
+    pub connections: usize,
 }
+
+/// Default TCP connections per pair of ranks.
+pub const DEFAULT_CONNECTIONS: usize = 2;
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,6 +51,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("timeout", &self.timeout)
             .field("encrypt", &self.encrypt)
             .field("shm", &self.shm)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -183,6 +191,10 @@ impl ClusterConfig {
             }
         };
         let shm = !matches!(var("TESSERA_SHM").as_deref(), Some("0" | "false" | "no"));
+        let connections = match var("TESSERA_CONNECTIONS") {
+            Some(c) => parse_usize("TESSERA_CONNECTIONS", &c)?,
+            None => DEFAULT_CONNECTIONS,
+        };
         let cfg = ClusterConfig {
             rank,
             world_size,
@@ -191,6 +203,7 @@ impl ClusterConfig {
             timeout,
             encrypt,
             shm,
+            connections,
         };
         cfg.validate()?;
         Ok(Some(cfg))
@@ -216,6 +229,12 @@ impl ClusterConfig {
         }
         for h in &self.hosts {
             check_host(h)?;
+        }
+        if !(1..=16).contains(&self.connections) {
+            return Err(Error::Config(format!(
+                "{} connections per pair of ranks: use 1 to 16 (TESSERA_CONNECTIONS)",
+                self.connections
+            )));
         }
         if self.world_size > 1 && self.secret.len() < 8 {
             return Err(Error::Config(
@@ -260,6 +279,7 @@ mod tests {
             timeout: DEFAULT_TIMEOUT,
             encrypt: false,
             shm: true,
+            connections: DEFAULT_CONNECTIONS,
         };
         assert!(c.validate().is_ok());
         c.rank = 2;

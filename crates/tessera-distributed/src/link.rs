@@ -81,6 +81,41 @@ pub(crate) struct Link {
     control: TcpStream,
     /// Data frames go here instead of TCP when set (same host).
     pub shm: Option<ShmPair>,
+    /// More TCP connections to the same peer: large messages are split across all of them
+    /// (each with its own frames and sequence numbers), so several flows share the work.
+    stripes: Vec<Stripe>,
+}
+
+/// One extra connection of a link.
+struct Stripe {
+    reader: Mutex<Half>,
+    writer: Mutex<Half>,
+    control: TcpStream,
+}
+
+/// Messages at least this long are split across a link's connections.
+const STRIPE_MIN: usize = 1 << 20;
+
+/// `k` contiguous parts of `len` bytes, split on 8-byte boundaries.
+fn stripe_ranges(len: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let cut = |i: usize| if i == k { len } else { (len * i / k) & !7 };
+    (0..k).map(|i| cut(i)..cut(i + 1)).collect()
+}
+
+fn join_all(
+    first: Result<(), LinkError>,
+    rest: Vec<std::thread::ScopedJoinHandle<'_, Result<(), LinkError>>>,
+) -> Result<(), LinkError> {
+    let mut res = first;
+    for h in rest {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(LinkError::Protocol("a connection thread panicked".into())));
+        if res.is_ok() {
+            res = r;
+        }
+    }
+    res
 }
 
 const SHM_MAGIC: u32 = 0x4d48_5354; // "TSHM"
@@ -163,6 +198,79 @@ impl Link {
             writer: Mutex::new(half(stream.try_clone()?, send_key)),
             control: stream,
             shm: None,
+            stripes: Vec::new(),
+        })
+    }
+
+    /// Adds another authenticated connection to the same peer.
+    pub fn add_stripe(
+        &mut self,
+        stream: TcpStream,
+        keys: Option<([u8; 32], [u8; 32])>,
+    ) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        let (send_key, recv_key) = match keys {
+            Some((s, r)) => (Some(s), Some(r)),
+            None => (None, None),
+        };
+        let half = |s: TcpStream, key: Option<[u8; 32]>| Half {
+            stream: s,
+            seq: 0,
+            cipher: key.map(|k| ChaCha20Poly1305::new(&k.into())),
+            scratch: Vec::new(),
+        };
+        self.stripes.push(Stripe {
+            reader: Mutex::new(half(stream.try_clone()?, recv_key)),
+            writer: Mutex::new(half(stream.try_clone()?, send_key)),
+            control: stream,
+        });
+        Ok(())
+    }
+
+    /// Sends a large message split across all connections at once.
+    fn send_striped(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
+        let parts = stripe_ranges(data.len(), 1 + self.stripes.len());
+        std::thread::scope(|sc| {
+            let rest: Vec<_> = self
+                .stripes
+                .iter()
+                .zip(&parts[1..])
+                .map(|(st, r)| {
+                    let part = &data[r.clone()];
+                    sc.spawn(move || Self::lock(&st.writer).write_frame(Kind::Data, group, part))
+                })
+                .collect();
+            let first =
+                Self::lock(&self.writer).write_frame(Kind::Data, group, &data[parts[0].clone()]);
+            join_all(first, rest)
+        })
+    }
+
+    /// Receives a message sent by `send_striped`.
+    fn recv_striped(&self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
+        let parts = stripe_ranges(out.len(), 1 + self.stripes.len());
+        let mut pieces: Vec<&mut [u8]> = Vec::with_capacity(parts.len());
+        let mut rest = out;
+        for r in &parts {
+            let (a, b) = rest.split_at_mut(r.len());
+            pieces.push(a);
+            rest = b;
+        }
+        let mut pieces = pieces.into_iter();
+        let first_piece = pieces.next().unwrap_or_default();
+        std::thread::scope(|sc| {
+            let rest: Vec<_> = self
+                .stripes
+                .iter()
+                .zip(pieces)
+                .map(|(st, piece)| {
+                    sc.spawn(move || Self::lock(&st.reader).read_frame(group, piece))
+                })
+                .collect();
+            let first = Self::lock(&self.reader).read_frame(group, first_piece);
+            join_all(first, rest)
         })
     }
 
@@ -192,6 +300,16 @@ impl Link {
         len: usize,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), LinkError> {
+        if self.shm.is_none() && !self.stripes.is_empty() && len >= STRIPE_MIN {
+            let mut buf = std::mem::take(&mut Self::lock(&self.reader).scratch);
+            buf.resize(len, 0);
+            let res = self.recv_striped(group, &mut buf);
+            if res.is_ok() {
+                f(&buf);
+            }
+            Self::lock(&self.reader).scratch = buf;
+            return res;
+        }
         let mut r = Self::lock(&self.reader);
         let Some(shm) = &self.shm else {
             let mut buf = std::mem::take(&mut r.scratch);
@@ -288,6 +406,9 @@ impl Link {
 
     /// Sends one data frame of group `group`.
     pub fn send(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
+        if self.shm.is_none() && !self.stripes.is_empty() && data.len() >= STRIPE_MIN {
+            return self.send_striped(group, data);
+        }
         let mut w = Self::lock(&self.writer);
         let Some(shm) = &self.shm else {
             return w.write_frame(Kind::Data, group, data);
@@ -308,6 +429,9 @@ impl Link {
     /// Receives the next frame into `out`, which must be exactly the expected payload size.
     pub fn recv(&self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
         if self.shm.is_none() {
+            if !self.stripes.is_empty() && out.len() >= STRIPE_MIN {
+                return self.recv_striped(group, out);
+            }
             return Self::lock(&self.reader).read_frame(group, out);
         }
         let mut at = 0;
@@ -321,9 +445,16 @@ impl Link {
     /// link (a ring chunk) is given up to 200 ms to finish first, so the abort frame does not
     /// cut a frame in half; after that the connection is closed without it.
     pub fn send_abort(&self, msg: &str) {
+        Self::abort_on(&self.writer, msg);
+        for st in &self.stripes {
+            Self::abort_on(&st.writer, msg);
+        }
+    }
+
+    fn abort_on(writer: &Mutex<Half>, msg: &str) {
         let give_up = std::time::Instant::now() + Duration::from_millis(200);
         let lock = loop {
-            match self.writer.try_lock() {
+            match writer.try_lock() {
                 Ok(w) => break Some(w),
                 Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => {
@@ -383,6 +514,9 @@ impl Link {
     /// Closes both directions; blocked reads and writes on this link return at once.
     pub fn shutdown(&self) {
         let _ = self.control.shutdown(Shutdown::Both);
+        for st in &self.stripes {
+            let _ = st.control.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -514,6 +648,20 @@ mod tests {
             Link::new(a, 1, "a".into(), t, ka).unwrap(),
             Link::new(b, 0, "b".into(), t, kb).unwrap(),
         )
+    }
+
+    #[test]
+    fn stripes_cover_the_message_on_8_byte_boundaries() {
+        for (len, k) in [(1 << 20, 2), ((1 << 20) + 13, 3), (5_000_001, 4)] {
+            let r = stripe_ranges(len, k);
+            assert_eq!(r.len(), k);
+            assert_eq!(r[0].start, 0);
+            assert_eq!(r[k - 1].end, len);
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(w[0].end % 8, 0);
+            }
+        }
     }
 
     #[test]

@@ -46,11 +46,36 @@ impl Mesh {
                 "rank {me} cannot listen on {own}: {e} (is the port free and the address this host's?)"
             ))
         })?;
+        let k = cfg.connections;
         let mut owned: Vec<Option<Link>> = (0..world).map(|_| None).collect();
         for (peer, slot) in owned.iter_mut().enumerate().take(me) {
-            *slot = Some(dial(cfg, peer, deadline)?);
+            let fail = |e: std::io::Error| Error::Peer {
+                rank: peer,
+                addr: cfg.hosts[peer].clone(),
+                msg: format!("socket set-up: {e}"),
+            };
+            let first = dial(cfg, peer, deadline, 0)?;
+            let mut link = Link::new(
+                first.stream,
+                peer,
+                cfg.hosts[peer].clone(),
+                cfg.timeout,
+                first.keys,
+            )
+            .map_err(fail)?;
+            for index in 1..k {
+                let extra = dial(cfg, peer, deadline, index)?;
+                link.add_stripe(extra.stream, extra.keys).map_err(fail)?;
+            }
+            *slot = Some(link);
         }
-        let mut missing: Vec<usize> = (me + 1..world).collect();
+        // Connections of higher ranks, by (rank, index); a rank's links are assembled once all
+        // of its connections have arrived.
+        let mut missing: Vec<(usize, usize)> = (me + 1..world)
+            .flat_map(|r| (0..k).map(move |i| (r, i)))
+            .collect();
+        let mut arrived: Vec<Vec<Option<Dialed>>> =
+            (0..world).map(|_| (0..k).map(|_| None).collect()).collect();
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::Io(format!("listener: {e}")))?;
@@ -60,8 +85,8 @@ impl Mesh {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
                         return Err(Error::Peer {
-                            rank: missing[0],
-                            addr: cfg.hosts[missing[0]].clone(),
+                            rank: missing[0].0,
+                            addr: cfg.hosts[missing[0].0].clone(),
                             msg: format!(
                                 "did not connect within {:.0} s (not started, crashed, or blocked by a firewall)",
                                 cfg.timeout.as_secs_f64()
@@ -75,9 +100,32 @@ impl Mesh {
                 Err(e) => return Err(Error::Io(format!("accept on {own}: {e}"))),
             };
             match handshake_in(cfg, stream, &missing, deadline) {
-                Ok((peer, link)) => {
-                    missing.retain(|&r| r != peer);
-                    owned[peer] = Some(link);
+                Ok(d) => {
+                    let (peer, index) = (d.peer, d.index);
+                    missing.retain(|&m| m != (peer, index));
+                    arrived[peer][index] = Some(d);
+                    if arrived[peer].iter().all(Option::is_some) {
+                        let mut conns = arrived[peer].iter_mut().filter_map(Option::take);
+                        let fail = |e: std::io::Error| Error::Peer {
+                            rank: peer,
+                            addr: cfg.hosts[peer].clone(),
+                            msg: format!("socket set-up: {e}"),
+                        };
+                        if let Some(first) = conns.next() {
+                            let mut link = Link::new(
+                                first.stream,
+                                peer,
+                                cfg.hosts[peer].clone(),
+                                cfg.timeout,
+                                first.keys,
+                            )
+                            .map_err(fail)?;
+                            for c in conns {
+                                link.add_stripe(c.stream, c.keys).map_err(fail)?;
+                            }
+                            owned[peer] = Some(link);
+                        }
+                    }
                 }
                 // A stranger (or a rank with the wrong secret) is logged and ignored; the real
                 // rank may still connect.
@@ -268,21 +316,29 @@ fn is_disconnect(e: &std::io::Error) -> bool {
     )
 }
 
-fn dial(cfg: &ClusterConfig, peer: usize, deadline: Instant) -> Result<Link> {
+/// One authenticated connection, before it joins a link.
+struct Dialed {
+    peer: usize,
+    index: usize,
+    stream: TcpStream,
+    keys: Option<([u8; 32], [u8; 32])>,
+}
+
+/// Opens connection `index` to the lower rank `peer`, retrying until it listens.
+fn dial(cfg: &ClusterConfig, peer: usize, deadline: Instant, index: usize) -> Result<Dialed> {
     let addr_s = &cfg.hosts[peer];
     let addr = resolve(addr_s)?;
-    let fail = |msg: String| Error::Peer {
-        rank: peer,
-        addr: addr_s.clone(),
-        msg,
-    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(fail(format!(
-                "could not connect within {:.0} s (not started, crashed, or blocked by a firewall)",
-                cfg.timeout.as_secs_f64()
-            )));
+            return Err(Error::Peer {
+                rank: peer,
+                addr: addr_s.clone(),
+                msg: format!(
+                    "could not connect within {:.0} s (not started, crashed, or blocked by a firewall)",
+                    cfg.timeout.as_secs_f64()
+                ),
+            });
         }
         match TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(5))) {
             Ok(mut s) => {
@@ -295,9 +351,14 @@ fn dial(cfg: &ClusterConfig, peer: usize, deadline: Instant) -> Result<Link> {
                     peer,
                     cfg.world_size,
                     cfg.encrypt,
+                    index,
                 ) {
-                    Ok(session) => Link::new(s, peer, addr_s.clone(), cfg.timeout, session.keys)
-                        .map_err(|e| fail(format!("socket set-up: {e}"))),
+                    Ok(session) => Ok(Dialed {
+                        peer,
+                        index,
+                        stream: s,
+                        keys: session.keys,
+                    }),
                     Err(e) => Err(Error::Protocol {
                         rank: peer,
                         addr: addr_s.clone(),
@@ -314,9 +375,9 @@ fn dial(cfg: &ClusterConfig, peer: usize, deadline: Instant) -> Result<Link> {
 fn handshake_in(
     cfg: &ClusterConfig,
     mut s: TcpStream,
-    missing: &[usize],
+    missing: &[(usize, usize)],
     deadline: Instant,
-) -> std::result::Result<(usize, Link), String> {
+) -> std::result::Result<Dialed, String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
     // A silent stranger may hold the accept loop only briefly.
     let left = deadline
@@ -330,11 +391,13 @@ fn handshake_in(
         cfg.rank,
         cfg.world_size,
         cfg.encrypt,
-        |r| missing.contains(&r),
+        |r, i| missing.contains(&(r, i)),
     )
     .map_err(|e| e.to_string())?;
-    let peer = session.peer;
-    let link = Link::new(s, peer, cfg.hosts[peer].clone(), cfg.timeout, session.keys)
-        .map_err(|e| e.to_string())?;
-    Ok((peer, link))
+    Ok(Dialed {
+        peer: session.peer,
+        index: session.index,
+        stream: s,
+        keys: session.keys,
+    })
 }

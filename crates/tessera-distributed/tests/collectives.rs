@@ -219,6 +219,18 @@ fn the_tcp_path_gives_the_same_results() {
     run_ok(3, "all_dtypes_large", &opts);
     run_ok(3, "float_bits", &opts);
     run_ok(4, "pipeline", &opts);
+    // One connection per pair, and four (large messages split across them).
+    for k in ["1", "4"] {
+        let opts = Opts {
+            env: vec![
+                ("TESSERA_SHM".into(), "0".into()),
+                ("TESSERA_CONNECTIONS".into(), k.into()),
+            ],
+            ..Opts::default()
+        };
+        run_ok(3, "all_dtypes_large", &opts);
+        run_ok(3, "pipeline", &opts);
+    }
 }
 
 #[test]
