@@ -9,7 +9,7 @@
 //! - The core defines the [`Communicator`](tessera_core::collective::Communicator) contract on
 //!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default), `mpi`
 //!   (the system's MPI, cargo feature `mpi`); NCCL would plug into the same trait.
-//! - Every pair of ranks shares one TCP connection, authenticated by an HMAC-SHA256
+//! - Every pair of ranks shares TCP connections, each authenticated by an HMAC-SHA256
 //!   challenge-response on the cluster secret and optionally encrypted with ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
 //!   desynchronised or corrupted stream is an error, never wrong data.
 //! - A lost, hung or misbehaving peer fails the collective on every rank within the timeout,
@@ -34,8 +34,10 @@
 //! Ranks on the same host exchange data through shared memory (`TESSERA_SHM=0` keeps them on
 //! TCP); the TCP connection stays open beside it for aborts and liveness.
 //!
-//! Not built yet: several connections per peer, gradients through `send`/`recv`, model-sharding
-//! helpers.
+//! Between hosts, each pair of ranks has `TESSERA_CONNECTIONS` TCP connections (default 2) and
+//! messages of 1 MiB or more are split across them.
+//!
+//! Not built yet: gradients through `send`/`recv`, model-sharding helpers.
 
 mod auth;
 pub mod check;
