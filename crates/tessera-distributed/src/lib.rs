@@ -10,8 +10,9 @@
 //!   raw bytes; this crate implements it. Backends: `ring` (TCP, built in, the default), `mpi`
 //!   (the system's MPI, cargo feature `mpi`); NCCL would plug into the same trait.
 //! - Every pair of ranks shares TCP connections, each authenticated by an HMAC-SHA256
-//!   challenge-response on the cluster secret and optionally encrypted with ChaCha20-Poly1305. Frames carry group ids, sequence numbers and lengths, so a
-//!   desynchronised or corrupted stream is an error, never wrong data.
+//!   challenge-response on the cluster secret and optionally encrypted with ChaCha20-Poly1305.
+//!   Frames carry group ids, sequence numbers, lengths and checksums, so a desynchronised or
+//!   corrupted stream is an error, never wrong data.
 //! - A lost, hung or misbehaving peer fails the collective on every rank within the timeout,
 //!   with the rank and address at fault: the first rank to notice tells all others and closes
 //!   its connections.
