@@ -122,10 +122,19 @@ pub fn init(backend: Backend) -> Result<Group> {
     if backend == Backend::Mpi {
         return mpi_world();
     }
-    match ClusterConfig::from_env()? {
-        None => Ok(Group::solo()),
-        Some(cfg) => init_with(&cfg),
+    // The world group from the environment is made once per process: a second `init` returns
+    // it again (its connections and listening port are already taken).
+    static WORLD: std::sync::Mutex<Option<Group>> = std::sync::Mutex::new(None);
+    let mut world = WORLD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(g) = world.as_ref() {
+        return Ok(g.clone());
     }
+    let g = match ClusterConfig::from_env()? {
+        None => Group::solo(),
+        Some(cfg) => init_with(&cfg)?,
+    };
+    *world = Some(g.clone());
+    Ok(g)
 }
 
 #[cfg(feature = "mpi")]

@@ -160,7 +160,13 @@ fn rank_worker() {
         "gradients" => gradients(&g),
         "vmap_compile" => vmap_compile(&g),
         "pipeline" => pipeline(&g),
-        "split" => split(&g),
+        "split" => {
+            split(&g);
+            // A second init gives the same world group (not a new set of connections).
+            let again = init(Backend::Any).expect("second init");
+            assert_eq!(again.rank(), g.rank());
+            assert_eq!(again.handle(), g.handle());
+        }
         "die_mid_all_sum" => {
             // Rank 1 announces the collective, then the parent kills it while the others
             // are inside the same all_sum.
