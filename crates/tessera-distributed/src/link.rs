@@ -364,9 +364,19 @@ impl Link {
                 "a {n}-byte message arrived where {len} bytes were expected: the ranks called collectives with different shapes, dtypes or orders"
             )));
         }
-        let res = shm
-            .read_with(len, f, &mut check)
-            .and_then(|()| shm.read_with(pad8(len), &mut |_| {}, &mut check));
+        // Payload and padding in one read; the padding is not passed on.
+        let mut left = len;
+        let res = shm.read_with(
+            len + pad8(len),
+            &mut |c| {
+                let take = c.len().min(left);
+                if take > 0 {
+                    f(&c[..take]);
+                    left -= take;
+                }
+            },
+            &mut check,
+        );
         if let Err(LinkError::Io(e)) = &res
             && e.kind() == ErrorKind::ConnectionAborted
         {
@@ -420,10 +430,22 @@ impl Link {
         h[16..24].copy_from_slice(&(data.len() as u64).to_le_bytes());
         w.seq += 1;
         let mut check = self.shm_check();
+        // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
+        let pad = &[0u8; 8][..pad8(data.len())];
+        if data.len() <= COALESCE / 16 {
+            // Small: header, payload and padding in one write (one wake-up for the reader).
+            let mut buf = std::mem::take(&mut w.scratch);
+            buf.clear();
+            buf.extend_from_slice(&h);
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(pad);
+            let res = shm.write(&buf, &mut check);
+            w.scratch = buf;
+            return res;
+        }
         shm.write(&h, &mut check)?;
         shm.write(data, &mut check)?;
-        // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
-        shm.write(&[0u8; 8][..pad8(data.len())], &mut check)
+        shm.write(pad, &mut check)
     }
 
     /// Receives the next frame into `out`, which must be exactly the expected payload size.
