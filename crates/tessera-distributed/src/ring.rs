@@ -223,6 +223,49 @@ impl RingComm {
         })
     }
 
+    /// Small messages: everyone sends its data to everyone, and each rank reduces what arrives
+    /// in rank order (bit-identical everywhere) straight from the receive path. Rank 0 reduces
+    /// into its own buffer; the others need one scratch copy (their data has its turn later).
+    fn direct_all_reduce(&self, op: CollectiveReduce, dtype: Dtype, data: &mut [u8]) -> Result<()> {
+        let (n, r, len) = (self.n(), self.rank, data.len());
+        for k in 1..n {
+            self.send_to((r + k) % n, data)?;
+        }
+        let mut acc = if r == 0 {
+            None
+        } else {
+            Some(vec![0u8; data.len()])
+        };
+        if let Some(a) = acc.as_mut() {
+            self.recv_from(0, a)?;
+        }
+        for k in 1..n {
+            let target: &mut [u8] = match acc.as_mut() {
+                Some(a) => a,
+                None => data,
+            };
+            if k == r {
+                // Our own data's turn (only when r > 0, so `target` is the scratch).
+                if let Some(a) = acc.as_mut() {
+                    reduce_into(op, dtype, a, data);
+                }
+                continue;
+            }
+            let link = self.mesh.link(self.peer(k))?;
+            let mut off = 0;
+            let mut fold = |piece: &[u8]| {
+                reduce_into(op, dtype, &mut target[off..off + piece.len()], piece);
+                off += piece.len();
+            };
+            self.mesh
+                .check(link, link.recv_with(self.id, len, &mut fold))?;
+        }
+        if let Some(a) = acc {
+            data.copy_from_slice(&a);
+        }
+        Ok(())
+    }
+
     /// Medium messages: a direct reduce-scatter then a direct all-gather. Each rank sends
     /// every other rank one segment per round: the ring's traffic in two network latencies
     /// instead of `2 (n-1)`. Segment `k` is reduced on rank `k` alone, in rank order, then
@@ -306,21 +349,7 @@ impl Communicator for RingComm {
         }
         let _g = core(name, self.begin())?;
         if data.len() <= DIRECT_MAX || elems < n {
-            let got = core(name, self.exchange(data))?;
-            // Reduce in rank order on every rank: bit-identical everywhere.
-            let mut acc: Option<Vec<u8>> = None;
-            for (r, g) in got.into_iter().enumerate() {
-                let x: Vec<u8> = g.unwrap_or_else(|| data.to_vec());
-                debug_assert!(r < n);
-                match acc.as_mut() {
-                    None => acc = Some(x),
-                    Some(a) => reduce_into(op, dtype, a, &x),
-                }
-            }
-            if let Some(a) = acc {
-                data.copy_from_slice(&a);
-            }
-            return Ok(());
+            return core(name, self.direct_all_reduce(op, dtype, data));
         }
         let seg = segments(elems, n, esize);
         if seg.iter().all(|s| s.len() <= DIRECT_MAX) {
