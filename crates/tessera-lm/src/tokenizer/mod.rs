@@ -1,4 +1,6 @@
-//! Tokenizers read from a GGUF file's vocabulary, producing the same token ids as llama.cpp.
+//! Tokenizers read from a GGUF file's vocabulary, producing the same token ids as llama.cpp, or
+//! from a Hugging Face `tokenizer.json` ([`Tokenizer::from_hf_dir`], run by the `tokenizers`
+//! crate; see `hf.rs`).
 //!
 //! ```no_run
 //! use tessera_io::gguf::GgufFile;
@@ -19,6 +21,11 @@
 //! # API
 //!
 //! - [`Tokenizer::from_gguf`] / [`Tokenizer::from_metadata`]: load (`tokenizer.ggml.*` keys).
+//! - [`Tokenizer::from_hf_dir`] / [`Tokenizer::from_hf_json`]: load a Hugging Face tokenizer
+//!   (`tokenizer.json`, `tokenizer_config.json`); [`read_chat_template`] reads its chat template.
+//!   Every accessor below works the same on it; `encode` follows Hugging Face `tokenizers`
+//!   (`parse_special = false` is its `encode_special_tokens`), `add_special` its post-processor
+//!   or `tokenizer_config.json`'s `add_bos_token`/`add_eos_token`.
 //! - [`Tokenizer::encode`]`(text, add_special, parse_special) -> Vec<u32>`: llama.cpp's
 //!   `llama_tokenize`. With `parse_special`, control tokens written in the text (`<|im_end|>`,
 //!   `<start_of_turn>`) become their ids; user-defined tokens are always recognised (as in
@@ -77,6 +84,7 @@
 //!   a byte token not of the form `<0xHH>`.
 
 mod bpe;
+mod hf;
 mod pretokenize;
 mod special;
 mod spm;
@@ -90,6 +98,7 @@ mod wpm;
 
 use tessera_io::gguf::{GgufFile, Metadata};
 
+pub use hf::read_chat_template;
 pub use stream::StreamDecoder;
 
 use bpe::Bpe;
@@ -113,6 +122,12 @@ pub enum TokenizerError {
     /// A token id outside the vocabulary.
     #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
     IdOutOfRange { id: u32, vocab_size: usize },
+    /// A Hugging Face tokenizer file that is missing, unreadable or malformed.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    /// The Hugging Face `tokenizers` library failed to encode a text.
+    #[error("tokenizer.json: {0}")]
+    Encode(String),
 }
 
 pub type Result<T> = std::result::Result<T, TokenizerError>;
@@ -124,8 +139,10 @@ pub enum TokenizerKind {
     Spm,
     /// BPE over merge ranks ("gpt2": byte-level; "gemma4": raw UTF-8).
     Bpe,
-    /// WordPiece ("bert").
+    /// WordPiece ("bert"; `WordPiece` in a Hugging Face tokenizer.json).
     Wpm,
+    /// Unigram (a Hugging Face tokenizer.json's `Unigram` model; not read from GGUF files).
+    Unigram,
 }
 
 enum Model {
@@ -134,12 +151,27 @@ enum Model {
     Wpm,
 }
 
-/// A tokenizer built from a GGUF vocabulary. See the [module docs](self).
+/// How text becomes ids.
+enum Engine {
+    /// llama.cpp's algorithms over a GGUF vocabulary.
+    Gguf {
+        model: Model,
+        special: SpecialTokens,
+    },
+    /// Hugging Face `tokenizers` over a tokenizer.json.
+    Hf(Box<hf::HfEngine>),
+}
+
+/// A tokenizer built from a GGUF vocabulary or a Hugging Face tokenizer.json. See the
+/// [module docs](self).
 pub struct Tokenizer {
+    /// Token texts, attributes and special ids (for tokenizer.json, filled from it and
+    /// tokenizer_config.json).
     vocab: Vocab,
-    model: Model,
-    special: SpecialTokens,
+    engine: Engine,
     pieces: Pieces,
+    /// Decoding removes the space that encoding put before the text.
+    strip_leading_space: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -165,24 +197,50 @@ impl Tokenizer {
             TokenizerKind::Spm => Model::Spm(Box::new(Spm::new(&vocab))),
             TokenizerKind::Bpe => Model::Bpe(Box::new(Bpe::new(&vocab, md)?)),
             TokenizerKind::Wpm => Model::Wpm,
+            TokenizerKind::Unigram => {
+                return Err(TokenizerError::Unsupported(
+                    "Unigram vocabularies are read from tokenizer.json only".into(),
+                ));
+            }
         };
         let special = SpecialTokens::new(&vocab);
         let pieces = Pieces::new(&vocab);
+        let strip_leading_space = vocab.kind == TokenizerKind::Spm && vocab.add_space_prefix;
         Ok(Tokenizer {
             vocab,
-            model,
-            special,
+            engine: Engine::Gguf { model, special },
             pieces,
+            strip_leading_space,
         })
     }
 
-    /// Tokenizes `text` as llama.cpp's `llama_tokenize(vocab, text, add_special, parse_special)`.
+    /// Tokenizes `text` as llama.cpp's `llama_tokenize(vocab, text, add_special, parse_special)`
+    /// (GGUF vocabularies) or as Hugging Face `tokenizers` does (tokenizer.json; see
+    /// [`from_hf_dir`](Tokenizer::from_hf_dir)). A tokenizer.json that cannot encode the text (a
+    /// WordPiece model without its unknown token, say) gives the unknown token, or nothing when
+    /// there is none: [`try_encode`](Tokenizer::try_encode) reports that error instead.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        self.try_encode(text, add_special, parse_special)
+            .unwrap_or_else(|_| self.vocab.special.unk.into_iter().collect())
+    }
+
+    /// [`encode`](Tokenizer::encode), with the Hugging Face library's errors reported (GGUF
+    /// vocabularies never fail).
+    pub fn try_encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        let (model, special) = match &self.engine {
+            Engine::Gguf { model, special } => (model, special),
+            Engine::Hf(hf) => return hf.encode(&self.vocab, text, add_special, parse_special),
+        };
         let v = &self.vocab;
         let fragments = if text.is_empty() {
             Vec::new()
         } else {
-            self.special.partition(v, text, parse_special)
+            special.partition(v, text, parse_special)
         };
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         let bos = if v.kind == TokenizerKind::Wpm {
@@ -205,7 +263,7 @@ impl Tokenizer {
                 Fragment::Text(range) => range,
             };
             let piece = &text[range];
-            match &self.model {
+            match model {
                 Model::Spm(spm) => {
                     buf.clear();
                     if v.add_space_prefix && prev_special {
@@ -230,7 +288,7 @@ impl Tokenizer {
                 _ => {}
             }
         }
-        out
+        Ok(out)
     }
 
     /// The text of `ids` (see the module docs for the rules); `skip_special` leaves out control
@@ -268,19 +326,21 @@ impl Tokenizer {
 
     /// Whether decoding removes the space that encoding put before the text.
     fn strips_leading_space(&self) -> bool {
-        self.vocab.kind == TokenizerKind::Spm && self.vocab.add_space_prefix
+        self.strip_leading_space
     }
 
     pub fn kind(&self) -> TokenizerKind {
         self.vocab.kind
     }
 
-    /// `tokenizer.ggml.model`.
+    /// `tokenizer.ggml.model`; for a tokenizer.json, its model's type (`BPE`, `WordPiece`,
+    /// `Unigram`, `WordLevel`).
     pub fn model_name(&self) -> &str {
         &self.vocab.model
     }
 
-    /// The pre-tokenizer name in use (BPE; "default" when the file names none).
+    /// The pre-tokenizer name in use (BPE; "default" when the file names none; "tokenizer.json"
+    /// for a Hugging Face tokenizer, whose pre-tokenizer the file itself describes).
     pub fn pre(&self) -> &str {
         &self.vocab.pre
     }

@@ -26,6 +26,18 @@ impl Pieces {
         Pieces { data, offs }
     }
 
+    /// The pieces of `n` tokens, `write(id, out)` appending token `id`'s bytes.
+    pub fn build(n: usize, mut write: impl FnMut(usize, &mut Vec<u8>)) -> Pieces {
+        let mut data = Vec::new();
+        let mut offs = Vec::with_capacity(n + 1);
+        offs.push(0);
+        for id in 0..n {
+            write(id, &mut data);
+            offs.push(data.len());
+        }
+        Pieces { data, offs }
+    }
+
     pub fn get(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         let (&start, &end) = (self.offs.get(i)?, self.offs.get(i + 1)?);

@@ -445,7 +445,7 @@ impl Vocab {
 
     /// llama.cpp's text-based inference of end-of-turn, FIM and end-of-generation tokens; tokens
     /// it recognises become control tokens.
-    fn infer_special(&mut self, attrs: &mut [u32]) {
+    pub(super) fn infer_special(&mut self, attrs: &mut [u32]) {
         let ids = &self.tokens;
         let find = |slot: &mut Option<u32>, texts: &[&str], attrs: &mut [u32]| {
             if slot.is_none()
