@@ -158,6 +158,7 @@ fn rank_worker() {
             report("ok");
         }
         "gradients" => gradients(&g),
+        "data_parallel" => data_parallel(&g),
         "vmap_compile" => vmap_compile(&g),
         "pipeline" => pipeline(&g),
         "split" => {
@@ -269,6 +270,13 @@ fn all_sum_of_256_mib() {
 #[test]
 fn gradients_flow_through_collectives() {
     run_ok(3, "gradients", &Opts::default());
+}
+
+#[test]
+fn data_parallel_sgd_equals_training_on_all_the_data() {
+    for n in [2, 3] {
+        run_ok(n, "data_parallel", &Opts::default());
+    }
 }
 
 #[test]
@@ -619,4 +627,64 @@ fn split(g: &Group) {
     let all = g.split(0, r as i64).unwrap();
     assert_eq!(all.rank(), r);
     assert_eq!(all.all_sum(&x).unwrap().item::<i32>().unwrap(), t);
+}
+
+/// Linear regression by SGD, each rank on its own batch with gradients averaged by all_sum:
+/// must follow exactly the path of SGD on all ranks' data together (computed here in plain f64
+/// from every rank's batch).
+fn data_parallel(g: &Group) {
+    let (n, r) = (g.size(), g.rank());
+    let (d, b, lr, steps) = (8usize, 16usize, 0.1f64, 10);
+    let data = |k: usize| -> (Vec<f64>, Vec<f64>) {
+        let mut rng = Lcg(500 + k as u64);
+        let x: Vec<f64> = rng.floats(b * d).into_iter().map(f64::from).collect();
+        let y: Vec<f64> = rng.floats(b).into_iter().map(f64::from).collect();
+        (x, y)
+    };
+    let (xv, yv) = data(r);
+    let x = Array::from_slice(&xv, &[b, d]).unwrap();
+    let y = Array::from_slice(&yv, &[b, 1]).unwrap();
+    let mut w = Array::from_slice(&vec![0.0f64; d], &[d, 1]).unwrap();
+    let inv_n = Array::from_slice(&[1.0 / n as f64], &[1]).unwrap();
+    let step_lr = Array::from_slice(&[lr], &[1]).unwrap();
+    for _ in 0..steps {
+        let grads = grad(
+            |ws| {
+                let err = ops::subtract(&ops::matmul(&x, &ws[0])?, &y)?;
+                ops::mean(&ops::square(&err)?, ops::Axes::All, false)
+            },
+            std::slice::from_ref(&w),
+        )
+        .unwrap();
+        let avg = ops::multiply(&g.all_sum(&grads[0]).unwrap(), &inv_n).unwrap();
+        w = ops::subtract(&w, &ops::multiply(&avg, &step_lr).unwrap()).unwrap();
+        w.eval().unwrap();
+    }
+    // The reference: full-batch gradient of the mean loss over all n * b samples.
+    let all: Vec<(Vec<f64>, Vec<f64>)> = (0..n).map(data).collect();
+    let mut wr = vec![0.0f64; d];
+    for _ in 0..steps {
+        let mut gsum = vec![0.0f64; d];
+        for (xk, yk) in &all {
+            for i in 0..b {
+                let pred: f64 = (0..d).map(|j| xk[i * d + j] * wr[j]).sum();
+                let e = pred - yk[i];
+                for j in 0..d {
+                    gsum[j] += 2.0 * e * xk[i * d + j];
+                }
+            }
+        }
+        for j in 0..d {
+            wr[j] -= lr * gsum[j] / (n * b) as f64;
+        }
+    }
+    let got = w.to_vec::<f64>().unwrap();
+    for j in 0..d {
+        assert!(
+            (got[j] - wr[j]).abs() < 1e-12,
+            "w[{j}] {} vs {}",
+            got[j],
+            wr[j]
+        );
+    }
 }
