@@ -62,8 +62,15 @@ pub struct RopeConfig {
     pub style: RopeStyle,
     /// Linear position scaling (positions divided by this).
     pub linear_factor: f64,
-    /// Per-frequency divisors (Llama 3 scaling, Phi-3 long rope), length dims/2.
+    /// Per-frequency divisors (Llama 3 scaling; LongRoPE's short factors), length dims/2.
     pub freq_factors: Option<Vec<f32>>,
+    /// LongRoPE (Phi-3 128k, Phi-3.5): divisors used instead of `freq_factors` when the
+    /// context in use is longer than `original_context`, as llama.cpp decides.
+    pub long_factors: Option<Vec<f32>>,
+    /// The pretraining context LongRoPE extends.
+    pub original_context: Option<usize>,
+    /// Scale of cos and sin (LongRoPE's attention factor); 1 otherwise.
+    pub attn_factor: f64,
 }
 
 /// The feed-forward activation of a gated MLP.
@@ -138,6 +145,16 @@ impl ModelConfig {
                 "rope dims {} must be even and at most the head dim {}",
                 self.rope.dims, self.head_dim
             ));
+        }
+        if let Some(f) = &self.rope.long_factors
+            && f.len() != self.rope.dims / 2
+        {
+            return Err(Error::Config(format!(
+                "{} long rope factors for {} rotated dims (expected {})",
+                f.len(),
+                self.rope.dims,
+                self.rope.dims / 2
+            )));
         }
         if let Some(f) = &self.rope.freq_factors
             && f.len() != self.rope.dims / 2

@@ -44,8 +44,11 @@ pub fn quantize_gguf(
     let total = f.tensors.len();
     for (i, t) in f.tensors.iter().enumerate() {
         progress(i, total, &t.name);
-        if t.name == "rope_freqs.weight" {
-            continue; // kept in config.json (rope_freq_factors)
+        if matches!(
+            t.name.as_str(),
+            "rope_freqs.weight" | "rope_factors_long.weight" | "rope_factors_short.weight"
+        ) {
+            continue; // kept in config.json (rope_freq_factors, or rope_scaling for LongRoPE)
         }
         let hf = hf_tensor_name(&t.name, cfg.arch, "model.").ok_or_else(|| {
             Error::Unsupported(format!(

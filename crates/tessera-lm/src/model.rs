@@ -352,9 +352,10 @@ impl Model {
                 &Array::scalar_of((cfg.hidden as f64).sqrt(), Dtype::F32),
             )?;
         }
-        let (gc, gs) = self.rope_global.tables(offset, t)?;
+        let context = cache.max_len();
+        let (gc, gs) = self.rope_global.tables(offset, t, context)?;
         let (lc, ls) = if cfg.rope_local_base.is_some() {
-            self.rope_local.tables(offset, t)?
+            self.rope_local.tables(offset, t, context)?
         } else {
             (gc.clone(), gs.clone())
         };

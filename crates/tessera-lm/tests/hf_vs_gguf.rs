@@ -247,6 +247,26 @@ fn check(model_type: &str) {
             ));
         }
     }
+    // Phi-3 128k's LongRoPE: distinct short and long factors, original context 32 (< 64, the
+    // cache used below, so the long ones apply; a 32-position cache takes the short ones).
+    let short: Vec<f32> = (0..D.hd / 2).map(|i| 1.0 + 0.05 * i as f32).collect();
+    let long: Vec<f32> = (0..D.hd / 2).map(|i| 1.0 + 0.5 * i as f32).collect();
+    if phi3 {
+        gg.add_tensor(
+            "rope_factors_short.weight",
+            &[D.hd / 2],
+            GgmlType::F32,
+            f32_bytes(&short),
+        )
+        .unwrap();
+        gg.add_tensor(
+            "rope_factors_long.weight",
+            &[D.hd / 2],
+            GgmlType::F32,
+            f32_bytes(&long),
+        )
+        .unwrap();
+    }
     let refs: Vec<(&str, &Array)> = hf.iter().map(|(n, a)| (n.as_str(), a)).collect();
     tessera_io::safetensors::save(dir.join("model.safetensors"), &refs, &BTreeMap::new()).unwrap();
     let config = serde_json::json!({
@@ -257,6 +277,12 @@ fn check(model_type: &str) {
         "sliding_window": 4, "sliding_window_pattern": 2, "query_pre_attn_scalar": D.hd,
         "rope_local_base_freq": 10000.0, "use_sliding_window": false
     });
+    let mut config = config;
+    if phi3 {
+        config["rope_scaling"] =
+            serde_json::json!({"type": "longrope", "short_factor": short, "long_factor": long});
+        config["original_max_position_embeddings"] = serde_json::json!(32);
+    }
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 
     let arch = model_type;
@@ -282,6 +308,12 @@ fn check(model_type: &str) {
     if gemma {
         md.insert(format!("{arch}.attention.sliding_window"), Value::U32(4));
     }
+    if phi3 {
+        md.insert(
+            format!("{arch}.rope.scaling.original_context_length"),
+            Value::U32(32),
+        );
+    }
     gg.write(dir.join("model.gguf")).unwrap();
 
     let cfg_json: serde_json::Value =
@@ -302,8 +334,8 @@ fn check(model_type: &str) {
         3, 17, 42, 99, 0, 56, 23, 8, 71, 5, 64, 12, 88, 31, 7, 45, 90, 2, 19, 60,
     ];
     // Logits of every position, feeding the tokens in chunks of the given sizes.
-    let run = |m: &Model, chunks: &[usize]| -> Vec<f32> {
-        let mut cache = m.new_cache(64);
+    let run_in = |m: &Model, chunks: &[usize], capacity: usize| -> Vec<f32> {
+        let mut cache = m.new_cache(capacity);
         let mut out = Vec::new();
         let mut at = 0;
         for &c in chunks {
@@ -320,6 +352,7 @@ fn check(model_type: &str) {
         assert_eq!(at, ids.len());
         out
     };
+    let run = |m: &Model, chunks: &[usize]| run_in(m, chunks, 64);
     let ones = vec![1; ids.len()];
     let (a, b) = (
         run(&hf_model, &[6, 1, 1, 12]),
@@ -358,6 +391,22 @@ fn check(model_type: &str) {
         assert!(
             worst < 1e-4 * scale,
             "{model_type}: chunks {chunks:?} differ by {worst}"
+        );
+    }
+    if phi3 {
+        // Both loaders read the same LongRoPE; a context within the original 32 positions uses
+        // the short factors, which must change the logits (the factors are not ignored).
+        assert_eq!(hf_model.config.rope, gg_model.config.rope);
+        assert!(hf_model.config.rope.attn_factor > 1.0);
+        let short_run = run_in(&gg_model, &[20], 32);
+        let moved = short_run
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            moved > 1e-2 * scale,
+            "short factors changed nothing ({moved})"
         );
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -38,22 +38,39 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         Some("linear") => md.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
         _ => 1.0,
     };
-    // Llama 3.x stores its frequency scaling as a tensor of per-frequency divisors.
-    let freq_factors = if f.info("rope_freqs.weight").is_some() {
-        let bytes = f.tensor_bytes("rope_freqs.weight")?;
-        if f.info("rope_freqs.weight").map(|i| i.ggml_type)
-            != Some(tessera_core::quant::GgmlType::F32)
-        {
-            return Err(Error::Unsupported("rope_freqs.weight must be F32".into()));
+    // Frequency scaling stored as F32 tensors of per-frequency divisors: Llama 3.x's
+    // `rope_freqs`, LongRoPE's `rope_factors_short` / `rope_factors_long` (Phi-3 128k).
+    let factors = |name: &str| -> Result<Option<Vec<f32>>> {
+        let Some(info) = f.info(name) else {
+            return Ok(None);
+        };
+        if info.ggml_type != tessera_core::quant::GgmlType::F32 {
+            return Err(Error::Unsupported(format!("{name} must be F32")));
         }
-        Some(
-            bytes
+        Ok(Some(
+            f.tensor_bytes(name)?
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-        )
-    } else {
-        None
+        ))
+    };
+    let long_factors = factors("rope_factors_long.weight")?;
+    let freq_factors = match factors("rope_factors_short.weight")? {
+        Some(short) => Some(short),
+        None => factors("rope_freqs.weight")?,
+    };
+    let context_length = md.usize_opt(&key("context_length"))?.unwrap_or(4096);
+    let original_context = md.usize_opt(&key("rope.scaling.original_context_length"))?;
+    let attn_factor = match md.f64_opt(&key("rope.scaling.attn_factor"))? {
+        Some(a) if a > 0.0 => a,
+        _ if long_factors.is_some() => {
+            let orig = original_context.unwrap_or(context_length);
+            crate::models::hf::longrope_attn_factor(
+                context_length as f64 / orig.max(1) as f64,
+                orig,
+            )
+        }
+        _ => 1.0,
     };
     let is_gemma3 = arch == Arch::Gemma3;
     let cfg = ModelConfig {
@@ -78,10 +95,13 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
                 1.0
             },
             freq_factors,
+            original_context: long_factors.as_ref().and(original_context),
+            long_factors,
+            attn_factor,
         },
         // Gemma 3's local layers keep the original base (hard-coded in the reference too).
         rope_local_base: is_gemma3.then_some(10_000.0),
-        context_length: md.usize_opt(&key("context_length"))?.unwrap_or(4096),
+        context_length,
         sliding_window: md.usize_opt(&key("attention.sliding_window"))?,
         sliding_pattern: is_gemma3.then_some(6),
         activation: if is_gemma3 {

@@ -90,6 +90,9 @@ pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
     let base = get_f64(c, "rope_theta")?.unwrap_or(10_000.0);
     let mut linear_factor = 1.0;
     let mut freq_factors = None;
+    let mut long_factors = None;
+    let mut original_context = None;
+    let mut attn_factor = 1.0;
     if let Some(s) = c.get("rope_scaling").filter(|s| s.is_object()) {
         let kind = s
             .get("rope_type")
@@ -100,6 +103,32 @@ pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
             "default" => {}
             "linear" => linear_factor = get_f64(s, "factor")?.unwrap_or(1.0),
             "llama3" => freq_factors = Some(llama3_factors(s, base, rope_dims)?),
+            // LongRoPE (Phi-3 128k / Phi-3.5): transformers' `_compute_longrope_parameters`.
+            "longrope" | "su" => {
+                let factors = |k: &str| -> Result<Vec<f32>> {
+                    s.get(k)
+                        .and_then(Value::as_array)
+                        .and_then(|a| a.iter().map(|x| x.as_f64().map(|x| x as f32)).collect())
+                        .ok_or_else(|| {
+                            cfg_err(format!("rope_scaling.{k} must be a list of numbers"))
+                        })
+                };
+                freq_factors = Some(factors("short_factor")?);
+                long_factors = Some(factors("long_factor")?);
+                let max_pos = get_usize(c, "max_position_embeddings")?;
+                let orig = get_usize(c, "original_max_position_embeddings")?
+                    .or(get_usize(s, "original_max_position_embeddings")?)
+                    .or(max_pos)
+                    .ok_or_else(|| cfg_err("longrope needs original_max_position_embeddings"))?;
+                original_context = Some(orig);
+                attn_factor = match get_f64(s, "attention_factor")? {
+                    Some(a) => a,
+                    None => {
+                        let factor = max_pos.unwrap_or(orig) as f64 / orig.max(1) as f64;
+                        longrope_attn_factor(factor, orig)
+                    }
+                };
+            }
             other => {
                 return Err(Error::Unsupported(format!("rope scaling type '{other}'")));
             }
@@ -143,6 +172,9 @@ pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
                 1.0
             },
             freq_factors,
+            long_factors,
+            original_context,
+            attn_factor,
         },
         rope_local_base: if is_gemma3 {
             Some(get_f64(c, "rope_local_base_freq")?.unwrap_or(10_000.0))
@@ -332,6 +364,16 @@ pub fn hf_tensor_name(name: &str, arch: Arch, prefix: &str) -> Option<String> {
     Some(format!("{mapped}.{suffix}"))
 }
 
+/// LongRoPE's scale of cos and sin for a context extended `factor` times beyond `original`
+/// positions: `sqrt(1 + ln(factor) / ln(original))`, 1 when not extended.
+pub fn longrope_attn_factor(factor: f64, original: usize) -> f64 {
+    if factor <= 1.0 || original < 2 {
+        1.0
+    } else {
+        (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+    }
+}
+
 /// A `config.json` (Hugging Face field names) describing `c`, so a converted checkpoint loads
 /// back through [`config_from_hf`] to the same configuration. Llama 3 style frequency factors
 /// are kept in a tessera-specific `rope_freq_factors` field.
@@ -356,8 +398,18 @@ pub fn config_to_hf(c: &ModelConfig, tie_word_embeddings: bool) -> Value {
         v["rope_scaling"] =
             serde_json::json!({"rope_type": "linear", "factor": c.rope.linear_factor});
     }
-    if let Some(f) = &c.rope.freq_factors {
-        v["rope_freq_factors"] = serde_json::json!(f);
+    match (&c.rope.long_factors, &c.rope.freq_factors) {
+        (Some(long), Some(short)) => {
+            v["rope_scaling"] = serde_json::json!({
+                "rope_type": "longrope",
+                "short_factor": short,
+                "long_factor": long,
+                "original_max_position_embeddings": c.rope.original_context,
+                "attention_factor": c.rope.attn_factor,
+            });
+        }
+        (_, Some(f)) => v["rope_freq_factors"] = serde_json::json!(f),
+        _ => {}
     }
     if let Some(w) = c.sliding_window {
         v["sliding_window"] = serde_json::json!(w);
@@ -373,4 +425,42 @@ pub fn config_to_hf(c: &ModelConfig, tie_word_embeddings: bool) -> Value {
         v["final_logit_softcapping"] = serde_json::json!(s);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn longrope_config_round_trips_and_computes_its_attention_factor() {
+        let short: Vec<f64> = (0..8).map(|i| 1.0 + 0.1 * i as f64).collect();
+        let long: Vec<f64> = (0..8).map(|i| 1.0 + i as f64).collect();
+        let c = serde_json::json!({
+            "model_type": "phi3", "hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "intermediate_size": 128, "num_hidden_layers": 2,
+            "vocab_size": 100, "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096,
+            "rope_scaling": {"type": "longrope", "short_factor": short, "long_factor": long}
+        });
+        let cfg = config_from_hf(&c).unwrap();
+        let r = &cfg.rope;
+        assert_eq!(r.original_context, Some(4096));
+        assert_eq!(r.long_factors.as_ref().unwrap()[7], 8.0);
+        assert_eq!(r.freq_factors.as_ref().unwrap()[1], 1.1);
+        // Phi-3-mini-128k: sqrt(1 + ln(32) / ln(4096)) = 1.1902...
+        let expect = (1.0 + (32f64).ln() / (4096f64).ln()).sqrt();
+        assert!((r.attn_factor - expect).abs() < 1e-12);
+        let back = config_from_hf(&config_to_hf(&cfg, false)).unwrap();
+        assert_eq!(back.rope, cfg.rope);
+        // A bad factor list is a clear error.
+        let mut bad = c.clone();
+        bad["rope_scaling"]["long_factor"] = serde_json::json!("x");
+        assert!(
+            config_from_hf(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("long_factor")
+        );
+    }
 }
