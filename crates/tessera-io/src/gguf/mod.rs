@@ -102,14 +102,146 @@ pub struct GgufFile {
     data_offset: usize,
     bytes: Arc<Bytes>,
     index: HashMap<String, usize>,
+    /// Which shard each tensor's data lives in (0: this file; k: `shards[k - 1]`), for models
+    /// split across files by llama.cpp's `gguf-split`.
+    shard_of: Vec<usize>,
+    shards: Vec<Shard>,
+}
+
+/// Another file of a split model: its mapped bytes and where its tensor data starts.
+struct Shard {
+    bytes: Arc<Bytes>,
+    data_offset: usize,
+}
+
+/// Splits `...-00001-of-00003.gguf` into (`...`, shard number, count).
+fn split_name(path: &Path) -> Option<(String, usize, usize)> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    if no.len() != 5 || count.len() != 5 {
+        return None;
+    }
+    Some((prefix.to_string(), no.parse().ok()?, count.parse().ok()?))
 }
 
 impl GgufFile {
-    /// Memory-maps and parses `path`.
+    /// Memory-maps and parses `path`. A model split by llama.cpp's `gguf-split`
+    /// (`name-00001-of-00003.gguf`, ...) is opened whole from its first file: the other files
+    /// are found next to it, checked, and their tensors join this one's.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let bytes = Bytes::map(path)?;
-        read::parse(bytes).map_err(|e| e.with_path(path))
+        let mut file = read::parse(bytes).map_err(|e| e.with_path(path))?;
+        let count = file.split_key(path, "split.count")?.unwrap_or(1);
+        if count > 1 {
+            file.open_shards(path, count)?;
+        }
+        Ok(file)
+    }
+
+    fn split_key(&self, path: &Path, key: &str) -> Result<Option<usize>> {
+        self.metadata.usize_opt(key).map_err(|e| Error::Metadata {
+            key: key.into(),
+            msg: format!("{}: {e}", path.display()),
+        })
+    }
+
+    fn open_shards(&mut self, path: &Path, count: usize) -> Result<()> {
+        let bad = |msg: String| Error::Metadata {
+            key: "split.no".into(),
+            msg,
+        };
+        let no = self.split_key(path, "split.no")?.unwrap_or(0);
+        let (prefix, _, _) = split_name(path).ok_or_else(|| {
+            bad(format!(
+                "{} is part of a {count}-file split model but is not named NAME-00001-of-{count:05}.gguf, so its other files cannot be found",
+                path.display()
+            ))
+        })?;
+        if no != 0 {
+            return Err(bad(format!(
+                "{} is file {} of a split model: open the first one, {prefix}-00001-of-{count:05}.gguf",
+                path.display(),
+                no + 1
+            )));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for k in 1..count {
+            let p = dir.join(format!(
+                "{}-{:05}-of-{count:05}.gguf",
+                Path::new(&prefix)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(&prefix),
+                k + 1
+            ));
+            if !p.exists() {
+                return Err(bad(format!(
+                    "{} is missing: a split model needs all {count} files side by side",
+                    p.display()
+                )));
+            }
+            let part = read::parse(Bytes::map(&p)?).map_err(|e| e.with_path(&p))?;
+            let (pno, pcount) = (
+                part.split_key(&p, "split.no")?,
+                part.split_key(&p, "split.count")?,
+            );
+            if pno != Some(k) || pcount != Some(count) {
+                return Err(bad(format!(
+                    "{} says it is file {:?} of {:?}, expected {} of {count}",
+                    p.display(),
+                    pno.map(|n| n + 1),
+                    pcount,
+                    k + 1
+                )));
+            }
+            let shard = self.shards.len() + 1;
+            for t in part.tensors {
+                if self.index.contains_key(&t.name) {
+                    return Err(Error::Tensor {
+                        name: t.name.clone(),
+                        msg: format!(
+                            "appears in more than one file of the split ({})",
+                            p.display()
+                        ),
+                    });
+                }
+                self.index.insert(t.name.clone(), self.tensors.len());
+                self.tensors.push(t);
+                self.shard_of.push(shard);
+            }
+            self.shards.push(Shard {
+                bytes: part.bytes,
+                data_offset: part.data_offset,
+            });
+        }
+        if let Some(total) = self.split_key(path, "split.tensors.count")?
+            && total != self.tensors.len()
+        {
+            return Err(bad(format!(
+                "the split's {count} files hold {} tensors, the first file announces {total}",
+                self.tensors.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The mapped bytes and data start of the file holding tensor `i`.
+    fn data_of(&self, i: usize) -> (&Arc<Bytes>, usize) {
+        match self.shard_of.get(i).copied().unwrap_or(0) {
+            0 => (&self.bytes, self.data_offset),
+            k => {
+                let s = &self.shards[k - 1];
+                (&s.bytes, s.data_offset)
+            }
+        }
+    }
+
+    /// Number of files this model was read from (more than one for a split model).
+    pub fn files(&self) -> usize {
+        1 + self.shards.len()
     }
 
     /// Parses a file held in memory.
@@ -124,6 +256,7 @@ impl GgufFile {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
+        self.shard_of = vec![0; self.tensors.len()];
         self
     }
 
@@ -132,18 +265,21 @@ impl GgufFile {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
-    fn require(&self, name: &str) -> Result<&TensorInfo> {
-        self.info(name).ok_or_else(|| Error::Tensor {
+    /// The tensor's table entry, the bytes of its file and where its data starts there.
+    fn require(&self, name: &str) -> Result<(&TensorInfo, &Arc<Bytes>, usize)> {
+        let i = *self.index.get(name).ok_or_else(|| Error::Tensor {
             name: name.to_string(),
             msg: "not in this GGUF file".into(),
-        })
+        })?;
+        let t = &self.tensors[i];
+        let (bytes, data_offset) = self.data_of(i);
+        Ok((t, bytes, data_offset + t.offset as usize))
     }
 
     /// The raw bytes of a tensor (validated to lie inside the file when it was opened).
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
-        let t = self.require(name)?;
-        let start = self.data_offset + t.offset as usize;
-        Ok(&self.bytes.as_slice()[start..start + t.nbytes])
+        let (t, bytes, start) = self.require(name)?;
+        Ok(&bytes.as_slice()[start..start + t.nbytes])
     }
 
     /// A tensor as an array viewing the file, with no copy.
@@ -152,8 +288,7 @@ impl GgufFile {
     /// `[rows, row_bytes]` (all leading dimensions flattened into rows); pair it with
     /// [`TensorInfo::ggml_type`] and the row length `shape.last()`.
     pub fn tensor(&self, name: &str) -> Result<Array> {
-        let t = self.require(name)?;
-        let start = self.data_offset + t.offset as usize;
+        let (t, bytes, start) = self.require(name)?;
         let (dtype, shape) = match t.dense_dtype() {
             Some(d) => (d, t.shape.clone()),
             None if !t.ggml_type.is_quantized() => {
@@ -168,17 +303,16 @@ impl GgufFile {
                 (Dtype::U8, vec![t.nbytes / row_bytes.max(1), row_bytes])
             }
         };
-        let aligned =
-            (self.bytes.as_slice().as_ptr() as usize + start).is_multiple_of(dtype.size());
+        let aligned = (bytes.as_slice().as_ptr() as usize + start).is_multiple_of(dtype.size());
         let buffer = if aligned {
-            mapped::view(&self.bytes, start, t.nbytes)
+            mapped::view(bytes, start, t.nbytes)
         } else {
             // Only possible for an in-memory file whose Vec is oddly placed: copy.
             let b = tessera_core::memory::Buffer::alloc(t.nbytes)?;
             // SAFETY: fresh buffer of t.nbytes; source range validated at open.
             unsafe {
                 std::ptr::copy_nonoverlapping(
-                    self.bytes.as_slice()[start..].as_ptr(),
+                    bytes.as_slice()[start..].as_ptr(),
                     b.as_mut_ptr(),
                     t.nbytes,
                 )

@@ -276,6 +276,8 @@ pub(super) fn parse(bytes: Arc<Bytes>) -> Result<GgufFile> {
         data_offset,
         bytes,
         index: std::collections::HashMap::new(),
+        shard_of: Vec::new(),
+        shards: Vec::new(),
     }
     .indexed())
 }
