@@ -9,8 +9,104 @@ use tessera_core::{Array, Error, Result, ops};
 pub trait Optimizer {
     /// New parameters after one step (lazy arrays; evaluate them with the loss).
     fn update(&mut self, params: &Params, grads: &Params) -> Result<Params>;
+    /// The per-parameter state maps by slot name (PyTorch's names where it has them:
+    /// `momentum_buffer`, `exp_avg`, `exp_avg_sq`, ...).
+    fn slots(&self) -> Vec<(&'static str, &State)>;
+    /// The same maps, to restore them.
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)>;
+    /// The step counter, for optimizers that keep one.
+    fn step_count(&mut self) -> Option<&mut i32> {
+        None
+    }
+
     /// The optimizer's state arrays, to evaluate alongside the parameters.
-    fn state(&self) -> Vec<Array>;
+    fn state(&self) -> Vec<Array> {
+        self.slots()
+            .into_iter()
+            .flat_map(|(_, m)| m.values().cloned())
+            .collect()
+    }
+
+    /// Everything needed to resume training exactly: `"<slot>.<parameter>"` arrays and, when
+    /// kept, `"step"` (an i32 scalar). Save it with [`save_state`].
+    fn state_dict(&mut self) -> Result<Params> {
+        let mut out = Params::new();
+        for (slot, m) in self.slots() {
+            for (name, a) in m {
+                out.insert(format!("{slot}.{name}"), a.clone());
+            }
+        }
+        if let Some(step) = self.step_count() {
+            out.insert("step".into(), Array::from_slice(&[*step], &[])?);
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`Optimizer::state_dict`] returned (replacing the current state).
+    fn load_state_dict(&mut self, state: &Params) -> Result<()> {
+        let mut step = None;
+        let mut restored: Vec<(String, String, Array)> = Vec::new();
+        let slots: Vec<&'static str> = self.slots().into_iter().map(|(n, _)| n).collect();
+        for (key, a) in state {
+            if key == "step" {
+                step = Some(a.astype(tessera_core::Dtype::I32)?.item::<i32>()?);
+                continue;
+            }
+            let (slot, name) = key
+                .split_once('.')
+                .filter(|(slot, _)| slots.contains(slot))
+                .ok_or_else(|| Error::Invalid {
+                    op: "load_state_dict",
+                    msg: format!("'{key}' is not state of this optimizer (slots: {slots:?})"),
+                })?;
+            restored.push((slot.to_string(), name.to_string(), a.clone()));
+        }
+        for (_, m) in self.slots_mut() {
+            m.clear();
+        }
+        for (slot, name, a) in restored {
+            for (n, m) in self.slots_mut() {
+                if n == slot {
+                    m.insert(name.clone(), a.clone());
+                }
+            }
+        }
+        match (self.step_count(), step) {
+            (Some(s), Some(v)) => *s = v,
+            (Some(_), None) => {
+                return Err(Error::Invalid {
+                    op: "load_state_dict",
+                    msg: "the saved state has no 'step'".into(),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Saves an optimizer's state to a safetensors file, to resume training with [`load_state`].
+pub fn save_state(opt: &mut dyn Optimizer, path: impl AsRef<std::path::Path>) -> Result<()> {
+    let state = opt.state_dict()?;
+    let refs: Vec<(&str, &Array)> = state.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    tessera_io::safetensors::save(path.as_ref(), &refs, &BTreeMap::new()).map_err(io_err)
+}
+
+/// Restores an optimizer's state saved by [`save_state`].
+pub fn load_state(opt: &mut dyn Optimizer, path: impl AsRef<std::path::Path>) -> Result<()> {
+    let f = tessera_io::safetensors::SafetensorsFile::open(path.as_ref()).map_err(io_err)?;
+    let mut state = Params::new();
+    for t in &f.tensors {
+        state.insert(t.name.clone(), f.tensor(&t.name).map_err(io_err)?);
+    }
+    opt.load_state_dict(&state)
+}
+
+fn io_err(e: tessera_io::Error) -> Error {
+    Error::Invalid {
+        op: "optimizer state file",
+        msg: e.to_string(),
+    }
 }
 
 fn s(v: f64, like: &Array) -> Array {
@@ -88,8 +184,12 @@ impl Optimizer for Sgd {
         Ok(out)
     }
 
-    fn state(&self) -> Vec<Array> {
-        self.buffers.values().cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("momentum_buffer", &self.buffers)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("momentum_buffer", &mut self.buffers)]
     }
 }
 
@@ -172,13 +272,21 @@ impl Optimizer for Adam {
         Ok(out)
     }
 
-    fn state(&self) -> Vec<Array> {
-        self.m.values().chain(self.v.values()).cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("exp_avg", &self.m), ("exp_avg_sq", &self.v)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("exp_avg", &mut self.m), ("exp_avg_sq", &mut self.v)]
+    }
+
+    fn step_count(&mut self) -> Option<&mut i32> {
+        Some(&mut self.step)
     }
 }
 
 /// Per-parameter state arrays by name (momentum buffers, second moments, ...).
-type State = BTreeMap<String, Array>;
+pub type State = BTreeMap<String, Array>;
 
 fn get_or_zeros(state: &State, name: &str, like: &Array) -> Result<Array> {
     match state.get(name) {
@@ -263,13 +371,20 @@ impl Optimizer for RmsProp {
         }
         Ok(out)
     }
-    fn state(&self) -> Vec<Array> {
-        self.sq
-            .values()
-            .chain(self.avg.values())
-            .chain(self.buf.values())
-            .cloned()
-            .collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![
+            ("square_avg", &self.sq),
+            ("grad_avg", &self.avg),
+            ("momentum_buffer", &self.buf),
+        ]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![
+            ("square_avg", &mut self.sq),
+            ("grad_avg", &mut self.avg),
+            ("momentum_buffer", &mut self.buf),
+        ]
     }
 }
 
@@ -313,8 +428,16 @@ impl Optimizer for Adagrad {
         }
         Ok(out)
     }
-    fn state(&self) -> Vec<Array> {
-        self.sum.values().cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("sum", &self.sum)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("sum", &mut self.sum)]
+    }
+
+    fn step_count(&mut self) -> Option<&mut i32> {
+        Some(&mut self.step)
     }
 }
 
@@ -366,8 +489,16 @@ impl Optimizer for Adamax {
         }
         Ok(out)
     }
-    fn state(&self) -> Vec<Array> {
-        self.m.values().chain(self.u.values()).cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("exp_avg", &self.m), ("exp_inf", &self.u)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("exp_avg", &mut self.m), ("exp_inf", &mut self.u)]
+    }
+
+    fn step_count(&mut self) -> Option<&mut i32> {
+        Some(&mut self.step)
     }
 }
 
@@ -421,8 +552,12 @@ impl Optimizer for Lion {
         }
         Ok(out)
     }
-    fn state(&self) -> Vec<Array> {
-        self.m.values().cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("exp_avg", &self.m)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("exp_avg", &mut self.m)]
     }
 }
 
@@ -478,8 +613,12 @@ impl Optimizer for AdaDelta {
         }
         Ok(out)
     }
-    fn state(&self) -> Vec<Array> {
-        self.v.values().chain(self.u.values()).cloned().collect()
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![("square_avg", &self.v), ("acc_delta", &self.u)]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![("square_avg", &mut self.v), ("acc_delta", &mut self.u)]
     }
 }
 
@@ -548,5 +687,133 @@ pub mod schedules {
             let start = if i == 0 { 0 } else { boundaries[i - 1] };
             schedules.get(i).map(|s| s(t - start)).unwrap_or(0.0)
         })
+    }
+}
+
+/// Adafactor (Shazeer & Stern, 2018) as PyTorch's `torch.optim.Adafactor`: second moments of
+/// matrices kept factored (a running mean per row and per column instead of per element), a
+/// relative step size `min(lr, 1/sqrt(step))` scaled by the parameter's RMS, and the update's
+/// RMS clipped at `d`. Memory for a (rows, cols) matrix is rows + cols instead of rows * cols.
+pub struct Adafactor {
+    pub lr: f64,
+    pub beta2_decay: f64,
+    /// Floor of the second-moment estimate (`None`: the dtype's machine epsilon).
+    pub eps1: Option<f64>,
+    /// Floor of the parameter RMS that scales the step.
+    pub eps2: f64,
+    /// Clipping threshold of the update's RMS.
+    pub d: f64,
+    pub weight_decay: f64,
+    step: i32,
+    row_var: State,
+    col_var: State,
+    variance: State,
+}
+
+impl Adafactor {
+    /// PyTorch's defaults: `lr = 1e-2`, `beta2_decay = -0.8`, `eps = (None, 1e-3)`, `d = 1`.
+    pub fn new(lr: f64) -> Adafactor {
+        Adafactor {
+            lr,
+            beta2_decay: -0.8,
+            eps1: None,
+            eps2: 1e-3,
+            d: 1.0,
+            weight_decay: 0.0,
+            step: 0,
+            row_var: State::new(),
+            col_var: State::new(),
+            variance: State::new(),
+        }
+    }
+    pub fn weight_decay(mut self, wd: f64) -> Adafactor {
+        self.weight_decay = wd;
+        self
+    }
+}
+
+/// Root mean square of all elements, as a scalar array.
+fn rms(x: &Array) -> Result<Array> {
+    ops::sqrt(&ops::mean(&ops::square(x)?, ops::Axes::All, false)?)
+}
+
+/// `x + w (y - x)` (PyTorch's `lerp`).
+fn lerp(x: &Array, y: &Array, w: f64) -> Result<Array> {
+    ops::add(x, &ops::multiply(&ops::subtract(y, x)?, &s(w, x))?)
+}
+
+impl Optimizer for Adafactor {
+    fn update(&mut self, params: &Params, grads: &Params) -> Result<Params> {
+        self.step += 1;
+        let step = self.step as f64;
+        let w = step.powf(self.beta2_decay);
+        let rho = self.lr.min(1.0 / step.sqrt());
+        let mut out = Params::new();
+        for (name, p) in params {
+            let g = grad_of(grads, name)?;
+            let eps1 = self.eps1.unwrap_or(match p.dtype() {
+                tessera_core::Dtype::F64 => f64::EPSILON,
+                tessera_core::Dtype::F16 => 9.765625e-4,
+                tessera_core::Dtype::BF16 => 7.8125e-3,
+                _ => f32::EPSILON as f64,
+            });
+            // The step size, from the parameter before weight decay.
+            let alpha = ops::multiply(&ops::maximum(&rms(p)?, &s(self.eps2, p))?, &s(rho, p))?;
+            let mut p = p.clone();
+            if self.weight_decay != 0.0 {
+                p = ops::multiply(&p, &s(1.0 - self.lr * self.weight_decay, &p))?;
+            }
+            let g2 = ops::square(g)?;
+            let var_estimate = if g.ndim() > 1 {
+                let row0 = match self.row_var.get(name) {
+                    Some(r) => r.clone(),
+                    None => ops::zeros_like(&ops::mean(&g2, -1, true)?)?,
+                };
+                let col0 = match self.col_var.get(name) {
+                    Some(c) => c.clone(),
+                    None => ops::zeros_like(&ops::mean(&g2, -2, true)?)?,
+                };
+                let row = lerp(&row0, &ops::mean(&g2, -1, true)?, w)?;
+                let col = lerp(&col0, &ops::mean(&g2, -2, true)?, w)?;
+                let row_mean = ops::maximum(&ops::mean(&row, -2, true)?, &s(eps1, &row))?;
+                let est = ops::divide(&ops::matmul(&row, &col)?, &row_mean)?;
+                self.row_var.insert(name.clone(), row);
+                self.col_var.insert(name.clone(), col);
+                est
+            } else {
+                let v0 = get_or_zeros(&self.variance, name, g)?;
+                let v = lerp(&v0, &g2, w)?;
+                self.variance.insert(name.clone(), v.clone());
+                v
+            };
+            let update = ops::multiply(
+                &ops::rsqrt(&ops::maximum(&var_estimate, &s(eps1 * eps1, g))?)?,
+                g,
+            )?;
+            let denom = ops::maximum(&ops::divide(&rms(&update)?, &s(self.d, g))?, &s(1.0, g))?;
+            let scaled = ops::multiply(&update, &ops::divide(&alpha, &denom)?)?;
+            out.insert(name.clone(), ops::subtract(&p, &scaled)?);
+        }
+        Ok(out)
+    }
+
+    fn slots(&self) -> Vec<(&'static str, &State)> {
+        vec![
+            ("row_var", &self.row_var),
+            ("col_var", &self.col_var),
+            ("variance", &self.variance),
+        ]
+    }
+
+    fn slots_mut(&mut self) -> Vec<(&'static str, &mut State)> {
+        vec![
+            ("row_var", &mut self.row_var),
+            ("col_var", &mut self.col_var),
+            ("variance", &mut self.variance),
+        ]
+    }
+
+    fn step_count(&mut self) -> Option<&mut i32> {
+        Some(&mut self.step)
     }
 }
