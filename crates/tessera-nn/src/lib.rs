@@ -8,9 +8,12 @@
 //! [`optim::Optimizer`] updates the map. Everything stays lazy: a training step is one graph.
 
 pub mod activations;
+pub mod conv;
+pub mod io;
 pub mod layers;
 pub mod losses;
 pub mod optim;
+pub mod pool;
 
 use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Error, Result};
