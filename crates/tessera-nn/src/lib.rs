@@ -9,6 +9,7 @@
 
 pub mod activations;
 pub mod conv;
+pub mod init;
 pub mod io;
 pub mod layers;
 pub mod losses;
