@@ -8,13 +8,17 @@
 //! [`optim::Optimizer`] updates the map. Everything stays lazy: a training step is one graph.
 
 pub mod activations;
+pub mod attention;
+pub mod containers;
 pub mod conv;
 pub mod init;
 pub mod io;
 pub mod layers;
 pub mod losses;
+pub mod norms;
 pub mod optim;
 pub mod pool;
+pub mod transformer;
 
 use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Error, Result};
