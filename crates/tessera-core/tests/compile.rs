@@ -202,3 +202,92 @@ fn comparisons_and_where_fuse_as_masks() {
     );
     assert!(ch.fused_kernels(&[x]).unwrap() >= 1);
 }
+
+/// Shapeless compile: one trace for every batch size and sequence length of an MLP-like block
+/// with a softmax, a reduction and a transpose; results equal the uncompiled function.
+#[test]
+fn shapeless_compile_reuses_one_trace_across_shapes() {
+    let w = Array::from_vec((0..12).map(|i| (i as f32 - 6.0) / 7.0).collect(), &[4, 3]).unwrap();
+    let b = Array::from_slice(&[0.1f32, -0.2, 0.3], &[3]).unwrap();
+    let body = move |x: &[Array]| -> tessera_core::Result<Vec<Array>> {
+        let h = ops::tanh(&ops::add(&ops::matmul(&x[0], &w)?, &b)?)?;
+        let s = ops::softmax(&h, -1)?;
+        let m = ops::sum(&ops::multiply(&s, &h)?, -1, false)?;
+        let t = ops::transpose(&h, None)?;
+        Ok(vec![m, ops::exp(&t)?])
+    };
+    let f = tessera_core::transforms::compile_shapeless(body.clone());
+    for (n, seed) in [(2usize, 1u64), (5, 2), (1, 3), (9, 4)] {
+        let x = tessera_core::random::normal(
+            &[n, 4],
+            Dtype::F32,
+            0.0,
+            1.0,
+            Some(&tessera_core::random::key(seed)),
+        )
+        .unwrap();
+        let got = f.call(std::slice::from_ref(&x)).unwrap();
+        let want = body(std::slice::from_ref(&x)).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.shape(), w.shape());
+            let (g, w) = (g.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+            for (a, e) in g.iter().zip(&w) {
+                assert!((a - e).abs() <= 1e-6 * (1.0 + e.abs()), "n={n}: {a} vs {e}");
+            }
+        }
+    }
+    assert_eq!(f.traces(), 1, "one trace should serve every batch size");
+}
+
+/// What cannot be re-derived is traced again, never computed wrongly: a reshape to a fixed
+/// shape, and a fused group whose broadcast input no longer lines up (traced with a batch of 1,
+/// where the bias has the same size as the activations).
+#[test]
+fn shapeless_compile_retraces_what_it_cannot_reshape() {
+    let f = tessera_core::transforms::compile_shapeless(|x: &[Array]| {
+        let flat = ops::reshape(&x[0], &[x[0].size()])?;
+        Ok(vec![ops::multiply(&flat, &flat)?])
+    });
+    for n in [2usize, 3] {
+        let x = Array::from_vec((0..2 * n).map(|i| i as f32).collect(), &[n, 2]).unwrap();
+        let y = f.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap();
+        assert_eq!(y, (0..2 * n).map(|i| (i * i) as f32).collect::<Vec<_>>());
+    }
+    assert_eq!(f.traces(), 2);
+
+    let g = tessera_core::transforms::compile_shapeless(|x: &[Array]| {
+        Ok(vec![ops::tanh(&ops::add(
+            &ops::multiply(&x[0], &x[0])?,
+            &x[1],
+        )?)?])
+    });
+    let bias = Array::from_slice(&[0.5f32, -0.5, 1.0], &[3]).unwrap();
+    for n in [1usize, 4] {
+        let x = Array::from_vec((0..3 * n).map(|i| i as f32 / 5.0).collect(), &[n, 3]).unwrap();
+        let got = g.call(&[x.clone(), bias.clone()]).unwrap()[0]
+            .to_vec::<f32>()
+            .unwrap();
+        let want = ops::tanh(&ops::add(&ops::multiply(&x, &x).unwrap(), &bias).unwrap())
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(got, want, "n={n}");
+    }
+}
+
+/// A broadcast operand passed as an input (a bias over a batch) stays outside the fused group:
+/// the fused kernel takes full-size or single values only (this used to fail at run time).
+#[test]
+fn compile_with_a_broadcast_input_operand() {
+    let g = compile(|x: &[Array]| {
+        Ok(vec![ops::tanh(&ops::add(
+            &ops::multiply(&x[0], &x[0])?,
+            &x[1],
+        )?)?])
+    });
+    let bias = Array::from_slice(&[0.5f32, -0.5, 1.0], &[3]).unwrap();
+    let x = Array::from_vec((0..12).map(|i| i as f32 / 5.0).collect(), &[4, 3]).unwrap();
+    let got = g.call(&[x.clone(), bias.clone()]).unwrap();
+    let want = ops::tanh(&ops::add(&ops::multiply(&x, &x).unwrap(), &bias).unwrap()).unwrap();
+    assert_same(&got, &[want]);
+}

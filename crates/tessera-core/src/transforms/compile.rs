@@ -3,8 +3,15 @@
 //! that make one pass over memory. Compiled results equal uncompiled ones: the fused kernel runs
 //! the same f32 element functions in the same order.
 //!
-//! Not done yet: constant folding beyond what CSE gives, fusing a trailing reduction,
-//! broadcasting inside a fused group other than scalars, and a shape-agnostic mode.
+//! [`compile_shapeless`] reuses one trace for inputs of any shape (same ranks and dtypes): each
+//! node's output shape is re-derived from its inputs' (element-wise ops broadcast, reductions and
+//! transposes follow their input, matmuls combine, reshapes that only add or drop unit dims
+//! follow). A graph whose shapes cannot be re-derived for the new inputs (a reshape to a fixed
+//! shape, a slice, a fused group whose inputs no longer line up) is traced again for those exact
+//! shapes, so results are always right; [`Compiled::traces`] counts the traces.
+//!
+//! Not done yet: constant folding beyond what CSE gives, fusing a trailing reduction, and
+//! broadcasting inside a fused group other than scalars.
 
 use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
@@ -33,14 +40,21 @@ struct TNode {
 struct Plan {
     nodes: Vec<TNode>,
     outputs: Vec<Src>,
+    /// The input shapes it was traced with.
+    input_shapes: Vec<Vec<usize>>,
 }
 
 type Sig = Vec<(Vec<usize>, Dtype)>;
+/// Plans by input ranks and dtypes (shapeless mode).
+type RankCache = Mutex<HashMap<Vec<(usize, Dtype)>, Arc<Plan>>>;
 
 /// A compiled function: call it like the original.
 pub struct Compiled<F> {
     f: F,
     cache: Mutex<HashMap<Sig, Arc<Plan>>>,
+    /// Shapeless mode: plans by input ranks and dtypes.
+    shapeless: Option<RankCache>,
+    traces: std::sync::atomic::AtomicUsize,
 }
 
 /// Compiles `f` (see the module docs). The graph is traced on first use of each input signature
@@ -58,6 +72,141 @@ pub fn compile<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: F) -> Compiled<F> {
     Compiled {
         f,
         cache: Mutex::new(HashMap::new()),
+        shapeless: None,
+        traces: std::sync::atomic::AtomicUsize::new(0),
+    }
+}
+
+/// As [`compile`], but one trace serves inputs of any shape with the same ranks and dtypes
+/// (see the module docs): for functions called on varying batch or sequence lengths.
+/// ```
+/// use tessera_core::{Array, ops, transforms::compile_shapeless};
+/// let f = compile_shapeless(|x: &[Array]| {
+///     Ok(vec![ops::sum(&ops::exp(&ops::multiply(&x[0], &x[0])?)?, -1, false)?])
+/// });
+/// for n in [2usize, 5, 9] {
+///     let x = Array::from_vec((0..3 * n).map(|i| i as f32 / 10.0).collect(), &[3, n]).unwrap();
+///     let want = ops::sum(&ops::exp(&ops::multiply(&x, &x).unwrap()).unwrap(), -1, false).unwrap();
+///     assert_eq!(f.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+/// }
+/// assert_eq!(f.traces(), 1);
+/// ```
+pub fn compile_shapeless<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: F) -> Compiled<F> {
+    Compiled {
+        shapeless: Some(Mutex::new(HashMap::new())),
+        ..compile(f)
+    }
+}
+
+/// NumPy broadcasting of several shapes (`None` if they do not broadcast).
+fn broadcast_all(shapes: &[&[usize]]) -> Option<Vec<usize>> {
+    let n = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1usize; n];
+    for s in shapes {
+        for (i, &d) in s.iter().enumerate() {
+            let o = &mut out[n - s.len() + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The primitive and output shape of a template node for new input shapes, or `None` when it
+/// cannot be re-derived (the caller then traces again).
+fn reshape_for(
+    p: &Primitive,
+    traced_in: &[Vec<usize>],
+    traced_out: &[usize],
+    new_in: &[&[usize]],
+) -> Option<(Primitive, Vec<usize>)> {
+    if traced_in
+        .iter()
+        .zip(new_in)
+        .all(|(a, b)| a.as_slice() == *b)
+    {
+        return Some((p.clone(), traced_out.to_vec()));
+    }
+    let same = |s: Vec<usize>| Some((p.clone(), s));
+    match p {
+        Primitive::Unary(_)
+        | Primitive::AsType(_)
+        | Primitive::Copy
+        | Primitive::StopGradient
+        | Primitive::Softmax
+        | Primitive::Scan { .. }
+        | Primitive::Sort { .. }
+        | Primitive::ArgSort { .. } => same(new_in.first()?.to_vec()),
+        Primitive::RmsNorm { .. } => same(new_in.first()?.to_vec()),
+        Primitive::Binary(_) | Primitive::Select => same(broadcast_all(new_in)?),
+        Primitive::Fused(_) => {
+            // The kernel takes full-size or single-element inputs only.
+            let out = broadcast_all(new_in)?;
+            let size: usize = out.iter().product();
+            for s in new_in {
+                let n: usize = s.iter().product();
+                if n != 1 && (*s != out.as_slice() || n != size) {
+                    return None;
+                }
+            }
+            same(out)
+        }
+        Primitive::Reduce { axes, .. } => {
+            let mut s = new_in.first()?.to_vec();
+            for &a in axes {
+                *s.get_mut(a)? = 1;
+            }
+            same(s)
+        }
+        Primitive::ArgReduce { axis, .. } => {
+            let mut s = new_in.first()?.to_vec();
+            *s.get_mut(*axis)? = 1;
+            same(s)
+        }
+        Primitive::Transpose(perm) => {
+            let x = new_in.first()?;
+            same(
+                perm.iter()
+                    .map(|&i| x.get(i).copied())
+                    .collect::<Option<_>>()?,
+            )
+        }
+        Primitive::Matmul => {
+            let (a, b) = (new_in.first()?, new_in.get(1)?);
+            let (n, m) = (a.len(), b.len());
+            if n < 2 || n != m || a[..n - 2] != b[..m - 2] || a[n - 1] != b[m - 2] {
+                return None;
+            }
+            let mut s = a[..n - 2].to_vec();
+            s.extend([a[n - 2], b[m - 1]]);
+            same(s)
+        }
+        Primitive::Reshape(_) => {
+            // Only reshapes that add or drop unit dims carry over: the input's other dims keep
+            // their order and land where the traced ones did.
+            let (tin, x) = (traced_in.first()?, new_in.first()?);
+            if tin.len() != x.len() {
+                return None;
+            }
+            let kept_in: Vec<usize> = (0..tin.len()).filter(|&i| tin[i] != 1).collect();
+            let kept_out: Vec<usize> = (0..traced_out.len())
+                .filter(|&i| traced_out[i] != 1)
+                .collect();
+            let vals_in: Vec<usize> = kept_in.iter().map(|&i| tin[i]).collect();
+            let vals_out: Vec<usize> = kept_out.iter().map(|&i| traced_out[i]).collect();
+            if vals_in != vals_out || (0..x.len()).any(|i| tin[i] == 1 && x[i] != 1) {
+                return None;
+            }
+            let mut out = traced_out.to_vec();
+            for (&i, &o) in kept_in.iter().zip(&kept_out) {
+                out[o] = x[i];
+            }
+            Some((Primitive::Reshape(out.clone()), out))
+        }
+        _ => None,
     }
 }
 
@@ -75,6 +224,8 @@ impl<F: Fn(&[Array]) -> Result<Vec<Array>>> Compiled<F> {
         {
             return Ok(p.clone());
         }
+        self.traces
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let plan = Arc::new(trace(&self.f, inputs)?);
         self.cache
             .lock()
@@ -83,8 +234,67 @@ impl<F: Fn(&[Array]) -> Result<Vec<Array>>> Compiled<F> {
         Ok(plan)
     }
 
+    /// How many times the function has been traced (once per signature; with
+    /// [`compile_shapeless`], once per ranks and dtypes unless shapes could not be re-derived).
+    pub fn traces(&self) -> usize {
+        self.traces.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Shapeless mode: the plan for these ranks and dtypes instantiated for the inputs' shapes,
+    /// or `None` when some node's shape cannot be re-derived.
+    fn call_shapeless(&self, inputs: &[Array]) -> Result<Option<Vec<Array>>> {
+        let Some(cache) = &self.shapeless else {
+            return Ok(None);
+        };
+        let key: Vec<(usize, Dtype)> = inputs.iter().map(|a| (a.ndim(), a.dtype())).collect();
+        let found = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let plan = match found {
+            Some(p) => p,
+            None => {
+                let p = self.plan(inputs)?;
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, p.clone());
+                p
+            }
+        };
+        let mut built: Vec<Array> = Vec::with_capacity(plan.nodes.len());
+        let get = |s: &Src, built: &[Array]| -> Array {
+            match s {
+                Src::Input(i) => inputs[*i].clone(),
+                Src::Node(j) => built[*j].clone(),
+                Src::Const(a) => a.clone(),
+            }
+        };
+        let traced_shape = |s: &Src| -> Vec<usize> {
+            match s {
+                Src::Input(i) => plan.input_shapes[*i].clone(),
+                Src::Node(j) => plan.nodes[*j].shape.clone(),
+                Src::Const(a) => a.shape().to_vec(),
+            }
+        };
+        for n in &plan.nodes {
+            let ins: Vec<Array> = n.inputs.iter().map(|s| get(s, &built)).collect();
+            let traced_in: Vec<Vec<usize>> = n.inputs.iter().map(traced_shape).collect();
+            let new_in: Vec<&[usize]> = ins.iter().map(|a| a.shape()).collect();
+            let Some((p, shape)) = reshape_for(&n.primitive, &traced_in, &n.shape, &new_in) else {
+                return Ok(None);
+            };
+            built.push(Array::lazy(p, ins, shape, n.dtype));
+        }
+        Ok(Some(plan.outputs.iter().map(|s| get(s, &built)).collect()))
+    }
+
     /// Runs the compiled function (lazily, like any op: evaluate the results as usual).
     pub fn call(&self, inputs: &[Array]) -> Result<Vec<Array>> {
+        if let Some(out) = self.call_shapeless(inputs)? {
+            return Ok(out);
+        }
         let plan = self.plan(inputs)?;
         let mut built: Vec<Array> = Vec::with_capacity(plan.nodes.len());
         let get = |s: &Src, built: &[Array]| -> Array {
@@ -239,13 +449,21 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
     }
     let outs: Vec<Src> = outputs.iter().map(|o| src_of(o, &index)).collect();
     let input_dtypes: Vec<Dtype> = inputs.iter().map(|a| a.dtype()).collect();
-    Ok(fuse(nodes, outs, &input_dtypes))
+    let input_sizes: Vec<usize> = inputs.iter().map(|a| a.size()).collect();
+    let mut plan = fuse(nodes, outs, &input_dtypes, &input_sizes);
+    plan.input_shapes = inputs.iter().map(|a| a.shape().to_vec()).collect();
+    Ok(plan)
 }
 
 /// Groups connected f32 element-wise nodes (same shape; other inputs full-size or scalar) into
 /// fused nodes. A node joins a group when all of its consumers are in that group and it is not
 /// an output of the function, so a value used twice inside a group is just a register.
-fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>, input_dtypes: &[Dtype]) -> Plan {
+fn fuse(
+    nodes: Vec<TNode>,
+    outputs: Vec<Src>,
+    input_dtypes: &[Dtype],
+    input_sizes: &[usize],
+) -> Plan {
     let n = nodes.len();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, t) in nodes.iter().enumerate() {
@@ -265,7 +483,10 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>, input_dtypes: &[Dtype]) -> Plan {
         match s {
             Src::Node(j) => Some(nodes[*j].shape.iter().product()),
             Src::Const(a) => Some(a.size()),
-            Src::Input(_) => Some(shape_n), // checked at run time by the kernel (full or scalar)
+            // A plan is traced for exact input shapes, so an input's size is known (a broadcast
+            // operand such as a bias must not join a group: the kernel takes full-size or
+            // single values only).
+            Src::Input(i) => input_sizes.get(*i).copied().or(Some(shape_n)),
         }
     };
     let dtype_of = |s: &Src| -> Dtype {
@@ -442,6 +663,7 @@ fn fuse(nodes: Vec<TNode>, outputs: Vec<Src>, input_dtypes: &[Dtype]) -> Plan {
     Plan {
         nodes: new_nodes,
         outputs,
+        input_shapes: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@ mod eval;
 mod grad;
 mod vmap;
 
-pub use compile::{Compiled, compile, expand_fused};
+pub use compile::{Compiled, compile, compile_shapeless, expand_fused};
 pub use custom::{checkpoint, custom, custom_vjp};
 pub use eval::{async_eval, eval, synchronize};
 pub use grad::{Params, grad, jvp, value_and_grad, value_and_grad_params, vjp};
