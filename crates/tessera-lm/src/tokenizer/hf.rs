@@ -317,7 +317,7 @@ impl Tokenizer {
     /// Reads a Hugging Face tokenizer from a model directory: `tokenizer.json`, with
     /// `tokenizer_config.json` (special tokens, `add_bos_token`/`add_eos_token`) and the
     /// `eos_token_id`s of `generation_config.json` and `config.json` when present. See the
-    /// [module docs](self) of `hf.rs` for what is read from where.
+    /// module docs of `tokenizer/hf.rs` for what is read from where.
     pub fn from_hf_dir(dir: impl AsRef<Path>) -> Result<Tokenizer> {
         let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");
