@@ -7,102 +7,12 @@
 
 mod common;
 
+use common::reference::check_all;
 use common::{Lcg, Opts, collect, report, run_ok, scenario, signal, spawn_ranks};
 use std::time::{Duration, Instant};
 use tessera_core::transforms::{compile, grad, vmap};
 use tessera_core::{Array, Dtype, ops};
 use tessera_distributed::{Backend, Group, init};
-
-const DTYPES: [Dtype; 9] = [
-    Dtype::Bool,
-    Dtype::U8,
-    Dtype::U32,
-    Dtype::I32,
-    Dtype::I64,
-    Dtype::F16,
-    Dtype::BF16,
-    Dtype::F32,
-    Dtype::F64,
-];
-
-/// Rank r's input for a case: small integers, so every dtype holds sums exactly.
-fn input(rank: usize, case: u64, len: usize, dtype: Dtype) -> Vec<f64> {
-    let v = Lcg(case * 1000 + rank as u64 + 1).small(len, 6);
-    if dtype == Dtype::Bool {
-        v.into_iter().map(|x| (x >= 3.0) as u8 as f64).collect()
-    } else {
-        v
-    }
-}
-
-fn array(v: &[f64], dtype: Dtype) -> Array {
-    Array::from_slice(v, &[v.len()])
-        .unwrap()
-        .astype(dtype)
-        .unwrap()
-}
-
-fn values(a: &Array) -> Vec<f64> {
-    a.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap()
-}
-
-fn check_all(g: &Group, case: u64, len: usize) {
-    let (n, r) = (g.size(), g.rank());
-    for (di, &dt) in DTYPES.iter().enumerate() {
-        let case = case * 16 + di as u64;
-        let all: Vec<Vec<f64>> = (0..n).map(|k| input(k, case, len, dt)).collect();
-        let x = array(&all[r], dt);
-        let fold = |f: fn(f64, f64) -> f64| -> Vec<f64> {
-            (0..len)
-                .map(|i| all.iter().map(|v| v[i]).reduce(f).unwrap())
-                .collect()
-        };
-        let or = |a: f64, b: f64| ((a != 0.0) || (b != 0.0)) as u8 as f64;
-        let sum = if dt == Dtype::Bool {
-            fold(or)
-        } else {
-            fold(|a, b| a + b)
-        };
-        let what = format!("{dt} len {len} rank {r} of {n}");
-        assert_eq!(values(&g.all_sum(&x).unwrap()), sum, "all_sum {what}");
-        assert_eq!(
-            values(&g.all_max(&x).unwrap()),
-            fold(f64::max),
-            "all_max {what}"
-        );
-        assert_eq!(
-            values(&g.all_min(&x).unwrap()),
-            fold(f64::min),
-            "all_min {what}"
-        );
-        let gathered: Vec<f64> = all.concat();
-        let y = g.all_gather(&x).unwrap();
-        assert_eq!(y.shape(), &[n * len]);
-        assert_eq!(y.dtype(), dt);
-        assert_eq!(values(&y), gathered, "all_gather {what}");
-        // sum_scatter needs axis 0 divisible by n: scatter the gathered array's sum.
-        let big = array(&gathered, dt);
-        let scattered = g.sum_scatter(&big).unwrap();
-        let total: Vec<f64> = {
-            let per: Vec<Vec<f64>> = (0..n).map(|_| gathered.clone()).collect();
-            (0..n * len)
-                .map(|i| {
-                    let v = per.iter().map(|p| p[i]);
-                    if dt == Dtype::Bool {
-                        v.fold(0.0, or)
-                    } else {
-                        v.sum()
-                    }
-                })
-                .collect()
-        };
-        assert_eq!(
-            values(&scattered),
-            total[r * len..(r + 1) * len].to_vec(),
-            "sum_scatter {what}"
-        );
-    }
-}
 
 /// The entry point of every rank process (a no-op when run as an ordinary test).
 #[test]

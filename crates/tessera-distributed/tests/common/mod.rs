@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod reference;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
