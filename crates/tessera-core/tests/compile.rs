@@ -291,3 +291,51 @@ fn compile_with_a_broadcast_input_operand() {
     let want = ops::tanh(&ops::add(&ops::multiply(&x, &x).unwrap(), &bias).unwrap()).unwrap();
     assert_same(&got, &[want]);
 }
+
+/// An element-wise chain ending in a sum, max or min over the last axis is one fused kernel that
+/// never writes the element-wise result, and gives bitwise the uncompiled results (short rows,
+/// rows longer than a kernel chunk); gradients and vmap go through it.
+#[test]
+fn a_trailing_last_axis_reduction_is_fused() {
+    let body = |x: &[Array]| -> Result<Vec<Array>> {
+        let prod = ops::multiply(&x[0], &x[1])?;
+        Ok(vec![
+            ops::sum(&ops::tanh(&prod)?, -1, false)?,
+            ops::max(&ops::add(&x[0], &x[1])?, -1, true)?,
+            ops::mean(&ops::exp(&x[1])?, -1, false)?,
+        ])
+    };
+    let f = compile(body);
+    for (rows, len) in [(4usize, 37usize), (3, 2000), (1, 5)] {
+        let (a, b) = (rand(&[rows, len], 7), rand(&[rows, len], 8));
+        let ins = [a, b];
+        let got = f.call(&ins).unwrap();
+        let want = body(&ins).unwrap();
+        assert_same(&got, &want);
+        // Three kernels (each reduction with its chain), no separate reduce nodes.
+        assert_eq!(f.fused_kernels(&ins).unwrap(), 3, "rows {rows} len {len}");
+    }
+    // Gradients through the compiled function equal those of the plain one.
+    let (a, b) = (rand(&[3, 9], 1), rand(&[3, 9], 2));
+    let loss = |g: &dyn Fn(&[Array]) -> Result<Vec<Array>>, xs: &[Array]| -> Result<Array> {
+        let out = g(xs)?;
+        ops::add(
+            &ops::sum(&out[0], Axes::All, false)?,
+            &ops::sum(&out[1], Axes::All, false)?,
+        )
+    };
+    let gc = grad(|xs| loss(&|v| f.call(v), xs), &[a.clone(), b.clone()]).unwrap();
+    let gp = grad(|xs| loss(&body, xs), &[a.clone(), b.clone()]).unwrap();
+    assert_same(&gc, &gp);
+    // vmap over a batch of the compiled function.
+    let (xa, xb) = (rand(&[2, 3, 9], 3), rand(&[2, 3, 9], 4));
+    let vm = vmap(
+        |v| f.call(v),
+        &[xa.clone(), xb.clone()],
+        &[Some(0), Some(0)],
+        &[0, 0, 0],
+    )
+    .unwrap();
+    let vp = vmap(body, &[xa, xb], &[Some(0), Some(0)], &[0, 0, 0]).unwrap();
+    assert_same(&vm, &vp);
+}

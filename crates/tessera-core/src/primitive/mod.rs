@@ -351,11 +351,14 @@ pub enum FusedStep {
 }
 
 /// A fused element-wise program over f32: registers `0..n_inputs` are the inputs (full-size or
-/// scalars), each step appends one register, and the last register is the output.
+/// scalars), each step appends one register, and the last register is the output, optionally
+/// reduced over its last axis of `len` elements (kept as a dim of 1, as `Reduce` does).
 #[derive(Debug, PartialEq)]
 pub struct FusedProgram {
     pub n_inputs: usize,
     pub steps: Vec<FusedStep>,
+    /// A trailing reduction over the last axis: (op, its length). Sum, Max or Min.
+    pub reduce: Option<(ReduceOp, usize)>,
 }
 
 /// Shared handle to a [`FusedProgram`].

@@ -10,8 +10,11 @@
 //! shape, a slice, a fused group whose inputs no longer line up) is traced again for those exact
 //! shapes, so results are always right; [`Compiled::traces`] counts the traces.
 //!
-//! Not done yet: constant folding beyond what CSE gives, fusing a trailing reduction, and
-//! broadcasting inside a fused group other than scalars.
+//! A chain ending in a sum, max or min over the last axis fuses that reduction too: the kernel
+//! reduces each row with the reduce kernel's own loop, so results stay bitwise equal.
+//!
+//! Not done yet: constant folding beyond what CSE gives, and broadcasting inside a fused group
+//! other than scalars.
 
 use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
@@ -142,17 +145,35 @@ fn reshape_for(
         | Primitive::ArgSort { .. } => same(new_in.first()?.to_vec()),
         Primitive::RmsNorm { .. } => same(new_in.first()?.to_vec()),
         Primitive::Binary(_) | Primitive::Select => same(broadcast_all(new_in)?),
-        Primitive::Fused(_) => {
+        Primitive::Fused(FusedRef(prog)) => {
             // The kernel takes full-size or single-element inputs only.
-            let out = broadcast_all(new_in)?;
-            let size: usize = out.iter().product();
+            let full = broadcast_all(new_in)?;
+            let size: usize = full.iter().product();
             for s in new_in {
                 let n: usize = s.iter().product();
-                if n != 1 && (*s != out.as_slice() || n != size) {
+                if n != 1 && (*s != full.as_slice() || n != size) {
                     return None;
                 }
             }
-            same(out)
+            match prog.reduce {
+                None => same(full),
+                Some((op, _)) => {
+                    // The trailing reduction follows the new last axis (within the length the
+                    // fusion accepts, so results stay bitwise equal).
+                    let len = *full.last()?;
+                    if !(2..1 << 16).contains(&len) {
+                        return None;
+                    }
+                    let mut out = full;
+                    *out.last_mut()? = 1;
+                    let prog = FusedProgram {
+                        n_inputs: prog.n_inputs,
+                        steps: prog.steps.clone(),
+                        reduce: Some((op, len)),
+                    };
+                    Some((Primitive::Fused(FusedRef(Arc::new(prog))), out))
+                }
+            }
         }
         Primitive::Reduce { axes, .. } => {
             let mut s = new_in.first()?.to_vec();
@@ -575,14 +596,51 @@ fn fuse(
             other => other.clone(),
         }
     };
+    // A group's only consumer, when it is a Sum/Max/Min over the last axis, joins the group as
+    // a trailing reduction: the elementwise result then never reaches memory. The fused kernel
+    // reduces each row with the reduce kernel's own loop, so results stay bitwise equal; rows
+    // of 2^16 or more are left to the reduce kernel, which may split them across threads.
+    let mut absorb: Vec<Option<(usize, crate::primitive::ReduceOp)>> = vec![None; n];
+    let mut absorbed = vec![false; n];
+    for (r, ms) in &members {
+        let r = *r;
+        let [c] = consumers[r].as_slice() else {
+            continue;
+        };
+        let last = nodes[r].shape.len().wrapping_sub(1);
+        let len = nodes[r].shape.last().copied().unwrap_or(0);
+        if is_output[r] || ms.is_empty() || !(2..1 << 16).contains(&len) {
+            continue;
+        }
+        if let Primitive::Reduce { op, axes } = &nodes[*c].primitive
+            && matches!(
+                op,
+                crate::primitive::ReduceOp::Sum
+                    | crate::primitive::ReduceOp::Max
+                    | crate::primitive::ReduceOp::Min
+            )
+            && axes.as_slice() == [last]
+            && nodes[*c].dtype == Dtype::F32
+            && group[*c].is_none()
+        {
+            absorb[r] = Some((*c, *op));
+            absorbed[*c] = true;
+        }
+    }
     for i in 0..n {
+        if absorbed[i] {
+            continue; // emitted as its group's trailing reduction
+        }
         let root = group[i];
-        let fused_here = root == Some(i) && members.get(&i).is_some_and(|m| m.len() >= 2);
+        let fused_here = root == Some(i)
+            && members
+                .get(&i)
+                .is_some_and(|m| m.len() >= 2 || absorb[i].is_some());
         if root.is_some()
             && root != Some(i)
             && members
                 .get(&root.unwrap_or(i))
-                .is_some_and(|m| m.len() >= 2)
+                .is_some_and(|m| m.len() >= 2 || absorb[root.unwrap_or(i)].is_some())
         {
             continue; // emitted inside its group's fused node
         }
@@ -644,19 +702,27 @@ fn fuse(
             steps.push(step);
             reg_of.insert(mi, n_ext + steps.len() - 1);
         }
+        let tail = absorb[i];
         let prog = FusedProgram {
             n_inputs: n_ext,
             steps,
+            reduce: tail.map(|(_, op)| (op, nodes[i].shape.last().copied().unwrap_or(1))),
         };
         new_nodes.push(TNode {
             primitive: Primitive::Fused(FusedRef(Arc::new(prog))),
             inputs: ext,
-            shape: nodes[i].shape.clone(),
+            shape: match tail {
+                Some((c, _)) => nodes[c].shape.clone(),
+                None => nodes[i].shape.clone(),
+            },
             dtype: Dtype::F32,
         });
         let at = new_nodes.len() - 1;
         for &mi in ms {
             remap[mi] = Some(at);
+        }
+        if let Some((c, _)) = tail {
+            remap[c] = Some(at);
         }
     }
     let outputs = outputs.iter().map(|s| map_src(s, &remap)).collect();
@@ -699,8 +765,27 @@ pub fn expand_fused(prog: &FusedProgram, inputs: &[Array]) -> Result<Array> {
         };
         regs.push(r);
     }
-    regs.pop().ok_or(Error::Invalid {
+    let out = regs.pop().ok_or(Error::Invalid {
         op: "fused",
         msg: "empty program".into(),
-    })
+    })?;
+    match prog.reduce {
+        None => Ok(out),
+        Some((op, _)) => {
+            let last = out.ndim().saturating_sub(1);
+            let mut shape = out.shape().to_vec();
+            if let Some(d) = shape.last_mut() {
+                *d = 1;
+            }
+            Ok(Array::lazy(
+                Primitive::Reduce {
+                    op,
+                    axes: vec![last],
+                },
+                vec![out],
+                shape,
+                Dtype::F32,
+            ))
+        }
+    }
 }

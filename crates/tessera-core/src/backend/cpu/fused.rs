@@ -8,6 +8,7 @@
 use super::binary::typed_row;
 use super::copy::{SendConstPtr, SendPtr, ensure_contiguous};
 use super::pool;
+use super::reduce;
 use super::unary::f32_row;
 use crate::array::Meta;
 use crate::error::{Error, Result};
@@ -17,7 +18,12 @@ use crate::primitive::{BinaryOp, FusedProgram, FusedStep};
 const CHUNK: usize = 1024;
 
 pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
-    let n = out.shape.iter().product::<usize>();
+    let out_n = out.shape.iter().product::<usize>();
+    // With a trailing reduction the program runs over rows of `len` elements, one per output.
+    let n = match prog.reduce {
+        Some((_, len)) => out_n * len,
+        None => out_n,
+    };
     if inputs.len() != prog.n_inputs || inputs.iter().any(|x| x.dtype != crate::Dtype::F32) {
         return Err(Error::Invalid {
             op: "fused",
@@ -42,67 +48,112 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         }
     }
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
-    if n == 0 {
+    if out_n == 0 {
         return Ok(o);
     }
     let dst = SendPtr(o.mut_ptr::<f32>());
     let steps = &prog.steps;
-    let chunks = n.div_ceil(CHUNK);
-    pool::parallel_chunks(chunks, 16, &|c0, c1| {
-        let mut regs = vec![0f32; steps.len() * CHUNK];
-        for c in c0..c1 {
-            let start = c * CHUNK;
-            let len = CHUNK.min(n - start);
-            // Pointer and stride of register r for this chunk.
-            let reg = |r: usize, regs: &mut Vec<f32>| -> (*const f32, isize) {
-                if r < srcs.len() {
-                    let (p, full) = srcs[r];
-                    // SAFETY: full inputs have n elements; scalars are read at index 0.
-                    if full {
-                        (unsafe { p.get().add(start) }, 1)
-                    } else {
-                        (p.get(), 0)
-                    }
+    // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
+    // to `d`.
+    let eval = |start: usize, len: usize, d_out: *mut f32, regs: &mut Vec<f32>| {
+        let reg = |r: usize, regs: &mut Vec<f32>| -> (*const f32, isize) {
+            if r < srcs.len() {
+                let (p, full) = srcs[r];
+                // SAFETY: full inputs have n elements; scalars are read at index 0.
+                if full {
+                    (unsafe { p.get().add(start) }, 1)
                 } else {
-                    (regs[(r - srcs.len()) * CHUNK..].as_ptr(), 1)
+                    (p.get(), 0)
                 }
+            } else {
+                (regs[(r - srcs.len()) * CHUNK..].as_ptr(), 1)
+            }
+        };
+        for (k, step) in steps.iter().enumerate() {
+            let d: *mut f32 = if k + 1 == steps.len() {
+                d_out
+            } else {
+                regs[k * CHUNK..].as_mut_ptr()
             };
-            for (k, step) in steps.iter().enumerate() {
-                let last = k + 1 == steps.len();
-                // SAFETY: destinations are this chunk of the output or of register k.
-                let d: *mut f32 = if last {
-                    unsafe { dst.get().add(start) }
-                } else {
-                    regs[k * CHUNK..].as_mut_ptr()
-                };
-                match *step {
-                    FusedStep::Unary(op, a) => {
-                        let (pa, sa) = reg(a, &mut regs);
-                        f32_row(op, pa, sa, d, len);
-                    }
-                    FusedStep::Compare(op, a, b) => {
-                        let (pa, sa) = reg(a, &mut regs);
-                        let (pb, sb) = reg(b, &mut regs);
-                        // SAFETY: as below.
-                        unsafe { compare_row(op, pa, sa, pb, sb, d, len) };
-                    }
-                    FusedStep::Select(c, x, y) => {
-                        let (pc, sc) = reg(c, &mut regs);
-                        let (px, sx) = reg(x, &mut regs);
-                        let (py, sy) = reg(y, &mut regs);
-                        // SAFETY: as below.
-                        unsafe { select_row(pc, sc, px, sx, py, sy, d, len) };
-                    }
-                    FusedStep::Binary(op, a, b) => {
-                        let (pa, sa) = reg(a, &mut regs);
-                        let (pb, sb) = reg(b, &mut regs);
-                        // SAFETY: pointers cover `len` elements (or one, at stride 0).
-                        unsafe { typed_row::<f32>(op, pa, sa, pb, sb, d as *mut u8, len) };
-                    }
+            match *step {
+                FusedStep::Unary(op, a) => {
+                    let (pa, sa) = reg(a, regs);
+                    f32_row(op, pa, sa, d, len);
+                }
+                FusedStep::Compare(op, a, b) => {
+                    let (pa, sa) = reg(a, regs);
+                    let (pb, sb) = reg(b, regs);
+                    // SAFETY: as below.
+                    unsafe { compare_row(op, pa, sa, pb, sb, d, len) };
+                }
+                FusedStep::Select(c, x, y) => {
+                    let (pc, sc) = reg(c, regs);
+                    let (px, sx) = reg(x, regs);
+                    let (py, sy) = reg(y, regs);
+                    // SAFETY: as below.
+                    unsafe { select_row(pc, sc, px, sx, py, sy, d, len) };
+                }
+                FusedStep::Binary(op, a, b) => {
+                    let (pa, sa) = reg(a, regs);
+                    let (pb, sb) = reg(b, regs);
+                    // SAFETY: pointers cover `len` elements (or one, at stride 0).
+                    unsafe { typed_row::<f32>(op, pa, sa, pb, sb, d as *mut u8, len) };
                 }
             }
         }
-    });
+    };
+    match prog.reduce {
+        None => {
+            let chunks = n.div_ceil(CHUNK);
+            pool::parallel_chunks(chunks, 16, &|c0, c1| {
+                let mut regs = vec![0f32; steps.len() * CHUNK];
+                for c in c0..c1 {
+                    let start = c * CHUNK;
+                    // SAFETY: this chunk of the output.
+                    eval(
+                        start,
+                        CHUNK.min(n - start),
+                        unsafe { dst.get().add(start) },
+                        &mut regs,
+                    );
+                }
+            });
+        }
+        Some((op, len)) if len <= CHUNK => {
+            // Whole rows per chunk: evaluate them into a scratch, then reduce each row.
+            let rows_per = CHUNK / len;
+            let blocks = out_n.div_ceil(rows_per);
+            pool::parallel_chunks(blocks, 16, &|b0, b1| {
+                let mut regs = vec![0f32; steps.len() * CHUNK];
+                let mut row = vec![0f32; CHUNK];
+                for b in b0..b1 {
+                    let (r0, r1) = (b * rows_per, ((b + 1) * rows_per).min(out_n));
+                    eval(r0 * len, (r1 - r0) * len, row.as_mut_ptr(), &mut regs);
+                    for r in r0..r1 {
+                        let v = reduce::f32_row(op, row[(r - r0) * len..].as_ptr(), len);
+                        // SAFETY: r < out_n.
+                        unsafe { *dst.get().add(r) = v };
+                    }
+                }
+            });
+        }
+        Some((op, len)) => {
+            // Long rows: evaluate a row in chunks into a row-sized scratch, then reduce it.
+            pool::parallel_chunks(out_n, 1, &|r0, r1| {
+                let mut regs = vec![0f32; steps.len() * CHUNK];
+                let mut row = vec![0f32; len];
+                for r in r0..r1 {
+                    for s in (0..len).step_by(CHUNK) {
+                        let l = CHUNK.min(len - s);
+                        eval(r * len + s, l, row[s..].as_mut_ptr(), &mut regs);
+                    }
+                    let v = reduce::f32_row(op, row.as_ptr(), len);
+                    // SAFETY: r < out_n.
+                    unsafe { *dst.get().add(r) = v };
+                }
+            });
+        }
+    }
     drop(keep);
     Ok(o)
 }

@@ -415,6 +415,20 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
     }
 }
 
+/// Reduces one contiguous f32 row exactly as [`reduce`] does a row of a last-axis reduction
+/// (same accumulators, same order), so a fused kernel can produce bitwise-equal results.
+pub(crate) fn f32_row(op: ReduceOp, p: *const f32, n: usize) -> f32 {
+    let c = match op {
+        ReduceOp::Max => Combine::Max,
+        ReduceOp::Min => Combine::Min,
+        ReduceOp::Prod | ReduceOp::All => Combine::Prod,
+        ReduceOp::Sum | ReduceOp::Any => Combine::Sum,
+    };
+    // SAFETY: the caller passes n readable f32 values.
+    let r = unsafe { simd::dispatch(|| reduce_row::<f32>(c, p, 1, n, init::<f32>(c))) };
+    <f32 as Accum>::store(r)
+}
+
 /// Index of the first max/min along `axis` (NaN counts as the extreme, as NumPy).
 pub(crate) fn arg_reduce(
     op: ArgReduceOp,
