@@ -277,14 +277,17 @@ impl Link {
     /// The check a shared-memory wait runs between sleeps: no progress for the timeout, or the
     /// TCP side closed or carrying an abort, ends the wait.
     fn shm_check(&self) -> impl FnMut(bool) -> Result<(), LinkError> + '_ {
-        let mut last = std::time::Instant::now();
+        // The stall is timed from the first check without progress: reading the clock on every
+        // message (most never wait) costs more than the message itself.
+        let mut stalled_since: Option<std::time::Instant> = None;
         move |progressed| {
             if progressed {
-                last = std::time::Instant::now();
+                stalled_since = None;
                 return Ok(());
             }
+            let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
             match peer_state(&self.control) {
-                PeerState::Alive if last.elapsed() < self.timeout => Ok(()),
+                PeerState::Alive if since.elapsed() < self.timeout => Ok(()),
                 PeerState::Alive => Err(LinkError::Io(ErrorKind::TimedOut.into())),
                 PeerState::Gone => Err(LinkError::Io(ErrorKind::UnexpectedEof.into())),
                 PeerState::Pending => Err(LinkError::Io(ErrorKind::ConnectionAborted.into())),
