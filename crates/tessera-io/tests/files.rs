@@ -347,44 +347,14 @@ fn npy_round_trip_and_malformed() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Writes `f` as a model split into `parts` files the way llama.cpp's gguf-split does: all
-/// metadata in the first, `split.*` keys in every file, tensors spread in order.
-fn write_split(f: &GgufFile, dir: &std::path::Path, stem: &str, parts: usize) {
-    let names: Vec<String> = f.tensors.iter().map(|t| t.name.clone()).collect();
-    let per = names.len().div_ceil(parts);
-    for k in 0..parts {
-        let mut w = GgufWriter::new();
-        if k == 0 {
-            for (key, v) in f.metadata.iter() {
-                w.metadata.insert(key, v.clone());
-            }
-            w.metadata
-                .insert("split.tensors.count", Value::I32(names.len() as i32));
-        }
-        w.metadata.insert("split.no", Value::U16(k as u16));
-        w.metadata.insert("split.count", Value::U16(parts as u16));
-        for name in names.iter().skip(k * per).take(per) {
-            let t = f.info(name).unwrap();
-            w.add_tensor(
-                name,
-                &t.shape,
-                t.ggml_type,
-                f.tensor_bytes(name).unwrap().to_vec(),
-            )
-            .unwrap();
-        }
-        w.write(dir.join(format!("{stem}-{:05}-of-{parts:05}.gguf", k + 1)))
-            .unwrap();
-    }
-}
-
 #[test]
 fn gguf_split_files_open_as_one_model() {
     let whole = GgufFile::open(fixture("small.gguf")).unwrap();
     assert!(whole.tensors.len() >= 3);
     let dir = std::env::temp_dir().join(format!("tessera-gguf-split-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    write_split(&whole, &dir, "model", 3);
+    let paths = whole.write_split(&dir, "model", 3).unwrap();
+    assert_eq!(paths.len(), 3);
     let first = dir.join("model-00001-of-00003.gguf");
     let split = GgufFile::open(&first).unwrap();
     assert_eq!(split.files(), 3);

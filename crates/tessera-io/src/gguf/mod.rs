@@ -239,6 +239,47 @@ impl GgufFile {
         }
     }
 
+    /// Writes this model split into `parts` files `DIR/STEM-0000k-of-0000N.gguf` the way
+    /// llama.cpp's `gguf-split` does (all metadata in the first file, `split.no`/`split.count`
+    /// in every file, `split.tensors.count` in the first, tensors spread in order), so
+    /// [`GgufFile::open`] on the first file reads it back whole. Returns the paths written.
+    pub fn write_split(
+        &self,
+        dir: impl AsRef<Path>,
+        stem: &str,
+        parts: usize,
+    ) -> Result<Vec<std::path::PathBuf>> {
+        let (dir, parts) = (dir.as_ref(), parts.clamp(1, self.tensors.len().max(1)));
+        let per = self.tensors.len().div_ceil(parts).max(1);
+        let mut paths = Vec::with_capacity(parts);
+        for k in 0..parts {
+            let mut w = GgufWriter::new();
+            if k == 0 {
+                for (key, v) in self.metadata.iter() {
+                    if !key.starts_with("split.") {
+                        w.metadata.insert(key, v.clone());
+                    }
+                }
+                w.metadata
+                    .insert("split.tensors.count", Value::I32(self.tensors.len() as i32));
+            }
+            w.metadata.insert("split.no", Value::U16(k as u16));
+            w.metadata.insert("split.count", Value::U16(parts as u16));
+            for t in self.tensors.iter().skip(k * per).take(per) {
+                w.add_tensor(
+                    &t.name,
+                    &t.shape,
+                    t.ggml_type,
+                    self.tensor_bytes(&t.name)?.to_vec(),
+                )?;
+            }
+            let path = dir.join(format!("{stem}-{:05}-of-{parts:05}.gguf", k + 1));
+            w.write(&path)?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+
     /// Number of files this model was read from (more than one for a split model).
     pub fn files(&self) -> usize {
         1 + self.shards.len()
