@@ -670,6 +670,36 @@ impl<const D: usize> ConvOptions<D> {
     }
 }
 
+/// Checked, PyTorch-initialised parameters of a (transposed) convolution layer: the weight
+/// (C_out, K..., C_in / groups) and the optional bias. PyTorch's fan-in is C_in / groups * prod(K)
+/// for a convolution and C_out / groups * prod(K) for a transposed one (its weight is stored the
+/// other way round).
+#[allow(clippy::too_many_arguments)]
+fn new_params<const D: usize>(
+    op: &'static str,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: &[usize; D],
+    bias: bool,
+    groups: usize,
+    transposed: bool,
+    key: &Array,
+) -> Result<(Array, Option<Array>)> {
+    check_positive(op, "kernel_size", kernel)?;
+    check_channels(op, in_channels, out_channels, groups)?;
+    let cg = in_channels / groups;
+    let mut shape = vec![out_channels];
+    shape.extend_from_slice(kernel);
+    shape.push(cg);
+    let fan_channels = if transposed {
+        out_channels / groups
+    } else {
+        cg
+    };
+    let fan_in = fan_channels * kernel.iter().product::<usize>();
+    init_params(&shape, out_channels, fan_in, bias, key)
+}
+
 /// PyTorch's default initialisation: uniform in ±1/sqrt(fan_in) for the weight and the bias.
 fn init_params(
     shape: &[usize],
@@ -792,16 +822,16 @@ impl<const D: usize> Conv<D> {
         options: ConvOptions<D>,
         key: &Array,
     ) -> Result<Self> {
-        let op = conv_name(D);
-        let kernel = kernel_size.into().0;
-        check_positive(op, "kernel_size", &kernel)?;
-        check_channels(op, in_channels, out_channels, options.groups)?;
-        let cg = in_channels / options.groups;
-        let mut shape = vec![out_channels];
-        shape.extend_from_slice(&kernel);
-        shape.push(cg);
-        let fan_in = cg * kernel.iter().product::<usize>();
-        let (weight, bias) = init_params(&shape, out_channels, fan_in, bias, key)?;
+        let (weight, bias) = new_params(
+            conv_name(D),
+            in_channels,
+            out_channels,
+            &kernel_size.into().0,
+            bias,
+            options.groups,
+            false,
+            key,
+        )?;
         Ok(Conv {
             weight,
             bias,
@@ -892,16 +922,16 @@ impl<const D: usize> ConvTranspose<D> {
         options: ConvOptions<D>,
         key: &Array,
     ) -> Result<Self> {
-        let op = conv_transpose_name(D);
-        let kernel = kernel_size.into().0;
-        check_positive(op, "kernel_size", &kernel)?;
-        check_channels(op, in_channels, out_channels, options.groups)?;
-        let cg = in_channels / options.groups;
-        let mut shape = vec![out_channels];
-        shape.extend_from_slice(&kernel);
-        shape.push(cg);
-        let fan_in = out_channels / options.groups * kernel.iter().product::<usize>();
-        let (weight, bias) = init_params(&shape, out_channels, fan_in, bias, key)?;
+        let (weight, bias) = new_params(
+            conv_transpose_name(D),
+            in_channels,
+            out_channels,
+            &kernel_size.into().0,
+            bias,
+            options.groups,
+            true,
+            key,
+        )?;
         Ok(ConvTranspose {
             weight,
             bias,
