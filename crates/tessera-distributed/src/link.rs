@@ -93,6 +93,35 @@ struct Stripe {
     control: TcpStream,
 }
 
+impl Stripe {
+    /// One connection's two halves (each with its own key when encrypting), with TCP_NODELAY
+    /// and the timeouts set.
+    fn open(
+        stream: TcpStream,
+        timeout: Duration,
+        keys: Option<([u8; 32], [u8; 32])>,
+    ) -> std::io::Result<Stripe> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let (send_key, recv_key) = match keys {
+            Some((s, r)) => (Some(s), Some(r)),
+            None => (None, None),
+        };
+        let half = |s: TcpStream, key: Option<[u8; 32]>| Half {
+            stream: s,
+            seq: 0,
+            cipher: key.map(|k| ChaCha20Poly1305::new(&k.into())),
+            scratch: Vec::new(),
+        };
+        Ok(Stripe {
+            reader: Mutex::new(half(stream.try_clone()?, recv_key)),
+            writer: Mutex::new(half(stream.try_clone()?, send_key)),
+            control: stream,
+        })
+    }
+}
+
 /// Messages at least this long are split across a link's connections.
 const STRIPE_MIN: usize = 1 << 20;
 
@@ -177,26 +206,18 @@ impl Link {
         timeout: Duration,
         keys: Option<([u8; 32], [u8; 32])>,
     ) -> std::io::Result<Link> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let (send_key, recv_key) = match keys {
-            Some((s, r)) => (Some(s), Some(r)),
-            None => (None, None),
-        };
-        let half = |s: TcpStream, key: Option<[u8; 32]>| Half {
-            stream: s,
-            seq: 0,
-            cipher: key.map(|k| ChaCha20Poly1305::new(&k.into())),
-            scratch: Vec::new(),
-        };
+        let Stripe {
+            reader,
+            writer,
+            control,
+        } = Stripe::open(stream, timeout, keys)?;
         Ok(Link {
             peer,
             addr,
             timeout,
-            reader: Mutex::new(half(stream.try_clone()?, recv_key)),
-            writer: Mutex::new(half(stream.try_clone()?, send_key)),
-            control: stream,
+            reader,
+            writer,
+            control,
             shm: None,
             stripes: Vec::new(),
         })
@@ -208,24 +229,7 @@ impl Link {
         stream: TcpStream,
         keys: Option<([u8; 32], [u8; 32])>,
     ) -> std::io::Result<()> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        let (send_key, recv_key) = match keys {
-            Some((s, r)) => (Some(s), Some(r)),
-            None => (None, None),
-        };
-        let half = |s: TcpStream, key: Option<[u8; 32]>| Half {
-            stream: s,
-            seq: 0,
-            cipher: key.map(|k| ChaCha20Poly1305::new(&k.into())),
-            scratch: Vec::new(),
-        };
-        self.stripes.push(Stripe {
-            reader: Mutex::new(half(stream.try_clone()?, recv_key)),
-            writer: Mutex::new(half(stream.try_clone()?, send_key)),
-            control: stream,
-        });
+        self.stripes.push(Stripe::open(stream, self.timeout, keys)?);
         Ok(())
     }
 
@@ -511,22 +515,8 @@ impl Link {
                 break;
             }
             let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
-            if h[4] == Kind::Abort as u8 && len as usize <= MAX_ABORT + TAG {
-                let mut m = vec![0u8; len as usize];
-                if r.stream.read_exact(&mut m).is_ok() {
-                    let seq = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
-                    found = match &r.cipher {
-                        None => Some(String::from_utf8_lossy(&m).into_owned()),
-                        Some(c) => {
-                            let at = m.len().saturating_sub(TAG);
-                            let tag = Tag::clone_from_slice(&m[at..]);
-                            m.truncate(at);
-                            c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut m, &tag)
-                                .ok()
-                                .map(|_| String::from_utf8_lossy(&m).into_owned())
-                        }
-                    };
-                }
+            if h[4] == Kind::Abort as u8 {
+                found = r.read_abort(&h).ok();
                 break;
             }
             if std::io::copy(&mut (&mut r.stream).take(len), &mut std::io::sink()).is_err() {
@@ -585,6 +575,30 @@ impl Half {
         Ok(())
     }
 
+    /// The payload of an abort frame whose header `h` was just read: bounded, and checked by
+    /// its CRC or AEAD tag like any frame.
+    fn read_abort(&mut self, h: &[u8; HEADER]) -> Result<String, LinkError> {
+        let bad = |m: &str| LinkError::Protocol(m.to_string());
+        let len = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default()) as usize;
+        let extra = if self.cipher.is_some() { TAG } else { 0 };
+        if len > MAX_ABORT + extra || len < extra {
+            return Err(LinkError::Protocol(format!("abort message of {len} bytes")));
+        }
+        let mut m = vec![0u8; len];
+        self.stream.read_exact(&mut m)?;
+        let seq = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
+        if let Some(c) = &self.cipher {
+            let tag = Tag::clone_from_slice(&m[len - TAG..]);
+            m.truncate(len - TAG);
+            c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut m, &tag)
+                .map_err(|_| bad("abort frame failed authentication"))?;
+        } else if crc32c(&m) != crc {
+            return Err(bad("abort frame failed its checksum"));
+        }
+        Ok(String::from_utf8_lossy(&m).into_owned())
+    }
+
     fn read_frame(&mut self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
         let mut h = [0u8; HEADER];
         self.stream.read_exact(&mut h)?;
@@ -606,24 +620,7 @@ impl Half {
         self.seq += 1;
         let extra = if self.cipher.is_some() { TAG } else { 0 };
         if h[4] == Kind::Abort as u8 {
-            if len as usize > MAX_ABORT + extra {
-                return bad(format!("abort message of {len} bytes"));
-            }
-            let mut m = vec![0u8; len as usize];
-            self.stream.read_exact(&mut m)?;
-            if let Some(c) = &self.cipher {
-                let tag_at = m.len().saturating_sub(TAG);
-                let tag = Tag::clone_from_slice(&m[tag_at..]);
-                m.truncate(tag_at);
-                if c.decrypt_in_place_detached(&nonce(seq), &h[..SIGNED], &mut m, &tag)
-                    .is_err()
-                {
-                    return bad("abort frame failed authentication".into());
-                }
-            } else if crc32c(&m) != crc {
-                return bad("abort frame failed its checksum".into());
-            }
-            return Err(LinkError::Aborted(String::from_utf8_lossy(&m).into_owned()));
+            return Err(LinkError::Aborted(self.read_abort(&h)?));
         }
         if h[4] != Kind::Data as u8 {
             return bad(format!("unknown frame kind {}", h[4]));
@@ -740,6 +737,20 @@ mod tests {
                     )
                 }
                 other => panic!("corruption not detected: {other:?}"),
+            }
+            // An abort frame too short to hold its tag (or too long) is an error, not a panic.
+            let (a, b) = pair(keys);
+            {
+                let mut w = a.writer.lock().unwrap();
+                let mut raw = header(Kind::Abort, 0, 0, 3, crc32c(b"abc")).to_vec();
+                raw.extend_from_slice(b"abc");
+                w.stream.write_all(&raw).unwrap();
+            }
+            let mut one = [0u8; 1];
+            match b.recv(7, &mut one) {
+                Err(LinkError::Protocol(_)) if keys => {}
+                Err(LinkError::Aborted(m)) if !keys => assert_eq!(m, "abc"),
+                other => panic!("short abort frame: {other:?}"),
             }
             let (a, b) = pair(keys);
             a.send_abort("rank 3 lost");
