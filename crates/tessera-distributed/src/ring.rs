@@ -278,9 +278,33 @@ impl RingComm {
         seg: &[Range<usize>],
     ) -> Result<()> {
         let (n, r) = (self.n(), self.rank);
+        let mine = seg[r].clone();
+        let reduced = self.direct_reduce_scatter(op, dtype, data, seg)?;
+        data[mine.clone()].copy_from_slice(&reduced);
+        for k in 1..n {
+            self.send_to((r + k) % n, &data[mine.clone()])?;
+        }
+        for k in 1..n {
+            let from = (r + n - k) % n;
+            self.recv_from(from, &mut data[seg[from].clone()])?;
+        }
+        Ok(())
+    }
+
+    /// Direct reduce-scatter: every rank sends rank `k` its segment `seg[k]` of `src`, then
+    /// reduces the segments it received (and its own) in rank order: the same bits wherever
+    /// segment `r` is computed. Returns this rank's reduced segment.
+    fn direct_reduce_scatter(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        src: &[u8],
+        seg: &[Range<usize>],
+    ) -> Result<Vec<u8>> {
+        let (n, r) = (self.n(), self.rank);
         for k in 1..n {
             let to = (r + k) % n;
-            self.send_to(to, &data[seg[to].clone()])?;
+            self.send_to(to, &src[seg[to].clone()])?;
         }
         let mine = seg[r].clone();
         let mut parts: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
@@ -290,26 +314,15 @@ impl RingComm {
             self.recv_from(from, &mut buf)?;
             parts[from] = Some(buf);
         }
-        let own = data[mine.clone()].to_vec();
         let mut acc: Option<Vec<u8>> = None;
         for p in parts {
-            let x = p.unwrap_or_else(|| own.clone());
+            let x = p.unwrap_or_else(|| src[mine.clone()].to_vec());
             match acc.as_mut() {
                 None => acc = Some(x),
                 Some(a) => reduce_into(op, dtype, a, &x),
             }
         }
-        if let Some(a) = acc {
-            data[mine.clone()].copy_from_slice(&a);
-        }
-        for k in 1..n {
-            self.send_to((r + k) % n, &data[mine.clone()])?;
-        }
-        for k in 1..n {
-            let from = (r + n - k) % n;
-            self.recv_from(from, &mut data[seg[from].clone()])?;
-        }
-        Ok(())
+        Ok(acc.unwrap_or_default())
     }
 
     fn begin(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
@@ -438,33 +451,12 @@ impl Communicator for RingComm {
         }
         let _g = core("sum_scatter", self.begin())?;
         if b <= DIRECT_MAX {
-            // Send each rank its block, reduce the blocks received for us in rank order.
-            for k in 1..n {
-                let to = (r + k) % n;
-                core(
-                    "sum_scatter",
-                    self.send_to(to, &input[to * b..(to + 1) * b]),
-                )?;
-            }
-            let mut got: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
-            for k in 1..n {
-                let from = (r + n - k) % n;
-                let mut buf = vec![0u8; b];
-                core("sum_scatter", self.recv_from(from, &mut buf))?;
-                got[from] = Some(buf);
-            }
-            let mine = &input[r * b..(r + 1) * b];
-            let mut acc: Option<Vec<u8>> = None;
-            for g in got {
-                let x = g.unwrap_or_else(|| mine.to_vec());
-                match acc.as_mut() {
-                    None => acc = Some(x),
-                    Some(a) => reduce_into(op, dtype, a, &x),
-                }
-            }
-            if let Some(a) = acc {
-                output.copy_from_slice(&a);
-            }
+            let seg: Vec<Range<usize>> = (0..n).map(|k| k * b..(k + 1) * b).collect();
+            let reduced = core(
+                "sum_scatter",
+                self.direct_reduce_scatter(op, dtype, input, &seg),
+            )?;
+            output.copy_from_slice(&reduced);
             return Ok(());
         }
         // Ring reduce-scatter into a work buffer: each step's received chunk is reduced with
