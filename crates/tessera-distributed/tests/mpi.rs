@@ -22,9 +22,22 @@ use common::reference::check_all;
 
 const SCENARIO: &str = "TESSERA_MPI_TEST_SCENARIO";
 
+/// Where the parent wants the ranks' results: a file each rank appends whole lines to. Not
+/// stdout: mpirun merges the ranks' output streams at arbitrary points, so another rank's
+/// "ok" can land in the middle of a line.
+const RESULTS: &str = "TESSERA_MPI_TEST_RESULTS";
+
 fn report(text: impl std::fmt::Display) {
-    // A newline first: the test harness has already printed "test mpi_worker ... " here.
-    println!("\nRESULT {text}");
+    use std::io::Write;
+    let path = std::env::var(RESULTS).expect("the parent names the results file");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    // One write per line: O_APPEND places each whole at the end of the file.
+    f.write_all(format!("RESULT {text}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("writing {path}: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -56,6 +69,11 @@ static MPIRUN: Mutex<()> = Mutex::new(());
 fn mpirun(n: usize, scenario: &str, env: &[(&str, &str)]) -> Vec<Vec<String>> {
     let _one = MPIRUN.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().unwrap();
+    let results = std::env::temp_dir().join(format!(
+        "tessera-mpi-results-{}-{scenario}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&results);
     let mut c = Command::new(mpirun_path());
     c.args([
         "--allow-run-as-root",
@@ -72,6 +90,7 @@ fn mpirun(n: usize, scenario: &str, env: &[(&str, &str)]) -> Vec<Vec<String>> {
     c.arg(&exe)
         .args(["--exact", "mpi_worker", "--nocapture", "--test-threads=1"])
         .env(SCENARIO, scenario)
+        .env(RESULTS, &results)
         .envs(env.iter().map(|&(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,8 +134,10 @@ fn mpirun(n: usize, scenario: &str, env: &[(&str, &str)]) -> Vec<Vec<String>> {
         status.success(),
         "{what} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    let reported = std::fs::read_to_string(&results).unwrap_or_default();
+    let _ = std::fs::remove_file(&results);
     let mut res: Vec<Vec<String>> = vec![Vec::new(); n];
-    for line in stdout.lines() {
+    for line in reported.lines() {
         if let Some(rest) = line.strip_prefix("RESULT ") {
             let (r, text) = rest.split_once(' ').unwrap_or((rest, ""));
             let r: usize = r.parse().unwrap();
