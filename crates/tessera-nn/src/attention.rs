@@ -13,8 +13,19 @@
 //! | `q_proj_weight` `(E, E)`, `k_proj_weight` `(E, kdim)`, `v_proj_weight` `(E, vdim)` (when `kdim`/`vdim` differ from `E`) | [`InProj::Separate`] |
 //! | `in_proj_bias` `(3E,)`                  | `in_proj_bias`, split the same way    |
 //! | `out_proj.weight` `(E, E)`, `out_proj.bias` | `out_proj` (a [`Linear`])         |
+//! | `bias_k`, `bias_v` `(1, 1, E)` (`add_bias_kv=True`) | `bias_k`, `bias_v`           |
 //!
-//! `add_bias_kv` (`bias_k`, `bias_v`) and `add_zero_attn` are not supported.
+//! # Options
+//!
+//! [`AttentionConfig`] has PyTorch's constructor arguments. With `add_bias_kv` the projected
+//! keys and values get one more position, `bias_k` / `bias_v` (the same for every batch
+//! entry); with `add_zero_attn` one more after that, all zeros. Every mask is widened with
+//! "allowed" columns for these positions, as PyTorch pads them, so `attn_mask` and
+//! `key_padding_mask` keep the size `S` of the key passed in. The attention weights returned by
+//! [`MultiHeadAttention::forward_with_weights`] (PyTorch's `need_weights=True`) cover all
+//! `S + add_bias_kv + add_zero_attn` positions: `(N, L, S')` averaged over the heads
+//! (`average_attn_weights=True`) or `(N, num_heads, L, S')`, without `N` for an unbatched
+//! input; as PyTorch, they are the weights after dropout.
 //!
 //! # Masks
 //!
@@ -31,6 +42,7 @@
 use crate::conv::fmt_shape;
 use crate::layers::{Linear, dropout};
 use crate::{Module, check_replacement};
+use tessera_core::ops::PadMode;
 use tessera_core::transforms::Params;
 use tessera_core::{Array, Dtype, Error, Result, ops, random};
 
@@ -138,11 +150,49 @@ pub enum InProj {
     Separate { q: Array, k: Array, v: Array },
 }
 
+/// The constructor arguments of [`MultiHeadAttention`], PyTorch's
+/// `nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn,
+/// kdim, vdim)` (always `batch_first=True`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionConfig {
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    /// Dropout probability on the attention weights (applied only with a key).
+    pub dropout: f64,
+    /// Biases in the input and output projections.
+    pub bias: bool,
+    /// Learned `bias_k`, `bias_v` `(1, 1, E)` appended to the projected keys and values.
+    pub add_bias_kv: bool,
+    /// A zero key and value appended (after `bias_k`/`bias_v`).
+    pub add_zero_attn: bool,
+    /// Key features (`embed_dim` in PyTorch when `None`).
+    pub kdim: usize,
+    /// Value features.
+    pub vdim: usize,
+}
+
+impl AttentionConfig {
+    /// PyTorch's defaults: no dropout, biases, no `bias_k`/`bias_v`, no zero attention,
+    /// `kdim = vdim = embed_dim`.
+    pub fn new(embed_dim: usize, num_heads: usize) -> AttentionConfig {
+        AttentionConfig {
+            embed_dim,
+            num_heads,
+            dropout: 0.0,
+            bias: true,
+            add_bias_kv: false,
+            add_zero_attn: false,
+            kdim: embed_dim,
+            vdim: embed_dim,
+        }
+    }
+}
+
 /// Multi-head attention, PyTorch's `nn.MultiheadAttention(embed_dim, num_heads, dropout, bias,
-/// kdim=, vdim=, batch_first=True)`: inputs `(N, L, E)` query, `(N, S, kdim)` key,
-/// `(N, S, vdim)` value (or unbatched `(L, E)` ...), output `(N, L, E)`. See the module
-/// documentation for the parameter names and masks. [`Module::forward`] is self-attention
-/// without masks.
+/// add_bias_kv, add_zero_attn, kdim=, vdim=, batch_first=True)`: inputs `(N, L, E)` query,
+/// `(N, S, kdim)` key, `(N, S, vdim)` value (or unbatched `(L, E)` ...), output `(N, L, E)`.
+/// See the module documentation for the parameter names, options and masks.
+/// [`Module::forward`] is self-attention without masks.
 #[derive(Clone)]
 pub struct MultiHeadAttention {
     pub embed_dim: usize,
@@ -155,6 +205,13 @@ pub struct MultiHeadAttention {
     /// `(3E,)`: query, key, value biases.
     pub in_proj_bias: Option<Array>,
     pub out_proj: Linear,
+    /// `(1, 1, E)`, appended to the projected keys (`add_bias_kv`); set with `bias_v` or not at
+    /// all.
+    pub bias_k: Option<Array>,
+    /// `(1, 1, E)`, appended to the projected values (`add_bias_kv`).
+    pub bias_v: Option<Array>,
+    /// Appends a zero key and value (PyTorch's `add_zero_attn`).
+    pub add_zero_attn: bool,
 }
 
 const MHA: &str = "MultiheadAttention";
@@ -185,6 +242,24 @@ impl MultiHeadAttention {
         bias: bool,
         key: &Array,
     ) -> Result<MultiHeadAttention> {
+        let mut c = AttentionConfig::new(embed_dim, num_heads);
+        (c.kdim, c.vdim, c.dropout, c.bias) = (kdim, vdim, dropout, bias);
+        MultiHeadAttention::from_config(c, key)
+    }
+
+    /// Every option of PyTorch's constructor. `bias_k` and `bias_v` start Xavier-normal
+    /// (standard deviation `1 / sqrt(E)` for their `(1, 1, E)` shape), as PyTorch.
+    pub fn from_config(config: AttentionConfig, key: &Array) -> Result<MultiHeadAttention> {
+        let AttentionConfig {
+            embed_dim,
+            num_heads,
+            dropout,
+            bias,
+            add_bias_kv,
+            add_zero_attn,
+            kdim,
+            vdim,
+        } = config;
         if num_heads == 0
             || embed_dim == 0
             || !embed_dim.is_multiple_of(num_heads)
@@ -224,6 +299,16 @@ impl MultiHeadAttention {
         if bias {
             out_proj.bias = Some(zeros(e)?);
         }
+        let (bias_k, bias_v) = if add_bias_kv {
+            // Keys of their own, so the other parameters do not depend on this option.
+            let kv = random::split(&subkey(&keys, 3)?, 3)?;
+            let std = 1.0 / (e as f64).sqrt();
+            let normal =
+                |i: usize| random::normal(&[1, 1, e], Dtype::F32, 0.0, std, Some(&subkey(&kv, i)?));
+            (Some(normal(1)?), Some(normal(2)?))
+        } else {
+            (None, None)
+        };
         Ok(MultiHeadAttention {
             embed_dim,
             num_heads,
@@ -233,6 +318,9 @@ impl MultiHeadAttention {
             in_proj,
             in_proj_bias: if bias { Some(zeros(3 * e)?) } else { None },
             out_proj,
+            bias_k,
+            bias_v,
+            add_zero_attn,
         })
     }
 
@@ -258,6 +346,41 @@ impl MultiHeadAttention {
         value: &Array,
         opts: &AttentionOptions,
     ) -> Result<Array> {
+        Ok(self.attend(query, key, value, opts, None)?.0)
+    }
+
+    /// [`MultiHeadAttention::forward_with`] that also returns the attention weights, PyTorch's
+    /// `need_weights=True`: `(N, L, S')` averaged over the heads when `average_attn_weights`,
+    /// else `(N, num_heads, L, S')`, where `S'` counts the `bias_k` and zero-attention positions
+    /// too (no `N` for an unbatched input). They are the weights after dropout, as PyTorch's.
+    /// Always the composite path (the fused [`ops::sdpa`] does not expose the weights).
+    pub fn forward_with_weights(
+        &self,
+        query: &Array,
+        key: &Array,
+        value: &Array,
+        opts: &AttentionOptions,
+        average_attn_weights: bool,
+    ) -> Result<(Array, Array)> {
+        let (y, w) = self.attend(query, key, value, opts, Some(average_attn_weights))?;
+        match w {
+            Some(w) => Ok((y, w)),
+            None => Err(err(
+                MHA,
+                "internal: attention weights were not computed".into(),
+            )),
+        }
+    }
+
+    /// The forward pass; the attention weights too when `weights` is `Some(average)`.
+    fn attend(
+        &self,
+        query: &Array,
+        key: &Array,
+        value: &Array,
+        opts: &AttentionOptions,
+        weights: Option<bool>,
+    ) -> Result<(Array, Option<Array>)> {
         let (e, h) = (self.embed_dim, self.num_heads);
         let shapes = || {
             format!(
@@ -314,6 +437,26 @@ impl MultiHeadAttention {
                 format!("inputs must be float arrays: {}", shapes()),
             ));
         }
+        let bias_kv = match (&self.bias_k, &self.bias_v) {
+            (Some(bk), Some(bv)) => {
+                for (name, b) in [("bias_k", bk), ("bias_v", bv)] {
+                    if b.shape() != [1, 1, e] {
+                        return Err(err(
+                            MHA,
+                            format!("{name} must be (1, 1, {e}), got {}", fmt_shape(b.shape())),
+                        ));
+                    }
+                }
+                Some((bk, bv))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    MHA,
+                    "bias_k and bias_v must be set together (add_bias_kv) or both be None".into(),
+                ));
+            }
+        };
         let dt = q3.dtype();
         let [wq, wk, wv] = self.proj_weights()?;
         let biases = match &self.in_proj_bias {
@@ -325,16 +468,46 @@ impl MultiHeadAttention {
             None => None,
         };
         let hd = e / h;
+        // (N, len, E) -> (N, H, len, hd)
+        let heads = |y: &Array, len: usize| -> Result<Array> {
+            ops::transpose(&ops::reshape(y, &[n, len, h, hd])?, Some(&[0, 2, 1, 3]))
+        };
         let project = |x: &Array, w: &Array, i: usize, len: usize| -> Result<Array> {
             let mut y = ops::matmul(x, &ops::transpose(w, None)?)?;
             if let Some(b) = &biases {
                 y = ops::add(&y, &b[i])?;
             }
-            ops::transpose(&ops::reshape(&y, &[n, len, h, hd])?, Some(&[0, 2, 1, 3]))
+            heads(&y, len)
         };
         let q = project(&q3, &wq, 0, l)?;
-        let k = project(&k3, &wk, 1, s)?;
-        let v = project(&v3, &wv, 2, s)?;
+        let mut k = project(&k3, &wk, 1, s)?;
+        let mut v = project(&v3, &wv, 2, s)?;
+        // Positions appended to every key and value: bias_k / bias_v, then a zero one. The
+        // masks get "allowed" columns for them (PyTorch pads its float masks with zeros).
+        let mut extra = 0;
+        let append = |x: &Array, row: &Array| -> Result<Array> {
+            let row = ops::broadcast_to(&ops::astype(row, x.dtype())?, &[n, h, 1, hd])?;
+            ops::concatenate(&[x.clone(), row], 2)
+        };
+        if let Some((bk, bv)) = bias_kv {
+            k = append(&k, &ops::reshape(bk, &[1, h, 1, hd])?)?;
+            v = append(&v, &ops::reshape(bv, &[1, h, 1, hd])?)?;
+            extra += 1;
+        }
+        if self.add_zero_attn {
+            let z = ops::zeros(&[1, h, 1, hd], k.dtype())?;
+            k = append(&k, &z)?;
+            v = append(&v, &z)?;
+            extra += 1;
+        }
+        let widen = |m: Array| -> Result<Array> {
+            if extra == 0 {
+                return Ok(m);
+            }
+            let mut w = vec![(0, 0); m.ndim()];
+            w[m.ndim() - 1] = (0, extra);
+            ops::pad(&m, &w, PadMode::Constant(0.0))
+        };
 
         // Masks: `flat` is an (L, S) additive mask, `full` one broadcast to (N, H, L, S).
         let mut flat: Option<Array> = None;
@@ -380,13 +553,15 @@ impl MultiHeadAttention {
             let a = ops::reshape(&additive(m, dt)?, &[n, 1, 1, s])?;
             full = add(full, a)?;
         }
+        let flat = flat.map(widen).transpose()?;
+        let full = full.map(widen).transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let drop = match opts.dropout_key {
             Some(k) if self.dropout > 0.0 => Some(k),
             _ => None,
         };
-        let o = if full.is_none() && drop.is_none() {
-            ops::sdpa(&q, &k, &v, scale, flat.as_ref())?
+        let (o, p) = if full.is_none() && drop.is_none() && weights.is_none() {
+            (ops::sdpa(&q, &k, &v, scale, flat.as_ref())?, None)
         } else {
             let mask = match (flat, full) {
                 (Some(a), Some(b)) => Some(ops::add(&b, &a)?),
@@ -401,14 +576,23 @@ impl MultiHeadAttention {
             if let Some(key) = drop {
                 p = dropout(&p, self.dropout, true, Some(key))?;
             }
-            ops::matmul(&p, &v)?
+            (ops::matmul(&p, &v)?, Some(p))
         };
         let o = ops::reshape(&ops::transpose(&o, Some(&[0, 2, 1, 3]))?, &[n, l, e])?;
         let y = self.out_proj.forward(&o)?;
+        // The weights (N, H, L, S'), averaged over the heads if asked.
+        let w = match (weights, p) {
+            (Some(true), Some(p)) => Some(ops::mean(&p, 1, false)?),
+            (Some(false), Some(p)) => Some(p),
+            _ => None,
+        };
         if unbatched {
-            ops::squeeze(&y, 0)
+            Ok((
+                ops::squeeze(&y, 0)?,
+                w.map(|w| ops::squeeze(&w, 0)).transpose()?,
+            ))
         } else {
-            Ok(y)
+            Ok((y, w))
         }
     }
 }
@@ -429,6 +613,12 @@ impl Module for MultiHeadAttention {
         if let Some(b) = &self.in_proj_bias {
             p.insert("in_proj_bias".into(), b.clone());
         }
+        if let Some(b) = &self.bias_k {
+            p.insert("bias_k".into(), b.clone());
+        }
+        if let Some(b) = &self.bias_v {
+            p.insert("bias_v".into(), b.clone());
+        }
         p
     }
 
@@ -443,6 +633,8 @@ impl Module for MultiHeadAttention {
                 "k_proj_weight",
                 "v_proj_weight",
                 "in_proj_bias",
+                "bias_k",
+                "bias_v",
             ],
         )?;
         for (name, v) in params {
@@ -452,6 +644,8 @@ impl Module for MultiHeadAttention {
                 ("k_proj_weight", InProj::Separate { k, .. }) => Some(k),
                 ("v_proj_weight", InProj::Separate { v, .. }) => Some(v),
                 ("in_proj_bias", _) => self.in_proj_bias.as_mut(),
+                ("bias_k", _) => self.bias_k.as_mut(),
+                ("bias_v", _) => self.bias_v.as_mut(),
                 (n, _) if n.starts_with("out_proj.") => continue,
                 _ => None,
             };
@@ -459,7 +653,7 @@ impl Module for MultiHeadAttention {
                 err(
                     MHA,
                     format!(
-                        "no parameter named {name} (in_proj_weight when kdim = vdim = embed_dim, else q/k/v_proj_weight; in_proj_bias only with bias)"
+                        "no parameter named {name} (in_proj_weight when kdim = vdim = embed_dim, else q/k/v_proj_weight; in_proj_bias only with bias, bias_k and bias_v only with add_bias_kv)"
                     ),
                 )
             })?;

@@ -1,0 +1,362 @@
+//! Layer options against PyTorch (tests/fixtures/nn/layer_options.json in this crate, written by
+//! scripts/gen-nn-layers2-fixtures.py in float64): MultiheadAttention's `add_bias_kv`,
+//! `add_zero_attn` and returned attention weights. Each PyTorch state_dict loads through
+//! `load_parameters` unchanged (the names must be the same set), then the outputs and the
+//! gradients of sum(out * r) (+ sum(weights * r_w)) with respect to every input and parameter
+//! are compared in float64 (relative 1e-9; the fixture keeps 10 digits) and float32 (2e-4).
+//! Plus the errors for invalid option combinations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use tessera_core::transforms::{self, Params};
+use tessera_core::{Array, Dtype, Result, ops, random};
+use tessera_nn::Module;
+use tessera_nn::attention::{AttentionConfig, AttentionOptions, MultiHeadAttention};
+
+fn fixture() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/nn/layer_options.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn shape_of(v: &Value) -> Vec<usize> {
+    v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
+}
+
+fn data_of(v: &Value) -> Vec<f64> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// A fixture tensor in `dt` (bool tensors stay bool).
+fn tensor(v: &Value, dt: Dtype) -> Array {
+    let (shape, data) = (shape_of(v), data_of(v));
+    if v["bool"].as_bool() == Some(true) {
+        let b: Vec<bool> = data.iter().map(|&x| x != 0.0).collect();
+        return Array::from_slice(&b, &shape).unwrap();
+    }
+    Array::from_slice(&data, &shape)
+        .unwrap()
+        .astype(dt)
+        .unwrap()
+}
+
+fn close(name: &str, a: &Array, e: &Array, tol: f64) {
+    assert_eq!(a.shape(), e.shape(), "{name}: shape");
+    let a = a.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+    let e = e.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+        let ok = if y.is_infinite() {
+            x == y
+        } else {
+            (x - y).abs() <= tol * y.abs().max(1.0)
+        };
+        assert!(ok, "{name}[{i}]: {x} vs torch {y}");
+    }
+}
+
+fn key(seed: u64) -> Array {
+    random::key(seed)
+}
+
+fn params_of(v: &Value, dt: Dtype) -> Params {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, t)| (k.clone(), tensor(t, dt)))
+        .collect()
+}
+
+fn cfg_usize(c: &Value, k: &str) -> usize {
+    c["config"][k].as_u64().unwrap() as usize
+}
+
+fn cfg_bool(c: &Value, k: &str) -> bool {
+    c["config"][k].as_bool().unwrap()
+}
+
+/// A layer under test.
+#[derive(Clone)]
+enum Layer {
+    Mha(MultiHeadAttention),
+}
+
+impl Layer {
+    fn params(&self) -> Params {
+        match self {
+            Layer::Mha(m) => m.parameters(),
+        }
+    }
+
+    fn load(&mut self, p: &Params) -> Result<()> {
+        match self {
+            Layer::Mha(m) => m.load_parameters(p),
+        }
+    }
+}
+
+fn build(c: &Value) -> Layer {
+    match c["kind"].as_str().unwrap() {
+        "mha" => {
+            let mut a = AttentionConfig::new(cfg_usize(c, "embed_dim"), cfg_usize(c, "num_heads"));
+            a.kdim = cfg_usize(c, "kdim");
+            a.vdim = cfg_usize(c, "vdim");
+            a.bias = cfg_bool(c, "bias");
+            a.add_bias_kv = cfg_bool(c, "add_bias_kv");
+            a.add_zero_attn = cfg_bool(c, "add_zero_attn");
+            Layer::Mha(MultiHeadAttention::from_config(a, &key(1)).unwrap())
+        }
+        other => panic!("no driver for {other}"),
+    }
+}
+
+/// The output (and attention weights when the case returns them) for the inputs `inp`.
+fn run(c: &Value, layer: &Layer, inp: &Params, dt: Dtype) -> Result<(Array, Option<Array>)> {
+    let mask = |k: &str| c["masks"].get(k).map(|v| tensor(v, dt));
+    let causal = c["causal"].as_bool() == Some(true);
+    match layer {
+        Layer::Mha(m) => {
+            let (kpm, am) = (mask("key_padding_mask"), mask("attn_mask"));
+            let o = AttentionOptions {
+                key_padding_mask: kpm.as_ref(),
+                attn_mask: am.as_ref(),
+                causal,
+                dropout_key: None,
+            };
+            let q = &inp["query"];
+            let k = inp.get("key").unwrap_or(q);
+            let v = inp.get("value").unwrap_or(q);
+            if cfg_bool(c, "need_weights") {
+                let (y, w) =
+                    m.forward_with_weights(q, k, v, &o, cfg_bool(c, "average_attn_weights"))?;
+                Ok((y, Some(w)))
+            } else {
+                Ok((m.forward_with(q, k, v, &o)?, None))
+            }
+        }
+    }
+}
+
+fn check_case(c: &Value, dt: Dtype, tol: f64) {
+    let name = c["name"].as_str().unwrap();
+    let mut layer = build(c);
+    let params = params_of(&c["params"], dt);
+    // The module's own parameter names are exactly PyTorch's.
+    let ours: Vec<String> = layer.params().keys().cloned().collect();
+    let theirs: Vec<String> = params.keys().cloned().collect();
+    assert_eq!(ours, theirs, "{name}: parameter names");
+    layer.load(&params).unwrap();
+    let inputs = params_of(&c["inputs"], dt);
+    let (out, w) = run(c, &layer, &inputs, dt).unwrap();
+    assert_eq!(out.dtype(), dt, "{name}: dtype");
+    close(
+        &format!("{name} {dt} out"),
+        &out,
+        &tensor(&c["out"], Dtype::F64),
+        tol,
+    );
+    assert_eq!(w.is_some(), c.get("weights").is_some(), "{name}: weights");
+    if let Some(w) = &w {
+        close(
+            &format!("{name} {dt} weights"),
+            w,
+            &tensor(&c["weights"], Dtype::F64),
+            tol,
+        );
+    }
+
+    // Gradients with respect to inputs and parameters in one map ("in:" marks inputs).
+    let mut all = params.clone();
+    for (k, v) in &inputs {
+        all.insert(format!("in:{k}"), v.clone());
+    }
+    let r = tensor(&c["r"], dt);
+    let r_w = c.get("r_w").map(|v| tensor(v, dt));
+    let (_, grads) = transforms::value_and_grad_params(
+        |p| {
+            let mut l = layer.clone();
+            let (mut inp, mut par) = (Params::new(), Params::new());
+            for (k, v) in p {
+                match k.strip_prefix("in:") {
+                    Some(k) => inp.insert(k.to_string(), v.clone()),
+                    None => par.insert(k.clone(), v.clone()),
+                };
+            }
+            l.load(&par)?;
+            let (y, w) = run(c, &l, &inp, dt)?;
+            let mut loss = ops::sum(&ops::multiply(&y, &r)?, ops::Axes::All, false)?;
+            if let (Some(w), Some(r_w)) = (w, &r_w) {
+                let lw = ops::sum(&ops::multiply(&w, r_w)?, ops::Axes::All, false)?;
+                loss = ops::add(&loss, &lw)?;
+            }
+            Ok(loss)
+        },
+        &all,
+    )
+    .unwrap();
+    let want = c["grads"].as_object().unwrap();
+    assert_eq!(want.len(), grads.len(), "{name}: gradient count");
+    for (k, w) in want {
+        let g = grads
+            .get(k)
+            .or_else(|| grads.get(&format!("in:{k}")))
+            .unwrap_or_else(|| panic!("{name}: no gradient for {k}"));
+        close(
+            &format!("{name} {dt} grad {k}"),
+            g,
+            &tensor(w, Dtype::F64),
+            tol,
+        );
+    }
+}
+
+fn cases_of(prefixes: &[&str]) -> Vec<Value> {
+    let f = fixture();
+    let all = f["cases"].as_array().unwrap();
+    let picked: Vec<Value> = all
+        .iter()
+        .filter(|c| {
+            let k = c["kind"].as_str().unwrap();
+            prefixes.iter().any(|p| k.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    assert!(!picked.is_empty(), "no fixture cases for {prefixes:?}");
+    picked
+}
+
+#[test]
+fn mha_options_match_pytorch_f64() {
+    let cases = cases_of(&["mha"]);
+    assert!(cases.len() >= 9);
+    for c in &cases {
+        check_case(c, Dtype::F64, 1e-9);
+    }
+}
+
+#[test]
+fn mha_options_match_pytorch_f32() {
+    for c in &cases_of(&["mha"]) {
+        check_case(c, Dtype::F32, 2e-4);
+    }
+}
+
+/// Unbatched inputs give the batched result's first entry, weights included; the sdpa path (no
+/// weights) equals the composite path (weights asked for) with bias_k and zero attention.
+#[test]
+fn mha_weights_shapes_and_paths() {
+    let mut c = AttentionConfig::new(4, 2);
+    c.add_bias_kv = true;
+    c.add_zero_attn = true;
+    let m = MultiHeadAttention::from_config(c, &key(2)).unwrap();
+    assert_eq!(m.bias_k.as_ref().unwrap().shape(), [1, 1, 4]);
+    let q = random::normal(&[2, 3, 4], Dtype::F32, 0.0, 1.0, Some(&key(3))).unwrap();
+    let kv = random::normal(&[2, 5, 4], Dtype::F32, 0.0, 1.0, Some(&key(4))).unwrap();
+    let mask = random::normal(&[3, 5], Dtype::F32, 0.0, 1.0, Some(&key(5))).unwrap();
+    let o = AttentionOptions {
+        attn_mask: Some(&mask),
+        ..Default::default()
+    };
+    let fused = m.forward_with(&q, &kv, &kv, &o).unwrap();
+    let (y, w) = m.forward_with_weights(&q, &kv, &kv, &o, false).unwrap();
+    close("sdpa vs composite", &y, &fused, 1e-5);
+    assert_eq!(w.shape(), [2, 2, 3, 7]);
+    // Rows of the weights sum to 1; the average is the mean over heads.
+    let rows = ops::sum(&w, -1, false).unwrap();
+    close(
+        "rows",
+        &rows,
+        &ops::ones(&[2, 2, 3], Dtype::F32).unwrap(),
+        1e-5,
+    );
+    let (_, wa) = m.forward_with_weights(&q, &kv, &kv, &o, true).unwrap();
+    close("average", &wa, &ops::mean(&w, 1, false).unwrap(), 1e-6);
+    // Unbatched.
+    let first = |x: &Array| ops::squeeze(&ops::slice_axis(x, 0, 0, 1).unwrap(), 0).unwrap();
+    let (y0, w0) = m
+        .forward_with_weights(&first(&q), &first(&kv), &first(&kv), &o, true)
+        .unwrap();
+    close("unbatched out", &y0, &first(&y), 1e-6);
+    close("unbatched weights", &w0, &first(&wa), 1e-6);
+    assert_eq!(w0.shape(), [3, 7]);
+    // A fully masked key row still attends to bias_k and the zero key: no NaN (PyTorch's
+    // reason for these options).
+    let all = ops::full(&[2, 5], 1.0, Dtype::Bool).unwrap();
+    let o = AttentionOptions {
+        key_padding_mask: Some(&all),
+        ..Default::default()
+    };
+    let (y, w) = m.forward_with_weights(&q, &kv, &kv, &o, false).unwrap();
+    let y = y.to_vec::<f32>().unwrap();
+    assert!(y.iter().all(|v| v.is_finite()));
+    let wv = w.to_vec::<f32>().unwrap();
+    for (i, v) in wv.iter().enumerate() {
+        if i % 7 < 5 {
+            assert_eq!(*v, 0.0, "masked key {i}");
+        }
+    }
+}
+
+#[test]
+fn mha_option_errors() {
+    let msg = |r: Result<Array>| r.unwrap_err().to_string();
+    let q = ops::zeros(&[2, 3, 4], Dtype::F32).unwrap();
+    // bias_k without bias_v.
+    let mut c = AttentionConfig::new(4, 2);
+    c.add_bias_kv = true;
+    let mut m = MultiHeadAttention::from_config(c, &key(6)).unwrap();
+    m.bias_v = None;
+    let e = msg(m.forward(&q));
+    assert!(e.contains("bias_k") && e.contains("bias_v"), "{e}");
+    // A wrongly shaped bias_k set by hand.
+    let mut m = MultiHeadAttention::from_config(c, &key(6)).unwrap();
+    m.bias_k = Some(ops::zeros(&[1, 4], Dtype::F32).unwrap());
+    let e = msg(m.forward(&q));
+    assert!(e.contains("bias_k") && e.contains("(1, 4)"), "{e}");
+    // Loading bias_k into a layer without add_bias_kv, or of the wrong shape.
+    let mut plain = MultiHeadAttention::new(4, 2, 0.0, true, &key(7)).unwrap();
+    let mut p = Params::new();
+    p.insert("bias_k".into(), ops::zeros(&[1, 1, 4], Dtype::F32).unwrap());
+    let e = plain.load_parameters(&p).unwrap_err().to_string();
+    assert!(e.contains("bias_k") && e.contains("add_bias_kv"), "{e}");
+    let mut with = MultiHeadAttention::from_config(c, &key(8)).unwrap();
+    let mut p = Params::new();
+    p.insert("bias_v".into(), ops::zeros(&[1, 4], Dtype::F32).unwrap());
+    let e = with.load_parameters(&p).unwrap_err().to_string();
+    assert!(e.contains("bias_v"), "{e}");
+    // Masks keep the key's own length S, not S + the appended positions.
+    c.add_zero_attn = true;
+    let m = MultiHeadAttention::from_config(c, &key(9)).unwrap();
+    let bad = ops::zeros(&[3, 5], Dtype::F32).unwrap();
+    let o = AttentionOptions {
+        attn_mask: Some(&bad),
+        ..Default::default()
+    };
+    let e = msg(m.forward_with(&q, &q, &q, &o));
+    assert!(e.contains("attn_mask must be (3, 3)"), "{e}");
+    let e = m
+        .forward_with_weights(&q, &q, &q, &o, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("attn_mask"), "{e}");
+    // Invalid configurations.
+    let mut bad = AttentionConfig::new(6, 4);
+    assert!(MultiHeadAttention::from_config(bad, &key(10)).is_err());
+    bad.num_heads = 2;
+    bad.dropout = 1.0;
+    let e = MultiHeadAttention::from_config(bad, &key(10))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("dropout"), "{e}");
+}
