@@ -1,6 +1,7 @@
 //! Layer options against PyTorch (tests/fixtures/nn/layer_options.json in this crate, written by
 //! scripts/gen-nn-layers2-fixtures.py in float64): MultiheadAttention's `add_bias_kv`,
-//! `add_zero_attn` and returned attention weights. Each PyTorch state_dict loads through
+//! `add_zero_attn` and returned attention weights; pooling's `ceil_mode`, `dilation`,
+//! `count_include_pad` and `divisor_override` (channels last). Each PyTorch state_dict loads through
 //! `load_parameters` unchanged (the names must be the same set), then the outputs and the
 //! gradients of sum(out * r) (+ sum(weights * r_w)) with respect to every input and parameter
 //! are compared in float64 (relative 1e-9; the fixture keeps 10 digits) and float32 (2e-4).
@@ -13,6 +14,7 @@ use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Dtype, Result, ops, random};
 use tessera_nn::Module;
 use tessera_nn::attention::{AttentionConfig, AttentionOptions, MultiHeadAttention};
+use tessera_nn::pool::{AvgPool, AvgPool1d, AvgPool2d, MaxPool, MaxPool1d, MaxPool2d};
 
 fn fixture() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,24 +91,66 @@ fn cfg_bool(c: &Value, k: &str) -> bool {
 #[derive(Clone)]
 enum Layer {
     Mha(MultiHeadAttention),
+    Max1(MaxPool1d),
+    Max2(MaxPool2d),
+    Avg1(AvgPool1d),
+    Avg2(AvgPool2d),
 }
 
 impl Layer {
     fn params(&self) -> Params {
         match self {
             Layer::Mha(m) => m.parameters(),
+            Layer::Max1(m) => m.parameters(),
+            Layer::Max2(m) => m.parameters(),
+            Layer::Avg1(m) => m.parameters(),
+            Layer::Avg2(m) => m.parameters(),
         }
     }
 
     fn load(&mut self, p: &Params) -> Result<()> {
         match self {
             Layer::Mha(m) => m.load_parameters(p),
+            Layer::Max1(m) => m.load_parameters(p),
+            Layer::Max2(m) => m.load_parameters(p),
+            Layer::Avg1(m) => m.load_parameters(p),
+            Layer::Avg2(m) => m.load_parameters(p),
         }
     }
 }
 
+/// A fixture argument: a number (same for every dim) or a list.
+fn dims<const D: usize>(v: &Value) -> [usize; D] {
+    match v.as_array() {
+        Some(a) => std::array::from_fn(|i| a[i].as_u64().unwrap() as usize),
+        None => [v.as_u64().unwrap() as usize; D],
+    }
+}
+
+fn max_pool<const D: usize>(a: &Value) -> MaxPool<D> {
+    MaxPool::new(dims::<D>(&a["kernel"]))
+        .stride(dims::<D>(&a["stride"]))
+        .padding(dims::<D>(&a["padding"]))
+        .dilation(dims::<D>(&a["dilation"]))
+        .ceil_mode(a["ceil_mode"].as_bool().unwrap())
+}
+
+fn avg_pool<const D: usize>(a: &Value) -> AvgPool<D> {
+    AvgPool::new(dims::<D>(&a["kernel"]))
+        .stride(dims::<D>(&a["stride"]))
+        .padding(dims::<D>(&a["padding"]))
+        .ceil_mode(a["ceil_mode"].as_bool().unwrap())
+        .count_include_pad(a["count_include_pad"].as_bool().unwrap())
+        .divisor_override(a["divisor_override"].as_u64().map(|d| d as usize))
+}
+
 fn build(c: &Value) -> Layer {
+    let a = &c["config"];
     match c["kind"].as_str().unwrap() {
+        "max_pool1d" => Layer::Max1(max_pool(a)),
+        "max_pool2d" => Layer::Max2(max_pool(a)),
+        "avg_pool1d" => Layer::Avg1(avg_pool(a)),
+        "avg_pool2d" => Layer::Avg2(avg_pool(a)),
         "mha" => {
             let mut a = AttentionConfig::new(cfg_usize(c, "embed_dim"), cfg_usize(c, "num_heads"));
             a.kdim = cfg_usize(c, "kdim");
@@ -144,6 +188,10 @@ fn run(c: &Value, layer: &Layer, inp: &Params, dt: Dtype) -> Result<(Array, Opti
                 Ok((m.forward_with(q, k, v, &o)?, None))
             }
         }
+        Layer::Max1(m) => Ok((m.forward(&inp["x"])?, None)),
+        Layer::Max2(m) => Ok((m.forward(&inp["x"])?, None)),
+        Layer::Avg1(m) => Ok((m.forward(&inp["x"])?, None)),
+        Layer::Avg2(m) => Ok((m.forward(&inp["x"])?, None)),
     }
 }
 
@@ -359,4 +407,87 @@ fn mha_option_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("dropout"), "{e}");
+}
+
+#[test]
+fn pool_options_match_pytorch_f64() {
+    let cases = cases_of(&["max_pool", "avg_pool"]);
+    assert!(cases.len() >= 14);
+    for c in &cases {
+        check_case(c, Dtype::F64, 1e-9);
+    }
+}
+
+#[test]
+fn pool_options_match_pytorch_f32() {
+    for c in &cases_of(&["max_pool", "avg_pool"]) {
+        check_case(c, Dtype::F32, 2e-5);
+    }
+}
+
+/// PyTorch's output sizes, including the rule that drops a ceil_mode window starting past the
+/// input and its left padding, and ceil_mode windows larger than the padded input.
+#[test]
+fn pool_output_sizes() {
+    let x = |l: usize| ops::zeros(&[1, l, 1], Dtype::F32).unwrap();
+    let len = |p: MaxPool1d, l: usize| p.forward(&x(l)).unwrap().shape()[1];
+    // (size, kernel, stride, padding, dilation, ceil) -> PyTorch's size.
+    for (size, k, s, p, d, ceil, want) in [
+        (7, 2, 2, 0, 1, false, 3),
+        (7, 2, 2, 0, 1, true, 4),
+        (5, 2, 2, 1, 1, true, 3), // ceil gives 4, the 4th would start at 6 >= 5 + 1
+        (6, 2, 2, 1, 1, true, 4),
+        (10, 3, 3, 1, 2, true, 4),
+        (10, 3, 3, 1, 2, false, 3),
+        (9, 3, 1, 1, 2, false, 7),
+        (3, 4, 2, 0, 1, true, 1), // a window larger than the input, only with ceil_mode
+        (8, 3, 3, 0, 1, true, 3),
+        (8, 3, 3, 0, 1, false, 2),
+    ] {
+        let m = MaxPool1d::new(k)
+            .stride(s)
+            .padding(p)
+            .dilation(d)
+            .ceil_mode(ceil);
+        assert_eq!(len(m, size), want, "{size} {k} {s} {p} {d} {ceil}");
+        let a = AvgPool1d::new(k).stride(s).padding(p).ceil_mode(ceil);
+        if d == 1 {
+            assert_eq!(a.forward(&x(size)).unwrap().shape()[1], want);
+        }
+    }
+    // The window past a 3-element input, with ceil_mode: max of the 3, mean over the 3.
+    let v = Array::from_slice(&[1.0f32, 5.0, 3.0], &[1, 3, 1]).unwrap();
+    let m = MaxPool1d::new(4).stride(2).ceil_mode(true);
+    assert_eq!(m.forward(&v).unwrap().to_vec::<f32>().unwrap(), vec![5.0]);
+    let a = AvgPool1d::new(4).stride(2).ceil_mode(true);
+    assert_eq!(a.forward(&v).unwrap().to_vec::<f32>().unwrap(), vec![3.0]);
+}
+
+#[test]
+fn pool_option_errors() {
+    let x = ops::zeros(&[1, 5, 5, 2], Dtype::F32).unwrap();
+    let msg = |r: Result<Array>| r.unwrap_err().to_string();
+    let e = msg(MaxPool2d::new(2).dilation((1, 0)).forward(&x));
+    assert!(
+        e.starts_with("[max_pool2d]") && e.contains("dilation"),
+        "{e}"
+    );
+    let e = msg(AvgPool2d::new(2).divisor_override(Some(0)).forward(&x));
+    assert!(
+        e.starts_with("[avg_pool2d]") && e.contains("divisor_override"),
+        "{e}"
+    );
+    // The dilated window (3 * 2 + 1 = 7) is larger than the input (5): an error in floor
+    // mode; with ceil_mode PyTorch keeps one window starting at 0 (checked against it).
+    let e = msg(MaxPool2d::new(4).dilation(2).forward(&x));
+    assert!(
+        e.contains("larger than the padded input") && e.contains("(1, 5, 5, 2)"),
+        "{e}"
+    );
+    let y = MaxPool2d::new(4).dilation(2).ceil_mode(true).forward(&x);
+    assert_eq!(y.unwrap().shape(), [1, 1, 1, 2]);
+    let e = msg(AvgPool2d::new(2).padding(2).ceil_mode(true).forward(&x));
+    assert!(e.contains("half the kernel"), "{e}");
+    let e = msg(MaxPool1d::new(2).ceil_mode(true).forward(&x));
+    assert!(e.contains("(N, L, C)"), "{e}");
 }
