@@ -1,7 +1,8 @@
 //! Layer options against PyTorch (tests/fixtures/nn/layer_options.json in this crate, written by
 //! scripts/gen-nn-layers2-fixtures.py in float64): MultiheadAttention's `add_bias_kv`,
 //! `add_zero_attn` and returned attention weights; pooling's `ceil_mode`, `dilation`,
-//! `count_include_pad` and `divisor_override` (channels last). Each PyTorch state_dict loads through
+//! `count_include_pad` and `divisor_override` (channels last); the TransformerEncoder /
+//! TransformerDecoder stacks and the full Transformer with masks. Each PyTorch state_dict loads through
 //! `load_parameters` unchanged (the names must be the same set), then the outputs and the
 //! gradients of sum(out * r) (+ sum(weights * r_w)) with respect to every input and parameter
 //! are compared in float64 (relative 1e-9; the fixture keeps 10 digits) and float32 (2e-4).
@@ -14,7 +15,12 @@ use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Dtype, Result, ops, random};
 use tessera_nn::Module;
 use tessera_nn::attention::{AttentionConfig, AttentionOptions, MultiHeadAttention};
+use tessera_nn::layers::LayerNorm;
 use tessera_nn::pool::{AvgPool, AvgPool1d, AvgPool2d, MaxPool, MaxPool1d, MaxPool2d};
+use tessera_nn::transformer::{
+    Activation, DecoderOptions, EncoderOptions, Transformer, TransformerConfig, TransformerDecoder,
+    TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
+};
 
 fn fixture() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -95,6 +101,9 @@ enum Layer {
     Max2(MaxPool2d),
     Avg1(AvgPool1d),
     Avg2(AvgPool2d),
+    EncStack(TransformerEncoder),
+    DecStack(TransformerDecoder),
+    Full(Box<Transformer>),
 }
 
 impl Layer {
@@ -105,6 +114,9 @@ impl Layer {
             Layer::Max2(m) => m.parameters(),
             Layer::Avg1(m) => m.parameters(),
             Layer::Avg2(m) => m.parameters(),
+            Layer::EncStack(m) => m.parameters(),
+            Layer::DecStack(m) => m.parameters(),
+            Layer::Full(m) => m.parameters(),
         }
     }
 
@@ -115,6 +127,9 @@ impl Layer {
             Layer::Max2(m) => m.load_parameters(p),
             Layer::Avg1(m) => m.load_parameters(p),
             Layer::Avg2(m) => m.load_parameters(p),
+            Layer::EncStack(m) => m.load_parameters(p),
+            Layer::DecStack(m) => m.load_parameters(p),
+            Layer::Full(m) => m.load_parameters(p),
         }
     }
 }
@@ -144,9 +159,53 @@ fn avg_pool<const D: usize>(a: &Value) -> AvgPool<D> {
         .divisor_override(a["divisor_override"].as_u64().map(|d| d as usize))
 }
 
+fn transformer_config(c: &Value) -> TransformerConfig {
+    let mut t = TransformerConfig::new(cfg_usize(c, "d_model"), cfg_usize(c, "nhead"));
+    t.dim_feedforward = cfg_usize(c, "dim_feedforward");
+    t.dropout = 0.0;
+    t.activation = match c["config"]["activation"].as_str().unwrap() {
+        "relu" => Activation::Relu,
+        _ => Activation::Gelu,
+    };
+    t.norm_first = cfg_bool(c, "norm_first");
+    t.layer_norm_eps = c["config"]["layer_norm_eps"].as_f64().unwrap();
+    t
+}
+
 fn build(c: &Value) -> Layer {
     let a = &c["config"];
     match c["kind"].as_str().unwrap() {
+        "encoder_stack" => {
+            let t = transformer_config(c);
+            let l = TransformerEncoderLayer::new(t, &key(2)).unwrap();
+            let norm = cfg_bool(c, "final_norm").then(|| LayerNorm::new(t.d_model, 1e-5, true));
+            let norm = norm.transpose().unwrap();
+            Layer::EncStack(TransformerEncoder::new(
+                &l,
+                cfg_usize(c, "num_layers"),
+                norm,
+            ))
+        }
+        "decoder_stack" => {
+            let t = transformer_config(c);
+            let l = TransformerDecoderLayer::new(t, &key(3)).unwrap();
+            let norm = cfg_bool(c, "final_norm").then(|| LayerNorm::new(t.d_model, 1e-5, true));
+            let norm = norm.transpose().unwrap();
+            Layer::DecStack(TransformerDecoder::new(
+                &l,
+                cfg_usize(c, "num_layers"),
+                norm,
+            ))
+        }
+        "transformer" => Layer::Full(Box::new(
+            Transformer::new(
+                transformer_config(c),
+                cfg_usize(c, "num_encoder_layers"),
+                cfg_usize(c, "num_decoder_layers"),
+                &key(4),
+            )
+            .unwrap(),
+        )),
         "max_pool1d" => Layer::Max1(max_pool(a)),
         "max_pool2d" => Layer::Max2(max_pool(a)),
         "avg_pool1d" => Layer::Avg1(avg_pool(a)),
@@ -192,6 +251,48 @@ fn run(c: &Value, layer: &Layer, inp: &Params, dt: Dtype) -> Result<(Array, Opti
         Layer::Max2(m) => Ok((m.forward(&inp["x"])?, None)),
         Layer::Avg1(m) => Ok((m.forward(&inp["x"])?, None)),
         Layer::Avg2(m) => Ok((m.forward(&inp["x"])?, None)),
+        Layer::EncStack(m) => {
+            let (am, kpm) = (mask("attn_mask"), mask("src_key_padding_mask"));
+            let o = EncoderOptions {
+                src_mask: am.as_ref(),
+                src_key_padding_mask: kpm.as_ref(),
+                causal,
+                dropout_key: None,
+            };
+            Ok((m.forward_with(&inp["src"], &o)?, None))
+        }
+        Layer::DecStack(m) => {
+            let (mm, tkpm, mkpm) = (
+                mask("memory_mask"),
+                mask("tgt_key_padding_mask"),
+                mask("memory_key_padding_mask"),
+            );
+            let o = DecoderOptions {
+                memory_mask: mm.as_ref(),
+                tgt_key_padding_mask: tkpm.as_ref(),
+                memory_key_padding_mask: mkpm.as_ref(),
+                tgt_causal: causal,
+                ..Default::default()
+            };
+            Ok((m.forward_with(&inp["tgt"], &inp["memory"], &o)?, None))
+        }
+        Layer::Full(m) => {
+            let (sm, skpm, tkpm, mkpm) = (
+                mask("src_mask"),
+                mask("src_key_padding_mask"),
+                mask("tgt_key_padding_mask"),
+                mask("memory_key_padding_mask"),
+            );
+            let o = TransformerOptions {
+                src_mask: sm.as_ref(),
+                src_key_padding_mask: skpm.as_ref(),
+                tgt_key_padding_mask: tkpm.as_ref(),
+                memory_key_padding_mask: mkpm.as_ref(),
+                tgt_causal: causal,
+                ..Default::default()
+            };
+            Ok((m.forward_with(&inp["src"], &inp["tgt"], &o)?, None))
+        }
     }
 }
 
@@ -490,4 +591,206 @@ fn pool_option_errors() {
     assert!(e.contains("half the kernel"), "{e}");
     let e = msg(MaxPool1d::new(2).ceil_mode(true).forward(&x));
     assert!(e.contains("(N, L, C)"), "{e}");
+}
+
+#[test]
+fn transformer_stacks_match_pytorch_f64() {
+    let cases = cases_of(&["encoder_stack", "decoder_stack", "transformer"]);
+    assert_eq!(cases.len(), 6);
+    for c in &cases {
+        check_case(c, Dtype::F64, 1e-9);
+    }
+}
+
+#[test]
+fn transformer_stacks_match_pytorch_f32() {
+    for c in &cases_of(&["encoder_stack", "decoder_stack", "transformer"]) {
+        check_case(c, Dtype::F32, 2e-4);
+    }
+}
+
+fn small_config(dropout: f64) -> TransformerConfig {
+    let mut c = TransformerConfig::new(4, 2);
+    c.dim_feedforward = 8;
+    c.dropout = dropout;
+    c
+}
+
+#[test]
+fn transformer_init_names_and_stack_semantics() {
+    let t = Transformer::new(small_config(0.1), 2, 3, &key(50)).unwrap();
+    let p = t.parameters();
+    for k in [
+        "encoder.layers.1.self_attn.in_proj_weight",
+        "encoder.norm.weight",
+        "decoder.layers.2.multihead_attn.out_proj.bias",
+        "decoder.norm.bias",
+    ] {
+        assert!(p.contains_key(k), "{k}");
+    }
+    assert!(!p.contains_key("encoder.layers.2.linear1.weight"));
+    // PyTorch's init: every matrix Xavier-uniform (a fresh draw per layer), inside its bound.
+    let a = &p["encoder.layers.0.linear1.weight"];
+    let b = &p["encoder.layers.1.linear1.weight"];
+    let (va, vb) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    assert_ne!(va, vb);
+    let bound = (6.0f32 / (4 + 8) as f32).sqrt();
+    assert!(va.iter().all(|v| v.abs() <= bound));
+    assert!(va.iter().any(|v| v.abs() > bound / 2.0));
+    // A stack of clones: identical layers, so the stack is the layer applied twice.
+    let layer = TransformerEncoderLayer::new(small_config(0.0), &key(51)).unwrap();
+    let stack = TransformerEncoder::new(&layer, 2, None);
+    let x = random::normal(&[2, 3, 4], Dtype::F32, 0.0, 1.0, Some(&key(52))).unwrap();
+    let twice = layer.forward(&layer.forward(&x).unwrap()).unwrap();
+    close("stack", &stack.forward(&x).unwrap(), &twice, 1e-6);
+    // The final norm applies after the last layer.
+    let norm = LayerNorm::new(4, 1e-5, true).unwrap();
+    let normed = TransformerEncoder::new(&layer, 2, Some(norm.clone()));
+    close(
+        "final norm",
+        &normed.forward(&x).unwrap(),
+        &norm.forward(&twice).unwrap(),
+        1e-6,
+    );
+    // The mask helper is PyTorch's: 0 on and below the diagonal, -inf above.
+    let m = Transformer::generate_square_subsequent_mask(3, Dtype::F32).unwrap();
+    let i = f32::NEG_INFINITY;
+    assert_eq!(
+        m.to_vec::<f32>().unwrap(),
+        vec![0.0, i, i, 0.0, 0.0, i, 0.0, 0.0, 0.0]
+    );
+    // Causal flag = the explicit mask, through the whole model.
+    let src = random::normal(&[2, 5, 4], Dtype::F32, 0.0, 1.0, Some(&key(53))).unwrap();
+    let flag = TransformerOptions {
+        tgt_causal: true,
+        ..Default::default()
+    };
+    let explicit = TransformerOptions {
+        tgt_mask: Some(&m),
+        ..Default::default()
+    };
+    close(
+        "causal flag",
+        &t.forward_with(&src, &x, &flag).unwrap(),
+        &t.forward_with(&src, &x, &explicit).unwrap(),
+        1e-6,
+    );
+    // A state_dict round trip through a differently initialised model.
+    let mut u = Transformer::new(small_config(0.1), 2, 3, &key(54)).unwrap();
+    u.load_parameters(&p).unwrap();
+    close(
+        "reloaded",
+        &u.forward_with(&src, &x, &flag).unwrap(),
+        &t.forward_with(&src, &x, &flag).unwrap(),
+        0.0,
+    );
+}
+
+#[test]
+fn transformer_dropout_keys() {
+    let t = Transformer::new(small_config(0.3), 1, 2, &key(60)).unwrap();
+    let src = random::normal(&[2, 5, 4], Dtype::F32, 0.0, 1.0, Some(&key(61))).unwrap();
+    let tgt = random::normal(&[2, 3, 4], Dtype::F32, 0.0, 1.0, Some(&key(62))).unwrap();
+    let plain = t
+        .forward_with(&src, &tgt, &TransformerOptions::default())
+        .unwrap();
+    let k = key(63);
+    let o = TransformerOptions {
+        dropout_key: Some(&k),
+        ..Default::default()
+    };
+    let a = t.forward_with(&src, &tgt, &o).unwrap();
+    close(
+        "same key",
+        &t.forward_with(&src, &tgt, &o).unwrap(),
+        &a,
+        0.0,
+    );
+    assert!(
+        !ops::allclose(&a, &plain, 1e-4, 1e-4, false)
+            .unwrap()
+            .item::<bool>()
+            .unwrap()
+    );
+    // Each layer of a stack draws its own mask: a stack of two clones with dropout differs
+    // from the layer applied twice with the same key.
+    let layer = TransformerEncoderLayer::new(small_config(0.5), &key(64)).unwrap();
+    let stack = TransformerEncoder::new(&layer, 2, None);
+    let eo = EncoderOptions {
+        dropout_key: Some(&k),
+        ..Default::default()
+    };
+    let y = stack.forward_with(&src, &eo).unwrap();
+    let same = layer
+        .forward_with(&layer.forward_with(&src, &eo).unwrap(), &eo)
+        .unwrap();
+    assert!(
+        !ops::allclose(&y, &same, 1e-4, 1e-4, false)
+            .unwrap()
+            .item::<bool>()
+            .unwrap()
+    );
+}
+
+#[test]
+fn transformer_errors() {
+    let t = Transformer::new(small_config(0.0), 1, 1, &key(70)).unwrap();
+    let src = ops::zeros(&[2, 5, 4], Dtype::F32).unwrap();
+    let tgt = ops::zeros(&[3, 3, 4], Dtype::F32).unwrap();
+    let o = TransformerOptions::default();
+    let e = t.forward_with(&src, &tgt, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("[Transformer]") && e.contains("(2, 5, 4)") && e.contains("(3, 3, 4)"),
+        "{e}"
+    );
+    let e = t.forward(&src).unwrap_err().to_string();
+    assert!(e.contains("src") && e.contains("tgt"), "{e}");
+    let bad = ops::zeros(&[2, 5, 6], Dtype::F32).unwrap();
+    let e = t
+        .forward_with(&bad, &ops::zeros(&[2, 3, 4], Dtype::F32).unwrap(), &o)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(2, 5, 6)"), "{e}");
+    // A key padding mask of the wrong size reaches the attention's check.
+    let kpm = ops::zeros(&[2, 4], Dtype::Bool).unwrap();
+    let o = TransformerOptions {
+        src_key_padding_mask: Some(&kpm),
+        ..Default::default()
+    };
+    let e = t
+        .forward_with(&src, &ops::zeros(&[2, 3, 4], Dtype::F32).unwrap(), &o)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key_padding_mask"), "{e}");
+
+    let dec_layer = TransformerDecoderLayer::new(small_config(0.0), &key(71)).unwrap();
+    let dec = TransformerDecoder::new(&dec_layer, 2, None);
+    let e = dec.forward(&src).unwrap_err().to_string();
+    assert!(
+        e.contains("TransformerDecoder") && e.contains("memory"),
+        "{e}"
+    );
+
+    // Names: a layer index out of range, a final norm that does not exist, a stray name.
+    let enc_layer = TransformerEncoderLayer::new(small_config(0.0), &key(72)).unwrap();
+    let mut enc = TransformerEncoder::new(&enc_layer, 2, None);
+    let w = ops::zeros(&[4], Dtype::F32).unwrap();
+    for bad in [
+        "layers.2.norm1.weight",
+        "norm.weight",
+        "layers.x.norm1.weight",
+        "weight",
+    ] {
+        let mut p = Params::new();
+        p.insert(bad.into(), w.clone());
+        let e = enc.load_parameters(&p).unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains("TransformerEncoder"), "{e}");
+    }
+    let mut p = Params::new();
+    p.insert("layers.1.norm1.nope".into(), w.clone());
+    assert!(enc.load_parameters(&p).is_err());
+    let mut tt = t.clone();
+    let mut p = Params::new();
+    p.insert("encoderx.norm.weight".into(), w);
+    assert!(tt.load_parameters(&p).is_err());
 }
