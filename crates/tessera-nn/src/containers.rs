@@ -9,10 +9,12 @@
 //! hooks a container needs for stateful layers (buffers, training mode, a forward that updates
 //! state). Every `Module + 'static` becomes a layer through the [`ModuleLayer`] wrapper
 //! ([`Sequential::push`]); [`BatchNorm`] implements [`Layer`] itself so its running statistics
-//! are visible (`buffers`) and updated by [`Sequential::forward_update`];
+//! are visible (`buffers`) and updated by [`Sequential::forward_update`], and so does
+//! [`Dropout`] so that [`Sequential::set_training`] switches it;
 //! [`Fn`]-style activations are [`Lambda`]s ([`Sequential::push_fn`]). An enum of layer kinds
 //! was the alternative: it is closed to user types, which this keeps open.
 
+use crate::layers::Dropout;
 use crate::norms::BatchNorm;
 use crate::{Module, attention::err};
 use std::sync::Arc;
@@ -81,6 +83,24 @@ impl Layer for BatchNorm {
     }
     fn forward_update(&mut self, x: &Array) -> Result<Array> {
         BatchNorm::forward_update(self, x)
+    }
+}
+
+impl Layer for Dropout {
+    fn layer_parameters(&self) -> Params {
+        Module::parameters(self)
+    }
+    fn layer_load_parameters(&mut self, params: &Params) -> Result<()> {
+        Module::load_parameters(self, params)
+    }
+    fn layer_forward(&self, x: &Array) -> Result<Array> {
+        Module::forward(self, x)
+    }
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
     }
 }
 

@@ -314,3 +314,66 @@ pub fn dropout(x: &Array, p: f64, training: bool, key: Option<&Array>) -> Result
     let scaled = ops::multiply(x, &Array::scalar_of(1.0 / (1.0 - p), x.dtype()))?;
     ops::where_(&keep, &scaled, &Array::scalar_of(0.0, x.dtype()))
 }
+
+/// PyTorch's `nn.Dropout(p)`: [`dropout`] as a layer. It starts in training mode, as PyTorch's
+/// modules; [`Dropout::eval`] makes it the identity. [`Module::forward`] draws its mask from
+/// the global random key (MLX's `nn.Dropout`); [`Dropout::forward_with_key`] from a given key.
+/// `p` must be in [0, 1). No parameters. In a `Sequential`, add it with `push_layer` (not
+/// `push`) so that `Sequential::set_training` reaches it.
+/// ```
+/// use tessera_core::{Dtype, ops, random};
+/// use tessera_nn::{Module, layers::Dropout};
+/// let mut d = Dropout::new(0.5).unwrap();
+/// let x = ops::ones(&[1000], Dtype::F32).unwrap();
+/// let y = d.forward_with_key(&x, &random::key(0)).unwrap().to_vec::<f32>().unwrap();
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// d.eval();
+/// assert_eq!(d.forward(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 1000]);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dropout {
+    pub p: f64,
+    pub training: bool,
+}
+
+impl Dropout {
+    pub fn new(p: f64) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid {
+                op: "Dropout",
+                msg: format!("p must be in [0, 1), got {p}"),
+            });
+        }
+        Ok(Dropout { p, training: true })
+    }
+
+    /// Training mode: elements are dropped.
+    pub fn train(&mut self) {
+        self.training = true;
+    }
+
+    /// Evaluation mode: the identity.
+    pub fn eval(&mut self) {
+        self.training = false;
+    }
+
+    /// The forward pass with the mask drawn from `key` (the identity in evaluation mode).
+    pub fn forward_with_key(&self, x: &Array, key: &Array) -> Result<Array> {
+        dropout(x, self.p, self.training, Some(key))
+    }
+}
+
+impl Module for Dropout {
+    fn parameters(&self) -> Params {
+        Params::new()
+    }
+    fn load_parameters(&mut self, params: &Params) -> Result<()> {
+        match params.keys().next() {
+            Some(name) => Err(unknown(name)),
+            None => Ok(()),
+        }
+    }
+    fn forward(&self, x: &Array) -> Result<Array> {
+        dropout(x, self.p, self.training, None)
+    }
+}

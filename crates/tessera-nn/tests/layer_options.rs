@@ -6,7 +6,7 @@
 //! `load_parameters` unchanged (the names must be the same set), then the outputs and the
 //! gradients of sum(out * r) (+ sum(weights * r_w)) with respect to every input and parameter
 //! are compared in float64 (relative 1e-9; the fixture keeps 10 digits) and float32 (2e-4).
-//! Plus the errors for invalid option combinations.
+//! Plus the errors for invalid option combinations, and the Dropout layer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +15,8 @@ use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Dtype, Result, ops, random};
 use tessera_nn::Module;
 use tessera_nn::attention::{AttentionConfig, AttentionOptions, MultiHeadAttention};
-use tessera_nn::layers::LayerNorm;
+use tessera_nn::containers::Sequential;
+use tessera_nn::layers::{Dropout, LayerNorm, Linear, dropout};
 use tessera_nn::pool::{AvgPool, AvgPool1d, AvgPool2d, MaxPool, MaxPool1d, MaxPool2d};
 use tessera_nn::transformer::{
     Activation, DecoderOptions, EncoderOptions, Transformer, TransformerConfig, TransformerDecoder,
@@ -793,4 +794,68 @@ fn transformer_errors() {
     let mut p = Params::new();
     p.insert("encoderx.norm.weight".into(), w);
     assert!(tt.load_parameters(&p).is_err());
+}
+
+/// The Dropout layer: PyTorch's scaling, training/evaluation switch (also through Sequential),
+/// the same mask as the function for the same key, its gradient, and p outside [0, 1).
+#[test]
+fn dropout_layer() {
+    let x = random::normal(&[4000], Dtype::F32, 0.0, 1.0, Some(&key(80))).unwrap();
+    let mut d = Dropout::new(0.25).unwrap();
+    assert!(d.training, "modules start in training mode");
+    let k = key(81);
+    let y = d.forward_with_key(&x, &k).unwrap();
+    close(
+        "function",
+        &y,
+        &dropout(&x, 0.25, true, Some(&k)).unwrap(),
+        0.0,
+    );
+    let (xv, yv) = (x.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+    let dropped = yv.iter().filter(|&&v| v == 0.0).count() as f64 / 4000.0;
+    assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
+    for (a, b) in xv.iter().zip(&yv) {
+        assert!(*b == 0.0 || (b - a / 0.75).abs() < 1e-6);
+    }
+    // The gradient is the mask scaled by 1 / (1 - p).
+    let (_, g) = transforms::value_and_grad(
+        |a| {
+            let y = d.forward_with_key(&a[0], &k)?;
+            ops::sum(&y, ops::Axes::All, false)
+        },
+        std::slice::from_ref(&x),
+    )
+    .unwrap();
+    let gv = g[0].to_vec::<f32>().unwrap();
+    for (gi, yi) in gv.iter().zip(&yv) {
+        let want = if *yi == 0.0 { 0.0 } else { 1.0 / 0.75 };
+        assert!((gi - want).abs() < 1e-6);
+    }
+    // Module::forward uses the global key: two calls draw different masks.
+    let a = d.forward(&x).unwrap().to_vec::<f32>().unwrap();
+    let b = d.forward(&x).unwrap().to_vec::<f32>().unwrap();
+    assert_ne!(a, b);
+    d.eval();
+    close("eval", &d.forward(&x).unwrap(), &x, 0.0);
+    d.train();
+    assert!(d.forward(&x).unwrap().to_vec::<f32>().unwrap() != xv);
+    // Inside a Sequential, set_training switches it.
+    let l = Linear::new(4, 4, true, &key(82)).unwrap();
+    let mut s = Sequential::new()
+        .push(l.clone())
+        .push_layer(Dropout::new(0.5).unwrap());
+    let h = random::normal(&[8, 4], Dtype::F32, 0.0, 1.0, Some(&key(83))).unwrap();
+    let lin = l.forward(&h).unwrap();
+    assert!(s.forward(&h).unwrap().to_vec::<f32>().unwrap() != lin.to_vec::<f32>().unwrap());
+    s.set_training(false);
+    close("sequential eval", &s.forward(&h).unwrap(), &lin, 0.0);
+    assert_eq!(s.parameters().len(), 2);
+    // Errors.
+    for p in [1.0, -0.1, f64::NAN] {
+        let e = Dropout::new(p).unwrap_err().to_string();
+        assert!(e.contains("Dropout") && e.contains("[0, 1)"), "{e}");
+    }
+    let mut p = Params::new();
+    p.insert("weight".into(), x.clone());
+    assert!(d.load_parameters(&p).is_err());
 }
