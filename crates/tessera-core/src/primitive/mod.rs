@@ -4,6 +4,7 @@
 //! Composite ops (mean, var, softmax, eye, pad, ...) are built from these in `ops`, so they need
 //! no kernel and no derivative rule of their own.
 
+pub(crate) mod jvp;
 pub(crate) mod vjp;
 
 use crate::dtype::Dtype;
@@ -302,11 +303,16 @@ impl fmt::Display for Primitive {
 }
 
 /// A user-defined operation: the escape hatch of the closed primitive set. Its forward is written
-/// with the public ops (so every backend can run it); its derivative defaults to differentiating
-/// that forward, or can be given explicitly (a custom VJP).
+/// with the public ops (so every backend can run it); its derivatives default to differentiating
+/// that forward, or can be given explicitly (a custom VJP, a custom JVP, or both).
 ///
 /// Because the forward's intermediates live only inside the node's evaluation, the backward pass
 /// recomputes them: this is also how `checkpoint` trades compute for memory.
+///
+/// Forward mode (`jvp`) uses, in order: [`CustomOp::jvp`]; else the transpose of
+/// [`CustomOp::vjp`] when the op has one (so both modes follow the derivative the user wrote,
+/// even one that is not the forward's true derivative, e.g. a straight-through estimator); else
+/// forward mode through `forward`, recomputed from the inputs.
 pub trait CustomOp: Send + Sync {
     fn name(&self) -> &str;
     /// The output, built with ops from the inputs.
@@ -319,6 +325,18 @@ pub trait CustomOp: Send + Sync {
         _output: &crate::Array,
         _cotangent: &crate::Array,
     ) -> Option<crate::Result<Vec<crate::Array>>> {
+        None
+    }
+    /// Tangent of the output given the inputs, the output and the inputs' tangents (`None`: a
+    /// zero tangent, e.g. an input that does not depend on the differentiated arguments); same
+    /// shape as the output. Must be linear in the tangents. `None` = derive it (see the trait
+    /// docs: the transpose of `vjp` if given, else forward mode through `forward`).
+    fn jvp(
+        &self,
+        _inputs: &[crate::Array],
+        _output: &crate::Array,
+        _tangents: &[Option<crate::Array>],
+    ) -> Option<crate::Result<crate::Array>> {
         None
     }
 }

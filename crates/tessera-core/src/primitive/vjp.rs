@@ -262,7 +262,44 @@ pub(crate) fn vjp(
                 );
                 vec![Some(g)]
             }
-            _ => return Err(unsupported(p)),
+            ScanOp::Prod => {
+                // For a forward inclusive scan, g[i] = E[i] S[i] with E the exclusive product
+                // and S[i] = ct[i] + x[i+1] S[i+1] (a linear recurrence run from the other end):
+                // no division by x, so zeros are exact. An exclusive scan first moves the
+                // cotangent back one place (the transpose of its shift).
+                let xs = x();
+                let (axis, reverse) = (*axis, *reverse);
+                let ct = if *inclusive {
+                    ct.clone()
+                } else {
+                    super::jvp::shift(ct, 1, axis, 0.0, reverse)?
+                };
+                let excl = super::jvp::scan_node(ScanOp::Prod, &xs, axis, reverse, false);
+                let next = super::jvp::shift(&xs, 1, axis, 0.0, reverse)?;
+                let s = super::jvp::linear_recurrence(&next, &ct, axis, !reverse)?;
+                vec![Some(ops::multiply(&excl, &s)?)]
+            }
+            ScanOp::Max | ScanOp::Min => {
+                // Each output's cotangent goes to the element its value came from (at ties the
+                // latest in scan order; the jvp takes the tangent from the same place).
+                let xs = x();
+                let (axis, reverse) = (*axis, *reverse);
+                let (ct, y) = if *inclusive {
+                    (ct.clone(), out.clone())
+                } else {
+                    (
+                        super::jvp::shift(ct, 1, axis, 0.0, reverse)?,
+                        super::jvp::scan_node(*op, &xs, axis, reverse, true),
+                    )
+                };
+                let src = super::jvp::scan_source(&xs, &y, axis, reverse)?;
+                vec![Some(ops::scatter_add_along_axis(
+                    &ops::zeros_like(&xs)?,
+                    &src,
+                    &ct,
+                    axis as isize,
+                )?)]
+            }
         },
         Primitive::Concatenate { axis } => {
             let mut at = 0usize;
@@ -527,11 +564,4 @@ fn affine_param_grads(
         ops::sum(&ops::reshape(a, &grouped)?, -1, false)?.astype(scales.dtype())
     };
     Ok([per_group(&ops::multiply(&dw, &q)?)?, per_group(&dw)?])
-}
-
-fn unsupported(p: &Primitive) -> Error {
-    Error::Unsupported {
-        backend: "vjp",
-        primitive: format!("{p} (no derivative rule yet)"),
-    }
 }

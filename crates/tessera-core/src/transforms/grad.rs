@@ -1,9 +1,13 @@
-//! Reverse-mode differentiation: `vjp`, `grad`, `value_and_grad`.
+//! Differentiation: reverse mode (`vjp`, `grad`, `value_and_grad`) and forward mode (`jvp`).
 //!
 //! The lazy graph is the tape. The primals are wrapped in fresh identity nodes (tracers), the
 //! function builds its graph on them, and the backward pass walks that graph from the outputs
 //! to the tracers applying each primitive's rule (`primitive/vjp.rs`). Rules are written with
 //! the public ops, so gradients are lazy graphs too and can be differentiated again.
+//!
+//! Forward mode traces the function the same way, then walks the graph the other way, from the
+//! tracers toward the outputs in topological order, giving each node that depends on a tracer
+//! its output tangent by the primitive's forward rule (`primitive/jvp.rs`): one forward pass.
 //!
 //! While tracing, evaluation keeps each node's primitive and inputs (`RETAIN_GRAPH`), so a
 //! function may evaluate intermediates (to print or branch on them) without cutting the graph.
@@ -202,34 +206,164 @@ pub fn grad(f: impl FnOnce(&[Array]) -> Result<Array>, primals: &[Array]) -> Res
     Ok(value_and_grad(f, primals)?.1)
 }
 
-/// Forward-mode product `J(primals) · tangents`, computed as the transpose of a VJP: the VJP
-/// is linear in its cotangent, so differentiating it with respect to that cotangent gives the
-/// JVP. Costs two reverse passes; dedicated forward rules would cost one (not written yet).
-/// Returns (outputs, output tangents).
+/// Forward-mode product `J(primals) · tangents`, in one forward pass: `f` is traced on the
+/// primals (wrapped in tracers, as in [`vjp`]), then its graph is walked in topological order
+/// from the tracers, and each node that depends on one gets its output tangent from its inputs'
+/// tangents by that primitive's forward rule (`primitive/jvp.rs`). No backward graph is built.
+/// Tangents are lazy graphs written with ops, so they can be differentiated again (jvp of jvp,
+/// vjp of jvp), batched and compiled.
+///
+/// `tangents` holds one array per primal, of the same shape (cast to the primal's dtype);
+/// integer and bool primals carry no tangent. Returns (outputs, output tangents); an output that
+/// does not depend on a float primal gets a zero tangent (at least float32).
+/// ```
+/// use tessera_core::{Array, ops, transforms::jvp};
+/// // d/dx sin(x) · t = cos(x) t
+/// let x = Array::from_slice(&[0.5f64, 1.0], &[2]).unwrap();
+/// let t = Array::from_slice(&[1.0f64, 2.0], &[2]).unwrap();
+/// let (y, dy) = jvp(|a| Ok(vec![ops::sin(&a[0])?]), &[x], &[t]).unwrap();
+/// let dy = dy[0].to_vec::<f64>().unwrap();
+/// assert!((dy[0] - 0.5f64.cos()).abs() < 1e-15 && (dy[1] - 2.0 * 1f64.cos()).abs() < 1e-15);
+/// assert!((y[0].to_vec::<f64>().unwrap()[1] - 1f64.sin()).abs() < 1e-15);
+/// ```
 pub fn jvp(
-    f: impl Fn(&[Array]) -> Result<Vec<Array>>,
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
     primals: &[Array],
     tangents: &[Array],
 ) -> Result<(Vec<Array>, Vec<Array>)> {
     check_pairs("jvp", "tangent", "primal", primals, tangents)?;
-    let outputs = f(primals)?;
-    // u -> vjp(f, primals, u) is linear; its VJP with the tangents as cotangent is J · t.
-    let zeros: Vec<Array> = outputs
+    let given: Vec<Option<Array>> = tangents.iter().cloned().map(Some).collect();
+    let (outputs, out_tangents) = jvp_partial(f, primals, &given)?;
+    let out_tangents = outputs
         .iter()
-        .map(|o| ops::zeros(o.shape(), o.dtype().at_least_float()))
-        .collect::<Result<_>>()?;
-    let (_, out_tangents) = vjp(
-        |us| {
-            let (_, g) = vjp(|xs| f(xs), primals, us)?;
-            Ok(g)
-        },
-        &zeros,
-        &tangents
-            .iter()
-            .map(|t| t.astype(t.dtype().at_least_float()))
-            .collect::<Result<Vec<_>>>()?,
-    )?;
+        .zip(out_tangents)
+        .map(|(o, t)| match t {
+            Some(t) => Ok(t),
+            None => ops::zeros(o.shape(), o.dtype().at_least_float()),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((outputs, out_tangents))
+}
+
+/// [`jvp`] with optional tangents (`None`: zero, no work) and optional output tangents (`None`:
+/// zero, or not a float output). Rules that differentiate a composite (custom ops, fused nodes,
+/// attention) call it.
+pub(crate) fn jvp_partial(
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+    primals: &[Array],
+    tangents: &[Option<Array>],
+) -> Result<(Vec<Array>, Vec<Option<Array>>)> {
+    let _retain = RetainGuard::new();
+    let tracers: Vec<Array> = primals.iter().map(tracer).collect();
+    let outputs = f(&tracers)?;
+    let out_tangents = forward(&tracers, tangents, &outputs)?;
+    Ok((outputs, out_tangents))
+}
+
+/// The forward walk: topological order over the graph behind the outputs (not past the
+/// tracers), propagating tangents through every node that has an input with a tangent.
+fn forward(
+    tracers: &[Array],
+    tangents: &[Option<Array>],
+    outputs: &[Array],
+) -> Result<Vec<Option<Array>>> {
+    let tracer_keys: HashSet<*const Node> = tracers.iter().map(key).collect();
+    let mut tan: HashMap<*const Node, Array> = HashMap::new();
+    for (x, t) in tracers.iter().zip(tangents) {
+        if let Some(t) = t.as_ref().filter(|_| x.dtype().is_float()) {
+            tan.insert(key(x), t.astype(x.dtype())?);
+        }
+    }
+    if tan.is_empty() {
+        return Ok(vec![None; outputs.len()]);
+    }
+    // Post-order DFS from the outputs: every node comes after its inputs.
+    let mut order: Vec<Array> = Vec::new();
+    let mut visited: HashSet<*const Node> = HashSet::new();
+    let mut stack: Vec<(Array, bool)> = outputs.iter().map(|o| (o.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        if expanded {
+            order.push(a);
+            continue;
+        }
+        let k = key(&a);
+        if !visited.insert(k) || tracer_keys.contains(&k) {
+            continue;
+        }
+        let inputs = a.node.lock().inputs.clone();
+        if inputs.is_empty() {
+            continue;
+        }
+        stack.push((a, true));
+        stack.extend(inputs.into_iter().map(|i| (i, false)));
+    }
+    for a in &order {
+        let (primitive, inputs) = {
+            let st = a.node.lock();
+            match &st.primitive {
+                Some(p) => (p.clone(), st.inputs.clone()),
+                None => continue,
+            }
+        };
+        let ts: Vec<Option<Array>> = inputs.iter().map(|i| tan.get(&key(i)).cloned()).collect();
+        if ts.iter().all(Option::is_none) {
+            continue;
+        }
+        if let Some(t) = crate::primitive::jvp::jvp(&primitive, &inputs, a, &ts)? {
+            tan.insert(key(a), t);
+        }
+    }
+    Ok(outputs.iter().map(|o| tan.get(&key(o)).cloned()).collect())
+}
+
+/// `J · t` for a function known only by its pullback `u -> Jᵀ u` (a custom op's own VJP, one
+/// cotangent per input): the pullback is linear in `u`, so its VJP with the tangents as
+/// cotangents is `J · t` (one reverse pass over the pullback's graph). `Ok(None)` when
+/// `pullback` has no rule (returns `None`) or no tangent is given.
+pub(crate) fn transpose_pullback(
+    pullback: impl FnOnce(&Array) -> Option<Result<Vec<Array>>>,
+    name: &str,
+    inputs: &[Array],
+    out: &Array,
+    tangents: &[Option<Array>],
+) -> Result<Option<Array>> {
+    let _retain = RetainGuard::new();
+    let u = tracer(&ops::zeros(out.shape(), out.dtype().at_least_float())?);
+    let Some(cts) = pullback(&u) else {
+        return Ok(None);
+    };
+    let cts = cts?;
+    if cts.len() != inputs.len() {
+        return Err(Error::Invalid {
+            op: "jvp",
+            msg: format!(
+                "custom op {name}: its vjp returned {} cotangents for {} inputs",
+                cts.len(),
+                inputs.len()
+            ),
+        });
+    }
+    let (mut outs, mut seeds) = (Vec::new(), Vec::new());
+    for ((c, i), t) in cts.into_iter().zip(inputs).zip(tangents) {
+        let Some(t) = t else { continue };
+        if c.shape() != i.shape() {
+            return Err(Error::Invalid {
+                op: "jvp",
+                msg: format!(
+                    "custom op {name}: its vjp returned a cotangent of shape {} for an input of shape {}",
+                    fmt_shape(c.shape()),
+                    fmt_shape(i.shape())
+                ),
+            });
+        }
+        outs.push(c);
+        seeds.push(t.clone());
+    }
+    if outs.is_empty() {
+        return Ok(None);
+    }
+    let mut g = backward(std::slice::from_ref(&u), &outs, &seeds)?;
+    Ok(g.pop())
 }
 
 /// Named parameters, as models hold them (`"layers.0.weight"` and so on).

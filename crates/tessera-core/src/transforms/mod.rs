@@ -1,6 +1,8 @@
-//! Function transforms: evaluation and reverse-mode differentiation (vjp, grad,
-//! value_and_grad, jvp as a transposed VJP, value_and_grad over named parameters) and vmap by
-//! graph replay with per-primitive batching rules. checkpoint and compile are still to come.
+//! Function transforms: evaluation; reverse-mode differentiation (vjp, grad, value_and_grad,
+//! value_and_grad over named parameters) and forward-mode differentiation (jvp, one forward pass
+//! with per-primitive tangent rules); custom ops with their own derivatives (custom_vjp,
+//! custom_jvp, CustomFunction) and checkpoint; vmap by graph replay with per-primitive batching
+//! rules; compile. Every rule is written with the public ops, so the transforms compose.
 
 mod compile;
 mod custom;
@@ -9,9 +11,10 @@ mod grad;
 mod vmap;
 
 pub use compile::{Compiled, compile, compile_shapeless, expand_fused};
-pub use custom::{checkpoint, custom, custom_vjp};
+pub use custom::{CustomFunction, checkpoint, custom, custom_jvp, custom_vjp};
 pub use eval::{async_eval, eval, synchronize};
 pub use grad::{Params, grad, jvp, value_and_grad, value_and_grad_params, vjp};
+pub(crate) use grad::{jvp_partial, transpose_pullback};
 pub use vmap::vmap;
 
 /// Identity of a node, for maps keyed by node during graph walks.
