@@ -1113,6 +1113,17 @@ fn compile_of_jvp_and_jvp_of_compiled() {
     assert!(cj.fused_kernels(&[x.clone(), t.clone()]).unwrap() > 0);
     let got = cj.call(&[x.clone(), t.clone()]).unwrap();
     assert_close("compile of jvp", &vals(&got[0]), &vals(&plain[0]), 1e-6);
+    // compile of a Hessian-vector product (forward over reverse).
+    let loss = |x: &Array| ops::sum(&f(x)?, Axes::All, false);
+    let hvp = |a: &[Array]| Ok(jvp(|b| grad(|c| loss(&c[0]), b), &a[..1], &a[1..])?.1);
+    let want = hvp(&[x.clone(), t.clone()]).unwrap();
+    let got = compile(hvp).call(&[x.clone(), t.clone()]).unwrap();
+    assert_close(
+        "compile of jvp of grad",
+        &vals(&got[0]),
+        &vals(&want[0]),
+        1e-5,
+    );
     // jvp(compile(f)): the fused nodes are differentiated through their expansion.
     let cf = compile(|a: &[Array]| Ok(vec![f(&a[0])?]));
     assert!(cf.fused_kernels(std::slice::from_ref(&x)).unwrap() > 0);
@@ -1463,7 +1474,14 @@ fn forward_over_reverse_through_many_rules() {
             }),
         ),
     ];
+    let v = rand(&[3, 4], -1.0, 1.0, 57);
     for (name, f) in &fs {
+        // x -> J(x) v: its own jvp against finite differences, and its vjp (reverse over
+        // forward) by the inner-product identity.
+        let jv = |xs: &[Array]| -> Result<Array> {
+            Ok(jvp(|a| Ok(vec![f(&a[0])?]), xs, std::slice::from_ref(&v))?.1[0].clone())
+        };
+        check(&format!("jvp of {name}"), &jv, std::slice::from_ref(&x));
         let g = |xs: &[Array]| -> Result<Array> {
             Ok(grad(
                 |a| ops::sum(&ops::multiply(&f(&a[0])?, &w)?, Axes::All, false),
