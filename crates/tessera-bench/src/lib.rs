@@ -7,6 +7,7 @@
 mod collectives;
 mod llm;
 mod ops_cases;
+mod quant_cases;
 mod train_cases;
 
 use std::time::Instant;

@@ -182,5 +182,28 @@ pub fn ops_cases() -> Vec<Case> {
             )
         }),
     });
+    // Element functions beyond exp: each one pass over 16M f32 (GB/s of input + output).
+    type Unary = fn(&Array) -> tessera_core::Result<Array>;
+    let unaries: [(&str, Unary); 8] = [
+        ("tanh", ops::tanh),
+        ("sigmoid", ops::sigmoid),
+        ("sin", ops::sin),
+        ("log", ops::log),
+        ("erf", ops::erf),
+        ("sqrt", ops::sqrt),
+        ("expm1", ops::expm1),
+        ("atan", ops::arctan),
+    ];
+    for (name, f) in unaries {
+        v.push(Case {
+            name: format!("unary_{name}_f32_16M"),
+            unit: "GB/s",
+            setup: Box::new(move || {
+                let a = rand(&[M16], Dtype::F32, 12);
+                Body::timed(move || eval_or_die(f(&a)), (2 * 4 * M16) as f64)
+            }),
+        });
+    }
+    v.extend(crate::quant_cases::quant_cases());
     v
 }

@@ -356,7 +356,30 @@ super::simd::multiversion! {
     /// `d[i] = f(a[i*sa], b[i*sb])`, specialised for the common stride patterns so each
     /// vectorises at the CPU's best width.
     unsafe fn bin_row[T: Copy, U: Copy, F: Fn(T, T) -> U](a: *const T, sa: isize, b: *const T, sb: isize, d: *mut U, n: usize, f: F) {
+        // In place (a donated input or a fused kernel's scratch row): the aliased input is read
+        // through `d` itself, so LLVM knows they are one pointer. With two equal pointers its
+        // run-time overlap check fails and the scalar loop runs (measured 10x slower).
+        let in_a = d as *const u8 == a as *const u8;
+        let in_b = d as *const u8 == b as *const u8;
         match (sa, sb) {
+            (1, 1) if in_a && !in_b => {
+                let a = d as *const T;
+                for i in 0..n {
+                    *d.add(i) = f(*a.add(i), *b.add(i));
+                }
+            }
+            (1, 1) if in_b && !in_a => {
+                let b = d as *const T;
+                for i in 0..n {
+                    *d.add(i) = f(*a.add(i), *b.add(i));
+                }
+            }
+            (1, 1) if in_a && in_b => {
+                let a = d as *const T;
+                for i in 0..n {
+                    *d.add(i) = f(*a.add(i), *a.add(i));
+                }
+            }
             (1, 1) => {
                 for i in 0..n {
                     *d.add(i) = f(*a.add(i), *b.add(i));
@@ -364,14 +387,28 @@ super::simd::multiversion! {
             }
             (1, 0) => {
                 let bv = *b;
-                for i in 0..n {
-                    *d.add(i) = f(*a.add(i), bv);
+                if in_a {
+                    let a = d as *const T;
+                    for i in 0..n {
+                        *d.add(i) = f(*a.add(i), bv);
+                    }
+                } else {
+                    for i in 0..n {
+                        *d.add(i) = f(*a.add(i), bv);
+                    }
                 }
             }
             (0, 1) => {
                 let av = *a;
-                for i in 0..n {
-                    *d.add(i) = f(av, *b.add(i));
+                if in_b {
+                    let b = d as *const T;
+                    for i in 0..n {
+                        *d.add(i) = f(av, *b.add(i));
+                    }
+                } else {
+                    for i in 0..n {
+                        *d.add(i) = f(av, *b.add(i));
+                    }
                 }
             }
             _ => {

@@ -1,0 +1,105 @@
+//! Quantized GEMV (`x @ Wᵀ` with one activation row and GGUF-block weights): the kernel behind
+//! LLM decoding. Two flavours per weight type:
+//! - `qgemv_<type>_4864x<k>`: 64 different 4864xk matrices (an MLP projection of a 0.5B
+//!   model; k = 896, or 1024 for the K-quants, whose rows are whole 256-value blocks) evaluated together, so the weights stream from memory as in decoding (their total
+//!   size is several times the last-level cache). GB/s of weight bytes read.
+//! - `qgemv_<type>_1024x<k>_hot`: one small matrix, multiplied 32 times per evaluation, that
+//!   stays in the cores' L2, which shows
+//!   what the kernel's arithmetic allows when memory is not the limit.
+
+use crate::{Body, Case};
+use tessera_core::quant::GgmlType;
+use tessera_core::{Array, Dtype, ops, random};
+
+/// `n` rows of `k` values of `ty`, in valid blocks: random bytes, with every f16 scale field
+/// set to a small finite value (random bytes there could be NaN or infinite).
+fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> Array {
+    let row = ty
+        .row_bytes(k)
+        .unwrap_or_else(|e| panic!("bench setup failed: {e}"));
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes: Vec<u8> = (0..n * row)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    // Offsets of the f16 fields inside one block.
+    let f16_fields: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => panic!("no bench weights for {ty}"),
+    };
+    let scale = 0x2000u16.to_le_bytes(); // 2^-7
+    for blk in bytes.chunks_exact_mut(ty.type_size()) {
+        for &at in f16_fields {
+            blk[at..at + 2].copy_from_slice(&scale);
+        }
+    }
+    let a = Array::from_vec(bytes, &[n, row]).unwrap_or_else(|e| panic!("bench setup: {e}"));
+    a.eval().unwrap_or_else(|e| panic!("bench setup: {e}"));
+    a
+}
+
+fn activation(k: usize) -> Array {
+    let key = random::key(42);
+    let x = random::uniform(-1.0, 1.0, &[1, k], Dtype::F32, Some(&key))
+        .unwrap_or_else(|e| panic!("bench setup: {e}"));
+    x.eval().unwrap_or_else(|e| panic!("bench setup: {e}"));
+    x
+}
+
+/// `copies` different matrices, each multiplied `reps` times per run (all in one evaluation).
+fn qgemv_case(ty: GgmlType, n: usize, k: usize, copies: usize, reps: usize, suffix: &str) -> Case {
+    Case {
+        name: format!("qgemv_{}_{n}x{k}{suffix}", ty.name().to_lowercase()),
+        unit: "GB/s",
+        setup: Box::new(move || {
+            let ws: Vec<Array> = (0..copies)
+                .map(|i| weights(ty, n, k, i as u64 + 1))
+                .collect();
+            let x = activation(k);
+            let bytes = (reps * copies * n * ty.row_bytes(k).unwrap_or(0)) as f64;
+            Body::timed(
+                move || {
+                    let outs: Vec<Array> = (0..reps)
+                        .flat_map(|_| ws.iter())
+                        .map(|w| ops::gguf_matmul(&x, w, ty))
+                        .collect::<tessera_core::Result<_>>()
+                        .unwrap_or_else(|e| panic!("bench case failed: {e}"));
+                    tessera_core::eval(&outs).unwrap_or_else(|e| panic!("bench case failed: {e}"));
+                },
+                bytes,
+            )
+        }),
+    }
+}
+
+pub fn quant_cases() -> Vec<Case> {
+    // The K-quants need rows that are whole 256-value blocks: 1024 instead of 896.
+    let types = [
+        (GgmlType::Q4_0, 896),
+        (GgmlType::Q8_0, 896),
+        (GgmlType::Q4_K, 1024),
+        (GgmlType::Q6_K, 1024),
+    ];
+    let mut v: Vec<Case> = types
+        .iter()
+        .map(|&(ty, k)| qgemv_case(ty, 4864, k, 64, 1, ""))
+        .collect();
+    v.extend(
+        types
+            .iter()
+            .map(|&(ty, k)| qgemv_case(ty, 1024, k, 1, 32, "_hot")),
+    );
+    // Long rows (a down projection): no partial group at the end of a row.
+    v.extend(
+        types
+            .iter()
+            .map(|&(ty, _)| qgemv_case(ty, 192, 4864, 1, 32, "_hot")),
+    );
+    v
+}
