@@ -61,6 +61,16 @@ fn chain_op(i: usize, y: &Array) -> Result<Array> {
     }
 }
 
+fn cheap_chain_op(i: usize, y: &Array) -> Result<Array> {
+    match i % 5 {
+        0 => ops::multiply(y, &Array::scalar(1.01f32)),
+        1 => ops::add(y, &Array::scalar(0.5f32)),
+        2 => ops::maximum(y, &Array::scalar(-0.9f32)),
+        3 => ops::minimum(y, &Array::scalar(2.0f32)),
+        _ => ops::subtract(y, &Array::scalar(0.25f32)),
+    }
+}
+
 pub fn train_cases() -> Vec<Case> {
     vec![
         // 784-512-512-10 MLP, batch 256, cross-entropy, plain SGD: one full step per run.
@@ -130,6 +140,27 @@ pub fn train_cases() -> Vec<Case> {
                     let mut y = xs[0].clone();
                     for i in 0..10 {
                         y = chain_op(i, &y)?;
+                    }
+                    Ok(vec![y])
+                });
+                Body::timed(
+                    move || ok(ok(f.call(std::slice::from_ref(&x)))[0].eval()),
+                    1.0,
+                )
+            }),
+        },
+        // Ten cheap ops (multiply, add, maximum, minimum, subtract) compiled: what the fusion
+        // machinery costs when the arithmetic itself is negligible (chain10 has three tanh,
+        // which are compute-bound).
+        Case {
+            name: "chain10_cheap_compiled_16M".into(),
+            unit: "ms",
+            setup: Box::new(|| {
+                let x = input_16m();
+                let f = compile(|xs: &[Array]| {
+                    let mut y = xs[0].clone();
+                    for i in 0..10 {
+                        y = cheap_chain_op(i, &y)?;
                     }
                     Ok(vec![y])
                 });

@@ -339,3 +339,30 @@ fn a_trailing_last_axis_reduction_is_fused() {
     let vp = vmap(body, &[xa, xb], &[Some(0), Some(0)], &[0, 0, 0]).unwrap();
     assert_same(&vm, &vp);
 }
+
+/// A fused program whose intermediates live across many later steps (read again several steps
+/// on, twice by one step, and by a `where`): the kernel reuses scratch rows once a value's last
+/// reader has run, which must never hand out a row that a later step still reads.
+#[test]
+fn fused_values_read_long_after_they_are_made() {
+    let f = |xs: &[Array]| -> Result<Vec<Array>> {
+        let (x, y) = (&xs[0], &xs[1]);
+        let a = ops::multiply(x, &Array::scalar(2.0f32))?; // read by the last step
+        let b = ops::tanh(&a)?;
+        let c = ops::add(&a, y)?;
+        let d = ops::multiply(&c, &c)?; // one value twice
+        let e = ops::subtract(&d, &b)?;
+        let m = ops::greater(&c, &Array::scalar(0.0f32))?;
+        let g = ops::where_(&m, &e, &b)?;
+        let h = ops::multiply(&g, &ops::sin(&c)?)?;
+        let i = ops::add(&ops::maximum(&h, &b)?, &y.clone())?;
+        Ok(vec![ops::subtract(&i, &a)?])
+    };
+    let c = compile(f);
+    for n in [1usize, 1000, 5000] {
+        let ins = [rand(&[n], 10 + n as u64), rand(&[n], 20 + n as u64)];
+        assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+    }
+    let ins = [rand(&[1000], 1), rand(&[1000], 2)];
+    assert_eq!(c.fused_kernels(&ins).unwrap(), 1);
+}

@@ -53,6 +53,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     }
     let dst = SendPtr(o.mut_ptr::<f32>());
     let steps = &prog.steps;
+    let (slot, n_slots) = assign_slots(prog);
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
     let eval = |start: usize, len: usize, d_out: *mut f32, regs: &mut Vec<f32>| {
@@ -66,14 +67,14 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                     (p.get(), 0)
                 }
             } else {
-                (regs[(r - srcs.len()) * CHUNK..].as_ptr(), 1)
+                (regs[slot[r - srcs.len()] * CHUNK..].as_ptr(), 1)
             }
         };
         for (k, step) in steps.iter().enumerate() {
             let d: *mut f32 = if k + 1 == steps.len() {
                 d_out
             } else {
-                regs[k * CHUNK..].as_mut_ptr()
+                regs[slot[k] * CHUNK..].as_mut_ptr()
             };
             match *step {
                 FusedStep::Unary(op, a) => {
@@ -106,7 +107,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         None => {
             let chunks = n.div_ceil(CHUNK);
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
-                let mut regs = vec![0f32; steps.len() * CHUNK];
+                let mut regs = vec![0f32; n_slots * CHUNK];
                 for c in c0..c1 {
                     let start = c * CHUNK;
                     // SAFETY: this chunk of the output.
@@ -124,7 +125,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             let rows_per = CHUNK / len;
             let blocks = out_n.div_ceil(rows_per);
             pool::parallel_chunks(blocks, 16, &|b0, b1| {
-                let mut regs = vec![0f32; steps.len() * CHUNK];
+                let mut regs = vec![0f32; n_slots * CHUNK];
                 let mut row = vec![0f32; CHUNK];
                 for b in b0..b1 {
                     let (r0, r1) = (b * rows_per, ((b + 1) * rows_per).min(out_n));
@@ -140,7 +141,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         Some((op, len)) => {
             // Long rows: evaluate a row in chunks into a row-sized scratch, then reduce it.
             pool::parallel_chunks(out_n, 1, &|r0, r1| {
-                let mut regs = vec![0f32; steps.len() * CHUNK];
+                let mut regs = vec![0f32; n_slots * CHUNK];
                 let mut row = vec![0f32; len];
                 for r in r0..r1 {
                     for s in (0..len).step_by(CHUNK) {
@@ -156,6 +157,43 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     }
     drop(keep);
     Ok(o)
+}
+
+/// Scratch rows for the steps' results: a step's row is reused once every step that reads it
+/// has run, so a chain of any length works in two rows that stay in L1 (one row per step spilled
+/// a ten-op chain's chunks to L2). A step never writes over a row it reads. Returns the row of
+/// each step (the last step writes the output instead) and the number of rows.
+fn assign_slots(prog: &FusedProgram) -> (Vec<usize>, usize) {
+    let n_in = prog.n_inputs;
+    let operands = |step: &FusedStep| -> Vec<usize> {
+        match *step {
+            FusedStep::Unary(_, a) => vec![a],
+            FusedStep::Binary(_, a, b) | FusedStep::Compare(_, a, b) => vec![a, b],
+            FusedStep::Select(c, x, y) => vec![c, x, y],
+        }
+    };
+    let mut last_use = vec![0usize; prog.steps.len()];
+    for (k, step) in prog.steps.iter().enumerate() {
+        for r in operands(step) {
+            if r >= n_in {
+                last_use[r - n_in] = k;
+            }
+        }
+    }
+    let (mut slot, mut free, mut n_slots) = (vec![0usize; prog.steps.len()], Vec::new(), 0);
+    for (k, step) in prog.steps.iter().enumerate() {
+        slot[k] = free.pop().unwrap_or_else(|| {
+            n_slots += 1;
+            n_slots - 1
+        });
+        for r in operands(step) {
+            // Freed after the output took its row, so the output never aliases an operand.
+            if r >= n_in && last_use[r - n_in] == k && !free.contains(&slot[r - n_in]) {
+                free.push(slot[r - n_in]);
+            }
+        }
+    }
+    (slot, n_slots)
 }
 
 super::simd::multiversion! {
