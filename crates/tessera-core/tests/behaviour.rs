@@ -823,3 +823,66 @@ fn sole_owner_inputs_are_updated_in_place() {
     );
     assert_ne!(newer.data().unwrap().buffer.as_ptr() as usize, first);
 }
+
+/// The vectorised fast paths of `where` (everything contiguous, or x or y a broadcast value) and
+/// of reductions over a leading axis (whole output rows accumulated at once, one loop per
+/// operation), against values computed element by element here.
+#[test]
+fn where_and_leading_axis_reductions_match_elementwise_values() {
+    let _g = serial();
+    let (r, c) = (37, 133);
+    let v: Vec<f32> = (0..r * c)
+        .map(|i| ((i * 7919) % 1009) as f32 / 100.0 - 5.0)
+        .collect();
+    let w: Vec<f32> = (0..r * c)
+        .map(|i| ((i * 104_729) % 997) as f32 / 50.0 - 9.0)
+        .collect();
+    let x = Array::from_slice(&v, &[r, c]).unwrap();
+    let y = Array::from_slice(&w, &[r, c]).unwrap();
+    let cond = ops::greater(&x, &Array::scalar(0.0f32)).unwrap();
+    let s = Array::scalar(0.25f32);
+    let pick = |t: bool, a: f32, b: f32| if t { a } else { b };
+    let cases: [(&str, Array, Vec<f32>); 3] = [
+        (
+            "x, y",
+            ops::where_(&cond, &x, &y).unwrap(),
+            (0..r * c).map(|i| pick(v[i] > 0.0, v[i], w[i])).collect(),
+        ),
+        (
+            "x, scalar",
+            ops::where_(&cond, &x, &s).unwrap(),
+            (0..r * c).map(|i| pick(v[i] > 0.0, v[i], 0.25)).collect(),
+        ),
+        (
+            "scalar, y",
+            ops::where_(&cond, &s, &y).unwrap(),
+            (0..r * c).map(|i| pick(v[i] > 0.0, 0.25, w[i])).collect(),
+        ),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got.to_vec::<f32>().unwrap(), want, "where({name})");
+    }
+    let column = |f: fn(f32, f32) -> f32, init: f32| -> Vec<f32> {
+        (0..c)
+            .map(|j| (0..r).fold(init, |a, i| f(a, v[i * c + j])))
+            .collect()
+    };
+    let reduce = |f: fn(&Array, Axes, bool) -> tessera_core::Result<Array>| {
+        f(&x, Axes::Some(vec![0]), false)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        for (j, (p, q)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                "{what} column {j}: {p} vs {q}"
+            );
+        }
+    };
+    close(&reduce(ops::sum), &column(|a, b| a + b, 0.0), "sum");
+    close(&reduce(ops::prod), &column(|a, b| a * b, 1.0), "prod");
+    assert_eq!(reduce(ops::max), column(f32::max, f32::NEG_INFINITY), "max");
+    assert_eq!(reduce(ops::min), column(f32::min, f32::INFINITY), "min");
+}

@@ -565,18 +565,64 @@ pub(crate) fn select(c: &ArrayData, x: &ArrayData, y: &ArrayData, out: &Meta) ->
             let (cp, xp, yp, dp) = (cp, xp, yp, dp);
             // SAFETY: offsets come from the layouts; output rows are disjoint per task.
             unsafe {
-                simd::dispatch(|| {
-                    for i in 0..n as isize {
-                        let cv = *cp.get().offset(offs[1] + i * ic);
-                        let xv = *xp.get().offset(offs[2] + i * ix);
-                        let yv = *yp.get().offset(offs[3] + i * iy);
-                        *dp.get().offset(offs[0] + i) = if cv { xv } else { yv };
-                    }
-                })
+                let c = cp.get().offset(offs[1]);
+                let x = xp.get().offset(offs[2]);
+                let y = yp.get().offset(offs[3]);
+                let d = dp.get().offset(offs[0]);
+                simd::dispatch(|| select_row(c, ic, x, ix, y, iy, d, n))
             }
         });
     });
     Ok(o)
+}
+
+/// One row of `where`: `d[i] = c[i * sc] ? x[i * sx] : y[i * sy]`. The common stride patterns
+/// (everything contiguous, or `x` or `y` a broadcast value, as in ReLU's backward) get loops of
+/// their own, which vectorise; the strided loop with its run-time strides stayed scalar.
+///
+/// # Safety
+/// Each pointer covers `n` elements at its stride.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn select_row<T: Copy>(
+    c: *const bool,
+    sc: isize,
+    x: *const T,
+    sx: isize,
+    y: *const T,
+    sy: isize,
+    d: *mut T,
+    n: usize,
+) {
+    match (sc, sx, sy) {
+        (1, 1, 1) => {
+            for i in 0..n {
+                *d.add(i) = if *c.add(i) { *x.add(i) } else { *y.add(i) };
+            }
+        }
+        (1, 1, 0) => {
+            let yv = *y;
+            for i in 0..n {
+                *d.add(i) = if *c.add(i) { *x.add(i) } else { yv };
+            }
+        }
+        (1, 0, 1) => {
+            let xv = *x;
+            for i in 0..n {
+                *d.add(i) = if *c.add(i) { xv } else { *y.add(i) };
+            }
+        }
+        _ => {
+            for i in 0..n as isize {
+                let cv = *c.offset(i * sc);
+                *d.offset(i) = if cv {
+                    *x.offset(i * sx)
+                } else {
+                    *y.offset(i * sy)
+                };
+            }
+        }
+    }
 }
 
 /// Rows at least this long (elements) are written with non-temporal stores: the output is too

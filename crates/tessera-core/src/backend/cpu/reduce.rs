@@ -397,13 +397,7 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
                         let p =
                             unsafe { src.get().offset(offs[0] + roffs[0] + r as isize * red_st) };
                         // SAFETY: kept_inner contiguous elements from p are inside x.
-                        unsafe {
-                            simd::dispatch(|| {
-                                for (j, a) in acc.iter_mut().enumerate() {
-                                    *a = combine::<T>(c, *a, (*p.add(j)).load());
-                                }
-                            })
-                        }
+                        unsafe { simd::dispatch(|| combine_row::<T>(c, &mut acc, p)) }
                     }
                 });
                 for (j, a) in acc.iter().enumerate() {
@@ -412,6 +406,28 @@ fn reduce_typed<T: Accum>(c: Combine, axes: &[usize], x: &ArrayData, o: &ArrayDa
                 }
             });
         });
+    }
+}
+
+/// `acc[j] = combine(acc[j], p[j])` over a contiguous row. The operation is matched once, outside
+/// the loop: with the match inside, each element took a jump-table branch and the loop stayed
+/// scalar (a column sum such as a bias gradient ran several times slower).
+///
+/// # Safety
+/// `p` points at `acc.len()` readable elements.
+#[inline(always)]
+unsafe fn combine_row<T: Accum>(c: Combine, acc: &mut [T::A], p: *const T) {
+    #[inline(always)]
+    unsafe fn each<T: Accum>(c: Combine, acc: &mut [T::A], p: *const T) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = combine::<T>(c, *a, (*p.add(j)).load());
+        }
+    }
+    match c {
+        Combine::Sum => each::<T>(Combine::Sum, acc, p),
+        Combine::Prod => each::<T>(Combine::Prod, acc, p),
+        Combine::Max => each::<T>(Combine::Max, acc, p),
+        Combine::Min => each::<T>(Combine::Min, acc, p),
     }
 }
 
