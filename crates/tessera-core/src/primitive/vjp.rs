@@ -354,7 +354,20 @@ pub(crate) fn vjp(
         Primitive::Matmul => {
             let (a, b) = (&inputs[0], &inputs[1]);
             let ga = ops::matmul(ct, &ops::swapaxes(b, -1, -2)?)?;
-            let gb = ops::matmul(&ops::swapaxes(a, -1, -2)?, ct)?;
+            // `x @ W.T` (a linear layer's weight stored (out, in)): the cotangent of the view
+            // W.T is transposed back onto W by the view's own rule. Computed as (ctᵀ a)ᵀ, that
+            // second transpose undoes the first and W's gradient comes out row-major, like W,
+            // instead of a transposed view that every later element-wise op (the optimizer's
+            // update) would walk column by column.
+            let b_is_transposed = a.ndim() == 2
+                && b.ndim() == 2
+                && matches!(b.primitive(), Some(Primitive::Transpose(ref p)) if p[..] == [1, 0]);
+            let gb = if b_is_transposed {
+                let gw = ops::matmul(&ops::swapaxes(ct, -1, -2)?, a)?;
+                ops::swapaxes(&gw, -1, -2)?
+            } else {
+                ops::matmul(&ops::swapaxes(a, -1, -2)?, ct)?
+            };
             vec![Some(ga), Some(gb)]
         }
         Primitive::QuantizedMatmul { format } => {
