@@ -1,4 +1,4 @@
-//! The fused transformer ops (rms_norm, rope) against their compositions of plain ops: values on
+//! The fused transformer ops (rms_norm, layer_norm, rope) against their compositions of plain ops: values on
 //! contiguous, strided and low-precision inputs, gradients (the fused vjp rules against autodiff
 //! of the composite), vmap, and argument errors.
 #![allow(clippy::unwrap_used)]
@@ -150,6 +150,127 @@ fn rms_norm_gradients_match_autodiff_of_the_composite() {
     let comp = grad(loss(composite), &[x.clone(), w.clone()]).unwrap();
     close(&fused[0], &comp[0], 1e-4);
     close(&fused[1], &comp[1], 1e-4);
+}
+
+/// Layer norm written with plain ops (biased variance, as PyTorch), in the dtype of `x`.
+fn layer_norm_composite(
+    x: &Array,
+    w: Option<&Array>,
+    b: Option<&Array>,
+    eps: f64,
+) -> Result<Array> {
+    let d = ops::subtract(x, &ops::mean(x, -1, true)?)?;
+    let var = ops::mean(&ops::square(&d)?, -1, true)?;
+    let mut y = ops::multiply(
+        &d,
+        &ops::rsqrt(&ops::add(&var, &Array::scalar_of(eps, x.dtype()))?)?,
+    )?;
+    if let Some(w) = w {
+        y = ops::multiply(&y, &ops::astype(w, x.dtype())?)?;
+    }
+    if let Some(b) = b {
+        y = ops::add(&y, &ops::astype(b, x.dtype())?)?;
+    }
+    Ok(y)
+}
+
+#[test]
+fn layer_norm_matches_the_composite() {
+    // An offset so the mean matters (a kernel that skipped it would fail).
+    let x = ops::add(&rand(&[3, 5, 64], 31), &Array::scalar(3.0f32)).unwrap();
+    let (w, b) = (rand(&[64], 32), rand(&[64], 33));
+    let x64 = ops::astype(&x, Dtype::F64).unwrap();
+    for (wo, bo) in [
+        (Some(&w), Some(&b)),
+        (Some(&w), None),
+        (None, Some(&b)),
+        (None, None),
+    ] {
+        close(
+            &ops::layer_norm(&x, wo, bo, 1e-5).unwrap(),
+            &layer_norm_composite(&x64, wo, bo, 1e-5).unwrap(),
+            3e-5,
+        );
+    }
+    // f64 takes the composite path of the op itself.
+    close(
+        &ops::layer_norm(&x64, Some(&w), Some(&b), 1e-5).unwrap(),
+        &layer_norm_composite(&x64, Some(&w), Some(&b), 1e-5).unwrap(),
+        1e-6,
+    );
+    // Strided input, and an intermediate the kernel may overwrite in place.
+    let xt = ops::transpose(&rand(&[64, 7], 34), None).unwrap();
+    close(
+        &ops::layer_norm(&xt, Some(&w), Some(&b), 1e-5).unwrap(),
+        &layer_norm_composite(
+            &ops::astype(&xt, Dtype::F64).unwrap(),
+            Some(&w),
+            Some(&b),
+            1e-5,
+        )
+        .unwrap(),
+        3e-5,
+    );
+    let fresh = ops::multiply(&x, &Array::scalar(1.0f32)).unwrap();
+    close(
+        &ops::layer_norm(&fresh, Some(&w), Some(&b), 1e-5).unwrap(),
+        &layer_norm_composite(&x64, Some(&w), Some(&b), 1e-5).unwrap(),
+        3e-5,
+    );
+    // bf16 in, bf16 out.
+    let yb = ops::layer_norm(
+        &ops::astype(&x, Dtype::BF16).unwrap(),
+        Some(&w),
+        Some(&b),
+        1e-5,
+    )
+    .unwrap();
+    assert_eq!(yb.dtype(), Dtype::BF16);
+    close(
+        &yb,
+        &layer_norm_composite(&x64, Some(&w), Some(&b), 1e-5).unwrap(),
+        5e-2,
+    );
+    // Errors name the op.
+    let e = ops::layer_norm(&x, Some(&rand(&[7], 1)), None, 1e-5).unwrap_err();
+    assert!(e.to_string().contains("layer_norm"), "{e}");
+    assert!(ops::layer_norm(&x, None, Some(&rand(&[63], 1)), 1e-5).is_err());
+    assert!(ops::layer_norm(&x, None, None, f64::NAN).is_err());
+}
+
+#[test]
+fn layer_norm_gradients_match_autodiff_of_the_composite() {
+    let x = rand(&[4, 32], 35);
+    let (w, b) = (rand(&[32], 36), rand(&[32], 37));
+    let g = rand(&[4, 32], 38);
+    type Ln = fn(&Array, Option<&Array>, Option<&Array>, f64) -> Result<Array>;
+    let loss = |f: Ln| {
+        let g = g.clone();
+        move |a: &[Array]| {
+            ops::sum(
+                &ops::multiply(&f(&a[0], Some(&a[1]), Some(&a[2]), 1e-5)?, &g)?,
+                Axes::All,
+                false,
+            )
+        }
+    };
+    let args = [x.clone(), w.clone(), b.clone()];
+    let fused = grad(loss(ops::layer_norm), &args).unwrap();
+    let comp = grad(loss(layer_norm_composite), &args).unwrap();
+    for (f, c) in fused.iter().zip(&comp) {
+        close(f, c, 1e-4);
+    }
+    // vmap over x with shared parameters.
+    let xs = rand(&[3, 2, 32], 39);
+    let f = |a: &[Array]| -> Result<Vec<Array>> {
+        Ok(vec![ops::layer_norm(&a[0], Some(&w), Some(&b), 1e-5)?])
+    };
+    let batched = vmap(f, &[xs.clone()], &[Some(0)], &[0]).unwrap();
+    close(
+        &batched[0],
+        &ops::layer_norm(&xs, Some(&w), Some(&b), 1e-5).unwrap(),
+        1e-6,
+    );
 }
 
 #[test]

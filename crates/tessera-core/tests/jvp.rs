@@ -687,6 +687,19 @@ fn fast_ops_in_f32() {
         &[x.clone()],
         T32,
     );
+    let b = randf(&[8], -0.5, 0.5, 25);
+    check_tol(
+        "layer_norm",
+        &|xs: &[Array]| ops::layer_norm(&xs[0], Some(&xs[1]), Some(&xs[2]), 1e-5),
+        &[x.clone(), w.clone(), b.clone()],
+        T32,
+    );
+    check_tol(
+        "layer_norm with bias only",
+        &|xs: &[Array]| ops::layer_norm(&xs[0], None, Some(&xs[1]), 1e-5),
+        &[x.clone(), b.clone()],
+        T32,
+    );
     // (t, heads, d) = (3, 2, 8) with r = 3 (a tail of 2 passes through).
     let xr = randf(&[1, 3, 2, 8], -1.0, 1.0, 23);
     let ang = randf(&[3, 3], -2.0, 2.0, 24);
@@ -738,6 +751,11 @@ fn fast_ops_in_f32() {
             "rms_norm",
             Box::new(|xs| ops::rms_norm(&xs[0], Some(&xs[1]), 1e-5)),
             vec![x.clone(), w.clone()],
+        ),
+        (
+            "layer_norm",
+            Box::new(|xs| ops::layer_norm(&xs[0], Some(&xs[1]), Some(&xs[2]), 1e-5)),
+            vec![x.clone(), w.clone(), b.clone()],
         ),
         (
             "rope",

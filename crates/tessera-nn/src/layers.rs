@@ -203,27 +203,15 @@ impl LayerNorm {
     }
 }
 
-/// `layer_norm` as a function (the layer's forward).
+/// `layer_norm` as a function (the layer's forward): the fused [`ops::layer_norm`] (one pass
+/// per row, differentiable).
 pub fn layer_norm(
     x: &Array,
     weight: Option<&Array>,
     bias: Option<&Array>,
     eps: f64,
 ) -> Result<Array> {
-    let m = ops::mean(x, -1, true)?;
-    let d = ops::subtract(x, &m)?;
-    let v = ops::mean(&ops::square(&d)?, -1, true)?;
-    let mut y = ops::multiply(
-        &d,
-        &ops::rsqrt(&ops::add(&v, &Array::scalar_of(eps, v.dtype()))?)?,
-    )?;
-    if let Some(w) = weight {
-        y = ops::multiply(&y, w)?;
-    }
-    if let Some(b) = bias {
-        y = ops::add(&y, b)?;
-    }
-    Ok(y)
+    ops::layer_norm(x, weight, bias, eps)
 }
 
 /// RMS normalisation over the last axis: `x / sqrt(mean(x^2) + eps) * weight` (the fused

@@ -65,6 +65,78 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
     ))
 }
 
+/// Layer normalisation over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`
+/// (biased variance, as PyTorch's `layer_norm`), computed in f32 and returned in x's dtype.
+/// `weight` and `bias` have shape `(d,)` for x of shape `(..., d)`; either may be absent.
+/// f64 inputs get the composite in f64.
+/// ```
+/// use tessera_core::{Array, ops};
+/// let x = Array::from_slice(&[1.0f32, 3.0], &[1, 2]).unwrap();
+/// let b = Array::from_slice(&[10.0f32, 20.0], &[2]).unwrap();
+/// let y = ops::layer_norm(&x, None, Some(&b), 0.0).unwrap().to_vec::<f32>().unwrap();
+/// assert_eq!(y, vec![9.0, 21.0]); // mean 2, deviation 1
+/// ```
+pub fn layer_norm(
+    x: &Array,
+    weight: Option<&Array>,
+    bias: Option<&Array>,
+    eps: f64,
+) -> Result<Array> {
+    if x.ndim() == 0 || !x.dtype().is_float() {
+        return invalid(
+            "layer_norm",
+            format!(
+                "x must be a float array with at least one axis, got {} {}",
+                x.dtype(),
+                fmt_shape(x.shape())
+            ),
+        );
+    }
+    if eps.is_nan() || eps < 0.0 {
+        return invalid("layer_norm", format!("eps must be >= 0, got {eps}"));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    for (name, p) in [("weight", weight), ("bias", bias)] {
+        if let Some(p) = p
+            && (p.shape() != [d] || !p.dtype().is_float())
+        {
+            return invalid(
+                "layer_norm",
+                format!(
+                    "{name} must be a float vector of shape ({d},), got {} {}",
+                    p.dtype(),
+                    fmt_shape(p.shape())
+                ),
+            );
+        }
+    }
+    if x.dtype() == crate::Dtype::F64 {
+        // The kernel computes in f32; f64 callers get the exact composite.
+        let (xh, _) = crate::primitive::vjp::layer_norm_parts(x, eps)?;
+        let y = match weight {
+            Some(w) => super::multiply(&xh, w)?,
+            None => xh,
+        };
+        return match bias {
+            Some(b) => super::add(&y, b),
+            None => Ok(y),
+        };
+    }
+    let mut inputs = vec![x.clone()];
+    inputs.extend(weight.cloned());
+    inputs.extend(bias.cloned());
+    Ok(Array::lazy(
+        Primitive::LayerNorm {
+            eps,
+            weight: weight.is_some(),
+            bias: bias.is_some(),
+        },
+        inputs,
+        x.shape().to_vec(),
+        x.dtype(),
+    ))
+}
+
 /// Rotary position embedding of `x` with shape `(..., t, heads, d)` by angles given as tables
 /// `cos`, `sin` of shape `(t, r)` (float): the first `2r` dims of each head are rotated (the rest
 /// pass through). Pairs are adjacent dims `(2i, 2i+1)` when `interleaved` (GPT-J, llama.cpp's

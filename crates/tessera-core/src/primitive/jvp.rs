@@ -385,6 +385,41 @@ fn rms_norm_jvp(eps: f64, inputs: &[Array], tangents: &[Option<Array>]) -> Resul
     sum_terms([dx, dw])
 }
 
+fn layer_norm_jvp(
+    eps: f64,
+    weight: bool,
+    bias: bool,
+    inputs: &[Array],
+    tangents: &[Option<Array>],
+) -> Result<Option<Array>> {
+    // y = x̂ w + b with x̂ = (x - mean) r: dx̂ = r (dx - mean(dx) - x̂ mean(x̂ dx)), so
+    // dy = w dx̂ + x̂ dw + db.
+    let x = &inputs[0];
+    let (xh, r) = super::vjp::layer_norm_parts(x, eps)?;
+    let w = weight.then(|| &inputs[1]);
+    let dx = term(&tangents[0], |t| {
+        let c = ops::subtract(t, &ops::mean(t, -1, true)?)?;
+        let m = ops::mean(&ops::multiply(&xh, t)?, -1, true)?;
+        let dxh = ops::multiply(&r, &ops::subtract(&c, &ops::multiply(&xh, &m)?)?)?;
+        match w {
+            Some(w) => ops::multiply(&dxh, w),
+            None => Ok(dxh),
+        }
+    })?;
+    let dw = if weight {
+        term(&tangents[1], |t| ops::multiply(&xh, t))?
+    } else {
+        None
+    };
+    let db = if bias {
+        let at = 1 + weight as usize;
+        term(&tangents[at], |t| ops::broadcast_to(t, x.shape()))?
+    } else {
+        None
+    };
+    sum_terms([dx, dw, db])
+}
+
 fn rope_jvp(
     interleaved: bool,
     inputs: &[Array],
@@ -612,6 +647,9 @@ pub(crate) fn jvp(
             None => None,
         },
         Primitive::RmsNorm { eps } => rms_norm_jvp(*eps, inputs, tangents)?,
+        Primitive::LayerNorm { eps, weight, bias } => {
+            layer_norm_jvp(*eps, *weight, *bias, inputs, tangents)?
+        }
         Primitive::Rope { interleaved } => rope_jvp(*interleaved, inputs, tangents)?,
         Primitive::Sdpa { scale } => {
             // Forward mode through the matmul formulation (recomputed from the inputs; the mask

@@ -254,6 +254,13 @@ pub enum Primitive {
     RmsNorm {
         eps: f64,
     },
+    /// Layer normalisation over the last axis; inputs x, then the weight if `weight`, then
+    /// the bias if `bias`.
+    LayerNorm {
+        eps: f64,
+        weight: bool,
+        bias: bool,
+    },
     /// Rotary embedding of x (..., t, heads, d) by cos/sin tables (t, r).
     Rope {
         interleaved: bool,

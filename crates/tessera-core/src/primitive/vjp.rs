@@ -403,6 +403,9 @@ pub(crate) fn vjp(
             let [gs, gb] = affine_param_grads(&dw, w_q, s, *group_size, *bits)?;
             vec![Some(gx), None, Some(gs), Some(gb)]
         }
+        Primitive::LayerNorm { eps, weight, bias } => {
+            layer_norm_vjp(*eps, *weight, *bias, inputs, ct)?
+        }
         Primitive::RmsNorm { eps } => {
             // y = x r w with r = (mean(x²) + eps)^-1/2:
             // dx = r (g w) - x r³ mean((g w) x),  dw = Σ_rows g x r.
@@ -515,6 +518,45 @@ pub(crate) fn vjp(
 
 /// Collectives, with the loss taken as the sum of every rank's loss (data parallelism): the
 /// gradient of an input collects the cotangents of every rank's output that it reached.
+/// The normalised rows of layer norm and the reciprocal deviation `r = (var + eps)^-1/2`.
+pub(crate) fn layer_norm_parts(x: &Array, eps: f64) -> Result<(Array, Array)> {
+    let d = ops::subtract(x, &ops::mean(x, -1, true)?)?;
+    let var = ops::mean(&ops::square(&d)?, -1, true)?;
+    let r = ops::rsqrt(&ops::add(&var, &scalar(eps, &var))?)?;
+    Ok((ops::multiply(&d, &r)?, r))
+}
+
+/// y = x̂ w + b with x̂ = (x - mean) r: dx = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) with ĝ = g w,
+/// dw = Σ_rows g x̂, db = Σ_rows g.
+fn layer_norm_vjp(
+    eps: f64,
+    weight: bool,
+    bias: bool,
+    inputs: &[Array],
+    ct: &Array,
+) -> Result<Vec<Option<Array>>> {
+    let x = &inputs[0];
+    let (xh, r) = layer_norm_parts(x, eps)?;
+    let gh = if weight {
+        ops::multiply(ct, &inputs[1])?
+    } else {
+        ct.clone()
+    };
+    let inner = ops::subtract(
+        &ops::subtract(&gh, &ops::mean(&gh, -1, true)?)?,
+        &ops::multiply(&xh, &ops::mean(&ops::multiply(&gh, &xh)?, -1, true)?)?,
+    )?;
+    let mut grads = vec![Some(ops::multiply(&r, &inner)?)];
+    let d = [x.shape()[x.ndim() - 1]];
+    if weight {
+        grads.push(Some(unbroadcast(&ops::multiply(ct, &xh)?, &d)?));
+    }
+    if bias {
+        grads.push(Some(unbroadcast(ct, &d)?));
+    }
+    Ok(grads)
+}
+
 fn collective_vjp(
     op: crate::collective::CollectiveOp,
     group: &crate::collective::GroupRef,

@@ -143,7 +143,7 @@ fn reshape_for(
         | Primitive::Scan { .. }
         | Primitive::Sort { .. }
         | Primitive::ArgSort { .. } => same(new_in.first()?.to_vec()),
-        Primitive::RmsNorm { .. } => same(new_in.first()?.to_vec()),
+        Primitive::RmsNorm { .. } | Primitive::LayerNorm { .. } => same(new_in.first()?.to_vec()),
         Primitive::Binary(_) | Primitive::Select => same(broadcast_all(new_in)?),
         Primitive::Fused(FusedRef(prog)) => {
             // The kernel takes full-size or single-element inputs only.

@@ -305,16 +305,17 @@ fn batch_rule(
         }
         Primitive::AffineQuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
         // x gains a leading batch axis; weights and tables shared by the batch stay as they are.
-        Primitive::RmsNorm { .. } | Primitive::Rope { .. }
+        Primitive::RmsNorm { .. } | Primitive::LayerNorm { .. } | Primitive::Rope { .. }
             if bins[1..].iter().all(Option::is_none) =>
         {
             let mut all = vec![force(&ins[0], &bins[0], n)?];
             all.extend(ins[1..].iter().cloned());
             node(p.clone(), all)
         }
-        Primitive::RmsNorm { .. } | Primitive::Rope { .. } | Primitive::Sdpa { .. } => {
-            per_example(p, ins, bins, out, n)?
-        }
+        Primitive::RmsNorm { .. }
+        | Primitive::LayerNorm { .. }
+        | Primitive::Rope { .. }
+        | Primitive::Sdpa { .. } => per_example(p, ins, bins, out, n)?,
         Primitive::Matmul => {
             let (a, b) = (force(&ins[0], &bins[0], n)?, force(&ins[1], &bins[1], n)?);
             node(Primitive::Matmul, vec![a, b])

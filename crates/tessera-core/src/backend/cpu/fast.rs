@@ -86,6 +86,92 @@ pub(super) fn rms_norm(
     finish(o, out)
 }
 
+/// One row of layer norm: mean and variance in two passes over the (cached) row, then one
+/// pass writing `(x - mean) r w + b`.
+#[inline(always)]
+fn layer_norm_row(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, y: &mut [f32], eps: f32) {
+    let n = x.len() as f32;
+    let mut s = 0f32;
+    for &v in x {
+        s += v;
+    }
+    let mean = s / n;
+    let mut ss = 0f32;
+    for &v in x {
+        let c = v - mean;
+        ss += c * c;
+    }
+    let r = 1.0 / (ss / n + eps).sqrt();
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((o, &v), &g), &c) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *o = (v - mean) * r * g + c;
+            }
+        }
+        (Some(w), None) => {
+            for ((o, &v), &g) in y.iter_mut().zip(x).zip(w) {
+                *o = (v - mean) * r * g;
+            }
+        }
+        (None, Some(b)) => {
+            for ((o, &v), &c) in y.iter_mut().zip(x).zip(b) {
+                *o = (v - mean) * r + c;
+            }
+        }
+        (None, None) => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = (v - mean) * r;
+            }
+        }
+    }
+}
+
+pub(super) fn layer_norm(
+    eps: f64,
+    x: &ArrayData,
+    w: Option<&ArrayData>,
+    b: Option<&ArrayData>,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let x = copy::f32_contiguous(x)?;
+    let w = w.map(copy::f32_contiguous).transpose()?;
+    let b = b.map(copy::f32_contiguous).transpose()?;
+    let o = f32_output(&x, out)?;
+    let d = *out.shape.last().unwrap_or(&1);
+    if o.size() == 0 || d == 0 {
+        return finish(o, out);
+    }
+    let rows = o.size() / d;
+    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
+    let wp = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
+    let bp = b.as_ref().map(|b| SendConstPtr(b.ptr::<f32>()));
+    let eps = eps as f32;
+    pool::parallel_chunks(rows, (1usize << 14).div_ceil(d).max(1), &|s, e| {
+        let mut tmp = Vec::new();
+        simd::dispatch(|| {
+            for r in s..e {
+                // SAFETY: row r spans [r*d, (r+1)*d) of both contiguous arrays (the same memory
+                // when x was donated, so the row is copied first: the last pass reads x after
+                // writing y); w and b hold d values.
+                unsafe {
+                    let xs = std::slice::from_raw_parts(src.get().add(r * d), d);
+                    let ys = std::slice::from_raw_parts_mut(dst.get().add(r * d), d);
+                    let ws = wp.map(|p| std::slice::from_raw_parts(p.get(), d));
+                    let bs = bp.map(|p| std::slice::from_raw_parts(p.get(), d));
+                    if std::ptr::eq(xs.as_ptr(), ys.as_ptr()) {
+                        tmp.clear();
+                        tmp.extend_from_slice(xs);
+                        layer_norm_row(&tmp, ws, bs, ys, eps);
+                    } else {
+                        layer_norm_row(xs, ws, bs, ys, eps);
+                    }
+                }
+            }
+        })
+    });
+    finish(o, out)
+}
+
 pub(super) fn rope(
     interleaved: bool,
     x: &ArrayData,

@@ -167,6 +167,11 @@ impl Backend for Cpu {
             )?,
             Primitive::Softmax => softmax::softmax(x()?, out)?,
             Primitive::RmsNorm { eps } => fast::rms_norm(*eps, x()?, inputs.get(1), out)?,
+            Primitive::LayerNorm { eps, weight, bias } => {
+                let w = weight.then(|| inputs.get(1)).flatten();
+                let b = bias.then(|| inputs.get(1 + *weight as usize)).flatten();
+                fast::layer_norm(*eps, x()?, w, b, out)?
+            }
             Primitive::Sdpa { scale } => fast::sdpa(*scale, inputs, out)?,
             Primitive::Rope { interleaved } => fast::rope(
                 *interleaved,
