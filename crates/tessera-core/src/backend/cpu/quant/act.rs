@@ -169,16 +169,30 @@ pub(super) fn quantize_q8(
 /// Block order of the per-block values (`d`, `dsum`, `s`) in a paired group of 8 blocks.
 pub(super) const PAIR_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
+/// The order of the per-block values of a half group (4 blocks after the last full group):
+/// lanes 0, 1, 4, 5 of the kernels' horizontal-add result.
+pub(super) const HALF_ORDER: [usize; 4] = [0, 2, 1, 3];
+
 /// Reorders each full group of 8 blocks of a quantized row for the x86 kernels, which process
 /// two blocks per register: pair `p` (blocks `a = 2p`, `b = 2p + 1`) becomes 64 bytes
 /// `[a 0..16, b 0..16, a 16..32, b 16..32]`, and the per-block values follow [`PAIR_ORDER`],
-/// the lane order the kernels' horizontal-add tree leaves the block sums in.
+/// the lane order the kernels' horizontal-add tree leaves the block sums in. When 4 or more
+/// blocks follow the last full group, the next 4 form a half group: two pairs, values in
+/// [`HALF_ORDER`]. Any blocks after that stay in the natural layout.
 pub(super) fn pair_row(o: Q8Out) {
-    for g in 0..o.d.len() / 8 {
-        let q = &mut o.qs[g * 256..(g + 1) * 256];
+    let full = o.d.len() / 8;
+    let half = o.d.len() % 8 >= 4;
+    for g in 0..full + half as usize {
+        let (blocks, order): (usize, &[usize]) = if g < full {
+            (8, &PAIR_ORDER)
+        } else {
+            (4, &HALF_ORDER)
+        };
+        let b0 = 8 * g;
+        let q = &mut o.qs[b0 * 32..(b0 + blocks) * 32];
         let mut src = [0i8; 256];
-        src.copy_from_slice(q);
-        for p in 0..4 {
+        src[..blocks * 32].copy_from_slice(q);
+        for p in 0..blocks / 2 {
             let (a, b) = (64 * p, 64 * p + 32);
             let dst = &mut q[64 * p..64 * p + 64];
             dst[0..16].copy_from_slice(&src[a..a + 16]);
@@ -187,17 +201,17 @@ pub(super) fn pair_row(o: Q8Out) {
             dst[48..64].copy_from_slice(&src[b + 16..b + 32]);
         }
         for v in [&mut *o.d, &mut *o.dsum, &mut *o.s] {
-            let v = &mut v[8 * g..8 * g + 8];
+            let v = &mut v[b0..b0 + blocks];
             let mut src = [0f32; 8];
-            src.copy_from_slice(v);
-            for (i, &j) in PAIR_ORDER.iter().enumerate() {
+            src[..blocks].copy_from_slice(v);
+            for (i, &j) in order.iter().enumerate() {
                 v[i] = src[j];
             }
         }
-        let v = &mut o.sum[8 * g..8 * g + 8];
+        let v = &mut o.sum[b0..b0 + blocks];
         let mut src = [0i32; 8];
-        src.copy_from_slice(v);
-        for (i, &j) in PAIR_ORDER.iter().enumerate() {
+        src[..blocks].copy_from_slice(v);
+        for (i, &j) in order.iter().enumerate() {
             v[i] = src[j];
         }
     }

@@ -186,35 +186,37 @@ fn round_trip_error_bounds() {
 fn activation_quantizers_agree() {
     let mut rng = Rng(7);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    // Q8: two full groups of 8 blocks and a tail of 3 blocks per row.
-    let k = 608;
-    let mut x = rng.vec(3 * k);
-    x[0..32].fill(0.0); // a zero block
-    for v in &mut x[32..64] {
-        *v = (*v * 4.0).round() / 4.0; // ties
-    }
-    for isa in Isa::available() {
-        let (mut a, b) = (
-            quantize_q8(Isa::Scalar, &x, 3, k, true, 3),
-            quantize_q8(isa, &x, 3, k, true, 3),
-        );
-        if b.paired {
-            let nb = a.nb;
-            for i in 0..3 {
-                super::act::pair_row(super::act::Q8Out {
-                    qs: &mut a.qs[i * k..(i + 1) * k],
-                    d: &mut a.d[i * nb..(i + 1) * nb],
-                    dsum: &mut a.dsum[i * nb..(i + 1) * nb],
-                    s: &mut a.s[i * nb..(i + 1) * nb],
-                    sum: &mut a.bias[i * nb..(i + 1) * nb],
-                });
-            }
+    // Q8: two full groups of 8 blocks and a tail of 3 blocks per row; then one full group, a
+    // half group of 4 and 2 single blocks.
+    for k in [608, 448] {
+        let mut x = rng.vec(3 * k);
+        x[0..32].fill(0.0); // a zero block
+        for v in &mut x[32..64] {
+            *v = (*v * 4.0).round() / 4.0; // ties
         }
-        assert_eq!(a.qs, b.qs, "{isa:?}");
-        assert_eq!(bits(&a.d), bits(&b.d), "{isa:?}");
-        assert_eq!(bits(&a.dsum), bits(&b.dsum), "{isa:?}");
-        assert_eq!(bits(&a.s), bits(&b.s), "{isa:?}");
-        assert_eq!(a.bias, b.bias, "{isa:?}");
+        for isa in Isa::available() {
+            let (mut a, b) = (
+                quantize_q8(Isa::Scalar, &x, 3, k, true, 3),
+                quantize_q8(isa, &x, 3, k, true, 3),
+            );
+            if b.paired {
+                let nb = a.nb;
+                for i in 0..3 {
+                    super::act::pair_row(super::act::Q8Out {
+                        qs: &mut a.qs[i * k..(i + 1) * k],
+                        d: &mut a.d[i * nb..(i + 1) * nb],
+                        dsum: &mut a.dsum[i * nb..(i + 1) * nb],
+                        s: &mut a.s[i * nb..(i + 1) * nb],
+                        sum: &mut a.bias[i * nb..(i + 1) * nb],
+                    });
+                }
+            }
+            assert_eq!(a.qs, b.qs, "{isa:?}");
+            assert_eq!(bits(&a.d), bits(&b.d), "{isa:?}");
+            assert_eq!(bits(&a.dsum), bits(&b.dsum), "{isa:?}");
+            assert_eq!(bits(&a.s), bits(&b.s), "{isa:?}");
+            assert_eq!(a.bias, b.bias, "{isa:?}");
+        }
     }
     // Q8_K.
     let k = 512;
@@ -369,9 +371,21 @@ fn matmul_matches_dequantized_product_on_every_isa() {
             let w = random_blocks(&mut rng, ty, 3, 256);
             check_matmul(ty, &w, 3, 256, m, &mut rng, "m-sweep");
         }
-        // 32-value formats: rows with blocks after the last full group of 8.
+        // 32-value formats: rows with blocks after the last full group of 8 (fewer than 4,
+        // exactly a half group of 4 as in a 896-wide row, and a half group plus single blocks).
         if ty.block_size() == 32 {
-            for (m, n, k) in [(1, 5, 96), (3, 4, 352), (5, 3, 32), (2, 6, 288)] {
+            for (m, n, k) in [
+                (1, 5, 96),
+                (3, 4, 352),
+                (5, 3, 32),
+                (2, 6, 288),
+                (1, 5, 896),
+                (4, 3, 896),
+                (2, 3, 448),
+                (3, 2, 224),
+                (1, 4, 160),
+                (2, 3, 128),
+            ] {
                 let w = random_blocks(&mut rng, ty, n, k);
                 check_matmul(ty, &w, n, k, m, &mut rng, "tail-blocks");
             }

@@ -18,11 +18,11 @@
 //!   IQ4_NL) are biased to unsigned (`q + 128`) and take the offset path with VNNI, whose
 //!   `vpdpbusd` has no i16 saturation; AVX2 multiplies `|q| × sign(x, q)` instead.
 //!
-//! Blocks after the last full group (rows whose length is not a multiple of 256) are handled
-//! one at a time in the natural layout.
+//! Four blocks after the last full group form a half group (two pairs; `act::HALF_ORDER`);
+//! any blocks after that are handled one at a time in the natural layout.
 
 use super::{Dot, f16_at, hsum};
-use crate::backend::cpu::quant::act::{PAIR_ORDER, Q8Rows};
+use crate::backend::cpu::quant::act::{HALF_ORDER, PAIR_ORDER, Q8Rows};
 use crate::backend::cpu::quant::decode::{self as dec, Block32};
 use crate::backend::cpu::quant::legacy::IQ4NL_VALUES;
 use crate::backend::cpu::quant::matmul::Tile;
@@ -258,6 +258,26 @@ unsafe fn f16x8(p: *const u8, stride: usize) -> __m256 {
     _mm256_cvtph_ps(v)
 }
 
+/// The f16 fields of four consecutive blocks (at `p + j * stride`) as f32 in lanes 0, 1, 4, 5
+/// in [`HALF_ORDER`], the other lanes zero: the layout of a half group's block sums.
+#[inline(always)]
+unsafe fn f16x4(p: *const u8, stride: usize) -> __m256 {
+    let at = |i: usize| p.add(HALF_ORDER[i] * stride);
+    let mut v = _mm_cvtsi32_si128(u16_at(at(0)));
+    v = _mm_insert_epi16::<1>(v, u16_at(at(1)));
+    v = _mm_insert_epi16::<4>(v, u16_at(at(2)));
+    v = _mm_insert_epi16::<5>(v, u16_at(at(3)));
+    _mm256_cvtph_ps(v)
+}
+
+/// Four f32 activation values stored in [`HALF_ORDER`] at `p`, in lanes 0, 1, 4, 5 (the other
+/// lanes hold copies; they meet zeros).
+#[inline(always)]
+unsafe fn f32x4_half(p: *const f32) -> __m256 {
+    let v = _mm_loadu_ps(p);
+    _mm256_set_m128(_mm_movehl_ps(v, v), v)
+}
+
 /// How a format's values meet the `u8 × i8` product on this instruction set.
 struct Mode {
     /// Signed values through `|q| × sign(x, q)` (AVX2 only).
@@ -375,6 +395,45 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
                 }
             }
             g += 8;
+        }
+        if g + 4 <= nb {
+            // A half group (pairs 0 and 1 only): block sums in lanes 0, 1, 4, 5.
+            let blk = w.add(g * B::BYTES);
+            let dw = f16x4(blk.add(B::D_AT), B::BYTES);
+            let mw = if B::AFFINE {
+                f16x4(blk.add(B::M_AT), B::BYTES)
+            } else {
+                _mm256_setzero_ps()
+            };
+            let mut lo = [Wv {
+                u: zero,
+                sign: zero,
+            }; 2];
+            let mut hi = lo;
+            for p in 0..2 {
+                let (l, h) =
+                    B::pair::<D>(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
+                lo[p] = prepare::<B>(&md, l);
+                hi[p] = prepare::<B>(&md, h);
+            }
+            for i in 0..N {
+                let ix = base[i] + g;
+                let xp = a.qs.add(ix * 32);
+                let mut s = [zero; 2];
+                for p in 0..2 {
+                    let sp = dot::<D>(&md, zero, lo[p], load(xp.add(64 * p)));
+                    s[p] = dot::<D>(&md, sp, hi[p], load(xp.add(64 * p + 32)));
+                }
+                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), zero);
+                let sc = _mm256_mul_ps(dw, f32x4_half(a.d.add(ix)));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc[i]);
+                if B::AFFINE {
+                    corr[i] = _mm256_fmadd_ps(mw, f32x4_half(a.s.add(ix)), corr[i]);
+                } else if md.off != 0.0 {
+                    corr[i] = _mm256_fmadd_ps(dw, f32x4_half(a.dsum.add(ix)), corr[i]);
+                }
+            }
+            g += 4;
         }
         let mut tail = [_mm256_setzero_ps(); N];
         let mut corr_tail = [0f32; N];
