@@ -71,6 +71,28 @@ fn cheap_chain_op(i: usize, y: &Array) -> Result<Array> {
     }
 }
 
+/// Ten ops `op(0..10)` over 16M f32 under `compile` (one fused kernel), in ms.
+fn compiled_chain_case(name: &str, op: fn(usize, &Array) -> Result<Array>) -> Case {
+    Case {
+        name: name.into(),
+        unit: "ms",
+        setup: Box::new(move || {
+            let x = input_16m();
+            let f = compile(move |xs: &[Array]| {
+                let mut y = xs[0].clone();
+                for i in 0..10 {
+                    y = op(i, &y)?;
+                }
+                Ok(vec![y])
+            });
+            Body::timed(
+                move || ok(ok(f.call(std::slice::from_ref(&x)))[0].eval()),
+                1.0,
+            )
+        }),
+    }
+}
+
 pub fn train_cases() -> Vec<Case> {
     vec![
         // 784-512-512-10 MLP, batch 256, cross-entropy, plain SGD: one full step per run.
@@ -131,45 +153,11 @@ pub fn train_cases() -> Vec<Case> {
             }),
         },
         // The ten-op chain compiled: one fused kernel, one pass over memory.
-        Case {
-            name: "chain10_compiled_16M".into(),
-            unit: "ms",
-            setup: Box::new(|| {
-                let x = input_16m();
-                let f = compile(|xs: &[Array]| {
-                    let mut y = xs[0].clone();
-                    for i in 0..10 {
-                        y = chain_op(i, &y)?;
-                    }
-                    Ok(vec![y])
-                });
-                Body::timed(
-                    move || ok(ok(f.call(std::slice::from_ref(&x)))[0].eval()),
-                    1.0,
-                )
-            }),
-        },
+        compiled_chain_case("chain10_compiled_16M", chain_op),
         // Ten cheap ops (multiply, add, maximum, minimum, subtract) compiled: what the fusion
         // machinery costs when the arithmetic itself is negligible (chain10 has three tanh,
         // which are compute-bound).
-        Case {
-            name: "chain10_cheap_compiled_16M".into(),
-            unit: "ms",
-            setup: Box::new(|| {
-                let x = input_16m();
-                let f = compile(|xs: &[Array]| {
-                    let mut y = xs[0].clone();
-                    for i in 0..10 {
-                        y = cheap_chain_op(i, &y)?;
-                    }
-                    Ok(vec![y])
-                });
-                Body::timed(
-                    move || ok(ok(f.call(std::slice::from_ref(&x)))[0].eval()),
-                    1.0,
-                )
-            }),
-        },
+        compiled_chain_case("chain10_cheap_compiled_16M", cheap_chain_op),
         // One add over the same data: the one-pass reference for the compiled chain.
         Case {
             name: "add_f32_16M_reference".into(),

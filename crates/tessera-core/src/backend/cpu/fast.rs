@@ -26,6 +26,36 @@ fn finish(o: ArrayData, out: &Meta) -> Result<ArrayData> {
     }
 }
 
+/// Runs `row(x, y)` over the rows of `d` values of `x` and `o` (contiguous f32 of one size),
+/// rows split across the pool, under the best instruction set. When `o` is `x` itself (donated),
+/// each row is copied before `row` writes over it, so the two slices never alias. Generic (not
+/// `dyn`), so `row` is compiled inside the instruction-set dispatch and vectorised at its width.
+#[inline(always)]
+fn each_row<F: Fn(&[f32], &mut [f32]) + Sync>(x: &ArrayData, o: &ArrayData, d: usize, row: &F) {
+    let rows = o.size() / d;
+    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
+    pool::parallel_chunks(rows, (1usize << 14).div_ceil(d).max(1), &|s, e| {
+        let mut tmp = Vec::new();
+        simd::dispatch(|| {
+            for r in s..e {
+                // SAFETY: row r spans [r*d, (r+1)*d) of both contiguous arrays, which hold
+                // rows * d values; this task alone writes it.
+                unsafe {
+                    let xs = std::slice::from_raw_parts(src.get().add(r * d), d);
+                    let ys = std::slice::from_raw_parts_mut(dst.get().add(r * d), d);
+                    if std::ptr::eq(xs.as_ptr(), ys.as_ptr()) {
+                        tmp.clear();
+                        tmp.extend_from_slice(xs);
+                        row(&tmp, ys);
+                    } else {
+                        row(xs, ys);
+                    }
+                }
+            }
+        })
+    });
+}
+
 #[inline(always)]
 fn rms_row(x: &[f32], w: Option<&[f32]>, y: &mut [f32], eps: f32) {
     let mut ss = 0f32;
@@ -60,28 +90,12 @@ pub(super) fn rms_norm(
     if o.size() == 0 || d == 0 {
         return finish(o, out);
     }
-    let rows = o.size() / d;
-    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
-    let wp = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
+    let ws = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
     let eps = eps as f32;
-    pool::parallel_chunks(rows, (1usize << 14).div_ceil(d).max(1), &|s, e| {
-        simd::dispatch(|| {
-            for r in s..e {
-                // SAFETY: row r spans [r*d, (r+1)*d) of both contiguous arrays (identical when
-                // donated: each element is read before it is written); w holds d values.
-                unsafe {
-                    let xs = std::slice::from_raw_parts(src.get().add(r * d), d);
-                    let ys = std::slice::from_raw_parts_mut(dst.get().add(r * d), d);
-                    let ws = wp.map(|p| std::slice::from_raw_parts(p.get(), d));
-                    if std::ptr::eq(xs.as_ptr(), ys.as_ptr()) {
-                        let tmp = xs.to_vec();
-                        rms_row(&tmp, ws, ys, eps);
-                    } else {
-                        rms_row(xs, ws, ys, eps);
-                    }
-                }
-            }
-        })
+    // SAFETY: w holds d values.
+    each_row(&x, &o, d, &|xs, ys| {
+        let ws = ws.map(|p| unsafe { std::slice::from_raw_parts(p.get(), d) });
+        rms_row(xs, ws, ys, eps)
     });
     finish(o, out)
 }
@@ -141,33 +155,14 @@ pub(super) fn layer_norm(
     if o.size() == 0 || d == 0 {
         return finish(o, out);
     }
-    let rows = o.size() / d;
-    let (src, dst) = (SendConstPtr(x.ptr::<f32>()), SendPtr(o.mut_ptr::<f32>()));
-    let wp = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
-    let bp = b.as_ref().map(|b| SendConstPtr(b.ptr::<f32>()));
+    let ws = w.as_ref().map(|w| SendConstPtr(w.ptr::<f32>()));
+    let bs = b.as_ref().map(|b| SendConstPtr(b.ptr::<f32>()));
     let eps = eps as f32;
-    pool::parallel_chunks(rows, (1usize << 14).div_ceil(d).max(1), &|s, e| {
-        let mut tmp = Vec::new();
-        simd::dispatch(|| {
-            for r in s..e {
-                // SAFETY: row r spans [r*d, (r+1)*d) of both contiguous arrays (the same memory
-                // when x was donated, so the row is copied first: the last pass reads x after
-                // writing y); w and b hold d values.
-                unsafe {
-                    let xs = std::slice::from_raw_parts(src.get().add(r * d), d);
-                    let ys = std::slice::from_raw_parts_mut(dst.get().add(r * d), d);
-                    let ws = wp.map(|p| std::slice::from_raw_parts(p.get(), d));
-                    let bs = bp.map(|p| std::slice::from_raw_parts(p.get(), d));
-                    if std::ptr::eq(xs.as_ptr(), ys.as_ptr()) {
-                        tmp.clear();
-                        tmp.extend_from_slice(xs);
-                        layer_norm_row(&tmp, ws, bs, ys, eps);
-                    } else {
-                        layer_norm_row(xs, ws, bs, ys, eps);
-                    }
-                }
-            }
-        })
+    // SAFETY: w and b hold d values.
+    each_row(&x, &o, d, &|xs, ys| {
+        let ws = ws.map(|p| unsafe { std::slice::from_raw_parts(p.get(), d) });
+        let bs = bs.map(|p| unsafe { std::slice::from_raw_parts(p.get(), d) });
+        layer_norm_row(xs, ws, bs, ys, eps)
     });
     finish(o, out)
 }

@@ -338,6 +338,79 @@ unsafe fn load(p: *const i8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
+/// A group's f16 fields (scales at `p`, or mins) in the lanes of its block sums. (Functions,
+/// not closures: see the module docs of `x86`.)
+#[inline(always)]
+unsafe fn group_scales<B: Block32Avx, const HALF: bool>(p: *const u8) -> __m256 {
+    if HALF {
+        f16x4(p, B::BYTES)
+    } else {
+        f16x8(p, B::BYTES)
+    }
+}
+
+/// A group's per-block activation values at `p`, in the lanes of its block sums.
+#[inline(always)]
+unsafe fn group_acts<const HALF: bool>(p: *const f32) -> __m256 {
+    if HALF {
+        f32x4_half(p)
+    } else {
+        _mm256_loadu_ps(p)
+    }
+}
+
+/// One group of blocks starting at block `g` (weights at `blk`) against the tile's activation
+/// rows: 8 blocks (4 pairs, block sums in [`PAIR_ORDER`]) or, with `HALF`, 4 blocks (2 pairs,
+/// sums in lanes 0, 1, 4, 5 in [`HALF_ORDER`], the other lanes zero).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group<D: Dot, B: Block32Avx, const N: usize, const HALF: bool>(
+    md: &Mode,
+    blk: *const u8,
+    a: &Acts,
+    base: &[usize; N],
+    g: usize,
+    acc: &mut [__m256; N],
+    corr: &mut [__m256; N],
+) {
+    let pairs = if HALF { 2 } else { 4 };
+    let zero = _mm256_setzero_si256();
+    let dw = group_scales::<B, HALF>(blk.add(B::D_AT));
+    let mw = if B::AFFINE {
+        group_scales::<B, HALF>(blk.add(B::M_AT))
+    } else {
+        _mm256_setzero_ps()
+    };
+    let mut lo = [Wv {
+        u: zero,
+        sign: zero,
+    }; 4];
+    let mut hi = lo;
+    for p in 0..pairs {
+        let (l, h) = B::pair::<D>(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
+        lo[p] = prepare::<B>(md, l);
+        hi[p] = prepare::<B>(md, h);
+    }
+    for i in 0..N {
+        let ix = base[i] + g;
+        let xp = a.qs.add(ix * 32);
+        let mut s = [zero; 4];
+        for p in 0..pairs {
+            let sp = dot::<D>(md, zero, lo[p], load(xp.add(64 * p)));
+            s[p] = dot::<D>(md, sp, hi[p], load(xp.add(64 * p + 32)));
+        }
+        // Each lane a whole block's sum: [b0 b2 b4 b6 | b1 b3 b5 b7], or [b0 b2 0 0 | b1 b3 0 0].
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+        let sc = _mm256_mul_ps(dw, group_acts::<HALF>(a.d.add(ix)));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc[i]);
+        if B::AFFINE {
+            corr[i] = _mm256_fmadd_ps(mw, group_acts::<HALF>(a.s.add(ix)), corr[i]);
+        } else if md.off != 0.0 {
+            corr[i] = _mm256_fmadd_ps(dw, group_acts::<HALF>(a.dsum.add(ix)), corr[i]);
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
     let a = Acts {
@@ -357,82 +430,11 @@ unsafe fn rows_n<D: Dot, B: Block32Avx, const N: usize>(t: &Tile<Q8Rows>) {
         let mut corr = [_mm256_setzero_ps(); N];
         let mut g = 0;
         while g + 8 <= nb {
-            let blk = w.add(g * B::BYTES);
-            let dw = f16x8(blk.add(B::D_AT), B::BYTES);
-            let mw = if B::AFFINE {
-                f16x8(blk.add(B::M_AT), B::BYTES)
-            } else {
-                _mm256_setzero_ps()
-            };
-            let mut lo = [Wv {
-                u: zero,
-                sign: zero,
-            }; 4];
-            let mut hi = lo;
-            for p in 0..4 {
-                let (l, h) =
-                    B::pair::<D>(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
-                lo[p] = prepare::<B>(&md, l);
-                hi[p] = prepare::<B>(&md, h);
-            }
-            for i in 0..N {
-                let ix = base[i] + g;
-                let xp = a.qs.add(ix * 32);
-                let mut s = [zero; 4];
-                for p in 0..4 {
-                    let sp = dot::<D>(&md, zero, lo[p], load(xp.add(64 * p)));
-                    s[p] = dot::<D>(&md, sp, hi[p], load(xp.add(64 * p + 32)));
-                }
-                // Lanes [b0 b2 b4 b6 | b1 b3 b5 b7] (PAIR_ORDER), each a whole block's sum.
-                let h =
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
-                let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d.add(ix)));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc[i]);
-                if B::AFFINE {
-                    corr[i] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a.s.add(ix)), corr[i]);
-                } else if md.off != 0.0 {
-                    corr[i] = _mm256_fmadd_ps(dw, _mm256_loadu_ps(a.dsum.add(ix)), corr[i]);
-                }
-            }
+            group::<D, B, N, false>(&md, w.add(g * B::BYTES), &a, &base, g, &mut acc, &mut corr);
             g += 8;
         }
         if g + 4 <= nb {
-            // A half group (pairs 0 and 1 only): block sums in lanes 0, 1, 4, 5.
-            let blk = w.add(g * B::BYTES);
-            let dw = f16x4(blk.add(B::D_AT), B::BYTES);
-            let mw = if B::AFFINE {
-                f16x4(blk.add(B::M_AT), B::BYTES)
-            } else {
-                _mm256_setzero_ps()
-            };
-            let mut lo = [Wv {
-                u: zero,
-                sign: zero,
-            }; 2];
-            let mut hi = lo;
-            for p in 0..2 {
-                let (l, h) =
-                    B::pair::<D>(blk.add(2 * p * B::BYTES), blk.add((2 * p + 1) * B::BYTES));
-                lo[p] = prepare::<B>(&md, l);
-                hi[p] = prepare::<B>(&md, h);
-            }
-            for i in 0..N {
-                let ix = base[i] + g;
-                let xp = a.qs.add(ix * 32);
-                let mut s = [zero; 2];
-                for p in 0..2 {
-                    let sp = dot::<D>(&md, zero, lo[p], load(xp.add(64 * p)));
-                    s[p] = dot::<D>(&md, sp, hi[p], load(xp.add(64 * p + 32)));
-                }
-                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), zero);
-                let sc = _mm256_mul_ps(dw, f32x4_half(a.d.add(ix)));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), sc, acc[i]);
-                if B::AFFINE {
-                    corr[i] = _mm256_fmadd_ps(mw, f32x4_half(a.s.add(ix)), corr[i]);
-                } else if md.off != 0.0 {
-                    corr[i] = _mm256_fmadd_ps(dw, f32x4_half(a.dsum.add(ix)), corr[i]);
-                }
-            }
+            group::<D, B, N, true>(&md, w.add(g * B::BYTES), &a, &base, g, &mut acc, &mut corr);
             g += 4;
         }
         let mut tail = [_mm256_setzero_ps(); N];
