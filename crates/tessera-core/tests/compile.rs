@@ -1,7 +1,7 @@
 //! compile: results equal the uncompiled function; fusion and CSE happen; transforms compose.
 
 use tessera_core::ops::{self, Axes};
-use tessera_core::transforms::{compile, grad, vmap};
+use tessera_core::transforms::{self, compile, grad, vmap};
 use tessera_core::{Array, Dtype, Result, random};
 
 fn rand(shape: &[usize], seed: u64) -> Array {
@@ -365,4 +365,63 @@ fn fused_values_read_long_after_they_are_made() {
     }
     let ins = [rand(&[1000], 1), rand(&[1000], 2)];
     assert_eq!(c.fused_kernels(&ins).unwrap(), 1);
+}
+
+/// Operands broadcast along leading axes (a bias of shape (d,) or (1, d), a (t, d) table under
+/// (b, t, d)) join the fused kernel, which stages each chunk's repeating values; a column
+/// (n, 1) does not (its values do not repeat with a period) and stays a separate node. Results
+/// equal the uncompiled function bitwise, with and without a trailing reduction, for chunk
+/// boundaries that fall inside rows, and under the shapeless mode across batch sizes.
+#[test]
+fn leading_axis_broadcasts_are_fused() {
+    let f = |xs: &[Array]| -> Result<Vec<Array>> {
+        let (x, b, t) = (&xs[0], &xs[1], &xs[2]);
+        let h = ops::maximum(&ops::add(&ops::multiply(x, &Array::scalar(2.0f32))?, b)?, t)?;
+        Ok(vec![ops::tanh(&h)?])
+    };
+    let c = compile(f);
+    for (shape, bshape, tshape) in [
+        (vec![4usize, 3], vec![3usize], vec![4usize, 3]),
+        (vec![5, 7, 333], vec![1, 333], vec![7, 333]),
+        (vec![3, 1100], vec![1100], vec![1, 1100]),
+    ] {
+        let ins = [rand(&shape, 1), rand(&bshape, 2), rand(&tshape, 3)];
+        assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+        assert_eq!(
+            c.fused_kernels(&ins).unwrap(),
+            1,
+            "{shape:?} {bshape:?} {tshape:?}"
+        );
+        assert_eq!(c.node_count(&ins).unwrap(), 1, "one node for {shape:?}");
+    }
+    // With a trailing reduction (short rows and rows longer than a chunk).
+    let g = |xs: &[Array]| -> Result<Vec<Array>> {
+        let e = ops::exp(&ops::subtract(&xs[0], &xs[1])?)?;
+        Ok(vec![ops::sum(&e, Axes::Some(vec![-1]), false)?])
+    };
+    let cg = compile(g);
+    for (shape, bshape) in [
+        (vec![6usize, 10], vec![10usize]),
+        (vec![3, 3000], vec![1, 3000]),
+    ] {
+        let ins = [rand(&shape, 4), rand(&bshape, 5)];
+        assert_same(&cg.call(&ins).unwrap(), &g(&ins).unwrap());
+        assert_eq!(cg.fused_kernels(&ins).unwrap(), 1);
+    }
+    // A column is not a period of the elements: correct results, but not one kernel.
+    let ins = [rand(&[4, 3], 6), rand(&[4, 1], 7), rand(&[4, 3], 8)];
+    assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+    // x * 2, the column add, then maximum and tanh fused.
+    assert_eq!(
+        c.node_count(&ins).unwrap(),
+        3,
+        "the column add stays outside"
+    );
+    // Shapeless: one trace serves other batch sizes with the bias fused.
+    let s = transforms::compile_shapeless(f);
+    for n in [2usize, 9] {
+        let ins = [rand(&[n, 5], 9), rand(&[5], 10), rand(&[n, 5], 11)];
+        assert_same(&s.call(&ins).unwrap(), &f(&ins).unwrap());
+        assert_eq!(s.fused_kernels(&ins).unwrap(), 1);
+    }
 }

@@ -102,6 +102,19 @@ pub fn compile_shapeless<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: F) -> Compile
 }
 
 /// NumPy broadcasting of several shapes (`None` if they do not broadcast).
+/// Whether an operand of shape `s` can enter a fused kernel whose elements have shape `full`:
+/// full-size, a single value, or repeating along leading axes only (`s` without its leading
+/// 1s is a suffix of `full`, as a bias is): element `i` is then `s[i % size(s)]`.
+pub(crate) fn fusible_operand(s: &[usize], full: &[usize]) -> bool {
+    let n: usize = s.iter().product();
+    if n == 1 || s == full {
+        return true;
+    }
+    let lead = s.iter().take_while(|&&d| d == 1).count();
+    let core = &s[lead..];
+    core.len() <= full.len() && full[full.len() - core.len()..] == *core
+}
+
 fn broadcast_all(shapes: &[&[usize]]) -> Option<Vec<usize>> {
     let n = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
     let mut out = vec![1usize; n];
@@ -146,14 +159,10 @@ fn reshape_for(
         Primitive::RmsNorm { .. } | Primitive::LayerNorm { .. } => same(new_in.first()?.to_vec()),
         Primitive::Binary(_) | Primitive::Select => same(broadcast_all(new_in)?),
         Primitive::Fused(FusedRef(prog)) => {
-            // The kernel takes full-size or single-element inputs only.
+            // The kernel takes full-size, single-element and leading-axis-broadcast inputs.
             let full = broadcast_all(new_in)?;
-            let size: usize = full.iter().product();
-            for s in new_in {
-                let n: usize = s.iter().product();
-                if n != 1 && (*s != full.as_slice() || n != size) {
-                    return None;
-                }
+            if !new_in.iter().all(|s| fusible_operand(s, &full)) {
+                return None;
             }
             match prog.reduce {
                 None => same(full),
@@ -470,20 +479,20 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
     }
     let outs: Vec<Src> = outputs.iter().map(|o| src_of(o, &index)).collect();
     let input_dtypes: Vec<Dtype> = inputs.iter().map(|a| a.dtype()).collect();
-    let input_sizes: Vec<usize> = inputs.iter().map(|a| a.size()).collect();
-    let mut plan = fuse(nodes, outs, &input_dtypes, &input_sizes);
-    plan.input_shapes = inputs.iter().map(|a| a.shape().to_vec()).collect();
+    let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|a| a.shape().to_vec()).collect();
+    let mut plan = fuse(nodes, outs, &input_dtypes, &input_shapes);
+    plan.input_shapes = input_shapes;
     Ok(plan)
 }
 
-/// Groups connected f32 element-wise nodes (same shape; other inputs full-size or scalar) into
-/// fused nodes. A node joins a group when all of its consumers are in that group and it is not
+/// Groups connected f32 element-wise nodes (same shape; other inputs full-size, scalar, or
+/// broadcast along leading axes: [`fusible_operand`]) into fused nodes. A node joins a group when all of its consumers are in that group and it is not
 /// an output of the function, so a value used twice inside a group is just a register.
 fn fuse(
     nodes: Vec<TNode>,
     outputs: Vec<Src>,
     input_dtypes: &[Dtype],
-    input_sizes: &[usize],
+    input_shapes: &[Vec<usize>],
 ) -> Plan {
     let n = nodes.len();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -500,14 +509,12 @@ fn fuse(
             is_output[*j] = true;
         }
     }
-    let size_of = |s: &Src, nodes: &[TNode], shape_n: usize| -> Option<usize> {
+    // A plan is traced for exact input shapes, so every operand's shape is known.
+    let shape_of = |s: &Src, nodes: &[TNode]| -> Option<Vec<usize>> {
         match s {
-            Src::Node(j) => Some(nodes[*j].shape.iter().product()),
-            Src::Const(a) => Some(a.size()),
-            // A plan is traced for exact input shapes, so an input's size is known (a broadcast
-            // operand such as a bias must not join a group: the kernel takes full-size or
-            // single values only).
-            Src::Input(i) => input_sizes.get(*i).copied().or(Some(shape_n)),
+            Src::Node(j) => Some(nodes[*j].shape.clone()),
+            Src::Const(a) => Some(a.shape().to_vec()),
+            Src::Input(i) => input_shapes.get(*i).cloned(),
         }
     };
     let dtype_of = |s: &Src| -> Dtype {
@@ -533,11 +540,10 @@ fn fuse(
             }
             _ => false,
         };
-        let size: usize = t.shape.iter().product();
         ok_op
             && t.inputs
                 .iter()
-                .all(|s| size_of(s, &nodes, size).is_some_and(|m| m == size || m == 1))
+                .all(|s| shape_of(s, &nodes).is_some_and(|m| fusible_operand(&m, &t.shape)))
     };
     // group[i] = the root node (consumer-most) of i's group.
     let mut group: Vec<Option<usize>> = vec![None; n];

@@ -30,21 +30,35 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             msg: "a fused program takes float32 inputs".into(),
         });
     }
-    // Each input is either full-size (made contiguous) or a single value broadcast.
-    let mut srcs: Vec<(SendConstPtr<f32>, bool)> = Vec::with_capacity(inputs.len());
+    // Each input is full-size (made contiguous), a single value broadcast, or repeats with a
+    // period (broadcast along leading axes, as a bias: element i is x[i % period]; compile only
+    // admits such inputs, see `compile::fusible_operand`).
+    let mut srcs: Vec<(SendConstPtr<f32>, Operand)> = Vec::with_capacity(inputs.len());
     let mut keep = Vec::with_capacity(inputs.len());
+    let mut n_periodic = 0;
     for x in inputs {
-        if x.size() == n && n != 1 {
-            let c = ensure_contiguous(x)?;
-            srcs.push((SendConstPtr(c.ptr::<f32>()), true));
-            keep.push(c);
+        let kind = if x.size() == n && n != 1 {
+            Operand::Full
         } else if x.size() == 1 {
-            srcs.push((SendConstPtr(x.ptr::<f32>()), false));
+            Operand::Scalar
+        } else if x.size() > 1 && n.is_multiple_of(x.size()) {
+            n_periodic += 1;
+            Operand::Periodic(x.size(), n_periodic - 1)
         } else {
             return Err(Error::Invalid {
                 op: "fused",
-                msg: "an input is neither full-size nor a scalar".into(),
+                msg: format!(
+                    "an input of {} elements is neither full-size ({n}), a scalar, nor a period of it",
+                    x.size()
+                ),
             });
+        };
+        if kind == Operand::Scalar {
+            srcs.push((SendConstPtr(x.ptr::<f32>()), kind));
+        } else {
+            let c = ensure_contiguous(x)?;
+            srcs.push((SendConstPtr(c.ptr::<f32>()), kind));
+            keep.push(c);
         }
     }
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
@@ -56,15 +70,31 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     let (slot, n_slots) = assign_slots(prog);
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
+    // `regs` holds the step rows, then one row per periodic input (filled per chunk).
     let eval = |start: usize, len: usize, d_out: *mut f32, regs: &mut Vec<f32>| {
+        for &(p, kind) in &srcs {
+            if let Operand::Periodic(period, k) = kind {
+                let row = &mut regs[(n_slots + k) * CHUNK..(n_slots + k) * CHUNK + len];
+                // SAFETY: the input holds `period` contiguous values.
+                let src = unsafe { std::slice::from_raw_parts(p.get(), period) };
+                let mut at = start % period;
+                for v in row.iter_mut() {
+                    *v = src[at];
+                    at += 1;
+                    if at == period {
+                        at = 0;
+                    }
+                }
+            }
+        }
         let reg = |r: usize, regs: &mut Vec<f32>| -> (*const f32, isize) {
             if r < srcs.len() {
-                let (p, full) = srcs[r];
-                // SAFETY: full inputs have n elements; scalars are read at index 0.
-                if full {
-                    (unsafe { p.get().add(start) }, 1)
-                } else {
-                    (p.get(), 0)
+                let (p, kind) = srcs[r];
+                match kind {
+                    // SAFETY: full inputs have n elements.
+                    Operand::Full => (unsafe { p.get().add(start) }, 1),
+                    Operand::Scalar => (p.get(), 0),
+                    Operand::Periodic(_, k) => (regs[(n_slots + k) * CHUNK..].as_ptr(), 1),
                 }
             } else {
                 (regs[slot[r - srcs.len()] * CHUNK..].as_ptr(), 1)
@@ -107,7 +137,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         None => {
             let chunks = n.div_ceil(CHUNK);
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
-                let mut regs = vec![0f32; n_slots * CHUNK];
+                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
                 for c in c0..c1 {
                     let start = c * CHUNK;
                     // SAFETY: this chunk of the output.
@@ -125,7 +155,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             let rows_per = CHUNK / len;
             let blocks = out_n.div_ceil(rows_per);
             pool::parallel_chunks(blocks, 16, &|b0, b1| {
-                let mut regs = vec![0f32; n_slots * CHUNK];
+                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
                 let mut row = vec![0f32; CHUNK];
                 for b in b0..b1 {
                     let (r0, r1) = (b * rows_per, ((b + 1) * rows_per).min(out_n));
@@ -141,7 +171,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         Some((op, len)) => {
             // Long rows: evaluate a row in chunks into a row-sized scratch, then reduce it.
             pool::parallel_chunks(out_n, 1, &|r0, r1| {
-                let mut regs = vec![0f32; n_slots * CHUNK];
+                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
                 let mut row = vec![0f32; len];
                 for r in r0..r1 {
                     for s in (0..len).step_by(CHUNK) {
@@ -157,6 +187,18 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     }
     drop(keep);
     Ok(o)
+}
+
+/// How the kernel reads one input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operand {
+    /// One value per element.
+    Full,
+    /// One value for every element.
+    Scalar,
+    /// `period` values repeating (element `i` is value `i % period`), staged per chunk into
+    /// scratch row `k` after the steps' rows.
+    Periodic(usize, usize),
 }
 
 /// Scratch rows for the steps' results: a step's row is reused once every step that reads it
