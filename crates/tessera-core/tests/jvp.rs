@@ -711,9 +711,8 @@ fn fast_ops_in_f32() {
             &[xr.clone()],
             T32,
         );
-        // Tables as arguments too: the rule differentiates them (the vjp treats them as
-        // constants, so only finite differences check this).
-        check_fd(
+        // Tables as arguments too: both modes differentiate them.
+        check_tol(
             &format!("rope with tables interleaved {interleaved}"),
             &|xs: &[Array]| ops::rope(&xs[0], &xs[1], &xs[2], interleaved),
             &[xr.clone(), cos.clone(), sin.clone()],
@@ -737,7 +736,7 @@ fn fast_ops_in_f32() {
         &[q.clone(), k.clone(), v.clone()],
         T32,
     );
-    check_fd(
+    check_tol(
         "sdpa with the mask differentiated",
         &|xs: &[Array]| ops::sdpa(&xs[0], &xs[1], &xs[2], 0.5, Some(&xs[3])),
         &[q.clone(), k.clone(), v.clone(), mask.clone()],

@@ -141,7 +141,7 @@ pub fn layer_norm(
 /// `cos`, `sin` of shape `(t, r)` (float): the first `2r` dims of each head are rotated (the rest
 /// pass through). Pairs are adjacent dims `(2i, 2i+1)` when `interleaved` (GPT-J, llama.cpp's
 /// Llama layout), else `(i, i + r)` (GPT-NeoX, Hugging Face `rotate_half`). The result has x's
-/// dtype; the tables are constants (no gradient flows to them).
+/// dtype. Gradients flow to x and to the tables (through the composite [`rope_composite`]).
 /// ```
 /// use tessera_core::{Array, ops};
 /// // One position, one head, d = 2, angle 90°: (1, 0) -> (0, 1).

@@ -442,20 +442,31 @@ pub(crate) fn vjp(
                 inputs,
                 std::slice::from_ref(ct),
             )?;
-            let mut gs: Vec<Option<Array>> = gs.into_iter().map(Some).collect();
-            if with_mask {
-                gs[3] = None; // masks are constants
-            }
-            gs
+            // The mask's gradient too (summed over its broadcast axes by the composite's own
+            // rules); like every cotangent it is only evaluated when the mask is differentiated.
+            gs.into_iter().map(Some).collect()
         }
         Primitive::Rope { interleaved } => {
             // A rotation: its transpose rotates by the opposite angle.
             let neg = ops::negative(&inputs[2])?;
-            vec![
-                Some(ops::rope(ct, &inputs[1], &neg, *interleaved)?),
-                None,
-                None,
-            ]
+            let gx = ops::rope(ct, &inputs[1], &neg, *interleaved)?;
+            // The tables' gradients from the composite (built lazily: evaluated only when the
+            // tables are differentiated).
+            let interleaved = *interleaved;
+            let (_, gs) = crate::transforms::vjp(
+                |xs| {
+                    Ok(vec![ops::rope_composite(
+                        &inputs[0],
+                        &xs[0],
+                        &xs[1],
+                        interleaved,
+                    )?])
+                },
+                &inputs[1..3],
+                std::slice::from_ref(ct),
+            )?;
+            let mut gs = gs.into_iter();
+            vec![Some(gx), gs.next(), gs.next()]
         }
         Primitive::Softmax => {
             let s = ops::sum(&ops::multiply(ct, out)?, -1, true)?;
