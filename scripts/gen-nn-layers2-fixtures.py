@@ -12,7 +12,7 @@ the gradients of sum(out * r) (+ sum(weights * r_w) when the attention weights a
 fixed random r, r_w with respect to every input and parameter. Pooling inputs and outputs are
 written channels last ((N, C, L) -> (N, L, C), (N, C, H, W) -> (N, H, W, C)), tessera's layout.
 
-Writes crates/tessera-nn/tests/fixtures/nn/layer_options.json. Run with a Python that has torch:
+Writes tests/fixtures/nn/layer_options.json. Run with a Python that has torch:
   .cache/bench-venv/bin/python scripts/gen-nn-layers2-fixtures.py
 """
 import json
@@ -268,7 +268,7 @@ full("transformer_pre_gelu", 1, 2, True, "gelu",
      {"src_mask": rnd(S, S), "causal": True, "tgt_key_padding_mask": tgt_kpm})
 
 out = pathlib.Path(__file__).resolve().parent.parent / \
-    "crates/tessera-nn/tests/fixtures/nn/layer_options.json"
+    "tests/fixtures/nn/layer_options.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({"torch": torch.__version__, "cases": cases},
                           separators=(",", ":")) + "\n")

@@ -4,6 +4,8 @@
 //! argument errors, transforms (vmap, compile, grad of grad) and the initialisers' statistics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{fixture, shape_of};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tessera_core::ops::{self, Axes};
@@ -12,21 +14,6 @@ use tessera_core::{Array, Dtype, Result, random};
 use tessera_nn::activations as act;
 use tessera_nn::init::{self, FanMode, Nonlinearity};
 use tessera_nn::losses::{self, CrossEntropyOptions, KlReduction, Reduction};
-
-fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/nn/activations_losses.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
 
 fn tensor(v: &Value, dtype: Dtype) -> Array {
     let data: Vec<f64> = v["data"]
@@ -164,7 +151,7 @@ fn run_op(
 
 /// Forward and gradients of every case in `dtype`, within `rtol`/`atol` of PyTorch's float64.
 fn check_all(dtype: Dtype, rtol: f64, atol: f64) -> usize {
-    let doc = fixture();
+    let doc = fixture("activations_losses.json");
     let cases = doc["cases"].as_array().unwrap();
     let mut checked = 0;
     for c in cases {

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{close, data_of, fixture, tensor};
 use serde_json::Value;
 use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Dtype, Result, ops, random};
@@ -22,55 +24,6 @@ use tessera_nn::transformer::{
     Activation, DecoderOptions, EncoderOptions, TransformerConfig, TransformerDecoderLayer,
     TransformerEncoderLayer,
 };
-
-fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/nn/attention_norms.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// A fixture tensor in `dt` (bool tensors stay bool).
-fn tensor(v: &Value, dt: Dtype) -> Array {
-    let (shape, data) = (shape_of(v), data_of(v));
-    if v["bool"].as_bool() == Some(true) {
-        let b: Vec<bool> = data.iter().map(|&x| x != 0.0).collect();
-        return Array::from_slice(&b, &shape).unwrap();
-    }
-    Array::from_slice(&data, &shape)
-        .unwrap()
-        .astype(dt)
-        .unwrap()
-}
-
-fn close(name: &str, a: &Array, e: &Array, tol: f64) {
-    assert_eq!(a.shape(), e.shape(), "{name}: shape");
-    let a = a.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
-    let e = e.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
-    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * y.abs().max(1.0),
-            "{name}[{i}]: {x} vs reference {y}"
-        );
-    }
-}
 
 fn key(seed: u64) -> Array {
     random::key(seed)
@@ -332,7 +285,7 @@ fn check_case(c: &Value, dt: Dtype, tol: f64) {
 
 #[test]
 fn torch_golden_f64() {
-    let f = fixture();
+    let f = fixture("attention_norms.json");
     let cases = f["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
     for c in cases {
@@ -342,7 +295,7 @@ fn torch_golden_f64() {
 
 #[test]
 fn torch_golden_f32() {
-    let f = fixture();
+    let f = fixture("attention_norms.json");
     for c in f["cases"].as_array().unwrap() {
         check_case(c, Dtype::F32, 2e-4);
     }
@@ -350,7 +303,7 @@ fn torch_golden_f32() {
 
 #[test]
 fn alibi_against_mlx_and_formula() {
-    let f = fixture();
+    let f = fixture("attention_norms.json");
     let cases = f["mlx"]["alibi"].as_array().unwrap();
     assert!(!cases.is_empty(), "the fixture has MLX references");
     for c in cases {
@@ -412,7 +365,7 @@ fn rope_reference(x: &[f64], shape: &[usize], r: &RoPE, offset: usize) -> Vec<f6
 
 #[test]
 fn rope_against_mlx_formula_and_op() {
-    let f = fixture();
+    let f = fixture("attention_norms.json");
     let x32 = tensor(&f["mlx"]["rope_x"], Dtype::F32);
     let x64 = x32.astype(Dtype::F64).unwrap();
     let cases = f["mlx"]["rope"].as_array().unwrap();

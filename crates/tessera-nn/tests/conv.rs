@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::fixture;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tessera_core::ops::{self, Axes};
@@ -41,12 +43,6 @@ fn close(name: &str, a: &Array, e: &Array, tol: f64) {
             "{name}[{i}]: {x} vs torch {y}"
         );
     }
-}
-
-fn fixture() -> Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/nn/conv.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// A fixture argument: a number (same for every dim) or a list.
@@ -187,7 +183,7 @@ fn run_public(op: &str, args: &Value, a: &BTreeMap<String, Array>) -> Result<Arr
 
 #[test]
 fn conv_and_pool_match_pytorch() {
-    let doc = fixture();
+    let doc = fixture("conv.json");
     let cases = doc["cases"].as_array().unwrap();
     for c in cases {
         let name = c["name"].as_str().unwrap();
@@ -241,7 +237,7 @@ fn conv_and_pool_match_pytorch() {
 
 #[test]
 fn transposed_weights_convert_from_pytorch() {
-    let doc = fixture();
+    let doc = fixture("conv.json");
     let mut n = 0;
     for c in doc["cases"].as_array().unwrap() {
         if let Some(wt) = c.get("weight_torch") {

@@ -1,4 +1,4 @@
-//! Layer options against PyTorch (tests/fixtures/nn/layer_options.json in this crate, written by
+//! Layer options against PyTorch (tests/fixtures/nn/layer_options.json at the repository root, written by
 //! scripts/gen-nn-layers2-fixtures.py in float64): MultiheadAttention's `add_bias_kv`,
 //! `add_zero_attn` and returned attention weights; pooling's `ceil_mode`, `dilation`,
 //! `count_include_pad` and `divisor_override` (channels last); the TransformerEncoder /
@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{close, fixture, params_of, tensor};
 use serde_json::Value;
 use tessera_core::transforms::{self, Params};
 use tessera_core::{Array, Dtype, Result, ops, random};
@@ -23,67 +25,8 @@ use tessera_nn::transformer::{
     TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer, TransformerOptions,
 };
 
-fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/nn/layer_options.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn data_of(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// A fixture tensor in `dt` (bool tensors stay bool).
-fn tensor(v: &Value, dt: Dtype) -> Array {
-    let (shape, data) = (shape_of(v), data_of(v));
-    if v["bool"].as_bool() == Some(true) {
-        let b: Vec<bool> = data.iter().map(|&x| x != 0.0).collect();
-        return Array::from_slice(&b, &shape).unwrap();
-    }
-    Array::from_slice(&data, &shape)
-        .unwrap()
-        .astype(dt)
-        .unwrap()
-}
-
-fn close(name: &str, a: &Array, e: &Array, tol: f64) {
-    assert_eq!(a.shape(), e.shape(), "{name}: shape");
-    let a = a.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
-    let e = e.astype(Dtype::F64).unwrap().to_vec::<f64>().unwrap();
-    for (i, (x, y)) in a.iter().zip(&e).enumerate() {
-        let ok = if y.is_infinite() {
-            x == y
-        } else {
-            (x - y).abs() <= tol * y.abs().max(1.0)
-        };
-        assert!(ok, "{name}[{i}]: {x} vs torch {y}");
-    }
-}
-
 fn key(seed: u64) -> Array {
     random::key(seed)
-}
-
-fn params_of(v: &Value, dt: Dtype) -> Params {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, t)| (k.clone(), tensor(t, dt)))
-        .collect()
 }
 
 fn cfg_usize(c: &Value, k: &str) -> usize {
@@ -371,7 +314,7 @@ fn check_case(c: &Value, dt: Dtype, tol: f64) {
 }
 
 fn cases_of(prefixes: &[&str]) -> Vec<Value> {
-    let f = fixture();
+    let f = fixture("layer_options.json");
     let all = f["cases"].as_array().unwrap();
     let picked: Vec<Value> = all
         .iter()
