@@ -68,6 +68,7 @@ fn rank_worker() {
             report("ok");
         }
         "gradients" => gradients(&g),
+        "pipeline_grads" => pipeline_grads(&g),
         "data_parallel" => data_parallel(&g),
         "vmap_compile" => vmap_compile(&g),
         "pipeline" => pipeline(&g),
@@ -180,6 +181,11 @@ fn all_sum_of_256_mib() {
 #[test]
 fn gradients_flow_through_collectives() {
     run_ok(3, "gradients", &Opts::default());
+}
+
+#[test]
+fn gradients_flow_back_through_send_and_recv() {
+    run_ok(2, "pipeline_grads", &Opts::default());
 }
 
 #[test]
@@ -328,6 +334,48 @@ fn a_stalled_rank_fails_the_others_within_the_timeout() {
         assert!(secs < 10.0, "{r}");
         assert!(r.contains("rank 1"), "{r}");
     }
+}
+
+/// Two pipeline stages. Rank 0 computes h = 3x and sends it; rank 1 receives y (= h) and
+/// computes L = w · sum(y²). Backward, rank 1's receive sends dL/dy = 2wy back and rank 0's send
+/// receives it: dL/dx = 3 · 2wy = 18wx on rank 0, dL/dw = sum(y²) = 9 sum(x²) on rank 1. Each
+/// rank differentiates only its own stage; a second round checks that the messages stay paired.
+fn pipeline_grads(g: &Group) {
+    let xv = [1.0f64, -2.0, 0.5];
+    let w = 1.5f64;
+    for round in 0..2 {
+        let scale = (round + 1) as f64;
+        let x: Vec<f64> = xv.iter().map(|v| v * scale).collect();
+        if g.rank() == 0 {
+            let xa = Array::from_slice(&x, &[3]).unwrap();
+            // The stage's output is the send itself; its own cotangent is zero.
+            let (_, gs) = tessera_core::transforms::vjp(
+                |xs| {
+                    let h = ops::multiply(&xs[0], &Array::scalar(3.0f64))?;
+                    Ok(vec![g.send(&h, 1)?])
+                },
+                std::slice::from_ref(&xa),
+                &[ops::zeros(&[3], Dtype::F64).unwrap()],
+            )
+            .unwrap();
+            let want: Vec<f64> = x.iter().map(|v| 18.0 * w * v).collect();
+            assert_eq!(gs[0].to_vec::<f64>().unwrap(), want, "dL/dx");
+        } else {
+            let wa = Array::from_slice(&[w], &[1]).unwrap();
+            let gs = grad(
+                |ws| {
+                    let y = g.recv(&[3], Dtype::F64, 0)?;
+                    let s = ops::sum(&ops::square(&y)?, ops::Axes::All, true)?;
+                    ops::sum(&ops::multiply(&s, &ws[0])?, ops::Axes::All, false)
+                },
+                std::slice::from_ref(&wa),
+            )
+            .unwrap();
+            let want: f64 = x.iter().map(|v| 9.0 * v * v).sum();
+            assert_eq!(gs[0].to_vec::<f64>().unwrap(), vec![want], "dL/dw");
+        }
+    }
+    report("ok");
 }
 
 fn gradients(g: &Group) {

@@ -6,7 +6,7 @@
 
 use super::{BinaryOp, Primitive, ReduceOp, ScanOp, ScatterMode, UnaryOp};
 use crate::array::Array;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::{self, Axes};
 
 fn scalar(v: f64, like: &Array) -> Array {
@@ -481,7 +481,7 @@ pub(crate) fn vjp(
             )?;
             gs.into_iter().map(Some).collect()
         }
-        Primitive::Collective { op, group } => collective_vjp(*op, group, &x(), out, ct)?,
+        Primitive::Collective { op, group } => collective_vjp(*op, group, inputs, out, ct)?,
         Primitive::Custom(op) => match op.0.vjp(inputs, out, ct) {
             Some(gs) => gs?.into_iter().map(Some).collect(),
             None => {
@@ -571,11 +571,28 @@ fn layer_norm_vjp(
 fn collective_vjp(
     op: crate::collective::CollectiveOp,
     group: &crate::collective::GroupRef,
-    x: &Array,
+    inputs: &[Array],
     out: &Array,
     ct: &Array,
 ) -> Result<Vec<Option<Array>>> {
     use crate::collective::{CollectiveOp::*, CollectiveReduce};
+    // Point-to-point messages, transposed: the receiver sends its cotangent back, the sender
+    // receives it. (recv has no input, or recv_like's template, which gets no gradient.)
+    match op {
+        Send { dst } => {
+            // send returns x itself: the local cotangent plus what the receiver sends back,
+            // received after the send itself (recv_like of the send's output waits for it).
+            return Ok(vec![Some(ops::add(ct, &ops::recv_like(out, dst, group)?)?)]);
+        }
+        Recv { src } => {
+            // Nothing downstream of this node needs the send: the backward pass keeps it and
+            // makes every gradient it returns wait for it.
+            crate::transforms::grad::side_effect(ops::send(ct, src, group)?);
+            return Ok(vec![None; inputs.len()]);
+        }
+        _ => {}
+    }
+    let x = &inputs[0];
     Ok(match op {
         AllReduce(CollectiveReduce::Sum) => vec![Some(ops::all_sum(ct, group)?)],
         AllReduce(CollectiveReduce::Max | CollectiveReduce::Min) => {
@@ -593,16 +610,13 @@ fn collective_vjp(
         }
         // Block b of the input went (summed) to rank b: its cotangent comes from rank b.
         SumScatter => vec![Some(ops::all_gather(ct, group)?)],
-        Send { .. } | Recv { .. } => {
-            return Err(Error::Unsupported {
-                backend: "vjp",
-                primitive: format!(
-                    "{} (no derivative through point-to-point messages yet)",
-                    op.name()
-                ),
-            });
-        }
+        Send { .. } | Recv { .. } => unreachable_p2p(),
     })
+}
+
+/// Send and Recv return before the match on the other collectives.
+fn unreachable_p2p() -> Vec<Option<Array>> {
+    Vec::new()
 }
 
 /// Gradients of `scales` and `biases` given the cotangent `dw` of the dequantized matrix

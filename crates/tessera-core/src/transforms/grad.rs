@@ -17,6 +17,7 @@ use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
 use crate::error::{Error, Result, fmt_shape};
 use crate::ops;
+use crate::primitive::Primitive;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
@@ -91,8 +92,85 @@ fn vjp_with(
     Ok((outputs, grads))
 }
 
-/// The backward walk: reverse topological order over nodes that depend on a tracer.
+thread_local! {
+    /// Arrays the rules of the running backward pass made for their side effect only (the
+    /// send that returns a received array's cotangent to its sender).
+    static SIDE_EFFECTS: std::cell::RefCell<Vec<Vec<Array>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Registers `a` with the innermost running backward pass: every gradient it returns will
+/// depend on `a`, so evaluating any of them evaluates `a`.
+pub(crate) fn side_effect(a: Array) {
+    SIDE_EFFECTS.with(|s| {
+        if let Some(top) = s.borrow_mut().last_mut() {
+            top.push(a);
+        }
+    });
+}
+
+/// Pops the side-effect frame of a backward pass, also when it fails.
+struct SideEffectFrame;
+
+impl SideEffectFrame {
+    fn push() -> SideEffectFrame {
+        SIDE_EFFECTS.with(|s| s.borrow_mut().push(Vec::new()));
+        SideEffectFrame
+    }
+    fn take(&self) -> Vec<Array> {
+        SIDE_EFFECTS.with(|s| {
+            s.borrow_mut()
+                .last_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for SideEffectFrame {
+    fn drop(&mut self) {
+        SIDE_EFFECTS.with(|s| {
+            s.borrow_mut().pop();
+        });
+    }
+}
+
+/// Whether a node receives a point-to-point message: the backward pass visits it even when no
+/// tracer lies below it, because its rule sends the cotangent back to the sender.
+fn is_receive(a: &Array) -> bool {
+    matches!(
+        a.node.lock().primitive,
+        Some(Primitive::Collective {
+            op: crate::collective::CollectiveOp::Recv { .. },
+            ..
+        })
+    )
+}
+
+/// The backward walk: reverse topological order over nodes that depend on a tracer (and the
+/// receives of point-to-point messages, whose cotangents go back to their senders).
 fn backward(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Result<Vec<Array>> {
+    let frame = SideEffectFrame::push();
+    let grads = backward_walk(tracers, outputs, cotangents)?;
+    let effects = frame.take();
+    if effects.is_empty() {
+        return Ok(grads);
+    }
+    grads
+        .into_iter()
+        .map(|g| {
+            let mut ins = vec![g.clone()];
+            ins.extend(effects.iter().cloned());
+            Ok(Array::lazy(
+                Primitive::Depends,
+                ins,
+                g.shape().to_vec(),
+                g.dtype(),
+            ))
+        })
+        .collect()
+}
+
+fn backward_walk(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Result<Vec<Array>> {
     let tracer_keys: HashSet<*const Node> = tracers.iter().map(key).collect();
     // Post-order DFS from the outputs, not descending past tracers; `depends` marks nodes with a
     // tracer below them.
@@ -104,6 +182,7 @@ fn backward(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Resul
         let k = key(&a);
         if expanded {
             let dep = tracer_keys.contains(&k)
+                || is_receive(&a)
                 || a.node
                     .lock()
                     .inputs

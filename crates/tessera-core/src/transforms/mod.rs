@@ -7,7 +7,7 @@
 mod compile;
 mod custom;
 mod eval;
-mod grad;
+pub(crate) mod grad;
 mod vmap;
 
 pub use compile::{Compiled, compile, compile_shapeless, expand_fused};
