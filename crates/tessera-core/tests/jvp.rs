@@ -939,7 +939,8 @@ fn collectives() {
         &[x.clone()],
         T64,
     );
-    // Point-to-point messages have no derivative rule: a clear error, as in reverse mode.
+    // Forward mode through point-to-point messages is not supported (reverse mode is): a clear
+    // error naming the op.
     let e = jvp(
         |xs| Ok(vec![ops::send(&xs[0], 1, &g)?]),
         &[x.clone()],

@@ -471,7 +471,7 @@ fn collective_jvp(
         Send { .. } | Recv { .. } => Err(Error::Unsupported {
             backend: "jvp",
             primitive: format!(
-                "{} (no derivative through point-to-point messages yet)",
+                "{} (forward mode through point-to-point messages: differentiate pipeline stages in reverse mode)",
                 op.name()
             ),
         }),
