@@ -360,6 +360,22 @@ fn pipeline_grads(g: &Group) {
             .unwrap();
             let want: Vec<f64> = x.iter().map(|v| 18.0 * w * v).collect();
             assert_eq!(gs[0].to_vec::<f64>().unwrap(), want, "dL/dx");
+            // Forward mode: the tangent 3t goes along with h.
+            let t = Array::from_slice(&[0.5f64, 1.0, -1.0], &[3]).unwrap();
+            let (_, ts) = tessera_core::transforms::jvp(
+                |xs| {
+                    let h = ops::multiply(&xs[0], &Array::scalar(3.0f64))?;
+                    Ok(vec![g.send(&h, 1)?])
+                },
+                std::slice::from_ref(&xa),
+                std::slice::from_ref(&t),
+            )
+            .unwrap();
+            assert_eq!(
+                ts[0].to_vec::<f64>().unwrap(),
+                vec![1.5, 3.0, -3.0],
+                "tangent of h"
+            );
         } else {
             let wa = Array::from_slice(&[w], &[1]).unwrap();
             let gs = grad(
@@ -373,6 +389,28 @@ fn pipeline_grads(g: &Group) {
             .unwrap();
             let want: f64 = x.iter().map(|v| 9.0 * v * v).sum();
             assert_eq!(gs[0].to_vec::<f64>().unwrap(), vec![want], "dL/dw");
+            // Forward mode: dL = tw · sum(y²) + w · 2 sum(y · ty), with ty = 3t from rank 0.
+            let tw = Array::from_slice(&[0.25f64], &[1]).unwrap();
+            let (_, ts) = tessera_core::transforms::jvp(
+                |ws| {
+                    let y = g.recv(&[3], Dtype::F64, 0)?;
+                    let s = ops::sum(&ops::square(&y)?, ops::Axes::All, true)?;
+                    Ok(vec![ops::sum(
+                        &ops::multiply(&s, &ws[0])?,
+                        ops::Axes::All,
+                        false,
+                    )?])
+                },
+                std::slice::from_ref(&wa),
+                std::slice::from_ref(&tw),
+            )
+            .unwrap();
+            let ty = [1.5f64, 3.0, -3.0];
+            let y: Vec<f64> = x.iter().map(|v| 3.0 * v).collect();
+            let want = 0.25 * y.iter().map(|v| v * v).sum::<f64>()
+                + w * 2.0 * y.iter().zip(ty).map(|(a, b)| a * b).sum::<f64>();
+            let got = ts[0].to_vec::<f64>().unwrap()[0];
+            assert!((got - want).abs() < 1e-12, "tangent of L: {got} vs {want}");
         }
     }
     report("ok");

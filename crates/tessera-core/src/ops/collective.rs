@@ -124,8 +124,9 @@ fn check_peer(op: &'static str, peer: usize, group: &GroupRef) -> Result<()> {
 /// Sends `x` to rank `dst` of `group`, which must call [`recv`] (or [`recv_like`]) with the
 /// same shape and dtype. Returns `x` itself once sent, so later work can depend on the send;
 /// evaluate the result (or something that depends on it) or nothing is sent. In reverse mode the
-/// gradient of `x` is received from `dst`, whose receive sends its cotangent back (pipeline
-/// stages: each rank differentiates its own part); forward mode is not supported.
+/// gradient of `x` is received from `dst`, whose receive sends its cotangent back, and in
+/// forward mode the tangent of `x` is sent along (pipeline stages: each rank differentiates its
+/// own part, and both sides must differentiate).
 pub fn send(x: &Array, dst: usize, group: &GroupRef) -> Result<Array> {
     check_peer("send", dst, group)?;
     Ok(node(

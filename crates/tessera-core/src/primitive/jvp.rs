@@ -471,7 +471,7 @@ fn collective_jvp(
         Send { .. } | Recv { .. } => Err(Error::Unsupported {
             backend: "jvp",
             primitive: format!(
-                "{} (forward mode through point-to-point messages: differentiate pipeline stages in reverse mode)",
+                "{} (point-to-point messages are differentiated by the jvp walk, not by a rule)",
                 op.name()
             ),
         }),

@@ -223,7 +223,12 @@ fn backward_walk(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> 
         if tracer_keys.contains(&k) {
             continue;
         }
-        let Some(ct) = cts.remove(&k) else { continue };
+        let ct = match cts.remove(&k) {
+            Some(ct) => ct,
+            // A receive still answers its sender, whose backward pass waits for a cotangent.
+            None if is_receive(a) && a.dtype().is_float() => ops::zeros(a.shape(), a.dtype())?,
+            None => continue,
+        };
         let (primitive, inputs) = {
             let st = a.node.lock();
             match &st.primitive {
@@ -340,8 +345,41 @@ pub(crate) fn jvp_partial(
 }
 
 /// The forward walk: topological order over the graph behind the outputs (not past the
-/// tracers), propagating tangents through every node that has an input with a tangent.
+/// tracers), propagating tangents through every node that has an input with a tangent. Point-
+/// to-point messages carry tangents too: a send also sends its input's tangent (zeros when it
+/// has none), a receive receives one; those sends become dependencies of every output tangent.
 fn forward(
+    tracers: &[Array],
+    tangents: &[Option<Array>],
+    outputs: &[Array],
+) -> Result<Vec<Option<Array>>> {
+    let frame = SideEffectFrame::push();
+    let out = forward_walk(tracers, tangents, outputs)?;
+    let effects = frame.take();
+    if effects.is_empty() {
+        return Ok(out);
+    }
+    out.into_iter()
+        .zip(outputs)
+        .map(|(t, o)| {
+            let t = match t {
+                Some(t) => t,
+                None if o.dtype().is_float() => ops::zeros(o.shape(), o.dtype())?,
+                None => return Ok(None),
+            };
+            let mut ins = vec![t.clone()];
+            ins.extend(effects.iter().cloned());
+            Ok(Some(Array::lazy(
+                Primitive::Depends,
+                ins,
+                t.shape().to_vec(),
+                t.dtype(),
+            )))
+        })
+        .collect()
+}
+
+fn forward_walk(
     tracers: &[Array],
     tangents: &[Option<Array>],
     outputs: &[Array],
@@ -353,10 +391,8 @@ fn forward(
             tan.insert(key(x), t.astype(x.dtype())?);
         }
     }
-    if tan.is_empty() {
-        return Ok(vec![None; outputs.len()]);
-    }
-    // Post-order DFS from the outputs: every node comes after its inputs.
+    // Post-order DFS from the outputs: every node comes after its inputs. (With no tangent at
+    // all the walk still runs, for the messages that must carry zero tangents.)
     let mut order: Vec<Array> = Vec::new();
     let mut visited: HashSet<*const Node> = HashSet::new();
     let mut stack: Vec<(Array, bool)> = outputs.iter().map(|o| (o.clone(), false)).collect();
@@ -370,7 +406,7 @@ fn forward(
             continue;
         }
         let inputs = a.node.lock().inputs.clone();
-        if inputs.is_empty() {
+        if inputs.is_empty() && !is_receive(&a) {
             continue;
         }
         stack.push((a, true));
@@ -385,6 +421,33 @@ fn forward(
             }
         };
         let ts: Vec<Option<Array>> = inputs.iter().map(|i| tan.get(&key(i)).cloned()).collect();
+        if let Primitive::Collective { op, group } = &primitive {
+            use crate::collective::CollectiveOp::{Recv, Send};
+            match *op {
+                // The sender's tangent, received after the value itself.
+                Recv { src } if a.dtype().is_float() => {
+                    tan.insert(key(a), ops::recv_like(a, src, group)?);
+                    continue;
+                }
+                // The value's tangent goes along (zeros when it has none), after the value.
+                Send { dst } if a.dtype().is_float() => {
+                    let t = match &ts[0] {
+                        Some(t) => t.clone(),
+                        None => ops::zeros(a.shape(), a.dtype())?,
+                    };
+                    let waited = Array::lazy(
+                        Primitive::Depends,
+                        vec![t.clone(), a.clone()],
+                        t.shape().to_vec(),
+                        t.dtype(),
+                    );
+                    side_effect(ops::send(&waited, dst, group)?);
+                    tan.insert(key(a), t);
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if ts.iter().all(Option::is_none) {
             continue;
         }
