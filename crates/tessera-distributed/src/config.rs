@@ -19,6 +19,29 @@
 use crate::error::{Error, Result};
 use std::time::Duration;
 
+/// `TESSERA_TIMEOUT` (seconds, default 120): how long a collective waits for a peer.
+pub(crate) fn timeout_from_env() -> Result<Duration> {
+    match std::env::var("TESSERA_TIMEOUT")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(t) => {
+            let s: f64 = t
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "TESSERA_TIMEOUT={t:?} must be a positive number of seconds"
+                    ))
+                })?;
+            Ok(Duration::from_secs_f64(s))
+        }
+        None => Ok(DEFAULT_TIMEOUT),
+    }
+}
+
 /// Everything needed to join a cluster.
 #[derive(Clone)]
 pub struct ClusterConfig {
@@ -165,22 +188,7 @@ impl ClusterConfig {
         let secret = var("TESSERA_SECRET")
             .or_else(|| file.as_ref().and_then(|f| f.secret.clone()))
             .map(String::into_bytes);
-        let timeout = match var("TESSERA_TIMEOUT") {
-            Some(t) => {
-                let s: f64 = t
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| *s > 0.0)
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "TESSERA_TIMEOUT={t:?} must be a positive number of seconds"
-                        ))
-                    })?;
-                Duration::from_secs_f64(s)
-            }
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout = timeout_from_env()?;
         let encrypt = match var("TESSERA_ENCRYPT").as_deref() {
             Some("1" | "true" | "yes") => true,
             Some("0" | "false" | "no") | None => file.as_ref().is_some_and(|f| f.encrypt),

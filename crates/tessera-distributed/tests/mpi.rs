@@ -259,6 +259,17 @@ fn mpi_worker() {
             assert_ne!(r, 1, "rank 1 fails on purpose");
             g.all_sum(&x).unwrap().eval().unwrap();
         }
+        "mismatched" => {
+            // Rank 1 calls a different collective than the others: nobody can complete, and
+            // every rank's wait ends at TESSERA_TIMEOUT with the job aborted.
+            let x = ops::ones(&[1000], Dtype::F32).unwrap();
+            x.eval().unwrap();
+            if r == 1 {
+                g.all_gather(&x).unwrap().eval().unwrap();
+            } else {
+                g.all_sum(&x).unwrap().eval().unwrap();
+            }
+        }
         "errors" => errors(&g),
         "float_bits" => {
             for len in [1000usize, 300_001] {
@@ -326,6 +337,20 @@ fn float_sums_are_bit_identical_on_every_rank() {
 
 /// A rank that fails ends the job (it exits without MPI_Finalize, so mpirun stops the others)
 /// rather than leaving the other ranks waiting for it.
+#[test]
+fn mismatched_collectives_end_the_job_at_the_timeout() {
+    let t = Instant::now();
+    let r = std::panic::catch_unwind(|| mpirun(3, "mismatched", &[("TESSERA_TIMEOUT", "2")]));
+    let msg = r
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .map(|s| *s)
+        .expect("the job should fail");
+    assert!(msg.contains("did not complete within 2.0 s"), "{msg}");
+    assert!(msg.contains("TESSERA_TIMEOUT"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+}
+
 #[test]
 fn a_failing_rank_ends_the_job() {
     let t = Instant::now();
