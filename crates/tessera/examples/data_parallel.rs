@@ -8,6 +8,9 @@
 //! ```
 //! Started without the launcher it trains alone (a group of one; every collective is a no-op).
 
+#[path = "shared/teacher_task.rs"]
+mod teacher_task;
+
 use tessera::distributed::{Backend, init};
 use tessera::nn::layers::Mlp;
 use tessera::nn::optim::{Adam, Optimizer};
@@ -19,30 +22,17 @@ const CLASSES: usize = 4;
 const BATCH: usize = 128;
 const STEPS: usize = 300;
 
-/// A shard of a synthetic task: labels are the argmax of a fixed random linear map of the input
-/// (the same map on every rank; the inputs differ per rank and per step).
-fn batch(teacher: &Array, seed: u64) -> tessera::Result<(Array, Array)> {
-    let x = random::normal(
-        &[BATCH, DIM],
-        Dtype::F32,
-        0.0,
-        1.0,
-        Some(&random::key(seed)),
-    )?;
-    let y = ops::argmax(&ops::matmul(&x, teacher)?, Some(-1), false)?.astype(Dtype::I32)?;
-    Ok((x, y))
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let group = init(Backend::Any)?;
     let (rank, n) = (group.rank(), group.size());
-    let teacher = random::normal(&[DIM, CLASSES], Dtype::F32, 0.0, 1.0, Some(&random::key(7)))?;
+    let teacher = teacher_task::teacher(DIM, CLASSES)?;
     // Same seed on every rank: identical initial parameters.
     let mut model = Mlp::new(&[DIM, 64, CLASSES], activations::relu, &random::key(1))?;
     let mut opt = Adam::new(3e-3);
     let scale = Array::scalar_of(1.0 / n as f64, Dtype::F32);
     for step in 0..STEPS {
-        let (x, y) = batch(&teacher, 1_000_000 * (rank as u64 + 1) + step as u64)?;
+        let (x, y) =
+            teacher_task::batch(&teacher, BATCH, 1_000_000 * (rank as u64 + 1) + step as u64)?;
         let (loss, grads) = tessera::nn::value_and_grad(&model, |m| {
             losses::cross_entropy(&m.forward(&x)?, &y, 0.0)
         })?;
@@ -63,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // Held-out accuracy, counted over all ranks' test shards.
-    let (x, y) = batch(&teacher, 7_000_000 + rank as u64)?;
+    let (x, y) = teacher_task::batch(&teacher, BATCH, 7_000_000 + rank as u64)?;
     let pred = ops::argmax(&model.forward(&x)?, Some(-1), false)?.astype(Dtype::I32)?;
     let correct = ops::sum(
         &ops::equal(&pred, &y)?.astype(Dtype::F32)?,

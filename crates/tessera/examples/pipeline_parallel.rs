@@ -11,6 +11,9 @@
 //! Started without the launcher it runs both stages in one process (no messages), which gives
 //! the same losses: the pipeline changes where the work runs, not the result.
 
+#[path = "shared/teacher_task.rs"]
+mod teacher_task;
+
 use tessera::distributed::{Backend, Group, init};
 use tessera::nn::layers::Linear;
 use tessera::nn::optim::{Adam, Optimizer};
@@ -22,19 +25,6 @@ const HIDDEN: usize = 64;
 const CLASSES: usize = 4;
 const BATCH: usize = 128;
 const STEPS: usize = 300;
-
-/// A batch of a synthetic task: labels are the argmax of a fixed random linear map of the input.
-fn batch(teacher: &Array, seed: u64) -> tessera::Result<(Array, Array)> {
-    let x = random::normal(
-        &[BATCH, DIM],
-        Dtype::F32,
-        0.0,
-        1.0,
-        Some(&random::key(seed)),
-    )?;
-    let y = ops::argmax(&ops::matmul(&x, teacher)?, Some(-1), false)?.astype(Dtype::I32)?;
-    Ok((x, y))
-}
 
 /// Stage 1: a hidden layer with ReLU.
 fn stage1(layer: &Linear, x: &Array) -> tessera::Result<Array> {
@@ -129,13 +119,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if n > 2 {
         return Err(format!("this example has two stages: run it on 1 or 2 ranks, not {n}").into());
     }
-    let teacher = random::normal(&[DIM, CLASSES], Dtype::F32, 0.0, 1.0, Some(&random::key(7)))?;
+    let teacher = teacher_task::teacher(DIM, CLASSES)?;
     // Each rank builds only its own stage (the same seeds as the single-process run).
     let mut first = Linear::new(DIM, HIDDEN, true, &random::key(1))?;
     let mut last = Linear::new(HIDDEN, CLASSES, true, &random::key(2))?;
     let (mut opt1, mut opt2) = (Adam::new(3e-3), Adam::new(3e-3));
     for step in 0..STEPS {
-        let (x, y) = batch(&teacher, 1_000_000 + step as u64)?;
+        let (x, y) = teacher_task::batch(&teacher, BATCH, 1_000_000 + step as u64)?;
         let loss = if n == 1 {
             Some(step_last(
                 &group,
@@ -157,7 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // Held-out accuracy: the activations take the same path once more, without gradients.
-    let (x, y) = batch(&teacher, 7_000_000)?;
+    let (x, y) = teacher_task::batch(&teacher, BATCH, 7_000_000)?;
     let logits = if n == 1 {
         Some(last.forward(&stage1(&first, &x)?)?)
     } else if rank == 0 {
