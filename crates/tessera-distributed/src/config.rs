@@ -21,10 +21,7 @@ use std::time::Duration;
 
 /// `TESSERA_TIMEOUT` (seconds, default 120): how long a collective waits for a peer.
 pub(crate) fn timeout_from_env() -> Result<Duration> {
-    match std::env::var("TESSERA_TIMEOUT")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    {
+    match var("TESSERA_TIMEOUT") {
         Some(t) => {
             let s: f64 = t
                 .trim()

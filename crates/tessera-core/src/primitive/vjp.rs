@@ -490,14 +490,7 @@ pub(crate) fn vjp(
                 // only once the backward pass reaches this op (not all at the start).
                 let waited: Vec<Array> = inputs
                     .iter()
-                    .map(|i| {
-                        Array::lazy(
-                            Primitive::Depends,
-                            vec![i.clone(), ct.clone()],
-                            i.shape().to_vec(),
-                            i.dtype(),
-                        )
-                    })
+                    .map(|i| crate::transforms::depends(i, std::slice::from_ref(ct)))
                     .collect();
                 let (_, gs) = crate::transforms::vjp(
                     |xs| Ok(vec![f.forward(xs)?]),

@@ -13,7 +13,7 @@
 //! function may evaluate intermediates (to print or branch on them) without cutting the graph.
 
 use super::eval::RETAIN_GRAPH;
-use super::{node_key as key, tracer};
+use super::{depends, node_key as key, tracer};
 use crate::array::{Array, Node};
 use crate::error::{Error, Result, fmt_shape};
 use crate::ops;
@@ -155,19 +155,7 @@ fn backward(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Resul
     if effects.is_empty() {
         return Ok(grads);
     }
-    grads
-        .into_iter()
-        .map(|g| {
-            let mut ins = vec![g.clone()];
-            ins.extend(effects.iter().cloned());
-            Ok(Array::lazy(
-                Primitive::Depends,
-                ins,
-                g.shape().to_vec(),
-                g.dtype(),
-            ))
-        })
-        .collect()
+    Ok(grads.iter().map(|g| depends(g, &effects)).collect())
 }
 
 fn backward_walk(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> Result<Vec<Array>> {
@@ -367,14 +355,7 @@ fn forward(
                 None if o.dtype().is_float() => ops::zeros(o.shape(), o.dtype())?,
                 None => return Ok(None),
             };
-            let mut ins = vec![t.clone()];
-            ins.extend(effects.iter().cloned());
-            Ok(Some(Array::lazy(
-                Primitive::Depends,
-                ins,
-                t.shape().to_vec(),
-                t.dtype(),
-            )))
+            Ok(Some(depends(&t, &effects)))
         })
         .collect()
 }
@@ -435,13 +416,11 @@ fn forward_walk(
                         Some(t) => t.clone(),
                         None => ops::zeros(a.shape(), a.dtype())?,
                     };
-                    let waited = Array::lazy(
-                        Primitive::Depends,
-                        vec![t.clone(), a.clone()],
-                        t.shape().to_vec(),
-                        t.dtype(),
-                    );
-                    side_effect(ops::send(&waited, dst, group)?);
+                    side_effect(ops::send(
+                        &depends(&t, std::slice::from_ref(a)),
+                        dst,
+                        group,
+                    )?);
                     tan.insert(key(a), t);
                     continue;
                 }

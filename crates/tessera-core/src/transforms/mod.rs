@@ -22,6 +22,20 @@ pub(crate) fn node_key(a: &crate::Array) -> *const crate::array::Node {
     std::sync::Arc::as_ptr(&a.node)
 }
 
+/// `value`, evaluated only after every array of `after` (a `Depends` node): orders evaluation
+/// without changing the value.
+pub(crate) fn depends(value: &crate::Array, after: &[crate::Array]) -> crate::Array {
+    let mut inputs = Vec::with_capacity(after.len() + 1);
+    inputs.push(value.clone());
+    inputs.extend(after.iter().cloned());
+    crate::Array::lazy(
+        crate::Primitive::Depends,
+        inputs,
+        value.shape().to_vec(),
+        value.dtype(),
+    )
+}
+
 /// A fresh identity node over `a`: transforms trace functions on these so the graph they build
 /// can be told apart from everything else.
 pub(crate) fn tracer(a: &crate::Array) -> crate::Array {
