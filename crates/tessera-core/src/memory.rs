@@ -16,6 +16,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const ALIGN: usize = 64;
 
+/// Blocks from this size on are aligned to [`HUGE_ALIGN`] and, on Linux, advised to use
+/// transparent huge pages (`MADV_HUGEPAGE`; most distributions enable THP only on request).
+/// Why: streaming a large array (a weight matrix while decoding, an activation in training)
+/// then crosses no 4 KiB page boundary, where the hardware prefetchers stop, and needs far
+/// fewer TLB entries. Measured on the development VM (AMD EPYC): one thread reading 256 MB went
+/// from 19-24 to 30-31 GB/s.
+const HUGE_MIN: usize = 2 << 20;
+const HUGE_ALIGN: usize = 2 << 20;
+
+/// The alignment blocks of `capacity` bytes are allocated (and freed) with.
+fn align_for(capacity: usize) -> usize {
+    if capacity >= HUGE_MIN {
+        HUGE_ALIGN
+    } else {
+        ALIGN
+    }
+}
+
+/// Asks the kernel to back the whole 2 MiB pages of a fresh large block with huge pages. Only
+/// advice: where THP is off, or no huge page is free, the block keeps small pages.
+fn advise_huge_pages(ptr: NonNull<u8>, capacity: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        unsafe extern "C" {
+            fn madvise(
+                addr: *mut std::ffi::c_void,
+                len: usize,
+                advice: std::ffi::c_int,
+            ) -> std::ffi::c_int;
+        }
+        const MADV_HUGEPAGE: std::ffi::c_int = 14;
+        let len = capacity / HUGE_ALIGN * HUGE_ALIGN;
+        if len > 0 {
+            // SAFETY: `ptr..ptr + len` lies inside a block we just allocated (2 MiB aligned);
+            // the advice changes no contents. A failure (e.g. EINVAL without THP) is ignored.
+            unsafe { madvise(ptr.as_ptr().cast(), len, MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, capacity);
+}
+
 /// A block of bytes owned by arrays (through `Arc<Buffer>`).
 pub struct Buffer {
     ptr: NonNull<u8>,
@@ -178,10 +220,12 @@ impl Allocator {
         if self.lock_cache().bytes + active + capacity > limit {
             self.clear_cache();
         }
-        let layout = Layout::from_size_align(capacity, ALIGN).map_err(|_| Error::OutOfMemory {
-            requested: len,
-            active,
-            limit,
+        let layout = Layout::from_size_align(capacity, align_for(capacity)).map_err(|_| {
+            Error::OutOfMemory {
+                requested: len,
+                active,
+                limit,
+            }
         })?;
         // SAFETY: layout has non-zero size (size_class >= 64).
         let raw = unsafe { std::alloc::alloc(layout) };
@@ -198,6 +242,9 @@ impl Allocator {
                 })?
             }
         };
+        if capacity >= HUGE_MIN {
+            advise_huge_pages(ptr, capacity);
+        }
         self.add_active(capacity);
         Ok(Buffer {
             ptr,
@@ -243,7 +290,7 @@ fn dealloc(ptr: NonNull<u8>, capacity: usize) {
     unsafe {
         std::alloc::dealloc(
             ptr.as_ptr(),
-            Layout::from_size_align_unchecked(capacity, ALIGN),
+            Layout::from_size_align_unchecked(capacity, align_for(capacity)),
         )
     };
 }
@@ -306,6 +353,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn large_blocks_are_aligned_for_huge_pages() {
+        let big = Buffer::alloc(HUGE_MIN + 12345).unwrap();
+        assert_eq!(big.as_ptr() as usize % HUGE_ALIGN, 0);
+        // SAFETY: the block has that many writable bytes.
+        unsafe { std::ptr::write_bytes(big.as_mut_ptr(), 7, big.len()) };
+        let small = Buffer::alloc(4096).unwrap();
+        assert_eq!(small.as_ptr() as usize % ALIGN, 0);
+    }
+
+    #[test]
     fn size_classes_cover_requests() {
         for len in [
             0usize,
@@ -321,7 +378,7 @@ mod tests {
             123_456_789,
         ] {
             let c = size_class(len);
-            assert!(c >= len && c % ALIGN == 0, "{len} -> {c}");
+            assert!(c >= len && c.is_multiple_of(ALIGN), "{len} -> {c}");
             assert!(len < 4096 || c <= len + len / 4, "{len} -> {c}");
         }
     }
