@@ -43,6 +43,8 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
     // Warm-up: touches the weights (page cache) and the allocator.
     let mut cache = model.new_cache(ctx);
     fwd(&mut cache, &ids[..ids.len().min(64)])?;
+    // TESSERA_PROFILE=1: time the measured runs only.
+    tessera_core::profile::reset();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for _ in 0..b.repeats.max(1) {
@@ -58,17 +60,22 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
             let mut cache = model.new_cache(ctx);
             let mut tok = ids[0];
             let t = Instant::now();
-            for i in 0..b.gen_tokens {
+            for _ in 0..b.gen_tokens {
                 let a = Array::from_vec(vec![tok], &[1, 1]).map_err(|e| e.to_string())?;
                 let logits = model
                     .forward(&a, &mut cache, true)
                     .map_err(|e| e.to_string())?;
                 let v = logits.to_vec::<f32>().map_err(|e| e.to_string())?;
                 tok = (tessera_lm::sample::argmax(&v) as usize % vocab) as i32;
-                let _ = i;
             }
             tg.push(b.gen_tokens as f64 / t.elapsed().as_secs_f64());
         }
+    }
+    if tessera_core::profile::enabled() {
+        eprintln!(
+            "time per primitive over the measured runs (TESSERA_PROFILE):\n{}",
+            tessera_core::profile::report()
+        );
     }
     if !pp.is_empty() {
         emit(Record {

@@ -32,6 +32,7 @@ pub mod layout;
 pub mod memory;
 pub mod ops;
 pub mod primitive;
+pub mod profile;
 pub mod quant;
 pub mod random;
 pub mod stream;

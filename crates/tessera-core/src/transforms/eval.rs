@@ -42,8 +42,13 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
         }
     }
     let _reset = Reset;
+    let start = crate::profile::enabled().then(std::time::Instant::now);
     let order = topological_order(outputs);
-    run(order)
+    let r = run(order);
+    if let Some(t0) = start {
+        crate::profile::record_eval(t0.elapsed());
+    }
+    r
 }
 
 thread_local! {
@@ -110,6 +115,7 @@ fn topological_order(outputs: &[Array]) -> Vec<Array> {
 
 fn run(order: Vec<Array>) -> Result<()> {
     let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
+    let profile = crate::profile::enabled();
     for a in order {
         let node = &a.node;
         let (primitive, inputs) = {
@@ -144,7 +150,13 @@ fn run(order: Vec<Array>) -> Result<()> {
             }
         }
         let backend = crate::backend::for_device(node.stream.device);
-        match backend.eval(&node.stream, &primitive, &in_data, &node.outputs) {
+        let t0 = profile.then(std::time::Instant::now);
+        let result = backend.eval(&node.stream, &primitive, &in_data, &node.outputs);
+        if let Some(t0) = t0 {
+            let shape = node.outputs.first().map_or(&[][..], |m| &m.shape[..]);
+            crate::profile::record_kernel(&primitive, shape, t0.elapsed());
+        }
+        match result {
             Ok(out) => {
                 drop(in_data);
                 let mut st = node.lock();
