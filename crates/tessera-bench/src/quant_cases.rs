@@ -12,8 +12,17 @@ use tessera_core::quant::GgmlType;
 use tessera_core::{Array, Dtype, ops, random};
 
 /// `n` rows of `k` values of `ty`, in valid blocks: random bytes, with every f16 scale field
-/// set to a small finite value (random bytes there could be NaN or infinite).
+/// set to a small finite value (random bytes there could be NaN or infinite). An in-memory
+/// layout (Q4_0x8) is made from its file format.
 fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> Array {
+    if ty != ty.file_format() {
+        let natural = weights(ty.file_format(), n, k, seed);
+        return match tessera_core::quant::interleave_for_cpu(&natural, ty.file_format()) {
+            Ok(Some((w, t))) if t == ty => w,
+            Ok(_) => panic!("bench setup: this CPU does not use {ty}"),
+            Err(e) => panic!("bench setup: {e}"),
+        };
+    }
     let row = ty
         .row_bytes(k)
         .unwrap_or_else(|e| panic!("bench setup failed: {e}"));
@@ -80,12 +89,18 @@ fn qgemv_case(ty: GgmlType, n: usize, k: usize, copies: usize, reps: usize, suff
 
 pub fn quant_cases() -> Vec<Case> {
     // The K-quants need rows that are whole 256-value blocks: 1024 instead of 896.
-    let types = [
+    let mut types = vec![
         (GgmlType::Q4_0, 896),
         (GgmlType::Q8_0, 896),
         (GgmlType::Q4_K, 1024),
         (GgmlType::Q6_K, 1024),
     ];
+    // The interleaved Q4_0 layout that models load into where the CPU kernels prefer it.
+    if tessera_core::quant::interleave_for_cpu(&weights(GgmlType::Q4_0, 8, 32, 0), GgmlType::Q4_0)
+        .is_ok_and(|w| w.is_some())
+    {
+        types.insert(1, (GgmlType::Q4_0x8, 896));
+    }
     let mut v: Vec<Case> = types
         .iter()
         .map(|&(ty, k)| qgemv_case(ty, 4864, k, 64, 1, ""))

@@ -118,6 +118,12 @@ fn gguf_round_trip_every_value_type() {
         w.add_tensor("t0", &[1], GgmlType::F32, vec![0u8; 4])
             .is_err()
     );
+    // tessera's in-memory layout has no GGUF type.
+    let err = w
+        .add_tensor("x8", &[8, 32], GgmlType::Q4_0x8, vec![0u8; 144])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in-memory layout"), "{err}");
     w.alignment = 64;
     let bytes = w.to_bytes().unwrap();
     let f = GgufFile::from_bytes(bytes).unwrap();

@@ -141,7 +141,27 @@ impl Block {
             local: cfg.is_local_layer(i),
         };
         block.check(cfg, i)?;
-        Ok(block)
+        block.for_matmul()
+    }
+
+    /// The block with its linear weights in the CPU kernels' preferred layout.
+    fn for_matmul(self) -> Result<Block> {
+        let l = |l: Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: l.weight.for_matmul()?,
+                bias: l.bias,
+            })
+        };
+        Ok(Block {
+            q: l(self.q)?,
+            k: l(self.k)?,
+            v: l(self.v)?,
+            o: l(self.o)?,
+            gate: l(self.gate)?,
+            up: l(self.up)?,
+            down: l(self.down)?,
+            ..self
+        })
     }
 
     fn check(&self, cfg: &ModelConfig, i: usize) -> Result<()> {
@@ -261,7 +281,9 @@ impl Model {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
         config.validate()?;
-        let embed = src.matrix("token_embd.weight")?;
+        // Interleaved where the CPU prefers it: with tied embeddings this is also the output
+        // matrix, the largest single read of a decode step.
+        let embed = src.matrix("token_embd.weight")?.for_matmul()?;
         if embed.in_features() != config.hidden {
             return Err(Error::Config(format!(
                 "token_embd has {} columns, hidden size is {}",
@@ -276,7 +298,7 @@ impl Model {
         }
         progress(config.layers, config.layers);
         let lm_head = if src.has("output.weight") {
-            src.matrix("output.weight")?
+            src.matrix("output.weight")?.for_matmul()?
         } else {
             embed.clone() // tied embeddings
         };
@@ -314,6 +336,21 @@ impl Model {
             })
             .collect();
         KvCache::new(&windows, max_len.min(self.config.context_length.max(1)))
+    }
+
+    /// How many of the model's matrices (every linear map and the output matrix) are stored in
+    /// each format, e.g. `{"Q4_0x8": 169}`: what the matmuls read.
+    pub fn matmul_formats(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        let linears = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
+            .map(|l| &l.weight);
+        for w in linears.chain(std::iter::once(&self.lm_head)) {
+            *counts.entry(w.kind()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Bytes of weights read per decoded token.

@@ -96,6 +96,28 @@ impl Weight {
         })
     }
 
+    /// This matrix in the layout the CPU kernels multiply fastest (Q4_0 becomes the
+    /// row-interleaved Q4_0x8, see `tessera_core::quant::interleave_for_cpu`), or unchanged.
+    /// The result still gives rows ([`Weight::rows`]) but cannot be split
+    /// ([`Weight::split_rows`]): split first.
+    pub fn for_matmul(self) -> Result<Weight> {
+        if let Weight::Quantized {
+            blocks,
+            format,
+            in_features,
+        } = &self
+            && let Some((blocks, format)) =
+                tessera_core::quant::interleave_for_cpu(blocks, *format)?
+        {
+            return Ok(Weight::Quantized {
+                blocks,
+                format,
+                in_features: *in_features,
+            });
+        }
+        Ok(self)
+    }
+
     /// Rows `ids` of the matrix as f32: an embedding lookup `(...) -> (..., in)`.
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
@@ -104,7 +126,7 @@ impl Weight {
                 blocks,
                 format,
                 in_features,
-            } => ops::gguf_dequantize(&ops::take(blocks, ids, Some(0))?, *format, *in_features)?,
+            } => ops::gguf_take_rows(blocks, ids, *format, *in_features)?,
             Weight::Affine {
                 packed,
                 scales,
@@ -127,6 +149,15 @@ impl Weight {
 
     /// Splits the output rows into consecutive parts (fused qkv or gate/up matrices).
     pub fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Weight>> {
+        if let Weight::Quantized { format, .. } = self
+            && format.interleaved_rows() > 1
+        {
+            return Err(Error::Config(format!(
+                "cannot split a {format} matrix (its rows are interleaved for the matmul \
+                 kernels); split the {} matrix it was made from",
+                format.file_format()
+            )));
+        }
         let total: usize = sizes.iter().sum();
         if total != self.out_features() {
             return Err(Error::Config(format!(

@@ -24,6 +24,19 @@ fn check_weight(op: &'static str, w: &Array, format: GgmlType, k: usize) -> Resu
             ),
         );
     }
+    let rows = format.interleaved_rows();
+    if rows > 1 && (w.ndim() != 2 || !w.shape()[0].is_multiple_of(rows)) {
+        return invalid(
+            op,
+            format!(
+                "a {format} weight interleaves groups of {rows} rows: it must be a whole 2-D \
+                 matrix with a multiple of {rows} rows, got shape {} (slice or take rows from \
+                 the {} matrix before interleaving it)",
+                fmt_shape(w.shape()),
+                format.file_format()
+            ),
+        );
+    }
     let row_bytes = format.row_bytes(k)?;
     let last = w.shape()[w.ndim() - 1];
     if last != row_bytes {
@@ -90,4 +103,28 @@ pub fn gguf_dequantize(w: &Array, format: GgmlType, k: usize) -> Result<Array> {
         shape,
         Dtype::F32,
     ))
+}
+
+/// Rows `ids` (an integer array of any shape, each in `0..n`) of the GGUF matrix `w` (`u8`
+/// `(n, format.row_bytes(k))`) decoded to f32: shape `(ids..., k)`. An embedding lookup that
+/// decodes only the rows it needs; for an interleaved layout ([`GgmlType::Q4_0x8`]) it decodes
+/// each id's group of rows and keeps the one asked for.
+pub fn gguf_take_rows(w: &Array, ids: &Array, format: GgmlType, k: usize) -> Result<Array> {
+    let r = format.interleaved_rows();
+    if r == 1 {
+        return gguf_dequantize(&crate::ops::take(w, ids, Some(0))?, format, k);
+    }
+    check_weight("gguf_take_rows", w, format, k)?;
+    use crate::ops;
+    let (n, rb) = (w.shape()[0], w.shape()[1]);
+    let m = ids.size();
+    let groups = ops::reshape(w, &[n / r, r * rb])?;
+    let per = Array::scalar(r as i32).astype(ids.dtype())?;
+    let picked = ops::take(&groups, &ops::floor_divide(ids, &per)?, Some(0))?;
+    let decoded = gguf_dequantize(&ops::reshape(&picked, &[m * r, rb])?, format, k)?;
+    let lane = ops::reshape(&ops::remainder(ids, &per)?, &[m, 1, 1])?;
+    let rows = ops::take_along_axis(&ops::reshape(&decoded, &[m, r, k])?, &lane, Some(1))?;
+    let mut shape = ids.shape().to_vec();
+    shape.push(k);
+    ops::reshape(&rows, &shape)
 }

@@ -54,6 +54,16 @@ impl GgufWriter {
         ggml_type: GgmlType,
         data: Vec<u8>,
     ) -> Result<()> {
+        if ggml_type.id().is_none() {
+            return Err(Error::Tensor {
+                name: name.into(),
+                msg: format!(
+                    "{ggml_type} is tessera's in-memory layout and has no GGUF type; write the \
+                     {} matrix it was made from",
+                    ggml_type.file_format()
+                ),
+            });
+        }
         let dims: Vec<usize> = shape.iter().rev().copied().collect();
         let info = super::TensorInfo::new(name.to_string(), dims, ggml_type, 0).map_err(|msg| {
             Error::Tensor {
@@ -138,7 +148,8 @@ impl GgufWriter {
             for &d in t.shape.iter().rev() {
                 h.extend_from_slice(&(d as u64).to_le_bytes());
             }
-            h.extend_from_slice(&t.ggml_type.id().to_le_bytes());
+            // add_tensor admits file types only, which all have an id.
+            h.extend_from_slice(&t.ggml_type.id().unwrap_or(u32::MAX).to_le_bytes());
             h.extend_from_slice(&(offset as u64).to_le_bytes());
             offsets.push(offset);
             offset = (offset + t.data.len()).div_ceil(align) * align;

@@ -25,13 +25,13 @@ pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
 use tessera_core::{Array, ops};
-use tessera_lm::weights::{GgufSource, Weight, WeightSource};
+use tessera_lm::weights::{Weight, WeightSource};
 
 /// The model's tensors with every quantized matrix decoded to f32: the architecture's math
 /// without the 8-bit activation rounding of the quantized kernels.
-pub struct Dequantized<'a>(pub GgufSource<'a>);
+pub struct Dequantized<S>(pub S);
 
-impl WeightSource for Dequantized<'_> {
+impl<S: WeightSource> WeightSource for Dequantized<S> {
     fn has(&self, name: &str) -> bool {
         self.0.has(name)
     }

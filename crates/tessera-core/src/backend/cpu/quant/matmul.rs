@@ -12,6 +12,7 @@
 //! fewer panels than threads the activation rows are split instead.
 
 use super::act::{KExtras, Q8KRows, Q8Rows, quantize_q8, quantize_q8k};
+use super::interleave::{self, ROWS};
 use super::{Isa, scalar};
 use crate::backend::cpu::pool::{self, parallel_chunks};
 use crate::error::{Error, Result};
@@ -90,6 +91,10 @@ pub(super) fn matmul_t(
 ) -> Result<()> {
     let row_bytes = ty.row_bytes(k)?;
     let panel = m >= panel_min_m(isa);
+    if ty == GgmlType::Q4_0x8 {
+        matmul_interleaved(isa, w, row_bytes, n, k, x, m, out);
+        return Ok(());
+    }
     if panel && let Some((kern, off)) = panel_q8(isa, ty) {
         let acts = quantize_q8(isa, x, m, k, false, off);
         drive_panels(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
@@ -102,12 +107,12 @@ pub(super) fn matmul_t(
     }
     if let Some(kern) = kernel_q8(isa, ty) {
         let acts = quantize_q8(isa, x, m, k, true, 0);
-        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1);
         return Ok(());
     }
     if let Some(kern) = kernel_q8k(isa, ty) {
         let acts = quantize_q8k(isa, x, m, k, KExtras::default());
-        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1);
         return Ok(());
     }
     match ty {
@@ -120,6 +125,93 @@ pub(super) fn matmul_t(
             msg: format!("no matmul kernel for {ty} weights"),
         }),
     }
+}
+
+/// Q4_0x8 weights (`n` a multiple of 8, checked by the op): the 8-row decode kernel for few
+/// activation rows on x86; otherwise (prefill, or the portable kernels) the natural Q4_0
+/// kernels, over slices of [`SLICE_GROUPS`] groups de-interleaved into a per-thread buffer
+/// (one extra pass over the weights, small next to a prefill's arithmetic).
+#[allow(clippy::too_many_arguments)]
+fn matmul_interleaved(
+    isa: Isa,
+    w: &[u8],
+    row_bytes: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && m < panel_min_m(isa) {
+        let kern = super::x86::kernel_q4_0x8(isa);
+        let acts = quantize_q8(isa, x, m, k, false, 0);
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+        return;
+    }
+    if let Some((kern, off)) = panel_q8(isa, GgmlType::Q4_0) {
+        let acts = quantize_q8(isa, x, m, k, false, off);
+        drive_deinterleaved(kern, &acts, m, w, row_bytes, n, k, m, out);
+    } else if let Some(kern) = kernel_q8(isa, GgmlType::Q4_0) {
+        let acts = quantize_q8(isa, x, m, k, true, 0);
+        drive_deinterleaved(kern, &acts, MT, w, row_bytes, n, k, m, out);
+    }
+}
+
+/// Groups of 8 rows de-interleaved at a time by [`drive_deinterleaved`] (256 rows: a slice
+/// stays in L2 while the kernel runs over it).
+const SLICE_GROUPS: usize = 32;
+
+/// Runs a natural-layout Q4_0 kernel over Q4_0x8 weights: each pool thread takes whole groups,
+/// de-interleaves them a slice at a time and runs every activation tile (`step` rows per call:
+/// [`MT`] for a decode kernel, all `m` for a panel kernel) over the slice.
+#[allow(clippy::too_many_arguments)]
+fn drive_deinterleaved(
+    kern: Kernel<Q8Rows>,
+    acts: &Q8Rows,
+    step: usize,
+    w: &[u8],
+    row_bytes: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let outp = OutPtr(out.as_mut_ptr());
+    let nb = acts.nb;
+    let min_groups = (1usize << 16).div_ceil(k * m.min(MT) * ROWS).max(1);
+    parallel_chunks(n / ROWS, min_groups, &|g0, g1| {
+        let mut buf = vec![0u8; SLICE_GROUPS.min(g1 - g0) * ROWS * row_bytes];
+        let mut g = g0;
+        while g < g1 {
+            let ge = (g + SLICE_GROUPS).min(g1);
+            let rows = (ge - g) * ROWS;
+            let slice = &mut buf[..rows * row_bytes];
+            interleave::deinterleave_q4_0(w, nb, g, ge, slice);
+            let mut i0 = 0;
+            while i0 < m {
+                let tile = Tile {
+                    w: slice,
+                    row_bytes,
+                    nb,
+                    r0: 0,
+                    r1: rows,
+                    i0,
+                    mt: (m - i0).min(step),
+                    acts,
+                    // SAFETY: column g * 8 of an m x n output; the tile's columns 0..rows are
+                    // the output's g * 8..ge * 8.
+                    out: unsafe { outp.get().add(g * ROWS) },
+                    ldo: n,
+                };
+                // SAFETY: the slice holds `rows` natural Q4_0 rows of `nb` blocks; this chunk
+                // alone writes output columns g0 * 8..g1 * 8; the kernel suits this CPU.
+                unsafe { kern(&tile) };
+                i0 += step;
+            }
+            g = ge;
+        }
+    });
 }
 
 /// Prefill kernels for the 32-value formats, and the weight offset the activations' `bias`
@@ -163,6 +255,9 @@ fn kernel_q8k(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8KRows>> {
     scalar::kernel_q8k(ty)
 }
 
+/// Runs a decode kernel over all `n` weight rows and `m` activation rows; threads split the
+/// weight rows in whole units of `unit` rows (8 for the interleaved layout, which must divide
+/// `n`).
 #[allow(clippy::too_many_arguments)]
 fn drive<A: Sync>(
     kern: Kernel<A>,
@@ -174,6 +269,7 @@ fn drive<A: Sync>(
     k: usize,
     m: usize,
     out: &mut [f32],
+    unit: usize,
 ) {
     let outp = OutPtr(out.as_mut_ptr());
     // Split only when each thread gets real work: about 64K multiply-adds per chunk at least.
@@ -182,9 +278,12 @@ fn drive<A: Sync>(
     let group = if m <= MT {
         usize::MAX
     } else {
-        (L2_GROUP_BYTES / row_bytes.max(1)).max(4)
+        (L2_GROUP_BYTES / row_bytes.max(1))
+            .max(4)
+            .next_multiple_of(unit)
     };
-    parallel_chunks(n, min_chunk, &|r0, r1| {
+    parallel_chunks(n / unit, min_chunk.div_ceil(unit), &|u0, u1| {
+        let (r0, r1) = (u0 * unit, u1 * unit);
         let mut rs = r0;
         while rs < r1 {
             let re = rs.saturating_add(group).min(r1);

@@ -67,6 +67,7 @@
 mod act;
 mod decode;
 mod float;
+pub(crate) mod interleave;
 mod kquants;
 mod legacy;
 mod matmul;
@@ -298,6 +299,7 @@ pub fn matmul_supported(ty: GgmlType) -> bool {
             | T::F16
             | T::BF16
             | T::Q4_0
+            | T::Q4_0x8
             | T::Q4_1
             | T::Q5_0
             | T::Q5_1
@@ -385,6 +387,13 @@ pub(crate) fn matmul_t_with(
         return Err(invalid(
             OP,
             format!("output of {m} x {n} needs {on} values, got {}", out.len()),
+        ));
+    }
+    let unit = ty.interleaved_rows();
+    if !n.is_multiple_of(unit) {
+        return Err(invalid(
+            OP,
+            format!("{ty} interleaves groups of {unit} rows; {n} rows are not whole groups"),
         ));
     }
     if m == 0 || n == 0 {

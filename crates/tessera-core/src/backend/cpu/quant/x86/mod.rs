@@ -14,6 +14,7 @@
 pub(super) mod act;
 mod blocks256;
 mod blocks32;
+mod blocks32x8;
 mod panel;
 
 use super::Isa;
@@ -95,6 +96,26 @@ unsafe fn rows32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows32_vnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
     blocks32::rows::<Vnni, B>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q4_0x8_avx2(t: &Tile<Q8Rows>) {
+    blocks32x8::rows::<Avx2>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_q4_0x8_vnni(t: &Tile<Q8Rows>) {
+    blocks32x8::rows::<Vnni>(t)
+}
+
+/// The decode kernel for Q4_0x8 weights (natural activation blocks; row ranges in whole
+/// groups of 8).
+pub(super) fn kernel_q4_0x8(isa: Isa) -> Kernel<Q8Rows> {
+    if isa == Isa::Vnni {
+        rows_q4_0x8_vnni
+    } else {
+        rows_q4_0x8_avx2
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -1,0 +1,93 @@
+//! The decode kernel for [`Q4_0x8`](crate::quant::GgmlType::Q4_0x8): 8 weight rows at once,
+//! one row per i32 lane (the layout is described in `quant/interleave.rs`).
+//!
+//! Per record (one block index of 8 rows, 144 bytes) and activation row: 4 loads of 32 bytes,
+//! a mask and a shift-mask each (8 registers of nibbles), and 8 multiply-adds, each against one
+//! 4-byte word of the activation block broadcast to every lane, into two accumulators (low and
+//! high nibbles, to halve the dependency chain). The lanes then hold the 8 rows' integer dot
+//! products, so the block is finished with a conversion, one FMA that applies the activation
+//! scale and Q4_0's offset (`d_x Σqx - 8 d_x Σx`), and one FMA with the 8 weight scales (one
+//! 16-byte f16 load). No horizontal sums, no gathers: about twice the rate of the natural-layout
+//! kernel in `blocks32.rs`.
+
+use super::Dot;
+use crate::backend::cpu::quant::act::Q8Rows;
+use crate::backend::cpu::quant::interleave::ROWS;
+use crate::backend::cpu::quant::matmul::Tile;
+use std::arch::x86_64::*;
+
+/// Bytes per record: 8 f16 scales and 8 × 16 bytes of nibbles.
+const RECORD: usize = 144;
+
+/// Runs the tile (rows `r0..r1` multiples of 8, activations in the natural layout) with the
+/// activation row count as a constant, so the accumulators live in registers.
+#[inline(always)]
+pub(super) unsafe fn rows<D: Dot>(t: &Tile<Q8Rows>) {
+    match t.mt {
+        1 => rows_n::<D, 1>(t),
+        2 => rows_n::<D, 2>(t),
+        3 => rows_n::<D, 3>(t),
+        _ => rows_n::<D, 4>(t),
+    }
+}
+
+/// The activation word `x[4j..4j + 4]` in every lane.
+#[inline(always)]
+unsafe fn word(x: *const i8, j: usize) -> __m256i {
+    _mm256_set1_epi32((x.add(4 * j) as *const i32).read_unaligned())
+}
+
+#[inline(always)]
+unsafe fn rows_n<D: Dot, const N: usize>(t: &Tile<Q8Rows>) {
+    debug_assert!(
+        !t.acts.paired,
+        "the interleaved kernel reads natural activation blocks"
+    );
+    debug_assert!(t.r0.is_multiple_of(ROWS) && t.r1.is_multiple_of(ROWS));
+    let nb = t.nb;
+    let (qs, xd, xdsum) = (t.acts.qs.as_ptr(), t.acts.d.as_ptr(), t.acts.dsum.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let zero = _mm256_setzero_si256();
+    let mut base = [0usize; N];
+    for (i, b) in base.iter_mut().enumerate() {
+        *b = (t.i0 + i) * nb;
+    }
+    for g in t.r0 / ROWS..t.r1 / ROWS {
+        let group = t.w.as_ptr().add(g * nb * RECORD);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let rec = group.add(b * RECORD);
+            let mut lo = [zero; 4];
+            let mut hi = [zero; 4];
+            for c in 0..4 {
+                let raw = _mm256_loadu_si256(rec.add(16 + 32 * c) as *const __m256i);
+                lo[c] = _mm256_and_si256(raw, m4);
+                hi[c] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
+            for i in 0..N {
+                let ix = base[i] + b;
+                let x = qs.add(ix * 32);
+                let mut sl = zero;
+                let mut sh = zero;
+                for c in 0..4 {
+                    sl = D::dot_us(sl, lo[c], word(x, c));
+                    sh = D::dot_us(sh, hi[c], word(x, 4 + c));
+                }
+                let f = _mm256_cvtepi32_ps(_mm256_add_epi32(sl, sh));
+                // d_x Σ q x - 8 d_x Σ x: the offset of Q4_0's unsigned nibbles.
+                let v = _mm256_fmsub_ps(
+                    f,
+                    _mm256_set1_ps(*xd.add(ix)),
+                    _mm256_set1_ps(8.0 * *xdsum.add(ix)),
+                );
+                acc[i] = _mm256_fmadd_ps(v, dw, acc[i]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY (caller): columns r0..r1 of the tile's activation rows are this call's.
+            let at = t.out.add((t.i0 + i) * t.ldo + g * ROWS);
+            _mm256_storeu_ps(at, *a);
+        }
+    }
+}

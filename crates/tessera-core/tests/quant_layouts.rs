@@ -1,0 +1,122 @@
+//! The in-memory Q4_0x8 layout through the public API: the matmul, decoding, row lookup and
+//! gradients give what the natural Q4_0 matrix gives; misuse is an error.
+#![allow(clippy::unwrap_used)]
+
+use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
+use tessera_core::{Array, Dtype, ops, random};
+
+fn uniform(shape: &[usize], seed: u64) -> Array {
+    let key = random::key(seed);
+    random::uniform(-1.0, 1.0, shape, Dtype::F32, Some(&key)).unwrap()
+}
+
+fn close(a: &Array, b: &Array, tol: f32) {
+    let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "[{i}]: {x} vs {y}");
+    }
+}
+
+/// Whether this CPU runs the SIMD quant kernels (AVX2 + FMA + F16C), which is when tessera
+/// interleaves Q4_0.
+fn simd_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let scalar = std::env::var("TESSERA_SIMD").is_ok_and(|v| v == "scalar");
+        !scalar
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[test]
+fn interleaved_q4_0_gives_what_the_natural_matrix_gives() {
+    let (n, k) = (40, 96);
+    let w = quantize_rows(&uniform(&[n, k], 1), GgmlType::Q4_0).unwrap();
+    assert_eq!(w.shape(), &[n, 54]);
+    let packed = interleave_for_cpu(&w, GgmlType::Q4_0).unwrap();
+    if !simd_kernels() {
+        assert!(
+            packed.is_none(),
+            "the portable kernels read the natural layout"
+        );
+        return;
+    }
+    let (w8, f8) = packed.expect("Q4_0 with whole groups of 8 rows is interleaved");
+    assert_eq!(f8, GgmlType::Q4_0x8);
+    assert_eq!(w8.shape(), w.shape());
+    // Decode kernel (1-4 rows), several tiles, and the prefill kernels (from 5 rows on).
+    for m in [1, 3, 7, 20] {
+        let x = uniform(&[m, k], 10 + m as u64);
+        let want = ops::gguf_matmul(&x, &w, GgmlType::Q4_0).unwrap();
+        let got = ops::gguf_matmul(&x, &w8, f8).unwrap();
+        close(&got, &want, 1e-5);
+    }
+    // Decoding and row lookups are exact.
+    let d = ops::gguf_dequantize(&w, GgmlType::Q4_0, k).unwrap();
+    let d8 = ops::gguf_dequantize(&w8, f8, k).unwrap();
+    assert_eq!(d.to_vec::<f32>().unwrap(), d8.to_vec::<f32>().unwrap());
+    let ids = Array::from_slice(&[0i32, 39, 17, 8, 7, 17], &[2, 3]).unwrap();
+    let rows = ops::gguf_take_rows(&w, &ids, GgmlType::Q4_0, k).unwrap();
+    let rows8 = ops::gguf_take_rows(&w8, &ids, f8, k).unwrap();
+    assert_eq!(rows8.shape(), &[2, 3, k]);
+    assert_eq!(
+        rows.to_vec::<f32>().unwrap(),
+        rows8.to_vec::<f32>().unwrap()
+    );
+    // The gradient with respect to x.
+    let x = uniform(&[2, k], 5);
+    let loss = |w: Array, f: GgmlType| {
+        move |a: &[Array]| -> tessera_core::Result<Array> {
+            ops::sum(&ops::square(&ops::gguf_matmul(&a[0], &w, f)?)?, None, false)
+        }
+    };
+    let g = tessera_core::transforms::grad(loss(w.clone(), GgmlType::Q4_0), &[x.clone()]).unwrap();
+    let g8 = tessera_core::transforms::grad(loss(w8.clone(), f8), &[x]).unwrap();
+    close(&g8[0], &g[0], 1e-4);
+}
+
+#[test]
+fn interleaving_applies_only_where_it_fits() {
+    // Not whole groups of 8 rows, or not Q4_0: the natural layout stays.
+    let w12 = quantize_rows(&uniform(&[12, 64], 2), GgmlType::Q4_0).unwrap();
+    assert!(interleave_for_cpu(&w12, GgmlType::Q4_0).unwrap().is_none());
+    let q8 = quantize_rows(&uniform(&[16, 64], 3), GgmlType::Q8_0).unwrap();
+    assert!(interleave_for_cpu(&q8, GgmlType::Q8_0).unwrap().is_none());
+    // A matrix that is not whole groups cannot be used as Q4_0x8, nor decoded row by row.
+    let x = uniform(&[1, 64], 4);
+    let err = ops::gguf_matmul(&x, &w12, GgmlType::Q4_0x8)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("multiple of 8"), "{err}");
+    let one_row = ops::slice_axis(&w12, 0, 0, 1).unwrap();
+    assert!(ops::gguf_dequantize(&one_row, GgmlType::Q4_0x8, 64).is_err());
+    // The in-memory layout is not a quantization target.
+    assert!(quantize_rows(&x, GgmlType::Q4_0x8).is_err());
+}
+
+#[test]
+fn quantize_rows_round_trips_within_the_format_error() {
+    let x = uniform(&[3, 2, 64], 6);
+    for (ty, tol) in [(GgmlType::Q8_0, 0.01), (GgmlType::Q4_0, 0.15)] {
+        let q = quantize_rows(&x, ty).unwrap();
+        assert_eq!(q.shape(), &[3, 2, ty.row_bytes(64).unwrap()]);
+        let back = ops::gguf_dequantize(&q, ty, 64).unwrap();
+        let (a, b) = (x.to_vec::<f32>().unwrap(), back.to_vec::<f32>().unwrap());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= tol, "{ty}: worst error {worst}");
+    }
+    assert_eq!(
+        quantize_rows(&x, GgmlType::F16).unwrap().shape(),
+        &[3, 2, 128]
+    );
+    assert!(quantize_rows(&uniform(&[2, 50], 7), GgmlType::Q4_0).is_err());
+}
