@@ -302,6 +302,32 @@ fn system_memory_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
+/// `a` moved into this process's allocator when it wraps large external memory (a weight in a
+/// memory-mapped file, at least 2 MiB): a copy whose blocks get huge pages (see [`Buffer`]'s
+/// allocator), which a decode step streams faster than a file mapping's 4 KiB pages. Anything
+/// else (already owned, small, or a lazy result) is returned as is. Evaluates `a`.
+pub fn own_large(a: &crate::Array) -> Result<crate::Array> {
+    let data = a.data()?;
+    if !data.buffer.is_external() || data.buffer.len() < HUGE_MIN {
+        return Ok(a.clone());
+    }
+    let copy = crate::backend::cpu::copy::ensure_contiguous(&data)?;
+    if !copy.buffer.is_external() {
+        return Ok(crate::Array::from_data(copy)); // the strided view was copied already
+    }
+    let out = crate::layout::ArrayData::alloc(data.dtype, data.shape())?;
+    // SAFETY: `copy` is contiguous with `size` elements from its pointer; `out` is a fresh
+    // buffer of the same byte length that nothing else references.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            copy.ptr::<u8>(),
+            out.mut_ptr::<u8>(),
+            copy.size() * copy.dtype.size(),
+        )
+    };
+    Ok(crate::Array::from_data(out))
+}
+
 /// Bytes held by live arrays.
 pub fn active_memory() -> usize {
     allocator().active.load(Ordering::Relaxed)

@@ -96,26 +96,46 @@ impl Weight {
         })
     }
 
-    /// This matrix in the layout the CPU kernels multiply fastest (Q4_0 becomes the
-    /// row-interleaved Q4_0x8, see `tessera_core::quant::interleave_for_cpu`), or unchanged.
-    /// The result still gives rows ([`Weight::rows`]) but cannot be split
+    /// This matrix as the CPU kernels read it fastest: Q4_0 becomes the row-interleaved Q4_0x8
+    /// (see `tessera_core::quant::interleave_for_cpu`), and large matrices that still point
+    /// into a memory-mapped file are copied into memory backed by huge pages
+    /// (`tessera_core::memory::own_large`; a decode step streams every weight once). The
+    /// result still gives rows ([`Weight::rows`]) but an interleaved one cannot be split
     /// ([`Weight::split_rows`]): split first.
     pub fn for_matmul(self) -> Result<Weight> {
-        if let Weight::Quantized {
-            blocks,
-            format,
-            in_features,
-        } = &self
-            && let Some((blocks, format)) =
-                tessera_core::quant::interleave_for_cpu(blocks, *format)?
-        {
-            return Ok(Weight::Quantized {
+        use tessera_core::memory::own_large;
+        Ok(match self {
+            Weight::Quantized {
                 blocks,
                 format,
-                in_features: *in_features,
-            });
-        }
-        Ok(self)
+                in_features,
+            } => {
+                let (blocks, format) =
+                    match tessera_core::quant::interleave_for_cpu(&blocks, format)? {
+                        Some(packed) => packed,
+                        None => (own_large(&blocks)?, format),
+                    };
+                Weight::Quantized {
+                    blocks,
+                    format,
+                    in_features,
+                }
+            }
+            Weight::Dense(w) => Weight::Dense(own_large(&w)?),
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => Weight::Affine {
+                packed: own_large(&packed)?,
+                scales: own_large(&scales)?,
+                biases: own_large(&biases)?,
+                group_size,
+                bits,
+            },
+        })
     }
 
     /// Rows `ids` of the matrix as f32: an embedding lookup `(...) -> (..., in)`.
