@@ -251,6 +251,55 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+simd::multiversion! {
+    /// One query row of attention: `out = softmax(scale q·kⱼ + mask_j) · V` over `l` keys of
+    /// `d` values (key `j` at `k + j ks`, value at `v + j vs`; `mask` null or `l` values),
+    /// with `p` (`l`) and `acc` (`d`) as scratch. A function of its own so the loops are
+    /// compiled for the CPU's widest vectors (a closure inside `simd::dispatch` was not inlined
+    /// and ran at the baseline width).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attend_row[](q: *const f32, k: *const f32, ks: usize, v: *const f32, vs: usize, mask: *const f32, scale: f32, l: usize, d: usize, p: *mut f32, acc: *mut f32, out: *mut f32) {
+        let qr = std::slice::from_raw_parts(q, d);
+        let p = std::slice::from_raw_parts_mut(p, l);
+        let acc = std::slice::from_raw_parts_mut(acc, d);
+        let or = std::slice::from_raw_parts_mut(out, d);
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in p.iter_mut().enumerate() {
+            let kr = std::slice::from_raw_parts(k.add(j * ks), d);
+            let mut sc = dot(qr, kr) * scale;
+            if !mask.is_null() {
+                sc += *mask.add(j);
+            }
+            *pj = sc;
+            max = max.max(sc);
+        }
+        if max == f32::NEG_INFINITY {
+            // Every key hidden: NaN, as softmax over all -inf gives.
+            or.iter_mut().for_each(|x| *x = f32::NAN);
+            return;
+        }
+        let mut sum = 0f32;
+        for pj in p.iter_mut() {
+            *pj = simd::math::exp_f32(*pj - max);
+            sum += *pj;
+        }
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for (j, &w) in p.iter().enumerate() {
+            if w == 0.0 {
+                continue;
+            }
+            let vr = std::slice::from_raw_parts(v.add(j * vs), d);
+            for (a, &x) in acc.iter_mut().zip(vr) {
+                *a += w * x;
+            }
+        }
+        let inv = 1.0 / sum;
+        for (x, &a) in or.iter_mut().zip(acc.iter()) {
+            *x = a * inv;
+        }
+    }
+}
+
 pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
     let q = copy::f32_contiguous(&inputs[0])?;
     let (k, v) = (f32_rows(&inputs[1])?, f32_rows(&inputs[2])?);
@@ -271,53 +320,30 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
     let scale = scale as f32;
     let min_rows = (1usize << 15).div_ceil((l * d).max(1)).max(1);
     pool::parallel_chunks(rows, min_rows, &|s, e| {
-        simd::dispatch(|| {
-            let mut p = vec![0f32; l];
-            let mut acc = vec![0f32; d];
-            for row in s..e {
-                let (bi, hi, ti) = (row / (h * t), (row / t) % h, row % t);
-                let g = hi / rep;
-                // SAFETY: indices are within the validated shapes; k/v rows are contiguous in d.
-                unsafe {
-                    let qr = std::slice::from_raw_parts(qp.get().add(row * d), d);
-                    let kb = kp.get().add(bi * ks[0] + g * ks[1]);
-                    let vb = vp.get().add(bi * vs[0] + g * vs[1]);
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, pj) in p.iter_mut().enumerate() {
-                        let kr = std::slice::from_raw_parts(kb.add(j * ks[2]), d);
-                        let mut sc = dot(qr, kr) * scale;
-                        if let Some(m) = mp {
-                            sc += *m.get().add(ti * l + j);
-                        }
-                        *pj = sc;
-                        max = max.max(sc);
-                    }
-                    acc.iter_mut().for_each(|a| *a = 0.0);
-                    let or = std::slice::from_raw_parts_mut(op.get().add(row * d), d);
-                    if max == f32::NEG_INFINITY {
-                        // Every key hidden: NaN, as softmax over all -inf gives.
-                        or.iter_mut().for_each(|x| *x = f32::NAN);
-                        continue;
-                    }
-                    let mut sum = 0f32;
-                    for (j, &pj) in p.iter().enumerate() {
-                        let w = (pj - max).exp();
-                        if w == 0.0 {
-                            continue;
-                        }
-                        sum += w;
-                        let vr = std::slice::from_raw_parts(vb.add(j * vs[2]), d);
-                        for (a, &x) in acc.iter_mut().zip(vr) {
-                            *a += w * x;
-                        }
-                    }
-                    let inv = 1.0 / sum;
-                    for (x, &a) in or.iter_mut().zip(&acc) {
-                        *x = a * inv;
-                    }
-                }
+        let mut p = vec![0f32; l];
+        let mut acc = vec![0f32; d];
+        for row in s..e {
+            let (bi, hi, ti) = (row / (h * t), (row / t) % h, row % t);
+            let g = hi / rep;
+            // SAFETY: indices are within the validated shapes; k/v rows are contiguous in d;
+            // the mask (when given) is t x l; this chunk alone writes output row `row`.
+            unsafe {
+                attend_row(
+                    qp.get().add(row * d),
+                    kp.get().add(bi * ks[0] + g * ks[1]),
+                    ks[2],
+                    vp.get().add(bi * vs[0] + g * vs[1]),
+                    vs[2],
+                    mp.map_or(std::ptr::null(), |m| m.get().add(ti * l)),
+                    scale,
+                    l,
+                    d,
+                    p.as_mut_ptr(),
+                    acc.as_mut_ptr(),
+                    op.get().add(row * d),
+                );
             }
-        })
+        }
     });
     finish(o, out)
 }
