@@ -3,7 +3,7 @@
 //! Why not rayon for everything: on a small VM a rayon `join`/`par_iter` costs tens of
 //! microseconds of wake-up and work-stealing bookkeeping, which is more than an element-wise op
 //! over a few hundred thousand elements takes. This pool keeps `n - 1` workers that spin briefly
-//! after each job (so back-to-back ops find them awake) and then sleep on a condvar, and the
+//! after each job (so back-to-back ops find them awake; see [`SPIN`]) and then sleep on a condvar, and the
 //! calling thread always does its share of the work.
 //!
 //! Safety design: a job lives on the caller's stack. Workers only touch it between taking a
@@ -73,7 +73,11 @@ thread_local! {
     static IN_POOL_TASK: Cell<bool> = const { Cell::new(false) };
 }
 
-const SPIN: Duration = Duration::from_micros(50);
+/// How long an idle worker polls for the next job before it sleeps. A decode step has serial
+/// stretches (attention, norms, the graph walk) of a few tens of microseconds between its
+/// parallel matmuls: with 50 us the worker slept about 10 times per token of a 0.5B model, and
+/// each next job ran on the caller alone while it woke; with 300 us about once per token.
+const SPIN: Duration = Duration::from_micros(300);
 
 impl ThreadPool {
     /// A pool using `threads` threads in all (the caller counts as one).
