@@ -236,19 +236,36 @@ fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
 
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the loop vectorises without reassociation flags.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[c * 8 + j] * b[c * 8 + j];
+    // Sixteen independent partial sums over exact chunks (no bounds checks), so the loop
+    // vectorises without reassociation flags. (Indexing `a[c * 8 + j]` left bounds checks that
+    // kept it scalar.)
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..16 {
+            acc[j] += x[j] * y[j];
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
     }
     s
+}
+
+/// `Σ a` with sixteen partial sums (vectorises like [`dot`]).
+#[inline(always)]
+fn sum_f32(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let c = a.chunks_exact(16);
+    let rest: f32 = c.remainder().iter().sum();
+    for x in c {
+        for j in 0..16 {
+            acc[j] += x[j];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 simd::multiversion! {
@@ -278,11 +295,11 @@ simd::multiversion! {
             or.iter_mut().for_each(|x| *x = f32::NAN);
             return;
         }
-        let mut sum = 0f32;
+        // Two loops: with the running sum inside, the exp loop stayed scalar.
         for pj in p.iter_mut() {
             *pj = simd::math::exp_f32(*pj - max);
-            sum += *pj;
         }
+        let sum = sum_f32(p);
         acc.iter_mut().for_each(|a| *a = 0.0);
         for (j, &w) in p.iter().enumerate() {
             if w == 0.0 {
