@@ -211,17 +211,26 @@ fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
     e.into_iter().map(|x| x / s).collect()
 }
 
-/// Index of the largest logit (the first on ties; NaN never wins).
+/// Index of the largest logit (the first on ties; NaN never wins; 0 when every logit is NaN
+/// or the slice is empty).
+///
+/// Two passes: the maximum with sixteen independent lanes (vectorises; a vocabulary of 150K
+/// logits took a tenth of a millisecond per token one compare-and-branch at a time), then the
+/// first position holding it.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut bv = f32::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > bv {
-            bv = l;
-            best = i;
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = logits.chunks_exact(16);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for j in 0..16 {
+            lanes[j] = lanes[j].max(c[j]);
         }
     }
-    best as u32
+    max = lanes.iter().fold(max, |m, &x| m.max(x));
+    logits.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -232,6 +241,20 @@ mod tests {
         let mut c = SamplerConfig::default();
         f(&mut c);
         Sampler::new(c).unwrap()
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_nan() {
+        let mut v: Vec<f32> = (0..37).map(|i| (i % 7) as f32).collect();
+        assert_eq!(argmax(&v), 6);
+        v[20] = f32::NAN;
+        v[35] = 9.0; // in the part after the last full chunk of 16
+        assert_eq!(argmax(&v), 35);
+        v[3] = 9.0;
+        assert_eq!(argmax(&v), 3);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -1.0]), 1);
     }
 
     #[test]
