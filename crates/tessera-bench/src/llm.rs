@@ -23,7 +23,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the benchmark; `emit` receives `prefill_tps`, `decode_tps` and `decode_weight_gbps`.
+/// The machine's read bandwidth now, in GB/s: the best of 5 sums over 256 MB of f32 (the
+/// roofline a decode step's weight streaming is measured against, taken in the same run because
+/// on a shared machine it moves by 2x over a day).
+fn read_bandwidth() -> Result<f64, String> {
+    use tessera_core::{Dtype, ops, random};
+    let n = 64usize << 20;
+    let key = random::key(11);
+    let a = random::uniform(0.0, 1.0, &[n], Dtype::F32, Some(&key)).map_err(|e| e.to_string())?;
+    a.eval().map_err(|e| e.to_string())?;
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        ops::sum(&a, None, false)
+            .and_then(|s| s.eval())
+            .map_err(|e| e.to_string())?;
+        best = best.max((4 * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
+}
+
+/// Runs the benchmark; `emit` receives `prefill_tps`, `decode_tps`, `decode_weight_gbps`, and
+/// with a decode measurement `read_bw_gbps` and `decode_pct_of_read_bw` (the roofline).
 pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String> {
     let f = GgufFile::open(&b.model).map_err(|e| e.to_string())?;
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).map_err(|e| e.to_string())?;
@@ -91,10 +112,22 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
             value: tps,
             unit: "tok/s",
         });
+        let gbps = tps * model.weight_bytes() as f64 / 1e9;
         emit(Record {
             case: "decode_weight_gbps".into(),
-            value: tps * model.weight_bytes() as f64 / 1e9,
+            value: gbps,
             unit: "GB/s",
+        });
+        let bw = read_bandwidth()?;
+        emit(Record {
+            case: "read_bw_gbps".into(),
+            value: bw,
+            unit: "GB/s",
+        });
+        emit(Record {
+            case: "decode_pct_of_read_bw".into(),
+            value: 100.0 * gbps / bw,
+            unit: "%",
         });
     }
     Ok(())
