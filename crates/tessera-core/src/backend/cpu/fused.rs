@@ -7,6 +7,7 @@
 
 use super::binary::typed_row;
 use super::copy::{SendConstPtr, SendPtr, ensure_contiguous};
+use super::fused_tiled::{self, Src};
 use super::pool;
 use super::reduce;
 use super::unary::f32_row;
@@ -68,10 +69,18 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     let dst = SendPtr(o.mut_ptr::<f32>());
     let steps = &prog.steps;
     let (slot, n_slots) = assign_slots(prog);
+    // A linear program runs register-tiled (`fused_tiled.rs`), any other step by step.
+    let tiled = fused_tiled::plan(prog);
+    let scratch = || Scratch {
+        regs: vec![0f32; (n_slots + n_periodic) * CHUNK],
+        srcs: Vec::with_capacity(srcs.len()),
+        tail: vec![0f32; fused_tiled::tail_len(srcs.len())],
+    };
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
     // `regs` holds the step rows, then one row per periodic input (filled per chunk).
-    let eval = |start: usize, len: usize, d_out: *mut f32, regs: &mut Vec<f32>| {
+    let eval = |start: usize, len: usize, d_out: *mut f32, sc: &mut Scratch| {
+        let regs = &mut sc.regs;
         for &(p, kind) in &srcs {
             if let Operand::Periodic(period, k) = kind {
                 let row = &mut regs[(n_slots + k) * CHUNK..(n_slots + k) * CHUNK + len];
@@ -86,6 +95,30 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                     }
                 }
             }
+        }
+        if let Some(plan) = &tiled {
+            sc.srcs.clear();
+            for &(p, kind) in &srcs {
+                sc.srcs.push(match kind {
+                    // SAFETY: full inputs have n elements.
+                    Operand::Full => Src {
+                        ptr: unsafe { p.get().add(start) },
+                        stride: 1,
+                    },
+                    Operand::Scalar => Src {
+                        ptr: p.get(),
+                        stride: 0,
+                    },
+                    Operand::Periodic(_, k) => Src {
+                        ptr: regs[(n_slots + k) * CHUNK..].as_ptr(),
+                        stride: 1,
+                    },
+                });
+            }
+            // SAFETY: every row operand covers `len` values from its pointer, `d_out` has room
+            // for `len`, the tail scratch was sized for these operands.
+            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.tail) };
+            return;
         }
         let reg = |r: usize, regs: &mut Vec<f32>| -> (*const f32, isize) {
             if r < srcs.len() {
@@ -137,7 +170,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         None => {
             let chunks = n.div_ceil(CHUNK);
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
-                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
+                let mut sc = scratch();
                 for c in c0..c1 {
                     let start = c * CHUNK;
                     // SAFETY: this chunk of the output.
@@ -145,7 +178,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                         start,
                         CHUNK.min(n - start),
                         unsafe { dst.get().add(start) },
-                        &mut regs,
+                        &mut sc,
                     );
                 }
             });
@@ -155,11 +188,11 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             let rows_per = CHUNK / len;
             let blocks = out_n.div_ceil(rows_per);
             pool::parallel_chunks(blocks, 16, &|b0, b1| {
-                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
+                let mut sc = scratch();
                 let mut row = vec![0f32; CHUNK];
                 for b in b0..b1 {
                     let (r0, r1) = (b * rows_per, ((b + 1) * rows_per).min(out_n));
-                    eval(r0 * len, (r1 - r0) * len, row.as_mut_ptr(), &mut regs);
+                    eval(r0 * len, (r1 - r0) * len, row.as_mut_ptr(), &mut sc);
                     for r in r0..r1 {
                         let v = reduce::f32_row(op, row[(r - r0) * len..].as_ptr(), len);
                         // SAFETY: r < out_n.
@@ -171,12 +204,12 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         Some((op, len)) => {
             // Long rows: evaluate a row in chunks into a row-sized scratch, then reduce it.
             pool::parallel_chunks(out_n, 1, &|r0, r1| {
-                let mut regs = vec![0f32; (n_slots + n_periodic) * CHUNK];
+                let mut sc = scratch();
                 let mut row = vec![0f32; len];
                 for r in r0..r1 {
                     for s in (0..len).step_by(CHUNK) {
                         let l = CHUNK.min(len - s);
-                        eval(r * len + s, l, row[s..].as_mut_ptr(), &mut regs);
+                        eval(r * len + s, l, row[s..].as_mut_ptr(), &mut sc);
                     }
                     let v = reduce::f32_row(op, row.as_ptr(), len);
                     // SAFETY: r < out_n.
@@ -187,6 +220,14 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     }
     drop(keep);
     Ok(o)
+}
+
+/// Per-thread scratch: the step and periodic rows, and the tiled executor's operand table and
+/// tail buffer.
+struct Scratch {
+    regs: Vec<f32>,
+    srcs: Vec<Src>,
+    tail: Vec<f32>,
 }
 
 /// How the kernel reads one input.

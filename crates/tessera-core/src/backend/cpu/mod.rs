@@ -8,6 +8,7 @@ mod collective;
 pub(crate) mod copy;
 mod fast;
 mod fused;
+mod fused_tiled;
 mod gemm;
 mod index;
 mod matmul;
