@@ -7,7 +7,8 @@
 #   cargo build --release -p tessera-cli
 #   scripts/compare-llm.sh [ROUNDS]  > .cache/compare-llm.jsonl
 #
-# Prints JSON lines {"model", "engine", "round", "prefill_tps", "decode_tps"}.
+# Prints JSON lines {"model", "engine", "round", "prefill_tps", "decode_tps"}; tessera's also carry
+# its weight streaming rate and the read bandwidth measured right after (the roofline).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 models="${TESSERA_MODELS:-$root/.cache/models}"
@@ -30,6 +31,6 @@ print(json.dumps({"model": sys.argv[1], "engine": "llama.cpp", "round": int(sys.
         TESSERA_NUM_THREADS=2 "$tessera" bench llm --model "$f" --prompt-tokens 512 --gen-tokens 128 --repeats 1 --json | python3 -c '
 import json, sys
 v = {json.loads(l)["case"]: json.loads(l)["value"] for l in sys.stdin}
-print(json.dumps({"model": sys.argv[1], "engine": "tessera", "round": int(sys.argv[2]), "prefill_tps": round(v["prefill_tps"], 1), "decode_tps": round(v["decode_tps"], 1), "decode_weight_gbps": round(v["decode_weight_gbps"], 2)}))' "$m" "$r"
+print(json.dumps({"model": sys.argv[1], "engine": "tessera", "round": int(sys.argv[2]), "prefill_tps": round(v["prefill_tps"], 1), "decode_tps": round(v["decode_tps"], 1), "decode_weight_gbps": round(v["decode_weight_gbps"], 2), "read_bw_gbps": round(v["read_bw_gbps"], 1), "decode_pct_of_read_bw": round(v["decode_pct_of_read_bw"], 1)}))' "$m" "$r"
     done
 done
