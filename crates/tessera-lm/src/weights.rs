@@ -103,25 +103,37 @@ impl Weight {
     /// result still gives rows ([`Weight::rows`]) but an interleaved one cannot be split
     /// ([`Weight::split_rows`]): split first.
     pub fn for_matmul(self) -> Result<Weight> {
-        use tessera_core::memory::own_large;
+        if let Weight::Quantized {
+            blocks,
+            format,
+            in_features,
+        } = &self
+            && let Some((blocks, format)) =
+                tessera_core::quant::interleave_for_cpu(blocks, *format)?
+        {
+            return Ok(Weight::Quantized {
+                blocks,
+                format,
+                in_features: *in_features,
+            });
+        }
+        self.map_arrays(tessera_core::memory::own_large)
+    }
+
+    /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales
+    /// and biases), which must keep their row structure.
+    fn map_arrays(&self, f: impl Fn(&Array) -> tessera_core::Result<Array>) -> Result<Weight> {
         Ok(match self {
+            Weight::Dense(w) => Weight::Dense(f(w)?),
             Weight::Quantized {
                 blocks,
                 format,
                 in_features,
-            } => {
-                let (blocks, format) =
-                    match tessera_core::quant::interleave_for_cpu(&blocks, format)? {
-                        Some(packed) => packed,
-                        None => (own_large(&blocks)?, format),
-                    };
-                Weight::Quantized {
-                    blocks,
-                    format,
-                    in_features,
-                }
-            }
-            Weight::Dense(w) => Weight::Dense(own_large(&w)?),
+            } => Weight::Quantized {
+                blocks: f(blocks)?,
+                format: *format,
+                in_features: *in_features,
+            },
             Weight::Affine {
                 packed,
                 scales,
@@ -129,11 +141,11 @@ impl Weight {
                 group_size,
                 bits,
             } => Weight::Affine {
-                packed: own_large(&packed)?,
-                scales: own_large(&scales)?,
-                biases: own_large(&biases)?,
-                group_size,
-                bits,
+                packed: f(packed)?,
+                scales: f(scales)?,
+                biases: f(biases)?,
+                group_size: *group_size,
+                bits: *bits,
             },
         })
     }
@@ -188,31 +200,7 @@ impl Weight {
         let mut start = 0;
         let mut parts = Vec::with_capacity(sizes.len());
         for &s in sizes {
-            parts.push(match self {
-                Weight::Dense(w) => Weight::Dense(ops::slice_axis(w, 0, start, start + s)?),
-                Weight::Quantized {
-                    blocks,
-                    format,
-                    in_features,
-                } => Weight::Quantized {
-                    blocks: ops::slice_axis(blocks, 0, start, start + s)?,
-                    format: *format,
-                    in_features: *in_features,
-                },
-                Weight::Affine {
-                    packed,
-                    scales,
-                    biases,
-                    group_size,
-                    bits,
-                } => Weight::Affine {
-                    packed: ops::slice_axis(packed, 0, start, start + s)?,
-                    scales: ops::slice_axis(scales, 0, start, start + s)?,
-                    biases: ops::slice_axis(biases, 0, start, start + s)?,
-                    group_size: *group_size,
-                    bits: *bits,
-                },
-            });
+            parts.push(self.map_arrays(|a| ops::slice_axis(a, 0, start, start + s))?);
             start += s;
         }
         Ok(parts)

@@ -11,35 +11,18 @@ use tessera_core::quant::{GgmlType, quantize_rows};
 use tessera_core::{Array, ops};
 use tessera_io::gguf::GgufFile;
 use tessera_lm::model::Model;
-use tessera_lm::weights::{GgufSource, Weight, WeightSource};
+use tessera_lm::weights::{GgufSource, Weight};
 
 /// SmolLM2's tensors with every quantized matrix requantized to Q4_0.
-struct AsQ4_0<'a>(GgufSource<'a>);
-
-impl WeightSource for AsQ4_0<'_> {
-    fn has(&self, name: &str) -> bool {
-        self.0.has(name)
-    }
-    fn matrix(&self, name: &str) -> tessera_lm::Result<Weight> {
-        Ok(match self.0.matrix(name)? {
-            Weight::Quantized {
-                blocks,
-                format,
-                in_features,
-            } => {
-                let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
-                Weight::Quantized {
-                    blocks: quantize_rows(&dense, GgmlType::Q4_0)?,
-                    format: GgmlType::Q4_0,
-                    in_features,
-                }
-            }
-            w => w,
+fn as_q4_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
+    common::MapQuantized(src, |blocks, format, in_features| {
+        let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
+        Ok(Weight::Quantized {
+            blocks: quantize_rows(&dense, GgmlType::Q4_0)?,
+            format: GgmlType::Q4_0,
+            in_features,
         })
-    }
-    fn vector(&self, name: &str) -> tessera_lm::Result<Array> {
-        self.0.vector(name)
-    }
+    })
 }
 
 fn last_logits(model: &Model, ids: &[i32]) -> Vec<f32> {
@@ -62,7 +45,7 @@ fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let q4 = Model::load(
         cfg.clone(),
-        &AsQ4_0(GgufSource { file: &f }),
+        &as_q4_0(GgufSource { file: &f }),
         &mut |_, _| {},
     )
     .unwrap();
@@ -70,14 +53,14 @@ fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
     unsafe { std::env::set_var("TESSERA_REPACK", "0") };
     let natural = Model::load(
         cfg.clone(),
-        &AsQ4_0(GgufSource { file: &f }),
+        &as_q4_0(GgufSource { file: &f }),
         &mut |_, _| {},
     )
     .unwrap();
     unsafe { std::env::remove_var("TESSERA_REPACK") };
     let dense = Model::load(
         cfg,
-        &common::Dequantized(AsQ4_0(GgufSource { file: &f })),
+        &common::dequantized(as_q4_0(GgufSource { file: &f })),
         &mut |_, _| {},
     )
     .unwrap();

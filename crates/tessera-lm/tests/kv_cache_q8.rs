@@ -20,7 +20,7 @@ fn eight_bit_cache_tracks_the_f32_cache() {
     // (even 1e-7) to about 0.5 in the logits, which would hide what the cache itself costs.
     let m = Model::load(
         cfg,
-        &common::Dequantized(GgufSource { file: &f }),
+        &common::dequantized(GgufSource { file: &f }),
         &mut |_, _| {},
     )
     .unwrap();

@@ -41,7 +41,7 @@ fn check(model_key: &str, file: &str) {
     let model = Model::load(cfg.clone(), &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
     let dense = Model::load(
         cfg,
-        &common::Dequantized(GgufSource { file: &f }),
+        &common::dequantized(GgufSource { file: &f }),
         &mut |_, _| {},
     )
     .unwrap();

@@ -24,14 +24,18 @@ pub fn model(name: &str) -> PathBuf {
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
+use tessera_core::quant::GgmlType;
 use tessera_core::{Array, ops};
 use tessera_lm::weights::{Weight, WeightSource};
 
-/// The model's tensors with every quantized matrix decoded to f32: the architecture's math
-/// without the 8-bit activation rounding of the quantized kernels.
-pub struct Dequantized<S>(pub S);
+/// A source whose quantized matrices (`blocks`, `format`, `in_features`) are replaced by
+/// `self.1` of them; everything else passes through.
+pub struct MapQuantized<S>(
+    pub S,
+    pub fn(Array, GgmlType, usize) -> tessera_lm::Result<Weight>,
+);
 
-impl<S: WeightSource> WeightSource for Dequantized<S> {
+impl<S: WeightSource> WeightSource for MapQuantized<S> {
     fn has(&self, name: &str) -> bool {
         self.0.has(name)
     }
@@ -41,15 +45,21 @@ impl<S: WeightSource> WeightSource for Dequantized<S> {
                 blocks,
                 format,
                 in_features,
-            } => {
-                let d = ops::gguf_dequantize(&blocks, format, in_features)?;
-                d.eval()?;
-                Weight::Dense(d)
-            }
+            } => (self.1)(blocks, format, in_features)?,
             w => w,
         })
     }
     fn vector(&self, name: &str) -> tessera_lm::Result<Array> {
         self.0.vector(name)
     }
+}
+
+/// The model's tensors with every quantized matrix decoded to f32: the architecture's math
+/// without the 8-bit activation rounding of the quantized kernels.
+pub fn dequantized<S: WeightSource>(src: S) -> MapQuantized<S> {
+    MapQuantized(src, |blocks, format, in_features| {
+        let d = ops::gguf_dequantize(&blocks, format, in_features)?;
+        d.eval()?;
+        Ok(Weight::Dense(d))
+    })
 }
