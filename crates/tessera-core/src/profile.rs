@@ -9,7 +9,7 @@
 //! tessera_core::profile::set_enabled(true);
 //! let a = tessera_core::ops::exp(&tessera_core::Array::from_slice(&[1f32, 2.0], &[2]).unwrap()).unwrap();
 //! a.eval().unwrap();
-//! assert!(tessera_core::profile::report().contains("Exp"));
+//! assert!(tessera_core::profile::report().contains("Unary(Exp)"));
 //! ```
 
 use crate::primitive::Primitive;
@@ -58,11 +58,18 @@ fn with_totals(f: impl FnOnce(&mut Totals)) {
     f(t.get_or_insert_with(Totals::default));
 }
 
-/// The kind of a primitive: its name without parameters (`QuantizedMatmul`, `Add`).
+/// The kind of a primitive: its name and leading unit parameter, without the rest
+/// (`QuantizedMatmul`, `Unary(Exp)`, `Reduce(Sum)`).
 fn kind(p: &Primitive) -> String {
     let s = format!("{p:?}");
-    let end = s.find([' ', '{', '(']).unwrap_or(s.len());
-    s[..end].to_string()
+    let end = s.find([' ', '{', ',']).unwrap_or(s.len());
+    let mut k = s[..end].to_string();
+    let open = k
+        .matches('(')
+        .count()
+        .saturating_sub(k.matches(')').count());
+    k.extend(std::iter::repeat_n(')', open));
+    k
 }
 
 pub(crate) fn record_kernel(p: &Primitive, shape: &[usize], dt: Duration) {
