@@ -305,10 +305,15 @@ fn system_memory_bytes() -> Option<usize> {
 /// `a` moved into this process's allocator when it wraps large external memory (a weight in a
 /// memory-mapped file, at least 2 MiB): a copy whose blocks get huge pages (see [`Buffer`]'s
 /// allocator), which a decode step streams faster than a file mapping's 4 KiB pages. Anything
-/// else (already owned, small, or a lazy result) is returned as is. Evaluates `a`.
+/// else (already owned, small, or a lazy result) is returned as is, and so is a block the
+/// allocator could not take without passing [`fits_in_budget`]: a model larger than memory
+/// keeps streaming from its file. Evaluates `a`.
 pub fn own_large(a: &crate::Array) -> Result<crate::Array> {
     let data = a.data()?;
-    if !data.buffer.is_external() || data.buffer.len() < HUGE_MIN {
+    if !data.buffer.is_external()
+        || data.buffer.len() < HUGE_MIN
+        || !fits_in_budget(data.buffer.len())
+    {
         return Ok(a.clone());
     }
     let copy = crate::backend::cpu::copy::ensure_contiguous(&data)?;
@@ -326,6 +331,13 @@ pub fn own_large(a: &crate::Array) -> Result<crate::Array> {
         )
     };
     Ok(crate::Array::from_data(out))
+}
+
+/// Whether `bytes` more of optional copies (weights moved out of a file map, re-laid-out
+/// matrices) still leave a quarter of the memory limit free for the computation.
+pub fn fits_in_budget(bytes: usize) -> bool {
+    let limit = memory_limit();
+    active_memory().saturating_add(bytes) <= limit - limit / 4
 }
 
 /// Bytes held by live arrays.

@@ -189,8 +189,9 @@ impl GgmlType {
 /// `w` (`n` rows of `format` blocks: a `u8` matrix `(n, row_bytes)`, as `gguf_matmul` takes
 /// it) in the layout this CPU's kernels multiply fastest, and that layout's format; `None` when
 /// the natural layout is already the best: formats other than Q4_0, a row count that is not a
-/// multiple of 8, a CPU without AVX2 (or `TESSERA_SIMD=scalar`), or `TESSERA_REPACK=0` (to
-/// compare the layouts, as llama.cpp's `--no-repack`).
+/// multiple of 8, a CPU without AVX2 (or `TESSERA_SIMD=scalar`), `TESSERA_REPACK=0` (to
+/// compare the layouts, as llama.cpp's `--no-repack`), or a copy that would not fit
+/// [`crate::memory::fits_in_budget`].
 ///
 /// Evaluates `w` and copies its bytes once: the result owns its memory, and results of
 /// `gguf_matmul` with it equal those with `w` (the same integer arithmetic, rows in another
@@ -207,6 +208,11 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
         return Ok(None);
     }
     let row_bytes = w.shape()[1];
+    if !crate::memory::fits_in_budget(w.nbytes()) {
+        // The copy would crowd out the computation: the natural layout serves, from wherever
+        // it lies (a memory-mapped file).
+        return Ok(None);
+    }
     if !row_bytes.is_multiple_of(format.type_size()) {
         return Err(Error::Invalid {
             op: "interleave_for_cpu",
