@@ -3,7 +3,7 @@
 //! Why not rayon for everything: on a small VM a rayon `join`/`par_iter` costs tens of
 //! microseconds of wake-up and work-stealing bookkeeping, which is more than an element-wise op
 //! over a few hundred thousand elements takes. This pool keeps `n - 1` workers that spin briefly
-//! after each job (so back-to-back ops find them awake; see [`SPIN`]) and then sleep on a condvar, and the
+//! after each job (so back-to-back ops find them awake; see `SPIN`) and then sleep on a condvar, and the
 //! calling thread always does its share of the work.
 //!
 //! Safety design: a job lives on the caller's stack. Workers only touch it between taking a
