@@ -295,6 +295,10 @@ impl Array {
             self.astype(T::DTYPE)?
         };
         let d = a.data()?;
+        // Contiguous data (the usual case, e.g. a decode step's logits): one copy.
+        if let Some(s) = d.as_slice::<T>() {
+            return Ok(s.to_vec());
+        }
         let mut out = Vec::with_capacity(d.size());
         crate::backend::cpu::copy::for_each_element::<T>(&d, |v| out.push(v));
         Ok(out)
