@@ -6,6 +6,45 @@ use crate::array::Array;
 use crate::error::{Result, fmt_shape, invalid};
 use crate::primitive::Primitive;
 
+/// The checks the fused norms share: `x` a float array with at least one axis, `eps >= 0`, and
+/// each given parameter a float vector as long as `x`'s last axis.
+fn check_norm(
+    op: &'static str,
+    x: &Array,
+    eps: f64,
+    params: &[(&str, Option<&Array>)],
+) -> Result<()> {
+    if x.ndim() == 0 || !x.dtype().is_float() {
+        return invalid(
+            op,
+            format!(
+                "x must be a float array with at least one axis, got {} {}",
+                x.dtype(),
+                fmt_shape(x.shape())
+            ),
+        );
+    }
+    if eps.is_nan() || eps < 0.0 {
+        return invalid(op, format!("eps must be >= 0, got {eps}"));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    for &(name, p) in params {
+        if let Some(p) = p
+            && (p.shape() != [d] || !p.dtype().is_float())
+        {
+            return invalid(
+                op,
+                format!(
+                    "{name} must be a float vector of shape ({d},), got {} {}",
+                    p.dtype(),
+                    fmt_shape(p.shape())
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// RMS normalisation over the last axis: `x / sqrt(mean(x²) + eps) * weight`, computed in f32
 /// and returned in x's dtype. `weight` has shape `(d,)` for x of shape `(..., d)`.
 /// ```
@@ -17,20 +56,7 @@ use crate::primitive::Primitive;
 /// assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 8.0 / r).abs() < 1e-6);
 /// ```
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
-    if x.ndim() == 0 || !x.dtype().is_float() {
-        return invalid(
-            "rms_norm",
-            format!(
-                "x must be a float array with at least one axis, got {} {}",
-                x.dtype(),
-                fmt_shape(x.shape())
-            ),
-        );
-    }
-    if eps.is_nan() || eps < 0.0 {
-        return invalid("rms_norm", format!("eps must be >= 0, got {eps}"));
-    }
-    let d = x.shape()[x.ndim() - 1];
+    check_norm("rms_norm", x, eps, &[("weight", weight)])?;
     if x.dtype() == crate::Dtype::F64 {
         // The kernel computes in f32; f64 callers get the exact composite.
         let ms = super::mean(&super::square(x)?, -1, true)?;
@@ -44,19 +70,7 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f64) -> Result<Array> {
         };
     }
     let mut inputs = vec![x.clone()];
-    if let Some(w) = weight {
-        if w.shape() != [d] || !w.dtype().is_float() {
-            return invalid(
-                "rms_norm",
-                format!(
-                    "weight must be a float vector of shape ({d},), got {} {}",
-                    w.dtype(),
-                    fmt_shape(w.shape())
-                ),
-            );
-        }
-        inputs.push(w.clone());
-    }
+    inputs.extend(weight.cloned());
     Ok(Array::lazy(
         Primitive::RmsNorm { eps },
         inputs,
@@ -82,34 +96,7 @@ pub fn layer_norm(
     bias: Option<&Array>,
     eps: f64,
 ) -> Result<Array> {
-    if x.ndim() == 0 || !x.dtype().is_float() {
-        return invalid(
-            "layer_norm",
-            format!(
-                "x must be a float array with at least one axis, got {} {}",
-                x.dtype(),
-                fmt_shape(x.shape())
-            ),
-        );
-    }
-    if eps.is_nan() || eps < 0.0 {
-        return invalid("layer_norm", format!("eps must be >= 0, got {eps}"));
-    }
-    let d = x.shape()[x.ndim() - 1];
-    for (name, p) in [("weight", weight), ("bias", bias)] {
-        if let Some(p) = p
-            && (p.shape() != [d] || !p.dtype().is_float())
-        {
-            return invalid(
-                "layer_norm",
-                format!(
-                    "{name} must be a float vector of shape ({d},), got {} {}",
-                    p.dtype(),
-                    fmt_shape(p.shape())
-                ),
-            );
-        }
-    }
+    check_norm("layer_norm", x, eps, &[("weight", weight), ("bias", bias)])?;
     if x.dtype() == crate::Dtype::F64 {
         // The kernel computes in f32; f64 callers get the exact composite.
         let (xh, _) = crate::primitive::vjp::layer_norm_parts(x, eps)?;
