@@ -266,27 +266,20 @@ pub fn quantize_rows(x: &Array, format: GgmlType) -> Result<Array> {
     *shape.last_mut().unwrap_or(&mut 0) = row_bytes;
     let out = crate::layout::ArrayData::alloc(Dtype::U8, &shape)?;
     let rows = values.len().checked_div(k).unwrap_or(0);
-    // SAFETY: a fresh contiguous buffer of rows * row_bytes bytes, written only here.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), rows * row_bytes) };
-    let dst = crate::backend::cpu::copy::SendPtr(dst.as_mut_ptr());
-    let failed = std::sync::Mutex::new(None);
-    crate::backend::cpu::pool::parallel_chunks(rows, 64, &|r0, r1| {
-        // SAFETY: rows r0..r1 of the output belong to this chunk alone.
+    let dst = crate::backend::cpu::copy::SendPtr(out.mut_ptr::<u8>());
+    crate::backend::cpu::pool::try_parallel_chunks(rows, 64, &|r0, r1| {
+        // SAFETY: rows r0..r1 of the fresh output (rows * row_bytes bytes) belong to this chunk
+        // alone.
         let d = unsafe {
             std::slice::from_raw_parts_mut(dst.get().add(r0 * row_bytes), (r1 - r0) * row_bytes)
         };
         let src = &values[r0 * k..r1 * k];
         for (s, d) in src.chunks_exact(k).zip(d.chunks_exact_mut(row_bytes)) {
-            if let Err(e) = crate::backend::cpu::quant::quantize_row(format, s, d) {
-                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                return;
-            }
+            crate::backend::cpu::quant::quantize_row(format, s, d)?;
         }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(Array::from_data(out)),
-    }
+        Ok(())
+    })?;
+    Ok(Array::from_data(out))
 }
 
 impl std::fmt::Display for GgmlType {

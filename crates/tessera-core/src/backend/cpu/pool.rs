@@ -247,6 +247,25 @@ pub fn parallel_chunks(len: usize, min_chunk: usize, f: &(dyn Fn(usize, usize) +
     });
 }
 
+/// [`parallel_chunks`] for work that can fail: a chunk stops at its first error, and one of the
+/// errors (if any) is returned once every chunk has finished.
+pub(crate) fn try_parallel_chunks<E: Send>(
+    len: usize,
+    min_chunk: usize,
+    f: &(dyn Fn(usize, usize) -> Result<(), E> + Sync),
+) -> Result<(), E> {
+    let failed = Mutex::new(None);
+    parallel_chunks(len, min_chunk, &|s, e| {
+        if let Err(err) = f(s, e) {
+            *lock(&failed) = Some(err);
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

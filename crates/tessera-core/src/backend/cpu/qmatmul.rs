@@ -2,7 +2,7 @@
 //! operands contiguous (and x f32), then hands raw slices to the kernels.
 
 use super::copy;
-use super::pool::parallel_chunks;
+use super::pool::try_parallel_chunks;
 use crate::array::Meta;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -47,35 +47,29 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
     let row_bytes = format.row_bytes(k)?;
     let src = bytes_of(&w);
     let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
-    let failed = std::sync::Mutex::new(None);
     // Interleaved layouts decode whole groups of rows (the op checked the row count): each chunk
     // restores its groups' natural rows first.
     let unit = format.interleaved_rows();
     let base = format.file_format();
-    parallel_chunks(rows / unit, 16_usize.div_ceil(unit), &|u0, u1| {
+    try_parallel_chunks(rows / unit, 16_usize.div_ceil(unit), &|u0, u1| {
         let (r0, r1) = (u0 * unit, u1 * unit);
-        let natural;
-        let (src, first) = if unit > 1 {
+        let natural = (unit > 1).then(|| {
             let mut buf = vec![0u8; (r1 - r0) * row_bytes];
             super::quant::interleave::deinterleave_q4_0(src, k / 32, u0, u1, &mut buf);
-            natural = buf;
-            (&natural[..], r0)
-        } else {
-            (src, 0)
+            buf
+        });
+        let (src, first) = match &natural {
+            Some(buf) => (&buf[..], r0),
+            None => (src, 0),
         };
         for r in r0..r1 {
             // SAFETY: row r of the output is written by this chunk only.
             let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * k), k) };
             let s = &src[(r - first) * row_bytes..(r - first + 1) * row_bytes];
-            if let Err(e) = super::quant::dequantize_row(base, s, d) {
-                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                return;
-            }
+            super::quant::dequantize_row(base, s, d)?;
         }
-    });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+        Ok(())
+    })?;
     Ok(o)
 }
 
