@@ -316,21 +316,10 @@ pub fn own_large(a: &crate::Array) -> Result<crate::Array> {
     {
         return Ok(a.clone());
     }
-    let copy = crate::backend::cpu::copy::ensure_contiguous(&data)?;
-    if !copy.buffer.is_external() {
-        return Ok(crate::Array::from_data(copy)); // the strided view was copied already
-    }
-    let out = crate::layout::ArrayData::alloc(data.dtype, data.shape())?;
-    // SAFETY: `copy` is contiguous with `size` elements from its pointer; `out` is a fresh
-    // buffer of the same byte length that nothing else references.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            copy.ptr::<u8>(),
-            out.mut_ptr::<u8>(),
-            copy.size() * copy.dtype.size(),
-        )
-    };
-    Ok(crate::Array::from_data(out))
+    // A row-major copy in a fresh block of this allocator.
+    Ok(crate::Array::from_data(
+        crate::backend::cpu::copy::contiguous(&data)?,
+    ))
 }
 
 /// Whether `bytes` more of optional copies (weights moved out of a file map, re-laid-out

@@ -207,7 +207,6 @@ pub(crate) fn contiguous(x: &ArrayData) -> Result<ArrayData> {
     convert(x, x.dtype)
 }
 
-/// `x` itself when row-major, else a row-major copy.
 /// `x` as row-major f32 (no copy when it already is): what the f32-only kernels take.
 pub(crate) fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
     if x.dtype == Dtype::F32 {
@@ -217,6 +216,7 @@ pub(crate) fn f32_contiguous(x: &ArrayData) -> Result<ArrayData> {
     }
 }
 
+/// `x` itself when row-major, else a row-major copy.
 pub(crate) fn ensure_contiguous(x: &ArrayData) -> Result<ArrayData> {
     if x.is_contiguous() {
         Ok(x.clone())
