@@ -74,7 +74,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     let scratch = || Scratch {
         regs: vec![0f32; (n_slots + n_periodic) * CHUNK],
         srcs: Vec::with_capacity(srcs.len()),
-        tail: vec![0f32; fused_tiled::tail_len(srcs.len())],
+        tail: fused_tiled::Tail::new(srcs.len()),
     };
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
@@ -96,31 +96,8 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 }
             }
         }
-        if let Some(plan) = &tiled {
-            sc.srcs.clear();
-            for &(p, kind) in &srcs {
-                sc.srcs.push(match kind {
-                    // SAFETY: full inputs have n elements.
-                    Operand::Full => Src {
-                        ptr: unsafe { p.get().add(start) },
-                        stride: 1,
-                    },
-                    Operand::Scalar => Src {
-                        ptr: p.get(),
-                        stride: 0,
-                    },
-                    Operand::Periodic(_, k) => Src {
-                        ptr: regs[(n_slots + k) * CHUNK..].as_ptr(),
-                        stride: 1,
-                    },
-                });
-            }
-            // SAFETY: every row operand covers `len` values from its pointer, `d_out` has room
-            // for `len`, the tail scratch was sized for these operands.
-            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.tail) };
-            return;
-        }
-        let reg = |r: usize, regs: &mut Vec<f32>| -> (*const f32, isize) {
+        // Where operand `r` (an input, or a step's row) is read: pointer and stride.
+        let reg = |r: usize, regs: &[f32]| -> (*const f32, isize) {
             if r < srcs.len() {
                 let (p, kind) = srcs[r];
                 match kind {
@@ -133,6 +110,20 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 (regs[slot[r - srcs.len()] * CHUNK..].as_ptr(), 1)
             }
         };
+        if let Some(plan) = &tiled {
+            sc.srcs.clear();
+            for r in 0..srcs.len() {
+                let (ptr, stride) = reg(r, regs);
+                sc.srcs.push(Src {
+                    ptr,
+                    stride: stride as usize,
+                });
+            }
+            // SAFETY: every row operand covers `len` values from its pointer, `d_out` has room
+            // for `len`, the tail scratch was made for these operands.
+            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.tail) };
+            return;
+        }
         for (k, step) in steps.iter().enumerate() {
             let d: *mut f32 = if k + 1 == steps.len() {
                 d_out
@@ -227,7 +218,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
 struct Scratch {
     regs: Vec<f32>,
     srcs: Vec<Src>,
-    tail: Vec<f32>,
+    tail: fused_tiled::Tail,
 }
 
 /// How the kernel reads one input.

@@ -241,11 +241,27 @@ unsafe fn block(plan: &Plan, srcs: &[Src], at: usize) -> [f32; B] {
     v
 }
 
+/// Scratch for a run's last partial block: padded copies of its row operands.
+pub(super) struct Tail {
+    values: Vec<f32>,
+    srcs: Vec<Src>,
+}
+
+impl Tail {
+    /// Room for `n_srcs` operands.
+    pub(super) fn new(n_srcs: usize) -> Tail {
+        Tail {
+            values: vec![0f32; n_srcs * B],
+            srcs: Vec::with_capacity(n_srcs),
+        }
+    }
+}
+
 simd::multiversion! {
     /// Runs the plan over `len` elements: operand `i` is `srcs[i]` (rows valid for `len`
-    /// values), the result goes to `out`. `tail` is scratch for `srcs.len() * 64` values (the
-    /// last partial block runs on padded copies).
-    unsafe fn run_rows[](plan: &Plan, srcs: &[Src], len: usize, out: *mut f32, tail: &mut [f32]) {
+    /// values), the result goes to `out`. The last partial block runs on padded copies in
+    /// `tail` (made by [`Tail::new`] for `srcs.len()` operands).
+    pub(super) unsafe fn run[](plan: &Plan, srcs: &[Src], len: usize, out: *mut f32, tail: &mut Tail) {
         let full = len / B * B;
         let mut at = 0;
         while at < full {
@@ -255,35 +271,21 @@ simd::multiversion! {
         }
         let rest = len - full;
         if rest > 0 {
-            let mut padded: Vec<Src> = Vec::with_capacity(srcs.len());
-            for (i, s) in srcs.iter().enumerate() {
+            let Tail { values, srcs: padded } = tail;
+            padded.clear();
+            for (s, t) in srcs.iter().zip(values.chunks_exact_mut(B)) {
                 if s.stride == 0 {
                     padded.push(*s);
                 } else {
-                    let t = &mut tail[i * B..(i + 1) * B];
                     t.fill(0.0);
                     std::ptr::copy_nonoverlapping(s.ptr.add(full), t.as_mut_ptr(), rest);
                     padded.push(Src { ptr: t.as_ptr(), stride: 1 });
                 }
             }
-            let v = block(plan, &padded, 0);
+            let v = block(plan, padded, 0);
             std::ptr::copy_nonoverlapping(v.as_ptr(), out.add(full), rest);
         }
     }
-}
-
-/// Scratch values [`run_rows`] needs for `n_srcs` operands.
-pub(super) fn tail_len(n_srcs: usize) -> usize {
-    n_srcs * B
-}
-
-/// Runs the plan over `len` elements (see [`run_rows`]).
-///
-/// # Safety
-/// Every row operand holds `len` values; `out` has room for `len`; `tail` has
-/// [`tail_len`]`(srcs.len())` values.
-pub(super) unsafe fn run(plan: &Plan, srcs: &[Src], len: usize, out: *mut f32, tail: &mut [f32]) {
-    run_rows(plan, srcs, len, out, tail)
 }
 
 #[cfg(test)]
