@@ -254,20 +254,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `Σ a` with sixteen partial sums (vectorises like [`dot`]).
-#[inline(always)]
-fn sum_f32(a: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let c = a.chunks_exact(16);
-    let rest: f32 = c.remainder().iter().sum();
-    for x in c {
-        for j in 0..16 {
-            acc[j] += x[j];
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
-
 simd::multiversion! {
     /// One query row of attention: `out = softmax(scale q·kⱼ + mask_j) · V` over `l` keys of
     /// `d` values (key `j` at `k + j ks`, value at `v + j vs`; `mask` null or `l` values),
@@ -299,7 +285,7 @@ simd::multiversion! {
         for pj in p.iter_mut() {
             *pj = simd::math::exp_f32(*pj - max);
         }
-        let sum = sum_f32(p);
+        let sum = super::reduce::f32_row(crate::primitive::ReduceOp::Sum, p.as_ptr(), l);
         acc.iter_mut().for_each(|a| *a = 0.0);
         for (j, &w) in p.iter().enumerate() {
             if w == 0.0 {
