@@ -338,16 +338,20 @@ impl Model {
         KvCache::new(&windows, max_len.min(self.config.context_length.max(1)))
     }
 
+    /// Every matrix a decode step multiplies with: the blocks' linear maps and the output matrix.
+    fn matmul_weights(&self) -> impl Iterator<Item = &Weight> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
+            .map(|l| &l.weight)
+            .chain(std::iter::once(&self.lm_head))
+    }
+
     /// How many of the model's matrices (every linear map and the output matrix) are stored in
     /// each format, e.g. `{"Q4_0x8": 169}`: what the matmuls read.
     pub fn matmul_formats(&self) -> std::collections::BTreeMap<String, usize> {
         let mut counts = std::collections::BTreeMap::new();
-        let linears = self
-            .blocks
-            .iter()
-            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
-            .map(|l| &l.weight);
-        for w in linears.chain(std::iter::once(&self.lm_head)) {
+        for w in self.matmul_weights() {
             *counts.entry(w.kind()).or_insert(0) += 1;
         }
         counts
@@ -355,17 +359,7 @@ impl Model {
 
     /// Bytes of weights read per decoded token.
     pub fn weight_bytes(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
-                    .iter()
-                    .map(|l| l.weight.nbytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        blocks + self.lm_head.nbytes()
+        self.matmul_weights().map(Weight::nbytes).sum()
     }
 
     /// Runs `tokens` (`(b, t)`, integer) through the model, appending to `cache`, and returns
