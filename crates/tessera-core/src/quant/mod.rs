@@ -198,12 +198,11 @@ impl GgmlType {
 /// order). Only for matrices that are multiplied: an interleaved matrix cannot give single rows,
 /// so keep an embedding table (or a tied output matrix that is one) natural.
 pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, GgmlType)>> {
-    use crate::backend::cpu::quant::{Isa, interleave};
-    let off = std::env::var("TESSERA_REPACK").is_ok_and(|v| v == "0");
-    if format != GgmlType::Q4_0 || Isa::best() == Isa::Scalar || off {
+    let layout = cpu_layout(format);
+    if layout == format {
         return Ok(None);
     }
-    let rows = GgmlType::Q4_0x8.interleaved_rows();
+    let rows = layout.interleaved_rows();
     if w.dtype() != Dtype::U8 || w.ndim() != 2 || !w.shape()[0].is_multiple_of(rows) {
         return Ok(None);
     }
@@ -229,8 +228,25 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
     let out = crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?;
     // SAFETY: a fresh contiguous buffer of `len` bytes that nothing else references yet.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), len) };
-    interleave::interleave_q4_0(src, row_bytes / format.type_size(), dst);
-    Ok(Some((Array::from_data(out), GgmlType::Q4_0x8)))
+    crate::backend::cpu::quant::interleave::interleave_q4_0(
+        src,
+        row_bytes / format.type_size(),
+        dst,
+    );
+    Ok(Some((Array::from_data(out), layout)))
+}
+
+/// The layout [`interleave_for_cpu`] turns matrices of `format` into on this CPU, before its
+/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`] for Q4_0 where the SIMD
+/// kernels run and `TESSERA_REPACK` is not `0`; `format` itself otherwise.
+pub fn cpu_layout(format: GgmlType) -> GgmlType {
+    use crate::backend::cpu::quant::Isa;
+    let off = std::env::var("TESSERA_REPACK").is_ok_and(|v| v == "0");
+    if format == GgmlType::Q4_0 && Isa::best() != Isa::Scalar && !off {
+        GgmlType::Q4_0x8
+    } else {
+        format
+    }
 }
 
 /// Quantizes the rows of `x` (a float array `(..., k)`) to blocks of the file format `format`,
