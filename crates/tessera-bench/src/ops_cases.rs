@@ -164,6 +164,23 @@ pub fn ops_cases() -> Vec<Case> {
             )
         }),
     });
+    // Decode attention as SmolLM2 runs it: 9 query heads over 3 KV heads of 64, one query row,
+    // L cached keys read in place from a 4096-slot cache (µs per call).
+    for l in [128usize, 1024] {
+        v.push(Case {
+            name: format!("sdpa_decode_9x3x64_l{l}"),
+            unit: "us/op",
+            setup: Box::new(move || {
+                let q = rand(&[1, 9, 1, 64], Dtype::F32, 12);
+                let cache = |seed| {
+                    let c = rand(&[1, 3, 4096, 64], Dtype::F32, seed);
+                    ok(ops::slice_axis(&c, 2, 0, l))
+                };
+                let (k, v) = (cache(13), cache(14));
+                Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
+            }),
+        });
+    }
     v.push(Case {
         name: "op_overhead_chain100".into(),
         unit: "us/op",

@@ -3,6 +3,9 @@
 //! bf16 kernels. Kernels accept strided inputs; views never copy.
 
 pub(crate) mod affine;
+mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_x86;
 mod binary;
 mod collective;
 pub(crate) mod copy;
@@ -173,7 +176,7 @@ impl Backend for Cpu {
                 let b = bias.then(|| inputs.get(1 + *weight as usize)).flatten();
                 fast::layer_norm(*eps, x()?, w, b, out)?
             }
-            Primitive::Sdpa { scale } => fast::sdpa(*scale, inputs, out)?,
+            Primitive::Sdpa { scale } => attention::sdpa(*scale, inputs, out)?,
             Primitive::Rope { interleaved } => fast::rope(
                 *interleaved,
                 x()?,

@@ -1,0 +1,447 @@
+//! The fused attention kernel (`ops::sdpa`), built for few query rows (decode).
+//!
+//! Work is cut by kv head and by key range (split-K, as flash-decoding does). One task attends
+//! every query row of one kv head (the `rep · t` rows of the query heads that share it, so each
+//! key and value is loaded once per group rather than once per query head) to one range of keys.
+//! It leaves a partial result per row: the largest score `m`, the sum `s` of `exp(score - m)`,
+//! and the unnormalised `Σ exp(score - m) v`. A merge rescales the parts to their common maximum
+//! and divides. Splitting the keys keeps every thread busy when there are fewer kv heads than
+//! threads (Gemma 3 270M has one).
+//!
+//! The AVX-512 kernel (`attention_x86.rs`) computes sixteen scores at a time and sums them with
+//! one transpose-add tree instead of a horizontal sum per key; the portable kernel here serves
+//! other CPUs and head sizes that are not a multiple of 16.
+
+use super::copy::{self, SendConstPtr, SendPtr};
+use super::fast::finish;
+use super::{pool, reduce, simd};
+use crate::array::Meta;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::layout::ArrayData;
+use crate::primitive::ReduceOp;
+
+/// One task: `rows` query rows of `d` values against `n` keys.
+pub(super) struct Part {
+    /// Query rows, `d` apart.
+    pub q: *const f32,
+    pub rows: usize,
+    /// Query positions per head: row `r` reads mask row `r % t`.
+    pub t: usize,
+    /// Key `j` at `k + j ks`, value `j` at `v + j vs`, each `d` contiguous values.
+    pub k: *const f32,
+    pub ks: usize,
+    pub v: *const f32,
+    pub vs: usize,
+    /// Null, or the additive mask at this task's first key, its rows `ms` apart.
+    pub mask: *const f32,
+    pub ms: usize,
+    pub n: usize,
+    pub d: usize,
+    pub scale: f32,
+}
+
+/// Values per row of a task's result: `m`, `s`, then the `d` accumulated values.
+fn slab_row(d: usize) -> usize {
+    d + 2
+}
+
+/// f32 data whose last axis is contiguous (views such as a KV-cache slice stay in place).
+fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
+    let last_unit = x.layout.strides.last().is_none_or(|&s| s == 1);
+    if x.dtype == Dtype::F32 && last_unit && x.layout.strides.iter().all(|&s| s >= 0) {
+        Ok(x.clone())
+    } else {
+        copy::f32_contiguous(x)
+    }
+}
+
+/// How many key ranges each kv head's keys are cut into: enough that the tasks divide evenly
+/// among the threads, but no range under 32 keys (below that a task costs more to hand out
+/// than it saves).
+fn key_parts(groups: usize, l: usize, threads: usize) -> usize {
+    let mut parts = 1;
+    while !(groups * parts).is_multiple_of(threads) && parts < threads {
+        parts += 1;
+    }
+    parts.min(l / 32).max(1)
+}
+
+/// `ops::sdpa`: q `(b, h, t, d)`, k and v `(b, hk, l, d)` (read in place when their rows are
+/// contiguous f32), an optional additive `(t, l)` mask.
+pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
+    let q = copy::f32_contiguous(&inputs[0])?;
+    let (k, v) = (f32_rows(&inputs[1])?, f32_rows(&inputs[2])?);
+    let mask = inputs.get(3).map(copy::f32_contiguous).transpose()?;
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    if o.size() > 0 {
+        let groups = out.shape[0] * k.shape()[1];
+        let parts = key_parts(groups, k.shape()[2], pool::global().threads());
+        let kernel = Kernel::best();
+        attend_all(&q, &k, &v, mask.as_ref(), scale as f32, parts, kernel, &o);
+    }
+    finish(o, out)
+}
+
+/// Which task kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// Sixteen keys at a time (AVX-512, head size a multiple of 16).
+    Wide,
+    /// One dot product per key, at the CPU's best vector width.
+    Portable,
+}
+
+impl Kernel {
+    fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if simd::level() == simd::Level::Avx512 {
+            return Kernel::Wide;
+        }
+        Kernel::Portable
+    }
+}
+
+/// Attention of every query row of `q` (contiguous `(b, h, t, d)`) into `o` (the same shape),
+/// with each kv head's keys cut into `parts` ranges.
+#[allow(clippy::too_many_arguments)]
+fn attend_all(
+    q: &ArrayData,
+    k: &ArrayData,
+    v: &ArrayData,
+    mask: Option<&ArrayData>,
+    scale: f32,
+    parts: usize,
+    kernel: Kernel,
+    o: &ArrayData,
+) {
+    let (b, h, t, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hk, l) = (k.shape()[1], k.shape()[2]);
+    let rows = h / hk * t;
+    let groups = b * hk;
+    let chunk = l.div_ceil(parts.max(1)).next_multiple_of(16).max(16);
+    let parts = l.div_ceil(chunk).max(1);
+    let tasks = groups * parts;
+    let slab = rows * slab_row(d);
+    let mut partial = vec![0f32; tasks * slab];
+    let ks: Vec<usize> = k.layout.strides.iter().map(|&s| s as usize).collect();
+    let vs: Vec<usize> = v.layout.strides.iter().map(|&s| s as usize).collect();
+    let (qp, pp) = (SendConstPtr(q.ptr::<f32>()), SendPtr(partial.as_mut_ptr()));
+    let (kp, vp) = (SendConstPtr(k.ptr::<f32>()), SendConstPtr(v.ptr::<f32>()));
+    let mp = mask.map(|m| SendConstPtr(m.ptr::<f32>()));
+    // Small problems run on the calling thread: handing tasks to a worker costs a few
+    // microseconds. The threshold sits between the cache-hot case (`bench ops --filter sdpa`,
+    // where one thread wins up to about 200 keys of SmolLM2's shape) and decode, where the
+    // cache comes from memory and two threads read it faster from about 100 keys.
+    let work = groups * rows * l * d;
+    let min_tasks = if work < (1 << 16) { tasks } else { 1 };
+    pool::parallel_chunks(tasks, min_tasks, &|s, e| {
+        let mut p = vec![0f32; rows * chunk];
+        for task in s..e {
+            let (gi, pi) = (task / parts, task % parts);
+            let (bi, g) = (gi / hk, gi % hk);
+            let j0 = pi * chunk;
+            // SAFETY: every offset is inside the validated shapes (q is (b, h, t, d)
+            // contiguous and a group's rows are adjacent; k and v are (b, hk, l, d) with
+            // contiguous rows; the mask is (t, l)); this task alone writes its slab.
+            unsafe {
+                let part = Part {
+                    q: qp.get().add((bi * h + g * (h / hk)) * t * d),
+                    rows,
+                    t,
+                    k: kp.get().add(bi * ks[0] + g * ks[1] + j0 * ks[2]),
+                    ks: ks[2],
+                    v: vp.get().add(bi * vs[0] + g * vs[1] + j0 * vs[2]),
+                    vs: vs[2],
+                    mask: mp.map_or(std::ptr::null(), |m| m.get().add(j0)),
+                    ms: l,
+                    n: chunk.min(l - j0),
+                    d,
+                    scale,
+                };
+                attend(kernel, &part, pp.get().add(task * slab), p.as_mut_ptr());
+            }
+        }
+    });
+    merge(&partial, groups, parts, rows, d, o.mut_ptr::<f32>());
+}
+
+/// Runs one task into `out` (`rows` slab rows), with `p` (`rows × n`) as scratch.
+///
+/// # Safety
+/// `part` must describe readable memory as documented on [`Part`]; `out` and `p` must be
+/// writable for the sizes above; `Kernel::Wide` only where `Kernel::best` chose it.
+unsafe fn attend(kernel: Kernel, part: &Part, out: *mut f32, p: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Wide && part.d.is_multiple_of(16) {
+        // SAFETY: Wide is chosen only on AVX-512 CPUs; the rest is the caller's promise.
+        return unsafe { super::attention_x86::attend(part, out, p) };
+    }
+    let _ = kernel;
+    // SAFETY: the caller's promise.
+    unsafe { attend_rows(part, out, p) }
+}
+
+/// Combines the key-range parts of each query row. `partial` holds, per group, `parts`
+/// consecutive slabs of `rows` rows; `out` receives each group's `rows` normalised rows of `d`
+/// values, groups one after the other (the order of the query rows in `(b, h, t, d)`).
+fn merge(partial: &[f32], groups: usize, parts: usize, rows: usize, d: usize, out: *mut f32) {
+    let w = slab_row(d);
+    for gi in 0..groups {
+        for r in 0..rows {
+            let row = |pi: usize| &partial[((gi * parts + pi) * rows + r) * w..][..w];
+            let m = (0..parts)
+                .map(|pi| row(pi)[0])
+                .fold(f32::NEG_INFINITY, f32::max);
+            // SAFETY: out holds groups × rows rows of d values.
+            let o = unsafe { std::slice::from_raw_parts_mut(out.add((gi * rows + r) * d), d) };
+            if m == f32::NEG_INFINITY {
+                // Every key hidden: NaN, as softmax over all -inf gives.
+                o.fill(f32::NAN);
+                continue;
+            }
+            o.fill(0.0);
+            let mut sum = 0.0;
+            for pi in 0..parts {
+                let x = row(pi);
+                // A part whose keys were all hidden has m = -inf and weighs exp(-inf) = 0.
+                let f = (x[0] - m).exp();
+                sum += x[1] * f;
+                for (a, &v) in o.iter_mut().zip(&x[2..]) {
+                    *a += v * f;
+                }
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|a| *a *= inv);
+        }
+    }
+}
+
+simd::multiversion! {
+    /// The portable task kernel: one query row at a time, a dot product per key.
+    unsafe fn attend_rows[](part: &Part, out: *mut f32, p: *mut f32) {
+        let (d, n) = (part.d, part.n);
+        let p = std::slice::from_raw_parts_mut(p, n);
+        for r in 0..part.rows {
+            let qr = std::slice::from_raw_parts(part.q.add(r * d), d);
+            let o = std::slice::from_raw_parts_mut(out.add(r * slab_row(d)), slab_row(d));
+            let (head, acc) = o.split_at_mut(2);
+            let mut max = f32::NEG_INFINITY;
+            for (j, pj) in p.iter_mut().enumerate() {
+                let kr = std::slice::from_raw_parts(part.k.add(j * part.ks), d);
+                let mut sc = dot(qr, kr) * part.scale;
+                if !part.mask.is_null() {
+                    sc += *part.mask.add((r % part.t) * part.ms + j);
+                }
+                *pj = sc;
+                max = max.max(sc);
+            }
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            head[0] = max;
+            head[1] = 0.0;
+            if max == f32::NEG_INFINITY {
+                continue;
+            }
+            // Two loops: with the running sum inside, the exp loop stayed scalar.
+            for pj in p.iter_mut() {
+                *pj = simd::math::exp_f32(*pj - max);
+            }
+            head[1] = reduce::f32_row(ReduceOp::Sum, p.as_ptr(), n);
+            for (j, &w) in p.iter().enumerate() {
+                let vr = std::slice::from_raw_parts(part.v.add(j * part.vs), d);
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a += w * x;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Sixteen independent partial sums over exact chunks (no bounds checks), so the loop
+    // vectorises without reassociation flags. (Indexing `a[c * 8 + j]` left bounds checks that
+    // kept it scalar.)
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..16 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn data(shape: &[usize], vals: &[f32]) -> ArrayData {
+        let a = ArrayData::alloc(Dtype::F32, shape).unwrap();
+        // SAFETY: a fresh buffer of vals.len() f32.
+        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), a.mut_ptr::<f32>(), vals.len()) };
+        a
+    }
+
+    /// The first `l` positions of a `(b, hk, cap, d)` cache: a strided view, as the KV cache
+    /// hands keys and values out.
+    fn cache_view(cache: &ArrayData, l: usize) -> ArrayData {
+        let s = cache.shape();
+        let mut v = cache.clone();
+        v.layout = Layout {
+            shape: vec![s[0], s[1], l, s[3]],
+            ..cache.layout.clone()
+        };
+        v
+    }
+
+    /// softmax(scale q·k + mask) v in f64, one row at a time; NaN where every key is hidden.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: Option<&[f32]>,
+        (b, h, t, d): (usize, usize, usize, usize),
+        (hk, l, cap): (usize, usize, usize),
+        scale: f32,
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; b * h * t * d];
+        for bi in 0..b {
+            for hi in 0..h {
+                let g = hi / (h / hk);
+                for ti in 0..t {
+                    let row = ((bi * h + hi) * t + ti) * d;
+                    let kv = |j: usize| ((bi * hk + g) * cap + j) * d;
+                    let sc: Vec<f64> = (0..l)
+                        .map(|j| {
+                            let dot: f64 = (0..d)
+                                .map(|c| q[row + c] as f64 * k[kv(j) + c] as f64)
+                                .sum();
+                            dot * scale as f64 + mask.map_or(0.0, |m| m[ti * l + j] as f64)
+                        })
+                        .collect();
+                    let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let w: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+                    let sum: f64 = w.iter().sum();
+                    for c in 0..d {
+                        out[row + c] = if m == f64::NEG_INFINITY {
+                            f64::NAN
+                        } else {
+                            (0..l).map(|j| w[j] * v[kv(j) + c] as f64).sum::<f64>() / sum
+                        };
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every kernel, with the keys cut into 1, 2, 3 and 7 ranges, against the f64 reference:
+    /// head sizes on and off the 16-lane path, key counts around the 16-key blocks, several
+    /// query rows per kv head, and masks that hide whole key ranges and whole rows.
+    #[test]
+    fn every_kernel_and_split_matches_the_reference() {
+        let mut kernels = vec![Kernel::Portable];
+        if Kernel::best() != Kernel::Portable {
+            kernels.push(Kernel::best());
+        }
+        let shapes = [
+            // (b, h, t, d, hk, l)
+            (1, 9, 1, 64, 3, 1),
+            (1, 9, 1, 64, 3, 16),
+            (1, 9, 1, 64, 3, 37),
+            (1, 14, 1, 64, 2, 300),
+            (2, 4, 2, 48, 2, 129),
+            (1, 4, 3, 256, 1, 70),
+            (1, 6, 2, 8, 3, 45),
+            (1, 2, 1, 96, 2, 0),
+        ];
+        for (si, &(b, h, t, d, hk, l)) in shapes.iter().enumerate() {
+            let cap = l + 5;
+            let seed = 10 * si as u64;
+            let (qv, kv, vv) = (
+                values(b * h * t * d, seed + 1),
+                values(b * hk * cap * d, seed + 2),
+                values(b * hk * cap * d, seed + 3),
+            );
+            let (q, kc, vc) = (
+                data(&[b, h, t, d], &qv),
+                data(&[b, hk, cap, d], &kv),
+                data(&[b, hk, cap, d], &vv),
+            );
+            let (k, v) = (cache_view(&kc, l), cache_view(&vc, l));
+            // Causal from position l - t, and a window that hides the oldest two thirds;
+            // with t > 1 the last query also sees nothing at all in the second mask.
+            let causal: Vec<f32> = (0..t * l)
+                .map(|i| {
+                    let (ti, j) = (i / l.max(1), i % l.max(1));
+                    if j + t > l + ti {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let window: Vec<f32> = (0..t * l)
+                .map(|i| {
+                    let (ti, j) = (i / l.max(1), i % l.max(1));
+                    let hidden = j < 2 * l / 3 || (t > 1 && ti == t - 1);
+                    if hidden { f32::NEG_INFINITY } else { 0.0 }
+                })
+                .collect();
+            for mask in [None, Some(causal), Some(window)] {
+                let md = mask.as_ref().map(|m| data(&[t, l], m));
+                let want = reference(
+                    &qv,
+                    &kv,
+                    &vv,
+                    mask.as_deref(),
+                    (b, h, t, d),
+                    (hk, l, cap),
+                    0.3,
+                );
+                for &kernel in &kernels {
+                    for parts in [1, 2, 3, 7] {
+                        let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
+                        attend_all(&q, &k, &v, md.as_ref(), 0.3, parts, kernel, &o);
+                        let got = o.as_slice::<f32>().unwrap();
+                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            let ok = if w.is_nan() {
+                                g.is_nan()
+                            } else {
+                                (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs())
+                            };
+                            assert!(
+                                ok,
+                                "{kernel:?}, {parts} parts, shape {:?}, mask {}: element {i} \
+                                 is {g}, expected {w}",
+                                shapes[si],
+                                md.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

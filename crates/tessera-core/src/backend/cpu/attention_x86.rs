@@ -1,0 +1,207 @@
+//! The AVX-512 attention task kernel (see `attention.rs` for the split and the partial results).
+//!
+//! Scores: for each block of 16 keys and each query row, sixteen accumulators collect
+//! `q · kⱼ` a 16-lane chunk at a time, and one transpose-add tree (`sum16`) turns them into a
+//! vector of the 16 scores. That is about 3 shuffles and adds per key, against the ~15-step
+//! horizontal sum a dot product per key needs. The key block stays in L1 while every query row
+//! of the group reads it.
+//!
+//! Values: up to 4 query rows × 64 columns of accumulators stay in registers while the keys
+//! stream by; each value row is loaded once for all of them.
+
+use super::attention::Part;
+use crate::backend::cpu::simd;
+use std::arch::x86_64::*;
+
+/// Lane `i` of the result is the sum of the lanes of `a[i]`.
+#[inline(always)]
+unsafe fn sum16(a: &[__m512; 16]) -> __m512 {
+    // Pairs: per 128-bit block, [x0+x2, y0+y2, x1+x3, y1+y3].
+    let pair =
+        |x: __m512, y: __m512| _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+    // Quads: per 128-bit block k, the four inputs' sums over block k.
+    let quad = |x: __m512, y: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(x, y),
+            _mm512_shuffle_ps::<0xEE>(x, y),
+        )
+    };
+    // Blocks: add blocks 0+1 and 2+3 of each input.
+    let blocks = |x: __m512, y: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(x, y),
+            _mm512_shuffle_f32x4::<0xDD>(x, y),
+        )
+    };
+    let c0 = quad(pair(a[0], a[1]), pair(a[2], a[3]));
+    let c1 = quad(pair(a[4], a[5]), pair(a[6], a[7]));
+    let c2 = quad(pair(a[8], a[9]), pair(a[10], a[11]));
+    let c3 = quad(pair(a[12], a[13]), pair(a[14], a[15]));
+    blocks(blocks(c0, c1), blocks(c2, c3))
+}
+
+/// The scores of every row against keys `j0 .. j0 + 16` into `p`, and each row's maximum so
+/// far into `m` (one value per row, `w` apart).
+#[inline(always)]
+unsafe fn score_block(part: &Part, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
+    let (d, n) = (part.d, part.n);
+    let kb = part.k.add(j0 * part.ks);
+    let scale = _mm512_set1_ps(part.scale);
+    for r in 0..part.rows {
+        let q = part.q.add(r * d);
+        let mut a = [_mm512_setzero_ps(); 16];
+        for c in (0..d).step_by(16) {
+            let qc = _mm512_loadu_ps(q.add(c));
+            let mut kp = kb.add(c);
+            for aj in a.iter_mut() {
+                *aj = _mm512_fmadd_ps(_mm512_loadu_ps(kp), qc, *aj);
+                kp = kp.add(part.ks);
+            }
+        }
+        let mut s = _mm512_mul_ps(sum16(&a), scale);
+        if !part.mask.is_null() {
+            let mrow = part.mask.add((r % part.t) * part.ms + j0);
+            s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
+        }
+        _mm512_storeu_ps(p.add(r * n + j0), s);
+        let mr = m.add(r * w);
+        *mr = (*mr).max(_mm512_reduce_max_ps(s));
+    }
+}
+
+/// The score of every row against key `j` alone (the keys after the last block of 16).
+#[inline(always)]
+unsafe fn score_one(part: &Part, j: usize, p: *mut f32, m: *mut f32, w: usize) {
+    let (d, n) = (part.d, part.n);
+    let kr = part.k.add(j * part.ks);
+    for r in 0..part.rows {
+        let q = part.q.add(r * d);
+        let mut a = _mm512_setzero_ps();
+        for c in (0..d).step_by(16) {
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(kr.add(c)), _mm512_loadu_ps(q.add(c)), a);
+        }
+        let mut s = _mm512_reduce_add_ps(a) * part.scale;
+        if !part.mask.is_null() {
+            s += *part.mask.add((r % part.t) * part.ms + j);
+        }
+        *p.add(r * n + j) = s;
+        let mr = m.add(r * w);
+        *mr = (*mr).max(s);
+    }
+}
+
+/// `out[r][c] = Σⱼ p[r][j] v[j][c]` for `R` rows and `16 W` columns, accumulators in registers.
+#[inline(always)]
+unsafe fn weigh<const R: usize, const W: usize>(
+    p: *const f32,
+    n: usize,
+    v: *const f32,
+    vs: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
+    for j in 0..n {
+        let vr = v.add(j * vs);
+        let mut x = [_mm512_setzero_ps(); W];
+        for (c, xc) in x.iter_mut().enumerate() {
+            *xc = _mm512_loadu_ps(vr.add(16 * c));
+        }
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let pw = _mm512_set1_ps(*p.add(r * n + j));
+            for (a, &xc) in ar.iter_mut().zip(&x) {
+                *a = _mm512_fmadd_ps(pw, xc, *a);
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (c, a) in ar.iter().enumerate() {
+            _mm512_storeu_ps(out.add(r * os + 16 * c), *a);
+        }
+    }
+}
+
+/// Picks the `weigh` instance for `rows` (1..=4) rows and `cols` (1..=4) column vectors.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weigh_tile(
+    rows: usize,
+    cols: usize,
+    p: *const f32,
+    n: usize,
+    v: *const f32,
+    vs: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    macro_rules! pick {
+        ($($r:literal, $c:literal);*) => {
+            match (rows, cols) {
+                $(($r, $c) => weigh::<$r, $c>(p, n, v, vs, out, os),)*
+                _ => unreachable!("weigh_tile takes 1 to 4 rows and column vectors"),
+            }
+        };
+    }
+    pick!(1, 1; 1, 2; 1, 3; 1, 4; 2, 1; 2, 2; 2, 3; 2, 4;
+          3, 1; 3, 2; 3, 3; 3, 4; 4, 1; 4, 2; 4, 3; 4, 4)
+}
+
+/// The task kernel (same contract as the portable `attend_rows`). `part.d` must be a multiple
+/// of 16.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/DQ/VL; `part` must describe readable memory; `out`
+/// (`rows × (d + 2)`) and `p` (`rows × n`) must be writable.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn attend(part: &Part, out: *mut f32, p: *mut f32) {
+    debug_assert!(part.d.is_multiple_of(16));
+    let (d, n, rows) = (part.d, part.n, part.rows);
+    let w = d + 2;
+    for r in 0..rows {
+        *out.add(r * w) = f32::NEG_INFINITY;
+    }
+    let full = n / 16 * 16;
+    for j0 in (0..full).step_by(16) {
+        score_block(part, j0, p, out, w);
+    }
+    for j in full..n {
+        score_one(part, j, p, out, w);
+    }
+    for r in 0..rows {
+        let m = *out.add(r * w);
+        let pr = std::slice::from_raw_parts_mut(p.add(r * n), n);
+        if m == f32::NEG_INFINITY {
+            // Every key hidden: zero weights, so the row's part adds nothing at the merge.
+            pr.fill(0.0);
+            *out.add(r * w + 1) = 0.0;
+            continue;
+        }
+        for x in pr.iter_mut() {
+            *x = simd::math::exp_f32(*x - m);
+        }
+        let mut s = _mm512_setzero_ps();
+        let mut chunks = pr.chunks_exact(16);
+        for c in chunks.by_ref() {
+            s = _mm512_add_ps(s, _mm512_loadu_ps(c.as_ptr()));
+        }
+        let tail: f32 = chunks.remainder().iter().sum();
+        *out.add(r * w + 1) = _mm512_reduce_add_ps(s) + tail;
+    }
+    let cols = d / 16;
+    for r0 in (0..rows).step_by(4) {
+        let rt = (rows - r0).min(4);
+        for c0 in (0..cols).step_by(4) {
+            let ct = (cols - c0).min(4);
+            weigh_tile(
+                rt,
+                ct,
+                p.add(r0 * n),
+                n,
+                part.v.add(16 * c0),
+                part.vs,
+                out.add(r0 * w + 2 + 16 * c0),
+                w,
+            );
+        }
+    }
+}
