@@ -72,7 +72,7 @@ impl Array {
     /// An evaluated array from existing data.
     pub(crate) fn from_data(data: ArrayData) -> Array {
         let meta = Meta {
-            shape: data.layout.shape.clone(),
+            shape: data.layout.shape.to_vec(),
             dtype: data.dtype,
         };
         let node = Node {
@@ -141,18 +141,8 @@ impl Array {
         shape: Vec<usize>,
         dtype: Dtype,
     ) -> Array {
-        Self::lazy_multi(primitive, inputs, vec![Meta { shape, dtype }]).swap_remove(0)
-    }
-
-    /// A new graph node with several outputs (one handle per output).
-    pub(crate) fn lazy_multi(
-        primitive: Primitive,
-        inputs: Vec<Array>,
-        outputs: Vec<Meta>,
-    ) -> Vec<Array> {
-        let n = outputs.len();
         let node = Arc::new(Node {
-            outputs,
+            outputs: vec![Meta { shape, dtype }],
             stream: default_stream(),
             state: Mutex::new(NodeState {
                 primitive: Some(primitive),
@@ -161,12 +151,7 @@ impl Array {
             }),
             visit: AtomicU64::new(0),
         });
-        (0..n as u32)
-            .map(|output| Array {
-                node: node.clone(),
-                output,
-            })
-            .collect()
+        Array { node, output: 0 }
     }
 
     /// Builds an array from a slice and a shape (row-major).

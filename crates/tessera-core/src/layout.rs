@@ -5,17 +5,21 @@ use crate::dtype::Dtype;
 use crate::memory::Buffer;
 use std::sync::Arc;
 
+/// A shape or strides: up to six values inline, so copying a layout (every kernel input is a
+/// copy of its array's data) does not allocate.
+pub type Dims<T> = smallvec::SmallVec<[T; 6]>;
+
 /// Shape, strides (in elements, may be negative or zero) and offset (in elements) into a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    pub shape: Vec<usize>,
-    pub strides: Vec<isize>,
+    pub shape: Dims<usize>,
+    pub strides: Dims<isize>,
     pub offset: usize,
 }
 
 /// Row-major strides for `shape`.
-pub fn row_major_strides(shape: &[usize]) -> Vec<isize> {
-    let mut strides = vec![0isize; shape.len()];
+pub fn row_major_strides(shape: &[usize]) -> Dims<isize> {
+    let mut strides = Dims::from_elem(0isize, shape.len());
     let mut acc = 1isize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
@@ -27,9 +31,18 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<isize> {
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Layout {
         Layout {
-            shape: shape.to_vec(),
+            shape: Dims::from_slice(shape),
             strides: row_major_strides(shape),
             offset: 0,
+        }
+    }
+
+    /// A layout from a shape and strides given as slices.
+    pub fn new(shape: &[usize], strides: &[isize], offset: usize) -> Layout {
+        Layout {
+            shape: Dims::from_slice(shape),
+            strides: Dims::from_slice(strides),
+            offset,
         }
     }
 
@@ -61,7 +74,7 @@ impl Layout {
 
     /// Strides this layout would have after reshaping to `new_shape` without copying, if possible
     /// (NumPy's rule: each group of merged/split dims must be contiguous among themselves).
-    pub fn reshape_strides(&self, new_shape: &[usize]) -> Option<Vec<isize>> {
+    pub fn reshape_strides(&self, new_shape: &[usize]) -> Option<Dims<isize>> {
         if self.size() == 0 || self.is_row_contiguous() {
             return Some(row_major_strides(new_shape));
         }
@@ -77,7 +90,7 @@ impl Layout {
         let new_pos: Vec<usize> = (0..new_shape.len())
             .filter(|&i| new_shape[i] != 1)
             .collect();
-        let mut new_strides = vec![0isize; new_shape.len()];
+        let mut new_strides = Dims::from_elem(0isize, new_shape.len());
         let (mut oi, mut ni) = (0usize, 0usize);
         while oi < old.len() && ni < new_pos.len() {
             let (mut oj, mut nj) = (oi + 1, ni + 1);
@@ -204,11 +217,7 @@ mod tests {
     use super::*;
 
     fn lay(shape: &[usize], strides: &[isize]) -> Layout {
-        Layout {
-            shape: shape.to_vec(),
-            strides: strides.to_vec(),
-            offset: 0,
-        }
+        Layout::new(shape, strides, 0)
     }
 
     #[test]
@@ -221,18 +230,21 @@ mod tests {
     #[test]
     fn reshape_views() {
         // Transposed (3, 2) from (2, 3): cannot flatten without a copy.
-        assert_eq!(lay(&[3, 2], &[1, 3]).reshape_strides(&[6]), None);
+        assert_eq!(lay(&[3, 2], &[1, 3]).reshape_strides(&[6]).as_deref(), None);
         // Splitting a strided dim works: (6,) stride 2 -> (2, 3) strides (6, 2).
-        assert_eq!(lay(&[6], &[2]).reshape_strides(&[2, 3]), Some(vec![6, 2]));
+        assert_eq!(
+            lay(&[6], &[2]).reshape_strides(&[2, 3]).as_deref(),
+            Some(&[6, 2][..])
+        );
         // Merging contiguous dims of a sliced array: (2, 3) strides (8, 1) -> (2, 3, 1).
         assert_eq!(
-            lay(&[2, 3], &[8, 1]).reshape_strides(&[2, 3, 1]),
-            Some(vec![8, 1, 0])
+            lay(&[2, 3], &[8, 1]).reshape_strides(&[2, 3, 1]).as_deref(),
+            Some(&[8, 1, 0][..])
         );
-        assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[6]), None);
+        assert_eq!(lay(&[2, 3], &[8, 1]).reshape_strides(&[6]).as_deref(), None);
         assert_eq!(
-            lay(&[4, 3], &[1, 4]).reshape_strides(&[2, 2, 3]),
-            Some(vec![2, 1, 4])
+            lay(&[4, 3], &[1, 4]).reshape_strides(&[2, 2, 3]).as_deref(),
+            Some(&[2, 1, 4][..])
         );
     }
 }

@@ -9,6 +9,7 @@
 use crate::array::Array;
 use crate::error::Result;
 use crate::layout::ArrayData;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -100,15 +101,15 @@ fn topological_order(outputs: &[Array]) -> Vec<Array> {
         if a.node.visit.swap(id, Ordering::Relaxed) == id {
             continue;
         }
-        let inputs = {
-            let st = a.node.lock();
-            if !st.data.is_empty() || st.primitive.is_none() {
-                continue;
-            }
-            st.inputs.clone()
-        };
-        stack.push((a, true));
-        stack.extend(inputs.into_iter().rev().map(|i| (i, false)));
+        let st = a.node.lock();
+        if !st.data.is_empty() || st.primitive.is_none() {
+            continue;
+        }
+        // Inputs go on the stack straight from the node (no copy of its input list).
+        let node = a.clone();
+        stack.push((node, true));
+        stack.extend(st.inputs.iter().rev().map(|i| (i.clone(), false)));
+        drop(st);
     }
     order
 }
@@ -125,8 +126,10 @@ fn run(order: Vec<Array>) -> Result<()> {
                 None => continue,
             }
         };
-        let mut in_data: Vec<ArrayData> = Vec::with_capacity(inputs.len());
-        let mut donated: Vec<usize> = Vec::new();
+        // Inline storage: most nodes have at most four inputs, and with `Layout`'s inline dims
+        // gathering them allocates nothing.
+        let mut in_data: SmallVec<[ArrayData; 4]> = SmallVec::with_capacity(inputs.len());
+        let mut donated: SmallVec<[usize; 4]> = SmallVec::new();
         for (i, inp) in inputs.iter().enumerate() {
             let mut st = inp.node.lock();
             // Held only by this consumer: take the data so the kernel may reuse its buffer.

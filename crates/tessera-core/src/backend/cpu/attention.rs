@@ -308,7 +308,7 @@ mod tests {
         let s = cache.shape();
         let mut v = cache.clone();
         v.layout = Layout {
-            shape: vec![s[0], s[1], l, s[3]],
+            shape: [s[0], s[1], l, s[3]].as_slice().into(),
             ..cache.layout.clone()
         };
         v

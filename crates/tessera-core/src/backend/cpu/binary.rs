@@ -463,7 +463,7 @@ pub(crate) unsafe fn typed_row<T: Arith>(
 }
 
 pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<ArrayData> {
-    let same_shape = |x: &ArrayData| x.layout.shape == out.shape && x.dtype == out.dtype;
+    let same_shape = |x: &ArrayData| x.layout.shape[..] == out.shape[..] && x.dtype == out.dtype;
     let o = if a.is_donatable() && same_shape(a) {
         a.clone()
     } else if b.is_donatable() && same_shape(b) {

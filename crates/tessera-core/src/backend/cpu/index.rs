@@ -22,11 +22,7 @@ pub(crate) fn reshape(x: &ArrayData, shape: &[usize]) -> Result<ArrayData> {
         .reshape_strides(shape)
         .unwrap_or_else(|| row_major_strides(shape));
     Ok(ArrayData {
-        layout: Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: src.layout.offset,
-        },
+        layout: Layout::new(shape, &strides, src.layout.offset),
         ..src
     })
 }
@@ -63,7 +59,7 @@ pub(crate) fn slice(
         .collect();
     ArrayData {
         layout: Layout {
-            shape: out_shape.to_vec(),
+            shape: out_shape.into(),
             strides,
             offset: offset.max(0) as usize,
         },
@@ -74,11 +70,7 @@ pub(crate) fn slice(
 pub(crate) fn broadcast(x: &ArrayData, shape: &[usize]) -> ArrayData {
     let strides = broadcast_strides(&x.layout.shape, &x.layout.strides, shape);
     ArrayData {
-        layout: Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: x.layout.offset,
-        },
+        layout: Layout::new(shape, &strides, x.layout.offset),
         ..x.clone()
     }
 }

@@ -5,20 +5,20 @@
 //! long row and a transposed one is as few rows as its layout allows.
 
 use super::pool;
+use crate::layout::Dims;
 
 /// Shape and per-operand strides after merging dims.
 #[derive(Debug, Clone)]
 pub struct Walk<const K: usize> {
-    pub shape: Vec<usize>,
-    pub strides: [Vec<isize>; K],
+    pub shape: Dims<usize>,
+    pub strides: [Dims<isize>; K],
 }
 
 impl<const K: usize> Walk<K> {
     /// Merges dims; strides are per operand, each with `shape.len()` entries.
     pub fn new(shape: &[usize], strides: [&[isize]; K]) -> Walk<K> {
-        let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
-        let mut out_strides: [Vec<isize>; K] =
-            std::array::from_fn(|_| Vec::with_capacity(shape.len()));
+        let mut out_shape: Dims<usize> = Dims::new();
+        let mut out_strides: [Dims<isize>; K] = std::array::from_fn(|_| Dims::new());
         for (i, &d) in shape.iter().enumerate() {
             if d == 1 {
                 continue;
@@ -154,9 +154,9 @@ pub fn broadcast_strides(
     shape_in: &[usize],
     strides_in: &[isize],
     shape_out: &[usize],
-) -> Vec<isize> {
+) -> Dims<isize> {
     let pad = shape_out.len() - shape_in.len();
-    let mut out = vec![0isize; shape_out.len()];
+    let mut out = Dims::from_elem(0isize, shape_out.len());
     for i in 0..shape_in.len() {
         out[pad + i] = if shape_in[i] == 1 { 0 } else { strides_in[i] };
     }
@@ -173,9 +173,9 @@ mod tests {
     #[test]
     fn merges_contiguous_dims() {
         let w = Walk::<1>::new(&[2, 3, 4], [&[12, 4, 1]]);
-        assert_eq!(w.shape, vec![24]);
+        assert_eq!(w.shape[..], [24]);
         let w = Walk::<2>::new(&[2, 3], [&[3, 1], &[1, 2]]);
-        assert_eq!(w.shape, vec![2, 3]);
+        assert_eq!(w.shape[..], [2, 3]);
     }
 
     #[test]
