@@ -16,6 +16,7 @@ pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
+pub mod linear;
 pub mod load;
 pub mod model;
 pub mod models;

@@ -7,38 +7,11 @@ use crate::attention::{causal_mask, sdpa};
 use crate::config::{Activation, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
+pub use crate::linear::Linear;
+use crate::linear::LinearGroup;
 use crate::rope::Rope;
 use crate::weights::{Weight, WeightSource};
 use tessera_core::{Array, Dtype, ops};
-
-/// A linear layer: a weight and an optional bias.
-#[derive(Clone)]
-pub struct Linear {
-    pub weight: Weight,
-    pub bias: Option<Array>,
-}
-
-impl Linear {
-    fn load(src: &dyn WeightSource, name: &str) -> Result<Linear> {
-        let bias_name = format!("{name}.bias");
-        Ok(Linear {
-            weight: src.matrix(&format!("{name}.weight"))?,
-            bias: if src.has(&bias_name) {
-                Some(src.vector(&bias_name)?)
-            } else {
-                None
-            },
-        })
-    }
-
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let y = self.weight.apply(x)?;
-        Ok(match &self.bias {
-            Some(b) => ops::add(&y, b)?,
-            None => y,
-        })
-    }
-}
 
 fn rms_norm(x: &Array, w: &Array, eps: f64) -> Result<Array> {
     Ok(tessera_nn::layers::rms_norm(x, Some(w), eps)?)
@@ -47,16 +20,15 @@ fn rms_norm(x: &Array, w: &Array, eps: f64) -> Result<Array> {
 /// One transformer block.
 pub struct Block {
     attn_norm: Array,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v.
+    qkv: LinearGroup,
     o: Linear,
     q_norm: Option<Array>,
     k_norm: Option<Array>,
     post_attn_norm: Option<Array>,
     ffn_norm: Array,
-    gate: Linear,
-    up: Linear,
+    /// The MLP's gate and up maps.
+    gate_up: LinearGroup,
     down: Linear,
     post_ffn_norm: Option<Array>,
     local: bool,
@@ -73,69 +45,35 @@ impl Block {
                 None
             })
         };
-        let (q, k, v) = if src.has(&p("attn_qkv.weight")) {
+        let (qd, kd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let qkv = if src.has(&p("attn_qkv.weight")) {
             // Phi-3 stores q, k and v as one matrix.
-            let qkv = Linear::load(src, &p("attn_qkv"))?;
-            let (qd, kd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
-            let w = qkv.weight.split_rows(&[qd, kd, kd])?;
-            let b = match &qkv.bias {
-                Some(b) => {
-                    let parts = [(0, qd), (qd, qd + kd), (qd + kd, qd + 2 * kd)];
-                    parts
-                        .iter()
-                        .map(|&(s, e)| Ok(Some(ops::slice_axis(b, 0, s, e)?)))
-                        .collect::<Result<Vec<_>>>()?
-                }
-                None => vec![None, None, None],
-            };
-            let mut it = w
-                .into_iter()
-                .zip(b)
-                .map(|(weight, bias)| Linear { weight, bias });
-            let mut next = || it.next().ok_or_else(|| Error::Config("qkv split".into()));
-            (next()?, next()?, next()?)
+            LinearGroup::stacked(Linear::load(src, &p("attn_qkv"))?, vec![qd, kd, kd])?
         } else {
-            (
+            LinearGroup::fuse(vec![
                 Linear::load(src, &p("attn_q"))?,
                 Linear::load(src, &p("attn_k"))?,
                 Linear::load(src, &p("attn_v"))?,
-            )
+            ])?
         };
-        let (gate, up) = if src.has(&p("ffn_gate.weight")) {
-            (
+        let gate_up = if src.has(&p("ffn_gate.weight")) {
+            LinearGroup::fuse(vec![
                 Linear::load(src, &p("ffn_gate"))?,
                 Linear::load(src, &p("ffn_up"))?,
-            )
+            ])?
         } else {
             // Phi-3: gate and up stacked in ffn_up.
-            let up = Linear::load(src, &p("ffn_up"))?;
-            let mut w = up.weight.split_rows(&[cfg.ffn, cfg.ffn])?.into_iter();
-            let (Some(g), Some(u)) = (w.next(), w.next()) else {
-                return Err(Error::Config("gate/up split".into()));
-            };
-            (
-                Linear {
-                    weight: g,
-                    bias: None,
-                },
-                Linear {
-                    weight: u,
-                    bias: None,
-                },
-            )
+            LinearGroup::stacked(Linear::load(src, &p("ffn_up"))?, vec![cfg.ffn, cfg.ffn])?
         };
         let block = Block {
             attn_norm: src.vector(&p("attn_norm.weight"))?,
-            q,
-            k,
-            v,
+            qkv,
             o: Linear::load(src, &p("attn_output"))?,
             q_norm: opt("attn_q_norm.weight")?,
             k_norm: opt("attn_k_norm.weight")?,
             post_attn_norm: opt("post_attention_norm.weight")?,
             ffn_norm: src.vector(&p("ffn_norm.weight"))?,
-            gate,
-            up,
+            gate_up,
             down: Linear::load(src, &p("ffn_down"))?,
             post_ffn_norm: opt("post_ffw_norm.weight")?,
             local: cfg.is_local_layer(i),
@@ -146,40 +84,63 @@ impl Block {
 
     /// The block with its linear weights in the CPU kernels' preferred layout.
     fn for_matmul(self) -> Result<Block> {
-        let l = |l: Linear| -> Result<Linear> {
-            Ok(Linear {
-                weight: l.weight.for_matmul()?,
-                bias: l.bias,
-            })
-        };
         Ok(Block {
-            q: l(self.q)?,
-            k: l(self.k)?,
-            v: l(self.v)?,
-            o: l(self.o)?,
-            gate: l(self.gate)?,
-            up: l(self.up)?,
-            down: l(self.down)?,
+            qkv: self.qkv.for_matmul()?,
+            o: self.o.for_matmul()?,
+            gate_up: self.gate_up.for_matmul()?,
+            down: self.down.for_matmul()?,
             ..self
         })
     }
 
+    /// Every matrix of the block, each read once per forward pass.
+    fn weights(&self) -> impl Iterator<Item = &Weight> {
+        self.qkv
+            .weights()
+            .chain(std::iter::once(&self.o.weight))
+            .chain(self.gate_up.weights())
+            .chain(std::iter::once(&self.down.weight))
+    }
+
     fn check(&self, cfg: &ModelConfig, i: usize) -> Result<()> {
+        let (h, qd, kd) = (
+            cfg.hidden,
+            cfg.heads * cfg.head_dim,
+            cfg.kv_heads * cfg.head_dim,
+        );
+        let (qkv, gate_up) = (self.qkv.shapes(), self.gate_up.shapes());
+        let o = (self.o.weight.out_features(), self.o.weight.in_features());
+        let down = (
+            self.down.weight.out_features(),
+            self.down.weight.in_features(),
+        );
+        let mut have: Vec<(&str, (usize, usize))> = Vec::new();
+        for (name, shape) in ["attn_q", "attn_k", "attn_v"].into_iter().zip(qkv.iter()) {
+            have.push((name, *shape));
+        }
+        have.push(("attn_output", o));
+        for (name, shape) in ["ffn_gate", "ffn_up"].into_iter().zip(gate_up.iter()) {
+            have.push((name, *shape));
+        }
+        have.push(("ffn_down", down));
         let want = [
-            ("attn_q", &self.q, cfg.heads * cfg.head_dim, cfg.hidden),
-            ("attn_k", &self.k, cfg.kv_heads * cfg.head_dim, cfg.hidden),
-            ("attn_v", &self.v, cfg.kv_heads * cfg.head_dim, cfg.hidden),
-            ("attn_output", &self.o, cfg.hidden, cfg.heads * cfg.head_dim),
-            ("ffn_gate", &self.gate, cfg.ffn, cfg.hidden),
-            ("ffn_up", &self.up, cfg.ffn, cfg.hidden),
-            ("ffn_down", &self.down, cfg.hidden, cfg.ffn),
+            ("attn_q", (qd, h)),
+            ("attn_k", (kd, h)),
+            ("attn_v", (kd, h)),
+            ("attn_output", (h, qd)),
+            ("ffn_gate", (cfg.ffn, h)),
+            ("ffn_up", (cfg.ffn, h)),
+            ("ffn_down", (h, cfg.ffn)),
         ];
-        for (name, l, out, inp) in want {
-            if l.weight.out_features() != out || l.weight.in_features() != inp {
+        if qkv.len() != 3 || gate_up.len() != 2 {
+            return Err(Error::Config(format!(
+                "blk.{i}: expected 3 attention input maps and 2 MLP input maps"
+            )));
+        }
+        for ((name, (out, inp)), (_, (wo, wi))) in want.into_iter().zip(have) {
+            if (wo, wi) != (out, inp) {
                 return Err(Error::Config(format!(
-                    "blk.{i}.{name} is {}x{}, the config implies {out}x{inp}",
-                    l.weight.out_features(),
-                    l.weight.in_features()
+                    "blk.{i}.{name} is {wo}x{wi}, the config implies {out}x{inp}"
                 )));
             }
         }
@@ -202,9 +163,14 @@ impl Block {
         let (h, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let eps = cfg.norm_eps;
         let xn = rms_norm(x, &self.attn_norm, eps)?;
-        let mut q = ops::reshape(&self.q.forward(&xn)?, &[b, t, h, d])?;
-        let mut k = ops::reshape(&self.k.forward(&xn)?, &[b, t, hk, d])?;
-        let v = ops::reshape(&self.v.forward(&xn)?, &[b, t, hk, d])?;
+        let [q, k, v]: [Array; 3] = self
+            .qkv
+            .forward(&xn)?
+            .try_into()
+            .map_err(|_| Error::Config("the qkv group must give three outputs".into()))?;
+        let mut q = ops::reshape(&q, &[b, t, h, d])?;
+        let mut k = ops::reshape(&k, &[b, t, hk, d])?;
+        let v = ops::reshape(&v, &[b, t, hk, d])?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(&q, qn, eps)?;
             k = rms_norm(&k, kn, eps)?;
@@ -226,14 +192,16 @@ impl Block {
         }
         let x = ops::add(x, &a)?;
         let xn = rms_norm(&x, &self.ffn_norm, eps)?;
-        let g = self.gate.forward(&xn)?;
+        let [g, u]: [Array; 2] = self
+            .gate_up
+            .forward(&xn)?
+            .try_into()
+            .map_err(|_| Error::Config("the gate/up group must give two outputs".into()))?;
         let g = match cfg.activation {
             Activation::Silu => tessera_nn::activations::silu(&g)?,
             Activation::GeluTanh => tessera_nn::activations::gelu_tanh(&g)?,
         };
-        let mut m = self
-            .down
-            .forward(&ops::multiply(&g, &self.up.forward(&xn)?)?)?;
+        let mut m = self.down.forward(&ops::multiply(&g, &u)?)?;
         if let Some(n) = &self.post_ffn_norm {
             m = rms_norm(&m, n, eps)?;
         }
@@ -342,8 +310,7 @@ impl Model {
     fn matmul_weights(&self) -> impl Iterator<Item = &Weight> {
         self.blocks
             .iter()
-            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
-            .map(|l| &l.weight)
+            .flat_map(Block::weights)
             .chain(std::iter::once(&self.lm_head))
     }
 

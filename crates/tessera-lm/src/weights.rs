@@ -179,6 +179,81 @@ impl Weight {
         })
     }
 
+    /// The matrices stacked by output rows into one (q, k and v into one qkv matrix), or
+    /// `None` when they cannot share a matmul: different storage (format, dtype, bits, group
+    /// size), different input widths, or a layout whose rows are interleaved (stack before
+    /// [`Weight::for_matmul`]). The new matrix is built now, in memory, so the parts can be
+    /// dropped.
+    pub fn concat_rows(parts: &[&Weight]) -> Result<Option<Weight>> {
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        let inputs = first.in_features();
+        let same = parts.iter().all(|w| {
+            w.in_features() == inputs
+                && match (first, w) {
+                    (Weight::Dense(a), Weight::Dense(b)) => a.dtype() == b.dtype(),
+                    (Weight::Quantized { format: a, .. }, Weight::Quantized { format: b, .. }) => {
+                        a == b && a.interleaved_rows() == 1
+                    }
+                    (
+                        Weight::Affine {
+                            group_size: ga,
+                            bits: ba,
+                            ..
+                        },
+                        Weight::Affine {
+                            group_size: gb,
+                            bits: bb,
+                            ..
+                        },
+                    ) => ga == gb && ba == bb,
+                    _ => false,
+                }
+        });
+        if !same {
+            return Ok(None);
+        }
+        // Stacks the i-th stored array of every part.
+        let stack = |i: usize| -> Result<Array> {
+            let arrays: Vec<Array> = parts.iter().map(|w| w.arrays()[i].clone()).collect();
+            let a = ops::concatenate(&arrays, 0)?;
+            a.eval()?;
+            Ok(a)
+        };
+        Ok(Some(match first {
+            Weight::Dense(_) => Weight::Dense(stack(0)?),
+            Weight::Quantized { format, .. } => Weight::Quantized {
+                blocks: stack(0)?,
+                format: *format,
+                in_features: inputs,
+            },
+            Weight::Affine {
+                group_size, bits, ..
+            } => Weight::Affine {
+                packed: stack(0)?,
+                scales: stack(1)?,
+                biases: stack(2)?,
+                group_size: *group_size,
+                bits: *bits,
+            },
+        }))
+    }
+
+    /// The stored arrays, in the order `map_arrays` visits them.
+    fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Weight::Dense(w) => vec![w],
+            Weight::Quantized { blocks, .. } => vec![blocks],
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                ..
+            } => vec![packed, scales, biases],
+        }
+    }
+
     /// Splits the output rows into consecutive parts (fused qkv or gate/up matrices).
     pub fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Weight>> {
         if let Weight::Quantized { format, .. } = self

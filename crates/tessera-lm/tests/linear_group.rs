@@ -1,0 +1,158 @@
+//! `LinearGroup`: maps stacked into one matrix give the same outputs as the maps alone, in every
+//! storage the loaders produce, before and after the CPU layout (`for_matmul`); maps that cannot
+//! share a matrix stay apart.
+
+use tessera_core::quant::{GgmlType, quantize_rows};
+use tessera_core::{Array, Dtype, ops, random};
+use tessera_lm::linear::{Linear, LinearGroup};
+use tessera_lm::weights::Weight;
+
+fn rand(shape: &[usize], seed: u64) -> Array {
+    let k = random::key(seed);
+    let a = random::uniform(-1.0, 1.0, shape, Dtype::F32, Some(&k)).unwrap();
+    a.eval().unwrap();
+    a
+}
+
+/// A `rows × cols` matrix stored as `storage` describes.
+fn weight(storage: &str, rows: usize, cols: usize, seed: u64) -> Weight {
+    let w = rand(&[rows, cols], seed);
+    match storage {
+        "f32" => Weight::Dense(w),
+        "bf16" => Weight::Dense(w.astype(Dtype::BF16).unwrap()),
+        "affine4" => {
+            let (packed, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
+            Weight::Affine {
+                packed,
+                scales,
+                biases,
+                group_size: 32,
+                bits: 4,
+            }
+        }
+        gguf => {
+            let format = match gguf {
+                "q4_0" => GgmlType::Q4_0,
+                "q8_0" => GgmlType::Q8_0,
+                "q4_k" => GgmlType::Q4_K,
+                other => panic!("no storage {other}"),
+            };
+            Weight::Quantized {
+                blocks: quantize_rows(&w, format).unwrap(),
+                format,
+                in_features: cols,
+            }
+        }
+    }
+}
+
+fn linear(storage: &str, rows: usize, cols: usize, seed: u64, bias: bool) -> Linear {
+    Linear {
+        weight: weight(storage, rows, cols, seed),
+        bias: bias.then(|| rand(&[rows], seed + 100)),
+    }
+}
+
+fn assert_same(a: &[Array], b: &[Array], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: output count");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.shape(), y.shape(), "{what}: output {i} shape");
+        let (x, y) = (
+            x.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+            y.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+        );
+        for (j, (p, q)) in x.iter().zip(&y).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                "{what}: output {i} element {j}: stacked {p}, alone {q}"
+            );
+        }
+    }
+}
+
+#[test]
+fn stacked_maps_equal_the_maps_alone() {
+    // q, k, v of a small grouped-query layer: 64 + 16 + 16 rows over 256 inputs.
+    let rows = [64, 16, 16];
+    for storage in ["f32", "bf16", "affine4", "q4_0", "q8_0", "q4_k"] {
+        for bias in [false, true] {
+            let parts: Vec<Linear> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| linear(storage, r, 256, 10 * i as u64 + 1, bias))
+                .collect();
+            let fused = LinearGroup::fuse(parts.clone()).unwrap();
+            assert_eq!(fused.matmuls(), 1, "{storage}: stacked into one matrix");
+            assert_eq!(
+                fused.shapes(),
+                vec![(64, 256), (16, 256), (16, 256)],
+                "{storage}: shapes of the maps"
+            );
+            // One token (decode) and five (prefill), in the activations' f32.
+            for t in [1, 5] {
+                let x = rand(&[1, t, 256], 7);
+                let alone: Vec<Array> = parts.iter().map(|l| l.forward(&x).unwrap()).collect();
+                let what = format!("{storage}, bias {bias}, {t} tokens");
+                assert_same(&fused.forward(&x).unwrap(), &alone, &what);
+                let laid_out = fused.clone().for_matmul().unwrap();
+                assert_same(&laid_out.forward(&x).unwrap(), &alone, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn maps_that_cannot_share_a_matrix_stay_apart() {
+    let x = rand(&[1, 2, 256], 3);
+    let cases: Vec<(&str, Vec<Linear>)> = vec![
+        (
+            "formats differ",
+            vec![
+                linear("q4_0", 32, 256, 1, false),
+                linear("q8_0", 32, 256, 2, false),
+            ],
+        ),
+        (
+            "one bias missing",
+            vec![
+                linear("q8_0", 32, 256, 1, true),
+                linear("q8_0", 32, 256, 2, false),
+            ],
+        ),
+        (
+            "already interleaved",
+            vec![
+                linear("q4_0", 32, 256, 1, false).for_matmul().unwrap(),
+                linear("q4_0", 32, 256, 2, false).for_matmul().unwrap(),
+            ],
+        ),
+    ];
+    for (what, parts) in cases {
+        let g = LinearGroup::fuse(parts.clone()).unwrap();
+        let interleaved = parts.iter().any(|l| l.weight.kind() == "Q4_0x8");
+        if what != "already interleaved" || interleaved {
+            assert_eq!(g.matmuls(), 2, "{what}: kept apart");
+        }
+        let alone: Vec<Array> = parts.iter().map(|l| l.forward(&x).unwrap()).collect();
+        assert_same(&g.forward(&x).unwrap(), &alone, what);
+    }
+}
+
+#[test]
+fn a_stacked_matrix_splits_into_its_maps() {
+    // Phi-3's qkv_proj: one stored matrix, three outputs.
+    let whole = linear("q8_0", 96, 256, 5, true);
+    let g = LinearGroup::stacked(whole.clone(), vec![64, 16, 16]).unwrap();
+    let x = rand(&[1, 3, 256], 6);
+    let y = whole.forward(&x).unwrap();
+    let want: Vec<Array> = [(0, 64), (64, 80), (80, 96)]
+        .iter()
+        .map(|&(s, e)| ops::slice_axis(&y, 2, s, e).unwrap())
+        .collect();
+    assert_same(&g.forward(&x).unwrap(), &want, "stacked");
+    let err = LinearGroup::stacked(whole, vec![64, 16]).err().unwrap();
+    assert!(
+        err.to_string().contains("cannot split 96 output rows"),
+        "{err}"
+    );
+}
