@@ -129,12 +129,13 @@ fn attend_all(
     let (qp, pp) = (SendConstPtr(q.ptr::<f32>()), SendPtr(partial.as_mut_ptr()));
     let (kp, vp) = (SendConstPtr(k.ptr::<f32>()), SendConstPtr(v.ptr::<f32>()));
     let mp = mask.map(|m| SendConstPtr(m.ptr::<f32>()));
-    // Small problems run on the calling thread: handing tasks to a worker costs a few
-    // microseconds. The threshold sits between the cache-hot case (`bench ops --filter sdpa`,
-    // where one thread wins up to about 200 keys of SmolLM2's shape) and decode, where the
-    // cache comes from memory and two threads read it faster from about 100 keys.
+    // Small problems run on the calling thread: handing tasks to a worker costs a microsecond
+    // or two. In decode the keys and values come from memory (the weights streamed through the
+    // caches since this layer last ran), and two threads read them faster from about 30 keys of
+    // SmolLM2's shape on (`Sdpa` in `TESSERA_PROFILE=1 tessera bench llm`: 11.8-13.7 µs per
+    // call with this threshold, 14.7-16.5 with four times it).
     let work = groups * rows * l * d;
-    let min_tasks = if work < (1 << 16) { tasks } else { 1 };
+    let min_tasks = if work < (1 << 14) { tasks } else { 1 };
     pool::parallel_chunks(tasks, min_tasks, &|s, e| {
         let mut p = vec![0f32; rows * chunk];
         for task in s..e {
