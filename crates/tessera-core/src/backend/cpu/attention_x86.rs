@@ -90,25 +90,30 @@ unsafe fn score_one(part: &Part, j: usize, p: *mut f32, m: *mut f32, w: usize) {
     }
 }
 
-/// `out[r][c] = Σⱼ p[r][j] v[j][c]` for `R` rows and `16 W` columns, accumulators in registers.
-#[inline(always)]
-unsafe fn weigh<const R: usize, const W: usize>(
+/// Where one `weigh` tile reads and writes: weights `p` (rows `n` apart), value rows `vs` apart,
+/// output rows `os` apart.
+#[derive(Clone, Copy)]
+struct Tile {
     p: *const f32,
     n: usize,
     v: *const f32,
     vs: usize,
     out: *mut f32,
     os: usize,
-) {
+}
+
+/// `out[r][c] = Σⱼ p[r][j] v[j][c]` for `R` rows and `16 W` columns, accumulators in registers.
+#[inline(always)]
+unsafe fn weigh<const R: usize, const W: usize>(t: Tile) {
     let mut acc = [[_mm512_setzero_ps(); W]; R];
-    for j in 0..n {
-        let vr = v.add(j * vs);
+    for j in 0..t.n {
+        let vr = t.v.add(j * t.vs);
         let mut x = [_mm512_setzero_ps(); W];
         for (c, xc) in x.iter_mut().enumerate() {
             *xc = _mm512_loadu_ps(vr.add(16 * c));
         }
         for (r, ar) in acc.iter_mut().enumerate() {
-            let pw = _mm512_set1_ps(*p.add(r * n + j));
+            let pw = _mm512_set1_ps(*t.p.add(r * t.n + j));
             for (a, &xc) in ar.iter_mut().zip(&x) {
                 *a = _mm512_fmadd_ps(pw, xc, *a);
             }
@@ -116,28 +121,18 @@ unsafe fn weigh<const R: usize, const W: usize>(
     }
     for (r, ar) in acc.iter().enumerate() {
         for (c, a) in ar.iter().enumerate() {
-            _mm512_storeu_ps(out.add(r * os + 16 * c), *a);
+            _mm512_storeu_ps(t.out.add(r * t.os + 16 * c), *a);
         }
     }
 }
 
-/// Picks the `weigh` instance for `rows` (1..=4) rows and `cols` (1..=4) column vectors.
+/// Runs the `weigh` instance for `rows` (1..=4) rows and `cols` (1..=4) column vectors.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weigh_tile(
-    rows: usize,
-    cols: usize,
-    p: *const f32,
-    n: usize,
-    v: *const f32,
-    vs: usize,
-    out: *mut f32,
-    os: usize,
-) {
+unsafe fn weigh_tile(rows: usize, cols: usize, t: Tile) {
     macro_rules! pick {
         ($($r:literal, $c:literal);*) => {
             match (rows, cols) {
-                $(($r, $c) => weigh::<$r, $c>(p, n, v, vs, out, os),)*
+                $(($r, $c) => weigh::<$r, $c>(t),)*
                 _ => unreachable!("weigh_tile takes 1 to 4 rows and column vectors"),
             }
         };
@@ -192,16 +187,15 @@ pub(super) unsafe fn attend(part: &Part, out: *mut f32, p: *mut f32) {
         let rt = (rows - r0).min(4);
         for c0 in (0..cols).step_by(4) {
             let ct = (cols - c0).min(4);
-            weigh_tile(
-                rt,
-                ct,
-                p.add(r0 * n),
+            let tile = Tile {
+                p: p.add(r0 * n),
                 n,
-                part.v.add(16 * c0),
-                part.vs,
-                out.add(r0 * w + 2 + 16 * c0),
-                w,
-            );
+                v: part.v.add(16 * c0),
+                vs: part.vs,
+                out: out.add(r0 * w + 2 + 16 * c0),
+                os: w,
+            };
+            weigh_tile(rt, ct, tile);
         }
     }
 }
