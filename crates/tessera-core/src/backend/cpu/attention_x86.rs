@@ -10,7 +10,8 @@
 //! stream by; each value row is loaded once for all of them.
 
 use super::attention::Part;
-use crate::backend::cpu::simd;
+use crate::backend::cpu::{reduce, simd};
+use crate::primitive::ReduceOp;
 use std::arch::x86_64::*;
 
 /// Lane `i` of the result is the sum of the lanes of `a[i]`.
@@ -174,13 +175,7 @@ pub(super) unsafe fn attend(part: &Part, out: *mut f32, p: *mut f32) {
         for x in pr.iter_mut() {
             *x = simd::math::exp_f32(*x - m);
         }
-        let mut s = _mm512_setzero_ps();
-        let mut chunks = pr.chunks_exact(16);
-        for c in chunks.by_ref() {
-            s = _mm512_add_ps(s, _mm512_loadu_ps(c.as_ptr()));
-        }
-        let tail: f32 = chunks.remainder().iter().sum();
-        *out.add(r * w + 1) = _mm512_reduce_add_ps(s) + tail;
+        *out.add(r * w + 1) = reduce::f32_row(ReduceOp::Sum, pr.as_ptr(), n);
     }
     let cols = d / 16;
     for r0 in (0..rows).step_by(4) {
