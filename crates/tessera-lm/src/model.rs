@@ -109,20 +109,17 @@ impl Block {
             cfg.kv_heads * cfg.head_dim,
         );
         let (qkv, gate_up) = (self.qkv.shapes(), self.gate_up.shapes());
-        let o = (self.o.weight.out_features(), self.o.weight.in_features());
-        let down = (
-            self.down.weight.out_features(),
-            self.down.weight.in_features(),
-        );
-        let mut have: Vec<(&str, (usize, usize))> = Vec::new();
-        for (name, shape) in ["attn_q", "attn_k", "attn_v"].into_iter().zip(qkv.iter()) {
-            have.push((name, *shape));
+        if qkv.len() != 3 || gate_up.len() != 2 {
+            return Err(Error::Config(format!(
+                "blk.{i}: expected 3 attention input maps and 2 MLP input maps"
+            )));
         }
-        have.push(("attn_output", o));
-        for (name, shape) in ["ffn_gate", "ffn_up"].into_iter().zip(gate_up.iter()) {
-            have.push((name, *shape));
-        }
-        have.push(("ffn_down", down));
+        let shape = |w: &Weight| (w.out_features(), w.in_features());
+        let have = qkv
+            .into_iter()
+            .chain([shape(&self.o.weight)])
+            .chain(gate_up)
+            .chain([shape(&self.down.weight)]);
         let want = [
             ("attn_q", (qd, h)),
             ("attn_k", (kd, h)),
@@ -132,12 +129,7 @@ impl Block {
             ("ffn_up", (cfg.ffn, h)),
             ("ffn_down", (h, cfg.ffn)),
         ];
-        if qkv.len() != 3 || gate_up.len() != 2 {
-            return Err(Error::Config(format!(
-                "blk.{i}: expected 3 attention input maps and 2 MLP input maps"
-            )));
-        }
-        for ((name, (out, inp)), (_, (wo, wi))) in want.into_iter().zip(have) {
+        for ((name, (out, inp)), (wo, wi)) in want.into_iter().zip(have) {
             if (wo, wi) != (out, inp) {
                 return Err(Error::Config(format!(
                     "blk.{i}.{name} is {wo}x{wi}, the config implies {out}x{inp}"
