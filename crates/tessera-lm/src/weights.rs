@@ -100,8 +100,8 @@ impl Weight {
     /// (see `tessera_core::quant::interleave_for_cpu`), and large matrices that still point
     /// into a memory-mapped file are copied into memory backed by huge pages
     /// (`tessera_core::memory::own_large`; a decode step streams every weight once). The
-    /// result still gives rows ([`Weight::rows`]) but an interleaved one cannot be split
-    /// ([`Weight::split_rows`]): split first.
+    /// result still gives rows ([`Weight::rows`]) but an interleaved one cannot be stacked
+    /// ([`Weight::concat_rows`]): stack first.
     pub fn for_matmul(self) -> Result<Weight> {
         if let Weight::Quantized {
             blocks,
@@ -252,33 +252,6 @@ impl Weight {
                 ..
             } => vec![packed, scales, biases],
         }
-    }
-
-    /// Splits the output rows into consecutive parts (fused qkv or gate/up matrices).
-    pub fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Weight>> {
-        if let Weight::Quantized { format, .. } = self
-            && format.interleaved_rows() > 1
-        {
-            return Err(Error::Config(format!(
-                "cannot split a {format} matrix (its rows are interleaved for the matmul \
-                 kernels); split the {} matrix it was made from",
-                format.file_format()
-            )));
-        }
-        let total: usize = sizes.iter().sum();
-        if total != self.out_features() {
-            return Err(Error::Config(format!(
-                "cannot split {} output rows into {sizes:?}",
-                self.out_features()
-            )));
-        }
-        let mut start = 0;
-        let mut parts = Vec::with_capacity(sizes.len());
-        for &s in sizes {
-            parts.push(self.map_arrays(|a| ops::slice_axis(a, 0, start, start + s))?);
-            start += s;
-        }
-        Ok(parts)
     }
 }
 
