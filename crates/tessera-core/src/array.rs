@@ -6,7 +6,7 @@
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result, invalid};
-use crate::layout::{ArrayData, Layout};
+use crate::layout::{ArrayData, Dims, Layout};
 use crate::memory::Buffer;
 use crate::primitive::Primitive;
 use crate::stream::{Stream, default_stream};
@@ -16,20 +16,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Shape and dtype of one node output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
-    pub shape: Vec<usize>,
+    pub shape: Dims<usize>,
     pub dtype: Dtype,
 }
 
 pub(crate) struct NodeState {
     /// `None` for leaves and, after evaluation, for every node.
     pub primitive: Option<Primitive>,
-    pub inputs: Vec<Array>,
+    pub inputs: Inputs,
     /// One entry per output once evaluated; empty before.
-    pub data: Vec<ArrayData>,
+    pub data: Outputs,
 }
 
+/// A node's inputs: inline for up to three (nearly every op), so building a node allocates
+/// only the node itself.
+pub(crate) type Inputs = smallvec::SmallVec<[Array; 3]>;
+/// A node's evaluated outputs (inline: nodes have one).
+pub(crate) type Outputs = smallvec::SmallVec<[ArrayData; 1]>;
+
 pub(crate) struct Node {
-    pub outputs: Vec<Meta>,
+    pub outputs: smallvec::SmallVec<[Meta; 1]>,
     pub stream: Stream,
     pub state: Mutex<NodeState>,
     /// Marks the node as visited by one graph traversal (the traversal's id).
@@ -50,12 +56,12 @@ impl Drop for Node {
         if st.inputs.is_empty() {
             return;
         }
-        let mut stack = std::mem::take(&mut st.inputs);
+        let mut stack: Vec<Array> = std::mem::take(&mut st.inputs).into_vec();
         while let Some(a) = stack.pop() {
             if Arc::strong_count(&a.node) == 1 {
                 // We hold the last handle: move its inputs out so its own drop does not recurse.
                 let mut s = a.node.lock();
-                stack.append(&mut s.inputs);
+                stack.extend(s.inputs.drain(..));
             }
         }
     }
@@ -72,16 +78,16 @@ impl Array {
     /// An evaluated array from existing data.
     pub(crate) fn from_data(data: ArrayData) -> Array {
         let meta = Meta {
-            shape: data.layout.shape.to_vec(),
+            shape: data.layout.shape.clone(),
             dtype: data.dtype,
         };
         let node = Node {
-            outputs: vec![meta],
+            outputs: smallvec::smallvec![meta],
             stream: default_stream(),
             state: Mutex::new(NodeState {
                 primitive: None,
-                inputs: Vec::new(),
-                data: vec![data],
+                inputs: Inputs::new(),
+                data: smallvec::smallvec![data],
             }),
             visit: AtomicU64::new(0),
         };
@@ -137,17 +143,20 @@ impl Array {
     /// transforms) may build nodes.
     pub(crate) fn lazy(
         primitive: Primitive,
-        inputs: Vec<Array>,
-        shape: Vec<usize>,
+        inputs: impl IntoIterator<Item = Array>,
+        shape: impl Into<Dims<usize>>,
         dtype: Dtype,
     ) -> Array {
         let node = Arc::new(Node {
-            outputs: vec![Meta { shape, dtype }],
+            outputs: smallvec::smallvec![Meta {
+                shape: shape.into(),
+                dtype
+            }],
             stream: default_stream(),
             state: Mutex::new(NodeState {
                 primitive: Some(primitive),
-                inputs,
-                data: Vec::new(),
+                inputs: inputs.into_iter().collect(),
+                data: Outputs::new(),
             }),
             visit: AtomicU64::new(0),
         });
@@ -322,7 +331,7 @@ impl Array {
 
     /// The inputs of the node (empty once evaluated).
     pub fn inputs(&self) -> Vec<Array> {
-        self.node.lock().inputs.clone()
+        self.node.lock().inputs.to_vec()
     }
 }
 

@@ -9,7 +9,6 @@
 
 use crate::error::{Error, Result};
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,9 +139,34 @@ impl Drop for Buffer {
     }
 }
 
+/// Freed blocks by size class (see [`class_index`]): a direct index, no hashing on the path
+/// every op's output takes.
 struct Cache {
-    blocks: HashMap<usize, Vec<NonNull<u8>>>,
+    blocks: Vec<Vec<NonNull<u8>>>,
     bytes: usize,
+}
+
+/// Number of size classes: 64 up to 4 KiB, then four per power of two up to 2^63.
+const CLASSES: usize = 64 + 52 * 4;
+
+/// The slot of a size class (a value `size_class` returns) in [`Cache::blocks`].
+fn class_index(capacity: usize) -> usize {
+    if capacity <= 4096 {
+        return capacity / ALIGN - 1;
+    }
+    // Above 4 KiB a class is m quarters of 2^p with m in 4..=7 (8 quarters is the next power).
+    let p = (usize::BITS - 1 - capacity.leading_zeros()) as usize;
+    let m = capacity >> (p - 2);
+    64 + (p - 12) * 4 + (m - 4)
+}
+
+/// The capacity of the blocks in slot `class` (the inverse of [`class_index`]).
+fn class_capacity(class: usize) -> usize {
+    if class < 64 {
+        return (class + 1) * ALIGN;
+    }
+    let (p, m) = (12 + (class - 64) / 4, 4 + (class - 64) % 4);
+    m << (p - 2)
 }
 
 // SAFETY: the cached pointers are owned exclusively by the cache.
@@ -162,7 +186,7 @@ fn allocator() -> &'static Allocator {
         let total = system_memory_bytes().unwrap_or(8 << 30);
         Allocator {
             cache: Mutex::new(Cache {
-                blocks: HashMap::new(),
+                blocks: (0..CLASSES).map(|_| Vec::new()).collect(),
                 bytes: 0,
             }),
             active: AtomicUsize::new(0),
@@ -205,7 +229,7 @@ impl Allocator {
         }
         {
             let mut cache = self.lock_cache();
-            if let Some(ptr) = cache.blocks.get_mut(&capacity).and_then(|v| v.pop()) {
+            if let Some(ptr) = cache.blocks[class_index(capacity)].pop() {
                 cache.bytes -= capacity;
                 drop(cache);
                 self.add_active(capacity);
@@ -264,7 +288,7 @@ impl Allocator {
         let mut cache = self.lock_cache();
         if cache.bytes + capacity <= self.cache_limit.load(Ordering::Relaxed) {
             cache.bytes += capacity;
-            cache.blocks.entry(capacity).or_default().push(ptr);
+            cache.blocks[class_index(capacity)].push(ptr);
             return;
         }
         drop(cache);
@@ -275,11 +299,15 @@ impl Allocator {
         let blocks = {
             let mut cache = self.lock_cache();
             cache.bytes = 0;
-            std::mem::take(&mut cache.blocks)
+            cache
+                .blocks
+                .iter_mut()
+                .map(std::mem::take)
+                .collect::<Vec<_>>()
         };
-        for (cap, ptrs) in blocks {
+        for (class, ptrs) in blocks.into_iter().enumerate() {
             for p in ptrs {
-                dealloc(p, cap);
+                dealloc(p, class_capacity(class));
             }
         }
     }
@@ -378,6 +406,24 @@ pub fn set_cache_limit(bytes: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_size_class_has_its_own_slot_and_maps_back() {
+        let mut seen = std::collections::HashSet::new();
+        let mut lens: Vec<usize> = (1..20_000).collect();
+        lens.extend((14..63).flat_map(|p| [(1usize << p) - 1, 1 << p, (1 << p) + 1, 3 << (p - 1)]));
+        lens.push(usize::MAX / 2);
+        for len in lens {
+            let c = size_class(len);
+            let i = class_index(c);
+            assert!(i < CLASSES, "{len} bytes: class {c} has slot {i}");
+            assert_eq!(class_capacity(i), c, "{len} bytes: slot {i} maps back");
+            seen.insert(c);
+        }
+        // Distinct classes never share a slot.
+        let slots: std::collections::HashSet<_> = seen.iter().map(|&c| class_index(c)).collect();
+        assert_eq!(slots.len(), seen.len());
+    }
 
     #[test]
     fn large_blocks_are_aligned_for_huge_pages() {

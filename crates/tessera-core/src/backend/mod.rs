@@ -25,7 +25,7 @@ pub trait Backend: Send + Sync {
         primitive: &Primitive,
         inputs: &[ArrayData],
         outputs: &[Meta],
-    ) -> Result<Vec<ArrayData>>;
+    ) -> Result<crate::array::Outputs>;
     /// Waits for queued work on `stream`.
     fn synchronize(&self, stream: &Stream) -> Result<()>;
 }

@@ -141,7 +141,7 @@ pub fn transpose(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Ok(a.clone());
     }
-    let shape = perm.iter().map(|&p| a.shape()[p]).collect();
+    let shape: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
     Ok(Array::lazy(
         Primitive::Transpose(perm),
         vec![a.clone()],

@@ -335,7 +335,7 @@ impl<F: Fn(&[Array]) -> Result<Vec<Array>>> Compiled<F> {
             }
         };
         for n in &plan.nodes {
-            let ins = n.inputs.iter().map(|s| get(s, &built)).collect();
+            let ins: Vec<Array> = n.inputs.iter().map(|s| get(s, &built)).collect();
             built.push(Array::lazy(
                 n.primitive.clone(),
                 ins,

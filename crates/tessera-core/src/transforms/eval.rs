@@ -88,11 +88,16 @@ pub fn synchronize() -> Result<()> {
     Ok(())
 }
 
+/// Nodes in evaluation order. Inline room for the small graphs of eager-style code (one op,
+/// then eval), so those allocate nothing here.
+type Order = SmallVec<[Array; 8]>;
+
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
-fn topological_order(outputs: &[Array]) -> Vec<Array> {
+fn topological_order(outputs: &[Array]) -> Order {
     let id = TRAVERSAL.fetch_add(1, Ordering::Relaxed);
-    let mut order = Vec::new();
-    let mut stack: Vec<(Array, bool)> = outputs.iter().rev().map(|a| (a.clone(), false)).collect();
+    let mut order = Order::new();
+    let mut stack: SmallVec<[(Array, bool); 16]> =
+        outputs.iter().rev().map(|a| (a.clone(), false)).collect();
     while let Some((a, expanded)) = stack.pop() {
         if expanded {
             order.push(a);
@@ -114,7 +119,7 @@ fn topological_order(outputs: &[Array]) -> Vec<Array> {
     order
 }
 
-fn run(order: Vec<Array>) -> Result<()> {
+fn run(order: Order) -> Result<()> {
     let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
     let profile = crate::profile::enabled();
     for a in order {
@@ -186,12 +191,12 @@ fn run(order: Vec<Array>) -> Result<()> {
 fn restore(
     node: &crate::array::Node,
     primitive: crate::Primitive,
-    inputs: Vec<Array>,
+    inputs: crate::array::Inputs,
     in_data: &[ArrayData],
     donated: &[usize],
 ) {
     for &i in donated {
-        inputs[i].node.lock().data = vec![in_data[i].clone()];
+        inputs[i].node.lock().data = smallvec::smallvec![in_data[i].clone()];
     }
     let mut st = node.lock();
     st.primitive = Some(primitive);

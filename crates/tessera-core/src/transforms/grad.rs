@@ -186,7 +186,7 @@ fn backward_walk(tracers: &[Array], outputs: &[Array], cotangents: &[Array]) -> 
             continue;
         }
         let inputs = if tracer_keys.contains(&k) {
-            Vec::new()
+            Default::default()
         } else {
             a.node.lock().inputs.clone()
         };

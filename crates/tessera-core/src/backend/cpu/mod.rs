@@ -70,7 +70,7 @@ impl Backend for Cpu {
         p: &Primitive,
         inputs: &[ArrayData],
         outputs: &[Meta],
-    ) -> Result<Vec<ArrayData>> {
+    ) -> Result<crate::array::Outputs> {
         let out = one(outputs)?;
         let x = || arg(inputs, 0, p);
         let data = match p {
@@ -188,7 +188,7 @@ impl Backend for Cpu {
             Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };
-        Ok(vec![data])
+        Ok(smallvec::smallvec![data])
     }
 
     fn synchronize(&self, _stream: &Stream) -> Result<()> {
