@@ -3,20 +3,22 @@
 
 use crate::args::Flags;
 use tessera::distributed::config::Hostfile;
-use tessera::distributed::launch::{LaunchSpec, launch};
+use tessera::distributed::launch::{Bind, LaunchSpec, launch};
 
 pub const USAGE: &str =
     "usage: tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P]
-                      [--backend ring|mpi] [--timeout SECONDS] [--encrypt] -- PROGRAM ARGS...";
+                      [--backend ring|mpi] [--timeout SECONDS] [--encrypt] [--bind core|none]
+                      -- PROGRAM ARGS...";
 
 /// Flags that take a value, shared with `tessera cluster check`.
-pub const VALUE_FLAGS: [&str; 6] = [
+pub const VALUE_FLAGS: [&str; 7] = [
     "-n",
     "--hosts",
     "--hostfile",
     "--port",
     "--backend",
     "--timeout",
+    "--bind",
 ];
 
 /// Runs the ranks; returns the exit code to leave with (the first failing rank's).
@@ -80,5 +82,10 @@ pub fn spec(flags: &Flags, program: Vec<String>) -> Result<LaunchSpec, String> {
         program,
         env: Vec::new(),
         capture: false,
+        bind: match flags.get("--bind").unwrap_or("core") {
+            "core" => Bind::Cores,
+            "none" => Bind::None,
+            other => return Err(format!("--bind must be core or none, not {other:?}")),
+        },
     })
 }

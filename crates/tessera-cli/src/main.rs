@@ -36,7 +36,7 @@ const USAGE: &str = "usage:
   tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
   tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
-                 [--timeout S] [--encrypt] -- PROGRAM ARGS...
+                 [--timeout S] [--encrypt] [--bind core|none] -- PROGRAM ARGS...
                                                   run PROGRAM as N ranks of a cluster (output prefixed by rank)
   tessera cluster check (-n N [--hosts a,b] | --hostfile hosts.json) [--bytes B]
                                                   latency and bandwidth of every link, as a table

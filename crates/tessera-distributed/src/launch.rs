@@ -39,6 +39,19 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Collect the ranks' output in [`LaunchOutcome::output`] instead of printing it.
     pub capture: bool,
+    /// Whether the ranks started on this host get disjoint sets of its cores.
+    pub bind: Bind,
+}
+
+/// Core binding for the ranks a launch starts on this host (see [`crate::bind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Bind {
+    /// Each local rank gets its own cores, split evenly, when there are at least as many
+    /// cores as local ranks; otherwise nothing is bound.
+    #[default]
+    Cores,
+    /// Leave placement to the operating system.
+    None,
 }
 
 /// How the run ended.
@@ -127,6 +140,32 @@ fn placements(spec: &LaunchSpec) -> Result<Vec<(String, bool)>> {
         .collect())
 }
 
+/// The core mask of each rank started on this host (`None` for remote ranks, or when nothing is
+/// bound): local ranks split the cores this launcher may use.
+fn local_masks(spec: &LaunchSpec, places: &[(String, bool)]) -> Vec<Option<crate::bind::Mask>> {
+    let local = places.iter().filter(|(_, l)| *l).count();
+    if spec.bind == Bind::None || local < 2 {
+        return vec![None; places.len()];
+    }
+    let cpus = crate::bind::allowed_cpus();
+    let Some(sets) = crate::bind::core_sets(&cpus, local) else {
+        eprintln!(
+            "note: {local} ranks on {} cores here: they share cores (not bound), and small messages wait on the scheduler",
+            cpus.len()
+        );
+        return vec![None; places.len()];
+    };
+    let mut sets = sets.into_iter();
+    places
+        .iter()
+        .map(|(_, l)| {
+            l.then(|| sets.next())
+                .flatten()
+                .map(|s| crate::bind::Mask::of(&s))
+        })
+        .collect()
+}
+
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -185,6 +224,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchOutcome> {
     }
     SIGNAL.store(0, Ordering::SeqCst);
 
+    let masks = local_masks(spec, &places);
     let sink: Option<Sink> = spec.capture.then(Default::default);
     let mut children: Vec<Child> = Vec::with_capacity(spec.n);
     let mut pumps = Vec::new();
@@ -198,6 +238,16 @@ pub fn launch(spec: &LaunchSpec) -> Result<LaunchOutcome> {
             c.env("TESSERA_RANK", rank.to_string());
             c.env("TESSERA_SECRET", &secret);
             c.stdin(Stdio::null());
+            if let Some(mask) = masks.get(rank).copied().flatten() {
+                // SAFETY: the closure makes one system call (async-signal-safe) between fork
+                // and exec; a refusal leaves the rank unbound, which is only slower.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                        let _ = mask.apply();
+                        Ok(())
+                    });
+                }
+            }
             c
         } else {
             let host = places[rank]

@@ -41,6 +41,7 @@
 //! Not built yet: gradients through `send`/`recv`, model-sharding helpers.
 
 mod auth;
+pub mod bind;
 pub mod check;
 mod checksum;
 pub mod config;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 use tessera_core::{Array, Dtype, ops};
-use tessera_distributed::launch::{LaunchSpec, launch};
+use tessera_distributed::launch::{Bind, LaunchSpec, launch};
 use tessera_distributed::{Backend, init};
 
 /// The program the launcher starts (this test binary, running only this function).
@@ -40,6 +40,10 @@ fn launch_worker() {
                 .eval();
             // If the collective fails first (rank 1's connections closed), exit non-zero too.
             std::process::exit(1);
+        }
+        "cpus" => {
+            let cpus = tessera_distributed::bind::allowed_cpus();
+            println!("\ncpus {cpus:?}");
         }
         "wait_signal" => {
             // Ready, then block until a signal ends the process (default SIGINT action).
@@ -127,6 +131,51 @@ fn ranks_started_by_the_launcher_find_each_other() {
         let err = format!("a line on stderr from rank {r}");
         assert!(out.output.iter().any(|(k, l)| *k == r && l == &err));
     }
+}
+
+/// Each rank's CPUs, from the "cpus" mode's output.
+fn cpus_by_rank(out: &tessera_distributed::launch::LaunchOutcome, n: usize) -> Vec<Vec<usize>> {
+    (0..n)
+        .map(|r| {
+            let line = out
+                .output
+                .iter()
+                .find_map(|(k, l)| (*k == r).then(|| l.strip_prefix("cpus ")).flatten())
+                .unwrap_or_else(|| panic!("no cpus line from rank {r}: {:?}", out.output));
+            line.trim_matches(|c| c == '[' || c == ']')
+                .split(", ")
+                .map(|c| c.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn local_ranks_get_disjoint_cores_unless_told_not_to() {
+    let mine = tessera_distributed::bind::allowed_cpus();
+    let n = 2;
+    if mine.len() < n {
+        eprintln!("one core here: there is nothing to split; checking only that ranks run");
+    }
+    let out = launch(&spec(n, "cpus")).unwrap();
+    assert_eq!(out.code, 0, "{:?}", out.output);
+    let sets = cpus_by_rank(&out, n);
+    if mine.len() >= n {
+        assert_eq!(sets.concat().len(), mine.len(), "{sets:?} from {mine:?}");
+        let mut all = sets.concat();
+        all.sort_unstable();
+        assert_eq!(
+            all, mine,
+            "the ranks' sets cover this process's CPUs once each"
+        );
+        assert!(sets.iter().all(|s| !s.is_empty()));
+    }
+    // Unbound, every rank may run anywhere this process may.
+    let mut s = spec(n, "cpus");
+    s.bind = Bind::None;
+    let out = launch(&s).unwrap();
+    assert_eq!(out.code, 0, "{:?}", out.output);
+    assert!(cpus_by_rank(&out, n).iter().all(|s| *s == mine));
 }
 
 #[test]
