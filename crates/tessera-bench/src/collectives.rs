@@ -5,8 +5,13 @@
 //! bandwidth × 2(n-1)/n, the rate each link carries in an optimal all-reduce, comparable with
 //! the link's own rate whatever the rank count. The time of one repetition is the slowest
 //! rank's; the reported value is the median over repetitions.
+//!
+//! Small sizes are timed twice: through the graph (`all_sum` on an array, then `eval`: what a
+//! program pays) and on the group's communicator directly (`comm_latency`: the transport alone,
+//! the same call an MPI benchmark times), so the graph op's own cost shows as the difference.
 
 use crate::Record;
+use tessera_core::collective::CollectiveReduce;
 use tessera_core::{Array, Dtype, ops};
 use tessera_distributed::Group;
 
@@ -31,6 +36,12 @@ fn size_name(b: usize) -> String {
     } else {
         format!("{b}B")
     }
+}
+
+/// The median over repetitions of the slowest rank's time (every rank must call it).
+fn slowest_median(g: &Group, times: &[f64]) -> tessera_core::Result<f64> {
+    let t = Array::from_slice(times, &[times.len()])?;
+    Ok(median(g.all_max(&t)?.to_vec::<f64>()?))
 }
 
 /// Runs the sweep; every rank must call it. `emit` is called on rank 0 only.
@@ -66,10 +77,27 @@ pub fn run_collectives(
                 times.push(dt);
             }
         }
-        // The slowest rank's time per repetition.
-        let t = Array::from_slice(&times, &[times.len()])?;
-        let slowest = g.all_max(&t)?.to_vec::<f64>()?;
-        let secs = median(slowest);
+        let secs = slowest_median(g, &times)?;
+        let comm_secs = if bytes <= 64 << 10 {
+            let mut buf = vec![0u8; bytes];
+            let mut times = Vec::with_capacity(reps);
+            for rep in 0..=reps {
+                buf.chunks_exact_mut(4)
+                    .for_each(|c| c.copy_from_slice(&1f32.to_le_bytes()));
+                ops::barrier(g.handle())?;
+                let t = std::time::Instant::now();
+                g.handle()
+                    .0
+                    .all_reduce(CollectiveReduce::Sum, Dtype::F32, &mut buf)?;
+                let dt = t.elapsed().as_secs_f64();
+                if rep > 0 {
+                    times.push(dt);
+                }
+            }
+            Some(slowest_median(g, &times)?)
+        } else {
+            None
+        };
         if g.rank() == 0 {
             let algbw = bytes as f64 / secs / 1e9;
             let busbw = algbw * 2.0 * (n - 1) as f64 / n as f64;
@@ -78,6 +106,13 @@ pub fn run_collectives(
                 emit(Record {
                     case: case("latency"),
                     value: secs * 1e6,
+                    unit: "us",
+                });
+            }
+            if let Some(c) = comm_secs {
+                emit(Record {
+                    case: case("comm_latency"),
+                    value: c * 1e6,
                     unit: "us",
                 });
             }

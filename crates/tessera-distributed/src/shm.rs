@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Bytes of ring per direction.
@@ -59,6 +59,18 @@ fn futex_wake(word: &AtomicU32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
+}
+
+/// Set when this host runs more ranks than it has cores: a waiting rank then yields at once
+/// instead of spinning first, since the rank it waits for may need this very core to run.
+static CORES_SHARED: AtomicBool = AtomicBool::new(false);
+
+/// Records whether `local_ranks` ranks (this one included) share this host's cores.
+pub(crate) fn note_local_ranks(local_ranks: usize) {
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let shared = online > 0 && local_ranks > online as usize;
+    CORES_SHARED.store(shared, Ordering::Relaxed);
 }
 
 /// One direction: a single writer process and a single reader process.
@@ -171,12 +183,17 @@ impl Ring {
         check: Check<'_, E>,
     ) -> Result<(), E> {
         // Spin a little (the peer is usually about to write), then give up the core a few
-        // times (ranks may outnumber cores), then sleep.
+        // times, then sleep. Where ranks outnumber cores, give it up at once.
+        let spins = if CORES_SHARED.load(Ordering::Relaxed) {
+            0
+        } else {
+            32
+        };
         for i in 0..256 {
             if ready() {
                 return Ok(());
             }
-            if i >= 32 {
+            if i >= spins {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
