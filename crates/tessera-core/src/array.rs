@@ -10,7 +10,7 @@ use crate::layout::{ArrayData, Dims, Layout};
 use crate::memory::Buffer;
 use crate::primitive::Primitive;
 use crate::stream::{Stream, default_stream};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Shape and dtype of one node output.
@@ -40,6 +40,9 @@ pub(crate) struct Node {
     pub state: Mutex<NodeState>,
     /// Marks the node as visited by one graph traversal (the traversal's id).
     pub visit: AtomicU64,
+    /// True exactly while `state.data` holds the outputs: read without the lock by
+    /// `is_evaluated` and the graph walk. Written under the lock, next to `data`.
+    pub done: AtomicBool,
 }
 
 impl Node {
@@ -90,6 +93,7 @@ impl Array {
                 data: smallvec::smallvec![data],
             }),
             visit: AtomicU64::new(0),
+            done: AtomicBool::new(true),
         };
         Array {
             node: Arc::new(node),
@@ -159,6 +163,7 @@ impl Array {
                 data: Outputs::new(),
             }),
             visit: AtomicU64::new(0),
+            done: AtomicBool::new(false),
         });
         Array { node, output: 0 }
     }
@@ -256,7 +261,7 @@ impl Array {
 
     /// True once the array has data (evaluated or built from data).
     pub fn is_evaluated(&self) -> bool {
-        !self.node.lock().data.is_empty()
+        self.node.done.load(Ordering::Acquire)
     }
 
     /// Evaluates this array (and what it depends on).

@@ -14,8 +14,8 @@ use crate::primitive::Primitive;
 fn node(
     op: CollectiveOp,
     group: &GroupRef,
-    inputs: Vec<Array>,
-    shape: Vec<usize>,
+    inputs: impl IntoIterator<Item = Array>,
+    shape: impl Into<crate::layout::Dims<usize>>,
     dt: Dtype,
 ) -> Array {
     Array::lazy(
@@ -36,8 +36,8 @@ fn all_reduce(x: &Array, group: &GroupRef, op: CollectiveReduce) -> Result<Array
     Ok(node(
         CollectiveOp::AllReduce(op),
         group,
-        vec![x.clone()],
-        x.shape().to_vec(),
+        [x.clone()],
+        x.shape(),
         x.dtype(),
     ))
 }

@@ -29,12 +29,7 @@ pub fn astype(a: &Array, dtype: Dtype) -> Result<Array> {
 }
 
 fn unary_node(op: UnaryOp, a: &Array, out: Dtype) -> Array {
-    Array::lazy(
-        Primitive::Unary(op),
-        vec![a.clone()],
-        a.shape().to_vec(),
-        out,
-    )
+    Array::lazy(Primitive::Unary(op), [a.clone()], a.shape(), out)
 }
 
 /// Float-only unary ops: integer and bool inputs are computed in float32.
@@ -413,10 +408,10 @@ fn binary_name(op: BinaryOp) -> &'static str {
 /// ```
 pub fn binary(op: BinaryOp, a: &Array, b: &Array) -> Result<Array> {
     let (compute, out) = binary_dtypes(op, a.dtype(), b.dtype())?;
-    let shape = broadcast_shapes(binary_name(op), a.shape(), b.shape())?;
+    let shape = super::broadcast_dims(binary_name(op), a.shape(), b.shape())?;
     let a = astype(a, compute)?;
     let b = astype(b, compute)?;
-    Ok(Array::lazy(Primitive::Binary(op), vec![a, b], shape, out))
+    Ok(Array::lazy(Primitive::Binary(op), [a, b], shape, out))
 }
 
 // Each entry: docs, `name => BinaryOp: (a, b) -> (out dtype, Rust type) = expected`, where `a`

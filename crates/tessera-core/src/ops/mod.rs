@@ -109,8 +109,17 @@ pub(crate) fn normalize_axes(op: &'static str, axes: &Axes, ndim: usize) -> Resu
 
 /// The NumPy broadcast of two shapes.
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    broadcast_dims(op, a, b).map(|d| d.to_vec())
+}
+
+/// [`broadcast_shapes`] without a heap allocation (up to six dims), for the op builders.
+pub(crate) fn broadcast_dims(
+    op: &'static str,
+    a: &[usize],
+    b: &[usize],
+) -> Result<crate::layout::Dims<usize>> {
     let n = a.len().max(b.len());
-    let mut out = vec![0usize; n];
+    let mut out = crate::layout::Dims::from_elem(0usize, n);
     for i in 0..n {
         let da = if i + a.len() >= n {
             a[i + a.len() - n]

@@ -110,11 +110,19 @@ fn topological_order(outputs: &[Array]) -> Order {
         if !st.data.is_empty() || st.primitive.is_none() {
             continue;
         }
-        // Inputs go on the stack straight from the node (no copy of its input list).
-        let node = a.clone();
-        stack.push((node, true));
-        stack.extend(st.inputs.iter().rev().map(|i| (i.clone(), false)));
+        // Evaluated inputs (most of them, in eager-style code) are skipped without a clone or
+        // a lock: each of those is an atomic operation, and they were most of this function's
+        // time on a one-op graph.
+        let pending: SmallVec<[Array; 3]> = st
+            .inputs
+            .iter()
+            .rev()
+            .filter(|i| !i.node.done.load(Ordering::Acquire))
+            .cloned()
+            .collect();
         drop(st);
+        stack.push((a, true));
+        stack.extend(pending.into_iter().map(|i| (i, false)));
     }
     order
 }
@@ -142,6 +150,7 @@ fn run(order: Order) -> Result<()> {
                 if let Some(d) = st.data.pop() {
                     in_data.push(d);
                 }
+                inp.node.done.store(false, Ordering::Release);
                 donated.push(i);
             } else {
                 match st.data.get(inp.output as usize) {
@@ -169,6 +178,7 @@ fn run(order: Order) -> Result<()> {
                 drop(in_data);
                 let mut st = node.lock();
                 st.data = out;
+                node.done.store(true, Ordering::Release);
                 if retain {
                     st.primitive = Some(primitive);
                     st.inputs = inputs;
@@ -197,6 +207,7 @@ fn restore(
 ) {
     for &i in donated {
         inputs[i].node.lock().data = smallvec::smallvec![in_data[i].clone()];
+        inputs[i].node.done.store(true, Ordering::Release);
     }
     let mut st = node.lock();
     st.primitive = Some(primitive);
