@@ -44,7 +44,11 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
     }
     let _reset = Reset;
     let start = crate::profile::enabled().then(std::time::Instant::now);
-    let order = topological_order(outputs);
+    let order = match outputs {
+        // Eager-style code evaluates one op whose inputs are ready: no graph walk.
+        [one] if ready_to_run(one) => smallvec::smallvec![one.clone()],
+        _ => topological_order(outputs),
+    };
     let r = run(order);
     if let Some(t0) = start {
         crate::profile::record_eval(t0.elapsed());
@@ -91,6 +95,17 @@ pub fn synchronize() -> Result<()> {
 /// Nodes in evaluation order. Inline room for the small graphs of eager-style code (one op,
 /// then eval), so those allocate nothing here.
 type Order = SmallVec<[Array; 8]>;
+
+/// True when `a` is an unevaluated op whose inputs are all evaluated.
+fn ready_to_run(a: &Array) -> bool {
+    let st = a.node.lock();
+    st.primitive.is_some()
+        && st.data.is_empty()
+        && st
+            .inputs
+            .iter()
+            .all(|i| i.node.done.load(Ordering::Acquire))
+}
 
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
 fn topological_order(outputs: &[Array]) -> Order {
@@ -139,10 +154,10 @@ fn run(order: Order) -> Result<()> {
                 None => continue,
             }
         };
-        // Inline storage: most nodes have at most four inputs, and with `Layout`'s inline dims
+        // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
         // gathering them allocates nothing.
-        let mut in_data: SmallVec<[ArrayData; 4]> = SmallVec::with_capacity(inputs.len());
-        let mut donated: SmallVec<[usize; 4]> = SmallVec::new();
+        let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
+        let mut donated: SmallVec<[usize; 3]> = SmallVec::new();
         for (i, inp) in inputs.iter().enumerate() {
             let mut st = inp.node.lock();
             // Held only by this consumer: take the data so the kernel may reuse its buffer.
