@@ -231,6 +231,20 @@ impl RingComm {
         for k in 1..n {
             self.send_to((r + k) % n, data)?;
         }
+        if n == 2 && op == CollectiveReduce::Sum {
+            // Two ranks summing: each adds the other's data into its own, straight from the
+            // receive path (no scratch, no copy back). Both still get the same bits: IEEE
+            // addition, wrapping integer addition and `or` are commutative.
+            let link = self.mesh.link(self.peer(1 - r))?;
+            let mut off = 0;
+            let mut fold = |piece: &[u8]| {
+                reduce_into(op, dtype, &mut data[off..off + piece.len()], piece);
+                off += piece.len();
+            };
+            return self
+                .mesh
+                .check(link, link.recv_with(self.id, len, &mut fold));
+        }
         let mut acc = if r == 0 {
             None
         } else {
