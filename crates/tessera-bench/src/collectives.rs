@@ -64,9 +64,10 @@ pub fn run_collectives(
         .max(1);
         let mut times = Vec::with_capacity(reps);
         for rep in 0..=reps {
-            // A fresh, evaluated input owned only by the all_sum node: reduced in place.
-            let x = ops::full(&[elems], 1.0, Dtype::F32)?;
-            x.eval()?;
+            // A fresh, evaluated, contiguous input owned only by the all_sum node: reduced in
+            // place. (Not `ops::full`: that is a broadcast view of one scalar, which the node
+            // would first have to copy out into a new buffer, inside the timed region.)
+            let x = Array::from_vec(vec![1f32; elems], &[elems])?;
             ops::barrier(g.handle())?;
             let t = std::time::Instant::now();
             let y = g.all_sum(&x)?;
