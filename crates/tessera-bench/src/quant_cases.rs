@@ -108,6 +108,13 @@ pub fn quant_cases() -> Vec<Case> {
             .iter()
             .map(|&(ty, k)| qgemv_case(ty, 1024, k, 1, 32, "_hot")),
     );
+    // The decode matmuls of a Qwen2.5-0.5B-shaped model in the layout it loads into, each of
+    // 64 different matrices read once (as a decode step reads them): q/k/v stacked, o, down,
+    // gate/up stacked. Small matrices show the fixed cost per call next to the streaming rate.
+    let q4 = types[1].0;
+    for (n, k) in [(1152, 896), (896, 896), (896, 4864), (9728, 896)] {
+        v.push(qgemv_case(q4, n, k, 64, 1, "_model"));
+    }
     // Long rows (a down projection): no partial group at the end of a row.
     v.extend(
         types
