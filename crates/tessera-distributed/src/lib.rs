@@ -44,6 +44,7 @@ mod auth;
 pub mod bind;
 pub mod check;
 mod checksum;
+mod cma;
 pub mod config;
 mod error;
 mod group;

@@ -81,6 +81,9 @@ pub(crate) struct Link {
     control: TcpStream,
     /// Data frames go here instead of TCP when set (same host).
     pub shm: Option<ShmPair>,
+    /// The peer's process id when this process may read the peer's memory directly (same host,
+    /// checked both ways when the mesh was built; see `cma.rs`).
+    pub cma_pid: Option<i32>,
     /// More TCP connections to the same peer: large messages are split across all of them
     /// (each with its own frames and sequence numbers), so several flows share the work.
     stripes: Vec<Stripe>,
@@ -219,6 +222,7 @@ impl Link {
             writer,
             control,
             shm: None,
+            cma_pid: None,
             stripes: Vec::new(),
         })
     }

@@ -306,6 +306,51 @@ fn share_memory(me: usize, links: &mut [Option<Link>]) -> std::result::Result<()
             l.shm = Some(p);
         }
     }
+    probe_cross_memory(links)
+}
+
+/// Checks, for every shared-memory pair, that each side can read the other's memory directly
+/// (see `cma.rs`): each offers its process id and a probe address (zeros when `TESSERA_CMA=0`),
+/// reads the peer's probe, and reports; a pair uses direct reads only if both sides could.
+/// Every pair exchanges the same messages either way, so ranks never disagree on the protocol.
+fn probe_cross_memory(links: &mut [Option<Link>]) -> std::result::Result<(), (usize, String)> {
+    fn paired(l: &Option<Link>) -> Option<&Link> {
+        l.as_ref().filter(|l| l.shm.is_some())
+    }
+    const SETUP: u32 = 0;
+    let err = |peer: usize| move |e: LinkError| (peer, format!("{e:?}"));
+    let offer = if crate::cma::enabled() {
+        crate::cma::probe_offer()
+    } else {
+        [0u8; 16]
+    };
+    for (peer, l) in links.iter().enumerate() {
+        if let Some(l) = paired(l) {
+            l.send(SETUP, &offer).map_err(err(peer))?;
+        }
+    }
+    let mut pids: Vec<Option<i32>> = vec![None; links.len()];
+    for (peer, l) in links.iter().enumerate() {
+        if let Some(l) = paired(l) {
+            let mut theirs = [0u8; 16];
+            l.recv(SETUP, &mut theirs).map_err(err(peer))?;
+            let usable = offer != [0u8; 16] && theirs[..8] != [0u8; 8];
+            pids[peer] = usable.then(|| crate::cma::probe_value(&theirs)).flatten();
+        }
+    }
+    for (peer, l) in links.iter().enumerate() {
+        if let Some(l) = paired(l) {
+            l.send(SETUP, &[pids[peer].is_some() as u8])
+                .map_err(err(peer))?;
+        }
+    }
+    for (peer, l) in links.iter_mut().enumerate() {
+        if let Some(l) = l.as_mut().filter(|l| l.shm.is_some()) {
+            let mut ok = [0u8; 1];
+            l.recv(SETUP, &mut ok).map_err(err(peer))?;
+            l.cma_pid = pids[peer].filter(|_| ok[0] == 1);
+        }
+    }
     Ok(())
 }
 

@@ -22,6 +22,10 @@ use tessera_core::collective::{CollectiveReduce, Communicator};
 /// Per-peer payloads up to this size use the direct exchange: small enough that every rank can
 /// write all of its messages before reading any without filling the sockets' buffers.
 pub(crate) const DIRECT_MAX: usize = 32 * 1024;
+/// All-reduces from this size read same-host peers' memory directly when they can (see
+/// `cma_all_reduce`). Below it the ring was faster (2 ranks, 1 MiB: 5.8-7.7 against 7.9-8.6
+/// GB/s bus bandwidth); from 4 MiB the direct reads were 1.1-1.8x the ring with 2 and 3 ranks.
+pub(crate) const CMA_MIN: usize = 4 << 20;
 /// Ring chunk: large enough to amortise a frame and a wake-up, small enough to pipeline.
 const CHUNK: usize = 1 << 20;
 
@@ -339,6 +343,125 @@ impl RingComm {
         Ok(acc.unwrap_or_default())
     }
 
+    /// Every peer's process id when all members are on this host and may read each other's
+    /// memory directly (see `cma.rs`); `None` otherwise. This rank's own entry is 0.
+    fn cma_pids(&self) -> Option<Vec<i32>> {
+        (0..self.n())
+            .map(|k| {
+                if k == self.rank {
+                    Some(0)
+                } else {
+                    self.mesh.link(self.peer(k)).ok()?.cma_pid
+                }
+            })
+            .collect()
+    }
+
+    /// Reads `dst.len()` bytes at address `addr` of group rank `k`'s process.
+    fn read_peer(&self, k: usize, pid: i32, addr: u64, dst: &mut [u8]) -> Result<()> {
+        let link = self.mesh.link(self.peer(k))?;
+        let r = crate::cma::read(pid, addr, dst).map_err(|e| {
+            // The peer's process is gone: report it as a lost peer, like a closed connection.
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                crate::link::LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            } else {
+                crate::link::LinkError::Io(e)
+            }
+        });
+        self.mesh.check(link, r)
+    }
+
+    /// One byte to every peer, then one from every peer: everyone has reached this point.
+    fn all_reached(&self) -> Result<()> {
+        let n = self.n();
+        for k in 1..n {
+            self.send_to((self.rank + k) % n, &[1])?;
+        }
+        for k in 1..n {
+            self.recv_from((self.rank + n - k) % n, &mut [0])?;
+        }
+        Ok(())
+    }
+
+    /// All members on one host, with direct reads of each other's memory: each rank reduces its
+    /// segment by reading the others' copies of it straight from their buffers (64 KiB pieces,
+    /// in rank order, so every rank gets the same bits), then, once everyone has, reads the
+    /// other reduced segments straight into place. Each byte is copied once per move, where
+    /// the shared-memory ring copies it into the ring and out again. No rank returns (and
+    /// reuses its buffer) before every rank has finished reading it.
+    fn cma_all_reduce(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        data: &mut [u8],
+        pids: &[i32],
+    ) -> Result<()> {
+        const PIECE: usize = 256 << 10;
+        let (n, r, len) = (self.n(), self.rank, data.len());
+        let seg = segments(len / dtype.size(), n, dtype.size());
+        let mut mine = [0u8; 16];
+        mine[..8].copy_from_slice(&(data.as_ptr() as u64).to_le_bytes());
+        mine[8..].copy_from_slice(&(len as u64).to_le_bytes());
+        for k in 1..n {
+            self.send_to((r + k) % n, &mine)?;
+        }
+        let mut addrs = vec![0u64; n];
+        for k in 1..n {
+            let from = (r + n - k) % n;
+            let mut b = [0u8; 16];
+            self.recv_from(from, &mut b)?;
+            let theirs = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+            if theirs != len as u64 {
+                let link = self.mesh.link(self.peer(from))?;
+                return self.mesh.check(
+                    link,
+                    Err(crate::link::LinkError::Protocol(format!(
+                        "an all-reduce of {theirs} bytes met one of {len}: the ranks called collectives with different shapes, dtypes or orders"
+                    ))),
+                );
+            }
+            addrs[from] = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        }
+        // This rank's segment, reduced in rank order. Rank 0 starts from its own data; two
+        // ranks summing may too (a + b and b + a are the same bits); others accumulate in a
+        // scratch piece that starts from rank 0's data.
+        let s = seg[r].clone();
+        let in_place = r == 0 || (n == 2 && op == CollectiveReduce::Sum);
+        let mut tmp = vec![0u8; PIECE.min(s.len())];
+        let mut acc = vec![0u8; if in_place { 0 } else { PIECE.min(s.len()) }];
+        let mut at = s.start;
+        while at < s.end {
+            let e = (at + PIECE).min(s.end);
+            let m = e - at;
+            if in_place {
+                for k in (0..n).filter(|&k| k != r) {
+                    self.read_peer(k, pids[k], addrs[k] + at as u64, &mut tmp[..m])?;
+                    reduce_into(op, dtype, &mut data[at..e], &tmp[..m]);
+                }
+            } else {
+                self.read_peer(0, pids[0], addrs[0] + at as u64, &mut acc[..m])?;
+                for k in 1..n {
+                    if k == r {
+                        reduce_into(op, dtype, &mut acc[..m], &data[at..e]);
+                    } else {
+                        self.read_peer(k, pids[k], addrs[k] + at as u64, &mut tmp[..m])?;
+                        reduce_into(op, dtype, &mut acc[..m], &tmp[..m]);
+                    }
+                }
+                data[at..e].copy_from_slice(&acc[..m]);
+            }
+            at = e;
+        }
+        // Nobody reads a segment before its owner has reduced it...
+        self.all_reached()?;
+        for k in (0..n).filter(|&k| k != r) {
+            let sk = seg[k].clone();
+            self.read_peer(k, pids[k], addrs[k] + sk.start as u64, &mut data[sk])?;
+        }
+        // ...and nobody reuses its buffer before everyone has read from it.
+        self.all_reached()
+    }
+
     fn begin(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.mesh.begin()
     }
@@ -377,6 +500,11 @@ impl Communicator for RingComm {
         let _g = core(name, self.begin())?;
         if data.len() <= DIRECT_MAX || elems < n {
             return core(name, self.direct_all_reduce(op, dtype, data));
+        }
+        if data.len() >= CMA_MIN
+            && let Some(pids) = self.cma_pids()
+        {
+            return core(name, self.cma_all_reduce(op, dtype, data, &pids));
         }
         let seg = segments(elems, n, esize);
         if seg.iter().all(|s| s.len() <= DIRECT_MAX) {
