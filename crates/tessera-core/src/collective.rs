@@ -87,7 +87,20 @@ pub trait Communicator: Send + Sync {
     fn send(&self, data: &[u8], dst: usize) -> Result<()>;
     /// Receives exactly `data.len()` bytes from rank `src`.
     fn recv(&self, data: &mut [u8], src: usize) -> Result<()>;
+    /// How data reaches rank `peer`, for diagnostics (`tessera cluster check`): one of
+    /// [`TRANSPORTS`], or `""` when the backend does not say.
+    fn transport(&self, _peer: usize) -> &'static str {
+        ""
+    }
 }
+
+/// The transport names [`Communicator::transport`] may return.
+pub const TRANSPORTS: [&str; 4] = [
+    "tcp",
+    "shared memory",
+    "shared memory + direct reads",
+    "mpi",
+];
 
 /// A shared handle to a [`Communicator`]; equal when it is the same group object.
 #[derive(Clone)]

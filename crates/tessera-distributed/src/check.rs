@@ -1,7 +1,7 @@
 //! `tessera cluster check`: the latency and bandwidth of every link, measured pair by pair
 //! (one pair at a time, so each number is that link alone) and printed as a table by rank 0.
 
-use tessera_core::collective::{CollectiveReduce, Communicator};
+use tessera_core::collective::{CollectiveReduce, Communicator, TRANSPORTS};
 use tessera_core::{Dtype, Result};
 
 /// One measured link.
@@ -13,6 +13,8 @@ pub struct LinkStat {
     pub latency_us: f64,
     /// One-way throughput of `bytes`-long messages, in GB/s (median of the repetitions).
     pub bandwidth_gbs: f64,
+    /// How the data travels (see [`Communicator::transport`]); empty if the backend does not say.
+    pub transport: &'static str,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -27,8 +29,9 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .collect();
-    // [latency, bandwidth] per pair, filled by the pair's first rank, summed over ranks after.
-    let mut table = vec![0.0f64; 2 * pairs.len()];
+    // [latency, bandwidth, transport] per pair, filled by the pair's first rank, summed over
+    // ranks after; the transport as 1 + its index in TRANSPORTS (0: not known).
+    let mut table = vec![0.0f64; 3 * pairs.len()];
     let mut ping = [0u8; 8];
     let mut big = vec![0u8; bytes.max(1)];
     let mut ack = [0u8; 1];
@@ -52,8 +55,13 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
                     rates.push(big.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
                 }
             }
-            table[2 * p] = median(rtts) / 2.0 * 1e6;
-            table[2 * p + 1] = median(rates);
+            table[3 * p] = median(rtts) / 2.0 * 1e6;
+            table[3 * p + 1] = median(rates);
+            let t = comm.transport(j);
+            table[3 * p + 2] = TRANSPORTS
+                .iter()
+                .position(|&x| x == t)
+                .map_or(0.0, |i| i as f64 + 1.0);
         } else if me == j {
             for _ in 0..60 {
                 comm.recv(&mut ping, i)?;
@@ -78,11 +86,17 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
                 let b: [u8; 8] = raw[8 * k..8 * k + 8].try_into().unwrap_or_default();
                 f64::from_le_bytes(b)
             };
+            let code = at(3 * p + 2) as usize;
             LinkStat {
                 from,
                 to,
-                latency_us: at(2 * p),
-                bandwidth_gbs: at(2 * p + 1),
+                latency_us: at(3 * p),
+                bandwidth_gbs: at(3 * p + 1),
+                transport: code
+                    .checked_sub(1)
+                    .and_then(|i| TRANSPORTS.get(i))
+                    .copied()
+                    .unwrap_or(""),
             }
         })
         .collect())
@@ -95,16 +109,21 @@ pub fn format_table(stats: &[LinkStat], hosts: &[String]) -> String {
         None => r.to_string(),
     };
     let mut s = format!(
-        "{:<28} {:<28} {:>12} {:>14}\n",
-        "rank", "rank", "latency us", "bandwidth GB/s"
+        "{:<28} {:<28} {:>12} {:>14}  {}\n",
+        "rank", "rank", "latency us", "bandwidth GB/s", "transport"
     );
     for l in stats {
         s.push_str(&format!(
-            "{:<28} {:<28} {:>12.1} {:>14.3}\n",
+            "{:<28} {:<28} {:>12.1} {:>14.3}  {}\n",
             name(l.from),
             name(l.to),
             l.latency_us,
-            l.bandwidth_gbs
+            l.bandwidth_gbs,
+            if l.transport.is_empty() {
+                "-"
+            } else {
+                l.transport
+            }
         ));
     }
     s

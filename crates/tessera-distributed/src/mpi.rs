@@ -573,6 +573,10 @@ impl Communicator for MpiComm {
         "mpi"
     }
 
+    fn transport(&self, _peer: usize) -> &'static str {
+        "mpi"
+    }
+
     fn all_reduce(
         &self,
         op: CollectiveReduce,

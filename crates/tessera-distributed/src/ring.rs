@@ -484,6 +484,15 @@ impl Communicator for RingComm {
         "ring"
     }
 
+    fn transport(&self, peer: usize) -> &'static str {
+        match self.mesh.link(self.peer(peer)) {
+            Ok(l) if l.cma_pid.is_some() => "shared memory + direct reads",
+            Ok(l) if l.shm.is_some() => "shared memory",
+            Ok(_) => "tcp",
+            Err(_) => "",
+        }
+    }
+
     fn all_reduce(
         &self,
         op: CollectiveReduce,

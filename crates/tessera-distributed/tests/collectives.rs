@@ -75,6 +75,19 @@ fn rank_worker() {
         "data_parallel" => data_parallel(&g),
         "vmap_compile" => vmap_compile(&g),
         "pipeline" => pipeline(&g),
+        "check_links" => {
+            let stats =
+                tessera_distributed::check::check_links(g.handle().0.as_ref(), 1 << 16).unwrap();
+            assert_eq!(stats.len(), g.size() * (g.size() - 1) / 2);
+            for l in &stats {
+                assert!(l.latency_us > 0.0 && l.latency_us.is_finite(), "{l:?}");
+                assert!(
+                    l.bandwidth_gbs > 0.0 && l.bandwidth_gbs.is_finite(),
+                    "{l:?}"
+                );
+                report(l.transport);
+            }
+        }
         "split" => {
             split(&g);
             // A second init gives the same world group (not a new set of connections).
@@ -137,6 +150,23 @@ fn every_collective_every_dtype_on_2_to_5_ranks() {
 fn direct_memory_reads_give_the_same_results() {
     for n in [2, 3] {
         run_ok(n, "all_dtypes_direct_reads", &Opts::default());
+    }
+}
+
+/// `tessera cluster check` measures every pair and names how its data travels: shared memory
+/// on one host (with direct reads where the system allows them), TCP when told not to share.
+#[test]
+fn link_check_measures_and_names_every_link() {
+    for r in run_ok(3, "check_links", &Opts::default()) {
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().all(|t| t.starts_with("shared memory")), "{r:?}");
+    }
+    let tcp = Opts {
+        env: vec![("TESSERA_SHM".into(), "0".into())],
+        ..Opts::default()
+    };
+    for r in run_ok(3, "check_links", &tcp) {
+        assert_eq!(r, ["tcp", "tcp", "tcp"]);
     }
 }
 
