@@ -22,7 +22,8 @@ use tessera_core::collective::{CollectiveReduce, Communicator};
 /// Per-peer payloads up to this size use the direct exchange: small enough that every rank can
 /// write all of its messages before reading any without filling the sockets' buffers.
 pub(crate) const DIRECT_MAX: usize = 32 * 1024;
-/// All-reduces from this size read same-host peers' memory directly when they can (see
+/// All-reduces (and all-gathers and reduce-scatters of this many bytes in all) from this size
+/// read same-host peers' memory directly when they can (see
 /// `cma_all_reduce`). Below it the ring was faster (2 ranks, 1 MiB: 5.8-7.7 against 7.9-8.6
 /// GB/s bus bandwidth); from 4 MiB the direct reads were 1.1-1.8x the ring with 2 and 3 ranks.
 pub(crate) const CMA_MIN: usize = 4 << 20;
@@ -383,24 +384,12 @@ impl RingComm {
         Ok(())
     }
 
-    /// All members on one host, with direct reads of each other's memory: each rank reduces its
-    /// segment by reading the others' copies of it straight from their buffers (64 KiB pieces,
-    /// in rank order, so every rank gets the same bits), then, once everyone has, reads the
-    /// other reduced segments straight into place. Each byte is copied once per move, where
-    /// the shared-memory ring copies it into the ring and out again. No rank returns (and
-    /// reuses its buffer) before every rank has finished reading it.
-    fn cma_all_reduce(
-        &self,
-        op: CollectiveReduce,
-        dtype: Dtype,
-        data: &mut [u8],
-        pids: &[i32],
-    ) -> Result<()> {
-        const PIECE: usize = 256 << 10;
-        let (n, r, len) = (self.n(), self.rank, data.len());
-        let seg = segments(len / dtype.size(), n, dtype.size());
+    /// Tells every peer where this rank's buffer for the current collective is (`buf`) and
+    /// learns theirs; all buffers must be `len` bytes. Returns the addresses by group rank.
+    fn cma_addresses(&self, buf: *const u8, len: usize) -> Result<Vec<u64>> {
+        let (n, r) = (self.n(), self.rank);
         let mut mine = [0u8; 16];
-        mine[..8].copy_from_slice(&(data.as_ptr() as u64).to_le_bytes());
+        mine[..8].copy_from_slice(&(buf as u64).to_le_bytes());
         mine[8..].copy_from_slice(&(len as u64).to_le_bytes());
         for k in 1..n {
             self.send_to((r + k) % n, &mine)?;
@@ -416,42 +405,77 @@ impl RingComm {
                 return self.mesh.check(
                     link,
                     Err(crate::link::LinkError::Protocol(format!(
-                        "an all-reduce of {theirs} bytes met one of {len}: the ranks called collectives with different shapes, dtypes or orders"
+                        "a collective over {theirs} bytes met one over {len}: the ranks called collectives with different shapes, dtypes or orders"
                     ))),
                 );
             }
             addrs[from] = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
         }
-        // This rank's segment, reduced in rank order. Rank 0 starts from its own data; two
-        // ranks summing may too (a + b and b + a are the same bits); others accumulate in a
-        // scratch piece that starts from rank 0's data.
-        let s = seg[r].clone();
+        Ok(addrs)
+    }
+
+    /// Reduces bytes `at..at + dst.len()` of every rank's buffer into `dst`, which holds this
+    /// rank's own contribution, reading the peers' parts directly (256 KiB pieces), in rank
+    /// order so every rank's segments carry the same bits. Rank 0 accumulates in place; two
+    /// ranks summing may too (a + b and b + a are the same bits); others accumulate in a
+    /// scratch piece that starts from rank 0's part.
+    fn cma_reduce(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        dst: &mut [u8],
+        at: usize,
+        addrs: &[u64],
+        pids: &[i32],
+    ) -> Result<()> {
+        const PIECE: usize = 256 << 10;
+        let (n, r) = (self.n(), self.rank);
         let in_place = r == 0 || (n == 2 && op == CollectiveReduce::Sum);
-        let mut tmp = vec![0u8; PIECE.min(s.len())];
-        let mut acc = vec![0u8; if in_place { 0 } else { PIECE.min(s.len()) }];
-        let mut at = s.start;
-        while at < s.end {
-            let e = (at + PIECE).min(s.end);
-            let m = e - at;
+        let mut tmp = vec![0u8; PIECE.min(dst.len())];
+        let mut acc = vec![0u8; if in_place { 0 } else { PIECE.min(dst.len()) }];
+        let mut off = 0;
+        while off < dst.len() {
+            let e = (off + PIECE).min(dst.len());
+            let (m, src) = (e - off, (at + off) as u64);
             if in_place {
                 for k in (0..n).filter(|&k| k != r) {
-                    self.read_peer(k, pids[k], addrs[k] + at as u64, &mut tmp[..m])?;
-                    reduce_into(op, dtype, &mut data[at..e], &tmp[..m]);
+                    self.read_peer(k, pids[k], addrs[k] + src, &mut tmp[..m])?;
+                    reduce_into(op, dtype, &mut dst[off..e], &tmp[..m]);
                 }
             } else {
-                self.read_peer(0, pids[0], addrs[0] + at as u64, &mut acc[..m])?;
+                self.read_peer(0, pids[0], addrs[0] + src, &mut acc[..m])?;
                 for k in 1..n {
                     if k == r {
-                        reduce_into(op, dtype, &mut acc[..m], &data[at..e]);
+                        reduce_into(op, dtype, &mut acc[..m], &dst[off..e]);
                     } else {
-                        self.read_peer(k, pids[k], addrs[k] + at as u64, &mut tmp[..m])?;
+                        self.read_peer(k, pids[k], addrs[k] + src, &mut tmp[..m])?;
                         reduce_into(op, dtype, &mut acc[..m], &tmp[..m]);
                     }
                 }
-                data[at..e].copy_from_slice(&acc[..m]);
+                dst[off..e].copy_from_slice(&acc[..m]);
             }
-            at = e;
+            off = e;
         }
+        Ok(())
+    }
+
+    /// All-reduce with every member on this host and readable (see `cma.rs`): each rank
+    /// reduces its segment from the others' buffers, then, once everyone has, reads the other
+    /// reduced segments straight into place. Each byte is copied once per move, where the
+    /// shared-memory ring copies it into the ring and out again. No rank returns (and reuses
+    /// its buffer) before every rank has finished reading it.
+    fn cma_all_reduce(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        data: &mut [u8],
+        pids: &[i32],
+    ) -> Result<()> {
+        let (n, r, len) = (self.n(), self.rank, data.len());
+        let seg = segments(len / dtype.size(), n, dtype.size());
+        let addrs = self.cma_addresses(data.as_ptr(), len)?;
+        let s = seg[r].clone();
+        self.cma_reduce(op, dtype, &mut data[s.clone()], s.start, &addrs, pids)?;
         // Nobody reads a segment before its owner has reduced it...
         self.all_reached()?;
         for k in (0..n).filter(|&k| k != r) {
@@ -459,6 +483,32 @@ impl RingComm {
             self.read_peer(k, pids[k], addrs[k] + sk.start as u64, &mut data[sk])?;
         }
         // ...and nobody reuses its buffer before everyone has read from it.
+        self.all_reached()
+    }
+
+    /// All-gather by reading every peer's block straight into place (see `cma_all_reduce`).
+    fn cma_all_gather(&self, input: &[u8], output: &mut [u8], pids: &[i32]) -> Result<()> {
+        let (n, r, b) = (self.n(), self.rank, input.len());
+        let addrs = self.cma_addresses(input.as_ptr(), b)?;
+        for k in (0..n).filter(|&k| k != r) {
+            self.read_peer(k, pids[k], addrs[k], &mut output[k * b..(k + 1) * b])?;
+        }
+        self.all_reached()
+    }
+
+    /// Reduce-scatter: this rank's block reduced from every input, read directly.
+    fn cma_reduce_scatter(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        input: &[u8],
+        output: &mut [u8],
+        pids: &[i32],
+    ) -> Result<()> {
+        let (r, b) = (self.rank, output.len());
+        let addrs = self.cma_addresses(input.as_ptr(), input.len())?;
+        output.copy_from_slice(&input[r * b..(r + 1) * b]);
+        self.cma_reduce(op, dtype, output, r * b, &addrs, pids)?;
         self.all_reached()
     }
 
@@ -555,6 +605,11 @@ impl Communicator for RingComm {
             return Ok(());
         }
         let _g = core("all_gather", self.begin())?;
+        if output.len() >= CMA_MIN
+            && let Some(pids) = self.cma_pids()
+        {
+            return core("all_gather", self.cma_all_gather(input, output, &pids));
+        }
         if b <= DIRECT_MAX {
             let got = core("all_gather", self.exchange(input))?;
             for (k, g) in got.into_iter().enumerate() {
@@ -601,6 +656,14 @@ impl Communicator for RingComm {
             return Ok(());
         }
         let _g = core("sum_scatter", self.begin())?;
+        if input.len() >= CMA_MIN
+            && let Some(pids) = self.cma_pids()
+        {
+            return core(
+                "sum_scatter",
+                self.cma_reduce_scatter(op, dtype, input, output, &pids),
+            );
+        }
         if b <= DIRECT_MAX {
             let seg: Vec<Range<usize>> = (0..n).map(|k| k * b..(k + 1) * b).collect();
             let reduced = core(
