@@ -21,6 +21,42 @@ pub struct CollectiveBench {
     pub max_bytes: usize,
     /// Timed repetitions per size (after one warm-up).
     pub repeats: usize,
+    /// Which collective: `all_sum` (sizes are the array's bytes) or `all_gather` (sizes are the
+    /// gathered output's bytes, each rank contributing `1/n` of them, as nccl-tests count).
+    pub op: CollectiveKind,
+}
+
+/// The collectives `bench collectives` can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectiveKind {
+    AllSum,
+    AllGather,
+}
+
+impl CollectiveKind {
+    pub fn parse(s: &str) -> Option<CollectiveKind> {
+        match s {
+            "all_sum" => Some(CollectiveKind::AllSum),
+            "all_gather" => Some(CollectiveKind::AllGather),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CollectiveKind::AllSum => "all_sum",
+            CollectiveKind::AllGather => "all_gather",
+        }
+    }
+
+    /// nccl-tests' bus bandwidth factor for `n` ranks.
+    fn bus_factor(self, n: usize) -> f64 {
+        let n = n as f64;
+        match self {
+            CollectiveKind::AllSum => 2.0 * (n - 1.0) / n,
+            CollectiveKind::AllGather => (n - 1.0) / n,
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -53,8 +89,14 @@ pub fn run_collectives(
     let n = g.size();
     let backend = g.handle().0.backend().to_string();
     let mut bytes = 4usize;
+    let gather = b.op == CollectiveKind::AllGather;
     while bytes <= b.max_bytes.max(4) {
-        let elems = bytes / 4;
+        // Each rank's input: the whole message for a reduction, its share for a gather.
+        let elems = if gather { bytes / 4 / n } else { bytes / 4 };
+        if elems == 0 {
+            bytes *= 4;
+            continue;
+        }
         // Fewer repetitions for the big sizes: they are long and steady.
         let reps = if bytes >= 64 << 20 {
             b.repeats.min(5)
@@ -64,13 +106,17 @@ pub fn run_collectives(
         .max(1);
         let mut times = Vec::with_capacity(reps);
         for rep in 0..=reps {
-            // A fresh, evaluated, contiguous input owned only by the all_sum node: reduced in
-            // place. (Not `ops::full`: that is a broadcast view of one scalar, which the node
+            // A fresh, evaluated, contiguous input owned only by the node (an all_sum reduces
+            // it in place). (Not `ops::full`: that is a broadcast view of one scalar, which the node
             // would first have to copy out into a new buffer, inside the timed region.)
             let x = Array::from_vec(vec![1f32; elems], &[elems])?;
             ops::barrier(g.handle())?;
             let t = std::time::Instant::now();
-            let y = g.all_sum(&x)?;
+            let y = if gather {
+                g.all_gather(&x)?
+            } else {
+                g.all_sum(&x)?
+            };
             drop(x);
             y.eval()?;
             let dt = t.elapsed().as_secs_f64();
@@ -80,16 +126,20 @@ pub fn run_collectives(
         }
         let secs = slowest_median(g, &times)?;
         let comm_secs = if bytes <= 64 << 10 {
-            let mut buf = vec![0u8; bytes];
+            let comm = &g.handle().0;
+            let mut buf = vec![0u8; elems * 4];
+            let mut out = vec![0u8; if gather { elems * 4 * n } else { 0 }];
             let mut times = Vec::with_capacity(reps);
             for rep in 0..=reps {
                 buf.chunks_exact_mut(4)
                     .for_each(|c| c.copy_from_slice(&1f32.to_le_bytes()));
                 ops::barrier(g.handle())?;
                 let t = std::time::Instant::now();
-                g.handle()
-                    .0
-                    .all_reduce(CollectiveReduce::Sum, Dtype::F32, &mut buf)?;
+                if gather {
+                    comm.all_gather(&buf, &mut out)?;
+                } else {
+                    comm.all_reduce(CollectiveReduce::Sum, Dtype::F32, &mut buf)?;
+                }
                 let dt = t.elapsed().as_secs_f64();
                 if rep > 0 {
                     times.push(dt);
@@ -100,9 +150,11 @@ pub fn run_collectives(
             None
         };
         if g.rank() == 0 {
-            let algbw = bytes as f64 / secs / 1e9;
-            let busbw = algbw * 2.0 * (n - 1) as f64 / n as f64;
-            let case = |what: &str| format!("all_sum/{backend}/n{n}/{}/{what}", size_name(bytes));
+            let msg = if gather { elems * 4 * n } else { bytes };
+            let algbw = msg as f64 / secs / 1e9;
+            let busbw = algbw * b.op.bus_factor(n);
+            let op = b.op.name();
+            let case = |what: &str| format!("{op}/{backend}/n{n}/{}/{what}", size_name(bytes));
             if bytes <= 64 << 10 {
                 emit(Record {
                     case: case("latency"),

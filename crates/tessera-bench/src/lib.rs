@@ -12,7 +12,7 @@ mod train_cases;
 
 use std::time::Instant;
 
-pub use collectives::{CollectiveBench, run_collectives};
+pub use collectives::{CollectiveBench, CollectiveKind, run_collectives};
 pub use llm::{LlmBench, run_llm};
 pub use ops_cases::ops_cases;
 pub use train_cases::train_cases;

@@ -31,8 +31,8 @@ const USAGE: &str = "usage:
   tessera info MODEL.gguf                         architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
-  tessera bench collectives [--json] [--max-bytes B] [--repeats R]
-                                                  all_sum bandwidth/latency (run under tessera launch)
+  tessera bench collectives [--json] [--max-bytes B] [--repeats R] [--op all_sum|all_gather]
+                                                  collective bandwidth/latency (run under tessera launch)
   tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
   tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
@@ -176,10 +176,13 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn bench_collectives(args: &[String]) -> Result<(), String> {
-    let flags = args::Flags::parse(args, &["--max-bytes", "--repeats"], &["--json"])?;
+    let flags = args::Flags::parse(args, &["--max-bytes", "--repeats", "--op"], &["--json"])?;
+    let op = flags.get("--op").unwrap_or("all_sum");
     let b = tessera_bench::CollectiveBench {
         max_bytes: flags.num("--max-bytes", 256usize << 20)?,
         repeats: flags.num("--repeats", 20usize)?,
+        op: tessera_bench::CollectiveKind::parse(op)
+            .ok_or_else(|| format!("--op must be all_sum or all_gather, not {op:?}"))?,
     };
     let g = tessera::distributed::init(tessera::distributed::Backend::Any)
         .map_err(|e| e.to_string())?;
