@@ -444,15 +444,9 @@ impl Link {
         // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
         let pad = &[0u8; 8][..pad8(data.len())];
         if data.len() <= COALESCE / 16 {
-            // Small: header, payload and padding in one write (one wake-up for the reader).
-            let mut buf = std::mem::take(&mut w.scratch);
-            buf.clear();
-            buf.extend_from_slice(&h);
-            buf.extend_from_slice(data);
-            buf.extend_from_slice(pad);
-            let res = shm.write(&buf, &mut check);
-            w.scratch = buf;
-            return res;
+            // Small: header, payload and padding published together (one wake-up for the
+            // reader), copied straight into the ring.
+            return shm.write_gathered(&[&h, data, pad], &mut check);
         }
         shm.write(&h, &mut check)?;
         shm.write(data, &mut check)?;
