@@ -886,3 +886,22 @@ fn where_and_leading_axis_reductions_match_elementwise_values() {
     assert_eq!(reduce(ops::max), column(f32::max, f32::NEG_INFINITY), "max");
     assert_eq!(reduce(ops::min), column(f32::min, f32::INFINITY), "min");
 }
+
+/// Indices with more rows than the array has (a size-1 dim they broadcast against) write the
+/// same row again, as NumPy does; before, the kernel walked past the end of the output and
+/// corrupted the heap (found by `no_panics` under valgrind).
+#[test]
+fn scatters_along_a_broadcast_size_one_dim_stay_inside_the_array() {
+    let a = Array::from_slice(&[0i32; 3], &[1, 3]).unwrap();
+    let idx = Array::from_slice(&[2i32, 0], &[2, 1]).unwrap();
+    let vals = Array::from_slice(&[5i32, 7], &[2, 1]).unwrap();
+    // np.put_along_axis(np.zeros((1, 3)), [[2], [0]], [[5], [7]], 1) -> [[7, 0, 5]]
+    let p = ops::put_along_axis(&a, &idx, &vals, 1).unwrap();
+    assert_eq!(p.shape(), &[1, 3]);
+    assert_eq!(p.to_vec::<i32>().unwrap(), vec![7, 0, 5]);
+    // Adding accumulates every write: 5 at index 2 and 7 at index 0, then a second pass.
+    let idx = Array::from_slice(&[2i32, 2, 0], &[3, 1]).unwrap();
+    let vals = Array::from_slice(&[5i32, 1, 7], &[3, 1]).unwrap();
+    let s = ops::scatter_add_along_axis(&a, &idx, &vals, 1).unwrap();
+    assert_eq!(s.to_vec::<i32>().unwrap(), vec![7, 0, 6]);
+}
