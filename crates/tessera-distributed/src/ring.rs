@@ -228,48 +228,24 @@ impl RingComm {
         })
     }
 
+    /// Whether this rank may accumulate a reduction straight into its own data: rank 0's data
+    /// comes first in rank order anyway, and with two ranks summing both orders give the same
+    /// bits (IEEE addition, wrapping integer addition and `or` are commutative). Other ranks
+    /// accumulate in a scratch that starts from rank 0's data.
+    fn reduces_in_place(&self, op: CollectiveReduce) -> bool {
+        self.rank == 0 || (self.n() == 2 && op == CollectiveReduce::Sum)
+    }
+
     /// Small messages: everyone sends its data to everyone, and each rank reduces what arrives
-    /// in rank order (bit-identical everywhere) straight from the receive path. Rank 0 reduces
-    /// into its own buffer; the others need one scratch copy (their data has its turn later).
+    /// in rank order (bit-identical everywhere) straight from the receive path, into its own
+    /// buffer where [`Self::reduces_in_place`], else into one scratch copy.
     fn direct_all_reduce(&self, op: CollectiveReduce, dtype: Dtype, data: &mut [u8]) -> Result<()> {
         let (n, r, len) = (self.n(), self.rank, data.len());
         for k in 1..n {
             self.send_to((r + k) % n, data)?;
         }
-        if n == 2 && op == CollectiveReduce::Sum {
-            // Two ranks summing: each adds the other's data into its own, straight from the
-            // receive path (no scratch, no copy back). Both still get the same bits: IEEE
-            // addition, wrapping integer addition and `or` are commutative.
-            let link = self.mesh.link(self.peer(1 - r))?;
-            let mut off = 0;
-            let mut fold = |piece: &[u8]| {
-                reduce_into(op, dtype, &mut data[off..off + piece.len()], piece);
-                off += piece.len();
-            };
-            return self
-                .mesh
-                .check(link, link.recv_with(self.id, len, &mut fold));
-        }
-        let mut acc = if r == 0 {
-            None
-        } else {
-            Some(vec![0u8; data.len()])
-        };
-        if let Some(a) = acc.as_mut() {
-            self.recv_from(0, a)?;
-        }
-        for k in 1..n {
-            let target: &mut [u8] = match acc.as_mut() {
-                Some(a) => a,
-                None => data,
-            };
-            if k == r {
-                // Our own data's turn (only when r > 0, so `target` is the scratch).
-                if let Some(a) = acc.as_mut() {
-                    reduce_into(op, dtype, a, data);
-                }
-                continue;
-            }
+        // Reduces rank k's message into `target` as it arrives.
+        let fold_from = |k: usize, target: &mut [u8]| -> Result<()> {
             let link = self.mesh.link(self.peer(k))?;
             let mut off = 0;
             let mut fold = |piece: &[u8]| {
@@ -277,11 +253,24 @@ impl RingComm {
                 off += piece.len();
             };
             self.mesh
-                .check(link, link.recv_with(self.id, len, &mut fold))?;
+                .check(link, link.recv_with(self.id, len, &mut fold))
+        };
+        if self.reduces_in_place(op) {
+            for k in (0..n).filter(|&k| k != r) {
+                fold_from(k, data)?;
+            }
+            return Ok(());
         }
-        if let Some(a) = acc {
-            data.copy_from_slice(&a);
+        let mut acc = vec![0u8; len];
+        self.recv_from(0, &mut acc)?;
+        for k in 1..n {
+            if k == r {
+                reduce_into(op, dtype, &mut acc, data);
+            } else {
+                fold_from(k, &mut acc)?;
+            }
         }
+        data.copy_from_slice(&acc);
         Ok(())
     }
 
@@ -344,9 +333,13 @@ impl RingComm {
         Ok(acc.unwrap_or_default())
     }
 
-    /// Every peer's process id when all members are on this host and may read each other's
-    /// memory directly (see `cma.rs`); `None` otherwise. This rank's own entry is 0.
-    fn cma_pids(&self) -> Option<Vec<i32>> {
+    /// Every peer's process id when a collective over `bytes` in all should read the peers'
+    /// memory directly: at least [`CMA_MIN`], and all members on this host and readable (see
+    /// `cma.rs`); `None` otherwise. This rank's own entry is 0.
+    fn cma_pids(&self, bytes: usize) -> Option<Vec<i32>> {
+        if bytes < CMA_MIN {
+            return None;
+        }
         (0..self.n())
             .map(|k| {
                 if k == self.rank {
@@ -374,31 +367,18 @@ impl RingComm {
 
     /// One byte to every peer, then one from every peer: everyone has reached this point.
     fn all_reached(&self) -> Result<()> {
-        let n = self.n();
-        for k in 1..n {
-            self.send_to((self.rank + k) % n, &[1])?;
-        }
-        for k in 1..n {
-            self.recv_from((self.rank + n - k) % n, &mut [0])?;
-        }
-        Ok(())
+        self.exchange(&[1]).map(drop)
     }
 
     /// Tells every peer where this rank's buffer for the current collective is (`buf`) and
     /// learns theirs; all buffers must be `len` bytes. Returns the addresses by group rank.
     fn cma_addresses(&self, buf: *const u8, len: usize) -> Result<Vec<u64>> {
-        let (n, r) = (self.n(), self.rank);
         let mut mine = [0u8; 16];
         mine[..8].copy_from_slice(&(buf as u64).to_le_bytes());
         mine[8..].copy_from_slice(&(len as u64).to_le_bytes());
-        for k in 1..n {
-            self.send_to((r + k) % n, &mine)?;
-        }
-        let mut addrs = vec![0u64; n];
-        for k in 1..n {
-            let from = (r + n - k) % n;
-            let mut b = [0u8; 16];
-            self.recv_from(from, &mut b)?;
+        let mut addrs = vec![0u64; self.n()];
+        for (from, b) in self.exchange(&mine)?.into_iter().enumerate() {
+            let Some(b) = b else { continue };
             let theirs = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
             if theirs != len as u64 {
                 let link = self.mesh.link(self.peer(from))?;
@@ -416,9 +396,8 @@ impl RingComm {
 
     /// Reduces bytes `at..at + dst.len()` of every rank's buffer into `dst`, which holds this
     /// rank's own contribution, reading the peers' parts directly (256 KiB pieces), in rank
-    /// order so every rank's segments carry the same bits. Rank 0 accumulates in place; two
-    /// ranks summing may too (a + b and b + a are the same bits); others accumulate in a
-    /// scratch piece that starts from rank 0's part.
+    /// order so every rank's segments carry the same bits (in place where
+    /// [`Self::reduces_in_place`], else in a scratch piece that starts from rank 0's part).
     fn cma_reduce(
         &self,
         op: CollectiveReduce,
@@ -430,7 +409,7 @@ impl RingComm {
     ) -> Result<()> {
         const PIECE: usize = 256 << 10;
         let (n, r) = (self.n(), self.rank);
-        let in_place = r == 0 || (n == 2 && op == CollectiveReduce::Sum);
+        let in_place = self.reduces_in_place(op);
         let mut tmp = vec![0u8; PIECE.min(dst.len())];
         let mut acc = vec![0u8; if in_place { 0 } else { PIECE.min(dst.len()) }];
         let mut off = 0;
@@ -560,9 +539,7 @@ impl Communicator for RingComm {
         if data.len() <= DIRECT_MAX || elems < n {
             return core(name, self.direct_all_reduce(op, dtype, data));
         }
-        if data.len() >= CMA_MIN
-            && let Some(pids) = self.cma_pids()
-        {
+        if let Some(pids) = self.cma_pids(data.len()) {
             return core(name, self.cma_all_reduce(op, dtype, data, &pids));
         }
         let seg = segments(elems, n, esize);
@@ -605,9 +582,7 @@ impl Communicator for RingComm {
             return Ok(());
         }
         let _g = core("all_gather", self.begin())?;
-        if output.len() >= CMA_MIN
-            && let Some(pids) = self.cma_pids()
-        {
+        if let Some(pids) = self.cma_pids(output.len()) {
             return core("all_gather", self.cma_all_gather(input, output, &pids));
         }
         if b <= DIRECT_MAX {
@@ -656,9 +631,7 @@ impl Communicator for RingComm {
             return Ok(());
         }
         let _g = core("sum_scatter", self.begin())?;
-        if input.len() >= CMA_MIN
-            && let Some(pids) = self.cma_pids()
-        {
+        if let Some(pids) = self.cma_pids(input.len()) {
             return core(
                 "sum_scatter",
                 self.cma_reduce_scatter(op, dtype, input, output, &pids),

@@ -88,6 +88,18 @@ pub(crate) fn note_local_ranks(local_ranks: usize) {
     WAIT.store(mode, Ordering::Relaxed);
 }
 
+/// Moves the head or tail `index` to `value` and wakes the other side if it sleeps on `wake`.
+fn publish(index: &AtomicU64, value: u64, sleepers: &AtomicU32, wake: &AtomicU32) {
+    index.store(value, Ordering::Release);
+    // Orders the store before reading the sleeper count (the sleeper does the reverse):
+    // without it a wake-up could be missed and the other side sleep a whole poll period.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if sleepers.load(Ordering::SeqCst) > 0 {
+        wake.fetch_add(1, Ordering::SeqCst);
+        futex_wake(wake);
+    }
+}
+
 /// One direction: a single writer process and a single reader process.
 struct Ring {
     ctl: *const Ctl,
@@ -120,21 +132,27 @@ impl Ring {
                 )?;
                 continue;
             }
-            let at = (head as usize) % CAP;
-            let n = data.len().min(free).min(CAP - at);
-            // SAFETY: [at, at + n) is free ring space that only this writer touches now.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.add(at), n) };
-            c.head.store(head + n as u64, Ordering::Release);
-            // Orders the store before reading the sleeper count (the reader does the reverse):
-            // without it a wake-up could be missed and the reader sleep a whole poll period.
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if c.data_sleepers.load(Ordering::SeqCst) > 0 {
-                c.data_wake.fetch_add(1, Ordering::SeqCst);
-                futex_wake(&c.data_wake);
-            }
+            let n = data.len().min(free);
+            self.copy_in(head, &data[..n]);
+            publish(&c.head, head + n as u64, &c.data_sleepers, &c.data_wake);
             data = &data[n..];
         }
         Ok(())
+    }
+
+    /// Copies `data` into the ring from stream position `at`, wrapping at its end. The caller
+    /// has checked that `[at, at + data.len())` is free space, which only this writer touches
+    /// until the head moves past it.
+    fn copy_in(&self, at: u64, mut data: &[u8]) {
+        let mut at = at as usize;
+        while !data.is_empty() {
+            let off = at % CAP;
+            let n = data.len().min(CAP - off);
+            // SAFETY: [off, off + n) lies inside the ring, in the free space the caller checked.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.add(off), n) };
+            data = &data[n..];
+            at += n;
+        }
     }
 
     /// Copies the concatenation of `parts` in and publishes it with one head move (one wake-up
@@ -151,25 +169,12 @@ impl Ring {
             }
             return Ok(());
         }
-        let mut at = head as usize;
+        let mut at = head;
         for p in parts {
-            let mut p: &[u8] = p;
-            while !p.is_empty() {
-                let off = at % CAP;
-                let n = p.len().min(CAP - off);
-                // SAFETY: [head, head + total) is free ring space (checked above) that only
-                // this writer touches until the head moves past it.
-                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.data.add(off), n) };
-                p = &p[n..];
-                at += n;
-            }
+            self.copy_in(at, p);
+            at += p.len() as u64;
         }
-        c.head.store(head + total as u64, Ordering::Release);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if c.data_sleepers.load(Ordering::SeqCst) > 0 {
-            c.data_wake.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&c.data_wake);
-        }
+        publish(&c.head, at, &c.data_sleepers, &c.data_wake);
         Ok(())
     }
 
@@ -214,12 +219,7 @@ impl Ring {
             // SAFETY: [at, at + n) holds written bytes the writer does not touch until the
             // tail moves past them.
             f(unsafe { std::slice::from_raw_parts(self.data.add(at), n) });
-            c.tail.store(tail + n as u64, Ordering::Release);
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if c.space_sleepers.load(Ordering::SeqCst) > 0 {
-                c.space_wake.fetch_add(1, Ordering::SeqCst);
-                futex_wake(&c.space_wake);
-            }
+            publish(&c.tail, tail + n as u64, &c.space_sleepers, &c.space_wake);
             len -= n;
         }
         Ok(())
@@ -441,7 +441,8 @@ mod tests {
         let b = ShmPair::open(&path).unwrap();
         ShmPair::unlink(&path);
         // Messages of 3 parts with sizes that do not divide the ring, so some straddle its end;
-        // more messages than fit at once, so some find the ring full and go part by part.
+        // more messages in all than the ring holds, so a writer ahead of the reader may find
+        // it full and go part by part.
         let msgs: Vec<[Vec<u8>; 3]> = (0..2000u32)
             .map(|i| {
                 let part =
