@@ -87,20 +87,46 @@ pub trait Communicator: Send + Sync {
     fn send(&self, data: &[u8], dst: usize) -> Result<()>;
     /// Receives exactly `data.len()` bytes from rank `src`.
     fn recv(&self, data: &mut [u8], src: usize) -> Result<()>;
-    /// How data reaches rank `peer`, for diagnostics (`tessera cluster check`): one of
-    /// [`TRANSPORTS`], or `""` when the backend does not say.
-    fn transport(&self, _peer: usize) -> &'static str {
-        ""
+    /// How data reaches rank `peer`, for diagnostics (`tessera cluster check`).
+    fn transport(&self, _peer: usize) -> Transport {
+        Transport::Unknown
     }
 }
 
-/// The transport names [`Communicator::transport`] may return.
-pub const TRANSPORTS: [&str; 4] = [
-    "tcp",
-    "shared memory",
-    "shared memory + direct reads",
-    "mpi",
-];
+/// How a backend moves data to one peer (see [`Communicator::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The backend does not say.
+    #[default]
+    Unknown,
+    Tcp,
+    SharedMemory,
+    /// Shared memory, and large collectives read the peer's memory directly.
+    SharedMemoryDirectReads,
+    Mpi,
+}
+
+impl Transport {
+    /// Every transport, in discriminant order (`ALL[t as usize] == t`).
+    pub const ALL: [Transport; 5] = [
+        Transport::Unknown,
+        Transport::Tcp,
+        Transport::SharedMemory,
+        Transport::SharedMemoryDirectReads,
+        Transport::Mpi,
+    ];
+
+    /// The name `tessera cluster check` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Unknown => "-",
+            Transport::Tcp => "tcp",
+            Transport::SharedMemory => "shared memory",
+            Transport::SharedMemoryDirectReads => "shared memory + direct reads",
+            Transport::Mpi => "mpi",
+        }
+    }
+}
 
 /// A shared handle to a [`Communicator`]; equal when it is the same group object.
 #[derive(Clone)]
@@ -130,5 +156,17 @@ impl fmt::Debug for GroupRef {
             self.0.rank(),
             self.0.size()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transport;
+
+    #[test]
+    fn transports_are_listed_in_discriminant_order() {
+        for (i, &t) in Transport::ALL.iter().enumerate() {
+            assert_eq!(t as usize, i, "{t:?}");
+        }
     }
 }

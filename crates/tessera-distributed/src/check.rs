@@ -1,7 +1,7 @@
 //! `tessera cluster check`: the latency and bandwidth of every link, measured pair by pair
 //! (one pair at a time, so each number is that link alone) and printed as a table by rank 0.
 
-use tessera_core::collective::{CollectiveReduce, Communicator, TRANSPORTS};
+use tessera_core::collective::{CollectiveReduce, Communicator, Transport};
 use tessera_core::{Dtype, Result};
 
 /// One measured link.
@@ -13,8 +13,8 @@ pub struct LinkStat {
     pub latency_us: f64,
     /// One-way throughput of `bytes`-long messages, in GB/s (median of the repetitions).
     pub bandwidth_gbs: f64,
-    /// How the data travels (see [`Communicator::transport`]); empty if the backend does not say.
-    pub transport: &'static str,
+    /// How the data travels (see [`Communicator::transport`]).
+    pub transport: Transport,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -30,7 +30,7 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .collect();
     // [latency, bandwidth, transport] per pair, filled by the pair's first rank, summed over
-    // ranks after; the transport as 1 + its index in TRANSPORTS (0: not known).
+    // ranks after; the transport as its discriminant (`Transport::ALL`).
     let mut table = vec![0.0f64; 3 * pairs.len()];
     let mut ping = [0u8; 8];
     let mut big = vec![0u8; bytes.max(1)];
@@ -57,11 +57,7 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
             }
             table[3 * p] = median(rtts) / 2.0 * 1e6;
             table[3 * p + 1] = median(rates);
-            let t = comm.transport(j);
-            table[3 * p + 2] = TRANSPORTS
-                .iter()
-                .position(|&x| x == t)
-                .map_or(0.0, |i| i as f64 + 1.0);
+            table[3 * p + 2] = comm.transport(j) as usize as f64;
         } else if me == j {
             for _ in 0..60 {
                 comm.recv(&mut ping, i)?;
@@ -86,17 +82,15 @@ pub fn check_links(comm: &dyn Communicator, bytes: usize) -> Result<Vec<LinkStat
                 let b: [u8; 8] = raw[8 * k..8 * k + 8].try_into().unwrap_or_default();
                 f64::from_le_bytes(b)
             };
-            let code = at(3 * p + 2) as usize;
             LinkStat {
                 from,
                 to,
                 latency_us: at(3 * p),
                 bandwidth_gbs: at(3 * p + 1),
-                transport: code
-                    .checked_sub(1)
-                    .and_then(|i| TRANSPORTS.get(i))
+                transport: Transport::ALL
+                    .get(at(3 * p + 2) as usize)
                     .copied()
-                    .unwrap_or(""),
+                    .unwrap_or_default(),
             }
         })
         .collect())
@@ -119,11 +113,7 @@ pub fn format_table(stats: &[LinkStat], hosts: &[String]) -> String {
             name(l.to),
             l.latency_us,
             l.bandwidth_gbs,
-            if l.transport.is_empty() {
-                "-"
-            } else {
-                l.transport
-            }
+            l.transport.name()
         ));
     }
     s

@@ -573,8 +573,8 @@ impl Communicator for MpiComm {
         "mpi"
     }
 
-    fn transport(&self, _peer: usize) -> &'static str {
-        "mpi"
+    fn transport(&self, _peer: usize) -> tessera_core::collective::Transport {
+        tessera_core::collective::Transport::Mpi
     }
 
     fn all_reduce(

@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
 use tessera_core::Dtype;
-use tessera_core::collective::{CollectiveReduce, Communicator};
+use tessera_core::collective::{CollectiveReduce, Communicator, Transport};
 
 /// Per-peer payloads up to this size use the direct exchange: small enough that every rank can
 /// write all of its messages before reading any without filling the sockets' buffers.
@@ -513,12 +513,12 @@ impl Communicator for RingComm {
         "ring"
     }
 
-    fn transport(&self, peer: usize) -> &'static str {
+    fn transport(&self, peer: usize) -> Transport {
         match self.mesh.link(self.peer(peer)) {
-            Ok(l) if l.cma_pid.is_some() => "shared memory + direct reads",
-            Ok(l) if l.shm.is_some() => "shared memory",
-            Ok(_) => "tcp",
-            Err(_) => "",
+            Ok(l) if l.cma_pid.is_some() => Transport::SharedMemoryDirectReads,
+            Ok(l) if l.shm.is_some() => Transport::SharedMemory,
+            Ok(_) => Transport::Tcp,
+            Err(_) => Transport::Unknown,
         }
     }
 

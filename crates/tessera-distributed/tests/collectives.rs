@@ -85,7 +85,7 @@ fn rank_worker() {
                     l.bandwidth_gbs > 0.0 && l.bandwidth_gbs.is_finite(),
                     "{l:?}"
                 );
-                report(l.transport);
+                report(l.transport.name());
             }
         }
         "split" => {
