@@ -28,6 +28,13 @@ pub(crate) struct NodeState {
     pub data: Outputs,
 }
 
+impl NodeState {
+    /// An op still to run: it has a primitive and no data yet.
+    pub fn is_pending_op(&self) -> bool {
+        self.primitive.is_some() && self.data.is_empty()
+    }
+}
+
 /// A node's inputs: inline for up to three (nearly every op), so building a node allocates
 /// only the node itself.
 pub(crate) type Inputs = smallvec::SmallVec<[Array; 3]>;

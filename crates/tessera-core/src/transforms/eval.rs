@@ -99,12 +99,7 @@ type Order = SmallVec<[Array; 8]>;
 /// True when `a` is an unevaluated op whose inputs are all evaluated.
 fn ready_to_run(a: &Array) -> bool {
     let st = a.node.lock();
-    st.primitive.is_some()
-        && st.data.is_empty()
-        && st
-            .inputs
-            .iter()
-            .all(|i| i.node.done.load(Ordering::Acquire))
+    st.is_pending_op() && st.inputs.iter().all(Array::is_evaluated)
 }
 
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
@@ -122,7 +117,7 @@ fn topological_order(outputs: &[Array]) -> Order {
             continue;
         }
         let st = a.node.lock();
-        if !st.data.is_empty() || st.primitive.is_none() {
+        if !st.is_pending_op() {
             continue;
         }
         // Evaluated inputs (most of them, in eager-style code) are skipped without a clone or
@@ -132,7 +127,7 @@ fn topological_order(outputs: &[Array]) -> Order {
             .inputs
             .iter()
             .rev()
-            .filter(|i| !i.node.done.load(Ordering::Acquire))
+            .filter(|i| !i.is_evaluated())
             .cloned()
             .collect();
         drop(st);

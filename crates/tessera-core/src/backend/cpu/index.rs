@@ -244,15 +244,10 @@ pub(crate) fn scatter_along(
         return Ok(o);
     }
     let ost = row_major_strides(&out.shape);
-    let mut so = ost.clone();
+    // The output broadcast to the update shape: where the array has size 1 but the indices
+    // more, that one element is written again and again (as NumPy does), never past the end.
+    let mut so = broadcast_strides(&out.shape, &ost, &upd_shape);
     so[axis] = 0;
-    // A dim where the array has size 1 but the indices more (they broadcast against it) writes
-    // that one element again and again, as NumPy does: a stride of 0, never past the end.
-    for (s, &d) in so.iter_mut().zip(out.shape.iter()) {
-        if d == 1 {
-            *s = 0;
-        }
-    }
     let sv = broadcast_strides(&vals.layout.shape, &vals.layout.strides, &upd_shape);
     let si = idx.layout.strides.clone();
     // No merging across axis: keep the full shape so the axis offset is explicit.
