@@ -74,9 +74,28 @@ fn size_name(b: usize) -> String {
     }
 }
 
-/// The median over repetitions of the slowest rank's time (every rank must call it).
-fn slowest_median(g: &Group, times: &[f64]) -> tessera_core::Result<f64> {
-    let t = Array::from_slice(times, &[times.len()])?;
+/// Times `run(setup())` `reps` times after one warm-up, each repetition started from a
+/// barrier (the setup, and dropping what `run` returns, outside the timed region), and returns
+/// the median over repetitions of the slowest rank's time. Every rank must call it.
+fn slowest_median<T, R>(
+    g: &Group,
+    reps: usize,
+    mut setup: impl FnMut() -> tessera_core::Result<T>,
+    mut run: impl FnMut(T) -> tessera_core::Result<R>,
+) -> tessera_core::Result<f64> {
+    let mut times = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        let input = setup()?;
+        ops::barrier(g.handle())?;
+        let t = std::time::Instant::now();
+        let result = run(input)?;
+        let dt = t.elapsed().as_secs_f64();
+        drop(result);
+        if rep > 0 {
+            times.push(dt);
+        }
+    }
+    let t = Array::from_slice(&times, &[times.len()])?;
     Ok(median(g.all_max(&t)?.to_vec::<f64>()?))
 }
 
@@ -104,48 +123,41 @@ pub fn run_collectives(
             b.repeats
         }
         .max(1);
-        let mut times = Vec::with_capacity(reps);
-        for rep in 0..=reps {
-            // A fresh, evaluated, contiguous input owned only by the node (an all_sum reduces
-            // it in place). (Not `ops::full`: that is a broadcast view of one scalar, which the node
-            // would first have to copy out into a new buffer, inside the timed region.)
-            let x = Array::from_vec(vec![1f32; elems], &[elems])?;
-            ops::barrier(g.handle())?;
-            let t = std::time::Instant::now();
-            let y = if gather {
-                g.all_gather(&x)?
-            } else {
-                g.all_sum(&x)?
-            };
-            drop(x);
-            y.eval()?;
-            let dt = t.elapsed().as_secs_f64();
-            if rep > 0 {
-                times.push(dt);
-            }
-        }
-        let secs = slowest_median(g, &times)?;
-        let comm_secs = if bytes <= 64 << 10 {
-            let comm = &g.handle().0;
-            let mut buf = vec![0u8; elems * 4];
-            let mut out = vec![0u8; if gather { elems * 4 * n } else { 0 }];
-            let mut times = Vec::with_capacity(reps);
-            for rep in 0..=reps {
-                buf.chunks_exact_mut(4)
-                    .for_each(|c| c.copy_from_slice(&1f32.to_le_bytes()));
-                ops::barrier(g.handle())?;
-                let t = std::time::Instant::now();
-                if gather {
-                    comm.all_gather(&buf, &mut out)?;
+        // A fresh, evaluated, contiguous input owned only by the node (an all_sum reduces it in
+        // place). (Not `ops::full`: that is a broadcast view of one scalar, which the node would
+        // first have to copy out into a new buffer, inside the timed region.)
+        let secs = slowest_median(
+            g,
+            reps,
+            || Array::from_vec(vec![1f32; elems], &[elems]),
+            |x| {
+                let y = if gather {
+                    g.all_gather(&x)?
                 } else {
-                    comm.all_reduce(CollectiveReduce::Sum, Dtype::F32, &mut buf)?;
-                }
-                let dt = t.elapsed().as_secs_f64();
-                if rep > 0 {
-                    times.push(dt);
-                }
-            }
-            Some(slowest_median(g, &times)?)
+                    g.all_sum(&x)?
+                };
+                drop(x);
+                y.eval()?;
+                Ok(y)
+            },
+        )?;
+        let small = bytes <= 64 << 10;
+        let comm_secs = if small {
+            let comm = &g.handle().0;
+            let mut out = vec![0u8; if gather { elems * 4 * n } else { 0 }];
+            Some(slowest_median(
+                g,
+                reps,
+                || Ok(1f32.to_le_bytes().repeat(elems)),
+                |mut buf| {
+                    if gather {
+                        comm.all_gather(&buf, &mut out)?;
+                    } else {
+                        comm.all_reduce(CollectiveReduce::Sum, Dtype::F32, &mut buf)?;
+                    }
+                    Ok(buf)
+                },
+            )?)
         } else {
             None
         };
@@ -155,7 +167,7 @@ pub fn run_collectives(
             let busbw = algbw * b.op.bus_factor(n);
             let op = b.op.name();
             let case = |what: &str| format!("{op}/{backend}/n{n}/{}/{what}", size_name(bytes));
-            if bytes <= 64 << 10 {
+            if small {
                 emit(Record {
                     case: case("latency"),
                     value: secs * 1e6,
