@@ -416,12 +416,18 @@ pub(crate) fn host_id() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_ring_streams_more_than_its_capacity_in_order() {
-        let path = format!("/dev/shm/tessera-test-{}", std::process::id());
+    /// Both ends of a fresh pair (`tag` keeps concurrent tests' files apart).
+    fn pair(tag: &str) -> (ShmPair, ShmPair) {
+        let path = format!("/dev/shm/tessera-test-{tag}{}", std::process::id());
         let a = ShmPair::create(&path).unwrap();
         let b = ShmPair::open(&path).unwrap();
         ShmPair::unlink(&path);
+        (a, b)
+    }
+
+    #[test]
+    fn a_ring_streams_more_than_its_capacity_in_order() {
+        let (a, b) = pair("");
         let data: Vec<u8> = (0..3 * CAP + 12345).map(|i| (i % 251) as u8).collect();
         let mut got = Vec::with_capacity(data.len());
         std::thread::scope(|s| {
@@ -436,10 +442,7 @@ mod tests {
 
     #[test]
     fn gathered_writes_arrive_whole_and_in_order_across_the_wrap() {
-        let path = format!("/dev/shm/tessera-test-g{}", std::process::id());
-        let a = ShmPair::create(&path).unwrap();
-        let b = ShmPair::open(&path).unwrap();
-        ShmPair::unlink(&path);
+        let (a, b) = pair("g");
         // Messages of 3 parts with sizes that do not divide the ring, so some straddle its end;
         // more messages in all than the ring holds, so a writer ahead of the reader may find
         // it full and go part by part.
