@@ -35,9 +35,14 @@ fn last_logits(model: &Model, ids: &[i32]) -> Vec<f32> {
         .unwrap()
 }
 
-/// Against the f32 weights, as in `reference_logits.rs` (8-bit activations): measured 1.11 on the
-/// 5-token prompt and 0.29-0.36 on the others, with either layout.
-const TOL: f32 = 1.5;
+/// Against the f32 weights, as in `reference_logits.rs` (8-bit activations). The 5-token prompt
+/// is the sensitive one: measured 0.81 with the AVX-512 kernels (either layout), 1.55 with the
+/// portable ones and 1.89 with AVX2's natural-layout kernel (0.29-0.56 on the other prompts, every
+/// path). The paths differ only in the order of f32 sums (each matmul agrees with the others to
+/// 1e-5, `tessera-core/tests/quant_layouts.rs`), yet under AVX2 the two layouts' logits end 1.1
+/// apart on that prompt: over 30 layers a last-bit difference flips 8-bit activation roundings,
+/// and SmolLM2's outlier channels amplify them. A wrong kernel is off by far more than this.
+const TOL: f32 = 2.5;
 
 #[test]
 fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
