@@ -373,7 +373,7 @@ fn fused_values_read_long_after_they_are_made() {
 /// equal the uncompiled function bitwise, with and without a trailing reduction, for chunk
 /// boundaries that fall inside rows, and under the shapeless mode across batch sizes.
 #[test]
-fn leading_axis_broadcasts_are_fused() {
+fn broadcast_operands_are_fused() {
     let f = |xs: &[Array]| -> Result<Vec<Array>> {
         let (x, b, t) = (&xs[0], &xs[1], &xs[2]);
         let h = ops::maximum(&ops::add(&ops::multiply(x, &Array::scalar(2.0f32))?, b)?, t)?;
@@ -408,21 +408,83 @@ fn leading_axis_broadcasts_are_fused() {
         assert_same(&cg.call(&ins).unwrap(), &g(&ins).unwrap());
         assert_eq!(cg.fused_kernels(&ins).unwrap(), 1);
     }
-    // A column is not a period of the elements: correct results, but not one kernel.
-    let ins = [rand(&[4, 3], 6), rand(&[4, 1], 7), rand(&[4, 3], 8)];
+    // Columns and middle-axis broadcasts are staged per chunk: still one kernel.
+    for (shape, bshape, tshape) in [
+        (vec![4usize, 3], vec![4usize, 1], vec![4usize, 3]),
+        (vec![3, 5, 700], vec![3, 1, 700], vec![5, 1]),
+        (vec![2, 1500], vec![2, 1], vec![1]),
+    ] {
+        let ins = [rand(&shape, 6), rand(&bshape, 7), rand(&tshape, 8)];
+        assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
+        assert_eq!(
+            c.node_count(&ins).unwrap(),
+            1,
+            "{shape:?} {bshape:?} {tshape:?}"
+        );
+    }
+    // A transposed (strided) input is read through the same staging, not copied first.
+    let xt = ops::transpose(&rand(&[3, 4], 12), None).unwrap();
+    let ins = [xt, rand(&[3], 13), rand(&[4, 1], 14)];
     assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
-    // x * 2, the column add, then maximum and tanh fused.
-    assert_eq!(
-        c.node_count(&ins).unwrap(),
-        3,
-        "the column add stays outside"
-    );
+    assert_eq!(c.node_count(&ins).unwrap(), 1);
     // Shapeless: one trace serves other batch sizes with the bias fused.
     let s = transforms::compile_shapeless(f);
     for n in [2usize, 9] {
         let ins = [rand(&[n, 5], 9), rand(&[5], 10), rand(&[n, 5], 11)];
         assert_same(&s.call(&ins).unwrap(), &f(&ins).unwrap());
         assert_eq!(s.fused_kernels(&ins).unwrap(), 1);
+    }
+}
+
+/// Normalisation patterns, whose operands are per-row columns (`keepdims` reductions): softmax
+/// and a layer norm, compiled, equal the eager results bit for bit, with the column operands
+/// inside the fused kernels.
+#[test]
+fn softmax_and_layer_norm_fuse_their_column_operands() {
+    let softmax = |xs: &[Array]| -> Result<Vec<Array>> {
+        let x = &xs[0];
+        let m = ops::max(x, Axes::Some(vec![-1]), true)?;
+        let e = ops::exp(&ops::subtract(x, &m)?)?;
+        let s = ops::sum(&e, Axes::Some(vec![-1]), true)?;
+        Ok(vec![ops::divide(&e, &s)?])
+    };
+    let layer_norm = |xs: &[Array]| -> Result<Vec<Array>> {
+        let (x, w, b) = (&xs[0], &xs[1], &xs[2]);
+        let mu = ops::mean(x, Axes::Some(vec![-1]), true)?;
+        let d = ops::subtract(x, &mu)?;
+        let var = ops::mean(&ops::square(&d)?, Axes::Some(vec![-1]), true)?;
+        let r = ops::rsqrt(&ops::add(&var, &Array::scalar(1e-5f32))?)?;
+        Ok(vec![ops::add(
+            &ops::multiply(&ops::multiply(&d, &r)?, w)?,
+            b,
+        )?])
+    };
+    let (cs, cl) = (compile(softmax), compile(layer_norm));
+    for shape in [vec![3usize, 7], vec![2, 4, 1500]] {
+        let x = rand(&shape, 20);
+        assert_same(
+            &cs.call(&[x.clone()]).unwrap(),
+            &softmax(&[x.clone()]).unwrap(),
+        );
+        // max; x - m and exp as one kernel (their column operand inside); the sum; the division
+        // (a lone op, left as it is).
+        assert_eq!(cs.node_count(&[x.clone()]).unwrap(), 4, "softmax {shape:?}");
+        assert_eq!(
+            cs.fused_kernels(&[x.clone()]).unwrap(),
+            1,
+            "softmax {shape:?}"
+        );
+        let d = shape[shape.len() - 1];
+        let ins = [x, rand(&[d], 21), rand(&[d], 22)];
+        assert_same(&cl.call(&ins).unwrap(), &layer_norm(&ins).unwrap());
+        // Eager: 11 nodes (each mean is a sum and a multiply). Compiled: the first sum; its
+        // multiply (a column, read by a full-size op); x - mu (read by two groups); square with
+        // its sum; the column chain (* 1/n, + eps, rsqrt); and d * r * w + b, which reads the
+        // column r and the biases w and b inside one kernel (before columns could enter a
+        // kernel, d * r stayed outside: 7 nodes).
+        let compiled = cl.node_count(&ins).unwrap();
+        assert_eq!(compiled, 6, "layer norm {shape:?}");
+        assert_eq!(cl.fused_kernels(&ins).unwrap(), 3, "layer norm {shape:?}");
     }
 }
 
@@ -475,4 +537,62 @@ fn linear_chains_of_every_tiled_op_equal_eager() {
             assert_eq!(c.fused_kernels(&ins).unwrap(), 1, "{name}");
         }
     }
+}
+
+/// Simplification: ops that are the identity bit for bit leave the plan, constants (subgraphs
+/// that do not read the inputs) are not in it, and look-alikes that are not the identity stay.
+#[test]
+fn no_ops_and_constants_leave_the_plan() {
+    let f = |xs: &[Array]| -> Result<Vec<Array>> {
+        let x = &xs[0];
+        let y = ops::multiply(x, &Array::scalar(1f32))?;
+        let y = ops::subtract(&y, &Array::scalar(0f32))?;
+        let y = ops::add(&Array::scalar(-0.0f32), &y)?;
+        let y = ops::divide(&y, &Array::scalar(1f32))?;
+        let y = ops::transpose(&y, Some(&[0, 1]))?;
+        // A constant: computed once, outside the plan.
+        let c = ops::exp(&ops::arange(0.0, 4.0, 1.0, Dtype::F32)?)?;
+        Ok(vec![ops::add(&y, &c)?])
+    };
+    let c = compile(f);
+    let x = Array::from_vec(
+        vec![-0.0f32, 1.5, f32::NAN, -2.0, 0.0, 7.0, -1e-40, 3.0],
+        &[2, 4],
+    )
+    .unwrap();
+    assert_same(&c.call(&[x.clone()]).unwrap(), &f(&[x.clone()]).unwrap());
+    assert_eq!(
+        c.node_count(&[x.clone()]).unwrap(),
+        1,
+        "only the last add is left"
+    );
+
+    // x + 0.0 is not the identity (-0.0 + 0.0 = +0.0), nor is 1 / x or x - (-0.0).
+    let g = |xs: &[Array]| -> Result<Vec<Array>> {
+        let x = &xs[0];
+        Ok(vec![
+            ops::add(x, &Array::scalar(0f32))?,
+            ops::divide(&Array::scalar(1f32), x)?,
+            ops::subtract(x, &Array::scalar(-0.0f32))?,
+        ])
+    };
+    let cg = compile(g);
+    assert_same(&cg.call(&[x.clone()]).unwrap(), &g(&[x.clone()]).unwrap());
+    assert_eq!(cg.node_count(&[x.clone()]).unwrap(), 3);
+    assert_eq!(
+        cg.call(&[x.clone()]).unwrap()[0].to_vec::<f32>().unwrap()[0].to_bits(),
+        0f32.to_bits()
+    );
+    // Integers: x + 0 and x * 1 are the identity; a cast to f32 and back is not removed.
+    let h = |xs: &[Array]| -> Result<Vec<Array>> {
+        let i = ops::add(
+            &ops::multiply(&xs[0], &Array::scalar(1i32))?,
+            &Array::scalar(0i32),
+        )?;
+        Ok(vec![i.astype(Dtype::F32)?.astype(Dtype::I32)?])
+    };
+    let ch = compile(h);
+    let xi = Array::from_vec(vec![3i32, -7, i32::MAX], &[3]).unwrap();
+    assert_same(&ch.call(&[xi.clone()]).unwrap(), &h(&[xi.clone()]).unwrap());
+    assert_eq!(ch.node_count(&[xi]).unwrap(), 2, "the two casts");
 }

@@ -1,5 +1,6 @@
 //! `compile`: trace a function once per input signature, simplify its graph (common-subexpression
-//! elimination, no-op removal) and fuse chains of float32 element-wise ops into single kernels
+//! elimination, no-op removal: see [`passes_through`]; subgraphs that do not depend on the inputs
+//! are constants, computed once and reused by every call) and fuse chains of float32 element-wise ops into single kernels
 //! that make one pass over memory. Compiled results equal uncompiled ones: the fused kernel runs
 //! the same f32 element functions in the same order.
 //!
@@ -13,8 +14,8 @@
 //! A chain ending in a sum, max or min over the last axis fuses that reduction too: the kernel
 //! reduces each row with the reduce kernel's own loop, so results stay bitwise equal.
 //!
-//! Not done yet: constant folding beyond what CSE gives, and broadcasting inside a fused group
-//! other than scalars.
+//! Operands of a fused group may broadcast in any NumPy way (a bias, a column such as
+//! `x - max(x, -1, keepdims)`, a scalar); the kernel stages them per chunk.
 
 use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
@@ -101,20 +102,14 @@ pub fn compile_shapeless<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: F) -> Compile
     }
 }
 
-/// NumPy broadcasting of several shapes (`None` if they do not broadcast).
 /// Whether an operand of shape `s` can enter a fused kernel whose elements have shape `full`:
-/// full-size, a single value, or repeating along leading axes only (`s` without its leading
-/// 1s is a suffix of `full`, as a bias is): element `i` is then `s[i % size(s)]`.
+/// when it broadcasts to it (NumPy rules; the kernel stages broadcast operands chunk by chunk,
+/// `backend/cpu/fused_operand.rs`).
 pub(crate) fn fusible_operand(s: &[usize], full: &[usize]) -> bool {
-    let n: usize = s.iter().product();
-    if n == 1 || s == full {
-        return true;
-    }
-    let lead = s.iter().take_while(|&&d| d == 1).count();
-    let core = &s[lead..];
-    core.len() <= full.len() && full[full.len() - core.len()..] == *core
+    s.len() <= full.len() && broadcast_all(&[s, full]).is_some_and(|b| b == full)
 }
 
+/// NumPy broadcasting of several shapes (`None` if they do not broadcast).
 fn broadcast_all(shapes: &[&[usize]]) -> Option<Vec<usize>> {
     let n = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
     let mut out = vec![1usize; n];
@@ -256,7 +251,7 @@ impl<F: Fn(&[Array]) -> Result<Vec<Array>>> Compiled<F> {
         }
         self.traces
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let plan = Arc::new(trace(&self.f, inputs)?);
+        let plan = Arc::new(trace(&self.f, inputs, self.shapeless.is_none())?);
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -377,8 +372,14 @@ fn fusible_binary(op: BinaryOp) -> bool {
     )
 }
 
-/// Traces `f` on tracers, builds the template with CSE, then fuses element-wise groups.
-fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Result<Plan> {
+/// Traces `f` on tracers, builds the template with CSE and without no-ops, then fuses
+/// element-wise groups. `fixed_shapes`: the plan serves these exact input shapes only (not
+/// shapeless mode), so ops that are the identity only at these shapes are dropped too.
+fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(
+    f: &F,
+    inputs: &[Array],
+    fixed_shapes: bool,
+) -> Result<Plan> {
     let tracers: Vec<Array> = inputs.iter().map(tracer).collect();
     let outputs = f(&tracers)?;
     let tracer_index: HashMap<*const Node, usize> = tracers
@@ -422,14 +423,15 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
         stack.push((a, true));
         stack.extend(ins.into_iter().map(|i| (i, false)));
     }
-    // Template with CSE: identical primitive + identical sources = one node.
-    let mut index: HashMap<*const Node, usize> = HashMap::new();
+    // Template with CSE: identical primitive + identical sources = one node. `index` maps each
+    // traced node to its source in the template (a template node, or what a no-op passes on).
+    let mut index: HashMap<*const Node, Src> = HashMap::new();
     let mut nodes: Vec<TNode> = Vec::new();
-    let src_of = |a: &Array, index: &HashMap<*const Node, usize>| -> Src {
+    let src_of = |a: &Array, index: &HashMap<*const Node, Src>| -> Src {
         if let Some(&i) = tracer_index.get(&key(a)) {
             Src::Input(i)
-        } else if let Some(&j) = index.get(&key(a)) {
-            Src::Node(j)
+        } else if let Some(s) = index.get(&key(a)) {
+            s.clone()
         } else {
             Src::Const(a.clone())
         }
@@ -448,9 +450,14 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
             }
         };
         let srcs: Vec<Src> = ins.iter().map(|i| src_of(i, &index)).collect();
-        // No-ops: a copy of a node computed inside the graph adds nothing.
-        if let (Primitive::Copy, [Src::Node(j)]) = (&p, srcs.as_slice()) {
-            index.insert(key(a), *j);
+        // No-ops: the node is its input (a copy, an identity view or cast, `x * 1`, ...).
+        if let Some(k) = passes_through(&p, &ins, a, fixed_shapes)
+            && !matches!(
+                (&p, &srcs[k]),
+                (Primitive::Copy, Src::Input(_) | Src::Const(_))
+            )
+        {
+            index.insert(key(a), srcs[k].clone());
             continue;
         }
         // Two identical collectives are still two exchanges: never merged.
@@ -475,7 +482,7 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
                 nodes.len() - 1
             }
         };
-        index.insert(key(a), j);
+        index.insert(key(a), Src::Node(j));
     }
     let outs: Vec<Src> = outputs.iter().map(|o| src_of(o, &index)).collect();
     let input_dtypes: Vec<Dtype> = inputs.iter().map(|a| a.dtype()).collect();
@@ -485,9 +492,67 @@ fn trace<F: Fn(&[Array]) -> Result<Vec<Array>>>(f: &F, inputs: &[Array]) -> Resu
     Ok(plan)
 }
 
-/// Groups connected f32 element-wise nodes (same shape; other inputs full-size, scalar, or
-/// broadcast along leading axes: [`fusible_operand`]) into fused nodes. A node joins a group when all of its consumers are in that group and it is not
-/// an output of the function, so a value used twice inside a group is just a register.
+/// Which input node `out` merely passes on, when it is the identity, bit for bit: a copy; a
+/// transpose by the identity permutation; a cast to the dtype it has; `x * 1`, `1 * x`, `x / 1`,
+/// `x - 0` and `x + -0.0` (for integers also `x + 0`) with an evaluated one-element constant that
+/// changes neither x's shape nor its dtype; and with `fixed_shapes`, a reshape, broadcast or
+/// slice that gives the input's own shape (in shapeless mode those name a fixed shape, which is
+/// the identity only at the traced one).
+fn passes_through(p: &Primitive, ins: &[Array], out: &Array, fixed_shapes: bool) -> Option<usize> {
+    let same_as = |x: &Array| x.shape() == out.shape() && x.dtype() == out.dtype();
+    match p {
+        Primitive::Copy | Primitive::AsType(_) => (ins.len() == 1 && same_as(&ins[0])).then_some(0),
+        Primitive::Transpose(perm) => {
+            (perm.iter().enumerate().all(|(i, &q)| i == q) && same_as(&ins[0])).then_some(0)
+        }
+        Primitive::Reshape(_) | Primitive::Broadcast(_) => {
+            (fixed_shapes && same_as(&ins[0])).then_some(0)
+        }
+        Primitive::Slice { start, step } => (fixed_shapes
+            && same_as(&ins[0])
+            && start.iter().all(|&s| s == 0)
+            && step.iter().all(|&s| s == 1))
+        .then_some(0),
+        Primitive::Binary(op) if ins.len() == 2 => {
+            // The constant's value, if it is an evaluated single element of no higher rank
+            // than the other side (so the result keeps that side's shape in any mode).
+            let value = |c: &Array, x: &Array| -> Option<f64> {
+                (c.size() == 1 && c.ndim() <= x.ndim() && c.is_evaluated())
+                    .then(|| c.item::<f64>().ok())
+                    .flatten()
+            };
+            let int = out.dtype().is_integer();
+            let numeric = int || out.dtype().is_float();
+            let neg_zero = |v: f64| v == 0.0 && (int || v.is_sign_negative());
+            let pos_zero = |v: f64| v == 0.0 && (int || v.is_sign_positive());
+            let keeps = |k: usize, c: usize| -> bool {
+                let Some(v) = value(&ins[c], &ins[k]) else {
+                    return false;
+                };
+                numeric
+                    && same_as(&ins[k])
+                    && match (op, c) {
+                        (BinaryOp::Mul, _) | (BinaryOp::Div, 1) => v == 1.0,
+                        (BinaryOp::Add, _) => neg_zero(v),
+                        (BinaryOp::Sub, 1) => pos_zero(v),
+                        _ => false,
+                    }
+            };
+            if keeps(0, 1) {
+                Some(0)
+            } else if keeps(1, 0) {
+                Some(1)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Groups connected f32 element-wise nodes (same shape; other inputs anything that broadcasts to
+/// it: [`fusible_operand`]) into fused nodes. A node joins a group when all of its consumers are
+/// in that group and it is not an output of the function, so a value used twice inside a group is just a register.
 fn fuse(
     nodes: Vec<TNode>,
     outputs: Vec<Src>,

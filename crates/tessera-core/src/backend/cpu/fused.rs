@@ -6,7 +6,8 @@
 #![allow(clippy::too_many_arguments)]
 
 use super::binary::typed_row;
-use super::copy::{SendConstPtr, SendPtr, ensure_contiguous};
+use super::copy::{SendConstPtr, SendPtr};
+use super::fused_operand::{Operand, classify};
 use super::fused_tiled::{self, Src};
 use super::pool;
 use super::reduce;
@@ -31,36 +32,20 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             msg: "a fused program takes float32 inputs".into(),
         });
     }
-    // Each input is full-size (made contiguous), a single value broadcast, or repeats with a
-    // period (broadcast along leading axes, as a bias: element i is x[i % period]; compile only
-    // admits such inputs, see `compile::fusible_operand`).
+    // The kernel's shape: the output's, with a reduced last dim at its full length.
+    let mut full: Vec<usize> = out.shape.to_vec();
+    if let (Some((_, len)), Some(last)) = (prog.reduce, full.last_mut()) {
+        *last = len;
+    }
+    // Each input is read in place (row-major full-size), as one value, or staged per chunk (any
+    // broadcast or strided view: `fused_operand.rs`).
+    let mut n_staged = 0;
     let mut srcs: Vec<(SendConstPtr<f32>, Operand)> = Vec::with_capacity(inputs.len());
-    let mut keep = Vec::with_capacity(inputs.len());
-    let mut n_periodic = 0;
     for x in inputs {
-        let kind = if x.size() == n && n != 1 {
-            Operand::Full
-        } else if x.size() == 1 {
-            Operand::Scalar
-        } else if x.size() > 1 && n.is_multiple_of(x.size()) {
-            n_periodic += 1;
-            Operand::Periodic(x.size(), n_periodic - 1)
-        } else {
-            return Err(Error::Invalid {
-                op: "fused",
-                msg: format!(
-                    "an input of {} elements is neither full-size ({n}), a scalar, nor a period of it",
-                    x.size()
-                ),
-            });
-        };
-        if kind == Operand::Scalar {
-            srcs.push((SendConstPtr(x.ptr::<f32>()), kind));
-        } else {
-            let c = ensure_contiguous(x)?;
-            srcs.push((SendConstPtr(c.ptr::<f32>()), kind));
-            keep.push(c);
-        }
+        srcs.push((
+            SendConstPtr(x.ptr::<f32>()),
+            classify(x, &full, &mut n_staged)?,
+        ));
     }
     let o = ArrayData::alloc(out.dtype, &out.shape)?;
     if out_n == 0 {
@@ -72,39 +57,32 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     // A linear program runs register-tiled (`fused_tiled.rs`), any other step by step.
     let tiled = fused_tiled::plan(prog);
     let scratch = || Scratch {
-        regs: vec![0f32; (n_slots + n_periodic) * CHUNK],
+        regs: vec![0f32; (n_slots + n_staged) * CHUNK],
         srcs: Vec::with_capacity(srcs.len()),
         tail: fused_tiled::Tail::new(srcs.len()),
     };
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
-    // `regs` holds the step rows, then one row per periodic input (filled per chunk).
+    // `regs` holds the step rows, then one row per staged input (filled per chunk).
     let eval = |start: usize, len: usize, d_out: *mut f32, sc: &mut Scratch| {
         let regs = &mut sc.regs;
-        for &(p, kind) in &srcs {
-            if let Operand::Periodic(period, k) = kind {
-                let row = &mut regs[(n_slots + k) * CHUNK..(n_slots + k) * CHUNK + len];
-                // SAFETY: the input holds `period` contiguous values.
-                let src = unsafe { std::slice::from_raw_parts(p.get(), period) };
-                let mut at = start % period;
-                for v in row.iter_mut() {
-                    *v = src[at];
-                    at += 1;
-                    if at == period {
-                        at = 0;
-                    }
-                }
+        for (p, kind) in &srcs {
+            if let Operand::Staged { row, walk } = kind {
+                let at = (n_slots + row) * CHUNK;
+                // SAFETY: `classify` checked that the operand broadcasts to the kernel's shape,
+                // so its strides stay inside its buffer for every element.
+                unsafe { walk.stage(p.get(), start, &mut regs[at..at + len]) };
             }
         }
         // Where operand `r` (an input, or a step's row) is read: pointer and stride.
         let reg = |r: usize, regs: &[f32]| -> (*const f32, isize) {
             if r < srcs.len() {
-                let (p, kind) = srcs[r];
+                let (p, kind) = &srcs[r];
                 match kind {
                     // SAFETY: full inputs have n elements.
                     Operand::Full => (unsafe { p.get().add(start) }, 1),
                     Operand::Scalar => (p.get(), 0),
-                    Operand::Periodic(_, k) => (regs[(n_slots + k) * CHUNK..].as_ptr(), 1),
+                    Operand::Staged { row, .. } => (regs[(n_slots + row) * CHUNK..].as_ptr(), 1),
                 }
             } else {
                 (regs[slot[r - srcs.len()] * CHUNK..].as_ptr(), 1)
@@ -209,28 +187,15 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             });
         }
     }
-    drop(keep);
     Ok(o)
 }
 
-/// Per-thread scratch: the step and periodic rows, and the tiled executor's operand table and
+/// Per-thread scratch: the step and staged rows, and the tiled executor's operand table and
 /// tail buffer.
 struct Scratch {
     regs: Vec<f32>,
     srcs: Vec<Src>,
     tail: fused_tiled::Tail,
-}
-
-/// How the kernel reads one input.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Operand {
-    /// One value per element.
-    Full,
-    /// One value for every element.
-    Scalar,
-    /// `period` values repeating (element `i` is value `i % period`), staged per chunk into
-    /// scratch row `k` after the steps' rows.
-    Periodic(usize, usize),
 }
 
 /// Scratch rows for the steps' results: a step's row is reused once every step that reads it

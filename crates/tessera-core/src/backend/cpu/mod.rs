@@ -11,6 +11,7 @@ mod collective;
 pub(crate) mod copy;
 mod fast;
 mod fused;
+mod fused_operand;
 mod fused_tiled;
 mod gemm;
 mod index;

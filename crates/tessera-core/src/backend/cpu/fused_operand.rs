@@ -1,0 +1,239 @@
+//! How a fused kernel reads one input: straight from memory when it has one value per element in
+//! row-major order, as one value when it has a single element, and otherwise (any NumPy broadcast
+//! against the kernel's shape: a bias, a column such as `x - max(x, -1, keepdims)`, or a strided
+//! view) staged chunk by chunk into a scratch row that the steps then read like any other.
+//! Staging walks the operand with its own strides (0 along broadcast dims), so a view is never
+//! copied out as a whole first.
+
+use crate::error::{Error, Result};
+use crate::layout::{ArrayData, Dims};
+
+/// How the kernel reads one input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Operand {
+    /// One value per element, row-major contiguous.
+    Full,
+    /// One value for every element.
+    Scalar,
+    /// Staged per chunk into scratch row `row` (counted after the steps' rows).
+    Staged { row: usize, walk: Walk },
+}
+
+/// The operand's element strides over the kernel's shape (0 along broadcast dims), with the dims
+/// that are contiguous in both merged and the dims of size 1 dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Walk {
+    shape: Dims<usize>,
+    strides: Dims<isize>,
+}
+
+/// Classifies input `x` of a kernel over `full` (`n` elements); `next_row` numbers staged rows.
+pub(super) fn classify(x: &ArrayData, full: &[usize], next_row: &mut usize) -> Result<Operand> {
+    let n: usize = full.iter().product();
+    if x.size() == 1 {
+        return Ok(Operand::Scalar);
+    }
+    let walk = Walk::new(x, full).ok_or_else(|| Error::Invalid {
+        op: "fused",
+        msg: format!(
+            "an input of shape {:?} does not broadcast to the kernel's shape {full:?}",
+            x.shape()
+        ),
+    })?;
+    if x.size() == n && x.is_contiguous() {
+        return Ok(Operand::Full);
+    }
+    *next_row += 1;
+    Ok(Operand::Staged {
+        row: *next_row - 1,
+        walk,
+    })
+}
+
+impl Walk {
+    /// `None` when `x` does not broadcast to `full` (NumPy rules: right-aligned, each dim equal
+    /// or 1).
+    fn new(x: &ArrayData, full: &[usize]) -> Option<Walk> {
+        let (xs, xst) = (x.shape(), &x.layout.strides);
+        if xs.len() > full.len() {
+            // Extra leading dims are allowed only as 1s (a keepdims result of higher rank).
+            if xs[..xs.len() - full.len()].iter().any(|&d| d != 1) {
+                return None;
+            }
+        }
+        let skip = xs.len().saturating_sub(full.len());
+        let lead = full.len() - (xs.len() - skip);
+        let mut shape: Dims<usize> = Dims::new();
+        let mut strides: Dims<isize> = Dims::new();
+        for (d, &fd) in full.iter().enumerate() {
+            let (xd, st) = if d < lead {
+                (1, 0)
+            } else {
+                (xs[skip + d - lead], xst[skip + d - lead])
+            };
+            if xd != fd && xd != 1 {
+                return None;
+            }
+            if fd == 1 {
+                continue;
+            }
+            let st = if xd == 1 { 0 } else { st };
+            // Merge with the previous dim when one stride step of it equals walking this dim.
+            if let (Some(ps), Some(pst)) = (shape.last_mut(), strides.last_mut())
+                && *pst == st * fd as isize
+            {
+                *ps *= fd;
+                *pst = st;
+                continue;
+            }
+            shape.push(fd);
+            strides.push(st);
+        }
+        Some(Walk { shape, strides })
+    }
+
+    /// Writes the operand's values for kernel elements `start..start + row.len()` into `row`.
+    ///
+    /// # Safety
+    /// `base` points at the operand's first element, and the operand's strides (as given to
+    /// [`classify`]) stay inside its buffer for every element of the kernel's shape.
+    pub(super) unsafe fn stage(&self, base: *const f32, start: usize, row: &mut [f32]) {
+        let rank = self.shape.len();
+        if rank == 0 {
+            // SAFETY: a single element (every dim of the kernel's shape is 1).
+            row.fill(unsafe { *base });
+            return;
+        }
+        // The multi-index of `start` and the matching offset.
+        let mut idx: Dims<usize> = Dims::from_elem(0, rank);
+        let mut rest = start;
+        let mut off = 0isize;
+        for d in (0..rank).rev() {
+            idx[d] = rest % self.shape[d];
+            rest /= self.shape[d];
+            off += idx[d] as isize * self.strides[d];
+        }
+        let (inner, inner_st) = (self.shape[rank - 1], self.strides[rank - 1]);
+        let mut done = 0;
+        while done < row.len() {
+            let run = (inner - idx[rank - 1]).min(row.len() - done);
+            let dst = &mut row[done..done + run];
+            // SAFETY: elements off, off + inner_st, ... of this run are the operand's (caller).
+            unsafe {
+                let p = base.offset(off);
+                match inner_st {
+                    0 => dst.fill(*p),
+                    1 => dst.copy_from_slice(std::slice::from_raw_parts(p, run)),
+                    s => {
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = *p.offset(i as isize * s);
+                        }
+                    }
+                }
+            }
+            done += run;
+            // Advance the multi-index by `run` (the inner dim wraps at most once).
+            off += run as isize * inner_st;
+            idx[rank - 1] += run;
+            let mut d = rank - 1;
+            while idx[d] == self.shape[d] && d > 0 {
+                off -= self.shape[d] as isize * self.strides[d];
+                idx[d] = 0;
+                d -= 1;
+                idx[d] += 1;
+                off += self.strides[d];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use crate::memory::Buffer;
+    use std::sync::Arc;
+
+    fn data(vals: &[f32], shape: &[usize], strides: &[isize]) -> ArrayData {
+        let buf = Buffer::alloc(std::mem::size_of_val(vals)).unwrap();
+        // SAFETY: the buffer holds vals.len() f32.
+        unsafe {
+            std::ptr::copy_nonoverlapping(vals.as_ptr(), buf.as_ptr() as *mut f32, vals.len())
+        };
+        ArrayData {
+            buffer: Arc::new(buf),
+            dtype: crate::Dtype::F32,
+            layout: Layout::new(shape, strides, 0),
+        }
+    }
+
+    /// Every chunking of the kernel's elements stages what a plain index walk gives.
+    fn check(x: &ArrayData, full: &[usize], want: impl Fn(&[usize]) -> f32) {
+        let n: usize = full.iter().product();
+        let mut expect = Vec::with_capacity(n);
+        for i in 0..n {
+            let (mut rest, mut idx) = (i, vec![0; full.len()]);
+            for d in (0..full.len()).rev() {
+                idx[d] = rest % full[d];
+                rest /= full[d];
+            }
+            expect.push(want(&idx));
+        }
+        let mut rows = 0;
+        let Operand::Staged { walk, .. } = classify(x, full, &mut rows).unwrap() else {
+            panic!("{:?} over {full:?} should be staged", x.shape());
+        };
+        for chunk in [1, 2, 3, 5, 7, n] {
+            let mut got = vec![f32::NAN; n];
+            for s in (0..n).step_by(chunk) {
+                let e = (s + chunk).min(n);
+                // SAFETY: the test arrays hold every element their strides reach.
+                unsafe { walk.stage(x.ptr::<f32>(), s, &mut got[s..e]) };
+            }
+            assert_eq!(
+                got,
+                expect,
+                "{:?} over {full:?}, chunks of {chunk}",
+                x.shape()
+            );
+        }
+    }
+
+    #[test]
+    fn broadcasts_and_strided_views_stage_as_an_index_walk() {
+        let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        // A column [3, 1] over [3, 4]: x[i, 0].
+        check(&data(&v, &[3, 1], &[1, 1]), &[3, 4], |i| i[0] as f32);
+        // A bias [4] over [2, 3, 4].
+        check(&data(&v, &[4], &[1]), &[2, 3, 4], |i| i[2] as f32);
+        // A middle broadcast [2, 1, 4] over [2, 3, 4].
+        check(&data(&v, &[2, 1, 4], &[4, 4, 1]), &[2, 3, 4], |i| {
+            (i[0] * 4 + i[2]) as f32
+        });
+        // A transposed full-size view [4, 3] of a [3, 4] buffer.
+        check(&data(&v, &[4, 3], &[1, 4]), &[4, 3], |i| {
+            (i[1] * 4 + i[0]) as f32
+        });
+        // A keepdims result of higher rank with a leading 1: [1, 3, 1] over [3, 5].
+        check(&data(&v, &[1, 3, 1], &[3, 1, 1]), &[3, 5], |i| i[0] as f32);
+        // A row [1, 5] over [3, 5] with a size-1 kernel dim in front: [1, 3, 5].
+        check(&data(&v, &[1, 5], &[5, 1]), &[1, 3, 5], |i| i[2] as f32);
+    }
+
+    #[test]
+    fn what_does_not_broadcast_is_an_error_and_full_inputs_are_read_in_place() {
+        let v: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut rows = 0;
+        assert!(classify(&data(&v, &[3, 2], &[2, 1]), &[3, 4], &mut rows).is_err());
+        assert!(classify(&data(&v, &[2, 3, 1], &[3, 1, 1]), &[3, 4], &mut rows).is_err());
+        assert_eq!(
+            classify(&data(&v, &[3, 4], &[4, 1]), &[3, 4], &mut rows).unwrap(),
+            Operand::Full
+        );
+        assert_eq!(
+            classify(&data(&v, &[1], &[1]), &[3, 4], &mut rows).unwrap(),
+            Operand::Scalar
+        );
+        assert_eq!(rows, 0);
+    }
+}
