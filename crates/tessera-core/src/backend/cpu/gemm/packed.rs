@@ -36,14 +36,16 @@ const KP_MAX: usize = 2048;
 const A_BLOCK_BYTES: usize = 256 << 10;
 /// Bytes of packed B per column block (in L3).
 const B_BLOCK_BYTES: usize = 8 << 20;
-/// Packed-B buffers larger than this are not kept for reuse.
-const KEEP_B_WORDS: usize = (32 << 20) / 4;
+/// Packed-B and scratch buffers larger than this (in 4-byte words) are not kept for reuse.
+const KEEP_WORDS: usize = (32 << 20) / 4;
 
 thread_local! {
     /// Per-thread packed-A buffer, reused across calls to avoid page faults on every block.
     static A_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's packed-B buffer, likewise reused.
     static B_BUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's k-blocking scratch (f32 partial sums of C), likewise reused.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Where a micro-tile's result goes.
@@ -309,6 +311,35 @@ unsafe fn pack_a_f32(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize,
             for kk in 0..kc {
                 let src = a.at(i0 + ip * MR, k0 + kk);
                 core::ptr::copy_nonoverlapping(src, panel.add(kk * MR), MR);
+            }
+            continue;
+        }
+        if a.cs == 1 {
+            // Rows contiguous along k (row-major A): 16x16 register transposes of 16 k at a
+            // time (rows past `rows` and the two spare lanes are zeros). Each transposed vector
+            // holds one k's MR values; a full store spills two lanes into the next k's slot,
+            // which the next store overwrites, so only the last store of a group is masked.
+            let mut kk = 0;
+            while kk + 16 <= kc {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, v) in r.iter_mut().enumerate().take(rows) {
+                    *v = _mm512_loadu_ps(a.at(i0 + ip * MR + i, k0 + kk));
+                }
+                let t = transpose16x16(r);
+                for (q, v) in t.iter().enumerate().take(15) {
+                    _mm512_storeu_ps(panel.add((kk + q) * MR), *v);
+                }
+                _mm512_mask_storeu_ps(panel.add((kk + 15) * MR), mask16(MR), t[15]);
+                kk += 16;
+            }
+            for q in kk..kc {
+                for r in 0..MR {
+                    *panel.add(q * MR + r) = if r < rows {
+                        *a.at(i0 + ip * MR + r, k0 + q)
+                    } else {
+                        0.0
+                    };
+                }
             }
             continue;
         }
@@ -629,8 +660,18 @@ pub(super) unsafe fn gemm<K: Kind>(
         .min(n.div_ceil(NR) * NR);
     let m_pad = m.div_ceil(MR) * MR;
     // f32 partial sums between k blocks (only when k needs more than one block).
+    // Reused across calls like the packing buffers (a fresh one faulted in 16 MB of zeroed pages
+    // per 4096-square product); the first k block writes every word before any is read.
     let mut scratch: Vec<f32> = if blocked {
-        vec![0f32; m_pad * nc_max]
+        let mut v = SCRATCH.with(|cell| {
+            cell.try_borrow_mut()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default()
+        });
+        if v.len() < m_pad * nc_max {
+            v.resize(m_pad * nc_max, 0.0);
+        }
+        v
     } else {
         Vec::new()
     };
@@ -751,8 +792,14 @@ pub(super) unsafe fn gemm<K: Kind>(
         }
         j0 += nc;
     }
-    drop(scratch);
-    if bpack.len() <= KEEP_B_WORDS {
+    if scratch.len() <= KEEP_WORDS {
+        SCRATCH.with(|cell| {
+            if let Ok(mut v) = cell.try_borrow_mut() {
+                *v = scratch;
+            }
+        });
+    }
+    if bpack.len() <= KEEP_WORDS {
         B_BUF.with(|cell| {
             if let Ok(mut v) = cell.try_borrow_mut() {
                 *v = bpack;
