@@ -237,9 +237,31 @@ impl Link {
         Ok(())
     }
 
+    /// Whether `half` (this link's reader or writer: each direction is only ever used by one
+    /// thread at a time, so this never waits on the other direction) encrypts its frames. Then
+    /// the parts of a striped message are sealed and opened on threads of their own, in
+    /// parallel: the cipher is the work.
+    fn encrypted(half: &Mutex<Half>) -> bool {
+        Self::lock(half).cipher.is_some()
+    }
+
     /// Sends a large message split across all connections at once.
+    ///
+    /// Unencrypted, one thread writes the parts one after the other: each write returns once
+    /// its part is in the kernel's socket buffer, so the connections still carry their parts
+    /// at the same time, and no thread is started per message (on a 2-core host running 3
+    /// ranks, a thread per part and message cost a quarter of the bandwidth at 10 Gbit/s).
+    /// The receiver reads the parts in the same order, so neither side waits on the other's
+    /// later parts.
     fn send_striped(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
         let parts = stripe_ranges(data.len(), 1 + self.stripes.len());
+        if !Self::encrypted(&self.writer) {
+            Self::lock(&self.writer).write_frame(Kind::Data, group, &data[parts[0].clone()])?;
+            for (st, r) in self.stripes.iter().zip(&parts[1..]) {
+                Self::lock(&st.writer).write_frame(Kind::Data, group, &data[r.clone()])?;
+            }
+            return Ok(());
+        }
         std::thread::scope(|sc| {
             let rest: Vec<_> = self
                 .stripes
@@ -265,6 +287,16 @@ impl Link {
             let (a, b) = rest.split_at_mut(r.len());
             pieces.push(a);
             rest = b;
+        }
+        if !Self::encrypted(&self.reader) {
+            // In the sender's order (see `send_striped`).
+            let mut conns =
+                std::iter::once(&self.reader).chain(self.stripes.iter().map(|s| &s.reader));
+            for piece in pieces {
+                let Some(conn) = conns.next() else { break };
+                Self::lock(conn).read_frame(group, piece)?;
+            }
+            return Ok(());
         }
         let mut pieces = pieces.into_iter();
         let first_piece = pieces.next().unwrap_or_default();
@@ -668,6 +700,46 @@ mod tests {
             Link::new(a, 1, "a".into(), t, ka).unwrap(),
             Link::new(b, 0, "b".into(), t, kb).unwrap(),
         )
+    }
+
+    /// A pair of links with `extra` more connections each (as the mesh adds them).
+    fn striped_pair(keys: bool, extra: usize) -> (Link, Link) {
+        let (mut a, mut b) = pair(keys);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        for _ in 0..extra {
+            let sa = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (sb, _) = l.accept().unwrap();
+            let (k1, k2) = ([3u8; 32], [4u8; 32]);
+            a.add_stripe(sa, keys.then_some((k1, k2))).unwrap();
+            b.add_stripe(sb, keys.then_some((k2, k1))).unwrap();
+        }
+        (a, b)
+    }
+
+    /// Large messages split across several connections (one thread writing the parts in turn
+    /// when unencrypted, a thread per part when encrypted) arrive whole, in both directions at
+    /// once (each side's send on its own thread, as the ring sends), many times in a row.
+    #[test]
+    fn striped_messages_arrive_whole_both_ways() {
+        for keys in [false, true] {
+            let (a, b) = striped_pair(keys, 2);
+            let msg = |seed: u32, len: usize| -> Vec<u8> {
+                (0..len as u32)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8)
+                    .collect()
+            };
+            for (round, len) in [(0u32, 3 << 20), (1, (1 << 20) + 24), (2, 5_000_003)] {
+                let (ma, mb) = (msg(round, len), msg(round + 100, len));
+                let (mut ga, mut gb) = (vec![0u8; len], vec![0u8; len]);
+                std::thread::scope(|sc| {
+                    sc.spawn(|| a.send(7, &ma).unwrap());
+                    sc.spawn(|| b.send(7, &mb).unwrap());
+                    sc.spawn(|| a.recv(7, &mut ga).unwrap());
+                    b.recv(7, &mut gb).unwrap();
+                });
+                assert!(ga == mb && gb == ma, "keys {keys}, {len} bytes");
+            }
+        }
     }
 
     #[test]
