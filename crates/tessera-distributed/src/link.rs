@@ -125,6 +125,46 @@ impl Stripe {
     }
 }
 
+/// Frames up to this payload size poll their socket before blocking ([`poll_readable`]).
+const POLL_MAX: usize = 64 << 10;
+
+/// Polls `stream` until a byte can be read, the peer closes or fails it, or the policy's
+/// budget passes ([`crate::shm::socket_poll`]); the blocking read that follows then returns at
+/// once, or waits (and times out) as usual. Only ever shortens a wait.
+fn poll_readable(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let (budget, yields) = crate::shm::socket_poll();
+    if budget.is_zero() {
+        return;
+    }
+    let fd = stream.as_raw_fd();
+    let mut start = None;
+    for i in 0u32.. {
+        let mut b = 0u8;
+        // SAFETY: reads at most one byte into `b`; MSG_PEEK leaves it in the socket.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut b as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::WouldBlock {
+            return; // data, end of stream, or an error: the read reports it
+        }
+        // The clock is read once a first round of polls has failed.
+        if i >= 16 && start.get_or_insert_with(std::time::Instant::now).elapsed() >= budget {
+            return;
+        }
+        if yields && i >= 8 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Messages at least this long are split across a link's connections.
 const STRIPE_MIN: usize = 1 << 20;
 
@@ -631,6 +671,12 @@ impl Half {
 
     fn read_frame(&mut self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
         let mut h = [0u8; HEADER];
+        // Polling pays where the wake-up is a large part of the wait: small frames. A large
+        // one takes far longer to arrive than a wake-up, and polling would only take CPU from
+        // the ranks that share this core.
+        if out.len() <= POLL_MAX {
+            poll_readable(&self.stream);
+        }
         self.stream.read_exact(&mut h)?;
         let bad = |m: String| Err(LinkError::Protocol(m));
         if &h[..4] != MAGIC || checksum(&h[..SIGNED]).to_le_bytes() != h[SIGNED..] {
