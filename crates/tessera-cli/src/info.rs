@@ -1,4 +1,5 @@
-//! `tessera info PATH`: what a model file holds, without loading the weights.
+//! `tessera info PATH`: what a model file (GGUF) or directory (Hugging Face / MLX: config.json
+//! and safetensors) holds, without loading the weights.
 
 use std::collections::BTreeMap;
 use tessera::io::gguf::GgufFile;
@@ -6,8 +7,11 @@ use tessera::io::gguf::GgufFile;
 pub fn run(args: &[String]) -> Result<(), String> {
     let path = match args {
         [p] => p,
-        _ => return Err("usage: tessera info MODEL.gguf".into()),
+        _ => return Err("usage: tessera info MODEL.gguf|MODEL_DIR".into()),
     };
+    if std::path::Path::new(path).is_dir() {
+        return run_dir(std::path::Path::new(path));
+    }
     let f = GgufFile::open(path).map_err(|e| e.to_string())?;
     let md = &f.metadata;
     let arch = md.str("general.architecture").unwrap_or("unknown");
@@ -63,6 +67,106 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "no"
         }
     );
+    Ok(())
+}
+
+/// A Hugging Face or MLX directory: config.json, the safetensors headers, the tokenizer files.
+fn run_dir(dir: &std::path::Path) -> Result<(), String> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+        format!(
+            "{}: {e} (a model directory needs config.json)",
+            cfg_path.display()
+        )
+    })?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not valid JSON: {e}", cfg_path.display()))?;
+    let st = tessera::io::safetensors::Safetensors::open(dir).map_err(|e| e.to_string())?;
+    let quant = config
+        .get("quantization")
+        .and_then(|q| Some((q.get("group_size")?.as_u64()?, q.get("bits")?.as_u64()?)));
+    println!("directory:     {}", dir.display());
+    let format = match quant {
+        Some((g, b)) => format!("safetensors, MLX affine {b}-bit in groups of {g}"),
+        None => "safetensors".to_string(),
+    };
+    println!("format:        {format}");
+    let arch = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
+    println!("architecture:  {arch}");
+    // Parameters as the model counts them: a packed matrix holds 32 / bits values per word.
+    let (mut params, mut bytes, mut count) = (0usize, 0usize, 0usize);
+    let mut types: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for name in st.names() {
+        let Some(t) = st.info(name) else { continue };
+        let n: usize = t.shape.iter().product();
+        let nbytes = t.end - t.start;
+        bytes += nbytes;
+        count += 1;
+        let stem = name.strip_suffix(".weight");
+        let packed = match (quant, stem) {
+            (Some((_, b)), Some(stem)) if st.info(&format!("{stem}.scales")).is_some() => {
+                Some(b as usize)
+            }
+            _ => None,
+        };
+        let kind = match packed {
+            Some(b) => {
+                params += n * 32 / b;
+                format!("affine q{b}")
+            }
+            None if name.ends_with(".scales") || name.ends_with(".biases") => {
+                format!("{} (scales, biases)", t.dtype_name)
+            }
+            None => {
+                params += n;
+                t.dtype_name.clone()
+            }
+        };
+        let e = types.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += nbytes;
+    }
+    println!("parameters:    {} ({params})", human(params as f64, ""));
+    println!(
+        "tensor data:   {} in {count} tensors",
+        human(bytes as f64, "B")
+    );
+    let list: Vec<String> = types
+        .iter()
+        .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
+        .collect();
+    println!("tensor types:  {}", list.join(", "));
+    match tessera::lm::models::hf::config_from_hf(&config) {
+        Ok(c) => {
+            println!(
+                "shape:         {} layers, hidden {}, ffn {}, {} heads ({} kv) of {}, vocab {}",
+                c.layers, c.hidden, c.ffn, c.heads, c.kv_heads, c.head_dim, c.vocab_size
+            );
+            println!("context:       {} tokens", c.context_length);
+            if let Some(w) = c.sliding_window {
+                println!("sliding window: {w}");
+            }
+        }
+        Err(e) => println!("config:        not runnable by tessera: {e}"),
+    }
+    let tokenizer = ["tokenizer.json", "tokenizer.gguf"]
+        .into_iter()
+        .find(|f| dir.join(f).is_file());
+    println!("tokenizer:     {}", tokenizer.unwrap_or("none found"));
+    let template_in_config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("chat_template").is_some());
+    let has_template = dir.join("chat_template.jinja").is_file()
+        || dir.join("chat_template.json").is_file()
+        || template_in_config
+        || (tokenizer == Some("tokenizer.gguf")
+            && GgufFile::open(dir.join("tokenizer.gguf"))
+                .is_ok_and(|f| f.metadata.get("tokenizer.chat_template").is_some()));
+    println!("chat template: {}", if has_template { "yes" } else { "no" });
     Ok(())
 }
 

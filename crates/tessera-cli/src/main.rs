@@ -26,9 +26,9 @@ const USAGE: &str = "usage:
                                                   stream a completion (stats to stderr)
   tessera chat --model PATH [sampling flags] [--system TEXT]
                                                   interactive chat with the model's template
-  tessera quantize IN.gguf OUT_DIR [--bits 4] [--group-size 64]
+  tessera quantize IN.gguf|HF_DIR OUT_DIR [--bits 4] [--group-size 64]
                                                   MLX-style affine-quantized checkpoint directory
-  tessera info MODEL.gguf                         architecture, parameters, tensor types, size
+  tessera info MODEL.gguf|MODEL_DIR               architecture, parameters, tensor types, size
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
   tessera bench collectives [--json] [--max-bytes B] [--repeats R] [--op all_sum|all_gather]

@@ -1,12 +1,12 @@
-//! `tessera quantize IN.gguf OUT_DIR --bits B --group-size G`: an MLX-style affine-quantized
-//! checkpoint directory from a GGUF model (see `tessera_lm::convert`).
+//! `tessera quantize IN OUT_DIR --bits B --group-size G`: an MLX-style affine-quantized
+//! checkpoint directory from a GGUF model or a Hugging Face directory (see `tessera_lm::convert`).
 
 use crate::args::Flags;
 use std::io::IsTerminal;
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let f = Flags::parse_with_positionals(args, &["--bits", "--group-size"], &[])?;
-    let usage = "usage: tessera quantize IN.gguf OUT_DIR [--bits 4] [--group-size 64]";
+    let usage = "usage: tessera quantize IN.gguf|HF_DIR OUT_DIR [--bits 4] [--group-size 64]";
     let [input, output] = f.positionals() else {
         return Err(usage.into());
     };
@@ -21,7 +21,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let tty = std::io::stderr().is_terminal();
     let t = std::time::Instant::now();
-    tessera::lm::convert::quantize_gguf(
+    tessera::lm::convert::quantize(
         std::path::Path::new(input.as_str()),
         out,
         group,

@@ -1,11 +1,12 @@
-//! `tessera quantize`: a GGUF model rewritten as an MLX-style affine-quantized checkpoint
-//! directory: `config.json` (Hugging Face fields plus `"quantization": {group_size, bits}`),
-//! `model.safetensors` (`<name>.weight` packed u32, `.scales`, `.biases`, Hugging Face names)
-//! and `tokenizer.gguf` (the GGUF's tokenizer and chat template, tensor-free, since tessera does
-//! not read `tokenizer.json` yet).
+//! `tessera quantize`: a model rewritten as an MLX-style affine-quantized checkpoint directory:
+//! `config.json` (Hugging Face fields plus `"quantization": {group_size, bits}`),
+//! `model.safetensors` (`<name>.weight` packed u32, `.scales`, `.biases`, Hugging Face names) and
+//! the tokenizer. The input is a GGUF file ([`quantize_gguf`]: its tokenizer and chat template go
+//! to a tensor-free `tokenizer.gguf`) or a Hugging Face directory of unquantized safetensors
+//! ([`quantize_hf`]: its tokenizer files are copied). [`quantize`] picks by the input.
 //!
-//! Conventions are undone on the way: Llama q/k rows go back from llama.cpp's adjacent-pair
-//! order to Hugging Face's half-split order, and Gemma norms from `1 + w` to `w`.
+//! From GGUF, conventions are undone on the way: Llama q/k rows go back from llama.cpp's
+//! adjacent-pair order to Hugging Face's half-split order, and Gemma norms from `1 + w` to `w`.
 
 use crate::config::Arch;
 use crate::error::{Error, Result};
@@ -32,11 +33,7 @@ pub fn quantize_gguf(
     bits: u32,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<()> {
-    if ![32, 64, 128].contains(&group_size) || !(2..=8).contains(&bits) || bits == 7 {
-        return Err(Error::Invalid(format!(
-            "--bits must be 2, 3, 4, 5, 6 or 8 and --group-size 32, 64 or 128 (got {bits} and {group_size})"
-        )));
-    }
+    check_format(group_size, bits)?;
     let f = GgufFile::open(input)?;
     let cfg = crate::models::gguf::config_from_gguf(&f)?;
     let tied = f.info("output.weight").is_none();
@@ -73,34 +70,10 @@ pub fn quantize_gguf(
         if cfg.arch == Arch::Gemma3 && t.name.ends_with("norm.weight") {
             a = ops::subtract(&a, &Array::scalar(1.0f32))?;
         }
-        let quantizable = a.ndim() == 2 && a.shape()[1] % group_size == 0;
-        if quantizable {
-            let (q, s, b) = ops::quantize(&a, group_size, bits)?;
-            let stem = hf.trim_end_matches(".weight");
-            tessera_core::eval(&[q.clone(), s.clone(), b.clone()])?;
-            out.push((format!("{stem}.scales"), s));
-            out.push((format!("{stem}.biases"), b));
-            out.push((hf, q));
-        } else {
-            let a = ops::contiguous(&a)?;
-            a.eval()?;
-            out.push((hf, a));
-        }
+        push_tensor(&mut out, hf, a, group_size, bits)?;
     }
     progress(total, total, "");
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", out_dir.display())))?;
-    let refs: Vec<(&str, &Array)> = out.iter().map(|(n, a)| (n.as_str(), a)).collect();
-    let mut meta = std::collections::BTreeMap::new();
-    meta.insert("format".to_string(), "mlx".to_string());
-    tessera_io::safetensors::save(out_dir.join("model.safetensors"), &refs, &meta)?;
-
-    let mut config = config_to_hf(&cfg, tied);
-    config["quantization"] = serde_json::json!({"group_size": group_size, "bits": bits});
-    let text = serde_json::to_string_pretty(&config)
-        .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
-    std::fs::write(out_dir.join("config.json"), text)
-        .map_err(|e| Error::Invalid(format!("cannot write config.json: {e}")))?;
+    write_checkpoint(out_dir, &out, config_to_hf(&cfg, tied), group_size, bits)?;
 
     let mut tok = GgufWriter::new();
     for (k, v) in f.metadata.iter() {
@@ -110,4 +83,143 @@ pub fn quantize_gguf(
     }
     tok.write(out_dir.join("tokenizer.gguf"))?;
     Ok(())
+}
+
+/// The formats `ops::quantize` takes, as a CLI-facing error.
+fn check_format(group_size: usize, bits: u32) -> Result<()> {
+    if ![32, 64, 128].contains(&group_size) || !(2..=8).contains(&bits) || bits == 7 {
+        return Err(Error::Invalid(format!(
+            "--bits must be 2, 3, 4, 5, 6 or 8 and --group-size 32, 64 or 128 (got {bits} and {group_size})"
+        )));
+    }
+    Ok(())
+}
+
+/// Appends tensor `name`: a matrix (a linear layer's or an embedding's `.weight`) whose rows
+/// split into whole groups becomes `.weight` (packed), `.scales` and `.biases`, as MLX
+/// quantizes; anything else is kept as it is.
+fn push_tensor(
+    out: &mut Vec<(String, Array)>,
+    name: String,
+    a: Array,
+    group_size: usize,
+    bits: u32,
+) -> Result<()> {
+    let quantizable = name.ends_with(".weight")
+        && a.ndim() == 2
+        && a.shape()[1].is_multiple_of(group_size)
+        && a.dtype().is_float();
+    if quantizable {
+        let (q, s, b) = ops::quantize(&a, group_size, bits)?;
+        let stem = name.trim_end_matches(".weight");
+        tessera_core::eval(&[q.clone(), s.clone(), b.clone()])?;
+        out.push((format!("{stem}.scales"), s));
+        out.push((format!("{stem}.biases"), b));
+        out.push((name, q));
+    } else {
+        let a = ops::contiguous(&a)?;
+        a.eval()?;
+        out.push((name, a));
+    }
+    Ok(())
+}
+
+/// Creates `out_dir` with `model.safetensors` (the tensors) and `config.json` (`config` with
+/// the quantization added).
+fn write_checkpoint(
+    out_dir: &Path,
+    tensors: &[(String, Array)],
+    mut config: serde_json::Value,
+    group_size: usize,
+    bits: u32,
+) -> Result<()> {
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", out_dir.display())))?;
+    let refs: Vec<(&str, &Array)> = tensors.iter().map(|(n, a)| (n.as_str(), a)).collect();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("format".to_string(), "mlx".to_string());
+    tessera_io::safetensors::save(out_dir.join("model.safetensors"), &refs, &meta)?;
+    config["quantization"] = serde_json::json!({"group_size": group_size, "bits": bits});
+    let text = serde_json::to_string_pretty(&config)
+        .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+    std::fs::write(out_dir.join("config.json"), text)
+        .map_err(|e| Error::Invalid(format!("cannot write config.json: {e}")))?;
+    Ok(())
+}
+
+/// The tokenizer and generation files of a Hugging Face directory, copied as they are.
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "tokenizer.gguf",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Writes the quantized checkpoint of the Hugging Face model directory `input` (config.json and
+/// unquantized safetensors, one file or shards with `model.safetensors.index.json`) into
+/// `out_dir`. Tensors keep their names; matrices become packed weights with scales and biases in
+/// the matrix's own float type (as MLX writes them), the rest keep their type. The tokenizer
+/// files are copied. `progress(done, total, tensor_name)` is called per tensor.
+pub fn quantize_hf(
+    input: &Path,
+    out_dir: &Path,
+    group_size: usize,
+    bits: u32,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<()> {
+    check_format(group_size, bits)?;
+    let cfg_path = input.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+    if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
+        return Err(Error::Invalid(format!(
+            "{} is already quantized: quantize the original (unquantized) checkpoint instead",
+            input.display()
+        )));
+    }
+    // Only architectures tessera runs: a checkpoint it could not load is not worth writing.
+    crate::models::hf::config_from_hf(&config)?;
+    let st = tessera_io::safetensors::Safetensors::open(input)?;
+    let mut names: Vec<String> = st.names().map(str::to_string).collect();
+    names.sort();
+    let total = names.len();
+    let mut out: Vec<(String, Array)> = Vec::with_capacity(total + total / 2);
+    for (i, name) in names.into_iter().enumerate() {
+        progress(i, total, &name);
+        let a = st.tensor(&name)?;
+        push_tensor(&mut out, name, a, group_size, bits)?;
+    }
+    progress(total, total, "");
+    write_checkpoint(out_dir, &out, config, group_size, bits)?;
+    for f in TOKENIZER_FILES {
+        let from = input.join(f);
+        if from.is_file() {
+            std::fs::copy(&from, out_dir.join(f))
+                .map_err(|e| Error::Invalid(format!("cannot copy {}: {e}", from.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`quantize_hf`] for a directory, else [`quantize_gguf`].
+pub fn quantize(
+    input: &Path,
+    out_dir: &Path,
+    group_size: usize,
+    bits: u32,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<()> {
+    if input.is_dir() {
+        quantize_hf(input, out_dir, group_size, bits, progress)
+    } else {
+        quantize_gguf(input, out_dir, group_size, bits, progress)
+    }
 }
