@@ -58,6 +58,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     let tiled = fused_tiled::plan(prog);
     let scratch = || Scratch {
         regs: vec![0f32; (n_slots + n_staged) * CHUNK],
+        direct: Vec::with_capacity(srcs.len()),
         srcs: Vec::with_capacity(srcs.len()),
         tail: fused_tiled::Tail::new(srcs.len()),
     };
@@ -66,14 +67,24 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     // `regs` holds the step rows, then one row per staged input (filled per chunk).
     let eval = |start: usize, len: usize, d_out: *mut f32, sc: &mut Scratch| {
         let regs = &mut sc.regs;
+        // A broadcast or strided operand is read in place when this chunk lies inside one run
+        // of it (a row of a slice, a stretch of a bias, one value of a column), else staged:
+        // a copy pass would put a memory stall before the compute of every chunk.
+        sc.direct.clear();
         for (p, kind) in &srcs {
+            let mut direct = None;
             if let Operand::Staged { row, walk } = kind {
-                let at = (n_slots + row) * CHUNK;
-                // SAFETY: `classify` checked that the operand broadcasts to the kernel's shape,
-                // so its strides stay inside its buffer for every element.
-                unsafe { walk.stage(p.get(), start, &mut regs[at..at + len]) };
+                direct = walk.direct(p.get(), start, len);
+                if direct.is_none() {
+                    let at = (n_slots + row) * CHUNK;
+                    // SAFETY: `classify` checked that the operand broadcasts to the kernel's
+                    // shape, so its strides stay inside its buffer for every element.
+                    unsafe { walk.stage(p.get(), start, &mut regs[at..at + len]) };
+                }
             }
+            sc.direct.push(direct);
         }
+        let direct = &sc.direct;
         // Where operand `r` (an input, or a step's row) is read: pointer and stride.
         let reg = |r: usize, regs: &[f32]| -> (*const f32, isize) {
             if r < srcs.len() {
@@ -82,7 +93,9 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                     // SAFETY: full inputs have n elements.
                     Operand::Full => (unsafe { p.get().add(start) }, 1),
                     Operand::Scalar => (p.get(), 0),
-                    Operand::Staged { row, .. } => (regs[(n_slots + row) * CHUNK..].as_ptr(), 1),
+                    Operand::Staged { row, .. } => {
+                        direct[r].unwrap_or((regs[(n_slots + row) * CHUNK..].as_ptr(), 1))
+                    }
                 }
             } else {
                 (regs[slot[r - srcs.len()] * CHUNK..].as_ptr(), 1)
@@ -194,6 +207,8 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
 /// tail buffer.
 struct Scratch {
     regs: Vec<f32>,
+    /// Per input, for the current chunk: where a staged operand is read in place instead.
+    direct: Vec<Option<(*const f32, isize)>>,
     srcs: Vec<Src>,
     tail: fused_tiled::Tail,
 }

@@ -92,6 +92,33 @@ impl Walk {
         Some(Walk { shape, strides })
     }
 
+    /// Where the operand's values for kernel elements `start..start + len` can be read in
+    /// place, as a pointer and an element stride of 0 (one repeated value, a column) or 1 (a
+    /// run, as a row slice or a bias): when the chunk lies inside one run of the innermost dim.
+    /// `None`: stage it ([`Walk::stage`]).
+    pub(super) fn direct(
+        &self,
+        base: *const f32,
+        start: usize,
+        len: usize,
+    ) -> Option<(*const f32, isize)> {
+        let rank = self.shape.len();
+        if rank == 0 {
+            return Some((base, 0));
+        }
+        let (inner, inner_st) = (self.shape[rank - 1], self.strides[rank - 1]);
+        if !(inner_st == 0 || inner_st == 1) || start % inner + len > inner {
+            return None;
+        }
+        let mut rest = start;
+        let mut off = 0isize;
+        for d in (0..rank).rev() {
+            off += (rest % self.shape[d]) as isize * self.strides[d];
+            rest /= self.shape[d];
+        }
+        Some((base.wrapping_offset(off), inner_st))
+    }
+
     /// Writes the operand's values for kernel elements `start..start + row.len()` into `row`.
     ///
     /// # Safety
@@ -185,10 +212,21 @@ mod tests {
         };
         for chunk in [1, 2, 3, 5, 7, n] {
             let mut got = vec![f32::NAN; n];
+            let mut read = vec![f32::NAN; n];
             for s in (0..n).step_by(chunk) {
                 let e = (s + chunk).min(n);
                 // SAFETY: the test arrays hold every element their strides reach.
                 unsafe { walk.stage(x.ptr::<f32>(), s, &mut got[s..e]) };
+                // Read in place where the chunk allows it, staged otherwise: the same values.
+                match walk.direct(x.ptr::<f32>(), s, e - s) {
+                    Some((p, st)) => {
+                        for (i, v) in read[s..e].iter_mut().enumerate() {
+                            // SAFETY: as above.
+                            *v = unsafe { *p.offset(i as isize * st) };
+                        }
+                    }
+                    None => read[s..e].copy_from_slice(&got[s..e]),
+                }
             }
             assert_eq!(
                 got,
@@ -196,6 +234,7 @@ mod tests {
                 "{:?} over {full:?}, chunks of {chunk}",
                 x.shape()
             );
+            assert_eq!(read, expect, "{:?} over {full:?}, in place", x.shape());
         }
     }
 
