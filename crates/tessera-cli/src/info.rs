@@ -39,19 +39,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
         .collect();
     println!("tensor types:  {}", list.join(", "));
-    match tessera::lm::models::gguf::config_from_gguf(&f) {
-        Ok(c) => {
-            println!(
-                "shape:         {} layers, hidden {}, ffn {}, {} heads ({} kv) of {}, vocab {}",
-                c.layers, c.hidden, c.ffn, c.heads, c.kv_heads, c.head_dim, c.vocab_size
-            );
-            println!("context:       {} tokens", c.context_length);
-            if let Some(w) = c.sliding_window {
-                println!("sliding window: {w}");
-            }
-        }
-        Err(e) => println!("config:        not runnable by tessera: {e}"),
-    }
+    print_config(tessera::lm::models::gguf::config_from_gguf(&f));
     if let Ok(m) = md.str("tokenizer.ggml.model") {
         let n = md
             .array("tokenizer.ggml.tokens")
@@ -72,15 +60,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// A Hugging Face or MLX directory: config.json, the safetensors headers, the tokenizer files.
 fn run_dir(dir: &std::path::Path) -> Result<(), String> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        format!(
-            "{}: {e} (a model directory needs config.json)",
-            cfg_path.display()
-        )
-    })?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not valid JSON: {e}", cfg_path.display()))?;
+    let config = tessera::lm::models::hf::read_config(dir).map_err(|e| e.to_string())?;
     let st = tessera::io::safetensors::Safetensors::open(dir).map_err(|e| e.to_string())?;
     let quant = config
         .get("quantization")
@@ -139,19 +119,7 @@ fn run_dir(dir: &std::path::Path) -> Result<(), String> {
         .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
         .collect();
     println!("tensor types:  {}", list.join(", "));
-    match tessera::lm::models::hf::config_from_hf(&config) {
-        Ok(c) => {
-            println!(
-                "shape:         {} layers, hidden {}, ffn {}, {} heads ({} kv) of {}, vocab {}",
-                c.layers, c.hidden, c.ffn, c.heads, c.kv_heads, c.head_dim, c.vocab_size
-            );
-            println!("context:       {} tokens", c.context_length);
-            if let Some(w) = c.sliding_window {
-                println!("sliding window: {w}");
-            }
-        }
-        Err(e) => println!("config:        not runnable by tessera: {e}"),
-    }
+    print_config(tessera::lm::models::hf::config_from_hf(&config));
     let tokenizer = ["tokenizer.json", "tokenizer.gguf"]
         .into_iter()
         .find(|f| dir.join(f).is_file());
@@ -168,6 +136,23 @@ fn run_dir(dir: &std::path::Path) -> Result<(), String> {
                 .is_ok_and(|f| f.metadata.get("tokenizer.chat_template").is_some()));
     println!("chat template: {}", if has_template { "yes" } else { "no" });
     Ok(())
+}
+
+/// The shape lines of a model tessera can run, or why it cannot.
+fn print_config(c: tessera::lm::Result<tessera::lm::config::ModelConfig>) {
+    match c {
+        Ok(c) => {
+            println!(
+                "shape:         {} layers, hidden {}, ffn {}, {} heads ({} kv) of {}, vocab {}",
+                c.layers, c.hidden, c.ffn, c.heads, c.kv_heads, c.head_dim, c.vocab_size
+            );
+            println!("context:       {} tokens", c.context_length);
+            if let Some(w) = c.sliding_window {
+                println!("sliding window: {w}");
+            }
+        }
+        Err(e) => println!("config:        not runnable by tessera: {e}"),
+    }
 }
 
 /// 1234567 -> "1.23M".

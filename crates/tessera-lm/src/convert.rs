@@ -174,11 +174,7 @@ pub fn quantize_hf(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<()> {
     check_format(group_size, bits)?;
-    let cfg_path = input.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+    let config = crate::models::hf::read_config(input)?;
     if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
         return Err(Error::Invalid(format!(
             "{} is already quantized: quantize the original (unquantized) checkpoint instead",

@@ -73,11 +73,7 @@ pub fn load(path: impl AsRef<Path>, progress: &mut dyn FnMut(usize, usize)) -> R
 /// tokenizer from `tokenizer.gguf` (what `tessera quantize` writes) or else from `tokenizer.json`
 /// (+ `tokenizer_config.json`; the chat template from `chat_template.jinja` or the config).
 fn load_dir(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+    let json = crate::models::hf::read_config(dir)?;
     let config = crate::models::hf::config_from_hf(&json)?;
     let gguf_path = dir.join("tokenizer.gguf");
     let (tokenizer, chat_template, gguf_name) = if gguf_path.exists() {

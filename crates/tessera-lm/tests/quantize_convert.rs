@@ -22,39 +22,11 @@ fn smollm2_quantized_to_8_bits_round_trips() {
     let m = tessera_lm::load::load(&dir, &mut |_, _| {}).unwrap();
     assert!(m.chat_template.is_some());
 
-    let golden: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/reference_logits.json")).unwrap();
-    let case = golden["smollm2"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["text"] == "The capital of France is")
-        .unwrap();
-    let ids: Vec<u32> = case["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let (ids, worst) = worst_logit_diff(&m);
     assert_eq!(
         m.tokenizer.encode("The capital of France is", true, false),
         ids
     );
-    let mut cache = m.model.new_cache(64);
-    let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
-    let logits = m
-        .model
-        .forward(&toks, &mut cache, true)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    let worst = case["top_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(case["top_logits"].as_array().unwrap())
-        .map(|(i, l)| (logits[i.as_u64().unwrap() as usize] - l.as_f64().unwrap() as f32).abs())
-        .fold(0f32, f32::max);
     eprintln!("8-bit checkpoint vs f32 reference: max |logit diff| over the top 10 = {worst}");
     assert!(worst < 0.25, "logits differ by {worst}");
 

@@ -203,6 +203,19 @@ pub fn config_from_hf(c: &Value) -> Result<ModelConfig> {
     Ok(cfg)
 }
 
+/// The parsed `config.json` of a model directory.
+pub fn read_config(dir: &Path) -> Result<Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Config(format!(
+            "{}: {e} (a model directory needs config.json)",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", path.display())))
+}
+
 /// A Hugging Face checkpoint's tensors under GGUF-style names.
 pub struct HfSource {
     pub st: Safetensors,
