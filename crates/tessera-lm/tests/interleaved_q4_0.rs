@@ -111,4 +111,7 @@ fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
             assert_eq!(best(&got), order[0], "{ids:?}: a different greedy token");
         }
     }
+    // The same with the AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read
+    // once per process; run from this test, since it sets the environment above).
+    common::rerun_on_every_kernel_family(&["smollm2_requantized_to_q4_0_matches_its_f32_weights"]);
 }

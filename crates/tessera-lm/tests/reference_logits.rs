@@ -165,3 +165,12 @@ fn smollm2_matches_the_numpy_reference() {
 fn gemma3_matches_the_numpy_reference() {
     check("gemma3", common::GEMMA3);
 }
+
+/// The same checks with the AVX2 and the portable kernels.
+#[test]
+fn every_kernel_family_passes_too() {
+    common::rerun_on_every_kernel_family(&[
+        "smollm2_matches_the_numpy_reference",
+        "gemma3_matches_the_numpy_reference",
+    ]);
+}

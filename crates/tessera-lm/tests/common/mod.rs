@@ -63,3 +63,33 @@ pub fn dequantized<S: WeightSource>(src: S) -> MapQuantized<S> {
         Ok(Weight::Dense(d))
     })
 }
+
+/// Runs this test binary's tests `names` again with the kernels capped to AVX2 and to the
+/// portable path (`TESSERA_SIMD`, read once per process, hence a child process), so the real-
+/// model checks cover every kernel family on a machine with AVX-512. Inside those children it
+/// does nothing.
+#[allow(dead_code)]
+pub fn rerun_on_every_kernel_family(names: &[&str]) {
+    if std::env::var_os("TESSERA_SIMD").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for isa in ["avx2", "scalar"] {
+        for name in names {
+            let out = std::process::Command::new(&exe)
+                .args([name, "--exact", "--test-threads", "1"])
+                .env("TESSERA_SIMD", isa)
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && all.contains("1 passed"),
+                "{name} with TESSERA_SIMD={isa}:\n{all}"
+            );
+        }
+    }
+}
