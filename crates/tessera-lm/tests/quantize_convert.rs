@@ -227,3 +227,40 @@ fn bad_quantize_arguments_are_errors() {
     }
     assert!(!dir.exists());
 }
+
+/// A directory quantize cannot use says why, and nothing is written: no config.json, a
+/// config.json that is not JSON, an architecture tessera does not run, no safetensors.
+#[test]
+fn unusable_directories_are_clear_errors() {
+    let tmp = std::env::temp_dir().join(format!("tessera-quantize-bad-{}", std::process::id()));
+    let out = tmp.join("out");
+    let attempt = |dir: &std::path::Path| -> String {
+        let e = tessera_lm::convert::quantize(dir, &out, 64, 4, &mut |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(!out.exists(), "nothing written for: {e}");
+        e
+    };
+    std::fs::create_dir_all(&tmp).unwrap();
+    assert!(attempt(&tmp).contains("config.json"));
+    std::fs::write(tmp.join("config.json"), "{\"model_type\": ").unwrap();
+    assert!(attempt(&tmp).contains("not valid JSON"));
+    std::fs::write(
+        tmp.join("config.json"),
+        r#"{"model_type": "mamba", "hidden_size": 64}"#,
+    )
+    .unwrap();
+    let e = attempt(&tmp);
+    assert!(e.contains("mamba"), "{e}");
+    // A runnable config without weights.
+    let dir = common::model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let q = tmp.join("q");
+    tessera_lm::convert::quantize(&dir, &q, 64, 4, &mut |_, _, _| {}).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(q.join("config.json")).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("quantization");
+    std::fs::write(tmp.join("config.json"), config.to_string()).unwrap();
+    let e = attempt(&tmp);
+    assert!(e.contains("safetensors"), "{e}");
+    std::fs::remove_dir_all(&tmp).ok();
+}
