@@ -183,6 +183,46 @@ unsafe fn pack_a_bf16(a: MatRef<bf16>, i0: usize, mc: usize, k0: usize, kc: usiz
     let kp = kc.div_ceil(2);
     for ip in 0..mc.div_ceil(MR) {
         let panel = dst.add(ip * kp * MR);
+        if a.cs == 1 {
+            // Rows contiguous along k: a pair of bf16 is one 32-bit word, so whole words go
+            // through the f32 path's 16x16 register transposes (see `pack_a_f32`); the words
+            // past the last group of 16 and an odd k's last half-pair are copied one by one.
+            let rows = MR.min(mc - ip * MR);
+            let full = kc / 2;
+            let mut p = 0;
+            while p + 16 <= full {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, v) in r.iter_mut().enumerate().take(rows) {
+                    *v = _mm512_loadu_ps(a.at(i0 + ip * MR + i, k0 + 2 * p) as *const f32);
+                }
+                let t = transpose16x16(r);
+                let out = panel as *mut f32;
+                for (q, v) in t.iter().enumerate().take(15) {
+                    _mm512_storeu_ps(out.add((p + q) * MR), *v);
+                }
+                _mm512_mask_storeu_ps(out.add((p + 15) * MR), mask16(MR), t[15]);
+                p += 16;
+            }
+            for r in 0..MR {
+                let live = r < rows;
+                let row = a.at(i0 + ip * MR + r.min(rows - 1), k0);
+                for q in p..full {
+                    *panel.add(q * MR + r) = if live {
+                        (row.add(2 * q) as *const u32).read_unaligned()
+                    } else {
+                        0
+                    };
+                }
+                if kc % 2 == 1 {
+                    *panel.add((kp - 1) * MR + r) = if live {
+                        pair(*row.add(kc - 1), bf16::ZERO)
+                    } else {
+                        0
+                    };
+                }
+            }
+            continue;
+        }
         for r in 0..MR {
             let i = ip * MR + r;
             if i >= mc {
