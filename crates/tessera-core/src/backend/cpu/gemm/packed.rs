@@ -195,12 +195,7 @@ unsafe fn pack_a_bf16(a: MatRef<bf16>, i0: usize, mc: usize, k0: usize, kc: usiz
                 for (i, v) in r.iter_mut().enumerate().take(rows) {
                     *v = _mm512_loadu_ps(a.at(i0 + ip * MR + i, k0 + 2 * p) as *const f32);
                 }
-                let t = transpose16x16(r);
-                let out = panel as *mut f32;
-                for (q, v) in t.iter().enumerate().take(15) {
-                    _mm512_storeu_ps(out.add((p + q) * MR), *v);
-                }
-                _mm512_mask_storeu_ps(out.add((p + 15) * MR), mask16(MR), t[15]);
+                store_transposed(r, (panel as *mut f32).add(p * MR));
                 p += 16;
             }
             for r in 0..MR {
@@ -356,20 +351,14 @@ unsafe fn pack_a_f32(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize,
         }
         if a.cs == 1 {
             // Rows contiguous along k (row-major A): 16x16 register transposes of 16 k at a
-            // time (rows past `rows` and the two spare lanes are zeros). Each transposed vector
-            // holds one k's MR values; a full store spills two lanes into the next k's slot,
-            // which the next store overwrites, so only the last store of a group is masked.
+            // time (rows past `rows` and the two spare lanes are zeros), see `store_transposed`.
             let mut kk = 0;
             while kk + 16 <= kc {
                 let mut r = [_mm512_setzero_ps(); 16];
                 for (i, v) in r.iter_mut().enumerate().take(rows) {
                     *v = _mm512_loadu_ps(a.at(i0 + ip * MR + i, k0 + kk));
                 }
-                let t = transpose16x16(r);
-                for (q, v) in t.iter().enumerate().take(15) {
-                    _mm512_storeu_ps(panel.add((kk + q) * MR), *v);
-                }
-                _mm512_mask_storeu_ps(panel.add((kk + 15) * MR), mask16(MR), t[15]);
+                store_transposed(r, panel.add(kk * MR));
                 kk += 16;
             }
             for q in kk..kc {
@@ -474,6 +463,19 @@ unsafe fn pack_b_f32(
             }
         }
     }
+}
+
+/// Writes the transpose of 16 rows of 16 words as 16 consecutive groups of `MR` words at `dst`
+/// (group q holds word q of rows 0..MR): a packed A panel's next 16 k. Each full store spills
+/// two lanes into the next group's slot, which the next store overwrites, so only the last
+/// store is masked (nothing is written past the 16 groups).
+#[inline(always)]
+unsafe fn store_transposed(r: [__m512; 16], dst: *mut f32) {
+    let t = transpose16x16(r);
+    for (q, v) in t.iter().enumerate().take(15) {
+        _mm512_storeu_ps(dst.add(q * MR), *v);
+    }
+    _mm512_mask_storeu_ps(dst.add(15 * MR), mask16(MR), t[15]);
 }
 
 /// Transposes a 16x16 f32 block held as 16 row vectors: out[q] lane j = r[j] lane q.
