@@ -5,6 +5,7 @@
 //! Staging walks the operand with its own strides (0 along broadcast dims), so a view is never
 //! copied out as a whole first.
 
+use super::strided::{self, broadcast_strides};
 use crate::error::{Error, Result};
 use crate::layout::{ArrayData, Dims};
 
@@ -20,7 +21,8 @@ pub(super) enum Operand {
 }
 
 /// The operand's element strides over the kernel's shape (0 along broadcast dims), with the dims
-/// that are contiguous in both merged and the dims of size 1 dropped.
+/// that are contiguous in both merged and the dims of size 1 dropped (`strided::Walk`'s merge:
+/// at least one dim, `[1]` with stride 1 when every dim is 1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Walk {
     shape: Dims<usize>,
@@ -52,44 +54,38 @@ pub(super) fn classify(x: &ArrayData, full: &[usize], next_row: &mut usize) -> R
 
 impl Walk {
     /// `None` when `x` does not broadcast to `full` (NumPy rules: right-aligned, each dim equal
-    /// or 1).
+    /// or 1; extra leading dims of `x` only as 1s, as a keepdims result of higher rank has).
     fn new(x: &ArrayData, full: &[usize]) -> Option<Walk> {
-        let (xs, xst) = (x.shape(), &x.layout.strides);
-        if xs.len() > full.len() {
-            // Extra leading dims are allowed only as 1s (a keepdims result of higher rank).
-            if xs[..xs.len() - full.len()].iter().any(|&d| d != 1) {
-                return None;
-            }
+        let skip = x.layout.ndim().saturating_sub(full.len());
+        let (xs, xst) = (&x.shape()[skip..], &x.layout.strides[skip..]);
+        let lead = full.len() - xs.len();
+        let broadcasts = x.shape()[..skip].iter().all(|&d| d == 1)
+            && xs
+                .iter()
+                .zip(&full[lead..])
+                .all(|(&d, &f)| d == f || d == 1);
+        if !broadcasts {
+            return None;
         }
-        let skip = xs.len().saturating_sub(full.len());
-        let lead = full.len() - (xs.len() - skip);
-        let mut shape: Dims<usize> = Dims::new();
-        let mut strides: Dims<isize> = Dims::new();
-        for (d, &fd) in full.iter().enumerate() {
-            let (xd, st) = if d < lead {
-                (1, 0)
-            } else {
-                (xs[skip + d - lead], xst[skip + d - lead])
-            };
-            if xd != fd && xd != 1 {
-                return None;
-            }
-            if fd == 1 {
-                continue;
-            }
-            let st = if xd == 1 { 0 } else { st };
-            // Merge with the previous dim when one stride step of it equals walking this dim.
-            if let (Some(ps), Some(pst)) = (shape.last_mut(), strides.last_mut())
-                && *pst == st * fd as isize
-            {
-                *ps *= fd;
-                *pst = st;
-                continue;
-            }
-            shape.push(fd);
-            strides.push(st);
+        let strides = broadcast_strides(xs, xst, full);
+        let merged = strided::Walk::<1>::new(full, [&strides]);
+        let [strides] = merged.strides;
+        Some(Walk {
+            shape: merged.shape,
+            strides,
+        })
+    }
+
+    /// The multi-index of kernel element `start` in the merged dims, and its element offset.
+    fn locate(&self, start: usize) -> (Dims<usize>, isize) {
+        let mut idx: Dims<usize> = Dims::from_elem(0, self.shape.len());
+        let (mut rest, mut off) = (start, 0isize);
+        for d in (0..self.shape.len()).rev() {
+            idx[d] = rest % self.shape[d];
+            rest /= self.shape[d];
+            off += idx[d] as isize * self.strides[d];
         }
-        Some(Walk { shape, strides })
+        (idx, off)
     }
 
     /// Where the operand's values for kernel elements `start..start + len` can be read in
@@ -103,20 +99,11 @@ impl Walk {
         len: usize,
     ) -> Option<(*const f32, isize)> {
         let rank = self.shape.len();
-        if rank == 0 {
-            return Some((base, 0));
-        }
         let (inner, inner_st) = (self.shape[rank - 1], self.strides[rank - 1]);
         if !(inner_st == 0 || inner_st == 1) || start % inner + len > inner {
             return None;
         }
-        let mut rest = start;
-        let mut off = 0isize;
-        for d in (0..rank).rev() {
-            off += (rest % self.shape[d]) as isize * self.strides[d];
-            rest /= self.shape[d];
-        }
-        Some((base.wrapping_offset(off), inner_st))
+        Some((base.wrapping_offset(self.locate(start).1), inner_st))
     }
 
     /// Writes the operand's values for kernel elements `start..start + row.len()` into `row`.
@@ -126,20 +113,7 @@ impl Walk {
     /// [`classify`]) stay inside its buffer for every element of the kernel's shape.
     pub(super) unsafe fn stage(&self, base: *const f32, start: usize, row: &mut [f32]) {
         let rank = self.shape.len();
-        if rank == 0 {
-            // SAFETY: a single element (every dim of the kernel's shape is 1).
-            row.fill(unsafe { *base });
-            return;
-        }
-        // The multi-index of `start` and the matching offset.
-        let mut idx: Dims<usize> = Dims::from_elem(0, rank);
-        let mut rest = start;
-        let mut off = 0isize;
-        for d in (0..rank).rev() {
-            idx[d] = rest % self.shape[d];
-            rest /= self.shape[d];
-            off += idx[d] as isize * self.strides[d];
-        }
+        let (mut idx, mut off) = self.locate(start);
         let (inner, inner_st) = (self.shape[rank - 1], self.strides[rank - 1]);
         let mut done = 0;
         while done < row.len() {
