@@ -661,6 +661,34 @@ unsafe fn micro_f32<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, t
     }
 }
 
+/// The calling thread's reusable buffer in `key`, at least `len` long (contents unspecified:
+/// callers write every element before reading it).
+fn take_buf<T: Copy + Default + 'static>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+) -> Vec<T> {
+    let mut v = key.with(|cell| {
+        cell.try_borrow_mut()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    });
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    v
+}
+
+/// Puts a buffer from [`take_buf`] back for the next call, unless it is too large to keep.
+fn keep_buf<T: 'static>(key: &'static std::thread::LocalKey<RefCell<Vec<T>>>, v: Vec<T>) {
+    if v.len() <= KEEP_WORDS {
+        key.with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                *slot = v;
+            }
+        });
+    }
+}
+
 /// Runs `f` with a per-thread buffer of at least `len` words (contents unspecified).
 fn with_buf<R>(
     key: &'static std::thread::LocalKey<RefCell<Vec<u32>>>,
@@ -705,15 +733,7 @@ pub(super) unsafe fn gemm<K: Kind>(
     // Reused across calls like the packing buffers (a fresh one faulted in 16 MB of zeroed pages
     // per 4096-square product); the first k block writes every word before any is read.
     let mut scratch: Vec<f32> = if blocked {
-        let mut v = SCRATCH.with(|cell| {
-            cell.try_borrow_mut()
-                .map(|mut v| std::mem::take(&mut *v))
-                .unwrap_or_default()
-        });
-        if v.len() < m_pad * nc_max {
-            v.resize(m_pad * nc_max, 0.0);
-        }
-        v
+        take_buf(&SCRATCH, m_pad * nc_max)
     } else {
         Vec::new()
     };
@@ -722,14 +742,7 @@ pub(super) unsafe fn gemm<K: Kind>(
     let a_len = mc_blk.div_ceil(MR) * MR * kw_blk;
 
     // The calling thread's reusable B buffer; every packed word is written before it is read.
-    let mut bpack: Vec<u32> = B_BUF.with(|cell| {
-        cell.try_borrow_mut()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
-    });
-    if bpack.len() < b_len {
-        bpack.resize(b_len, 0);
-    }
+    let mut bpack: Vec<u32> = take_buf(&B_BUF, b_len);
 
     let mut j0 = 0;
     while j0 < n {
@@ -834,20 +847,11 @@ pub(super) unsafe fn gemm<K: Kind>(
         }
         j0 += nc;
     }
-    if scratch.len() <= KEEP_WORDS {
-        SCRATCH.with(|cell| {
-            if let Ok(mut v) = cell.try_borrow_mut() {
-                *v = scratch;
-            }
-        });
+    // (An unblocked product took no scratch: giving its empty one back would drop the kept one.)
+    if blocked {
+        keep_buf(&SCRATCH, scratch);
     }
-    if bpack.len() <= KEEP_WORDS {
-        B_BUF.with(|cell| {
-            if let Ok(mut v) = cell.try_borrow_mut() {
-                *v = bpack;
-            }
-        });
-    }
+    keep_buf(&B_BUF, bpack);
 }
 
 #[cfg(test)]
