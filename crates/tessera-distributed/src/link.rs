@@ -296,9 +296,10 @@ impl Link {
     fn send_striped(&self, group: u32, data: &[u8]) -> Result<(), LinkError> {
         let parts = stripe_ranges(data.len(), 1 + self.stripes.len());
         if !Self::encrypted(&self.writer) {
-            Self::lock(&self.writer).write_frame(Kind::Data, group, &data[parts[0].clone()])?;
-            for (st, r) in self.stripes.iter().zip(&parts[1..]) {
-                Self::lock(&st.writer).write_frame(Kind::Data, group, &data[r.clone()])?;
+            let writers =
+                std::iter::once(&self.writer).chain(self.stripes.iter().map(|s| &s.writer));
+            for (w, r) in writers.zip(&parts) {
+                Self::lock(w).write_frame(Kind::Data, group, &data[r.clone()])?;
             }
             return Ok(());
         }
@@ -330,11 +331,10 @@ impl Link {
         }
         if !Self::encrypted(&self.reader) {
             // In the sender's order (see `send_striped`).
-            let mut conns =
+            let readers =
                 std::iter::once(&self.reader).chain(self.stripes.iter().map(|s| &s.reader));
-            for piece in pieces {
-                let Some(conn) = conns.next() else { break };
-                Self::lock(conn).read_frame(group, piece)?;
+            for (r, piece) in readers.zip(pieces) {
+                Self::lock(r).read_frame(group, piece)?;
             }
             return Ok(());
         }
