@@ -1,7 +1,7 @@
 //! `compile`: trace a function once per input signature, simplify its graph (common-subexpression
 //! elimination, no-op removal: see [`passes_through`]; subgraphs that do not depend on the inputs
-//! are constants, computed once and reused by every call) and fuse chains of float32 element-wise ops into single kernels
-//! that make one pass over memory. Compiled results equal uncompiled ones: the fused kernel runs
+//! are constants, computed once and reused by every call) and fuse chains of float32 element-wise
+//! ops into single kernels that make one pass over memory. Compiled results equal uncompiled ones: the fused kernel runs
 //! the same f32 element functions in the same order.
 //!
 //! [`compile_shapeless`] reuses one trace for inputs of any shape (same ranks and dtypes): each
@@ -15,7 +15,8 @@
 //! reduces each row with the reduce kernel's own loop, so results stay bitwise equal.
 //!
 //! Operands of a fused group may broadcast in any NumPy way (a bias, a column such as
-//! `x - max(x, -1, keepdims)`, a scalar); the kernel stages them per chunk.
+//! `x - max(x, -1, keepdims)`, a scalar); the kernel reads them in place where a chunk lies
+//! inside one of their runs and stages them otherwise.
 
 use super::{node_key as key, tracer};
 use crate::array::{Array, Node};
@@ -552,7 +553,8 @@ fn passes_through(p: &Primitive, ins: &[Array], out: &Array, fixed_shapes: bool)
 
 /// Groups connected f32 element-wise nodes (same shape; other inputs anything that broadcasts to
 /// it: [`fusible_operand`]) into fused nodes. A node joins a group when all of its consumers are
-/// in that group and it is not an output of the function, so a value used twice inside a group is just a register.
+/// in that group and it is not an output of the function, so a value used twice inside a group
+/// is just a register.
 fn fuse(
     nodes: Vec<TNode>,
     outputs: Vec<Src>,
