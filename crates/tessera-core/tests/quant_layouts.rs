@@ -1,6 +1,6 @@
-//! The in-memory Q4_0x8 layout through the public API: the matmul, decoding, row lookup and
-//! gradients give what the natural Q4_0 matrix gives; misuse is an error.
-#![allow(clippy::unwrap_used)]
+//! The in-memory Q4_0x8 and Q4_1x8 layouts through the public API: the matmul, decoding, row
+//! lookup and gradients give what the natural matrix gives; misuse is an error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
 use tessera_core::{Array, Dtype, ops, random};
@@ -19,7 +19,7 @@ fn close(a: &Array, b: &Array, tol: f32) {
 }
 
 /// Whether this CPU runs the SIMD quant kernels (AVX2 + FMA + F16C), which is when tessera
-/// interleaves Q4_0.
+/// interleaves Q4_0 and Q4_1.
 fn simd_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -34,11 +34,20 @@ fn simd_kernels() -> bool {
 }
 
 #[test]
-fn interleaved_q4_0_gives_what_the_natural_matrix_gives() {
+fn interleaved_layouts_give_what_the_natural_matrix_gives() {
+    for (format, layout, row_bytes) in [
+        (GgmlType::Q4_0, GgmlType::Q4_0x8, 54),
+        (GgmlType::Q4_1, GgmlType::Q4_1x8, 60),
+    ] {
+        check_layout(format, layout, row_bytes);
+    }
+}
+
+fn check_layout(format: GgmlType, layout: GgmlType, row_bytes: usize) {
     let (n, k) = (40, 96);
-    let w = quantize_rows(&uniform(&[n, k], 1), GgmlType::Q4_0).unwrap();
-    assert_eq!(w.shape(), &[n, 54]);
-    let packed = interleave_for_cpu(&w, GgmlType::Q4_0).unwrap();
+    let w = quantize_rows(&uniform(&[n, k], 1), format).unwrap();
+    assert_eq!(w.shape(), &[n, row_bytes]);
+    let packed = interleave_for_cpu(&w, format).unwrap();
     if !simd_kernels() {
         assert!(
             packed.is_none(),
@@ -46,22 +55,22 @@ fn interleaved_q4_0_gives_what_the_natural_matrix_gives() {
         );
         return;
     }
-    let (w8, f8) = packed.expect("Q4_0 with whole groups of 8 rows is interleaved");
-    assert_eq!(f8, GgmlType::Q4_0x8);
+    let (w8, f8) = packed.expect("whole groups of 8 rows are interleaved");
+    assert_eq!(f8, layout);
     assert_eq!(w8.shape(), w.shape());
     // Decode kernel (1-4 rows), several tiles, and the prefill kernels (from 5 rows on).
     for m in [1, 3, 7, 20] {
         let x = uniform(&[m, k], 10 + m as u64);
-        let want = ops::gguf_matmul(&x, &w, GgmlType::Q4_0).unwrap();
+        let want = ops::gguf_matmul(&x, &w, format).unwrap();
         let got = ops::gguf_matmul(&x, &w8, f8).unwrap();
         close(&got, &want, 1e-5);
     }
     // Decoding and row lookups are exact.
-    let d = ops::gguf_dequantize(&w, GgmlType::Q4_0, k).unwrap();
+    let d = ops::gguf_dequantize(&w, format, k).unwrap();
     let d8 = ops::gguf_dequantize(&w8, f8, k).unwrap();
     assert_eq!(d.to_vec::<f32>().unwrap(), d8.to_vec::<f32>().unwrap());
     let ids = Array::from_slice(&[0i32, 39, 17, 8, 7, 17], &[2, 3]).unwrap();
-    let rows = ops::gguf_take_rows(&w, &ids, GgmlType::Q4_0, k).unwrap();
+    let rows = ops::gguf_take_rows(&w, &ids, format, k).unwrap();
     let rows8 = ops::gguf_take_rows(&w8, &ids, f8, k).unwrap();
     assert_eq!(rows8.shape(), &[2, 3, k]);
     assert_eq!(
@@ -75,14 +84,15 @@ fn interleaved_q4_0_gives_what_the_natural_matrix_gives() {
             ops::sum(&ops::square(&ops::gguf_matmul(&a[0], &w, f)?)?, None, false)
         }
     };
-    let g = tessera_core::transforms::grad(loss(w.clone(), GgmlType::Q4_0), &[x.clone()]).unwrap();
+    let g =
+        tessera_core::transforms::grad(loss(w.clone(), format), std::slice::from_ref(&x)).unwrap();
     let g8 = tessera_core::transforms::grad(loss(w8.clone(), f8), &[x]).unwrap();
     close(&g8[0], &g[0], 1e-4);
 }
 
 #[test]
 fn interleaving_applies_only_where_it_fits() {
-    // Not whole groups of 8 rows, or not Q4_0: the natural layout stays.
+    // Not whole groups of 8 rows, or not Q4_0/Q4_1: the natural layout stays.
     let w12 = quantize_rows(&uniform(&[12, 64], 2), GgmlType::Q4_0).unwrap();
     assert!(interleave_for_cpu(&w12, GgmlType::Q4_0).unwrap().is_none());
     let q8 = quantize_rows(&uniform(&[16, 64], 3), GgmlType::Q8_0).unwrap();

@@ -5,10 +5,11 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! One format exists only in memory: [`GgmlType::Q4_0x8`], Q4_0 blocks of 8 rows interleaved so
-//! that the CPU's decode kernel multiplies 8 rows at once with no horizontal sums (about twice
-//! the speed of the natural layout). [`interleave_for_cpu`] converts a loaded Q4_0 matrix when
-//! the CPU kernels prefer it; it has no GGUF id and is never written to a file.
+//! Two formats exist only in memory: [`GgmlType::Q4_0x8`] and [`GgmlType::Q4_1x8`], Q4_0 and
+//! Q4_1 blocks of 8 rows interleaved so that the CPU's decode kernel multiplies 8 rows at once
+//! with no horizontal sums (about twice the speed of the natural layout). [`interleave_for_cpu`]
+//! converts a loaded matrix when the CPU kernels prefer it; these layouts have no GGUF id and
+//! are never written to a file.
 
 use crate::array::Array;
 use crate::dtype::Dtype;
@@ -55,6 +56,8 @@ pub enum GgmlType {
     /// Q4_0 with 8 rows interleaved (in memory only; see the module docs and
     /// `backend::cpu::quant::interleave` for the layout).
     Q4_0x8,
+    /// Q4_1 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]).
+    Q4_1x8,
 }
 
 /// `(type, id, name, block_size, type_size)` for every type, in id order (the in-memory layouts,
@@ -92,6 +95,7 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::TQ1_0, Some(34), "TQ1_0", 256, 54),
     (GgmlType::TQ2_0, Some(35), "TQ2_0", 256, 66),
     (GgmlType::Q4_0x8, None, "Q4_0x8", 32, 18),
+    (GgmlType::Q4_1x8, None, "Q4_1x8", 32, 20),
 ];
 
 impl GgmlType {
@@ -125,18 +129,19 @@ impl GgmlType {
         self.entry().1
     }
 
-    /// Weight rows whose blocks are interleaved: 8 for [`GgmlType::Q4_0x8`], else 1. A matrix in
-    /// such a layout has a multiple of this many rows, and single rows cannot be sliced out.
+    /// Weight rows whose blocks are interleaved: 8 for [`GgmlType::Q4_0x8`] and
+    /// [`GgmlType::Q4_1x8`], else 1. A matrix in such a layout has a multiple of this many rows,
+    /// and single rows cannot be sliced out.
     pub fn interleaved_rows(self) -> usize {
-        if self == GgmlType::Q4_0x8 { 8 } else { 1 }
+        if self.file_format() != self { 8 } else { 1 }
     }
 
     /// The file format whose blocks an in-memory layout holds (the type itself for file formats).
     pub fn file_format(self) -> GgmlType {
-        if self == GgmlType::Q4_0x8 {
-            GgmlType::Q4_0
-        } else {
-            self
+        match self {
+            GgmlType::Q4_0x8 => GgmlType::Q4_0,
+            GgmlType::Q4_1x8 => GgmlType::Q4_1,
+            _ => self,
         }
     }
 
@@ -228,7 +233,8 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
     let out = crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?;
     // SAFETY: a fresh contiguous buffer of `len` bytes that nothing else references yet.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), len) };
-    crate::backend::cpu::quant::interleave::interleave_q4_0(
+    crate::backend::cpu::quant::interleave::interleave(
+        format,
         src,
         row_bytes / format.type_size(),
         dst,
@@ -237,15 +243,19 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
 }
 
 /// The layout [`interleave_for_cpu`] turns matrices of `format` into on this CPU, before its
-/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`] for Q4_0 where the SIMD
-/// kernels run and `TESSERA_REPACK` is not `0`; `format` itself otherwise.
+/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`] for Q4_0 and
+/// [`GgmlType::Q4_1x8`] for Q4_1 where the SIMD kernels run and `TESSERA_REPACK` is not `0`;
+/// `format` itself otherwise.
 pub fn cpu_layout(format: GgmlType) -> GgmlType {
     use crate::backend::cpu::quant::Isa;
     let off = std::env::var("TESSERA_REPACK").is_ok_and(|v| v == "0");
-    if format == GgmlType::Q4_0 && Isa::best() != Isa::Scalar && !off {
-        GgmlType::Q4_0x8
-    } else {
-        format
+    if Isa::best() == Isa::Scalar || off {
+        return format;
+    }
+    match format {
+        GgmlType::Q4_0 => GgmlType::Q4_0x8,
+        GgmlType::Q4_1 => GgmlType::Q4_1x8,
+        _ => format,
     }
 }
 
@@ -319,6 +329,11 @@ mod tests {
         assert_eq!(GgmlType::Q4_0x8.id(), None);
         assert_eq!(GgmlType::Q4_0x8.file_format(), GgmlType::Q4_0);
         assert_eq!(GgmlType::Q4_0x8.row_bytes(64).unwrap(), 36);
+        assert_eq!(GgmlType::Q4_1x8.id(), None);
+        assert_eq!(GgmlType::Q4_1x8.file_format(), GgmlType::Q4_1);
+        assert_eq!(GgmlType::Q4_1x8.row_bytes(64).unwrap(), 40);
+        assert_eq!(GgmlType::Q4_1x8.interleaved_rows(), 8);
+        assert_eq!(GgmlType::Q4_1.interleaved_rows(), 1);
         assert!(GgmlType::from_id(4).is_err()); // removed Q4_2
         assert_eq!(GgmlType::Q4_K.row_bytes(512).unwrap(), 288);
         assert!(GgmlType::Q4_K.row_bytes(100).is_err());

@@ -1,46 +1,78 @@
-//! The row-interleaved layout [`GgmlType::Q4_0x8`]: Q4_0 blocks of 8 consecutive weight rows
-//! stored together, so that one 256-bit register holds 4 bytes of each of the 8 rows.
+//! The row-interleaved layouts [`GgmlType::Q4_0x8`] and [`GgmlType::Q4_1x8`]: the blocks of 8
+//! consecutive weight rows stored together, so that one 256-bit register holds 4 bytes of each
+//! of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
-//! integer dot product ends in lanes that must be summed horizontally, and the 18-byte blocks
-//! make the 8 scales of a group a gather. With 8 rows in the 8 lanes of a register the
+//! integer dot product ends in lanes that must be summed horizontally, and the 18- or 20-byte
+//! blocks make the 8 scales of a group a gather. With 8 rows in the 8 lanes of a register the
 //! multiply-adds (`vpdpbusd`, 4 bytes per i32 lane) accumulate each row in its own lane, a
-//! broadcast activation word meets all 8 rows, and the 8 scales are one 16-byte load: the
-//! decode kernel (`x86/blocks32x8.rs`) runs about twice as fast as the natural one.
+//! broadcast activation word meets all 8 rows, and the 8 scales (and Q4_1's 8 minimums) are one
+//! 16-byte load each: the decode kernel (`x86/blocks32x8.rs`) runs about twice as fast as the
+//! natural one.
 //!
-//! Layout: the matrix is `n / 8` groups; group `g` is `nb` records of 144 bytes (the same bytes
-//! as the 8 natural blocks), one per block index `b`, at `(g nb + b) 144`:
-//! - bytes `0..16`: the f16 scales `d` of rows `8g + j`, `j = 0..8`, at `2j`;
-//! - bytes `16..144`: 4 chunks of 32 bytes; chunk `c` holds bytes `4c..4c + 4` of row `j`'s
-//!   `qs` at `16 + 32c + 4j` (the low nibbles are values `4c..4c + 4` of the block, the high
-//!   nibbles values `16 + 4c..16 + 4c + 4`).
+//! Layout: the matrix is `n / 8` groups; group `g` is `nb` records, one per block index `b`, at
+//! `(g nb + b) R` with `R = 8 ×` the block size (144 bytes for Q4_0, 160 for Q4_1):
+//! - the block headers, one f16 field at a time: bytes `0..16` the scales `d` of rows `8g + j`,
+//!   `j = 0..8`, at `2j`; for Q4_1 bytes `16..32` the minimums `m`, likewise;
+//! - then 4 chunks of 32 bytes (from byte `H = 16` or `32`); chunk `c` holds bytes `4c..4c + 4`
+//!   of row `j`'s `qs` at `H + 32c + 4j` (the low nibbles are values `4c..4c + 4` of the
+//!   block, the high nibbles values `16 + 4c..16 + 4c + 4`).
 
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
+use crate::quant::GgmlType;
 
 /// Rows per interleaved group.
 pub(crate) const ROWS: usize = 8;
-/// Bytes of one Q4_0 block.
-const BLOCK: usize = 18;
-/// Bytes of one record (8 blocks).
-const RECORD: usize = ROWS * BLOCK;
 
-/// Where byte `i` (`0..18`) of row `j`'s block lands in its record.
-#[inline(always)]
-fn record_offset(j: usize, i: usize) -> usize {
-    if i < 2 {
-        2 * j + i
-    } else {
-        let q = i - 2;
-        16 + 32 * (q / 4) + 4 * j + q % 4
+/// Geometry of one interleavable file format.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Bytes of f16 fields before a block's `qs` (2: `d`; 4: `d`, `m`).
+    header: usize,
+}
+
+impl Geometry {
+    fn of(format: GgmlType) -> Geometry {
+        match format {
+            GgmlType::Q4_0 => Geometry { header: 2 },
+            GgmlType::Q4_1 => Geometry { header: 4 },
+            _ => unreachable!("only Q4_0 and Q4_1 have an interleaved layout"),
+        }
+    }
+    fn block(self) -> usize {
+        self.header + 16
+    }
+    fn record(self) -> usize {
+        ROWS * self.block()
+    }
+    /// Where byte `i` of row `j`'s block lands in its record.
+    #[inline(always)]
+    fn offset(self, j: usize, i: usize) -> usize {
+        if i < self.header {
+            16 * (i / 2) + 2 * j + i % 2
+        } else {
+            let q = i - self.header;
+            8 * self.header + 32 * (q / 4) + 4 * j + q % 4
+        }
     }
 }
 
-/// Rearranges `src` (natural Q4_0 rows, `n` a multiple of 8, `nb` blocks per row) into `dst`
-/// (same length) in the interleaved layout. Runs on the pool.
-pub(crate) fn interleave_q4_0(src: &[u8], nb: usize, dst: &mut [u8]) {
+/// Bytes from the start of a record to its nibbles, for the kernels.
+pub(crate) const fn nibbles_at(format: GgmlType) -> usize {
+    match format {
+        GgmlType::Q4_1 => 32,
+        _ => 16,
+    }
+}
+
+/// Rearranges `src` (natural rows of `format`, Q4_0 or Q4_1, `n` a multiple of 8, `nb` blocks
+/// per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
+    let geo = Geometry::of(format);
     assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
-    let group_bytes = nb * RECORD;
+    let (block, record) = (geo.block(), geo.record());
+    let group_bytes = nb * record;
     if group_bytes == 0 {
         return;
     }
@@ -57,11 +89,11 @@ pub(crate) fn interleave_q4_0(src: &[u8], nb: usize, dst: &mut [u8]) {
         };
         for (gi, rec_group) in dst.chunks_exact_mut(group_bytes).enumerate() {
             let rows = &src[(g0 + gi) * group_bytes..(g0 + gi + 1) * group_bytes];
-            for (b, rec) in rec_group.chunks_exact_mut(RECORD).enumerate() {
+            for (b, rec) in rec_group.chunks_exact_mut(record).enumerate() {
                 for j in 0..ROWS {
-                    let blk = &rows[j * nb * BLOCK + b * BLOCK..][..BLOCK];
+                    let blk = &rows[j * nb * block + b * block..][..block];
                     for (i, &byte) in blk.iter().enumerate() {
-                        rec[record_offset(j, i)] = byte;
+                        rec[geo.offset(j, i)] = byte;
                     }
                 }
             }
@@ -69,20 +101,37 @@ pub(crate) fn interleave_q4_0(src: &[u8], nb: usize, dst: &mut [u8]) {
     });
 }
 
-/// Writes groups `g0..g1` of the interleaved matrix `src` (`nb` blocks per row) to `dst` as
-/// natural Q4_0 rows (`(g1 - g0) 8` rows).
-pub(crate) fn deinterleave_q4_0(src: &[u8], nb: usize, g0: usize, g1: usize, dst: &mut [u8]) {
-    let group_bytes = nb * RECORD;
+/// Writes groups `g0..g1` of the interleaved matrix `src` (natural format `format`, `nb` blocks
+/// per row) to `dst` as natural rows (`(g1 - g0) 8` rows).
+pub(crate) fn deinterleave(
+    format: GgmlType,
+    src: &[u8],
+    nb: usize,
+    g0: usize,
+    g1: usize,
+    dst: &mut [u8],
+) {
+    let geo = Geometry::of(format);
+    let (block, record) = (geo.block(), geo.record());
+    let group_bytes = nb * record;
     let src = &src[g0 * group_bytes..g1 * group_bytes];
     for (recs, rows) in src
         .chunks_exact(group_bytes)
         .zip(dst.chunks_exact_mut(group_bytes))
     {
-        for (b, rec) in recs.chunks_exact(RECORD).enumerate() {
+        for (b, rec) in recs.chunks_exact(record).enumerate() {
             for j in 0..ROWS {
-                let blk = &mut rows[j * nb * BLOCK + b * BLOCK..][..BLOCK];
-                for (i, byte) in blk.iter_mut().enumerate() {
-                    *byte = rec[record_offset(j, i)];
+                let blk = &mut rows[j * nb * block + b * block..][..block];
+                // Whole fields rather than bytes (a prefill de-interleaves every weight once per
+                // matmul): the f16 header fields, then the 4 four-byte words of `qs`.
+                for f in 0..geo.header / 2 {
+                    let at = 16 * f + 2 * j;
+                    blk[2 * f..2 * f + 2].copy_from_slice(&rec[at..at + 2]);
+                }
+                let qs = &mut blk[geo.header..];
+                for c in 0..4 {
+                    let at = 8 * geo.header + 32 * c + 4 * j;
+                    qs[4 * c..4 * c + 4].copy_from_slice(&rec[at..at + 4]);
                 }
             }
         }
@@ -95,22 +144,31 @@ mod tests {
 
     #[test]
     fn interleave_round_trips_and_places_bytes_as_documented() {
-        let (n, nb) = (24, 3);
-        let src: Vec<u8> = (0..n * nb * BLOCK)
-            .map(|i| (i * 7 + i / 251) as u8)
-            .collect();
-        let mut packed = vec![0u8; src.len()];
-        interleave_q4_0(&src, nb, &mut packed);
-        // Row 13 (group 1, lane 5), block 2: scale and qs byte 9 (chunk 2, byte 1).
-        let blk = &src[13 * nb * BLOCK + 2 * BLOCK..][..BLOCK];
-        let rec = &packed[(nb + 2) * RECORD..][..RECORD];
-        assert_eq!(&rec[10..12], &blk[0..2]);
-        assert_eq!(rec[16 + 64 + 20 + 1], blk[2 + 9]);
-        let mut back = vec![0u8; src.len()];
-        deinterleave_q4_0(&packed, nb, 0, n / ROWS, &mut back);
-        assert_eq!(back, src);
-        let mut part = vec![0u8; nb * RECORD];
-        deinterleave_q4_0(&packed, nb, 2, 3, &mut part);
-        assert_eq!(part, src[2 * nb * RECORD..]);
+        for (format, block) in [(GgmlType::Q4_0, 18), (GgmlType::Q4_1, 20)] {
+            let record = ROWS * block;
+            let h = block - 16;
+            let (n, nb) = (24, 3);
+            let src: Vec<u8> = (0..n * nb * block)
+                .map(|i| (i * 7 + i / 251) as u8)
+                .collect();
+            let mut packed = vec![0u8; src.len()];
+            interleave(format, &src, nb, &mut packed);
+            // Row 13 (group 1, lane 5), block 2: scale, Q4_1's minimum, and qs byte 9 (chunk
+            // 2, byte 1).
+            let blk = &src[13 * nb * block + 2 * block..][..block];
+            let rec = &packed[(nb + 2) * record..][..record];
+            assert_eq!(&rec[10..12], &blk[0..2], "{format}");
+            if format == GgmlType::Q4_1 {
+                assert_eq!(&rec[16 + 10..16 + 12], &blk[2..4]);
+            }
+            let at = nibbles_at(format);
+            assert_eq!(rec[at + 64 + 20 + 1], blk[h + 9], "{format}");
+            let mut back = vec![0u8; src.len()];
+            deinterleave(format, &packed, nb, 0, n / ROWS, &mut back);
+            assert_eq!(back, src, "{format}");
+            let mut part = vec![0u8; nb * record];
+            deinterleave(format, &packed, nb, 2, 3, &mut part);
+            assert_eq!(part, src[2 * nb * record..], "{format}");
+        }
     }
 }

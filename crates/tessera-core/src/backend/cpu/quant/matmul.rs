@@ -91,8 +91,8 @@ pub(super) fn matmul_t(
 ) -> Result<()> {
     let row_bytes = ty.row_bytes(k)?;
     let panel = m >= panel_min_m(isa);
-    if ty == GgmlType::Q4_0x8 {
-        matmul_interleaved(isa, w, row_bytes, n, k, x, m, out);
+    if ty.interleaved_rows() > 1 {
+        matmul_interleaved(isa, ty, w, row_bytes, n, k, x, m, out);
         return Ok(());
     }
     if panel && let Some((kern, off)) = panel_q8(isa, ty) {
@@ -127,13 +127,14 @@ pub(super) fn matmul_t(
     }
 }
 
-/// Q4_0x8 weights (`n` a multiple of 8, checked by the op): the 8-row decode kernel for few
-/// activation rows on x86; otherwise (prefill, or the portable kernels) the natural Q4_0
-/// kernels, over slices of [`SLICE_GROUPS`] groups de-interleaved into a per-thread buffer
-/// (one extra pass over the weights, small next to a prefill's arithmetic).
+/// Q4_0x8 or Q4_1x8 weights (`n` a multiple of 8, checked by the op): the 8-row decode kernel
+/// for few activation rows on x86; otherwise (prefill, or the portable kernels) the natural
+/// kernels of the file format, over slices of [`SLICE_GROUPS`] groups de-interleaved into a
+/// per-thread buffer (one extra pass over the weights, small next to a prefill's arithmetic).
 #[allow(clippy::too_many_arguments)]
 fn matmul_interleaved(
     isa: Isa,
+    ty: GgmlType,
     w: &[u8],
     row_bytes: usize,
     n: usize,
@@ -142,19 +143,20 @@ fn matmul_interleaved(
     m: usize,
     out: &mut [f32],
 ) {
+    let base = ty.file_format();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar && m < panel_min_m(isa) {
-        let kern = super::x86::kernel_q4_0x8(isa);
+        let kern = super::x86::kernel_x8(isa, base);
         let acts = quantize_q8(isa, x, m, k, false, 0);
         drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
         return;
     }
-    if let Some((kern, off)) = panel_q8(isa, GgmlType::Q4_0) {
+    if let Some((kern, off)) = panel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, false, off);
-        drive_deinterleaved(kern, &acts, m, w, row_bytes, n, k, m, out);
-    } else if let Some(kern) = kernel_q8(isa, GgmlType::Q4_0) {
+        drive_deinterleaved(kern, base, &acts, m, w, row_bytes, n, k, m, out);
+    } else if let Some(kern) = kernel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, true, 0);
-        drive_deinterleaved(kern, &acts, MT, w, row_bytes, n, k, m, out);
+        drive_deinterleaved(kern, base, &acts, MT, w, row_bytes, n, k, m, out);
     }
 }
 
@@ -162,12 +164,14 @@ fn matmul_interleaved(
 /// stays in L2 while the kernel runs over it).
 const SLICE_GROUPS: usize = 32;
 
-/// Runs a natural-layout Q4_0 kernel over Q4_0x8 weights: each pool thread takes whole groups,
-/// de-interleaves them a slice at a time and runs every activation tile (`step` rows per call:
-/// [`MT`] for a decode kernel, all `m` for a panel kernel) over the slice.
+/// Runs a natural-layout kernel of `base` (Q4_0, Q4_1) over its interleaved layout: each pool
+/// thread takes whole groups, de-interleaves them a slice at a time and runs every activation
+/// tile (`step` rows per call: [`MT`] for a decode kernel, all `m` for a panel kernel) over the
+/// slice.
 #[allow(clippy::too_many_arguments)]
 fn drive_deinterleaved(
     kern: Kernel<Q8Rows>,
+    base: GgmlType,
     acts: &Q8Rows,
     step: usize,
     w: &[u8],
@@ -187,7 +191,7 @@ fn drive_deinterleaved(
             let ge = (g + SLICE_GROUPS).min(g1);
             let rows = (ge - g) * ROWS;
             let slice = &mut buf[..rows * row_bytes];
-            interleave::deinterleave_q4_0(w, nb, g, ge, slice);
+            interleave::deinterleave(base, w, nb, g, ge, slice);
             let mut i0 = 0;
             while i0 < m {
                 let tile = Tile {
@@ -204,7 +208,7 @@ fn drive_deinterleaved(
                     out: unsafe { outp.get().add(g * ROWS) },
                     ldo: n,
                 };
-                // SAFETY: the slice holds `rows` natural Q4_0 rows of `nb` blocks; this chunk
+                // SAFETY: the slice holds `rows` natural rows of `nb` blocks; this chunk
                 // alone writes output columns g0 * 8..g1 * 8; the kernel suits this CPU.
                 unsafe { kern(&tile) };
                 i0 += step;

@@ -428,61 +428,54 @@ fn matmul_prefill_shapes() {
     }
 }
 
-/// Q4_0x8 (8 rows interleaved) against the natural Q4_0 layout on every instruction set: the
-/// 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill, the
-/// portable kernels), partial groups of blocks, several slices per thread.
+/// Q4_0x8 and Q4_1x8 (8 rows interleaved) against the natural layouts on every instruction set:
+/// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
+/// the portable kernels), partial groups of blocks, several slices per thread.
 #[test]
-fn interleaved_q4_0_matches_the_natural_layout() {
+fn interleaved_layouts_match_the_natural_layout() {
     let mut rng = Rng(0x5eed_0408);
-    for (m, n, k) in [
-        (1, 8, 32),
-        (1, 16, 896),
-        (2, 24, 288),
-        (3, 40, 352),
-        (4, 8, 128),
-        (5, 16, 256),
-        (9, 24, 512),
-        (17, 40, 352),
-        (1, 600, 1024),
-        (6, 600, 1024),
-    ] {
-        let w = random_blocks(&mut rng, T::Q4_0, n, k);
-        let mut wi = vec![0u8; w.len()];
-        super::interleave::interleave_q4_0(&w, k / 32, &mut wi);
-        let x = rng.vec(m * k);
-        let (exact, bound) = reference(T::Q4_0, &w, n, k, &x, m);
-        for isa in Isa::available() {
-            let mut natural = vec![f32::NAN; m * n];
-            matmul_t_with(isa, T::Q4_0, &w, n, k, &x, m, &mut natural).unwrap();
-            let mut inter = vec![f32::NAN; m * n];
-            matmul_t_with(isa, T::Q4_0x8, &wi, n, k, &x, m, &mut inter).unwrap();
-            for (j, (a, b)) in natural.iter().zip(&inter).enumerate() {
-                let tol = 1e-5 * (bound[j] + exact[j].abs()) as f32 + 1e-6;
-                assert!(
-                    (a - b).abs() <= tol,
-                    "{isa:?} m={m} n={n} k={k} out[{}][{}]: natural {a}, interleaved {b}",
-                    j / n,
-                    j % n
-                );
+    for (base, layout) in [(T::Q4_0, T::Q4_0x8), (T::Q4_1, T::Q4_1x8)] {
+        for (m, n, k) in [
+            (1, 8, 32),
+            (1, 16, 896),
+            (2, 24, 288),
+            (3, 40, 352),
+            (4, 8, 128),
+            (5, 16, 256),
+            (9, 24, 512),
+            (17, 40, 352),
+            (1, 600, 1024),
+            (6, 600, 1024),
+        ] {
+            let w = random_blocks(&mut rng, base, n, k);
+            let mut wi = vec![0u8; w.len()];
+            super::interleave::interleave(base, &w, k / 32, &mut wi);
+            let x = rng.vec(m * k);
+            let (exact, bound) = reference(base, &w, n, k, &x, m);
+            for isa in Isa::available() {
+                let mut natural = vec![f32::NAN; m * n];
+                matmul_t_with(isa, base, &w, n, k, &x, m, &mut natural).unwrap();
+                let mut inter = vec![f32::NAN; m * n];
+                matmul_t_with(isa, layout, &wi, n, k, &x, m, &mut inter).unwrap();
+                for (j, (a, b)) in natural.iter().zip(&inter).enumerate() {
+                    // The layouts sum the same integer products; only the f32 order of the
+                    // per-block terms differs.
+                    let tol = 1e-5 * (bound[j] + exact[j].abs()) as f32 + 1e-6;
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{layout} {isa:?} m={m} n={n} k={k} out[{}][{}]: natural {a}, \
+                         interleaved {b}",
+                        j / n,
+                        j % n
+                    );
+                }
             }
         }
+        // A row count that is not whole groups is an error, not a panic.
+        let w = random_blocks(&mut rng, base, 12, 64);
+        let mut out = vec![0f32; 12];
+        assert!(matmul_t_with(Isa::best(), layout, &w, 12, 64, &rng.vec(64), 1, &mut out).is_err());
     }
-    // A row count that is not whole groups is an error, not a panic.
-    let w = random_blocks(&mut rng, T::Q4_0, 12, 64);
-    let mut out = vec![0f32; 12];
-    assert!(
-        matmul_t_with(
-            Isa::best(),
-            T::Q4_0x8,
-            &w,
-            12,
-            64,
-            &rng.vec(64),
-            1,
-            &mut out
-        )
-        .is_err()
-    );
 }
 
 #[test]

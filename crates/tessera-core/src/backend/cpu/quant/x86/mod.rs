@@ -99,22 +99,24 @@ unsafe fn rows32_vnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_0x8_avx2(t: &Tile<Q8Rows>) {
-    blocks32x8::rows::<Avx2>(t)
+unsafe fn rows_x8_avx2<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
+    blocks32x8::rows::<Avx2, F>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_q4_0x8_vnni(t: &Tile<Q8Rows>) {
-    blocks32x8::rows::<Vnni>(t)
+unsafe fn rows_x8_vnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
+    blocks32x8::rows::<Vnni, F>(t)
 }
 
-/// The decode kernel for Q4_0x8 weights (natural activation blocks; row ranges in whole
-/// groups of 8).
-pub(super) fn kernel_q4_0x8(isa: Isa) -> Kernel<Q8Rows> {
-    if isa == Isa::Vnni {
-        rows_q4_0x8_vnni
-    } else {
-        rows_q4_0x8_avx2
+/// The decode kernel for the interleaved layout of `base` (Q4_0 or Q4_1; natural activation
+/// blocks; row ranges in whole groups of 8).
+pub(super) fn kernel_x8(isa: Isa, base: GgmlType) -> Kernel<Q8Rows> {
+    use blocks32x8::{Q4_0x8, Q4_1x8};
+    match (base == GgmlType::Q4_1, isa == Isa::Vnni) {
+        (false, true) => rows_x8_vnni::<Q4_0x8>,
+        (false, false) => rows_x8_avx2::<Q4_0x8>,
+        (true, true) => rows_x8_vnni::<Q4_1x8>,
+        (true, false) => rows_x8_avx2::<Q4_1x8>,
     }
 }
 

