@@ -13,7 +13,7 @@ use tessera_core::{Array, Dtype, ops, random};
 
 /// `n` rows of `k` values of `ty`, in valid blocks: random bytes, with every f16 scale field
 /// set to a small finite value (random bytes there could be NaN or infinite). An in-memory
-/// layout (Q4_0x8, Q4_1x8) is made from its file format.
+/// layout (Q4_0x8, Q4_1x8, Q8_0x8) is made from its file format.
 fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> Array {
     if ty != ty.file_format() {
         let natural = weights(ty.file_format(), n, k, seed);
@@ -100,6 +100,7 @@ pub fn quant_cases() -> Vec<Case> {
     if tessera_core::quant::cpu_layout(GgmlType::Q4_0) == GgmlType::Q4_0x8 {
         types.insert(1, (GgmlType::Q4_0x8, 896));
         types.push((GgmlType::Q4_1x8, 896));
+        types.push((GgmlType::Q8_0x8, 896));
     }
     let mut v: Vec<Case> = types
         .iter()

@@ -96,12 +96,12 @@ impl Weight {
         })
     }
 
-    /// This matrix as the CPU kernels read it fastest: Q4_0 and Q4_1 become the row-interleaved
-    /// Q4_0x8 and Q4_1x8 (see `tessera_core::quant::interleave_for_cpu`), and large matrices that still point
-    /// into a memory-mapped file are copied into memory backed by huge pages
-    /// (`tessera_core::memory::own_large`; a decode step streams every weight once). The
-    /// result still gives rows ([`Weight::rows`]) but an interleaved one cannot be stacked
-    /// ([`Weight::concat_rows`]): stack first.
+    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1 and Q8_0 become the
+    /// row-interleaved Q4_0x8, Q4_1x8 and Q8_0x8 (see `tessera_core::quant::interleave_for_cpu`),
+    /// and large matrices that still point into a memory-mapped file are copied into memory
+    /// backed by huge pages (`tessera_core::memory::own_large`; a decode step streams every
+    /// weight once). The result still gives rows ([`Weight::rows`]) but an interleaved one
+    /// cannot be stacked ([`Weight::concat_rows`]): stack first.
     pub fn for_matmul(self) -> Result<Weight> {
         if let Weight::Quantized {
             blocks,

@@ -5,9 +5,10 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! Two formats exist only in memory: [`GgmlType::Q4_0x8`] and [`GgmlType::Q4_1x8`], Q4_0 and
-//! Q4_1 blocks of 8 rows interleaved so that the CPU's decode kernel multiplies 8 rows at once
-//! with no horizontal sums (about twice the speed of the natural layout). [`interleave_for_cpu`]
+//! Three formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`] and
+//! [`GgmlType::Q8_0x8`], Q4_0, Q4_1 and Q8_0 blocks of 8 rows interleaved so that the CPU's
+//! decode kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
+//! natural layout). [`interleave_for_cpu`]
 //! converts a loaded matrix when the CPU kernels prefer it; these layouts have no GGUF id and
 //! are never written to a file.
 
@@ -58,6 +59,8 @@ pub enum GgmlType {
     Q4_0x8,
     /// Q4_1 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]).
     Q4_1x8,
+    /// Q8_0 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]).
+    Q8_0x8,
 }
 
 /// `(type, id, name, block_size, type_size)` for every type, in id order (the in-memory layouts,
@@ -96,6 +99,7 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::TQ2_0, Some(35), "TQ2_0", 256, 66),
     (GgmlType::Q4_0x8, None, "Q4_0x8", 32, 18),
     (GgmlType::Q4_1x8, None, "Q4_1x8", 32, 20),
+    (GgmlType::Q8_0x8, None, "Q8_0x8", 32, 34),
 ];
 
 impl GgmlType {
@@ -129,8 +133,8 @@ impl GgmlType {
         self.entry().1
     }
 
-    /// Weight rows whose blocks are interleaved: 8 for [`GgmlType::Q4_0x8`] and
-    /// [`GgmlType::Q4_1x8`], else 1. A matrix in such a layout has a multiple of this many rows,
+    /// Weight rows whose blocks are interleaved: 8 for the in-memory layouts
+    /// ([`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`], [`GgmlType::Q8_0x8`]), else 1. A matrix in such a layout has a multiple of this many rows,
     /// and single rows cannot be sliced out.
     pub fn interleaved_rows(self) -> usize {
         if self.file_format() != self { 8 } else { 1 }
@@ -141,6 +145,7 @@ impl GgmlType {
         match self {
             GgmlType::Q4_0x8 => GgmlType::Q4_0,
             GgmlType::Q4_1x8 => GgmlType::Q4_1,
+            GgmlType::Q8_0x8 => GgmlType::Q8_0,
             _ => self,
         }
     }
@@ -243,9 +248,9 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
 }
 
 /// The layout [`interleave_for_cpu`] turns matrices of `format` into on this CPU, before its
-/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`] for Q4_0 and
-/// [`GgmlType::Q4_1x8`] for Q4_1 where the SIMD kernels run and `TESSERA_REPACK` is not `0`;
-/// `format` itself otherwise.
+/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`]
+/// and [`GgmlType::Q8_0x8`] for Q4_0, Q4_1 and Q8_0 where the SIMD kernels run and
+/// `TESSERA_REPACK` is not `0`; `format` itself otherwise.
 pub fn cpu_layout(format: GgmlType) -> GgmlType {
     use crate::backend::cpu::quant::Isa;
     let off = std::env::var("TESSERA_REPACK").is_ok_and(|v| v == "0");
@@ -255,6 +260,7 @@ pub fn cpu_layout(format: GgmlType) -> GgmlType {
     match format {
         GgmlType::Q4_0 => GgmlType::Q4_0x8,
         GgmlType::Q4_1 => GgmlType::Q4_1x8,
+        GgmlType::Q8_0 => GgmlType::Q8_0x8,
         _ => format,
     }
 }
@@ -334,6 +340,8 @@ mod tests {
         assert_eq!(GgmlType::Q4_1x8.row_bytes(64).unwrap(), 40);
         assert_eq!(GgmlType::Q4_1x8.interleaved_rows(), 8);
         assert_eq!(GgmlType::Q4_1.interleaved_rows(), 1);
+        assert_eq!(GgmlType::Q8_0x8.file_format(), GgmlType::Q8_0);
+        assert_eq!(GgmlType::Q8_0x8.row_bytes(64).unwrap(), 68);
         assert!(GgmlType::from_id(4).is_err()); // removed Q4_2
         assert_eq!(GgmlType::Q4_K.row_bytes(512).unwrap(), 288);
         assert!(GgmlType::Q4_K.row_bytes(100).is_err());

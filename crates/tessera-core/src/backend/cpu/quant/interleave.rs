@@ -1,9 +1,9 @@
-//! The row-interleaved layouts [`GgmlType::Q4_0x8`] and [`GgmlType::Q4_1x8`]: the blocks of 8
-//! consecutive weight rows stored together, so that one 256-bit register holds 4 bytes of each
-//! of the 8 rows.
+//! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`] and
+//! [`GgmlType::Q8_0x8`]: the blocks of 8 consecutive weight rows stored together, so that one
+//! 256-bit register holds 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
-//! integer dot product ends in lanes that must be summed horizontally, and the 18- or 20-byte
+//! integer dot product ends in lanes that must be summed horizontally, and the 18- to 34-byte
 //! blocks make the 8 scales of a group a gather. With 8 rows in the 8 lanes of a register the
 //! multiply-adds (`vpdpbusd`, 4 bytes per i32 lane) accumulate each row in its own lane, a
 //! broadcast activation word meets all 8 rows, and the 8 scales (and Q4_1's 8 minimums) are one
@@ -11,12 +11,14 @@
 //! natural one.
 //!
 //! Layout: the matrix is `n / 8` groups; group `g` is `nb` records, one per block index `b`, at
-//! `(g nb + b) R` with `R = 8 ×` the block size (144 bytes for Q4_0, 160 for Q4_1):
+//! `(g nb + b) R` with `R = 8 ×` the block size (144 bytes for Q4_0, 160 for Q4_1, 272 for
+//! Q8_0):
 //! - the block headers, one f16 field at a time: bytes `0..16` the scales `d` of rows `8g + j`,
 //!   `j = 0..8`, at `2j`; for Q4_1 bytes `16..32` the minimums `m`, likewise;
-//! - then 4 chunks of 32 bytes (from byte `H = 16` or `32`); chunk `c` holds bytes `4c..4c + 4`
-//!   of row `j`'s `qs` at `H + 32c + 4j` (the low nibbles are values `4c..4c + 4` of the
-//!   block, the high nibbles values `16 + 4c..16 + 4c + 4`).
+//! - then 4 chunks (Q8_0: 8) of 32 bytes, from byte `H = 16` (Q4_1: 32); chunk `c` holds bytes
+//!   `4c..4c + 4` of row `j`'s `qs` at `H + 32c + 4j` (for the 4-bit formats the low nibbles are
+//!   values `4c..4c + 4` of the block, the high nibbles values `16 + 4c..16 + 4c + 4`; for Q8_0
+//!   the bytes are values `4c..4c + 4`).
 
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
@@ -30,18 +32,21 @@ pub(crate) const ROWS: usize = 8;
 struct Geometry {
     /// Bytes of f16 fields before a block's `qs` (2: `d`; 4: `d`, `m`).
     header: usize,
+    /// Bytes of `qs` per block.
+    qs: usize,
 }
 
 impl Geometry {
     fn of(format: GgmlType) -> Geometry {
         match format {
-            GgmlType::Q4_0 => Geometry { header: 2 },
-            GgmlType::Q4_1 => Geometry { header: 4 },
-            _ => unreachable!("only Q4_0 and Q4_1 have an interleaved layout"),
+            GgmlType::Q4_0 => Geometry { header: 2, qs: 16 },
+            GgmlType::Q4_1 => Geometry { header: 4, qs: 16 },
+            GgmlType::Q8_0 => Geometry { header: 2, qs: 32 },
+            _ => unreachable!("only Q4_0, Q4_1 and Q8_0 have an interleaved layout"),
         }
     }
     fn block(self) -> usize {
-        self.header + 16
+        self.header + self.qs
     }
     fn record(self) -> usize {
         ROWS * self.block()
@@ -58,16 +63,16 @@ impl Geometry {
     }
 }
 
-/// Bytes from the start of a record to its nibbles, for the kernels.
-pub(crate) const fn nibbles_at(format: GgmlType) -> usize {
+/// Bytes from the start of a record to its `qs` chunks, for the kernels.
+pub(crate) const fn qs_at(format: GgmlType) -> usize {
     match format {
         GgmlType::Q4_1 => 32,
         _ => 16,
     }
 }
 
-/// Rearranges `src` (natural rows of `format`, Q4_0 or Q4_1, `n` a multiple of 8, `nb` blocks
-/// per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1 or Q8_0, `n` a multiple of 8, `nb`
+/// blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
 pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
     let geo = Geometry::of(format);
     assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
@@ -129,7 +134,7 @@ pub(crate) fn deinterleave(
                     blk[2 * f..2 * f + 2].copy_from_slice(&rec[at..at + 2]);
                 }
                 let qs = &mut blk[geo.header..];
-                for c in 0..4 {
+                for c in 0..geo.qs / 4 {
                     let at = 8 * geo.header + 32 * c + 4 * j;
                     qs[4 * c..4 * c + 4].copy_from_slice(&rec[at..at + 4]);
                 }
@@ -144,9 +149,12 @@ mod tests {
 
     #[test]
     fn interleave_round_trips_and_places_bytes_as_documented() {
-        for (format, block) in [(GgmlType::Q4_0, 18), (GgmlType::Q4_1, 20)] {
+        for (format, block, h) in [
+            (GgmlType::Q4_0, 18, 2),
+            (GgmlType::Q4_1, 20, 4),
+            (GgmlType::Q8_0, 34, 2),
+        ] {
             let record = ROWS * block;
-            let h = block - 16;
             let (n, nb) = (24, 3);
             let src: Vec<u8> = (0..n * nb * block)
                 .map(|i| (i * 7 + i / 251) as u8)
@@ -161,8 +169,12 @@ mod tests {
             if format == GgmlType::Q4_1 {
                 assert_eq!(&rec[16 + 10..16 + 12], &blk[2..4]);
             }
-            let at = nibbles_at(format);
+            let at = qs_at(format);
             assert_eq!(rec[at + 64 + 20 + 1], blk[h + 9], "{format}");
+            if format == GgmlType::Q8_0 {
+                // qs byte 29: chunk 7, byte 1.
+                assert_eq!(rec[at + 7 * 32 + 20 + 1], blk[h + 29]);
+            }
             let mut back = vec![0u8; src.len()];
             deinterleave(format, &packed, nb, 0, n / ROWS, &mut back);
             assert_eq!(back, src, "{format}");

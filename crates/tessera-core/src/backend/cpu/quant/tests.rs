@@ -428,13 +428,17 @@ fn matmul_prefill_shapes() {
     }
 }
 
-/// Q4_0x8 and Q4_1x8 (8 rows interleaved) against the natural layouts on every instruction set:
+/// Q4_0x8, Q4_1x8 and Q8_0x8 (8 rows interleaved) against the natural layouts on every instruction set:
 /// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
 /// the portable kernels), partial groups of blocks, several slices per thread.
 #[test]
 fn interleaved_layouts_match_the_natural_layout() {
     let mut rng = Rng(0x5eed_0408);
-    for (base, layout) in [(T::Q4_0, T::Q4_0x8), (T::Q4_1, T::Q4_1x8)] {
+    for (base, layout) in [
+        (T::Q4_0, T::Q4_0x8),
+        (T::Q4_1, T::Q4_1x8),
+        (T::Q8_0, T::Q8_0x8),
+    ] {
         for (m, n, k) in [
             (1, 8, 32),
             (1, 16, 896),

@@ -1,6 +1,7 @@
-//! The decode kernel for [`Q4_0x8`](crate::quant::GgmlType::Q4_0x8) and
-//! [`Q4_1x8`](crate::quant::GgmlType::Q4_1x8): 8 weight rows at once, one row per i32 lane (the
-//! layout is described in `quant/interleave.rs`).
+//! The decode kernel for [`Q4_0x8`](crate::quant::GgmlType::Q4_0x8),
+//! [`Q4_1x8`](crate::quant::GgmlType::Q4_1x8) and [`Q8_0x8`](crate::quant::GgmlType::Q8_0x8): 8
+//! weight rows at once, one row per i32 lane (the layout is described in
+//! `quant/interleave.rs`).
 //!
 //! Per record (one block index of 8 rows, 144 or 160 bytes) and activation row: 4 loads of 32
 //! bytes,
@@ -18,36 +19,47 @@
 //! their sum is divided by 16 once per record (exact: every term is a multiple of 16), instead
 //! of shifting each chunk: 4 fewer instructions per record, 7% less time in a cache-hot loop.
 //! AVX2's `vpmaddubsw` would saturate its i16 pair sums on `16 q`, so it shifts as before.
+//!
+//! Q8_0 has 8 chunks of signed bytes and no unpacking: with VNNI each is biased to `q + 128`
+//! (one xor) and `128 d_x Σx` taken off per block as Q4_0's offset is; AVX2 multiplies `|q|`
+//! by `x` with `q`'s sign (no i16 saturation: `|q| <= 128`).
 
 use super::Dot;
 use crate::backend::cpu::quant::act::Q8Rows;
-use crate::backend::cpu::quant::interleave::{ROWS, nibbles_at};
+use crate::backend::cpu::quant::interleave::{ROWS, qs_at};
 use crate::backend::cpu::quant::matmul::Tile;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// An interleaved format: where its nibbles start in a record, and whether it carries minimums
-/// (after the scales) instead of Q4_0's offset of 8.
+/// An interleaved format: where its `qs` chunks start in a record, how many there are, and how
+/// a weight is made from `q`.
 pub(super) trait Format {
-    /// Bytes before the nibbles: the 8 scales, and for Q4_1 the 8 minimums.
-    const NIBBLES: usize;
-    /// `w = d q + m` (Q4_1) rather than `w = d (q - 8)` (Q4_0).
-    const MIN: bool;
-    /// Bytes per record: the header and 8 × 16 bytes of nibbles.
-    const RECORD: usize = Self::NIBBLES + 128;
+    /// Bytes before the `qs` chunks: the 8 scales, and for Q4_1 the 8 minimums.
+    const QS: usize;
+    /// `w = d q + m` (Q4_1).
+    const MIN: bool = false;
+    /// Signed bytes `w = d q` (Q8_0, 8 chunks of 32 bytes) rather than nibbles (4 chunks).
+    const EIGHT_BIT: bool = false;
+    /// Bytes per record: the header and the 8 rows' `qs`.
+    const RECORD: usize = Self::QS + if Self::EIGHT_BIT { 256 } else { 128 };
 }
 
 pub(super) struct Q4_0x8;
 pub(super) struct Q4_1x8;
+pub(super) struct Q8_0x8;
 
 impl Format for Q4_0x8 {
-    const NIBBLES: usize = nibbles_at(GgmlType::Q4_0);
-    const MIN: bool = false;
+    const QS: usize = qs_at(GgmlType::Q4_0);
 }
 
 impl Format for Q4_1x8 {
-    const NIBBLES: usize = nibbles_at(GgmlType::Q4_1);
+    const QS: usize = qs_at(GgmlType::Q4_1);
     const MIN: bool = true;
+}
+
+impl Format for Q8_0x8 {
+    const QS: usize = qs_at(GgmlType::Q8_0);
+    const EIGHT_BIT: bool = true;
 }
 
 /// Runs the tile (rows `r0..r1` multiples of 8, activations in the natural layout) with the
@@ -91,16 +103,32 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
         let mut acc_min = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * F::RECORD);
-            let mut lo = [zero; 4];
-            let mut hi = [zero; 4];
-            for c in 0..4 {
-                let raw = _mm256_loadu_si256(rec.add(F::NIBBLES + 32 * c) as *const __m256i);
-                lo[c] = _mm256_and_si256(raw, m4);
-                hi[c] = if D::FULL_U8 {
-                    _mm256_andnot_si256(m4, raw) // 16 q (see the module doc)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
-                };
+            // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
+            // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
+            let mut u = [zero; 8];
+            let mut raw8 = [zero; 8];
+            if F::EIGHT_BIT {
+                for c in 0..8 {
+                    let raw = _mm256_loadu_si256(rec.add(F::QS + 32 * c) as *const __m256i);
+                    raw8[c] = raw;
+                    // VNNI: q + 128 (unsigned; the offset is taken off below). AVX2's i16 pair
+                    // sums would saturate on that, so |q| against x with q's sign.
+                    u[c] = if D::FULL_U8 {
+                        _mm256_xor_si256(raw, _mm256_set1_epi8(-128))
+                    } else {
+                        _mm256_abs_epi8(raw)
+                    };
+                }
+            } else {
+                for c in 0..4 {
+                    let raw = _mm256_loadu_si256(rec.add(F::QS + 32 * c) as *const __m256i);
+                    u[c] = _mm256_and_si256(raw, m4);
+                    u[4 + c] = if D::FULL_U8 {
+                        _mm256_andnot_si256(m4, raw) // 16 q (see the module doc)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
+                    };
+                }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
             let mw = if F::MIN {
@@ -114,10 +142,15 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                 let mut sl = zero;
                 let mut sh = zero;
                 for c in 0..4 {
-                    sl = D::dot_us(sl, lo[c], word(x, c));
-                    sh = D::dot_us(sh, hi[c], word(x, 4 + c));
+                    let (mut wl, mut wh) = (word(x, c), word(x, 4 + c));
+                    if F::EIGHT_BIT && !D::FULL_U8 {
+                        wl = _mm256_sign_epi8(wl, raw8[c]);
+                        wh = _mm256_sign_epi8(wh, raw8[4 + c]);
+                    }
+                    sl = D::dot_us(sl, u[c], wl);
+                    sh = D::dot_us(sh, u[4 + c], wh);
                 }
-                let sh = if D::FULL_U8 {
+                let sh = if D::FULL_U8 && !F::EIGHT_BIT {
                     _mm256_srai_epi32::<4>(sh)
                 } else {
                     sh
@@ -128,11 +161,17 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                     acc_min[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*xs.add(ix)), acc_min[i]);
                     _mm256_mul_ps(f, _mm256_set1_ps(*xd.add(ix)))
                 } else {
-                    // d_x Σ q x - 8 d_x Σ x: the offset of Q4_0's unsigned nibbles.
+                    // d_x Σ q x - off d_x Σ x: the offset of Q4_0's unsigned nibbles (8), of
+                    // VNNI's biased Q8_0 bytes (128); none for AVX2's signed Q8_0 products.
+                    let off = match (F::EIGHT_BIT, D::FULL_U8) {
+                        (false, _) => 8.0,
+                        (true, true) => 128.0,
+                        (true, false) => 0.0,
+                    };
                     _mm256_fmsub_ps(
                         f,
                         _mm256_set1_ps(*xd.add(ix)),
-                        _mm256_set1_ps(8.0 * *xdsum.add(ix)),
+                        _mm256_set1_ps(off * *xdsum.add(ix)),
                     )
                 };
                 acc[i] = _mm256_fmadd_ps(v, dw, acc[i]);
