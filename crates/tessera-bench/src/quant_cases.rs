@@ -13,7 +13,7 @@ use tessera_core::{Array, Dtype, ops, random};
 
 /// `n` rows of `k` values of `ty`, in valid blocks: random bytes, with every f16 scale field
 /// set to a small finite value (random bytes there could be NaN or infinite). An in-memory
-/// layout (Q4_0x8, Q4_1x8, Q8_0x8) is made from its file format.
+/// layout (Q4_0x8 and the other `x8` layouts) is made from its file format.
 fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> Array {
     if ty != ty.file_format() {
         let natural = weights(ty.file_format(), n, k, seed);
@@ -37,7 +37,7 @@ fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> Array {
         .collect();
     // Offsets of the f16 fields inside one block.
     let f16_fields: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
         GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q6_K => &[208],
         _ => panic!("no bench weights for {ty}"),
@@ -101,6 +101,8 @@ pub fn quant_cases() -> Vec<Case> {
         types.insert(1, (GgmlType::Q4_0x8, 896));
         types.push((GgmlType::Q4_1x8, 896));
         types.push((GgmlType::Q8_0x8, 896));
+        types.push((GgmlType::Q5_0, 896));
+        types.push((GgmlType::Q5_0x8, 896));
     }
     let mut v: Vec<Case> = types
         .iter()

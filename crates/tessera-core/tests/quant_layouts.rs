@@ -1,4 +1,4 @@
-//! The in-memory Q4_0x8, Q4_1x8 and Q8_0x8 layouts through the public API: the matmul, decoding, row
+//! The in-memory interleaved layouts (Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8) through the public API: the matmul, decoding, row
 //! lookup and gradients give what the natural matrix gives; misuse is an error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,7 @@ fn close(a: &Array, b: &Array, tol: f32) {
 }
 
 /// Whether this CPU runs the SIMD quant kernels (AVX2 + FMA + F16C), which is when tessera
-/// interleaves Q4_0, Q4_1 and Q8_0.
+/// interleaves Q4_0, Q4_1, Q5_0 and Q8_0.
 fn simd_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -38,6 +38,7 @@ fn interleaved_layouts_give_what_the_natural_matrix_gives() {
     for (format, layout, row_bytes) in [
         (GgmlType::Q4_0, GgmlType::Q4_0x8, 54),
         (GgmlType::Q4_1, GgmlType::Q4_1x8, 60),
+        (GgmlType::Q5_0, GgmlType::Q5_0x8, 66),
         (GgmlType::Q8_0, GgmlType::Q8_0x8, 102),
     ] {
         check_layout(format, layout, row_bytes);
@@ -97,8 +98,8 @@ fn interleaving_applies_only_where_it_fits() {
     // layout stays.
     let w12 = quantize_rows(&uniform(&[12, 64], 2), GgmlType::Q4_0).unwrap();
     assert!(interleave_for_cpu(&w12, GgmlType::Q4_0).unwrap().is_none());
-    let q5 = quantize_rows(&uniform(&[16, 64], 3), GgmlType::Q5_0).unwrap();
-    assert!(interleave_for_cpu(&q5, GgmlType::Q5_0).unwrap().is_none());
+    let q5 = quantize_rows(&uniform(&[16, 64], 3), GgmlType::Q5_1).unwrap();
+    assert!(interleave_for_cpu(&q5, GgmlType::Q5_1).unwrap().is_none());
     // A matrix that is not whole groups cannot be used as Q4_0x8, nor decoded row by row.
     let x = uniform(&[1, 64], 4);
     let err = ops::gguf_matmul(&x, &w12, GgmlType::Q4_0x8)

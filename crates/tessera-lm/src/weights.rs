@@ -96,9 +96,8 @@ impl Weight {
         })
     }
 
-    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1 and Q8_0 become the
-    /// row-interleaved Q4_0x8, Q4_1x8 and Q8_0x8 (see `tessera_core::quant::interleave_for_cpu`),
-    /// and large matrices that still point into a memory-mapped file are copied into memory
+    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1, Q5_0 and Q8_0 become the
+    /// row-interleaved `x8` layouts (see `tessera_core::quant::interleave_for_cpu`), and large matrices that still point into a memory-mapped file are copied into memory
     /// backed by huge pages (`tessera_core::memory::own_large`; a decode step streams every
     /// weight once). The result still gives rows ([`Weight::rows`]) but an interleaved one
     /// cannot be stacked ([`Weight::concat_rows`]): stack first.

@@ -1,5 +1,5 @@
-//! A real model with Q4_0, Q4_1 or Q8_0 weights, which tessera re-lays out at load (Q4_0x8,
-//! Q4_1x8, Q8_0x8: 8 rows interleaved, on CPUs with AVX2) including the tied embedding that is also the output
+//! A real model with Q4_0, Q4_1, Q5_0 or Q8_0 weights, which tessera re-lays out at load (the
+//! `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied embedding that is also the output
 //! matrix: its logits against the same weights decoded to f32, with the tolerance of
 //! `reference_logits.rs`, for a prompt (prefill kernels) and single tokens (decode kernels).
 //!
@@ -19,6 +19,13 @@ use tessera_lm::weights::{GgufSource, Weight};
 fn as_q4_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
     common::MapQuantized(src, |blocks, format, in_features| {
         requantized(blocks, format, in_features, GgmlType::Q4_0)
+    })
+}
+
+/// SmolLM2's tensors with every quantized matrix requantized to Q5_0.
+fn as_q5_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
+    common::MapQuantized(src, |blocks, format, in_features| {
+        requantized(blocks, format, in_features, GgmlType::Q5_0)
     })
 }
 
@@ -75,6 +82,7 @@ const TOL: f32 = 2.5;
 fn smollm2_requantized_matches_its_f32_weights() {
     check(GgmlType::Q4_0, as_q4_0);
     check(GgmlType::Q4_1, as_q4_1);
+    check(GgmlType::Q5_0, as_q5_0);
     check(GgmlType::Q8_0, as_q8_0);
     // The AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read once per
     // process; run from this test, since `check` sets the environment).

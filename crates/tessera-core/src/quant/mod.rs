@@ -5,8 +5,9 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! Three formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`] and
-//! [`GgmlType::Q8_0x8`], Q4_0, Q4_1 and Q8_0 blocks of 8 rows interleaved so that the CPU's
+//! Four formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
+//! [`GgmlType::Q5_0x8`] and [`GgmlType::Q8_0x8`], Q4_0, Q4_1, Q5_0 and Q8_0 blocks of 8 rows
+//! interleaved so that the CPU's
 //! decode kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
 //! natural layout). [`interleave_for_cpu`]
 //! converts a loaded matrix when the CPU kernels prefer it; these layouts have no GGUF id and
@@ -59,6 +60,9 @@ pub enum GgmlType {
     Q4_0x8,
     /// Q4_1 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]).
     Q4_1x8,
+    /// Q5_0 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]; the fifth bits
+    /// are stored as byte masks).
+    Q5_0x8,
     /// Q8_0 with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]).
     Q8_0x8,
 }
@@ -99,6 +103,7 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::TQ2_0, Some(35), "TQ2_0", 256, 66),
     (GgmlType::Q4_0x8, None, "Q4_0x8", 32, 18),
     (GgmlType::Q4_1x8, None, "Q4_1x8", 32, 20),
+    (GgmlType::Q5_0x8, None, "Q5_0x8", 32, 22),
     (GgmlType::Q8_0x8, None, "Q8_0x8", 32, 34),
 ];
 
@@ -134,7 +139,8 @@ impl GgmlType {
     }
 
     /// Weight rows whose blocks are interleaved: 8 for the in-memory layouts
-    /// ([`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`], [`GgmlType::Q8_0x8`]), else 1. A matrix in such a layout has a multiple of this many rows,
+    /// ([`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`], [`GgmlType::Q5_0x8`],
+    /// [`GgmlType::Q8_0x8`]), else 1. A matrix in such a layout has a multiple of this many rows,
     /// and single rows cannot be sliced out.
     pub fn interleaved_rows(self) -> usize {
         if self.file_format() != self { 8 } else { 1 }
@@ -145,6 +151,7 @@ impl GgmlType {
         match self {
             GgmlType::Q4_0x8 => GgmlType::Q4_0,
             GgmlType::Q4_1x8 => GgmlType::Q4_1,
+            GgmlType::Q5_0x8 => GgmlType::Q5_0,
             GgmlType::Q8_0x8 => GgmlType::Q8_0,
             _ => self,
         }
@@ -248,8 +255,8 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
 }
 
 /// The layout [`interleave_for_cpu`] turns matrices of `format` into on this CPU, before its
-/// per-matrix conditions (row count, memory budget): [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`]
-/// and [`GgmlType::Q8_0x8`] for Q4_0, Q4_1 and Q8_0 where the SIMD kernels run and
+/// per-matrix conditions (row count, memory budget): the `x8` layout of Q4_0, Q4_1, Q5_0 and
+/// Q8_0 ([`GgmlType::Q4_0x8`] and so on) where the SIMD kernels run and
 /// `TESSERA_REPACK` is not `0`; `format` itself otherwise.
 pub fn cpu_layout(format: GgmlType) -> GgmlType {
     use crate::backend::cpu::quant::Isa;
@@ -260,6 +267,7 @@ pub fn cpu_layout(format: GgmlType) -> GgmlType {
     match format {
         GgmlType::Q4_0 => GgmlType::Q4_0x8,
         GgmlType::Q4_1 => GgmlType::Q4_1x8,
+        GgmlType::Q5_0 => GgmlType::Q5_0x8,
         GgmlType::Q8_0 => GgmlType::Q8_0x8,
         _ => format,
     }
@@ -342,6 +350,8 @@ mod tests {
         assert_eq!(GgmlType::Q4_1.interleaved_rows(), 1);
         assert_eq!(GgmlType::Q8_0x8.file_format(), GgmlType::Q8_0);
         assert_eq!(GgmlType::Q8_0x8.row_bytes(64).unwrap(), 68);
+        assert_eq!(GgmlType::Q5_0x8.file_format(), GgmlType::Q5_0);
+        assert_eq!(GgmlType::Q5_0x8.row_bytes(64).unwrap(), 44);
         assert!(GgmlType::from_id(4).is_err()); // removed Q4_2
         assert_eq!(GgmlType::Q4_K.row_bytes(512).unwrap(), 288);
         assert!(GgmlType::Q4_K.row_bytes(100).is_err());

@@ -1,6 +1,6 @@
-//! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`] and
-//! [`GgmlType::Q8_0x8`]: the blocks of 8 consecutive weight rows stored together, so that one
-//! 256-bit register holds 4 bytes of each of the 8 rows.
+//! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
+//! [`GgmlType::Q5_0x8`] and [`GgmlType::Q8_0x8`]: the blocks of 8 consecutive weight rows
+//! stored together, so that one 256-bit register holds 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
 //! integer dot product ends in lanes that must be summed horizontally, and the 18- to 34-byte
@@ -11,14 +11,18 @@
 //! natural one.
 //!
 //! Layout: the matrix is `n / 8` groups; group `g` is `nb` records, one per block index `b`, at
-//! `(g nb + b) R` with `R = 8 ×` the block size (144 bytes for Q4_0, 160 for Q4_1, 272 for
-//! Q8_0):
+//! `(g nb + b) R` with `R = 8 ×` the block size (144 bytes for Q4_0, 160 for Q4_1, 176 for
+//! Q5_0, 272 for Q8_0):
 //! - the block headers, one f16 field at a time: bytes `0..16` the scales `d` of rows `8g + j`,
 //!   `j = 0..8`, at `2j`; for Q4_1 bytes `16..32` the minimums `m`, likewise;
-//! - then 4 chunks (Q8_0: 8) of 32 bytes, from byte `H = 16` (Q4_1: 32); chunk `c` holds bytes
-//!   `4c..4c + 4` of row `j`'s `qs` at `H + 32c + 4j` (for the 4-bit formats the low nibbles are
-//!   values `4c..4c + 4` of the block, the high nibbles values `16 + 4c..16 + 4c + 4`; for Q8_0
-//!   the bytes are values `4c..4c + 4`).
+//! - for Q5_0, bytes `16..48`: 8 little-endian 32-bit masks, one per nibble register below
+//!   (`h = 0..4` the low nibbles of chunk `h`, `h = 4..8` the high nibbles of chunk `h - 4`),
+//!   whose bit `4j + k` is the fifth bit of the value that byte `4j + k` of that register
+//!   holds: the kernel adds 16 where a bit is set, with no unpacking of `qh`;
+//! - then 4 chunks (Q8_0: 8) of 32 bytes, from byte `H = 16` (Q4_1: 32, Q5_0: 48); chunk `c`
+//!   holds bytes `4c..4c + 4` of row `j`'s `qs` at `H + 32c + 4j` (for the 4-bit formats the
+//!   low nibbles are values `4c..4c + 4` of the block, the high nibbles values
+//!   `16 + 4c..16 + 4c + 4`; for Q8_0 the bytes are values `4c..4c + 4`).
 
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
@@ -30,36 +34,37 @@ pub(crate) const ROWS: usize = 8;
 /// Geometry of one interleavable file format.
 #[derive(Clone, Copy)]
 struct Geometry {
-    /// Bytes of f16 fields before a block's `qs` (2: `d`; 4: `d`, `m`).
+    /// Bytes of f16 fields at the start of a block (2: `d`; 4: `d`, `m`).
     header: usize,
+    /// Q5_0: 4 bytes `qh` (the fifth bits) after `d`, stored as chunk masks in the record.
+    qh: bool,
     /// Bytes of `qs` per block.
     qs: usize,
 }
 
 impl Geometry {
     fn of(format: GgmlType) -> Geometry {
-        match format {
-            GgmlType::Q4_0 => Geometry { header: 2, qs: 16 },
-            GgmlType::Q4_1 => Geometry { header: 4, qs: 16 },
-            GgmlType::Q8_0 => Geometry { header: 2, qs: 32 },
-            _ => unreachable!("only Q4_0, Q4_1 and Q8_0 have an interleaved layout"),
-        }
+        let (header, qh, qs) = match format {
+            GgmlType::Q4_0 => (2, false, 16),
+            GgmlType::Q4_1 => (4, false, 16),
+            GgmlType::Q5_0 => (2, true, 16),
+            GgmlType::Q8_0 => (2, false, 32),
+            _ => unreachable!("only Q4_0, Q4_1, Q5_0 and Q8_0 have an interleaved layout"),
+        };
+        Geometry { header, qh, qs }
     }
     fn block(self) -> usize {
-        self.header + self.qs
+        self.header + self.qh_bytes() + self.qs
+    }
+    fn qh_bytes(self) -> usize {
+        if self.qh { 4 } else { 0 }
     }
     fn record(self) -> usize {
         ROWS * self.block()
     }
-    /// Where byte `i` of row `j`'s block lands in its record.
-    #[inline(always)]
-    fn offset(self, j: usize, i: usize) -> usize {
-        if i < self.header {
-            16 * (i / 2) + 2 * j + i % 2
-        } else {
-            let q = i - self.header;
-            8 * self.header + 32 * (q / 4) + 4 * j + q % 4
-        }
+    /// Where the record's `qs` chunks start.
+    fn qs_at(self) -> usize {
+        8 * (self.header + self.qh_bytes())
     }
 }
 
@@ -67,12 +72,78 @@ impl Geometry {
 pub(crate) const fn qs_at(format: GgmlType) -> usize {
     match format {
         GgmlType::Q4_1 => 32,
+        GgmlType::Q5_0 => 48,
         _ => 16,
     }
 }
 
-/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1 or Q8_0, `n` a multiple of 8, `nb`
-/// blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+/// The bits of `qh` that chunk mask `h` holds for one row: values `4h..4h + 4` for the low
+/// nibbles (`h < 4`), `16 + 4(h - 4)..` for the high ones.
+fn qh_shift(h: usize) -> usize {
+    if h < 4 { 4 * h } else { 16 + 4 * (h - 4) }
+}
+
+/// Packs block `b` of the 8 rows (`rows[j]` is row `j`'s `nb` natural blocks) into `rec`.
+fn pack(geo: Geometry, rows: &[&[u8]; ROWS], b: usize, rec: &mut [u8]) {
+    let block = geo.block();
+    let qs_at = geo.qs_at();
+    let mut masks = [0u32; 8];
+    for (j, row) in rows.iter().enumerate() {
+        let blk = &row[b * block..][..block];
+        for f in 0..geo.header / 2 {
+            let at = 16 * f + 2 * j;
+            rec[at..at + 2].copy_from_slice(&blk[2 * f..2 * f + 2]);
+        }
+        let qs = &blk[geo.header + geo.qh_bytes()..];
+        for c in 0..geo.qs / 4 {
+            let at = qs_at + 32 * c + 4 * j;
+            rec[at..at + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
+        }
+        if geo.qh {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            for (h, m) in masks.iter_mut().enumerate() {
+                *m |= ((qh >> qh_shift(h)) & 0xF) << (4 * j);
+            }
+        }
+    }
+    if geo.qh {
+        for (h, m) in masks.iter().enumerate() {
+            rec[16 + 4 * h..16 + 4 * h + 4].copy_from_slice(&m.to_le_bytes());
+        }
+    }
+}
+
+/// The inverse of [`pack`]: block `b` of the 8 rows from `rec`.
+fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
+    let block = geo.block();
+    let qs_at = geo.qs_at();
+    for (j, row) in rows.iter_mut().enumerate() {
+        let blk = &mut row[b * block..][..block];
+        // Whole fields rather than bytes (a prefill de-interleaves every weight once per
+        // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
+        for f in 0..geo.header / 2 {
+            let at = 16 * f + 2 * j;
+            blk[2 * f..2 * f + 2].copy_from_slice(&rec[at..at + 2]);
+        }
+        if geo.qh {
+            let mut qh = 0u32;
+            for h in 0..8 {
+                let at = 16 + 4 * h;
+                let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+                qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+            }
+            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+        let qs = &mut blk[geo.header + geo.qh_bytes()..];
+        for c in 0..geo.qs / 4 {
+            let at = qs_at + 32 * c + 4 * j;
+            qs[4 * c..4 * c + 4].copy_from_slice(&rec[at..at + 4]);
+        }
+    }
+}
+
+/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1, Q5_0 or Q8_0, `n` a multiple of 8,
+/// `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
 pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
     let geo = Geometry::of(format);
     assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
@@ -93,14 +164,11 @@ pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]
             std::slice::from_raw_parts_mut(out.get().add(g0 * group_bytes), (g1 - g0) * group_bytes)
         };
         for (gi, rec_group) in dst.chunks_exact_mut(group_bytes).enumerate() {
-            let rows = &src[(g0 + gi) * group_bytes..(g0 + gi + 1) * group_bytes];
+            let group = &src[(g0 + gi) * group_bytes..(g0 + gi + 1) * group_bytes];
+            let rows: [&[u8]; ROWS] =
+                std::array::from_fn(|j| &group[j * nb * block..][..nb * block]);
             for (b, rec) in rec_group.chunks_exact_mut(record).enumerate() {
-                for j in 0..ROWS {
-                    let blk = &rows[j * nb * block + b * block..][..block];
-                    for (i, &byte) in blk.iter().enumerate() {
-                        rec[geo.offset(j, i)] = byte;
-                    }
-                }
+                pack(geo, &rows, b, rec);
             }
         }
     });
@@ -117,28 +185,17 @@ pub(crate) fn deinterleave(
     dst: &mut [u8],
 ) {
     let geo = Geometry::of(format);
-    let (block, record) = (geo.block(), geo.record());
+    let record = geo.record();
     let group_bytes = nb * record;
     let src = &src[g0 * group_bytes..g1 * group_bytes];
-    for (recs, rows) in src
+    for (recs, group) in src
         .chunks_exact(group_bytes)
         .zip(dst.chunks_exact_mut(group_bytes))
     {
+        let mut parts = group.chunks_exact_mut(group_bytes / ROWS);
+        let mut rows: [&mut [u8]; ROWS] = std::array::from_fn(|_| parts.next().unwrap_or_default());
         for (b, rec) in recs.chunks_exact(record).enumerate() {
-            for j in 0..ROWS {
-                let blk = &mut rows[j * nb * block + b * block..][..block];
-                // Whole fields rather than bytes (a prefill de-interleaves every weight once per
-                // matmul): the f16 header fields, then the 4 four-byte words of `qs`.
-                for f in 0..geo.header / 2 {
-                    let at = 16 * f + 2 * j;
-                    blk[2 * f..2 * f + 2].copy_from_slice(&rec[at..at + 2]);
-                }
-                let qs = &mut blk[geo.header..];
-                for c in 0..geo.qs / 4 {
-                    let at = 8 * geo.header + 32 * c + 4 * j;
-                    qs[4 * c..4 * c + 4].copy_from_slice(&rec[at..at + 4]);
-                }
-            }
+            unpack(geo, rec, &mut rows, b);
         }
     }
 }
@@ -152,6 +209,7 @@ mod tests {
         for (format, block, h) in [
             (GgmlType::Q4_0, 18, 2),
             (GgmlType::Q4_1, 20, 4),
+            (GgmlType::Q5_0, 22, 6),
             (GgmlType::Q8_0, 34, 2),
         ] {
             let record = ROWS * block;
@@ -174,6 +232,13 @@ mod tests {
             if format == GgmlType::Q8_0 {
                 // qs byte 29: chunk 7, byte 1.
                 assert_eq!(rec[at + 7 * 32 + 20 + 1], blk[h + 29]);
+            }
+            if format == GgmlType::Q5_0 {
+                // The fifth bit of value 18 (bit 18 of qh) is bit 4 * 5 + 2 of chunk mask 4
+                // (high nibbles of chunk 0).
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let mask = u32::from_le_bytes([rec[32], rec[33], rec[34], rec[35]]);
+                assert_eq!((mask >> 22) & 1, (qh >> 18) & 1);
             }
             let mut back = vec![0u8; src.len()];
             deinterleave(format, &packed, nb, 0, n / ROWS, &mut back);

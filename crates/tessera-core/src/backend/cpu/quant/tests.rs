@@ -428,7 +428,7 @@ fn matmul_prefill_shapes() {
     }
 }
 
-/// Q4_0x8, Q4_1x8 and Q8_0x8 (8 rows interleaved) against the natural layouts on every instruction set:
+/// The interleaved layouts (8 rows: Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8) against the natural ones on every instruction set:
 /// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
 /// the portable kernels), partial groups of blocks, several slices per thread.
 #[test]
@@ -437,6 +437,7 @@ fn interleaved_layouts_match_the_natural_layout() {
     for (base, layout) in [
         (T::Q4_0, T::Q4_0x8),
         (T::Q4_1, T::Q4_1x8),
+        (T::Q5_0, T::Q5_0x8),
         (T::Q8_0, T::Q8_0x8),
     ] {
         for (m, n, k) in [

@@ -1,7 +1,6 @@
-//! The decode kernel for [`Q4_0x8`](crate::quant::GgmlType::Q4_0x8),
-//! [`Q4_1x8`](crate::quant::GgmlType::Q4_1x8) and [`Q8_0x8`](crate::quant::GgmlType::Q8_0x8): 8
-//! weight rows at once, one row per i32 lane (the layout is described in
-//! `quant/interleave.rs`).
+//! The decode kernel for the interleaved layouts ([`Q4_0x8`](crate::quant::GgmlType::Q4_0x8),
+//! `Q4_1x8`, `Q5_0x8`, `Q8_0x8`): 8 weight rows at once, one row per i32 lane (the layout is
+//! described in `quant/interleave.rs`).
 //!
 //! Per record (one block index of 8 rows, 144 or 160 bytes) and activation row: 4 loads of 32
 //! bytes,
@@ -20,11 +19,15 @@
 //! of shifting each chunk: 4 fewer instructions per record, 7% less time in a cache-hot loop.
 //! AVX2's `vpmaddubsw` would saturate its i16 pair sums on `16 q`, so it shifts as before.
 //!
+//! Q5_0 adds 16 to the values whose fifth bit is set, from one 32-bit byte mask per nibble
+//! register stored in the record (one masked add with AVX-512BW), and takes `16 d_x Σx` off.
+//!
 //! Q8_0 has 8 chunks of signed bytes and no unpacking: with VNNI each is biased to `q + 128`
 //! (one xor) and `128 d_x Σx` taken off per block as Q4_0's offset is; AVX2 multiplies `|q|`
 //! by `x` with `q`'s sign (no i16 saturation: `|q| <= 128`).
 
 use super::Dot;
+use super::blocks32::with_fifth;
 use crate::backend::cpu::quant::act::Q8Rows;
 use crate::backend::cpu::quant::interleave::{ROWS, qs_at};
 use crate::backend::cpu::quant::matmul::Tile;
@@ -40,12 +43,15 @@ pub(super) trait Format {
     const MIN: bool = false;
     /// Signed bytes `w = d q` (Q8_0, 8 chunks of 32 bytes) rather than nibbles (4 chunks).
     const EIGHT_BIT: bool = false;
+    /// Q5_0: a fifth bit per value, as one byte mask per nibble register after the scales.
+    const FIFTH: bool = false;
     /// Bytes per record: the header and the 8 rows' `qs`.
     const RECORD: usize = Self::QS + if Self::EIGHT_BIT { 256 } else { 128 };
 }
 
 pub(super) struct Q4_0x8;
 pub(super) struct Q4_1x8;
+pub(super) struct Q5_0x8;
 pub(super) struct Q8_0x8;
 
 impl Format for Q4_0x8 {
@@ -55,6 +61,11 @@ impl Format for Q4_0x8 {
 impl Format for Q4_1x8 {
     const QS: usize = qs_at(GgmlType::Q4_1);
     const MIN: bool = true;
+}
+
+impl Format for Q5_0x8 {
+    const QS: usize = qs_at(GgmlType::Q5_0);
+    const FIFTH: bool = true;
 }
 
 impl Format for Q8_0x8 {
@@ -123,11 +134,17 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                 for c in 0..4 {
                     let raw = _mm256_loadu_si256(rec.add(F::QS + 32 * c) as *const __m256i);
                     u[c] = _mm256_and_si256(raw, m4);
-                    u[4 + c] = if D::FULL_U8 {
+                    u[4 + c] = if D::FULL_U8 && !F::FIFTH {
                         _mm256_andnot_si256(m4, raw) // 16 q (see the module doc)
                     } else {
                         _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
                     };
+                    if F::FIFTH {
+                        // Q5_0: 16 where the value's fifth bit is set (the record's masks).
+                        let mask = |h: usize| (rec.add(16 + 4 * h) as *const u32).read_unaligned();
+                        u[c] = with_fifth::<D>(u[c], mask(c));
+                        u[4 + c] = with_fifth::<D>(u[4 + c], mask(4 + c));
+                    }
                 }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
@@ -150,7 +167,7 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                     sl = D::dot_us(sl, u[c], wl);
                     sh = D::dot_us(sh, u[4 + c], wh);
                 }
-                let sh = if D::FULL_U8 && !F::EIGHT_BIT {
+                let sh = if D::FULL_U8 && !F::EIGHT_BIT && !F::FIFTH {
                     _mm256_srai_epi32::<4>(sh)
                 } else {
                     sh
@@ -164,6 +181,7 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                     // d_x Σ q x - off d_x Σ x: the offset of Q4_0's unsigned nibbles (8), of
                     // VNNI's biased Q8_0 bytes (128); none for AVX2's signed Q8_0 products.
                     let off = match (F::EIGHT_BIT, D::FULL_U8) {
+                        (false, _) if F::FIFTH => 16.0,
                         (false, _) => 8.0,
                         (true, true) => 128.0,
                         (true, false) => 0.0,
