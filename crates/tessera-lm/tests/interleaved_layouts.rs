@@ -15,45 +15,21 @@ use tessera_io::gguf::GgufFile;
 use tessera_lm::model::Model;
 use tessera_lm::weights::{GgufSource, Weight};
 
-/// SmolLM2's tensors with every quantized matrix requantized to Q4_0.
-fn as_q4_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
-    common::MapQuantized(src, |blocks, format, in_features| {
-        requantized(blocks, format, in_features, GgmlType::Q4_0)
-    })
-}
-
-/// SmolLM2's tensors with every quantized matrix requantized to Q5_0.
-fn as_q5_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
-    common::MapQuantized(src, |blocks, format, in_features| {
-        requantized(blocks, format, in_features, GgmlType::Q5_0)
-    })
-}
-
-/// SmolLM2's tensors with every quantized matrix requantized to Q8_0.
-fn as_q8_0(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
-    common::MapQuantized(src, |blocks, format, in_features| {
-        requantized(blocks, format, in_features, GgmlType::Q8_0)
-    })
-}
-
-/// SmolLM2's tensors with every quantized matrix requantized to Q4_1.
-fn as_q4_1(src: GgufSource<'_>) -> common::MapQuantized<GgufSource<'_>> {
-    common::MapQuantized(src, |blocks, format, in_features| {
-        requantized(blocks, format, in_features, GgmlType::Q4_1)
-    })
-}
-
-fn requantized(
-    blocks: Array,
-    format: GgmlType,
-    in_features: usize,
+/// SmolLM2's tensors with every quantized matrix requantized to `to`.
+fn requantized_to(
+    src: GgufSource<'_>,
     to: GgmlType,
-) -> tessera_lm::Result<Weight> {
-    let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
-    Ok(Weight::Quantized {
-        blocks: quantize_rows(&dense, to)?,
-        format: to,
-        in_features,
+) -> common::MapQuantized<
+    GgufSource<'_>,
+    impl Fn(Array, GgmlType, usize) -> tessera_lm::Result<Weight>,
+> {
+    common::MapQuantized(src, move |blocks, format, in_features| {
+        let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
+        Ok(Weight::Quantized {
+            blocks: quantize_rows(&dense, to)?,
+            format: to,
+            in_features,
+        })
     })
 }
 
@@ -76,25 +52,27 @@ fn last_logits(model: &Model, ids: &[i32]) -> Vec<f32> {
 /// and SmolLM2's outlier channels amplify them. A wrong kernel is off by far more than this.
 const TOL: f32 = 2.5;
 
-/// Both formats in one test: `check` sets the environment, which no other thread may read
+/// Every format in one test: `check` sets the environment, which no other thread may read
 /// meanwhile (this binary's only test).
 #[test]
 fn smollm2_requantized_matches_its_f32_weights() {
-    check(GgmlType::Q4_0, as_q4_0);
-    check(GgmlType::Q4_1, as_q4_1);
-    check(GgmlType::Q5_0, as_q5_0);
-    check(GgmlType::Q8_0, as_q8_0);
+    for format in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+    ] {
+        check(format);
+    }
     // The AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read once per
     // process; run from this test, since `check` sets the environment).
     common::rerun_on_every_kernel_family(&["smollm2_requantized_matches_its_f32_weights"]);
 }
 
-/// Loads SmolLM2 through `map` (which gives `format` matrices) in the CPU's layout, in the
-/// natural layout and decoded to f32, and compares the logits.
-fn check(
-    format: GgmlType,
-    map: for<'a> fn(GgufSource<'a>) -> common::MapQuantized<GgufSource<'a>>,
-) {
+/// Loads SmolLM2 requantized to `format` in the CPU's layout, in the natural layout and
+/// decoded to f32, and compares the logits.
+fn check(format: GgmlType) {
+    let map = |src| requantized_to(src, format);
     let f = GgufFile::open(common::model(common::SMOLLM2)).unwrap();
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let q4 = Model::load(cfg.clone(), &map(GgufSource { file: &f }), &mut |_, _| {}).unwrap();

@@ -30,12 +30,16 @@ use tessera_lm::weights::{Weight, WeightSource};
 
 /// A source whose quantized matrices (`blocks`, `format`, `in_features`) are replaced by
 /// `self.1` of them; everything else passes through.
-pub struct MapQuantized<S>(
+pub struct MapQuantized<S, F = fn(Array, GgmlType, usize) -> tessera_lm::Result<Weight>>(
     pub S,
-    pub fn(Array, GgmlType, usize) -> tessera_lm::Result<Weight>,
+    pub F,
 );
 
-impl<S: WeightSource> WeightSource for MapQuantized<S> {
+impl<S, F> WeightSource for MapQuantized<S, F>
+where
+    S: WeightSource,
+    F: Fn(Array, GgmlType, usize) -> tessera_lm::Result<Weight>,
+{
     fn has(&self, name: &str) -> bool {
         self.0.has(name)
     }
