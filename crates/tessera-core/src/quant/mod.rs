@@ -7,11 +7,10 @@
 //!
 //! Four formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
 //! [`GgmlType::Q5_0x8`] and [`GgmlType::Q8_0x8`], Q4_0, Q4_1, Q5_0 and Q8_0 blocks of 8 rows
-//! interleaved so that the CPU's
-//! decode kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
-//! natural layout). [`interleave_for_cpu`]
-//! converts a loaded matrix when the CPU kernels prefer it; these layouts have no GGUF id and
-//! are never written to a file.
+//! interleaved so that the CPU's decode kernel multiplies 8 rows at once with no horizontal sums
+//! (up to twice the speed of the natural layout). [`interleave_for_cpu`] converts a loaded
+//! matrix when the CPU kernels prefer it; these layouts have no GGUF id and are never written
+//! to a file.
 
 use crate::array::Array;
 use crate::dtype::Dtype;
@@ -107,6 +106,15 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::Q8_0x8, None, "Q8_0x8", 32, 34),
 ];
 
+/// `(file format, in-memory layout)`: the formats the CPU kernels read interleaved, 8 rows at a
+/// time (see `backend::cpu::quant::interleave`).
+const INTERLEAVED: [(GgmlType, GgmlType); 4] = [
+    (GgmlType::Q4_0, GgmlType::Q4_0x8),
+    (GgmlType::Q4_1, GgmlType::Q4_1x8),
+    (GgmlType::Q5_0, GgmlType::Q5_0x8),
+    (GgmlType::Q8_0, GgmlType::Q8_0x8),
+];
+
 impl GgmlType {
     fn entry(self) -> &'static (GgmlType, Option<u32>, &'static str, usize, usize) {
         // The table lists every variant, so the search always succeeds.
@@ -148,13 +156,10 @@ impl GgmlType {
 
     /// The file format whose blocks an in-memory layout holds (the type itself for file formats).
     pub fn file_format(self) -> GgmlType {
-        match self {
-            GgmlType::Q4_0x8 => GgmlType::Q4_0,
-            GgmlType::Q4_1x8 => GgmlType::Q4_1,
-            GgmlType::Q5_0x8 => GgmlType::Q5_0,
-            GgmlType::Q8_0x8 => GgmlType::Q8_0,
-            _ => self,
-        }
+        INTERLEAVED
+            .iter()
+            .find(|&&(_, layout)| layout == self)
+            .map_or(self, |&(file, _)| file)
     }
 
     /// ggml's name, e.g. `"Q4_K"`.
@@ -264,13 +269,10 @@ pub fn cpu_layout(format: GgmlType) -> GgmlType {
     if Isa::best() == Isa::Scalar || off {
         return format;
     }
-    match format {
-        GgmlType::Q4_0 => GgmlType::Q4_0x8,
-        GgmlType::Q4_1 => GgmlType::Q4_1x8,
-        GgmlType::Q5_0 => GgmlType::Q5_0x8,
-        GgmlType::Q8_0 => GgmlType::Q8_0x8,
-        _ => format,
-    }
+    INTERLEAVED
+        .iter()
+        .find(|&&(file, _)| file == format)
+        .map_or(format, |&(_, layout)| layout)
 }
 
 /// Quantizes the rows of `x` (a float array `(..., k)`) to blocks of the file format `format`,

@@ -43,38 +43,34 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn of(format: GgmlType) -> Geometry {
+    const fn of(format: GgmlType) -> Geometry {
         let (header, qh, qs) = match format {
             GgmlType::Q4_0 => (2, false, 16),
             GgmlType::Q4_1 => (4, false, 16),
             GgmlType::Q5_0 => (2, true, 16),
             GgmlType::Q8_0 => (2, false, 32),
-            _ => unreachable!("only Q4_0, Q4_1, Q5_0 and Q8_0 have an interleaved layout"),
+            _ => panic!("only Q4_0, Q4_1, Q5_0 and Q8_0 have an interleaved layout"),
         };
         Geometry { header, qh, qs }
     }
     fn block(self) -> usize {
         self.header + self.qh_bytes() + self.qs
     }
-    fn qh_bytes(self) -> usize {
+    const fn qh_bytes(self) -> usize {
         if self.qh { 4 } else { 0 }
     }
     fn record(self) -> usize {
         ROWS * self.block()
     }
     /// Where the record's `qs` chunks start.
-    fn qs_at(self) -> usize {
+    const fn qs_at(self) -> usize {
         8 * (self.header + self.qh_bytes())
     }
 }
 
-/// Bytes from the start of a record to its `qs` chunks, for the kernels.
+/// Bytes from the start of a record of `format` to its `qs` chunks, for the kernels.
 pub(crate) const fn qs_at(format: GgmlType) -> usize {
-    match format {
-        GgmlType::Q4_1 => 32,
-        GgmlType::Q5_0 => 48,
-        _ => 16,
-    }
+    Geometry::of(format).qs_at()
 }
 
 /// The bits of `qh` that chunk mask `h` holds for one row: values `4h..4h + 4` for the low

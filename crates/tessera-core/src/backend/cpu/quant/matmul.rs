@@ -127,10 +127,11 @@ pub(super) fn matmul_t(
     }
 }
 
-/// Q4_0x8 or Q4_1x8 weights (`n` a multiple of 8, checked by the op): the 8-row decode kernel
-/// for few activation rows on x86; otherwise (prefill, or the portable kernels) the natural
-/// kernels of the file format, over slices of [`SLICE_GROUPS`] groups de-interleaved into a
-/// per-thread buffer (one extra pass over the weights, small next to a prefill's arithmetic).
+/// Weights in an interleaved layout (`Q4_0x8` and the like; `n` a multiple of 8, checked by the
+/// op): the 8-row decode kernel for few activation rows on x86; otherwise (prefill, or the
+/// portable kernels) the natural kernels of the file format, over slices of [`SLICE_GROUPS`]
+/// groups de-interleaved into a per-thread buffer (one extra pass over the weights, small next
+/// to a prefill's arithmetic).
 #[allow(clippy::too_many_arguments)]
 fn matmul_interleaved(
     isa: Isa,
@@ -164,10 +165,10 @@ fn matmul_interleaved(
 /// stays in L2 while the kernel runs over it).
 const SLICE_GROUPS: usize = 32;
 
-/// Runs a natural-layout kernel of `base` (Q4_0, Q4_1) over its interleaved layout: each pool
-/// thread takes whole groups, de-interleaves them a slice at a time and runs every activation
-/// tile (`step` rows per call: [`MT`] for a decode kernel, all `m` for a panel kernel) over the
-/// slice.
+/// Runs a natural-layout kernel of `base` (Q4_0, Q4_1, Q5_0, Q8_0) over its interleaved layout:
+/// each pool thread takes whole groups, de-interleaves them a slice at a time and runs every
+/// activation tile (`step` rows per call: [`MT`] for a decode kernel, all `m` for a panel
+/// kernel) over the slice.
 #[allow(clippy::too_many_arguments)]
 fn drive_deinterleaved(
     kern: Kernel<Q8Rows>,

@@ -2,10 +2,9 @@
 //! `Q4_1x8`, `Q5_0x8`, `Q8_0x8`): 8 weight rows at once, one row per i32 lane (the layout is
 //! described in `quant/interleave.rs`).
 //!
-//! Per record (one block index of 8 rows, 144 or 160 bytes) and activation row: 4 loads of 32
-//! bytes,
-//! two masks each (8 registers of nibbles), and 8 multiply-adds, each against one 4-byte word
-//! of the activation block broadcast to every lane, into two accumulators (low and high
+//! Per record (one block index of 8 rows: 144 bytes for Q4_0) and activation row: 4 loads of 32
+//! bytes, two masks each (8 registers of nibbles), and 8 multiply-adds, each against one 4-byte
+//! word of the activation block broadcast to every lane, into two accumulators (low and high
 //! nibbles, to halve the dependency chain). The lanes then hold the 8 rows' integer dot
 //! products, so the block is finished with a conversion, one FMA that applies the activation
 //! scale and Q4_0's offset (`d_x Σqx - 8 d_x Σx`) and one FMA with the 8 weight scales (one
@@ -45,6 +44,9 @@ pub(super) trait Format {
     const EIGHT_BIT: bool = false;
     /// Q5_0: a fifth bit per value, as one byte mask per nibble register after the scales.
     const FIFTH: bool = false;
+    /// The unsigned offset of the stored values (`w = d (q - OFF)`): 8 for Q4_0, 16 for Q5_0;
+    /// for Q8_0 the bias VNNI adds to its signed bytes (AVX2 multiplies them signed: none).
+    const OFF: f32 = 0.0;
     /// Bytes per record: the header and the 8 rows' `qs`.
     const RECORD: usize = Self::QS + if Self::EIGHT_BIT { 256 } else { 128 };
 }
@@ -56,6 +58,7 @@ pub(super) struct Q8_0x8;
 
 impl Format for Q4_0x8 {
     const QS: usize = qs_at(GgmlType::Q4_0);
+    const OFF: f32 = 8.0;
 }
 
 impl Format for Q4_1x8 {
@@ -66,11 +69,13 @@ impl Format for Q4_1x8 {
 impl Format for Q5_0x8 {
     const QS: usize = qs_at(GgmlType::Q5_0);
     const FIFTH: bool = true;
+    const OFF: f32 = 16.0;
 }
 
 impl Format for Q8_0x8 {
     const QS: usize = qs_at(GgmlType::Q8_0);
     const EIGHT_BIT: bool = true;
+    const OFF: f32 = 128.0;
 }
 
 /// Runs the tile (rows `r0..r1` multiples of 8, activations in the natural layout) with the
@@ -178,13 +183,11 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                     acc_min[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*xs.add(ix)), acc_min[i]);
                     _mm256_mul_ps(f, _mm256_set1_ps(*xd.add(ix)))
                 } else {
-                    // d_x Σ q x - off d_x Σ x: the offset of Q4_0's unsigned nibbles (8), of
-                    // VNNI's biased Q8_0 bytes (128); none for AVX2's signed Q8_0 products.
-                    let off = match (F::EIGHT_BIT, D::FULL_U8) {
-                        (false, _) if F::FIFTH => 16.0,
-                        (false, _) => 8.0,
-                        (true, true) => 128.0,
-                        (true, false) => 0.0,
+                    // d_x Σ q x - off d_x Σ x: the offset of the unsigned values (see `OFF`).
+                    let off = if F::EIGHT_BIT && !D::FULL_U8 {
+                        0.0
+                    } else {
+                        F::OFF
                     };
                     _mm256_fmsub_ps(
                         f,
