@@ -33,16 +33,6 @@ fn requantized_to(
     })
 }
 
-fn last_logits(model: &Model, ids: &[i32]) -> Vec<f32> {
-    let mut cache = model.new_cache(64);
-    let toks = Array::from_vec(ids.to_vec(), &[1, ids.len()]).unwrap();
-    model
-        .forward(&toks, &mut cache, true)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap()
-}
-
 /// Against the f32 weights, as in `reference_logits.rs` (8-bit activations). The 5-token prompt
 /// is the sensitive one: measured 0.81 with the AVX-512 kernels (either layout), 1.55 with the
 /// portable ones and 1.89 with AVX2's natural-layout kernel (0.29-0.56 on the other prompts, every
@@ -98,13 +88,13 @@ fn check(format: GgmlType) {
     // A prompt (prefill kernels), then one more token (decode kernel, embedding row lookup).
     let prompt = [504, 3575, 282, 4649, 314];
     for ids in [&prompt[..], &prompt[..1], &[2, 1004, 30][..]] {
-        let want = last_logits(&dense, ids);
-        let got = last_logits(&q4, ids);
+        let want = common::last_logits(&dense, ids);
+        let got = common::last_logits(&q4, ids);
         // The natural layout, for comparison: the same integer sums added in another f32 order
         // (per matmul the layouts agree to 1e-5, `tessera-core/tests/quant_layouts.rs`; over 30
         // layers last-bit differences flip some 8-bit activation roundings, so the models agree
         // only as well as each agrees with the f32 weights).
-        let same = last_logits(&natural, ids);
+        let same = common::last_logits(&natural, ids);
         let mut order: Vec<usize> = (0..want.len()).collect();
         order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
         let worst = order[..10]

@@ -86,36 +86,18 @@ fn smollm2_quantized_to_8_bits_round_trips() {
 /// The top-10 reference logits of "The capital of France is" (NumPy, f32 weights of the GGUF):
 /// the prompt's ids, and the worst |difference| of `m`'s logits from them.
 fn worst_logit_diff(m: &tessera_lm::load::LoadedModel) -> (Vec<u32>, f32) {
-    let golden: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/reference_logits.json")).unwrap();
-    let case = golden["smollm2"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["text"] == "The capital of France is")
+    let case = common::reference_cases("smollm2")
+        .into_iter()
+        .find(|c| c.text == "The capital of France is")
         .unwrap();
-    let ids: Vec<u32> = case["ids"]
-        .as_array()
-        .unwrap()
+    let logits = common::last_logits(&m.model, &case.ids);
+    let worst = case
+        .top_ids
         .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let mut cache = m.model.new_cache(64);
-    let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
-    let logits = m
-        .model
-        .forward(&toks, &mut cache, true)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    let worst = case["top_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(case["top_logits"].as_array().unwrap())
-        .map(|(i, l)| (logits[i.as_u64().unwrap() as usize] - l.as_f64().unwrap() as f32).abs())
+        .zip(&case.top_logits)
+        .map(|(&i, &l)| (logits[i] - l).abs())
         .fold(0f32, f32::max);
-    (ids, worst)
+    (case.ids, worst)
 }
 
 /// A Hugging Face directory in bf16 (as checkpoints are published) is quantized in place of

@@ -11,7 +11,6 @@
 
 mod common;
 
-use tessera_core::Array;
 use tessera_io::gguf::GgufFile;
 use tessera_lm::generate::{GenerateOptions, Generator};
 use tessera_lm::model::Model;
@@ -23,19 +22,7 @@ const TOL: f32 = 0.75;
 /// With every weight dequantized to f32 first, only summation order separates the two passes.
 const TOL_DENSE: f32 = 2e-3;
 
-fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(256);
-    let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
-    model
-        .forward(&toks, &mut cache, true)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap()
-}
-
 fn check(model_key: &str, file: &str) {
-    let golden: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/reference_logits.json")).unwrap();
     let f = GgufFile::open(common::model(file)).unwrap();
     let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
     let model = Model::load(cfg.clone(), &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
@@ -46,55 +33,38 @@ fn check(model_key: &str, file: &str) {
     )
     .unwrap();
     let mut total_checked = 0;
-    for case in golden[model_key].as_array().unwrap() {
-        let ids: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let top_ids: Vec<usize> = case["top_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let top_logits: Vec<f32> = case["top_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let exact = last_logits(&dense, &ids);
+    for case in common::reference_cases(model_key) {
+        let (ids, top_ids, top_logits) = (&case.ids, &case.top_ids, &case.top_logits);
+        let exact = common::last_logits(&dense, ids);
         let dense_worst = top_ids
             .iter()
-            .zip(&top_logits)
+            .zip(top_logits)
             .map(|(&id, &want)| (exact[id] - want).abs())
             .fold(0f32, f32::max);
         eprintln!(
             "{model_key} {:?}: dense f32 path max |logit diff| = {dense_worst:.5}",
-            case["text"]
+            case.text
         );
         assert!(
             dense_worst < TOL_DENSE,
             "{model_key} {}: dense logits differ by {dense_worst}",
-            case["text"]
+            case.text
         );
-        let logits = last_logits(&model, &ids);
+        let logits = common::last_logits(&model, ids);
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let mut worst = 0f32;
-        for (&id, &want) in top_ids.iter().zip(&top_logits) {
+        for (&id, &want) in top_ids.iter().zip(top_logits) {
             worst = worst.max((logits[id] - want).abs());
         }
         eprintln!(
             "{model_key} {:?}: max |logit diff| over the top 10 = {worst:.4}",
-            case["text"]
+            case.text
         );
         assert!(
             worst < TOL,
             "{model_key} {}: logits differ by {worst}",
-            case["text"]
+            case.text
         );
         // The top-k sets agree wherever the reference separates rank k from rank k+1 by more
         // than the two passes may differ (ties closer than that may swap).
@@ -104,40 +74,24 @@ fn check(model_key: &str, file: &str) {
                 let mut want: Vec<usize> = top_ids[..k].to_vec();
                 ours.sort_unstable();
                 want.sort_unstable();
-                assert_eq!(ours, want, "{model_key} {}: top-{k} differ", case["text"]);
+                assert_eq!(ours, want, "{model_key} {}: top-{k} differ", case.text);
             }
         }
         // Greedy continuation through the KV cache matches the reference's full recomputation.
-        let want: Vec<u32> = case["greedy"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let margins: Vec<f32> = case["greedy_margins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let (want, margins) = (&case.greedy, &case.greedy_margins);
         let mut g = Generator::new(&model, 256);
         let opts = GenerateOptions {
             max_tokens: want.len(),
             ..Default::default()
         };
-        let (out, _) = g.generate(&ids, &opts, &mut |_| true).unwrap();
+        let (out, _) = g.generate(ids, &opts, &mut |_| true).unwrap();
         // Token by token: a clear reference win (margin > 2 TOL) must be reproduced; a close
         // call may go either way, and once the sequences part, later tokens are not comparable.
         let mut checked = 0;
-        for (i, (&w, &m)) in want.iter().zip(&margins).enumerate() {
+        for (i, (&w, &m)) in want.iter().zip(margins).enumerate() {
             let ours = out.get(i).copied();
             if m > 2.0 * TOL {
-                assert_eq!(
-                    ours,
-                    Some(w),
-                    "{model_key} {}: greedy token {i}",
-                    case["text"]
-                );
+                assert_eq!(ours, Some(w), "{model_key} {}: greedy token {i}", case.text);
             } else if ours != Some(w) {
                 break;
             }
@@ -145,7 +99,7 @@ fn check(model_key: &str, file: &str) {
         }
         eprintln!(
             "{model_key} {:?}: {checked} greedy tokens checked",
-            case["text"]
+            case.text
         );
         total_checked += checked;
     }

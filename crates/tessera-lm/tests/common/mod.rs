@@ -97,3 +97,62 @@ pub fn rerun_on_every_kernel_family(names: &[&str]) {
         }
     }
 }
+
+/// The logits after the last of `ids`, from one forward pass over them in a fresh cache.
+pub fn last_logits(model: &tessera_lm::model::Model, ids: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(256);
+    let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
+    model
+        .forward(&toks, &mut cache, true)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
+/// One prompt of the NumPy reference (`fixtures/reference_logits.json`, written by
+/// scripts/gen-lm-reference.py from the f32 weights of the GGUF file).
+pub struct ReferenceCase {
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// The 10 largest next-token logits, largest first, and their token ids.
+    pub top_ids: Vec<usize>,
+    pub top_logits: Vec<f32>,
+    /// Greedy continuation, each token with its lead over the runner-up.
+    pub greedy: Vec<u32>,
+    pub greedy_margins: Vec<f32>,
+}
+
+/// The reference's prompts for `model_key` (`"smollm2"`, `"gemma3"`).
+pub fn reference_cases(model_key: &str) -> Vec<ReferenceCase> {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/reference_logits.json")).unwrap();
+    let numbers = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    golden[model_key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| ReferenceCase {
+            text: case["text"].as_str().unwrap().to_string(),
+            ids: numbers(&case["ids"]).iter().map(|&x| x as u32).collect(),
+            top_ids: numbers(&case["top_ids"])
+                .iter()
+                .map(|&x| x as usize)
+                .collect(),
+            top_logits: numbers(&case["top_logits"])
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+            greedy: numbers(&case["greedy"]).iter().map(|&x| x as u32).collect(),
+            greedy_margins: numbers(&case["greedy_margins"])
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+        })
+        .collect()
+}
