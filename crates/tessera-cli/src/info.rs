@@ -34,11 +34,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         e.0 += 1;
         e.1 += t.nbytes;
     }
-    let list: Vec<String> = types
-        .iter()
-        .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
-        .collect();
-    println!("tensor types:  {}", list.join(", "));
+    print_tensor_types(&types);
     print_config(tessera::lm::models::gguf::config_from_gguf(&f));
     if let Ok(m) = md.str("tokenizer.ggml.model") {
         let n = md
@@ -114,11 +110,7 @@ fn run_dir(dir: &std::path::Path) -> Result<(), String> {
         "tensor data:   {} in {count} tensors",
         human(bytes as f64, "B")
     );
-    let list: Vec<String> = types
-        .iter()
-        .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
-        .collect();
-    println!("tensor types:  {}", list.join(", "));
+    print_tensor_types(&types);
     print_config(tessera::lm::models::hf::config_from_hf(&config));
     let tokenizer = ["tokenizer.json", "tokenizer.gguf"]
         .into_iter()
@@ -139,6 +131,15 @@ fn run_dir(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// The shape lines of a model tessera can run, or why it cannot.
+/// `tensor types:` with each type's tensor count and bytes (`types`: name -> (count, bytes)).
+fn print_tensor_types<K: std::fmt::Display>(types: &BTreeMap<K, (usize, usize)>) {
+    let list: Vec<String> = types
+        .iter()
+        .map(|(k, (n, b))| format!("{k} x{n} ({})", human(*b as f64, "B")))
+        .collect();
+    println!("tensor types:  {}", list.join(", "));
+}
+
 fn print_config(c: tessera::lm::Result<tessera::lm::config::ModelConfig>) {
     match c {
         Ok(c) => {
