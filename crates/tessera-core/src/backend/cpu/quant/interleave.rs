@@ -1,6 +1,6 @@
 //! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
-//! [`GgmlType::Q5_0x8`] and [`GgmlType::Q8_0x8`]: the blocks of 8 consecutive weight rows
-//! stored together, so that one 256-bit register holds 4 bytes of each of the 8 rows.
+//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`] and [`GgmlType::Q4_Kx8`]: the blocks of 8
+//! consecutive weight rows stored together, so that one 256-bit register holds 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
 //! integer dot product ends in lanes that must be summed horizontally, and the 18- to 34-byte
@@ -23,6 +23,16 @@
 //!   holds bytes `4c..4c + 4` of row `j`'s `qs` at `H + 32c + 4j` (for the 4-bit formats the
 //!   low nibbles are values `4c..4c + 4` of the block, the high nibbles values
 //!   `16 + 4c..16 + 4c + 4`; for Q8_0 the bytes are values `4c..4c + 4`).
+//!
+//! Q4_K (records of 1152 bytes, one per super-block of 256 values) fits the same scheme: its
+//! header is `d` (bytes `0..16`) and `dmin` (`16..32`), and the rest of its block, the 12
+//! bytes of packed 6-bit sub-block scales and minimums followed by the 128 bytes of `qs`, is
+//! stored as 35 four-byte words: words 0..3 (bytes `32..128`) are the packed scales, so lane
+//! `j` of a 256-bit load holds row `j`'s 4 bytes and the kernel unpacks the 8 rows' scales
+//! with a few vector operations; chunk `c` of `qs` (bytes `128 + 32c..`) holds bytes
+//! `4c..4c + 4` of each row's `qs`: values `64p + 4o..64p + 4o + 4` in the low nibbles
+//! (sub-block `2p`) and `64p + 32 + 4o..` in the high ones (sub-block `2p + 1`), where
+//! `p = c / 8`, `o = c % 8`.
 
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
@@ -49,7 +59,10 @@ impl Geometry {
             GgmlType::Q4_1 => (4, false, 16),
             GgmlType::Q5_0 => (2, true, 16),
             GgmlType::Q8_0 => (2, false, 32),
-            _ => panic!("only Q4_0, Q4_1, Q5_0 and Q8_0 have an interleaved layout"),
+            // `d`, `dmin`; the 12 bytes of packed 6-bit scales and minimums travel as the first
+            // 3 words of `qs` (see the module docs).
+            GgmlType::Q4_K => (4, false, 140),
+            _ => panic!("only Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K have an interleaved layout"),
         };
         Geometry { header, qh, qs }
     }
@@ -138,8 +151,8 @@ fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
     }
 }
 
-/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1, Q5_0 or Q8_0, `n` a multiple of 8,
-/// `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K, `n` a multiple
+/// of 8, `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
 pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
     let geo = Geometry::of(format);
     assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
@@ -207,6 +220,7 @@ mod tests {
             (GgmlType::Q4_1, 20, 4),
             (GgmlType::Q5_0, 22, 6),
             (GgmlType::Q8_0, 34, 2),
+            (GgmlType::Q4_K, 144, 4),
         ] {
             let record = ROWS * block;
             let (n, nb) = (24, 3);
@@ -220,7 +234,7 @@ mod tests {
             let blk = &src[13 * nb * block + 2 * block..][..block];
             let rec = &packed[(nb + 2) * record..][..record];
             assert_eq!(&rec[10..12], &blk[0..2], "{format}");
-            if format == GgmlType::Q4_1 {
+            if format == GgmlType::Q4_1 || format == GgmlType::Q4_K {
                 assert_eq!(&rec[16 + 10..16 + 12], &blk[2..4]);
             }
             let at = qs_at(format);

@@ -147,76 +147,108 @@ fn matmul_interleaved(
     let base = ty.file_format();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar && m < panel_min_m(isa) {
-        let kern = super::x86::kernel_x8(isa, base);
-        let acts = quantize_q8(isa, x, m, k, false, 0);
-        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+        if let Some(kern) = super::x86::kernel_x8k(isa, base) {
+            // The K-quant kernel takes each sub-block's minimum against its 32-value sum.
+            let ex = KExtras {
+                off: 0,
+                sums32: true,
+            };
+            let acts = quantize_q8k(isa, x, m, k, ex);
+            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+        } else {
+            let kern = super::x86::kernel_x8(isa, base);
+            let acts = quantize_q8(isa, x, m, k, false, 0);
+            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+        }
         return;
     }
+    let dr = Deinterleaved {
+        base,
+        w,
+        row_bytes,
+        n,
+        k,
+        m,
+    };
     if let Some((kern, off)) = panel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, false, off);
-        drive_deinterleaved(kern, base, &acts, m, w, row_bytes, n, k, m, out);
+        dr.run(kern, &acts, acts.nb, m, out);
+    } else if let Some((kern, ex)) = panel_q8k(isa, base) {
+        let acts = quantize_q8k(isa, x, m, k, ex);
+        dr.run(kern, &acts, acts.nb, m, out);
     } else if let Some(kern) = kernel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, true, 0);
-        drive_deinterleaved(kern, base, &acts, MT, w, row_bytes, n, k, m, out);
+        dr.run(kern, &acts, acts.nb, MT, out);
+    } else if let Some(kern) = kernel_q8k(isa, base) {
+        let acts = quantize_q8k(isa, x, m, k, KExtras::default());
+        dr.run(kern, &acts, acts.nb, MT, out);
     }
 }
 
-/// Groups of 8 rows de-interleaved at a time by [`drive_deinterleaved`] (256 rows: a slice
+/// Groups of 8 rows de-interleaved at a time by [`Deinterleaved::run`] (256 rows: a slice
 /// stays in L2 while the kernel runs over it).
 const SLICE_GROUPS: usize = 32;
 
-/// Runs a natural-layout kernel of `base` (Q4_0, Q4_1, Q5_0, Q8_0) over its interleaved layout:
-/// each pool thread takes whole groups, de-interleaves them a slice at a time and runs every
-/// activation tile (`step` rows per call: [`MT`] for a decode kernel, all `m` for a panel
-/// kernel) over the slice.
-#[allow(clippy::too_many_arguments)]
-fn drive_deinterleaved(
-    kern: Kernel<Q8Rows>,
+/// An interleaved matrix (`n` rows of `k` values of the file format `base`) multiplied by `m`
+/// activation rows through a natural-layout kernel of `base`.
+#[derive(Clone, Copy)]
+struct Deinterleaved<'a> {
     base: GgmlType,
-    acts: &Q8Rows,
-    step: usize,
-    w: &[u8],
+    w: &'a [u8],
     row_bytes: usize,
     n: usize,
     k: usize,
     m: usize,
-    out: &mut [f32],
-) {
-    let outp = OutPtr(out.as_mut_ptr());
-    let nb = acts.nb;
-    let min_groups = (1usize << 16).div_ceil(k * m.min(MT) * ROWS).max(1);
-    parallel_chunks(n / ROWS, min_groups, &|g0, g1| {
-        let mut buf = vec![0u8; SLICE_GROUPS.min(g1 - g0) * ROWS * row_bytes];
-        let mut g = g0;
-        while g < g1 {
-            let ge = (g + SLICE_GROUPS).min(g1);
-            let rows = (ge - g) * ROWS;
-            let slice = &mut buf[..rows * row_bytes];
-            interleave::deinterleave(base, w, nb, g, ge, slice);
-            let mut i0 = 0;
-            while i0 < m {
-                let tile = Tile {
-                    w: slice,
-                    row_bytes,
-                    nb,
-                    r0: 0,
-                    r1: rows,
-                    i0,
-                    mt: (m - i0).min(step),
-                    acts,
-                    // SAFETY: column g * 8 of an m x n output; the tile's columns 0..rows are
-                    // the output's g * 8..ge * 8.
-                    out: unsafe { outp.get().add(g * ROWS) },
-                    ldo: n,
-                };
-                // SAFETY: the slice holds `rows` natural rows of `nb` blocks; this chunk
-                // alone writes output columns g0 * 8..g1 * 8; the kernel suits this CPU.
-                unsafe { kern(&tile) };
-                i0 += step;
+}
+
+impl Deinterleaved<'_> {
+    /// Runs `kern`: each pool thread takes whole groups, de-interleaves them a slice at a time
+    /// and runs every activation tile (`step` rows per call: [`MT`] for a decode kernel, all
+    /// `m` for a panel kernel) over the slice.
+    fn run<A: Sync>(&self, kern: Kernel<A>, acts: &A, nb: usize, step: usize, out: &mut [f32]) {
+        let Deinterleaved {
+            base,
+            w,
+            row_bytes,
+            n,
+            k,
+            m,
+        } = *self;
+        let outp = OutPtr(out.as_mut_ptr());
+        let min_groups = (1usize << 16).div_ceil(k * m.min(MT) * ROWS).max(1);
+        parallel_chunks(n / ROWS, min_groups, &|g0, g1| {
+            let mut buf = vec![0u8; SLICE_GROUPS.min(g1 - g0) * ROWS * row_bytes];
+            let mut g = g0;
+            while g < g1 {
+                let ge = (g + SLICE_GROUPS).min(g1);
+                let rows = (ge - g) * ROWS;
+                let slice = &mut buf[..rows * row_bytes];
+                interleave::deinterleave(base, w, nb, g, ge, slice);
+                let mut i0 = 0;
+                while i0 < m {
+                    let tile = Tile {
+                        w: slice,
+                        row_bytes,
+                        nb,
+                        r0: 0,
+                        r1: rows,
+                        i0,
+                        mt: (m - i0).min(step),
+                        acts,
+                        // SAFETY: column g * 8 of an m x n output; the tile's columns 0..rows
+                        // are the output's g * 8..ge * 8.
+                        out: unsafe { outp.get().add(g * ROWS) },
+                        ldo: n,
+                    };
+                    // SAFETY: the slice holds `rows` natural rows of `nb` blocks; this chunk
+                    // alone writes output columns g0 * 8..g1 * 8; the kernel suits this CPU.
+                    unsafe { kern(&tile) };
+                    i0 += step;
+                }
+                g = ge;
             }
-            g = ge;
-        }
-    });
+        });
+    }
 }
 
 /// Prefill kernels for the 32-value formats, and the weight offset the activations' `bias`

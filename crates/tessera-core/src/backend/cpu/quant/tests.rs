@@ -428,7 +428,8 @@ fn matmul_prefill_shapes() {
     }
 }
 
-/// The interleaved layouts (8 rows: Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8) against the natural ones on every instruction set:
+/// The interleaved layouts (8 rows: Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8) against the
+/// natural ones on every instruction set:
 /// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
 /// the portable kernels), partial groups of blocks, several slices per thread.
 #[test]
@@ -439,8 +440,9 @@ fn interleaved_layouts_match_the_natural_layout() {
         (T::Q4_1, T::Q4_1x8),
         (T::Q5_0, T::Q5_0x8),
         (T::Q8_0, T::Q8_0x8),
+        (T::Q4_K, T::Q4_Kx8),
     ] {
-        for (m, n, k) in [
+        let shapes: [(usize, usize, usize); 14] = [
             (1, 8, 32),
             (1, 16, 896),
             (2, 24, 288),
@@ -451,10 +453,18 @@ fn interleaved_layouts_match_the_natural_layout() {
             (17, 40, 352),
             (1, 600, 1024),
             (6, 600, 1024),
-        ] {
+            (1, 8, 256),
+            (2, 16, 768),
+            (3, 24, 512),
+            (4, 8, 1280),
+        ];
+        let whole_blocks = shapes
+            .iter()
+            .filter(|s| s.2.is_multiple_of(base.block_size()));
+        for &(m, n, k) in whole_blocks {
             let w = random_blocks(&mut rng, base, n, k);
             let mut wi = vec![0u8; w.len()];
-            super::interleave::interleave(base, &w, k / 32, &mut wi);
+            super::interleave::interleave(base, &w, k / base.block_size(), &mut wi);
             let x = rng.vec(m * k);
             let (exact, bound) = reference(base, &w, n, k, &x, m);
             for isa in Isa::available() {
@@ -477,9 +487,10 @@ fn interleaved_layouts_match_the_natural_layout() {
             }
         }
         // A row count that is not whole groups is an error, not a panic.
-        let w = random_blocks(&mut rng, base, 12, 64);
+        let k = base.block_size() * 2;
+        let w = random_blocks(&mut rng, base, 12, k);
         let mut out = vec![0f32; 12];
-        assert!(matmul_t_with(Isa::best(), layout, &w, 12, 64, &rng.vec(64), 1, &mut out).is_err());
+        assert!(matmul_t_with(Isa::best(), layout, &w, 12, k, &rng.vec(k), 1, &mut out).is_err());
     }
 }
 

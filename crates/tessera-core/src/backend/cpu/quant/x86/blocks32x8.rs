@@ -92,7 +92,7 @@ pub(super) unsafe fn rows<D: Dot, F: Format>(t: &Tile<Q8Rows>) {
 
 /// The activation word `x[4j..4j + 4]` in every lane.
 #[inline(always)]
-unsafe fn word(x: *const i8, j: usize) -> __m256i {
+pub(super) unsafe fn word(x: *const i8, j: usize) -> __m256i {
     _mm256_set1_epi32((x.add(4 * j) as *const i32).read_unaligned())
 }
 

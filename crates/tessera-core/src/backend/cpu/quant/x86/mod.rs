@@ -13,6 +13,7 @@
 
 pub(super) mod act;
 mod blocks256;
+mod blocks256x8;
 mod blocks32;
 mod blocks32x8;
 mod panel;
@@ -122,6 +123,26 @@ pub(super) fn kernel_x8(isa: Isa, base: GgmlType) -> Kernel<Q8Rows> {
         GgmlType::Q8_0 => rows_x8_avx2::<Q8_0x8>,
         _ if vnni => rows_x8_vnni::<Q4_0x8>,
         _ => rows_x8_avx2::<Q4_0x8>,
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_x8k_avx2(t: &Tile<Q8KRows>) {
+    blocks256x8::rows::<Avx2>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_x8k_vnni(t: &Tile<Q8KRows>) {
+    blocks256x8::rows::<Vnni>(t)
+}
+
+/// The decode kernel for the interleaved layout of the K-quant `base` (Q4_K; Q8_K activations
+/// with their 32-value sums; row ranges in whole groups of 8), `None` for the 32-value formats.
+pub(super) fn kernel_x8k(isa: Isa, base: GgmlType) -> Option<Kernel<Q8KRows>> {
+    match base {
+        GgmlType::Q4_K if isa == Isa::Vnni => Some(rows_x8k_vnni),
+        GgmlType::Q4_K => Some(rows_x8k_avx2),
+        _ => None,
     }
 }
 

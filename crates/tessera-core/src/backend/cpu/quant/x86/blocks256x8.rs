@@ -1,0 +1,218 @@
+//! The decode kernel for [`Q4_Kx8`](crate::quant::GgmlType::Q4_Kx8): 8 weight rows at once,
+//! one row per i32 lane, against Q8_K activations (the layout is described in
+//! `quant/interleave.rs`).
+//!
+//! Per record (one super-block index of 8 rows, 1152 bytes) and activation row: for each of
+//! the 4 pairs of 32-value sub-blocks, 8 chunks of 32 bytes meet 8 + 8 activation words, as in
+//! the 32-value kernel (`blocks32x8.rs`): low nibbles are sub-block `2p`, high nibbles
+//! sub-block `2p + 1`, each summed in its own i32 accumulator (`vpdpbusd`, or `vpmaddubsw` and
+//! `vpmaddwd` on AVX2), then multiplied by that sub-block's 6-bit scale of each lane's row
+//! (`vpmulld`) into the record's integer sum. The minimums are applied once per record: the
+//! 8 sub-block minimums of each row, as i16 pairs, against the activation's 32-value sums
+//! (`vpdpwssd` with a broadcast pair). The record then ends with two FMAs:
+//! `acc += d_w d_x Σ_s sc_s Σ q x - dmin_w d_x Σ_s m_s Σ x`.
+//!
+//! The packed scales are unpacked for all 8 rows with 32-bit vector shifts and masks: lane `j`
+//! of the record's 3 scale words holds row `j`'s 12 bytes `scales[0..12]`, whose low 6 bits of
+//! bytes 0..4 are the scales of sub-blocks 0..4, of bytes 4..8 their minimums, and the upper
+//! sub-blocks take 4 bits from bytes 8..12 and 2 from the tops of bytes 0..8 (ggml's
+//! `get_scale_min_k4`).
+//!
+//! With VNNI the high nibbles stay in place (`16 q`) and their sum is shifted once per record,
+//! as in the 32-value kernel (exact: every term is a multiple of 16).
+
+use super::Dot;
+use super::blocks32x8::word;
+use crate::backend::cpu::quant::act::Q8KRows;
+use crate::backend::cpu::quant::interleave::{ROWS, qs_at};
+use crate::backend::cpu::quant::matmul::Tile;
+use crate::quant::GgmlType;
+use std::arch::x86_64::*;
+
+/// Bytes per record.
+const RECORD: usize = ROWS * 144;
+/// The 3 packed scale words, then the 32 chunks of `qs`.
+const SCALES: usize = qs_at(GgmlType::Q4_K);
+const QS: usize = SCALES + 3 * 32;
+
+/// Runs the tile (rows `r0..r1` multiples of 8) with the activation row count as a constant,
+/// so the accumulators live in registers.
+#[inline(always)]
+pub(super) unsafe fn rows<D: Dot>(t: &Tile<Q8KRows>) {
+    match t.mt {
+        1 => rows_n::<D, 1>(t),
+        2 => rows_n::<D, 2>(t),
+        3 => rows_n::<D, 3>(t),
+        _ => rows_n::<D, 4>(t),
+    }
+}
+
+/// Byte `s` of each i32 lane of `v`, zero-extended to the lane.
+#[inline(always)]
+unsafe fn lane_byte(v: __m256i, s: i8) -> __m256i {
+    let z = -1i8; // pshufb writes 0 for an index with its top bit set
+    let (a, b, c, d) = (s, 4 + s, 8 + s, 12 + s);
+    let idx = _mm256_setr_epi8(
+        a, z, z, z, b, z, z, z, c, z, z, z, d, z, z, z, a, z, z, z, b, z, z, z, c, z, z, z, d, z,
+        z, z,
+    );
+    _mm256_shuffle_epi8(v, idx)
+}
+
+/// Bytes `s` and `s + 1` of each i32 lane of `v` as the lane's two i16 halves.
+#[inline(always)]
+unsafe fn lane_pair(v: __m256i, s: i8) -> __m256i {
+    let z = -1i8;
+    let idx = _mm256_setr_epi8(
+        s,
+        z,
+        s + 1,
+        z,
+        s + 4,
+        z,
+        s + 5,
+        z,
+        s + 8,
+        z,
+        s + 9,
+        z,
+        s + 12,
+        z,
+        s + 13,
+        z,
+        s,
+        z,
+        s + 1,
+        z,
+        s + 4,
+        z,
+        s + 5,
+        z,
+        s + 8,
+        z,
+        s + 9,
+        z,
+        s + 12,
+        z,
+        s + 13,
+        z,
+    );
+    _mm256_shuffle_epi8(v, idx)
+}
+
+/// The 8 rows' sub-block scales (one byte per sub-block, 4 per i32 lane: sub-blocks 0..4 in
+/// `[0]`, 4..8 in `[1]`) and minimums (likewise in `[2]`, `[3]`).
+#[inline(always)]
+unsafe fn unpack_scales(rec: *const u8) -> [__m256i; 4] {
+    let load = |w: usize| _mm256_loadu_si256(rec.add(SCALES + 32 * w) as *const __m256i);
+    let (w0, w1, w2) = (load(0), load(1), load(2));
+    let m6 = _mm256_set1_epi8(0x3F);
+    let m4 = _mm256_set1_epi8(0x0F);
+    // The top 2 bits of byte b, moved to bits 4..6 of byte b (a 32-bit shift by 2 brings the
+    // next byte's low bits into bits 6..8, which the mask drops).
+    let m30 = _mm256_set1_epi8(0x30);
+    let top = |w: __m256i| _mm256_and_si256(_mm256_srli_epi32::<2>(w), m30);
+    [
+        _mm256_and_si256(w0, m6),
+        _mm256_or_si256(_mm256_and_si256(w2, m4), top(w0)),
+        _mm256_and_si256(w1, m6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), m4), top(w1)),
+    ]
+}
+
+#[inline(always)]
+unsafe fn rows_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
+    debug_assert!(t.r0.is_multiple_of(ROWS) && t.r1.is_multiple_of(ROWS));
+    debug_assert_eq!(
+        t.acts.bsum32.len(),
+        t.acts.d.len() * 8,
+        "needs 32-value sums"
+    );
+    let nb = t.nb;
+    let (qs, xd, xs) = (
+        t.acts.qs.as_ptr(),
+        t.acts.d.as_ptr(),
+        t.acts.bsum32.as_ptr(),
+    );
+    let m4 = _mm256_set1_epi8(0x0F);
+    let zero = _mm256_setzero_si256();
+    let mut base = [0usize; N];
+    for (i, b) in base.iter_mut().enumerate() {
+        *b = (t.i0 + i) * nb;
+    }
+    for g in t.r0 / ROWS..t.r1 / ROWS {
+        let group = t.w.as_ptr().add(g * nb * RECORD);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let rec = group.add(b * RECORD);
+            let [sc_lo, sc_hi, mn_lo, mn_hi] = unpack_scales(rec);
+            // Σ_s sc_s Σ q x: low-nibble sub-blocks, high-nibble ones (16 q with VNNI).
+            let mut isl = [zero; N];
+            let mut ish = [zero; N];
+            for p in 0..4 {
+                let scv = if p < 2 { sc_lo } else { sc_hi };
+                let s_lo = lane_byte(scv, (2 * p % 4) as i8);
+                let s_hi = lane_byte(scv, (2 * p % 4 + 1) as i8);
+                let mut sl = [zero; N];
+                let mut sh = [zero; N];
+                for half in 0..2 {
+                    // Chunks 8p + 4 half .. + 4: values 64p + 16 half + 4c (low nibbles) and
+                    // 64p + 32 + 16 half + 4c (high).
+                    let mut u = [zero; 8];
+                    for c in 0..4 {
+                        let at = QS + 32 * (8 * p + 4 * half + c);
+                        let raw = _mm256_loadu_si256(rec.add(at) as *const __m256i);
+                        u[c] = _mm256_and_si256(raw, m4);
+                        u[4 + c] = if D::FULL_U8 {
+                            _mm256_andnot_si256(m4, raw)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
+                        };
+                    }
+                    for i in 0..N {
+                        let x = qs.add((base[i] + b) * 256 + 64 * p + 16 * half);
+                        for c in 0..4 {
+                            sl[i] = D::dot_us(sl[i], u[c], word(x, c));
+                            sh[i] = D::dot_us(sh[i], u[4 + c], word(x, 8 + c));
+                        }
+                    }
+                }
+                for i in 0..N {
+                    isl[i] = _mm256_add_epi32(isl[i], _mm256_mullo_epi32(sl[i], s_lo));
+                    ish[i] = _mm256_add_epi32(ish[i], _mm256_mullo_epi32(sh[i], s_hi));
+                }
+            }
+            let mins = [
+                lane_pair(mn_lo, 0),
+                lane_pair(mn_lo, 2),
+                lane_pair(mn_hi, 0),
+                lane_pair(mn_hi, 2),
+            ];
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
+            let dmw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(16) as *const __m128i));
+            for i in 0..N {
+                let ix = base[i] + b;
+                let sh = if D::FULL_U8 {
+                    _mm256_srai_epi32::<4>(ish[i])
+                } else {
+                    ish[i]
+                };
+                let isum = _mm256_add_epi32(isl[i], sh);
+                // Σ_s m_s Σx_s: sub-block pairs (2q, 2q + 1) against the two 32-value sums.
+                let sums = xs.add(ix * 8) as *const i32;
+                let mut msum = zero;
+                for (q, mq) in mins.iter().enumerate() {
+                    msum = D::dot_ww(msum, *mq, _mm256_set1_epi32(sums.add(q).read_unaligned()));
+                }
+                let dx = _mm256_set1_ps(*xd.add(ix));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[i]);
+                acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dmw, dx), acc[i]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY (caller): columns r0..r1 of the tile's activation rows are this call's.
+            let at = t.out.add((t.i0 + i) * t.ldo + g * ROWS);
+            _mm256_storeu_ps(at, *a);
+        }
+    }
+}
