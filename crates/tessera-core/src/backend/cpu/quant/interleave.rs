@@ -1,6 +1,7 @@
 //! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
-//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`] and [`GgmlType::Q4_Kx8`]: the blocks of 8
-//! consecutive weight rows stored together, so that one 256-bit register holds 4 bytes of each of the 8 rows.
+//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`] and [`GgmlType::Q6_Kx8`]:
+//! the blocks of 8 consecutive weight rows stored together, so that one 256-bit register holds
+//! 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
 //! integer dot product ends in lanes that must be summed horizontally, and the 18- to 34-byte
@@ -33,6 +34,14 @@
 //! `4c..4c + 4` of each row's `qs`: values `64p + 4o..64p + 4o + 4` in the low nibbles
 //! (sub-block `2p`) and `64p + 32 + 4o..` in the high ones (sub-block `2p + 1`), where
 //! `p = c / 8`, `o = c % 8`.
+//!
+//! Q6_K (records of 1680 bytes) keeps its `d` last in the block; the record has the 8 rows'
+//! `d` in bytes `0..16` and then the block's other 208 bytes as 52 words in the order the
+//! kernel reads them (a record read out of order, jumping between its `ql`, `qh` and scales,
+//! streamed from memory at a third of the speed): first the 16 signed 8-bit sub-block scales
+//! (block words `48..52`), then for each half `n` of the super-block and word `w = 0..8` of
+//! it the triple `ql` word `16n + w`, `ql` word `16n + 8 + w`, `qh` word `32 + 8n + w`, which
+//! the kernel combines as ggml's `dequantize_row_q6_K` combines their bytes.
 
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
@@ -44,8 +53,11 @@ pub(crate) const ROWS: usize = 8;
 /// Geometry of one interleavable file format.
 #[derive(Clone, Copy)]
 struct Geometry {
-    /// Bytes of f16 fields at the start of a block (2: `d`; 4: `d`, `m`).
+    /// Bytes of f16 fields at the start of a block (2: `d`; 4: `d`, `m`), or at its end with
+    /// `header_last`.
     header: usize,
+    /// The f16 fields follow the words (Q6_K's `d`).
+    header_last: bool,
     /// Q5_0: 4 bytes `qh` (the fifth bits) after `d`, stored as chunk masks in the record.
     qh: bool,
     /// Bytes of `qs` per block.
@@ -54,17 +66,36 @@ struct Geometry {
 
 impl Geometry {
     const fn of(format: GgmlType) -> Geometry {
-        let (header, qh, qs) = match format {
-            GgmlType::Q4_0 => (2, false, 16),
-            GgmlType::Q4_1 => (4, false, 16),
-            GgmlType::Q5_0 => (2, true, 16),
-            GgmlType::Q8_0 => (2, false, 32),
+        let (header, header_last, qh, qs) = match format {
+            GgmlType::Q4_0 => (2, false, false, 16),
+            GgmlType::Q4_1 => (4, false, false, 16),
+            GgmlType::Q5_0 => (2, false, true, 16),
+            GgmlType::Q8_0 => (2, false, false, 32),
             // `d`, `dmin`; the 12 bytes of packed 6-bit scales and minimums travel as the first
             // 3 words of `qs` (see the module docs).
-            GgmlType::Q4_K => (4, false, 140),
-            _ => panic!("only Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K have an interleaved layout"),
+            GgmlType::Q4_K => (4, false, false, 140),
+            // `ql`, `qh` and the 16 scales as words, `d` last in the block.
+            GgmlType::Q6_K => (2, true, false, 208),
+            _ => panic!("only Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K have an interleaved layout"),
         };
-        Geometry { header, qh, qs }
+        Geometry {
+            header,
+            header_last,
+            qh,
+            qs,
+        }
+    }
+    /// Where a block's f16 fields start.
+    fn fields_at(self) -> usize {
+        if self.header_last { self.qs } else { 0 }
+    }
+    /// Where a block's words (`qs` and what travels with it) start.
+    fn words_at(self) -> usize {
+        if self.header_last {
+            0
+        } else {
+            self.header + self.qh_bytes()
+        }
     }
     fn block(self) -> usize {
         self.header + self.qh_bytes() + self.qs
@@ -74,6 +105,24 @@ impl Geometry {
     }
     fn record(self) -> usize {
         ROWS * self.block()
+    }
+    /// The block word that record word `c` holds: the same word, except for Q6_K, whose record
+    /// lists its words in the order its kernel reads them (see the module docs), so that a
+    /// record is read front to back.
+    fn source_word(self, c: usize) -> usize {
+        if !self.header_last {
+            return c;
+        }
+        if c < 4 {
+            return 48 + c; // the scales
+        }
+        let (n, r) = ((c - 4) / 24, (c - 4) % 24);
+        let w = r / 3;
+        match r % 3 {
+            0 => 16 * n + w,     // ql: low nibbles of values 128n + 4w.., high ones + 64
+            1 => 16 * n + 8 + w, // ql: values 128n + 32 + 4w.., + 96
+            _ => 32 + 8 * n + w, // qh: the top 2 bits of all four
+        }
     }
     /// Where the record's `qs` chunks start.
     const fn qs_at(self) -> usize {
@@ -100,13 +149,13 @@ fn pack(geo: Geometry, rows: &[&[u8]; ROWS], b: usize, rec: &mut [u8]) {
     for (j, row) in rows.iter().enumerate() {
         let blk = &row[b * block..][..block];
         for f in 0..geo.header / 2 {
-            let at = 16 * f + 2 * j;
-            rec[at..at + 2].copy_from_slice(&blk[2 * f..2 * f + 2]);
+            let (at, from) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
+            rec[at..at + 2].copy_from_slice(&blk[from..from + 2]);
         }
-        let qs = &blk[geo.header + geo.qh_bytes()..];
+        let qs = &blk[geo.words_at()..];
         for c in 0..geo.qs / 4 {
-            let at = qs_at + 32 * c + 4 * j;
-            rec[at..at + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
+            let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
+            rec[at..at + 4].copy_from_slice(&qs[4 * w..4 * w + 4]);
         }
         if geo.qh {
             let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
@@ -131,8 +180,8 @@ fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
         // Whole fields rather than bytes (a prefill de-interleaves every weight once per
         // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
         for f in 0..geo.header / 2 {
-            let at = 16 * f + 2 * j;
-            blk[2 * f..2 * f + 2].copy_from_slice(&rec[at..at + 2]);
+            let (at, to) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
+            blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
         }
         if geo.qh {
             let mut qh = 0u32;
@@ -143,10 +192,10 @@ fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
             }
             blk[2..6].copy_from_slice(&qh.to_le_bytes());
         }
-        let qs = &mut blk[geo.header + geo.qh_bytes()..];
+        let qs = &mut blk[geo.words_at()..];
         for c in 0..geo.qs / 4 {
-            let at = qs_at + 32 * c + 4 * j;
-            qs[4 * c..4 * c + 4].copy_from_slice(&rec[at..at + 4]);
+            let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
+            qs[4 * w..4 * w + 4].copy_from_slice(&rec[at..at + 4]);
         }
     }
 }
@@ -221,6 +270,7 @@ mod tests {
             (GgmlType::Q5_0, 22, 6),
             (GgmlType::Q8_0, 34, 2),
             (GgmlType::Q4_K, 144, 4),
+            (GgmlType::Q6_K, 210, 0),
         ] {
             let record = ROWS * block;
             let (n, nb) = (24, 3);
@@ -233,12 +283,23 @@ mod tests {
             // 2, byte 1).
             let blk = &src[13 * nb * block + 2 * block..][..block];
             let rec = &packed[(nb + 2) * record..][..record];
-            assert_eq!(&rec[10..12], &blk[0..2], "{format}");
+            let d_at = if format == GgmlType::Q6_K { 208 } else { 0 };
+            assert_eq!(&rec[10..12], &blk[d_at..d_at + 2], "{format}");
             if format == GgmlType::Q4_1 || format == GgmlType::Q4_K {
                 assert_eq!(&rec[16 + 10..16 + 12], &blk[2..4]);
             }
             let at = qs_at(format);
-            assert_eq!(rec[at + 64 + 20 + 1], blk[h + 9], "{format}");
+            // Q6_K's record word 2 is its third scale word (block word 50).
+            let w2 = if format == GgmlType::Q6_K {
+                4 * 50
+            } else {
+                h + 8
+            };
+            assert_eq!(rec[at + 64 + 20 + 1], blk[w2 + 1], "{format}");
+            if format == GgmlType::Q6_K {
+                // Record word 4 + 24 + 3 * 2 + 2 (half 1, word 2, H) is qh word 32 + 8 + 2.
+                assert_eq!(rec[at + 36 * 32 + 20 + 1], blk[4 * 42 + 1]);
+            }
             if format == GgmlType::Q8_0 {
                 // qs byte 29: chunk 7, byte 1.
                 assert_eq!(rec[at + 7 * 32 + 20 + 1], blk[h + 29]);

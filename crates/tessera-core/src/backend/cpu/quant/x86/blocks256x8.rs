@@ -1,8 +1,9 @@
-//! The decode kernel for [`Q4_Kx8`](crate::quant::GgmlType::Q4_Kx8): 8 weight rows at once,
-//! one row per i32 lane, against Q8_K activations (the layout is described in
-//! `quant/interleave.rs`).
+//! The decode kernels for [`Q4_Kx8`](crate::quant::GgmlType::Q4_Kx8) and
+//! [`Q6_Kx8`](crate::quant::GgmlType::Q6_Kx8): 8 weight rows at once, one row per i32 lane,
+//! against Q8_K activations (the layouts are described in `quant/interleave.rs`; Q6_K's
+//! kernel is documented at [`q6k_n`]).
 //!
-//! Per record (one super-block index of 8 rows, 1152 bytes) and activation row: for each of
+//! Q4_K: per record (one super-block index of 8 rows, 1152 bytes) and activation row: for each of
 //! the 4 pairs of 32-value sub-blocks, 8 chunks of 32 bytes meet 8 + 8 activation words, as in
 //! the 32-value kernel (`blocks32x8.rs`): low nibbles are sub-block `2p`, high nibbles
 //! sub-block `2p + 1`, each summed in its own i32 accumulator (`vpdpbusd`, or `vpmaddubsw` and
@@ -29,75 +30,73 @@ use crate::backend::cpu::quant::matmul::Tile;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// Bytes per record.
+/// Bytes per Q4_Kx8 record.
 const RECORD: usize = ROWS * 144;
 /// The 3 packed scale words, then the 32 chunks of `qs`.
 const SCALES: usize = qs_at(GgmlType::Q4_K);
 const QS: usize = SCALES + 3 * 32;
 
-/// Runs the tile (rows `r0..r1` multiples of 8) with the activation row count as a constant,
-/// so the accumulators live in registers.
+/// Runs a Q4_Kx8 tile (rows `r0..r1` multiples of 8) with the activation row count as a
+/// constant, so the accumulators live in registers.
 #[inline(always)]
-pub(super) unsafe fn rows<D: Dot>(t: &Tile<Q8KRows>) {
+pub(super) unsafe fn rows_q4k<D: Dot>(t: &Tile<Q8KRows>) {
     match t.mt {
-        1 => rows_n::<D, 1>(t),
-        2 => rows_n::<D, 2>(t),
-        3 => rows_n::<D, 3>(t),
-        _ => rows_n::<D, 4>(t),
+        1 => q4k_n::<D, 1>(t),
+        2 => q4k_n::<D, 2>(t),
+        3 => q4k_n::<D, 3>(t),
+        _ => q4k_n::<D, 4>(t),
     }
+}
+
+/// The same for a Q6_Kx8 tile.
+#[inline(always)]
+pub(super) unsafe fn rows_q6k<D: Dot>(t: &Tile<Q8KRows>) {
+    match t.mt {
+        1 => q6k_n::<D, 1>(t),
+        2 => q6k_n::<D, 2>(t),
+        3 => q6k_n::<D, 3>(t),
+        _ => q6k_n::<D, 4>(t),
+    }
+}
+
+/// Rearranges the bytes of each i32 lane of `v`: byte `b` of a lane gets the lane's byte
+/// `pick[b]`, or 0 where `pick[b]` is negative.
+#[inline(always)]
+unsafe fn lane_bytes(v: __m256i, pick: [i8; 4]) -> __m256i {
+    let mut idx = [0i8; 32];
+    for (i, b) in idx.iter_mut().enumerate() {
+        let p = pick[i % 4];
+        *b = if p < 0 {
+            -1
+        } else {
+            p + (i % 16 / 4 * 4) as i8
+        };
+    }
+    _mm256_shuffle_epi8(v, _mm256_loadu_si256(idx.as_ptr() as *const __m256i))
 }
 
 /// Byte `s` of each i32 lane of `v`, zero-extended to the lane.
 #[inline(always)]
 unsafe fn lane_byte(v: __m256i, s: i8) -> __m256i {
-    let z = -1i8; // pshufb writes 0 for an index with its top bit set
-    let (a, b, c, d) = (s, 4 + s, 8 + s, 12 + s);
-    let idx = _mm256_setr_epi8(
-        a, z, z, z, b, z, z, z, c, z, z, z, d, z, z, z, a, z, z, z, b, z, z, z, c, z, z, z, d, z,
-        z, z,
-    );
-    _mm256_shuffle_epi8(v, idx)
+    lane_bytes(v, [s, -1, -1, -1])
 }
 
 /// Bytes `s` and `s + 1` of each i32 lane of `v` as the lane's two i16 halves.
 #[inline(always)]
 unsafe fn lane_pair(v: __m256i, s: i8) -> __m256i {
-    let z = -1i8;
-    let idx = _mm256_setr_epi8(
-        s,
-        z,
-        s + 1,
-        z,
-        s + 4,
-        z,
-        s + 5,
-        z,
-        s + 8,
-        z,
-        s + 9,
-        z,
-        s + 12,
-        z,
-        s + 13,
-        z,
-        s,
-        z,
-        s + 1,
-        z,
-        s + 4,
-        z,
-        s + 5,
-        z,
-        s + 8,
-        z,
-        s + 9,
-        z,
-        s + 12,
-        z,
-        s + 13,
-        z,
-    );
-    _mm256_shuffle_epi8(v, idx)
+    lane_bytes(v, [s, -1, s + 1, -1])
+}
+
+/// Byte `s` of each i32 lane of `v`, sign-extended to the lane.
+#[inline(always)]
+unsafe fn lane_byte_signed(v: __m256i, s: i8) -> __m256i {
+    _mm256_srai_epi32::<24>(lane_bytes(v, [-1, -1, -1, s]))
+}
+
+/// Bytes `s` and `s + 1` of each i32 lane of `v`, sign-extended, as the lane's two i16 halves.
+#[inline(always)]
+unsafe fn lane_pair_signed(v: __m256i, s: i8) -> __m256i {
+    _mm256_srai_epi16::<8>(lane_bytes(v, [-1, s, -1, s + 1]))
 }
 
 /// The 8 rows' sub-block scales (one byte per sub-block, 4 per i32 lane: sub-blocks 0..4 in
@@ -121,7 +120,7 @@ unsafe fn unpack_scales(rec: *const u8) -> [__m256i; 4] {
 }
 
 #[inline(always)]
-unsafe fn rows_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
+unsafe fn q4k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
     debug_assert!(t.r0.is_multiple_of(ROWS) && t.r1.is_multiple_of(ROWS));
     debug_assert_eq!(
         t.acts.bsum32.len(),
@@ -207,6 +206,114 @@ unsafe fn rows_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
                 let dx = _mm256_set1_ps(*xd.add(ix));
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[i]);
                 acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dmw, dx), acc[i]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY (caller): columns r0..r1 of the tile's activation rows are this call's.
+            let at = t.out.add((t.i0 + i) * t.ldo + g * ROWS);
+            _mm256_storeu_ps(at, *a);
+        }
+    }
+}
+
+/// Q6_Kx8 records (1680 bytes): the 8 rows' `d`, then 52 words per row in reading order (see
+/// `quant/interleave.rs`): the 16 signed sub-block scales, then per half `n` of the
+/// super-block and word `w = 0..8` the words A, B and H below.
+const Q6_RECORD: usize = ROWS * 210;
+const Q6_SC: usize = qs_at(GgmlType::Q6_K);
+/// Where A of half `n`, word `w` lies (B follows it, then H).
+const fn q6_triple(n: usize, w: usize) -> usize {
+    Q6_SC + 32 * (4 + 24 * n + 3 * w)
+}
+
+/// `w = d sc_s (q - 32)` with 6-bit `q` (4 bits in `ql`, 2 in `qh`) and a signed 8-bit scale per
+/// 16 values. Per half `n` of the super-block and word `o` of it, `ql` words `16n + o` (A) and
+/// `16n + 8 + o` (B) and `qh` word `8n + o` (H) give the values `128n + 4o + 32k` for `k = 0..4`:
+/// A's low nibbles with H's bits 0-1, B's low nibbles with bits 2-3, A's high nibbles with
+/// bits 4-5, B's high nibbles with bits 6-7 (ggml's `dequantize_row_q6_K`). Each run of 4
+/// words is one 16-value sub-block: its dot product is multiplied by the lane's scale; the
+/// offset is `32 Σ_s sc_s Σx_s`, from the activation's 16-value sums once per record.
+#[inline(always)]
+unsafe fn q6k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
+    debug_assert!(t.r0.is_multiple_of(ROWS) && t.r1.is_multiple_of(ROWS));
+    let nb = t.nb;
+    let (qs, xd, xs) = (t.acts.qs.as_ptr(), t.acts.d.as_ptr(), t.acts.bsums.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let zero = _mm256_setzero_si256();
+    let mut base = [0usize; N];
+    for (i, b) in base.iter_mut().enumerate() {
+        *b = (t.i0 + i) * nb;
+    }
+    for g in t.r0 / ROWS..t.r1 / ROWS {
+        let group = t.w.as_ptr().add(g * nb * Q6_RECORD);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let rec = group.add(b * Q6_RECORD);
+            let word_at = |at: usize| _mm256_loadu_si256(rec.add(at) as *const __m256i);
+            // Lane j of `sw[w]`: row j's scales 4w..4w + 4.
+            let sw = [
+                word_at(Q6_SC),
+                word_at(Q6_SC + 32),
+                word_at(Q6_SC + 64),
+                word_at(Q6_SC + 96),
+            ];
+            let mut isum = [zero; N];
+            for n in 0..2 {
+                for oq in 0..2 {
+                    // u[k][o]: values 128n + 32k + 16oq + 4o, sub-block 8n + 2k + oq.
+                    let mut u = [[zero; 4]; 4];
+                    for o in 0..4 {
+                        let at = q6_triple(n, 4 * oq + o);
+                        let (a, bq, h) = (word_at(at), word_at(at + 32), word_at(at + 64));
+                        let hi2 = |v: __m256i| _mm256_and_si256(v, m30);
+                        u[0][o] = _mm256_or_si256(
+                            _mm256_and_si256(a, m4),
+                            hi2(_mm256_slli_epi16::<4>(h)),
+                        );
+                        u[1][o] = _mm256_or_si256(
+                            _mm256_and_si256(bq, m4),
+                            hi2(_mm256_slli_epi16::<2>(h)),
+                        );
+                        u[2][o] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
+                            hi2(h),
+                        );
+                        u[3][o] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(bq), m4),
+                            hi2(_mm256_srli_epi16::<2>(h)),
+                        );
+                    }
+                    for i in 0..N {
+                        let x = qs.add((base[i] + b) * 256 + 128 * n + 16 * oq);
+                        for (k, uk) in u.iter().enumerate() {
+                            let mut d = zero;
+                            for (o, &v) in uk.iter().enumerate() {
+                                d = D::dot_us(d, v, word(x, 8 * k + o));
+                            }
+                            let sub = 8 * n + 2 * k + oq;
+                            let sc = lane_byte_signed(sw[sub / 4], (sub % 4) as i8);
+                            isum[i] = _mm256_add_epi32(isum[i], _mm256_mullo_epi32(d, sc));
+                        }
+                    }
+                }
+            }
+            // Sub-block scale pairs (2q, 2q + 1) as i16 halves, against the 16-value sums.
+            let mut pairs = [zero; 8];
+            for (q, p) in pairs.iter_mut().enumerate() {
+                *p = lane_pair_signed(sw[q / 2], (2 * (q % 2)) as i8);
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
+            for i in 0..N {
+                let ix = base[i] + b;
+                let sums = xs.add(ix * 16) as *const i32;
+                let mut off = zero;
+                for (q, p) in pairs.iter().enumerate() {
+                    off = D::dot_ww(off, *p, _mm256_set1_epi32(sums.add(q).read_unaligned()));
+                }
+                let total = _mm256_sub_epi32(isum[i], _mm256_slli_epi32::<5>(off));
+                let dx = _mm256_set1_ps(*xd.add(ix));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, dx), acc[i]);
             }
         }
         for (i, a) in acc.iter().enumerate() {

@@ -127,21 +127,35 @@ pub(super) fn kernel_x8(isa: Isa, base: GgmlType) -> Kernel<Q8Rows> {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_x8k_avx2(t: &Tile<Q8KRows>) {
-    blocks256x8::rows::<Avx2>(t)
+unsafe fn rows_q4kx8_avx2(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_q4k::<Avx2>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q6kx8_avx2(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_q6k::<Avx2>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_x8k_vnni(t: &Tile<Q8KRows>) {
-    blocks256x8::rows::<Vnni>(t)
+unsafe fn rows_q4kx8_vnni(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_q4k::<Vnni>(t)
 }
 
-/// The decode kernel for the interleaved layout of the K-quant `base` (Q4_K; Q8_K activations
-/// with their 32-value sums; row ranges in whole groups of 8), `None` for the 32-value formats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_q6kx8_vnni(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_q6k::<Vnni>(t)
+}
+
+/// The decode kernel for the interleaved layout of the K-quant `base` (Q4_K or Q6_K; Q8_K
+/// activations with their 32-value sums; row ranges in whole groups of 8), `None` for the
+/// 32-value formats.
 pub(super) fn kernel_x8k(isa: Isa, base: GgmlType) -> Option<Kernel<Q8KRows>> {
+    let vnni = isa == Isa::Vnni;
     match base {
-        GgmlType::Q4_K if isa == Isa::Vnni => Some(rows_x8k_vnni),
-        GgmlType::Q4_K => Some(rows_x8k_avx2),
+        GgmlType::Q4_K if vnni => Some(rows_q4kx8_vnni),
+        GgmlType::Q4_K => Some(rows_q4kx8_avx2),
+        GgmlType::Q6_K if vnni => Some(rows_q6kx8_vnni),
+        GgmlType::Q6_K => Some(rows_q6kx8_avx2),
         _ => None,
     }
 }
