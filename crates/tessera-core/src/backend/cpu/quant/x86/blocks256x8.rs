@@ -59,6 +59,12 @@ pub(super) unsafe fn rows_q6k<D: Dot>(t: &Tile<Q8KRows>) {
     }
 }
 
+/// The 32 bytes at `p + at`.
+#[inline(always)]
+unsafe fn load(p: *const u8, at: usize) -> __m256i {
+    _mm256_loadu_si256(p.add(at) as *const __m256i)
+}
+
 /// Rearranges the bytes of each i32 lane of `v`: byte `b` of a lane gets the lane's byte
 /// `pick[b]`, or 0 where `pick[b]` is negative.
 #[inline(always)]
@@ -103,19 +109,27 @@ unsafe fn lane_pair_signed(v: __m256i, s: i8) -> __m256i {
 /// `[0]`, 4..8 in `[1]`) and minimums (likewise in `[2]`, `[3]`).
 #[inline(always)]
 unsafe fn unpack_scales(rec: *const u8) -> [__m256i; 4] {
-    let load = |w: usize| _mm256_loadu_si256(rec.add(SCALES + 32 * w) as *const __m256i);
-    let (w0, w1, w2) = (load(0), load(1), load(2));
+    let (w0, w1, w2) = (
+        load(rec, SCALES),
+        load(rec, SCALES + 32),
+        load(rec, SCALES + 64),
+    );
     let m6 = _mm256_set1_epi8(0x3F);
     let m4 = _mm256_set1_epi8(0x0F);
     // The top 2 bits of byte b, moved to bits 4..6 of byte b (a 32-bit shift by 2 brings the
     // next byte's low bits into bits 6..8, which the mask drops).
     let m30 = _mm256_set1_epi8(0x30);
-    let top = |w: __m256i| _mm256_and_si256(_mm256_srli_epi32::<2>(w), m30);
     [
         _mm256_and_si256(w0, m6),
-        _mm256_or_si256(_mm256_and_si256(w2, m4), top(w0)),
+        _mm256_or_si256(
+            _mm256_and_si256(w2, m4),
+            _mm256_and_si256(_mm256_srli_epi32::<2>(w0), m30),
+        ),
         _mm256_and_si256(w1, m6),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), m4), top(w1)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi32::<4>(w2), m4),
+            _mm256_and_si256(_mm256_srli_epi32::<2>(w1), m30),
+        ),
     ]
 }
 
@@ -250,13 +264,12 @@ unsafe fn q6k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * Q6_RECORD);
-            let word_at = |at: usize| _mm256_loadu_si256(rec.add(at) as *const __m256i);
             // Lane j of `sw[w]`: row j's scales 4w..4w + 4.
             let sw = [
-                word_at(Q6_SC),
-                word_at(Q6_SC + 32),
-                word_at(Q6_SC + 64),
-                word_at(Q6_SC + 96),
+                load(rec, Q6_SC),
+                load(rec, Q6_SC + 32),
+                load(rec, Q6_SC + 64),
+                load(rec, Q6_SC + 96),
             ];
             let mut isum = [zero; N];
             for n in 0..2 {
@@ -265,24 +278,26 @@ unsafe fn q6k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
                     let mut u = [[zero; 4]; 4];
                     for o in 0..4 {
                         let at = q6_triple(n, 4 * oq + o);
-                        let (a, bq, h) = (word_at(at), word_at(at + 32), word_at(at + 64));
-                        let hi2 = |v: __m256i| _mm256_and_si256(v, m30);
-                        u[0][o] = _mm256_or_si256(
-                            _mm256_and_si256(a, m4),
-                            hi2(_mm256_slli_epi16::<4>(h)),
-                        );
-                        u[1][o] = _mm256_or_si256(
-                            _mm256_and_si256(bq, m4),
-                            hi2(_mm256_slli_epi16::<2>(h)),
-                        );
-                        u[2][o] = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
-                            hi2(h),
-                        );
-                        u[3][o] = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(bq), m4),
-                            hi2(_mm256_srli_epi16::<2>(h)),
-                        );
+                        let (a, bq, h) = (load(rec, at), load(rec, at + 32), load(rec, at + 64));
+                        let (a_hi, b_hi) = (_mm256_srli_epi16::<4>(a), _mm256_srli_epi16::<4>(bq));
+                        let decoded = [
+                            _mm256_or_si256(
+                                _mm256_and_si256(m4, a),
+                                _mm256_and_si256(m30, _mm256_slli_epi16::<4>(h)),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(m4, bq),
+                                _mm256_and_si256(m30, _mm256_slli_epi16::<2>(h)),
+                            ),
+                            _mm256_or_si256(_mm256_and_si256(m4, a_hi), _mm256_and_si256(m30, h)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(m4, b_hi),
+                                _mm256_and_si256(m30, _mm256_srli_epi16::<2>(h)),
+                            ),
+                        ];
+                        for (uk, v) in u.iter_mut().zip(decoded) {
+                            uk[o] = v;
+                        }
                     }
                     for i in 0..N {
                         let x = qs.add((base[i] + b) * 256 + 128 * n + 16 * oq);
