@@ -105,6 +105,8 @@ pub fn quant_cases() -> Vec<Case> {
         types.push((GgmlType::Q5_0x8, 896));
         types.push((GgmlType::Q4_Kx8, 1024));
         types.push((GgmlType::Q6_Kx8, 1024));
+        types.push((GgmlType::Q5_K, 1024));
+        types.push((GgmlType::Q5_Kx8, 1024));
     }
     let mut v: Vec<Case> = types
         .iter()

@@ -1,6 +1,6 @@
-//! The in-memory interleaved layouts (Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8) through
-//! the public API: the matmul, decoding, row lookup and gradients give what the natural matrix
-//! gives; misuse is an error.
+//! The in-memory interleaved layouts (Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8,
+//! Q6_Kx8) through the public API: the matmul, decoding, row lookup and gradients give what the
+//! natural matrix gives; misuse is an error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
@@ -20,7 +20,7 @@ fn close(a: &Array, b: &Array, tol: f32) {
 }
 
 /// Whether this CPU runs the SIMD quant kernels (AVX2 + FMA + F16C), which is when tessera
-/// interleaves Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K.
+/// interleaves Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K.
 fn simd_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -42,6 +42,7 @@ fn interleaved_layouts_give_what_the_natural_matrix_gives() {
         (GgmlType::Q5_0, GgmlType::Q5_0x8, 96, 66),
         (GgmlType::Q8_0, GgmlType::Q8_0x8, 96, 102),
         (GgmlType::Q4_K, GgmlType::Q4_Kx8, 512, 288),
+        (GgmlType::Q5_K, GgmlType::Q5_Kx8, 512, 352),
         (GgmlType::Q6_K, GgmlType::Q6_Kx8, 512, 420),
     ] {
         check_layout(format, layout, k, row_bytes);

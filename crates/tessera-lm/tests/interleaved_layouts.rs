@@ -1,5 +1,5 @@
-//! A real model with Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K weights, which tessera re-lays out
-//! at load (the `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied
+//! A real model with Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K or Q6_K weights, which tessera re-lays
+//! out at load (the `x8` layouts: 8 rows interleaved, on CPUs with AVX2) including the tied
 //! embedding that is also the output matrix: its logits against the same weights decoded to
 //! f32, with the tolerance of `reference_logits.rs`, for a prompt (prefill kernels) and single
 //! tokens (decode kernels).
@@ -64,6 +64,7 @@ fn smollm2_requantized_matches_its_f32_weights() {
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ] {
         check(format);

@@ -5,9 +5,9 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! Six formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
-//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`] and [`GgmlType::Q6_Kx8`],
-//! Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K blocks of 8 rows interleaved so that the CPU's decode
+//! Seven formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
+//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`], [`GgmlType::Q5_Kx8`] and
+//! [`GgmlType::Q6_Kx8`], Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K blocks of 8 rows interleaved so that the CPU's decode
 //! kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
 //! natural layout). [`interleave_for_cpu`] converts a loaded
 //! matrix when the CPU kernels prefer it; these layouts have no GGUF id and are never written
@@ -68,6 +68,8 @@ pub enum GgmlType {
     /// Q4_K with 8 rows interleaved (in memory only, as [`GgmlType::Q4_0x8`]; one record per
     /// super-block of 256 values).
     Q4_Kx8,
+    /// Q5_K with 8 rows interleaved (in memory only, as [`GgmlType::Q4_Kx8`]).
+    Q5_Kx8,
     /// Q6_K with 8 rows interleaved (in memory only, as [`GgmlType::Q4_Kx8`]).
     Q6_Kx8,
 }
@@ -111,17 +113,19 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::Q5_0x8, None, "Q5_0x8", 32, 22),
     (GgmlType::Q8_0x8, None, "Q8_0x8", 32, 34),
     (GgmlType::Q4_Kx8, None, "Q4_Kx8", 256, 144),
+    (GgmlType::Q5_Kx8, None, "Q5_Kx8", 256, 176),
     (GgmlType::Q6_Kx8, None, "Q6_Kx8", 256, 210),
 ];
 
 /// `(file format, in-memory layout)`: the formats the CPU kernels read interleaved, 8 rows at a
 /// time (see `backend::cpu::quant::interleave`).
-const INTERLEAVED: [(GgmlType, GgmlType); 6] = [
+const INTERLEAVED: [(GgmlType, GgmlType); 7] = [
     (GgmlType::Q4_0, GgmlType::Q4_0x8),
     (GgmlType::Q4_1, GgmlType::Q4_1x8),
     (GgmlType::Q5_0, GgmlType::Q5_0x8),
     (GgmlType::Q8_0, GgmlType::Q8_0x8),
     (GgmlType::Q4_K, GgmlType::Q4_Kx8),
+    (GgmlType::Q5_K, GgmlType::Q5_Kx8),
     (GgmlType::Q6_K, GgmlType::Q6_Kx8),
 ];
 
@@ -219,8 +223,8 @@ impl GgmlType {
 
 /// `w` (`n` rows of `format` blocks: a `u8` matrix `(n, row_bytes)`, as `gguf_matmul` takes
 /// it) in the layout this CPU's kernels multiply fastest, and that layout's format; `None` when
-/// the natural layout is already the best: formats other than Q4_0, Q4_1, Q5_0, Q8_0, Q4_K
-/// and Q6_K, a row count that is not a multiple of 8, a CPU without AVX2 (or
+/// the natural layout is already the best: formats other than Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
+/// Q5_K and Q6_K, a row count that is not a multiple of 8, a CPU without AVX2 (or
 /// `TESSERA_SIMD=scalar`), `TESSERA_REPACK=0` (to
 /// compare the layouts, as llama.cpp's `--no-repack`), or a copy that would not fit
 /// [`crate::memory::fits_in_budget`].
@@ -271,7 +275,7 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
 
 /// The layout [`interleave_for_cpu`] turns matrices of `format` into on this CPU, before its
 /// per-matrix conditions (row count, memory budget): the `x8` layout of Q4_0, Q4_1, Q5_0, Q8_0,
-/// Q4_K and Q6_K ([`GgmlType::Q4_0x8`] and so on) where the SIMD kernels run and
+/// Q4_K, Q5_K and Q6_K ([`GgmlType::Q4_0x8`] and so on) where the SIMD kernels run and
 /// `TESSERA_REPACK` is not `0`; `format` itself otherwise.
 pub fn cpu_layout(format: GgmlType) -> GgmlType {
     use crate::backend::cpu::quant::Isa;
@@ -367,6 +371,8 @@ mod tests {
         assert_eq!(GgmlType::Q4_Kx8.file_format(), GgmlType::Q4_K);
         assert_eq!(GgmlType::Q4_Kx8.row_bytes(512).unwrap(), 288);
         assert_eq!(GgmlType::Q4_Kx8.interleaved_rows(), 8);
+        assert_eq!(GgmlType::Q5_Kx8.file_format(), GgmlType::Q5_K);
+        assert_eq!(GgmlType::Q5_Kx8.row_bytes(512).unwrap(), 352);
         assert_eq!(GgmlType::Q6_Kx8.file_format(), GgmlType::Q6_K);
         assert_eq!(GgmlType::Q6_Kx8.row_bytes(512).unwrap(), 420);
         assert!(GgmlType::from_id(4).is_err()); // removed Q4_2

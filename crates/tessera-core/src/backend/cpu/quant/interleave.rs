@@ -1,6 +1,6 @@
 //! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
-//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`] and [`GgmlType::Q6_Kx8`]:
-//! the blocks of 8 consecutive weight rows stored together, so that one 256-bit register holds
+//! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`], [`GgmlType::Q5_Kx8`] and
+//! [`GgmlType::Q6_Kx8`]: the blocks of 8 consecutive weight rows stored together, so that one 256-bit register holds
 //! 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
@@ -33,7 +33,10 @@
 //! with a few vector operations; chunk `c` of `qs` (bytes `128 + 32c..`) holds bytes
 //! `4c..4c + 4` of each row's `qs`: values `64p + 4o..64p + 4o + 4` in the low nibbles
 //! (sub-block `2p`) and `64p + 32 + 4o..` in the high ones (sub-block `2p + 1`), where
-//! `p = c / 8`, `o = c % 8`.
+//! `p = c / 8`, `o = c % 8`. Q5_K (1408-byte records) is laid out the same way with its 32
+//! bytes of `qh` as 8 more words after the scales (bytes `128..384`; `qs` from 384): word `o`
+//! holds the fifth bits of the values whose nibbles chunk `8p + o` holds, bit `2p` for the low
+//! nibbles, `2p + 1` for the high ones.
 //!
 //! Q6_K (records of 1680 bytes) keeps its `d` last in the block; the record has the 8 rows'
 //! `d` in bytes `0..16` and then the block's other 208 bytes as 52 words in the order the
@@ -74,9 +77,11 @@ impl Geometry {
             // `d`, `dmin`; the 12 bytes of packed 6-bit scales and minimums travel as the first
             // 3 words of `qs` (see the module docs).
             GgmlType::Q4_K => (4, false, false, 140),
+            // As Q4_K, with the 32 bytes of fifth bits as words 3..11.
+            GgmlType::Q5_K => (4, false, false, 172),
             // `ql`, `qh` and the 16 scales as words, `d` last in the block.
             GgmlType::Q6_K => (2, true, false, 208),
-            _ => panic!("only Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K have an interleaved layout"),
+            _ => panic!("only Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K to Q6_K have an interleaved layout"),
         };
         Geometry {
             header,
@@ -270,6 +275,7 @@ mod tests {
             (GgmlType::Q5_0, 22, 6),
             (GgmlType::Q8_0, 34, 2),
             (GgmlType::Q4_K, 144, 4),
+            (GgmlType::Q5_K, 176, 4),
             (GgmlType::Q6_K, 210, 0),
         ] {
             let record = ROWS * block;
@@ -285,7 +291,7 @@ mod tests {
             let rec = &packed[(nb + 2) * record..][..record];
             let d_at = if format == GgmlType::Q6_K { 208 } else { 0 };
             assert_eq!(&rec[10..12], &blk[d_at..d_at + 2], "{format}");
-            if format == GgmlType::Q4_1 || format == GgmlType::Q4_K {
+            if matches!(format, GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K) {
                 assert_eq!(&rec[16 + 10..16 + 12], &blk[2..4]);
             }
             let at = qs_at(format);

@@ -304,6 +304,7 @@ pub fn matmul_supported(ty: GgmlType) -> bool {
             | T::Q4_1x8
             | T::Q8_0x8
             | T::Q4_Kx8
+            | T::Q5_Kx8
             | T::Q6_Kx8
             | T::Q5_0x8
             | T::Q5_0

@@ -429,7 +429,7 @@ fn matmul_prefill_shapes() {
 }
 
 /// The interleaved layouts (8 rows: Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8,
-/// Q6_Kx8) against the natural ones on every instruction set:
+/// Q5_Kx8, Q6_Kx8) against the natural ones on every instruction set:
 /// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
 /// the portable kernels), partial groups of blocks, several slices per thread.
 #[test]
@@ -441,6 +441,7 @@ fn interleaved_layouts_match_the_natural_layout() {
         (T::Q5_0, T::Q5_0x8),
         (T::Q8_0, T::Q8_0x8),
         (T::Q4_K, T::Q4_Kx8),
+        (T::Q5_K, T::Q5_Kx8),
         (T::Q6_K, T::Q6_Kx8),
     ] {
         let shapes: [(usize, usize, usize); 14] = [

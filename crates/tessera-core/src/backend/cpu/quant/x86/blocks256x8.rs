@@ -1,7 +1,7 @@
-//! The decode kernels for [`Q4_Kx8`](crate::quant::GgmlType::Q4_Kx8) and
-//! [`Q6_Kx8`](crate::quant::GgmlType::Q6_Kx8): 8 weight rows at once, one row per i32 lane,
-//! against Q8_K activations (the layouts are described in `quant/interleave.rs`; Q6_K's
-//! kernel is documented at [`q6k_n`]).
+//! The decode kernels for [`Q4_Kx8`](crate::quant::GgmlType::Q4_Kx8),
+//! [`Q5_Kx8`](crate::quant::GgmlType::Q5_Kx8) and [`Q6_Kx8`](crate::quant::GgmlType::Q6_Kx8):
+//! 8 weight rows at once, one row per i32 lane, against Q8_K activations (the layouts are
+//! described in `quant/interleave.rs`; Q6_K's kernel is documented at [`q6k_n`]).
 //!
 //! Q4_K: per record (one super-block index of 8 rows, 1152 bytes) and activation row: for each of
 //! the 4 pairs of 32-value sub-blocks, 8 chunks of 32 bytes meet 8 + 8 activation words, as in
@@ -21,6 +21,10 @@
 //!
 //! With VNNI the high nibbles stay in place (`16 q`) and their sum is shifted once per record,
 //! as in the 32-value kernel (exact: every term is a multiple of 16).
+//!
+//! Q5_K is Q4_K with a fifth bit per value, from 8 words of `qh` per row: bit `2p` of the
+//! byte for value `l` of a pair is the low nibble's, bit `2p + 1` the high nibble's; it adds
+//! 16 (one test and one masked add with AVX-512BW).
 
 use super::Dot;
 use super::blocks32x8::word;
@@ -30,22 +34,46 @@ use crate::backend::cpu::quant::matmul::Tile;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// Bytes per Q4_Kx8 record.
-const RECORD: usize = ROWS * 144;
-/// The 3 packed scale words, then the 32 chunks of `qs`.
+/// The 3 packed scale words of a Q4_Kx8 or Q5_Kx8 record (both start alike).
 const SCALES: usize = qs_at(GgmlType::Q4_K);
-const QS: usize = SCALES + 3 * 32;
 
-/// Runs a Q4_Kx8 tile (rows `r0..r1` multiples of 8) with the activation row count as a
-/// constant, so the accumulators live in registers.
+/// Q4_Kx8 (`FIFTH = false`) or Q5_Kx8: record size and where its words lie (the 3 scale
+/// words, Q5_K's 8 words of fifth bits, then the 32 chunks of `qs`).
+struct K4<const FIFTH: bool>;
+
+impl<const FIFTH: bool> K4<FIFTH> {
+    const RECORD: usize = ROWS * if FIFTH { 176 } else { 144 };
+    const QH: usize = SCALES + 3 * 32;
+    const QS: usize = Self::QH + if FIFTH { 8 * 32 } else { 0 };
+}
+
+/// Runs a Q4_Kx8 (`FIFTH = false`) or Q5_Kx8 tile (rows `r0..r1` multiples of 8) with the
+/// activation row count as a constant, so the accumulators live in registers.
 #[inline(always)]
-pub(super) unsafe fn rows_q4k<D: Dot>(t: &Tile<Q8KRows>) {
+pub(super) unsafe fn rows_k4<D: Dot, const FIFTH: bool>(t: &Tile<Q8KRows>) {
     match t.mt {
-        1 => q4k_n::<D, 1>(t),
-        2 => q4k_n::<D, 2>(t),
-        3 => q4k_n::<D, 3>(t),
-        _ => q4k_n::<D, 4>(t),
+        1 => k4_n::<D, FIFTH, 1>(t),
+        2 => k4_n::<D, FIFTH, 2>(t),
+        3 => k4_n::<D, FIFTH, 3>(t),
+        _ => k4_n::<D, FIFTH, 4>(t),
     }
+}
+
+/// `u` (values below 16) plus 16 in each byte whose `bit` is set in the same byte of `qh`.
+#[inline(always)]
+unsafe fn add_fifth<D: Dot>(u: __m256i, qh: __m256i, bit: u32) -> __m256i {
+    if D::FULL_U8 {
+        // The VNNI path has AVX-512BW: a byte mask and one masked add.
+        let set = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((1u8 << bit) as i8));
+        return _mm256_mask_add_epi8(u, set, u, _mm256_set1_epi8(0x10));
+    }
+    // Move the bit to bit 4 of its byte (16-bit shifts by at most 4 and 3 keep it there).
+    let moved = if bit <= 4 {
+        _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - bit as i32))
+    } else {
+        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(bit as i32 - 4))
+    };
+    _mm256_or_si256(u, _mm256_and_si256(moved, _mm256_set1_epi8(0x10)))
 }
 
 /// The same for a Q6_Kx8 tile.
@@ -134,7 +162,7 @@ unsafe fn unpack_scales(rec: *const u8) -> [__m256i; 4] {
 }
 
 #[inline(always)]
-unsafe fn q4k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
+unsafe fn k4_n<D: Dot, const FIFTH: bool, const N: usize>(t: &Tile<Q8KRows>) {
     debug_assert!(t.r0.is_multiple_of(ROWS) && t.r1.is_multiple_of(ROWS));
     debug_assert_eq!(
         t.acts.bsum32.len(),
@@ -154,10 +182,12 @@ unsafe fn q4k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
         *b = (t.i0 + i) * nb;
     }
     for g in t.r0 / ROWS..t.r1 / ROWS {
-        let group = t.w.as_ptr().add(g * nb * RECORD);
+        let group = t.w.as_ptr().add(g * nb * K4::<FIFTH>::RECORD);
         let mut acc = [_mm256_setzero_ps(); N];
+        // With VNNI and no fifth bits the high nibbles stay in place (16 q).
+        let in_place = D::FULL_U8 && !FIFTH;
         for b in 0..nb {
-            let rec = group.add(b * RECORD);
+            let rec = group.add(b * K4::<FIFTH>::RECORD);
             let [sc_lo, sc_hi, mn_lo, mn_hi] = unpack_scales(rec);
             // Σ_s sc_s Σ q x: low-nibble sub-blocks, high-nibble ones (16 q with VNNI).
             let mut isl = [zero; N];
@@ -173,14 +203,19 @@ unsafe fn q4k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
                     // 64p + 32 + 16 half + 4c (high).
                     let mut u = [zero; 8];
                     for c in 0..4 {
-                        let at = QS + 32 * (8 * p + 4 * half + c);
-                        let raw = _mm256_loadu_si256(rec.add(at) as *const __m256i);
+                        let raw = load(rec, K4::<FIFTH>::QS + 32 * (8 * p + 4 * half + c));
                         u[c] = _mm256_and_si256(raw, m4);
-                        u[4 + c] = if D::FULL_U8 {
+                        u[4 + c] = if in_place {
                             _mm256_andnot_si256(m4, raw)
                         } else {
                             _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
                         };
+                        if FIFTH {
+                            // Bit 2p (low nibbles) and 2p + 1 (high) of qh bytes 16 half + 4c..
+                            let qh = load(rec, K4::<FIFTH>::QH + 32 * (4 * half + c));
+                            u[c] = add_fifth::<D>(u[c], qh, 2 * p as u32);
+                            u[4 + c] = add_fifth::<D>(u[4 + c], qh, 2 * p as u32 + 1);
+                        }
                     }
                     for i in 0..N {
                         let x = qs.add((base[i] + b) * 256 + 64 * p + 16 * half);
@@ -205,7 +240,7 @@ unsafe fn q4k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
             let dmw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(16) as *const __m128i));
             for i in 0..N {
                 let ix = base[i] + b;
-                let sh = if D::FULL_U8 {
+                let sh = if in_place {
                     _mm256_srai_epi32::<4>(ish[i])
                 } else {
                     ish[i]

@@ -127,8 +127,8 @@ pub(super) fn kernel_x8(isa: Isa, base: GgmlType) -> Kernel<Q8Rows> {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4kx8_avx2(t: &Tile<Q8KRows>) {
-    blocks256x8::rows_q4k::<Avx2>(t)
+unsafe fn rows_k4x8_avx2<const FIFTH: bool>(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_k4::<Avx2, FIFTH>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -137,8 +137,8 @@ unsafe fn rows_q6kx8_avx2(t: &Tile<Q8KRows>) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_q4kx8_vnni(t: &Tile<Q8KRows>) {
-    blocks256x8::rows_q4k::<Vnni>(t)
+unsafe fn rows_k4x8_vnni<const FIFTH: bool>(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_k4::<Vnni, FIFTH>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -146,14 +146,16 @@ unsafe fn rows_q6kx8_vnni(t: &Tile<Q8KRows>) {
     blocks256x8::rows_q6k::<Vnni>(t)
 }
 
-/// The decode kernel for the interleaved layout of the K-quant `base` (Q4_K or Q6_K; Q8_K
+/// The decode kernel for the interleaved layout of the K-quant `base` (Q4_K, Q5_K or Q6_K; Q8_K
 /// activations with their 32-value sums; row ranges in whole groups of 8), `None` for the
 /// 32-value formats.
 pub(super) fn kernel_x8k(isa: Isa, base: GgmlType) -> Option<Kernel<Q8KRows>> {
     let vnni = isa == Isa::Vnni;
     match base {
-        GgmlType::Q4_K if vnni => Some(rows_q4kx8_vnni),
-        GgmlType::Q4_K => Some(rows_q4kx8_avx2),
+        GgmlType::Q4_K if vnni => Some(rows_k4x8_vnni::<false>),
+        GgmlType::Q4_K => Some(rows_k4x8_avx2::<false>),
+        GgmlType::Q5_K if vnni => Some(rows_k4x8_vnni::<true>),
+        GgmlType::Q5_K => Some(rows_k4x8_avx2::<true>),
         GgmlType::Q6_K if vnni => Some(rows_q6kx8_vnni),
         GgmlType::Q6_K => Some(rows_q6kx8_avx2),
         _ => None,
