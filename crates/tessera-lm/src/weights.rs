@@ -96,8 +96,9 @@ impl Weight {
         })
     }
 
-    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1, Q5_0 and Q8_0 become the
-    /// row-interleaved `x8` layouts (see `tessera_core::quant::interleave_for_cpu`), and large matrices that still point into a memory-mapped file are copied into memory
+    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K to Q6_K
+    /// become the row-interleaved `x8` layouts (see `tessera_core::quant::interleave_for_cpu`),
+    /// and large matrices that still point into a memory-mapped file are copied into memory
     /// backed by huge pages (`tessera_core::memory::own_large`; a decode step streams every
     /// weight once). The result still gives rows ([`Weight::rows`]) but an interleaved one
     /// cannot be stacked ([`Weight::concat_rows`]): stack first.

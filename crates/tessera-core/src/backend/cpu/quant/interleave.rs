@@ -1,7 +1,7 @@
 //! The row-interleaved layouts [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
 //! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`], [`GgmlType::Q5_Kx8`] and
-//! [`GgmlType::Q6_Kx8`]: the blocks of 8 consecutive weight rows stored together, so that one 256-bit register holds
-//! 4 bytes of each of the 8 rows.
+//! [`GgmlType::Q6_Kx8`]: the blocks of 8 consecutive weight rows stored together, so that one
+//! 256-bit register holds 4 bytes of each of the 8 rows.
 //!
 //! Why: the natural layout puts a row's 32 values per block in one register, so every block's
 //! integer dot product ends in lanes that must be summed horizontally, and the 18- to 34-byte
@@ -205,8 +205,8 @@ fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
     }
 }
 
-/// Rearranges `src` (natural rows of `format`, Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K, `n` a multiple
-/// of 8, `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+/// Rearranges `src` (natural rows of `format`, one of [`Geometry::of`]'s, `n` a multiple of 8,
+/// `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
 pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
     let geo = Geometry::of(format);
     assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
