@@ -16,6 +16,8 @@ pub struct LlmBench {
     pub gen_tokens: usize,
     /// Runs of each measurement; the median is reported.
     pub repeats: usize,
+    /// The KV cache storage: 16 (f16, the default) or 32 (f32).
+    pub kv_bits: u32,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -56,13 +58,17 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         .map(|i| (1000 + (i * 7919) % (vocab.saturating_sub(1000)).max(1)) as i32 % vocab as i32)
         .collect();
     let ctx = b.prompt_tokens + b.gen_tokens + 8;
+    let new_cache = || match b.kv_bits {
+        32 => model.new_cache(ctx).full_precision(),
+        _ => model.new_cache(ctx),
+    };
     let fwd = |cache: &mut tessera_lm::kv_cache::KvCache, toks: &[i32]| -> Result<(), String> {
         let a = Array::from_vec(toks.to_vec(), &[1, toks.len()]).map_err(|e| e.to_string())?;
         let logits = model.forward(&a, cache, true).map_err(|e| e.to_string())?;
         logits.eval().map_err(|e| e.to_string())
     };
     // Warm-up: touches the weights (page cache) and the allocator.
-    let mut cache = model.new_cache(ctx);
+    let mut cache = new_cache();
     fwd(&mut cache, &ids[..ids.len().min(64)])?;
     // TESSERA_PROFILE=1: time the measured runs only.
     tessera_core::profile::reset();
@@ -70,7 +76,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
     let mut tg = Vec::new();
     for _ in 0..b.repeats.max(1) {
         if b.prompt_tokens > 0 {
-            let mut cache = model.new_cache(ctx);
+            let mut cache = new_cache();
             let t = Instant::now();
             for chunk in ids.chunks(512) {
                 fwd(&mut cache, chunk)?;
@@ -78,7 +84,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
             pp.push(b.prompt_tokens as f64 / t.elapsed().as_secs_f64());
         }
         if b.gen_tokens > 0 {
-            let mut cache = model.new_cache(ctx);
+            let mut cache = new_cache();
             let mut tok = ids[0];
             let t = Instant::now();
             for _ in 0..b.gen_tokens {

@@ -22,7 +22,7 @@ const USAGE: &str = "usage:
   tessera demo                                    run a short demo of lazy arrays
   tessera generate --model PATH --prompt TEXT [--max-tokens N --temp T --top-k K --top-p P
                    --min-p P --repeat-penalty R --presence-penalty R --frequency-penalty R
-                   --seed S --stop STR --logit-bias ID=BIAS --ctx N --kv-bits 8 --chat --system TEXT]
+                   --seed S --stop STR --logit-bias ID=BIAS --ctx N --kv-bits 8|16|32 --chat --system TEXT]
                                                   stream a completion (stats to stderr)
   tessera chat --model PATH [sampling flags] [--system TEXT]
                                                   interactive chat with the model's template
@@ -33,7 +33,8 @@ const USAGE: &str = "usage:
                                                   benchmark kernels or training steps (JSON lines with --json)
   tessera bench collectives [--json] [--max-bytes B] [--repeats R] [--op all_sum|all_gather]
                                                   collective bandwidth/latency (run under tessera launch)
-  tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3] [--json]
+  tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3]
+                    [--kv-bits 16|32] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
   tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
                  [--timeout S] [--encrypt] [--bind core|none] -- PROGRAM ARGS...
@@ -208,6 +209,7 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
         prompt_tokens: 512,
         gen_tokens: 128,
         repeats: 3,
+        kv_bits: 16,
     };
     let mut json = false;
     let mut i = 0;
@@ -234,6 +236,14 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
             "--repeats" | "-r" => {
                 i += 1;
                 b.repeats = num(i, "--repeats")?.max(1);
+            }
+            "--kv-bits" => {
+                i += 1;
+                b.kv_bits = match num(i, "--kv-bits")? {
+                    16 => 16,
+                    32 => 32,
+                    v => return Err(format!("bench llm --kv-bits must be 16 or 32, got {v}")),
+                };
             }
             "--json" => json = true,
             other => return Err(format!("unknown bench llm flag '{other}'\n{USAGE}")),

@@ -316,7 +316,8 @@ impl Model {
     }
 
     /// A fresh cache for up to `max_len` positions (capped at the model's context length);
-    /// sliding-window layers get rotating buffers of their window size.
+    /// sliding-window layers get rotating buffers of their window size. Keys and values are
+    /// stored in f16 ([`KvCache::half_precision`]; `full_precision()` keeps f32).
     pub fn new_cache(&self, max_len: usize) -> KvCache {
         let windows: Vec<Option<usize>> = (0..self.config.layers)
             .map(|i| {
@@ -327,7 +328,7 @@ impl Model {
                 }
             })
             .collect();
-        KvCache::new(&windows, max_len.min(self.config.context_length.max(1)))
+        KvCache::new(&windows, max_len.min(self.config.context_length.max(1))).half_precision()
     }
 
     /// Every matrix a decode step multiplies with: the blocks' linear maps and the output matrix.

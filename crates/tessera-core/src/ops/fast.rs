@@ -313,6 +313,9 @@ pub fn sdpa_composite(
         crate::Dtype::F32
     };
     let p = super::softmax(&super::astype(&scores, wide)?, -1)?;
-    let out = super::matmul(&super::astype(&p, v.dtype())?, v)?;
+    // The weights meet the values in the wider of the query's and the values' types (an f16
+    // cache with f32 queries is widened, not the weights narrowed).
+    let pv = crate::promote_types(q.dtype(), v.dtype());
+    let out = super::matmul(&super::astype(&p, pv)?, &super::astype(v, pv)?)?;
     super::astype(&super::reshape(&out, &[b, h, t, d])?, q.dtype())
 }

@@ -98,9 +98,11 @@ pub fn rerun_on_every_kernel_family(names: &[&str]) {
     }
 }
 
-/// The logits after the last of `ids`, from one forward pass over them in a fresh cache.
+/// The logits after the last of `ids`, from one forward pass over them in a fresh f32 cache
+/// (the references compute in f32; what the default f16 cache changes is measured on its own,
+/// in `kv_cache_q8.rs`).
 pub fn last_logits(model: &tessera_lm::model::Model, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(256);
+    let mut cache = model.new_cache(256).full_precision();
     let toks = Array::from_vec(ids.iter().map(|&t| t as i32).collect(), &[1, ids.len()]).unwrap();
     model
         .forward(&toks, &mut cache, true)

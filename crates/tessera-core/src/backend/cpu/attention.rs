@@ -21,17 +21,56 @@ use crate::error::Result;
 use crate::layout::ArrayData;
 use crate::primitive::ReduceOp;
 
+/// The element type of stored keys and values: f32, or f16 (a half-size KV cache), widened to
+/// f32 as the kernels load them.
+pub(super) trait KvElem: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Sixteen consecutive elements as f32 (AVX-512F; F16C-class conversion for f16).
+    ///
+    /// # Safety
+    /// Sixteen elements are readable at `p`; the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's promise.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+impl KvElem for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const half::f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
+}
+
 /// One task: `rows` query rows of `d` values against `n` keys.
-pub(super) struct Part {
+pub(super) struct Part<E> {
     /// Query rows, `d` apart.
     pub q: *const f32,
     pub rows: usize,
     /// Query positions per head: row `r` reads mask row `r % t`.
     pub t: usize,
     /// Key `j` at `k + j ks`, value `j` at `v + j vs`, each `d` contiguous values.
-    pub k: *const f32,
+    pub k: *const E,
     pub ks: usize,
-    pub v: *const f32,
+    pub v: *const E,
     pub vs: usize,
     /// Null, or the additive mask at this task's first key, its rows `ms` apart.
     pub mask: *const f32,
@@ -46,10 +85,16 @@ fn slab_row(d: usize) -> usize {
     d + 2
 }
 
-/// f32 data whose last axis is contiguous (views such as a KV-cache slice stay in place).
-fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
+/// Whether `x` can be read in place: its last axis contiguous, no negative strides (views
+/// such as a KV-cache slice qualify).
+fn rows_in_place(x: &ArrayData) -> bool {
     let last_unit = x.layout.strides.last().is_none_or(|&s| s == 1);
-    if x.dtype == Dtype::F32 && last_unit && x.layout.strides.iter().all(|&s| s >= 0) {
+    last_unit && x.layout.strides.iter().all(|&s| s >= 0)
+}
+
+/// f32 data whose last axis is contiguous (read in place when it already is).
+fn f32_rows(x: &ArrayData) -> Result<ArrayData> {
+    if x.dtype == Dtype::F32 && rows_in_place(x) {
         Ok(x.clone())
     } else {
         copy::f32_contiguous(x)
@@ -71,16 +116,57 @@ fn key_parts(groups: usize, l: usize, threads: usize) -> usize {
 /// contiguous f32), an optional additive `(t, l)` mask.
 pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<ArrayData> {
     let q = copy::f32_contiguous(&inputs[0])?;
-    let (k, v) = (f32_rows(&inputs[1])?, f32_rows(&inputs[2])?);
     let mask = inputs.get(3).map(copy::f32_contiguous).transpose()?;
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     if o.size() > 0 {
+        let (k, v) = (&inputs[1], &inputs[2]);
         let groups = out.shape[0] * k.shape()[1];
         let parts = key_parts(groups, k.shape()[2], pool::global().threads());
         let kernel = Kernel::best();
-        attend_all(&q, &k, &v, mask.as_ref(), scale as f32, parts, kernel, &o);
+        let f16_cache = [k, v]
+            .iter()
+            .all(|x| x.dtype == Dtype::F16 && rows_in_place(x));
+        if f16_cache {
+            // A half-precision cache is read as it is stored, widened in the kernel.
+            let (k, v) = (Kv::<half::f16>::of(k), Kv::of(v));
+            attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+        } else {
+            let (k, v) = (f32_rows(k)?, f32_rows(v)?);
+            let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
+            attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+        }
     }
     finish(o, out)
+}
+
+/// Keys or values read in place: `(b, hk, l, d)` with contiguous rows.
+#[derive(Clone, Copy)]
+struct Kv<'a, E> {
+    data: &'a ArrayData,
+    _elem: std::marker::PhantomData<E>,
+}
+
+impl<'a, E: KvElem> Kv<'a, E> {
+    fn of(data: &'a ArrayData) -> Kv<'a, E> {
+        Kv {
+            data,
+            _elem: std::marker::PhantomData,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        self.data.shape()
+    }
+    fn strides(&self) -> Vec<usize> {
+        self.data
+            .layout
+            .strides
+            .iter()
+            .map(|&s| s as usize)
+            .collect()
+    }
+    fn ptr(&self) -> SendConstPtr<E> {
+        SendConstPtr(self.data.ptr::<E>())
+    }
 }
 
 /// Which task kernel runs.
@@ -105,10 +191,10 @@ impl Kernel {
 /// Attention of every query row of `q` (contiguous `(b, h, t, d)`) into `o` (the same shape),
 /// with each kv head's keys cut into `parts` ranges.
 #[allow(clippy::too_many_arguments)]
-fn attend_all(
+fn attend_all<E: KvElem>(
     q: &ArrayData,
-    k: &ArrayData,
-    v: &ArrayData,
+    k: Kv<E>,
+    v: Kv<E>,
     mask: Option<&ArrayData>,
     scale: f32,
     parts: usize,
@@ -124,10 +210,9 @@ fn attend_all(
     let tasks = groups * parts;
     let slab = rows * slab_row(d);
     let mut partial = vec![0f32; tasks * slab];
-    let ks: Vec<usize> = k.layout.strides.iter().map(|&s| s as usize).collect();
-    let vs: Vec<usize> = v.layout.strides.iter().map(|&s| s as usize).collect();
+    let (ks, vs) = (k.strides(), v.strides());
     let (qp, pp) = (SendConstPtr(q.ptr::<f32>()), SendPtr(partial.as_mut_ptr()));
-    let (kp, vp) = (SendConstPtr(k.ptr::<f32>()), SendConstPtr(v.ptr::<f32>()));
+    let (kp, vp) = (k.ptr(), v.ptr());
     let mp = mask.map(|m| SendConstPtr(m.ptr::<f32>()));
     // Small problems run on the calling thread: handing tasks to a worker costs a microsecond
     // or two. In decode the keys and values come from memory (the weights streamed through the
@@ -172,7 +257,7 @@ fn attend_all(
 /// # Safety
 /// `part` must describe readable memory as documented on [`Part`]; `out` and `p` must be
 /// writable for the sizes above; `Kernel::Wide` only where `Kernel::best` chose it.
-unsafe fn attend(kernel: Kernel, part: &Part, out: *mut f32, p: *mut f32) {
+unsafe fn attend<E: KvElem>(kernel: Kernel, part: &Part<E>, out: *mut f32, p: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Wide && part.d.is_multiple_of(16) {
         // SAFETY: Wide is chosen only on AVX-512 CPUs; the rest is the caller's promise.
@@ -218,9 +303,44 @@ fn merge(partial: &[f32], groups: usize, parts: usize, rows: usize, d: usize, ou
     }
 }
 
+/// The portable task kernel (see [`attend_rows_f32`]) for any element type.
+unsafe fn attend_rows<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f32) {
+    // The f32 instance is multiversioned; other element types widen each row first.
+    if let Some(part) = (part as &dyn std::any::Any).downcast_ref::<Part<f32>>() {
+        // SAFETY: the caller's promise.
+        return unsafe { attend_rows_f32(part, out, p) };
+    }
+    let widen = |x: *const E, len: usize, stride: usize| -> Vec<f32> {
+        (0..len)
+            // SAFETY: rows `0..len` of `d` elements, `stride` apart, are readable.
+            .flat_map(|j| (0..part.d).map(move |c| unsafe { *x.add(j * stride + c) }.to_f32()))
+            .collect()
+    };
+    let (k, v) = (
+        widen(part.k, part.n, part.ks),
+        widen(part.v, part.n, part.vs),
+    );
+    let wide = Part {
+        q: part.q,
+        rows: part.rows,
+        t: part.t,
+        k: k.as_ptr(),
+        ks: part.d,
+        v: v.as_ptr(),
+        vs: part.d,
+        mask: part.mask,
+        ms: part.ms,
+        n: part.n,
+        d: part.d,
+        scale: part.scale,
+    };
+    // SAFETY: `wide` points at the widened copies, alive until the call returns.
+    unsafe { attend_rows_f32(&wide, out, p) }
+}
+
 simd::multiversion! {
     /// The portable task kernel: one query row at a time, a dot product per key.
-    unsafe fn attend_rows[](part: &Part, out: *mut f32, p: *mut f32) {
+    unsafe fn attend_rows_f32[](part: &Part<f32>, out: *mut f32, p: *mut f32) {
         let (d, n) = (part.d, part.n);
         let p = std::slice::from_raw_parts_mut(p, n);
         for r in 0..part.rows {
@@ -293,6 +413,22 @@ mod tests {
                 x ^= x << 17;
                 (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
             })
+            .collect()
+    }
+
+    /// The same values stored as f16.
+    fn data_f16(shape: &[usize], vals: &[f32]) -> ArrayData {
+        let a = ArrayData::alloc(Dtype::F16, shape).unwrap();
+        let h: Vec<half::f16> = vals.iter().map(|&x| half::f16::from_f32(x)).collect();
+        // SAFETY: a fresh buffer of vals.len() f16.
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), a.mut_ptr::<half::f16>(), h.len()) };
+        a
+    }
+
+    /// `vals` rounded to f16 and back.
+    fn rounded(vals: &[f32]) -> Vec<f32> {
+        vals.iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
             .collect()
     }
 
@@ -410,35 +546,52 @@ mod tests {
                     if hidden { f32::NEG_INFINITY } else { 0.0 }
                 })
                 .collect();
+            // The f16 cache: the same positions read from half-precision buffers, against
+            // the reference of the rounded values.
+            let (kh, vh) = (
+                data_f16(&[b, hk, cap, d], &kv),
+                data_f16(&[b, hk, cap, d], &vv),
+            );
+            let (kh, vh) = (cache_view(&kh, l), cache_view(&vh, l));
+            let (kr, vr) = (rounded(&kv), rounded(&vv));
             for mask in [None, Some(causal), Some(window)] {
                 let md = mask.as_ref().map(|m| data(&[t, l], m));
-                let want = reference(
-                    &qv,
-                    &kv,
-                    &vv,
-                    mask.as_deref(),
-                    (b, h, t, d),
-                    (hk, l, cap),
-                    0.3,
-                );
-                for &kernel in &kernels {
-                    for parts in [1, 2, 3, 7] {
-                        let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
-                        attend_all(&q, &k, &v, md.as_ref(), 0.3, parts, kernel, &o);
-                        let got = o.as_slice::<f32>().unwrap();
-                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                            let ok = if w.is_nan() {
-                                g.is_nan()
+                for f16 in [false, true] {
+                    let (kref, vref) = if f16 { (&kr, &vr) } else { (&kv, &vv) };
+                    let want = reference(
+                        &qv,
+                        kref,
+                        vref,
+                        mask.as_deref(),
+                        (b, h, t, d),
+                        (hk, l, cap),
+                        0.3,
+                    );
+                    for &kernel in &kernels {
+                        for parts in [1, 2, 3, 7] {
+                            let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
+                            if f16 {
+                                let (k, v) = (Kv::<half::f16>::of(&kh), Kv::of(&vh));
+                                attend_all(&q, k, v, md.as_ref(), 0.3, parts, kernel, &o);
                             } else {
-                                (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs())
-                            };
-                            assert!(
-                                ok,
-                                "{kernel:?}, {parts} parts, shape {:?}, mask {}: element {i} \
-                                 is {g}, expected {w}",
-                                shapes[si],
-                                md.is_some()
-                            );
+                                let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
+                                attend_all(&q, k, v, md.as_ref(), 0.3, parts, kernel, &o);
+                            }
+                            let got = o.as_slice::<f32>().unwrap();
+                            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                                let ok = if w.is_nan() {
+                                    g.is_nan()
+                                } else {
+                                    (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs())
+                                };
+                                assert!(
+                                    ok,
+                                    "{kernel:?}, {parts} parts, f16 {f16}, shape {:?}, mask {}: \
+                                     element {i} is {g}, expected {w}",
+                                    shapes[si],
+                                    md.is_some()
+                                );
+                            }
                         }
                     }
                 }

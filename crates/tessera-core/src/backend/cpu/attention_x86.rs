@@ -8,8 +8,11 @@
 //!
 //! Values: up to 4 query rows × 64 columns of accumulators stay in registers while the keys
 //! stream by; each value row is loaded once for all of them.
+//!
+//! Keys and values are f32, or f16 (a half-size KV cache) widened as they are loaded
+//! (`vcvtph2ps`), generic over [`KvElem`].
 
-use super::attention::Part;
+use super::attention::{KvElem, Part};
 use crate::backend::cpu::{reduce, simd};
 use crate::primitive::ReduceOp;
 use std::arch::x86_64::*;
@@ -44,7 +47,7 @@ unsafe fn sum16(a: &[__m512; 16]) -> __m512 {
 /// The scores of every row against keys `j0 .. j0 + 16` into `p`, and each row's maximum so
 /// far into `m` (one value per row, `w` apart).
 #[inline(always)]
-unsafe fn score_block(part: &Part, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
+unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
     let (d, n) = (part.d, part.n);
     let kb = part.k.add(j0 * part.ks);
     let scale = _mm512_set1_ps(part.scale);
@@ -55,7 +58,7 @@ unsafe fn score_block(part: &Part, j0: usize, p: *mut f32, m: *mut f32, w: usize
             let qc = _mm512_loadu_ps(q.add(c));
             let mut kp = kb.add(c);
             for aj in a.iter_mut() {
-                *aj = _mm512_fmadd_ps(_mm512_loadu_ps(kp), qc, *aj);
+                *aj = _mm512_fmadd_ps(E::load16(kp), qc, *aj);
                 kp = kp.add(part.ks);
             }
         }
@@ -72,14 +75,14 @@ unsafe fn score_block(part: &Part, j0: usize, p: *mut f32, m: *mut f32, w: usize
 
 /// The score of every row against key `j` alone (the keys after the last block of 16).
 #[inline(always)]
-unsafe fn score_one(part: &Part, j: usize, p: *mut f32, m: *mut f32, w: usize) {
+unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f32, w: usize) {
     let (d, n) = (part.d, part.n);
     let kr = part.k.add(j * part.ks);
     for r in 0..part.rows {
         let q = part.q.add(r * d);
         let mut a = _mm512_setzero_ps();
         for c in (0..d).step_by(16) {
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(kr.add(c)), _mm512_loadu_ps(q.add(c)), a);
+            a = _mm512_fmadd_ps(E::load16(kr.add(c)), _mm512_loadu_ps(q.add(c)), a);
         }
         let mut s = _mm512_reduce_add_ps(a) * part.scale;
         if !part.mask.is_null() {
@@ -94,10 +97,10 @@ unsafe fn score_one(part: &Part, j: usize, p: *mut f32, m: *mut f32, w: usize) {
 /// Where one `weigh` tile reads and writes: weights `p` (rows `n` apart), value rows `vs` apart,
 /// output rows `os` apart.
 #[derive(Clone, Copy)]
-struct Tile {
+struct Tile<E> {
     p: *const f32,
     n: usize,
-    v: *const f32,
+    v: *const E,
     vs: usize,
     out: *mut f32,
     os: usize,
@@ -105,13 +108,13 @@ struct Tile {
 
 /// `out[r][c] = Σⱼ p[r][j] v[j][c]` for `R` rows and `16 W` columns, accumulators in registers.
 #[inline(always)]
-unsafe fn weigh<const R: usize, const W: usize>(t: Tile) {
+unsafe fn weigh<E: KvElem, const R: usize, const W: usize>(t: Tile<E>) {
     let mut acc = [[_mm512_setzero_ps(); W]; R];
     for j in 0..t.n {
         let vr = t.v.add(j * t.vs);
         let mut x = [_mm512_setzero_ps(); W];
         for (c, xc) in x.iter_mut().enumerate() {
-            *xc = _mm512_loadu_ps(vr.add(16 * c));
+            *xc = E::load16(vr.add(16 * c));
         }
         for (r, ar) in acc.iter_mut().enumerate() {
             let pw = _mm512_set1_ps(*t.p.add(r * t.n + j));
@@ -129,11 +132,11 @@ unsafe fn weigh<const R: usize, const W: usize>(t: Tile) {
 
 /// Runs the `weigh` instance for `rows` (1..=4) rows and `cols` (1..=4) column vectors.
 #[inline(always)]
-unsafe fn weigh_tile(rows: usize, cols: usize, t: Tile) {
+unsafe fn weigh_tile<E: KvElem>(rows: usize, cols: usize, t: Tile<E>) {
     macro_rules! pick {
         ($($r:literal, $c:literal);*) => {
             match (rows, cols) {
-                $(($r, $c) => weigh::<$r, $c>(t),)*
+                $(($r, $c) => weigh::<E, $r, $c>(t),)*
                 _ => unreachable!("weigh_tile takes 1 to 4 rows and column vectors"),
             }
         };
@@ -149,7 +152,7 @@ unsafe fn weigh_tile(rows: usize, cols: usize, t: Tile) {
 /// The CPU must have AVX-512 F/BW/DQ/VL; `part` must describe readable memory; `out`
 /// (`rows × (d + 2)`) and `p` (`rows × n`) must be writable.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-pub(super) unsafe fn attend(part: &Part, out: *mut f32, p: *mut f32) {
+pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f32) {
     debug_assert!(part.d.is_multiple_of(16));
     let (d, n, rows) = (part.d, part.n, part.rows);
     let w = d + 2;
