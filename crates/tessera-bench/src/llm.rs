@@ -18,6 +18,9 @@ pub struct LlmBench {
     pub repeats: usize,
     /// The KV cache storage: 16 (f16, the default) or 32 (f32).
     pub kv_bits: u32,
+    /// Positions already in the cache when the decode measurement starts (prefilled, not
+    /// timed), as llama-bench's `-d`: decode speed at a long context.
+    pub depth: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -54,10 +57,10 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         Model::load(cfg, &GgufSource { file: &f }, &mut |_, _| {}).map_err(|e| e.to_string())?;
     let vocab = model.config.vocab_size;
     // Deterministic ordinary-looking token ids (skipping the first ids, often special tokens).
-    let ids: Vec<i32> = (0..b.prompt_tokens.max(1))
+    let ids: Vec<i32> = (0..b.prompt_tokens.max(b.depth).max(1))
         .map(|i| (1000 + (i * 7919) % (vocab.saturating_sub(1000)).max(1)) as i32 % vocab as i32)
         .collect();
-    let ctx = b.prompt_tokens + b.gen_tokens + 8;
+    let ctx = b.prompt_tokens.max(b.depth) + b.gen_tokens + 8;
     let new_cache = || match b.kv_bits {
         32 => model.new_cache(ctx).full_precision(),
         _ => model.new_cache(ctx),
@@ -78,13 +81,16 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         if b.prompt_tokens > 0 {
             let mut cache = new_cache();
             let t = Instant::now();
-            for chunk in ids.chunks(512) {
+            for chunk in ids[..b.prompt_tokens].chunks(512) {
                 fwd(&mut cache, chunk)?;
             }
             pp.push(b.prompt_tokens as f64 / t.elapsed().as_secs_f64());
         }
         if b.gen_tokens > 0 {
             let mut cache = new_cache();
+            for chunk in ids[..b.depth].chunks(512) {
+                fwd(&mut cache, chunk)?;
+            }
             let mut tok = ids[0];
             let t = Instant::now();
             for _ in 0..b.gen_tokens {

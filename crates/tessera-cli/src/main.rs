@@ -34,7 +34,7 @@ const USAGE: &str = "usage:
   tessera bench collectives [--json] [--max-bytes B] [--repeats R] [--op all_sum|all_gather]
                                                   collective bandwidth/latency (run under tessera launch)
   tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3]
-                    [--kv-bits 16|32] [--json]
+                    [--depth N] [--kv-bits 16|32] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
   tessera launch -n N [--hosts a,b | --hostfile hosts.json] [--port P] [--backend ring|mpi]
                  [--timeout S] [--encrypt] [--bind core|none] -- PROGRAM ARGS...
@@ -210,6 +210,7 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
         gen_tokens: 128,
         repeats: 3,
         kv_bits: 16,
+        depth: 0,
     };
     let mut json = false;
     let mut i = 0;
@@ -236,6 +237,10 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
             "--repeats" | "-r" => {
                 i += 1;
                 b.repeats = num(i, "--repeats")?.max(1);
+            }
+            "--depth" | "-d" => {
+                i += 1;
+                b.depth = num(i, "--depth")?;
             }
             "--kv-bits" => {
                 i += 1;
