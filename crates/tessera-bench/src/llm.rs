@@ -61,6 +61,14 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         .map(|i| (1000 + (i * 7919) % (vocab.saturating_sub(1000)).max(1)) as i32 % vocab as i32)
         .collect();
     let ctx = b.prompt_tokens.max(b.depth) + b.gen_tokens + 8;
+    let limit = model.config.context_length;
+    if b.prompt_tokens.max(b.depth + b.gen_tokens) > limit {
+        return Err(format!(
+            "the model's context holds {limit} positions: --prompt-tokens {} or --depth {} + \
+             --gen-tokens {} do not fit; ask for fewer",
+            b.prompt_tokens, b.depth, b.gen_tokens
+        ));
+    }
     let new_cache = || match b.kv_bits {
         32 => model.new_cache(ctx).full_precision(),
         _ => model.new_cache(ctx),
