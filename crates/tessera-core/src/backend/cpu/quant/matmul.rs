@@ -172,16 +172,16 @@ fn matmul_interleaved(
     };
     if let Some((kern, off)) = panel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, false, off);
-        dr.run(kern, &acts, acts.nb, m, out);
+        dr.run(kern, &acts, m, out);
     } else if let Some((kern, ex)) = panel_q8k(isa, base) {
         let acts = quantize_q8k(isa, x, m, k, ex);
-        dr.run(kern, &acts, acts.nb, m, out);
+        dr.run(kern, &acts, m, out);
     } else if let Some(kern) = kernel_q8(isa, base) {
         let acts = quantize_q8(isa, x, m, k, true, 0);
-        dr.run(kern, &acts, acts.nb, MT, out);
+        dr.run(kern, &acts, MT, out);
     } else if let Some(kern) = kernel_q8k(isa, base) {
         let acts = quantize_q8k(isa, x, m, k, KExtras::default());
-        dr.run(kern, &acts, acts.nb, MT, out);
+        dr.run(kern, &acts, MT, out);
     }
 }
 
@@ -205,7 +205,7 @@ impl Deinterleaved<'_> {
     /// Runs `kern`: each pool thread takes whole groups, de-interleaves them a slice at a time
     /// and runs every activation tile (`step` rows per call: [`MT`] for a decode kernel, all
     /// `m` for a panel kernel) over the slice.
-    fn run<A: Sync>(&self, kern: Kernel<A>, acts: &A, nb: usize, step: usize, out: &mut [f32]) {
+    fn run<A: Sync>(&self, kern: Kernel<A>, acts: &A, step: usize, out: &mut [f32]) {
         let Deinterleaved {
             base,
             w,
@@ -214,6 +214,7 @@ impl Deinterleaved<'_> {
             k,
             m,
         } = *self;
+        let nb = k / base.block_size();
         let outp = OutPtr(out.as_mut_ptr());
         let min_groups = (1usize << 16).div_ceil(k * m.min(MT) * ROWS).max(1);
         parallel_chunks(n / ROWS, min_groups, &|g0, g1| {
