@@ -119,7 +119,7 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
 
 /// `(file format, in-memory layout)`: the formats the CPU kernels read interleaved, 8 rows at a
 /// time (see `backend::cpu::quant::interleave`).
-const INTERLEAVED: [(GgmlType, GgmlType); 7] = [
+pub(crate) const INTERLEAVED: [(GgmlType, GgmlType); 7] = [
     (GgmlType::Q4_0, GgmlType::Q4_0x8),
     (GgmlType::Q4_1, GgmlType::Q4_1x8),
     (GgmlType::Q5_0, GgmlType::Q5_0x8),

@@ -428,22 +428,19 @@ fn matmul_prefill_shapes() {
     }
 }
 
-/// The interleaved layouts (8 rows: Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8, Q4_Kx8,
-/// Q5_Kx8, Q6_Kx8) against the natural ones on every instruction set:
-/// the 8-row decode kernel (m <= 4), the natural kernels over de-interleaved slices (prefill,
-/// the portable kernels), partial groups of blocks, several slices per thread.
+/// Every interleaved layout (`quant::INTERLEAVED`: Q4_0x8 to Q6_Kx8) against its natural one on
+/// every instruction set: the 8-row decode kernel (m <= 4), the natural kernels over
+/// de-interleaved slices (prefill, the portable kernels), partial groups of blocks, several
+/// slices per thread.
 #[test]
 fn interleaved_layouts_match_the_natural_layout() {
     let mut rng = Rng(0x5eed_0408);
-    for (base, layout) in [
-        (T::Q4_0, T::Q4_0x8),
-        (T::Q4_1, T::Q4_1x8),
-        (T::Q5_0, T::Q5_0x8),
-        (T::Q8_0, T::Q8_0x8),
-        (T::Q4_K, T::Q4_Kx8),
-        (T::Q5_K, T::Q5_Kx8),
-        (T::Q6_K, T::Q6_Kx8),
-    ] {
+    assert_eq!(
+        crate::quant::INTERLEAVED.len(),
+        7,
+        "a layout was added: check its shapes"
+    );
+    for (base, layout) in crate::quant::INTERLEAVED {
         let shapes: [(usize, usize, usize); 14] = [
             (1, 8, 32),
             (1, 16, 896),
