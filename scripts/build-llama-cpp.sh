@@ -9,9 +9,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="$root/.cache"
 src="$cache/llama.cpp"
 version=0.3.36
-tarball="$cache/models/wheels/llama_cpp_python-$version.tar.gz"
-[ -s "$tarball" ] || "$root/scripts/fetch-models.sh"
+tarball="$cache/llama_cpp_python-$version.tar.gz"
 if [ ! -d "$src" ]; then
+    "$root/scripts/fetch-llama-cpp-sdist.sh" "$version" "$tarball"
     mkdir -p "$src.tmp"
     tar -xzf "$tarball" -C "$src.tmp" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
     mv "$src.tmp" "$src"

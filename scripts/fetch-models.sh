@@ -64,18 +64,9 @@ fi
 vocab="$dest/vocab"
 if [ ! -d "$vocab" ]; then
     echo "fetching llama.cpp tokenizer test vocabularies (llama-cpp-python sdist)" >&2
-    # The sdist is fetched by URL from PyPI's JSON API: `pip download` of an sdist would try to
-    # build it (minutes of CMake) just to read its metadata.
     version=0.3.36
-    api="https://pypi.org/pypi/llama-cpp-python/json"
-    url="$(curl -sSf "$api" | python3 -c '
-import json, sys, urllib.parse
-d = json.load(sys.stdin)
-files = d.get("releases", {}).get(sys.argv[2]) or d["urls"]
-rel = [u["url"] for u in files if u["packagetype"] == "sdist"][0]
-print(urllib.parse.urljoin(sys.argv[1], rel))' "$api" "$version")"
     tarball="$wheels/llama_cpp_python-$version.tar.gz"
-    [ -s "$tarball" ] || curl -sSfL -o "$tarball" "$url"
+    "$root/scripts/fetch-llama-cpp-sdist.sh" "$version" "$tarball"
     mkdir -p "$vocab.tmp"
     tar -xzf "$tarball" -C "$vocab.tmp" --wildcards --strip-components=4 \
         "llama_cpp_python-$version/vendor/llama.cpp/models/ggml-vocab-*"
