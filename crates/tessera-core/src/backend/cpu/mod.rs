@@ -3,6 +3,8 @@
 //! bf16 kernels. Kernels accept strided inputs; views never copy.
 
 pub(crate) mod affine;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_x86;

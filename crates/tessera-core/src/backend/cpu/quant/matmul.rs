@@ -127,6 +127,38 @@ pub(super) fn matmul_t(
     }
 }
 
+/// The product on the AMX tiles (the caller checked `amx::supported()`): each block of 32
+/// weight rows is de-interleaved if need be and decoded to bf16 (`x86/to_bf16.rs`).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_amx(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let base = ty.file_format();
+    let nb = k / base.block_size();
+    let decode = |r0: usize, r1: usize, buf: &mut [u16], ld: usize| {
+        let mut natural = Vec::new();
+        let rows: &[u8] = if ty.interleaved_rows() > 1 {
+            natural.resize((r1 - r0) * row_bytes, 0);
+            interleave::deinterleave(base, w, nb, r0 / ROWS, r1 / ROWS, &mut natural);
+            &natural
+        } else {
+            &w[r0 * row_bytes..r1 * row_bytes]
+        };
+        // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows; `ld >= k`.
+        unsafe { super::x86::to_bf16::decode_rows(base, rows, row_bytes, k, buf, ld) };
+    };
+    // SAFETY: the caller checked `amx::supported()` and the lengths (`matmul_t_on`).
+    unsafe { crate::backend::cpu::amx::gemm::matmul_t(n, k, x, m, out, &decode) };
+}
+
 /// Weights in an interleaved layout (`Q4_0x8` and the like; `n` a multiple of 8, checked by the
 /// op): the 8-row decode kernel for few activation rows on x86; otherwise (prefill, or the
 /// portable kernels) the natural kernels of the file format, over slices of [`SLICE_GROUPS`]

@@ -339,13 +339,46 @@ pub fn matmul_t(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    matmul_t_with(Isa::best(), ty, w, n, k, x, m, out)
+    matmul_t_on(Isa::best(), amx_prefill(), ty, w, n, k, x, m, out)
 }
 
-/// [`matmul_t`] on a chosen instruction set (an error if this CPU lacks it).
+/// Whether [`matmul_t`] runs prefill-sized products (`m >= AMX_MIN_M`) on the AMX tiles.
+fn amx_prefill() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::backend::cpu::amx::enabled();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// From this many activation rows on, quantized weights go to the AMX tiles when the CPU has
+/// them (`amx/gemm.rs`): each weight block is decoded to bf16 once per call and the tiles do the
+/// rest. Below it the integer kernels (the tiles work on 32 activation rows at a time; at 16
+/// rows half of each tile product is padding).
+const AMX_MIN_M: usize = 16;
+
+/// [`matmul_t`] on a chosen instruction set (an error if this CPU lacks it), never on AMX: the
+/// tests run every kernel family through here.
+#[cfg_attr(not(test), allow(dead_code))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_t_with(
     isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    matmul_t_on(isa, false, ty, w, n, k, x, m, out)
+}
+
+/// The checks of [`matmul_t`], then the product on `isa`, or on the AMX tiles when `amx` is set
+/// and the product is prefill-sized.
+#[allow(clippy::too_many_arguments)]
+fn matmul_t_on(
+    isa: Isa,
+    amx: bool,
     ty: GgmlType,
     w: &[u8],
     n: usize,
@@ -409,5 +442,11 @@ pub(crate) fn matmul_t_with(
         out.fill(0.0);
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if amx && m >= AMX_MIN_M && !is_float(ty) {
+        matmul::matmul_amx(ty, w, row_bytes, n, k, x, m, out);
+        return Ok(());
+    }
+    let _ = amx;
     matmul::matmul_t(isa, ty, w, n, k, x, m, out)
 }

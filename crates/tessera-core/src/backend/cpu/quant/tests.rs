@@ -816,3 +816,59 @@ fn prefill_timing() {
         }
     }
 }
+
+/// The AMX prefill path (where this machine has AMX; said and skipped elsewhere) against an f64
+/// product of the bf16-rounded dequantized weights and activations: every format with a matmul
+/// kernel, natural and interleaved layouts, row and k counts that leave partial tiles.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_prefill_matches_the_rounded_product() {
+    if !crate::backend::cpu::amx::supported() {
+        eprintln!("this CPU (or OS) has no AMX: the AMX path is not tested here");
+        return;
+    }
+    let round = |v: f32| half::bf16::from_f32(v).to_f64();
+    let mut rng = Rng(0xa3c5_0001);
+    let mut cases: Vec<(T, T)> = QUANT_TYPES
+        .iter()
+        .filter(|t| **t != T::Q8_1)
+        .map(|t| (*t, *t))
+        .collect();
+    cases.extend(crate::quant::INTERLEAVED.iter().copied());
+    for (base, layout) in cases {
+        for &(m, n, k) in &[(16, 40, 512), (37, 72, 768), (64, 32, 256)] {
+            let w = random_blocks(&mut rng, base, n, k);
+            let wl = if layout == base {
+                w.clone()
+            } else {
+                let mut wi = vec![0u8; w.len()];
+                super::interleave::interleave(base, &w, k / base.block_size(), &mut wi);
+                wi
+            };
+            let x = rng.vec(m * k);
+            let rb = base.row_bytes(k).unwrap();
+            let mut wd = vec![0f32; n * k];
+            for r in 0..n {
+                dequantize_row(base, &w[r * rb..(r + 1) * rb], &mut wd[r * k..(r + 1) * k])
+                    .unwrap();
+            }
+            let mut out = vec![f32::NAN; m * n];
+            matmul_t_on(Isa::best(), true, layout, &wl, n, k, &x, m, &mut out).unwrap();
+            for i in 0..m {
+                for r in 0..n {
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for j in 0..k {
+                        let p = round(x[i * k + j]) * round(wd[r * k + j]);
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = out[i * n + r] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * mag + 1e-30,
+                        "{layout} m={m} n={n} k={k} [{i}][{r}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -17,6 +17,7 @@ mod blocks256x8;
 mod blocks32;
 mod blocks32x8;
 mod panel;
+pub(super) mod to_bf16;
 
 use super::Isa;
 use super::act::{KExtras, Q8KRows, Q8Rows};

@@ -1,0 +1,87 @@
+//! Intel AMX (Advanced Matrix Extensions): the tile matrix units of Xeon Sapphire Rapids and
+//! later, used for the compute-bound products (prompt prefill on quantized weights).
+//!
+//! # What AMX gives
+//!
+//! Eight tile registers of up to 16 rows x 64 bytes, and one instruction, `tdpbf16ps`, that
+//! multiplies a 16 x 32 bf16 tile by a 32 x 16 bf16 tile into a 16 x 16 f32 tile: 8192
+//! multiply-adds. Measured on the development VM (a Xeon with AMX, 2 cores): about 3.5 TFLOP/s
+//! of bf16 per core, against about 0.2 TFLOP/s for the AVX-512 kernels. The f32 accumulation
+//! happens inside the tile, so unlike the integer path (`quant/x86/panel.rs`), no per-block scale
+//! has to be applied between multiply-adds: quantized weights are decoded to bf16 (the block
+//! scale folded in) once per call, and the whole dot product runs in the tiles.
+//!
+//! # Precision
+//!
+//! Operands are rounded to bf16 (8 significant bits, relative error at most 2^-9 per value);
+//! products and sums are f32. For prefill that is the same order as the 8-bit activation
+//! rounding the integer kernels pay (`amax / 254` per block), and the accumulation is better
+//! (f32 all the way). Decoding (`m = 1`) keeps the integer kernels, whose 8-bit activations and
+//! streaming rate are what bounds it there.
+//!
+//! # Status
+//!
+//! Opt-in (`TESSERA_AMX=1`): the tile kernel reaches 280-570 GMAC/s per core inside the
+//! product, not the 1350 a plain stream of tile loads from L2 gives, so a 512-token prefill of
+//! the 0.5B shape is no faster than on the integer panel kernels. Measured causes and the next
+//! steps are in BENCHMARKS.md ("AMX prefill, first cut"): k-blocking so the weight panel stays
+//! in L1 (886 -> 1092 GMAC/s in a C experiment), the activations' L3 traffic when k is large
+//! (down projections: k = 4864), and the transposed output writes.
+//!
+//! # Use
+//!
+//! [`supported`] says whether this CPU and OS let the process use the tiles (CPUID, then Linux's
+//! `arch_prctl(ARCH_REQ_XCOMP_PERM)`, which every process must call once before its first tile
+//! instruction); [`enabled`] whether the products use them. [`gemm::matmul_t`] is the product;
+//! `tiles.rs` holds the tile configuration and the micro-kernel, `pack.rs` the operand layouts.
+
+pub(crate) mod gemm;
+mod pack;
+mod tiles;
+
+use std::sync::OnceLock;
+
+/// Whether this CPU and OS let the process use the tiles (asks the OS for them on first call).
+pub(crate) fn supported() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        crate::backend::cpu::simd::level() == crate::backend::cpu::simd::Level::Avx512
+            && cpu_has_amx()
+            && request_permission()
+    })
+}
+
+/// Whether the products route prefill-sized work to the tiles: [`supported`] and opted in with
+/// `TESSERA_AMX=1`. Off by default while the tile path is slower than the integer kernels on
+/// the development VM (see the module docs).
+pub(crate) fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TESSERA_AMX").is_ok_and(|v| v.trim() == "1") && supported())
+}
+
+/// CPUID leaf 7: AMX-BF16 (EDX bit 22) and AMX-TILE (bit 24), plus AVX-512 BF16 for the operand
+/// conversions.
+fn cpu_has_amx() -> bool {
+    let l7 = std::arch::x86_64::__cpuid_count(7, 0);
+    let tile_bf16 = (l7.edx >> 22) & 1 == 1 && (l7.edx >> 24) & 1 == 1;
+    tile_bf16 && std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+/// Linux hands out the (large) tile state only on request, per process; without it the first
+/// tile instruction faults. Other systems: not supported here.
+#[cfg(target_os = "linux")]
+fn request_permission() -> bool {
+    unsafe extern "C" {
+        fn syscall(num: std::ffi::c_long, ...) -> std::ffi::c_long;
+    }
+    const SYS_ARCH_PRCTL: std::ffi::c_long = 158;
+    const ARCH_REQ_XCOMP_PERM: std::ffi::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: std::ffi::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes the process's permitted state set.
+    unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_permission() -> bool {
+    false
+}

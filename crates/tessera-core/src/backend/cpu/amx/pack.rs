@@ -1,0 +1,77 @@
+//! Operand layouts for the tile kernel: rows rounded to bf16, and the pair-packed layout of the
+//! second operand.
+
+use super::tiles::Q_TILE_BYTES;
+use crate::backend::cpu::pool::parallel_chunks;
+use std::arch::x86_64::*;
+
+/// Rounds `src` to bf16 (nearest even) into `dst`, zero-filling `dst` past `src.len()`.
+///
+/// # Safety
+/// AVX-512 F and BF16 are present; `dst.len() >= src.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(crate) unsafe fn bf16_row(src: &[f32], dst: &mut [u16]) {
+    let n = src.len();
+    let mut i = 0;
+    while i + 32 <= n {
+        let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+        let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), v);
+        i += 32;
+    }
+    for j in i..n {
+        dst[j] = half::bf16::from_f32(src[j]).to_bits();
+    }
+    dst[n..].fill(0);
+}
+
+/// The pair-packed form of `m` rows of `k` f32 values (row `r` at `x[r * k..]`), k padded with
+/// zeros to `kp` (a multiple of 32) and the rows to a multiple of 32: for each group of 16 rows,
+/// `kp / 2` pair-rows of 16 u32, pair-row `p` column `j` holding the bf16 values `2p, 2p + 1` of
+/// row `16 g + j`. The Q tile of group `g` and k-step `s` starts at byte
+/// `g * kp * 32 + s * 1024`.
+pub(super) fn pack_pairs(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<u8> {
+    let groups = m.div_ceil(32) * 2;
+    let group_bytes = kp * 32;
+    let mut out = vec![0u8; groups * group_bytes];
+    let base = out.as_mut_ptr() as usize;
+    parallel_chunks(groups, 1, &|g0, g1| {
+        let mut rows = vec![0u16; 16 * kp];
+        for g in g0..g1 {
+            for j in 0..16 {
+                let r = 16 * g + j;
+                let dst = &mut rows[j * kp..(j + 1) * kp];
+                if r < m {
+                    // SAFETY: `supported()` checked AVX-512 BF16; dst holds kp >= k values.
+                    unsafe { bf16_row(&x[r * k..(r + 1) * k], dst) };
+                } else {
+                    dst.fill(0);
+                }
+            }
+            // SAFETY: group g's bytes lie inside `out`, and each group is written by one chunk.
+            unsafe {
+                let dst = (base as *mut u8).add(g * group_bytes);
+                transpose_pairs(&rows, kp, dst);
+            }
+        }
+    });
+    debug_assert_eq!(group_bytes % Q_TILE_BYTES, 0);
+    out
+}
+
+/// `dst[p][j] = rows[j][p]` as u32 pairs, for 16 rows of `kp` bf16 values: 16 gathers of one
+/// pair from each row per pair-row.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_pairs(rows: &[u16], kp: usize, dst: *mut u8) {
+    let pairs = kp / 2;
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(pairs as i32),
+    );
+    let src = rows.as_ptr().cast::<i32>();
+    for p in 0..pairs {
+        let v = _mm512_i32gather_epi32::<4>(idx, src.add(p));
+        _mm512_storeu_si512(dst.add(p * 64).cast(), v);
+    }
+}

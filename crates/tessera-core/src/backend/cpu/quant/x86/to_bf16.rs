@@ -1,0 +1,110 @@
+//! Weight rows decoded straight to bf16, for the AMX prefill path (`amx/gemm.rs`): the register
+//! decoders of the integer kernels give each block's values, which are widened to f32, scaled
+//! (and offset) as the format's reference dequantizer does, and rounded to bf16 in one step.
+//! The reference dequantizer runs instead for formats without a register decoder here.
+
+use super::Vnni;
+use super::blocks32::Block32Avx;
+use super::f16_at;
+use crate::backend::cpu::quant::decode::{self as dec, Block256, SuperBlock};
+use crate::quant::GgmlType;
+use std::arch::x86_64::*;
+
+/// Decodes `rows.len() / row_bytes` rows of `k` values of `ty` (a natural file format) into
+/// `dst`, row `r` at `dst[r * ld..r * ld + k]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL, BF16 and AVX2/FMA/F16C are present; `rows` holds whole rows; `dst` holds
+/// `ld` values per row with `ld >= k`.
+pub(crate) unsafe fn decode_rows(
+    ty: GgmlType,
+    rows: &[u8],
+    row_bytes: usize,
+    k: usize,
+    dst: &mut [u16],
+    ld: usize,
+) {
+    use GgmlType as T;
+    for (r, src) in rows.chunks_exact(row_bytes).enumerate() {
+        let out = &mut dst[r * ld..r * ld + k];
+        match ty {
+            T::Q4_0 => row32::<dec::Q4_0>(src, out),
+            T::Q4_1 => row32::<dec::Q4_1>(src, out),
+            T::Q5_0 => row32::<dec::Q5_0>(src, out),
+            T::Q5_1 => row32::<dec::Q5_1>(src, out),
+            T::Q8_0 => row32::<dec::Q8_0>(src, out),
+            T::IQ4_NL => row32::<dec::IQ4_NL>(src, out),
+            T::Q2_K => row256::<dec::Q2_K>(src, out),
+            T::Q3_K => row256::<dec::Q3_K>(src, out),
+            T::Q4_K => row256::<dec::Q4_K>(src, out),
+            T::Q5_K => row256::<dec::Q5_K>(src, out),
+            T::Q6_K => row256::<dec::Q6_K>(src, out),
+            _ => {
+                let mut f = vec![0f32; k];
+                crate::backend::cpu::quant::dequantize_row_unchecked(ty, src, &mut f);
+                for (d, v) in out.iter_mut().zip(&f) {
+                    *d = half::bf16::from_f32(*v).to_bits();
+                }
+            }
+        }
+    }
+}
+
+/// 16 f32 pairs `(lo, hi)` rounded to 32 bf16 values at `dst`.
+#[inline(always)]
+unsafe fn store_bf16(dst: *mut u16, lo: __m512, hi: __m512) {
+    let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+    _mm512_storeu_si512(dst.cast(), v);
+}
+
+/// One row of a 32-value format: `x = d (q - OFF)` or `x = d q + m`, in f32 as the reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn row32<B: Block32Avx>(src: &[u8], out: &mut [u16]) {
+    for (b, dst) in src.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(32)) {
+        let p = b.as_ptr();
+        let q = B::q::<Vnni>(p);
+        let (lo, hi) = if B::SIGNED {
+            (
+                _mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)),
+                _mm512_cvtepi8_epi32(_mm256_extracti128_si256::<1>(q)),
+            )
+        } else {
+            let off = _mm512_set1_epi32(B::OFF);
+            (
+                _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)), off),
+                _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256::<1>(q)), off),
+            )
+        };
+        let d = _mm512_set1_ps(f16_at(p.add(B::D_AT)));
+        let mut flo = _mm512_mul_ps(_mm512_cvtepi32_ps(lo), d);
+        let mut fhi = _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d);
+        if B::AFFINE {
+            let m = _mm512_set1_ps(f16_at(p.add(B::M_AT)));
+            flo = _mm512_add_ps(flo, m);
+            fhi = _mm512_add_ps(fhi, m);
+        }
+        store_bf16(dst.as_mut_ptr(), flo, fhi);
+    }
+}
+
+/// One row of a 256-value format: the portable integer decode, then `x = d sc q + dm mi` per
+/// 16 values in registers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn row256<B: Block256>(src: &[u8], out: &mut [u16]) {
+    let mut s = SuperBlock::new();
+    for (b, dst) in src.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(256)) {
+        B::decode(b, &mut s);
+        for j in (0..16).step_by(2) {
+            let mut v = [_mm512_setzero_ps(); 2];
+            for (h, vh) in v.iter_mut().enumerate() {
+                let g = j + h;
+                let q = _mm_loadu_si128(s.q.as_ptr().add(16 * g).cast());
+                let qf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                let scale = _mm512_set1_ps(s.d * s.sc[g] as f32);
+                let min = _mm512_set1_ps(s.dm * s.mi[g] as f32);
+                *vh = _mm512_fmadd_ps(qf, scale, min);
+            }
+            store_bf16(dst.as_mut_ptr().add(16 * j), v[0], v[1]);
+        }
+    }
+}
