@@ -1,24 +1,69 @@
-//! `out = x · Wᵀ` on the tiles, for weight rows that some format decodes to f32.
+//! `out = x · Wᵀ` on the tiles, for weight rows that some format decodes to bf16.
 //!
-//! Roles: the weight rows are the tiles' first operand (P: rows with k contiguous, which is how
-//! every weight format stores them, so a decoded row is used as is); the activations are the
-//! second operand (Q), pair-packed once per call (`pack::pack_pairs`: the activations are the
-//! smaller matrix in a prefill, so the transposition this layout needs is cheap there). A C
-//! block therefore holds 32 weight rows by 32 activation rows and is written to the output
-//! transposed.
+//! Roles: the weight rows are the tiles' first operand (P: 32 values of k per tile row, as
+//! every weight format stores a row, so decoding needs no transposition); the activations are
+//! the second operand (Q), pair-packed once per call (`pack::pack_pairs`: the activations are
+//! the smaller matrix in a prefill, so the transposition this layout needs is cheap there). A C
+//! block holds 32 weight rows by 32 activation rows and is written to the output transposed.
 //!
-//! Work split: each pool thread takes contiguous blocks of 32 weight rows, decodes a block
-//! into a bf16 buffer (32 rows x k: 36 KB at k = 576, 304 KB at k = 4864, in L2), and runs
-//! every block of 32 activation rows over it; the weights are read and decoded once per call.
+//! # Blocking
+//!
+//! Each pool thread takes contiguous blocks of 32 weight rows and works on [`SUPER`] of them at
+//! a time (a *panel*, decoded once per call into a tile-ordered bf16 buffer: 224 KB at
+//! k = 896, 1.2 MB at k = 4864). For each chunk of [`KC`] k-steps (256 values of k) and each
+//! 32-row block of the panel, every 32-row block of activations runs over it: the block's P
+//! tiles for the chunk (16 KB) stay in L1 while the activations' Q tiles stream from L2, and
+//! the partial sums wait in a C buffer (64 KB per 512 activation rows and block) between
+//! chunks. The activations are read once per panel rather than once per 32 weight rows: at
+//! k = 4864 they are 5 MB for 512 rows, more than L2.
+//!
+//! Every tile buffer is line-aligned ([`super::pack::Line`]): with the rows of a tile
+//! straddling cache lines the product ran 1.5-1.7x slower.
 
-use super::pack::pack_pairs;
-use super::tiles::{BLOCK, KSTEP, Tiles};
+use super::pack::{as_mut, lines, pack_pairs};
+use super::tiles::{BLOCK, KSTEP, Q_TILE_BYTES, Tiles};
 use crate::backend::cpu::pool::parallel_chunks;
 
-/// Decodes weight rows `r0..r1` (`r1 - r0 <= 32`, `r0` a multiple of 32) as bf16 bits into
-/// `buf[(r - r0) * ld..(r - r0) * ld + k]` (`ld` is k rounded up to 32; the rest of each row is
-/// zero and must stay so).
-pub(crate) type DecodeRows<'a> = &'a (dyn Fn(usize, usize, &mut [u16], usize) + Sync);
+/// Most 32-row blocks per panel.
+const SUPER: usize = 4;
+/// k-steps per chunk (8 x 32 values: the P tiles of one block, 16 KB, stay in L1).
+const KC: usize = 8;
+
+/// One C block, line-aligned for the tile loads and stores.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct CBlock([[f32; BLOCK]; BLOCK]);
+
+/// Where the decoder writes: 32-value chunk `c` of panel row `r` is `buf[r * 32 + c * cs..][..32]`
+/// (rows of one chunk are consecutive: each tile is 1 KB of consecutive bytes).
+pub(crate) struct Panel<'a> {
+    buf: &'a mut [u16],
+    /// Elements between chunk `c` and `c + 1` of a row (32 times the panel's rows).
+    cs: usize,
+}
+
+impl<'a> Panel<'a> {
+    /// A panel of `rows` rows over `buf` (tile order: chunk `c` of row `r` at `r * 32 + c * 32
+    /// rows`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn new(buf: &'a mut [u16], rows: usize) -> Panel<'a> {
+        Panel {
+            buf,
+            cs: rows * KSTEP,
+        }
+    }
+
+    /// The 32 values of chunk `c` (k in `32 c..32 c + 32`) of panel row `r`.
+    #[inline(always)]
+    pub(crate) fn chunk(&mut self, r: usize, c: usize) -> &mut [u16] {
+        let at = r * KSTEP + c * self.cs;
+        &mut self.buf[at..at + KSTEP]
+    }
+}
+
+/// Decodes weight rows `r0..r1` into panel rows `0..r1 - r0`: every chunk of each row (k
+/// rounded up to 32; values past k are zero).
+pub(crate) type DecodeRows<'a> = &'a (dyn Fn(usize, usize, &mut Panel) + Sync);
 
 /// `out[i * n + r] = Σ_j x[i * k + j] W[r][j]` for `i < m`, `r < n`, the rows of W given by
 /// `decode`.
@@ -50,36 +95,72 @@ pub(crate) unsafe fn matmul_t(
         // packing runs on every thread), the tile loads ran at half speed on the development
         // VM (4.0 against 7.1 ms for 512 x 9728 x 896 per thread).
         let q = q.clone();
-        let mut w = vec![0u16; BLOCK * kp];
-        let mut c = [[0f32; BLOCK]; BLOCK];
-        for b in b0..b1 {
-            let r0 = b * BLOCK;
-            let rows = (n - r0).min(BLOCK);
-            decode(r0, r0 + rows, &mut w[..rows * kp], kp);
-            // The last block's missing rows: zeros, not the previous block's values.
-            w[rows * kp..].fill(0);
-            for mb in 0..m_blocks {
-                // SAFETY: w holds 32 rows of kp values, kp * 2 bytes apart; q holds
-                // 2 * m_blocks groups of `ksteps` tiles; ksteps >= 1 as k >= 1.
-                unsafe {
-                    let q0 = q.as_ptr().add(2 * mb * q_group);
-                    tiles.block(w.as_ptr(), kp * 2, q0, q0.add(q_group), ksteps, &mut c);
+        let panel_rows = SUPER.min(b1 - b0) * BLOCK;
+        let mut w_lines = lines(panel_rows * kp * 2);
+        let w = as_mut::<u16>(&mut w_lines);
+        let mut c = vec![CBlock([[0f32; BLOCK]; BLOCK]); SUPER.min(b1 - b0) * m_blocks];
+        let mut s0 = b0;
+        while s0 < b1 {
+            let blocks = SUPER.min(b1 - s0);
+            let r0 = s0 * BLOCK;
+            let rows = (n - r0).min(blocks * BLOCK);
+            let nw = blocks * BLOCK;
+            let cs = nw * KSTEP;
+            let mut panel = Panel {
+                buf: &mut w[..nw * kp],
+                cs,
+            };
+            decode(r0, r0 + rows, &mut panel);
+            // The last panel's missing rows: zeros, not the previous panel's values.
+            for r in rows..nw {
+                for ch in 0..ksteps {
+                    panel.chunk(r, ch).fill(0);
                 }
-                let i0 = mb * BLOCK;
-                for i in 0..(m - i0).min(BLOCK) {
-                    // SAFETY: row i0 + i < m of the output, columns r0..r0 + rows < n; this
-                    // chunk alone writes these columns.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (outp as *mut f32).add((i0 + i) * n + r0),
-                            rows,
-                        )
-                    };
-                    for (d, c_row) in dst.iter_mut().zip(&c) {
-                        *d = c_row[i];
+            }
+            let mut k0 = 0;
+            while k0 < ksteps {
+                let kn = KC.min(ksteps - k0);
+                for j in 0..blocks {
+                    for mb in 0..m_blocks {
+                        // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
+                        // each), block j's 32 rows at j * 32 in each; q holds 2 * m_blocks
+                        // groups of `ksteps` tiles; kn >= 1.
+                        unsafe {
+                            let p = w.as_ptr().add(k0 * cs + j * BLOCK * KSTEP).cast::<u8>();
+                            let q0 = q.as_ptr().cast::<u8>();
+                            let q0 = q0.add(2 * mb * q_group + k0 * Q_TILE_BYTES);
+                            let acc = &mut c[j * m_blocks + mb].0;
+                            tiles.block(p, cs * 2, q0, q0.add(q_group), kn, acc, k0 > 0);
+                        }
+                    }
+                }
+                k0 += kn;
+            }
+            for j in 0..blocks {
+                let rj = j * BLOCK;
+                if rj >= rows {
+                    break;
+                }
+                let cols = (rows - rj).min(BLOCK);
+                for mb in 0..m_blocks {
+                    let acc = &c[j * m_blocks + mb].0;
+                    let i0 = mb * BLOCK;
+                    for i in 0..(m - i0).min(BLOCK) {
+                        // SAFETY: row i0 + i < m of the output, columns r0 + rj.. + cols <= n;
+                        // this chunk alone writes these columns.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (outp as *mut f32).add((i0 + i) * n + r0 + rj),
+                                cols,
+                            )
+                        };
+                        for (d, c_row) in dst.iter_mut().zip(acc) {
+                            *d = c_row[i];
+                        }
                     }
                 }
             }
+            s0 += blocks;
         }
         drop(tiles);
     });
@@ -115,10 +196,14 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let wt: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
             let mut out = vec![f32::NAN; m * n];
-            let decode = |r0: usize, r1: usize, buf: &mut [u16], ld: usize| {
+            let kp = k.div_ceil(32) * 32;
+            let decode = |r0: usize, r1: usize, panel: &mut Panel| {
+                let mut row = vec![0u16; kp];
                 for r in r0..r1 {
-                    let dst = &mut buf[(r - r0) * ld..(r - r0 + 1) * ld];
-                    unsafe { super::super::pack::bf16_row(&wt[r * k..(r + 1) * k], dst) };
+                    unsafe { super::super::pack::bf16_row(&wt[r * k..(r + 1) * k], &mut row) };
+                    for (ch, v) in row.chunks_exact(32).enumerate() {
+                        panel.chunk(r - r0, ch).copy_from_slice(v);
+                    }
                 }
             };
             unsafe { matmul_t(n, k, &x, m, &mut out, &decode) };
@@ -147,10 +232,16 @@ mod timing {
         if !super::super::supported() {
             return;
         }
-        for (m, n, k) in [(512, 9728, 896), (512, 896, 4864), (512, 1152, 896)] {
+        for (m, n, k) in [
+            (512, 9728, 896),
+            (512, 896, 4864),
+            (512, 1152, 896),
+            (512, 4096, 640),
+            (512, 640, 2048),
+        ] {
             let x = vec![0.5f32; m * k];
             let mut out = vec![0f32; m * n];
-            let decode = |_: usize, _: usize, _: &mut [u16], _: usize| {};
+            let decode = |_: usize, _: usize, _: &mut super::Panel| {};
             let mut best = f64::MAX;
             for _ in 0..5 {
                 let t = std::time::Instant::now();

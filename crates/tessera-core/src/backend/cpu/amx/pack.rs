@@ -5,6 +5,25 @@ use super::tiles::Q_TILE_BYTES;
 use crate::backend::cpu::pool::parallel_chunks;
 use std::arch::x86_64::*;
 
+/// A cache line: the unit of the tile buffers, so that every tile row is one aligned line (a
+/// tile load or store whose rows straddle lines touches twice as many).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct Line(pub [u8; 64]);
+
+/// A zeroed, line-aligned buffer of at least `bytes` bytes.
+pub(super) fn lines(bytes: usize) -> Vec<Line> {
+    vec![Line([0; 64]); bytes.div_ceil(64)]
+}
+
+/// The buffer as `T` values (`T` a plain number type).
+pub(super) fn as_mut<T: Copy>(b: &mut [Line]) -> &mut [T] {
+    let len = std::mem::size_of_val(b) / std::mem::size_of::<T>();
+    // SAFETY: a Line is 64 initialised bytes, aligned for any number type; every bit pattern
+    // is a valid number.
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast(), len) }
+}
+
 /// Rounds `src` to bf16 (nearest even) into `dst`, zero-filling `dst` past `src.len()`.
 ///
 /// # Safety
@@ -31,10 +50,10 @@ pub(crate) unsafe fn bf16_row(src: &[f32], dst: &mut [u16]) {
 /// `kp / 2` pair-rows of 16 u32, pair-row `p` column `j` holding the bf16 values `2p, 2p + 1` of
 /// row `16 g + j`. The Q tile of group `g` and k-step `s` starts at byte
 /// `g * kp * 32 + s * 1024`.
-pub(super) fn pack_pairs(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<u8> {
+pub(super) fn pack_pairs(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<Line> {
     let groups = m.div_ceil(32) * 2;
     let group_bytes = kp * 32;
-    let mut out = vec![0u8; groups * group_bytes];
+    let mut out = lines(groups * group_bytes);
     let base = out.as_mut_ptr() as usize;
     parallel_chunks(groups, 1, &|g0, g1| {
         let mut rows = vec![0u16; 16 * kp];

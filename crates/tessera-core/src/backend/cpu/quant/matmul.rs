@@ -143,7 +143,7 @@ pub(super) fn matmul_amx(
 ) {
     let base = ty.file_format();
     let nb = k / base.block_size();
-    let decode = |r0: usize, r1: usize, buf: &mut [u16], ld: usize| {
+    let decode = |r0: usize, r1: usize, panel: &mut crate::backend::cpu::amx::gemm::Panel| {
         let mut natural = Vec::new();
         let rows: &[u8] = if ty.interleaved_rows() > 1 {
             natural.resize((r1 - r0) * row_bytes, 0);
@@ -152,8 +152,9 @@ pub(super) fn matmul_amx(
         } else {
             &w[r0 * row_bytes..r1 * row_bytes]
         };
-        // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows; `ld >= k`.
-        unsafe { super::x86::to_bf16::decode_rows(base, rows, row_bytes, k, buf, ld) };
+        // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows, as many as the panel
+        // was given.
+        unsafe { super::x86::to_bf16::decode_rows(base, rows, row_bytes, k, panel) };
     };
     // SAFETY: the caller checked `amx::supported()` and the lengths (`matmul_t_on`).
     unsafe { crate::backend::cpu::amx::gemm::matmul_t(n, k, x, m, out, &decode) };

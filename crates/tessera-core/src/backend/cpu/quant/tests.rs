@@ -872,3 +872,39 @@ fn amx_prefill_matches_the_rounded_product() {
         }
     }
 }
+
+/// Speed of the bf16 decoders of the AMX path, per format (for tuning):
+/// `cargo test --release -p tessera-core --lib amx_decode_timing -- --ignored --nocapture`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[ignore]
+fn amx_decode_timing() {
+    if !crate::backend::cpu::amx::supported() {
+        return;
+    }
+    let mut rng = Rng(7);
+    let (n, k) = (1024, 1024);
+    for ty in [T::Q4_0, T::Q5_0, T::Q8_0, T::Q4_K, T::Q6_K] {
+        let w = random_blocks(&mut rng, ty, n, k);
+        let rb = ty.row_bytes(k).unwrap();
+        let mut buf = vec![0u16; 32 * k];
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for r0 in (0..n).step_by(32) {
+                let mut panel = crate::backend::cpu::amx::gemm::Panel::new(&mut buf, 32);
+                unsafe {
+                    super::x86::to_bf16::decode_rows(
+                        ty,
+                        &w[r0 * rb..(r0 + 32) * rb],
+                        rb,
+                        k,
+                        &mut panel,
+                    )
+                };
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        eprintln!("{ty}: {:.2} ns per value", best * 1e9 / (n * k) as f64);
+    }
+}

@@ -24,11 +24,11 @@ pub(super) struct Sb {
     pub(super) q: [__m256i; 8],
     /// i16 scales for register `c`: lanes 0..8 (values `32c..32c+16`) hold `sc[2c]`, lanes
     /// 8..16 hold `sc[2c + 1]`.
-    sc: [__m256i; 8],
+    pub(super) sc: [__m256i; 8],
     /// The 16 min multipliers as i16.
-    mi: __m256i,
-    d: f32,
-    dm: f32,
+    pub(super) mi: __m256i,
+    pub(super) d: f32,
+    pub(super) dm: f32,
 }
 
 pub(super) trait Block256Avx: Block256 {

@@ -5,28 +5,29 @@
 
 use super::Vnni;
 use super::blocks32::Block32Avx;
+use super::blocks256::Block256Avx;
 use super::f16_at;
-use crate::backend::cpu::quant::decode::{self as dec, Block256, SuperBlock};
+use crate::backend::cpu::amx::gemm::Panel;
+use crate::backend::cpu::quant::decode as dec;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// Decodes `rows.len() / row_bytes` rows of `k` values of `ty` (a natural file format) into
-/// `dst`, row `r` at `dst[r * ld..r * ld + k]`.
+/// Decodes `rows.len() / row_bytes` rows of `k` values of `ty` (a natural file format, so `k`
+/// is a multiple of 32) into rows `0..` of `panel`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL, BF16 and AVX2/FMA/F16C are present; `rows` holds whole rows; `dst` holds
-/// `ld` values per row with `ld >= k`.
+/// AVX-512 F/BW/VL, BF16 and AVX2/FMA/F16C are present; `rows` holds whole rows; the panel
+/// has room for them.
 pub(crate) unsafe fn decode_rows(
     ty: GgmlType,
     rows: &[u8],
     row_bytes: usize,
     k: usize,
-    dst: &mut [u16],
-    ld: usize,
+    panel: &mut Panel,
 ) {
     use GgmlType as T;
     for (r, src) in rows.chunks_exact(row_bytes).enumerate() {
-        let out = &mut dst[r * ld..r * ld + k];
+        let out = &mut Chunks { panel, r };
         match ty {
             T::Q4_0 => row32::<dec::Q4_0>(src, out),
             T::Q4_1 => row32::<dec::Q4_1>(src, out),
@@ -42,11 +43,26 @@ pub(crate) unsafe fn decode_rows(
             _ => {
                 let mut f = vec![0f32; k];
                 crate::backend::cpu::quant::dequantize_row_unchecked(ty, src, &mut f);
-                for (d, v) in out.iter_mut().zip(&f) {
-                    *d = half::bf16::from_f32(*v).to_bits();
+                for (c, vals) in f.chunks_exact(32).enumerate() {
+                    for (d, v) in out.at(c).iter_mut().zip(vals) {
+                        *d = half::bf16::from_f32(*v).to_bits();
+                    }
                 }
             }
         }
+    }
+}
+
+/// One panel row, by 32-value chunk.
+struct Chunks<'p, 'b> {
+    panel: &'p mut Panel<'b>,
+    r: usize,
+}
+
+impl Chunks<'_, '_> {
+    #[inline(always)]
+    fn at(&mut self, c: usize) -> &mut [u16] {
+        self.panel.chunk(self.r, c)
     }
 }
 
@@ -59,8 +75,9 @@ unsafe fn store_bf16(dst: *mut u16, lo: __m512, hi: __m512) {
 
 /// One row of a 32-value format: `x = d (q - OFF)` or `x = d q + m`, in f32 as the reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
-unsafe fn row32<B: Block32Avx>(src: &[u8], out: &mut [u16]) {
-    for (b, dst) in src.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(32)) {
+unsafe fn row32<B: Block32Avx>(src: &[u8], out: &mut Chunks) {
+    for (c, b) in src.chunks_exact(B::BYTES).enumerate() {
+        let dst = out.at(c);
         let p = b.as_ptr();
         let q = B::q::<Vnni>(p);
         let (lo, hi) = if B::SIGNED {
@@ -87,24 +104,30 @@ unsafe fn row32<B: Block32Avx>(src: &[u8], out: &mut [u16]) {
     }
 }
 
-/// One row of a 256-value format: the portable integer decode, then `x = d sc q + dm mi` per
-/// 16 values in registers.
+/// One row of a 256-value format: the register decoder of the integer kernels, then
+/// `x = d sc q + dm mi` per 16 values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
-unsafe fn row256<B: Block256>(src: &[u8], out: &mut [u16]) {
-    let mut s = SuperBlock::new();
-    for (b, dst) in src.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(256)) {
-        B::decode(b, &mut s);
-        for j in (0..16).step_by(2) {
-            let mut v = [_mm512_setzero_ps(); 2];
-            for (h, vh) in v.iter_mut().enumerate() {
-                let g = j + h;
-                let q = _mm_loadu_si128(s.q.as_ptr().add(16 * g).cast());
-                let qf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
-                let scale = _mm512_set1_ps(s.d * s.sc[g] as f32);
-                let min = _mm512_set1_ps(s.dm * s.mi[g] as f32);
-                *vh = _mm512_fmadd_ps(qf, scale, min);
-            }
-            store_bf16(dst.as_mut_ptr().add(16 * j), v[0], v[1]);
+unsafe fn row256<B: Block256Avx>(src: &[u8], out: &mut Chunks) {
+    for (sb, b) in src.chunks_exact(B::BYTES).enumerate() {
+        let s = B::load(b.as_ptr());
+        let mut mi = [0i16; 16];
+        _mm256_storeu_si256(mi.as_mut_ptr().cast(), s.mi);
+        for (c, &q) in s.q.iter().enumerate() {
+            let sc_lo = _mm256_extract_epi16::<0>(s.sc[c]) as i16 as f32;
+            let sc_hi = _mm256_extract_epi16::<8>(s.sc[c]) as i16 as f32;
+            let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)));
+            let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256::<1>(q)));
+            let lo = _mm512_fmadd_ps(
+                lo,
+                _mm512_set1_ps(s.d * sc_lo),
+                _mm512_set1_ps(s.dm * mi[2 * c] as f32),
+            );
+            let hi = _mm512_fmadd_ps(
+                hi,
+                _mm512_set1_ps(s.d * sc_hi),
+                _mm512_set1_ps(s.dm * mi[2 * c + 1] as f32),
+            );
+            store_bf16(out.at(8 * sb + c).as_mut_ptr(), lo, hi);
         }
     }
 }
