@@ -22,7 +22,12 @@ if ! command -v cmake >/dev/null; then
     [ -x "$venv/bin/cmake" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet cmake; }
     export PATH="$venv/bin:$PATH"
 fi
+# Without AMX: on a Xeon VM with AMX (2026-11-27) this llama.cpp's AMX kernels died with SIGILL
+# at their first `tilezero` in an OpenMP worker (ggml's tinygemm_kernel_amx, q4_1), so
+# llama-bench could not run at all; -mno-amx-* keeps -march=native's other extensions.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
 cmake --build "$src/build" --target llama-bench -j "$(nproc)"
 echo "built $src/build/bin/llama-bench" >&2

@@ -20,7 +20,7 @@
 //! Every tile buffer is line-aligned ([`super::pack::Line`]): with the rows of a tile
 //! straddling cache lines the product ran 1.5-1.7x slower.
 
-use super::pack::{as_mut, lines, pack_pairs};
+use super::pack::{as_mut, bf16_row, lines, transpose_pairs};
 use super::tiles::{BLOCK, KSTEP, Q_TILE_BYTES, Tiles};
 use crate::backend::cpu::pool::parallel_chunks;
 
@@ -61,9 +61,167 @@ impl<'a> Panel<'a> {
     }
 }
 
+/// The two operands and the result of a product on the tiles: `C[r][i] = Σ_k P[r][k] Q[i][k]`
+/// for `np` rows of P and `nq` rows of Q.
+pub(crate) trait Operands: Sync {
+    /// P rows `r0..r1` (at most [`SUPER`] blocks) into panel rows `0..r1 - r0`: every chunk of
+    /// each row (k rounded up to 32; values past k are zero).
+    fn decode_p(&self, r0: usize, r1: usize, panel: &mut Panel);
+    /// Q rows `16 g..16 g + 16` pair-packed into `dst` (`kp / 2` pair-rows of 16 u32: pair-row
+    /// `p`, column `j` holds the bf16 values `2p, 2p + 1` of row `16 g + j`), zeros for rows
+    /// past `nq` and values past k.
+    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]);
+    /// One result block: `c[r][i]` is `C[r0 + r][i0 + i]`, for `r < pr`, `i < qr`.
+    ///
+    /// # Safety
+    /// Calls that run at the same time cover disjoint ranges of P rows.
+    unsafe fn write(&self, r0: usize, i0: usize, c: &[[f32; BLOCK]; BLOCK], pr: usize, qr: usize);
+}
+
+/// Runs the product of `ops`: each pool thread takes contiguous blocks of 32 P rows.
+///
+/// # Safety
+/// [`super::supported`] returned true; `ops` is valid for `np` rows of P, `nq` rows of Q and
+/// `k` values per row.
+pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &O) {
+    if np == 0 || nq == 0 || k == 0 {
+        return;
+    }
+    let kp = k.div_ceil(KSTEP) * KSTEP;
+    let ksteps = kp / KSTEP;
+    let q_blocks = nq.div_ceil(BLOCK);
+    let q_group = kp * 32;
+    let mut q = lines(2 * q_blocks * q_group);
+    let qbase = q.as_mut_ptr() as usize;
+    parallel_chunks(2 * q_blocks, 1, &|g0, g1| {
+        for g in g0..g1 {
+            // SAFETY: group g's bytes lie inside `q`; each group is written by one chunk.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut((qbase as *mut u8).add(g * q_group), q_group)
+            };
+            ops.pack_q(g, kp, dst);
+        }
+    });
+    parallel_chunks(np.div_ceil(BLOCK), 1, &|b0, b1| {
+        // SAFETY: `supported()` (the caller's contract).
+        let tiles = unsafe { Tiles::configure() };
+        // A private copy of the packed Q: read from lines another core wrote (the packing runs
+        // on every thread), the tile loads ran at half speed on the development VM (4.0
+        // against 7.1 ms for 512 x 9728 x 896 per thread).
+        let q = q.clone();
+        let panel_rows = SUPER.min(b1 - b0) * BLOCK;
+        let mut w_lines = lines(panel_rows * kp * 2);
+        let w = as_mut::<u16>(&mut w_lines);
+        let mut c = vec![CBlock([[0f32; BLOCK]; BLOCK]); SUPER.min(b1 - b0) * q_blocks];
+        let mut s0 = b0;
+        while s0 < b1 {
+            let blocks = SUPER.min(b1 - s0);
+            let r0 = s0 * BLOCK;
+            let rows = (np - r0).min(blocks * BLOCK);
+            let nw = blocks * BLOCK;
+            let cs = nw * KSTEP;
+            let mut panel = Panel {
+                buf: &mut w[..nw * kp],
+                cs,
+            };
+            ops.decode_p(r0, r0 + rows, &mut panel);
+            // The last panel's missing rows: zeros, not the previous panel's values.
+            for r in rows..nw {
+                for ch in 0..ksteps {
+                    panel.chunk(r, ch).fill(0);
+                }
+            }
+            let mut k0 = 0;
+            while k0 < ksteps {
+                let kn = KC.min(ksteps - k0);
+                for j in 0..blocks {
+                    for qb in 0..q_blocks {
+                        // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
+                        // each), block j's 32 rows at j * 32 in each; q holds 2 * q_blocks
+                        // groups of `ksteps` tiles; kn >= 1.
+                        unsafe {
+                            let p = w.as_ptr().add(k0 * cs + j * BLOCK * KSTEP).cast::<u8>();
+                            let q0 = q.as_ptr().cast::<u8>();
+                            let q0 = q0.add(2 * qb * q_group + k0 * Q_TILE_BYTES);
+                            let acc = &mut c[j * q_blocks + qb].0;
+                            tiles.block(p, cs * 2, q0, q0.add(q_group), kn, acc, k0 > 0);
+                        }
+                    }
+                }
+                k0 += kn;
+            }
+            for j in 0..blocks {
+                let rj = j * BLOCK;
+                if rj >= rows {
+                    break;
+                }
+                for qb in 0..q_blocks {
+                    let i0 = qb * BLOCK;
+                    // SAFETY: this chunk alone covers P rows r0 + rj.. (the contract).
+                    unsafe {
+                        ops.write(
+                            r0 + rj,
+                            i0,
+                            &c[j * q_blocks + qb].0,
+                            (rows - rj).min(BLOCK),
+                            (nq - i0).min(BLOCK),
+                        )
+                    };
+                }
+            }
+            s0 += blocks;
+        }
+        drop(tiles);
+    });
+}
+
 /// Decodes weight rows `r0..r1` into panel rows `0..r1 - r0`: every chunk of each row (k
 /// rounded up to 32; values past k are zero).
 pub(crate) type DecodeRows<'a> = &'a (dyn Fn(usize, usize, &mut Panel) + Sync);
+
+/// `out = x · Wᵀ`: P is the weight rows (`decode`), Q the f32 activation rows, and the blocks
+/// go to the output transposed.
+struct Linear<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    out: usize,
+    decode: DecodeRows<'a>,
+}
+
+impl Operands for Linear<'_> {
+    fn decode_p(&self, r0: usize, r1: usize, panel: &mut Panel) {
+        (self.decode)(r0, r1, panel);
+    }
+
+    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]) {
+        let mut rows = vec![0u16; 16 * kp];
+        for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
+            let r = 16 * g + j;
+            if r < self.m {
+                // SAFETY: `supported()` implies AVX-512 BF16; the row holds kp >= k values.
+                unsafe { bf16_row(&self.x[r * self.k..(r + 1) * self.k], row) };
+            }
+        }
+        // SAFETY: AVX-512 (`supported()`); dst holds kp / 2 pair-rows of 64 bytes.
+        unsafe { transpose_pairs(&rows, kp, dst.as_mut_ptr()) };
+    }
+
+    unsafe fn write(&self, r0: usize, i0: usize, c: &[[f32; BLOCK]; BLOCK], pr: usize, qr: usize) {
+        for i in 0..qr {
+            // SAFETY: row i0 + i < m of the output, columns r0..r0 + pr <= n, which only this
+            // call's P rows write.
+            let dst = std::slice::from_raw_parts_mut(
+                (self.out as *mut f32).add((i0 + i) * self.n + r0),
+                pr,
+            );
+            for (d, c_row) in dst.iter_mut().zip(c) {
+                *d = c_row[i];
+            }
+        }
+    }
+}
 
 /// `out[i * n + r] = Σ_j x[i * k + j] W[r][j]` for `i < m`, `r < n`, the rows of W given by
 /// `decode`.
@@ -79,91 +237,15 @@ pub(crate) unsafe fn matmul_t(
     decode: DecodeRows,
 ) {
     debug_assert!(x.len() >= m * k && out.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    let kp = k.div_ceil(KSTEP) * KSTEP;
-    let ksteps = kp / KSTEP;
-    let q = pack_pairs(x, m, k, kp);
-    let q_group = kp * 32;
-    let m_blocks = m.div_ceil(BLOCK);
-    let outp = out.as_mut_ptr() as usize;
-    parallel_chunks(n.div_ceil(BLOCK), 1, &|b0, b1| {
-        // SAFETY: `supported()` (the caller's contract).
-        let tiles = unsafe { Tiles::configure() };
-        // A private copy of the packed activations: read from lines another core wrote (the
-        // packing runs on every thread), the tile loads ran at half speed on the development
-        // VM (4.0 against 7.1 ms for 512 x 9728 x 896 per thread).
-        let q = q.clone();
-        let panel_rows = SUPER.min(b1 - b0) * BLOCK;
-        let mut w_lines = lines(panel_rows * kp * 2);
-        let w = as_mut::<u16>(&mut w_lines);
-        let mut c = vec![CBlock([[0f32; BLOCK]; BLOCK]); SUPER.min(b1 - b0) * m_blocks];
-        let mut s0 = b0;
-        while s0 < b1 {
-            let blocks = SUPER.min(b1 - s0);
-            let r0 = s0 * BLOCK;
-            let rows = (n - r0).min(blocks * BLOCK);
-            let nw = blocks * BLOCK;
-            let cs = nw * KSTEP;
-            let mut panel = Panel {
-                buf: &mut w[..nw * kp],
-                cs,
-            };
-            decode(r0, r0 + rows, &mut panel);
-            // The last panel's missing rows: zeros, not the previous panel's values.
-            for r in rows..nw {
-                for ch in 0..ksteps {
-                    panel.chunk(r, ch).fill(0);
-                }
-            }
-            let mut k0 = 0;
-            while k0 < ksteps {
-                let kn = KC.min(ksteps - k0);
-                for j in 0..blocks {
-                    for mb in 0..m_blocks {
-                        // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
-                        // each), block j's 32 rows at j * 32 in each; q holds 2 * m_blocks
-                        // groups of `ksteps` tiles; kn >= 1.
-                        unsafe {
-                            let p = w.as_ptr().add(k0 * cs + j * BLOCK * KSTEP).cast::<u8>();
-                            let q0 = q.as_ptr().cast::<u8>();
-                            let q0 = q0.add(2 * mb * q_group + k0 * Q_TILE_BYTES);
-                            let acc = &mut c[j * m_blocks + mb].0;
-                            tiles.block(p, cs * 2, q0, q0.add(q_group), kn, acc, k0 > 0);
-                        }
-                    }
-                }
-                k0 += kn;
-            }
-            for j in 0..blocks {
-                let rj = j * BLOCK;
-                if rj >= rows {
-                    break;
-                }
-                let cols = (rows - rj).min(BLOCK);
-                for mb in 0..m_blocks {
-                    let acc = &c[j * m_blocks + mb].0;
-                    let i0 = mb * BLOCK;
-                    for i in 0..(m - i0).min(BLOCK) {
-                        // SAFETY: row i0 + i < m of the output, columns r0 + rj.. + cols <= n;
-                        // this chunk alone writes these columns.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                (outp as *mut f32).add((i0 + i) * n + r0 + rj),
-                                cols,
-                            )
-                        };
-                        for (d, c_row) in dst.iter_mut().zip(acc) {
-                            *d = c_row[i];
-                        }
-                    }
-                }
-            }
-            s0 += blocks;
-        }
-        drop(tiles);
-    });
+    let ops = Linear {
+        x,
+        m,
+        k,
+        n,
+        out: out.as_mut_ptr() as usize,
+        decode,
+    };
+    product(n, m, k, &ops);
 }
 
 #[cfg(test)]

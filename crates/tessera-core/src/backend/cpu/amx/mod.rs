@@ -37,10 +37,12 @@
 //! instruction); [`enabled`] whether the products use them. [`gemm::matmul_t`] is the product;
 //! `tiles.rs` holds the tile configuration and the micro-kernel, `pack.rs` the operand layouts.
 
+pub(crate) mod dense;
 pub(crate) mod gemm;
 mod pack;
 mod tiles;
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 /// Whether this CPU and OS let the process use the tiles (asks the OS for them on first call).
@@ -54,12 +56,27 @@ pub(crate) fn supported() -> bool {
 }
 
 /// Whether the products route prefill-sized work to the tiles: [`supported`], unless turned off
-/// with `TESSERA_AMX=0` (for comparisons).
+/// with `TESSERA_AMX=0` (for comparisons) or, on this thread, by [`without`].
 pub(crate) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("TESSERA_AMX").map_or(true, |v| v.trim() != "0") && supported()
-    })
+    !OFF_HERE.with(Cell::get)
+        && *ON.get_or_init(|| {
+            std::env::var("TESSERA_AMX").map_or(true, |v| v.trim() != "0") && supported()
+        })
+}
+
+thread_local! {
+    static OFF_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the tile path off on this thread (the products decide on the calling thread),
+/// so tests reach the AVX-512 kernels on a machine with AMX too.
+#[cfg(test)]
+pub(crate) fn without<R>(f: impl FnOnce() -> R) -> R {
+    OFF_HERE.with(|c| c.set(true));
+    let r = f();
+    OFF_HERE.with(|c| c.set(false));
+    r
 }
 
 /// CPUID leaf 7: AMX-BF16 (EDX bit 22) and AMX-TILE (bit 24), plus AVX-512 BF16 for the operand

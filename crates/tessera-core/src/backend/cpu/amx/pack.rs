@@ -1,8 +1,6 @@
 //! Operand layouts for the tile kernel: rows rounded to bf16, and the pair-packed layout of the
 //! second operand.
 
-use super::tiles::Q_TILE_BYTES;
-use crate::backend::cpu::pool::parallel_chunks;
 use std::arch::x86_64::*;
 
 /// A cache line: the unit of the tile buffers, so that every tile row is one aligned line (a
@@ -45,44 +43,10 @@ pub(crate) unsafe fn bf16_row(src: &[f32], dst: &mut [u16]) {
     dst[n..].fill(0);
 }
 
-/// The pair-packed form of `m` rows of `k` f32 values (row `r` at `x[r * k..]`), k padded with
-/// zeros to `kp` (a multiple of 32) and the rows to a multiple of 32: for each group of 16 rows,
-/// `kp / 2` pair-rows of 16 u32, pair-row `p` column `j` holding the bf16 values `2p, 2p + 1` of
-/// row `16 g + j`. The Q tile of group `g` and k-step `s` starts at byte
-/// `g * kp * 32 + s * 1024`.
-pub(super) fn pack_pairs(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<Line> {
-    let groups = m.div_ceil(32) * 2;
-    let group_bytes = kp * 32;
-    let mut out = lines(groups * group_bytes);
-    let base = out.as_mut_ptr() as usize;
-    parallel_chunks(groups, 1, &|g0, g1| {
-        let mut rows = vec![0u16; 16 * kp];
-        for g in g0..g1 {
-            for j in 0..16 {
-                let r = 16 * g + j;
-                let dst = &mut rows[j * kp..(j + 1) * kp];
-                if r < m {
-                    // SAFETY: `supported()` checked AVX-512 BF16; dst holds kp >= k values.
-                    unsafe { bf16_row(&x[r * k..(r + 1) * k], dst) };
-                } else {
-                    dst.fill(0);
-                }
-            }
-            // SAFETY: group g's bytes lie inside `out`, and each group is written by one chunk.
-            unsafe {
-                let dst = (base as *mut u8).add(g * group_bytes);
-                transpose_pairs(&rows, kp, dst);
-            }
-        }
-    });
-    debug_assert_eq!(group_bytes % Q_TILE_BYTES, 0);
-    out
-}
-
 /// `dst[p][j] = rows[j][p]` as u32 pairs, for 16 rows of `kp` bf16 values: 16 gathers of one
 /// pair from each row per pair-row.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_pairs(rows: &[u16], kp: usize, dst: *mut u8) {
+pub(super) unsafe fn transpose_pairs(rows: &[u16], kp: usize, dst: *mut u8) {
     let pairs = kp / 2;
     let idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),

@@ -1,6 +1,7 @@
 //! bf16 GEMM for `m, n >= 16`.
 //!
-//! With AVX-512 BF16: the packed `vdpbf16ps` kernel in `packed.rs`. Without it (or off x86): the
+//! With AMX (`amx::enabled()`): the tile product (`amx/dense.rs`). Else with AVX-512 BF16: the
+//! packed `vdpbf16ps` kernel in `packed.rs`. Without it (or off x86): the
 //! operands are widened to f32 and the f32 path is used.
 
 use super::{MatMut, MatRef};
@@ -17,6 +18,22 @@ pub(super) unsafe fn matmul_big(
     c: MatMut<bf16>,
     accumulate: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::amx::enabled() {
+        for bi in 0..batch {
+            // SAFETY: AMX is usable (`enabled()`); operands valid per the caller.
+            crate::backend::cpu::amx::dense::gemm_bf16(
+                m,
+                n,
+                k,
+                a.item(bi),
+                b.item(bi),
+                c.item(bi),
+                accumulate,
+            );
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::small::x86::has_avx512bf16() {
         // The kernel vectorises along C's columns; if C is column-major, compute C^T = B^T A^T.

@@ -384,6 +384,17 @@ fn bf16_sweep() {
     layouts::<Bf16>(14);
     large::<Bf16>(24);
 }
+/// The same with the AMX tile path off (a no-op where the CPU has none): the AVX-512 BF16
+/// kernels stay tested on machines with AMX.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_sweep_without_amx() {
+    crate::backend::cpu::amx::without(|| {
+        sweep::<Bf16>(5, 400);
+        layouts::<Bf16>(15);
+        large::<Bf16>(25);
+    });
+}
 
 /// The portable small kernels, exercised directly (they are the fallback off AVX-512).
 #[test]

@@ -1,0 +1,194 @@
+//! The bf16 matrix product `C (+)= A B` on the tiles, any strides: P is the rows of A (a
+//! chunk of a row-major A is 64 bytes copied as they are), Q the columns of B (a pair-row of a
+//! row-major B interleaves two of its rows), and a result block is rows of C.
+
+use super::gemm::{Operands, Panel, product};
+use super::tiles::{BLOCK, KSTEP};
+use crate::backend::cpu::gemm::{MatMut, MatRef};
+use half::bf16;
+use std::arch::x86_64::*;
+
+struct Dense {
+    a: MatRef<bf16>,
+    b: MatRef<bf16>,
+    c: MatMut<bf16>,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+}
+
+// SAFETY: the matrices are only read (A, B) or written in disjoint row ranges (C) by the pool
+// threads, as `product` guarantees.
+unsafe impl Sync for Dense {}
+
+impl Dense {
+    /// Element `(i, j)` of A.
+    ///
+    /// # Safety
+    /// In range.
+    #[inline(always)]
+    unsafe fn a_at(&self, i: usize, j: usize) -> u16 {
+        (*self
+            .a
+            .ptr
+            .offset(i as isize * self.a.rs + j as isize * self.a.cs))
+        .to_bits()
+    }
+
+    /// Element `(i, j)` of B.
+    ///
+    /// # Safety
+    /// In range.
+    #[inline(always)]
+    unsafe fn b_at(&self, i: usize, j: usize) -> u16 {
+        (*self
+            .b
+            .ptr
+            .offset(i as isize * self.b.rs + j as isize * self.b.cs))
+        .to_bits()
+    }
+}
+
+impl Operands for Dense {
+    fn decode_p(&self, r0: usize, r1: usize, panel: &mut Panel) {
+        let k = self.k;
+        for r in r0..r1 {
+            for ch in 0..k.div_ceil(KSTEP) {
+                let dst = panel.chunk(r - r0, ch);
+                let (k0, len) = (ch * KSTEP, (k - ch * KSTEP).min(KSTEP));
+                if self.a.cs == 1 {
+                    // SAFETY: row r < m, values k0..k0 + len < k of a row-major A.
+                    let src = unsafe {
+                        std::slice::from_raw_parts(
+                            self.a
+                                .ptr
+                                .offset(r as isize * self.a.rs)
+                                .add(k0)
+                                .cast::<u16>(),
+                            len,
+                        )
+                    };
+                    dst[..len].copy_from_slice(src);
+                } else {
+                    for (t, d) in dst[..len].iter_mut().enumerate() {
+                        // SAFETY: in range, as above.
+                        *d = unsafe { self.a_at(r, k0 + t) };
+                    }
+                }
+                dst[len..].fill(0);
+            }
+        }
+    }
+
+    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]) {
+        let (n, k) = (self.n, self.k);
+        let j0 = 16 * g;
+        for p in 0..kp / 2 {
+            let out = &mut dst[p * 64..p * 64 + 64];
+            let (k0, k1) = (2 * p, 2 * p + 1);
+            if self.b.cs == 1 && j0 + 16 <= n && k1 < k {
+                // SAFETY: rows k0, k1 < k and columns j0..j0 + 16 <= n of a row-major B;
+                // AVX-512 (`supported()`).
+                unsafe {
+                    let row = |kk: usize| self.b.ptr.offset(kk as isize * self.b.rs).add(j0);
+                    interleave16(row(k0).cast(), row(k1).cast(), out.as_mut_ptr());
+                }
+                continue;
+            }
+            for (j, pair) in out.chunks_exact_mut(4).enumerate() {
+                let col = j0 + j;
+                // SAFETY: each read is guarded by its range check.
+                let (lo, hi) = unsafe {
+                    (
+                        if col < n && k0 < k {
+                            self.b_at(k0, col)
+                        } else {
+                            0
+                        },
+                        if col < n && k1 < k {
+                            self.b_at(k1, col)
+                        } else {
+                            0
+                        },
+                    )
+                };
+                pair.copy_from_slice(&(lo as u32 | (hi as u32) << 16).to_le_bytes());
+            }
+        }
+    }
+
+    unsafe fn write(&self, r0: usize, i0: usize, c: &[[f32; BLOCK]; BLOCK], pr: usize, qr: usize) {
+        for (r, row) in c.iter().enumerate().take(pr) {
+            let dst = |i: usize| {
+                self.c
+                    .ptr
+                    .offset((r0 + r) as isize * self.c.rs + (i0 + i) as isize * self.c.cs)
+            };
+            if self.c.cs == 1 && qr == BLOCK {
+                store_row(row, dst(0).cast(), self.accumulate);
+                continue;
+            }
+            for (i, &v) in row.iter().enumerate().take(qr) {
+                let at = dst(i);
+                let v = if self.accumulate {
+                    v + (*at).to_f32()
+                } else {
+                    v
+                };
+                *at = bf16::from_f32(v);
+            }
+        }
+    }
+}
+
+/// `out[j] = b0[j] | b1[j] << 16` for 16 u16 pairs: one pair-row of Q from two rows of B.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn interleave16(b0: *const u16, b1: *const u16, out: *mut u8) {
+    let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b0.cast()));
+    let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b1.cast()));
+    let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+    _mm512_storeu_si512(out.cast(), v);
+}
+
+/// 32 results rounded to bf16 at `dst` (32 consecutive values), after adding the values there
+/// when `accumulate`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn store_row(row: &[f32; BLOCK], dst: *mut u16, accumulate: bool) {
+    for h in 0..2 {
+        let mut v = _mm512_loadu_ps(row.as_ptr().add(16 * h));
+        let at = dst.add(16 * h).cast::<__m256i>();
+        if accumulate {
+            let old = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(at)));
+            v = _mm512_add_ps(v, _mm512_castsi512_ps(old));
+        }
+        _mm256_storeu_si256(
+            at,
+            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)),
+        );
+    }
+}
+
+/// `C (+)= A B` for one matrix of a batch: `m x k` by `k x n`, results rounded to bf16 once.
+///
+/// # Safety
+/// [`super::supported`] returned true; the matrices are valid for their shapes and strides,
+/// and C does not overlap A or B.
+pub(crate) unsafe fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<bf16>,
+    b: MatRef<bf16>,
+    c: MatMut<bf16>,
+    accumulate: bool,
+) {
+    let ops = Dense {
+        a,
+        b,
+        c,
+        n,
+        k,
+        accumulate,
+    };
+    product(m, n, k, &ops);
+}
