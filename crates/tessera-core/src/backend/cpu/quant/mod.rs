@@ -57,6 +57,10 @@
 //! every activation row over them: no horizontal sums, one scale per block for 16 rows, about
 //! 2.5x the multiply-add rate of the decode kernels (`x86/panel.rs` explains the tiling).
 //!
+//! With Intel AMX (`backend/cpu/amx`), products of at least 64 activation rows run on the tile
+//! units instead: weights decoded to bf16 once per call, activations rounded to bf16, f32 sums
+//! (no 8-bit activation rounding). [`matmul_t`] decides; [`matmul_t_with`] never uses AMX.
+//!
 //! Instruction sets: [`Isa::best`] picks AVX-512 VNNI (in its 256-bit form: on the
 //! double-pumped AVX-512 units of current AMD parts 512-bit registers process no more bytes per
 //! cycle, and 256-bit lanes keep the nibble shuffles simple), else AVX2, else the portable
