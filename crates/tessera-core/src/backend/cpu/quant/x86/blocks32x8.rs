@@ -42,17 +42,6 @@ use std::arch::x86_64::*;
 /// small matrices, and more lines in flight than help). On Zen 4 prefetching did not help.
 const PREFETCH: usize = 1024;
 
-/// Asks for every cache line of the record of `F` that starts at `p` (a hint: `p` may lie past
-/// the matrix, prefetches do not fault).
-#[inline(always)]
-unsafe fn prefetch_record<F: Format>(p: *const u8) {
-    let mut l = 0;
-    while l < F::RECORD {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(l) as *const i8);
-        l += 64;
-    }
-}
-
 /// An interleaved format: where its `qs` chunks start in a record, how many there are, and how
 /// a weight is made from `q`.
 pub(super) trait Format {
@@ -139,7 +128,7 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
         let mut acc_min = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * F::RECORD);
-            prefetch_record::<F>(rec.wrapping_add(PREFETCH));
+            super::prefetch(rec.wrapping_add(PREFETCH), F::RECORD);
             // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
             // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
             let mut u = [zero; 8];
