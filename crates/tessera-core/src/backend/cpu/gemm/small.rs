@@ -759,6 +759,10 @@ pub(super) mod x86 {
         dot_generic(m, nc, k, a, lda, b, ldb, c, accumulate)
     }
 
+    /// Bytes ahead of each B row's read position that the bf16 kernel asks the cache for. On
+    /// a Xeon (2 threads, `gemv_bf16_4096x11008_pct_of_read_bw`, two alternated rounds): none
+    /// 85.2-85.9%, 512 B 93.6-98.0%, 1 KB 90.6-90.8%, 2 KB 87.9-89.6%.
+    const BF16_PREFETCH: usize = 512;
     /// bf16 dot products with `vdpbf16ps` (32 products per instruction, f32 accumulation).
     #[inline(always)]
     unsafe fn dot_tile_bh<const R: usize, const C: usize>(
@@ -782,7 +786,10 @@ pub(super) mod x86 {
         while kk + 32 <= k {
             let mut bv = [_mm512_setzero_si512(); C];
             for j in 0..C {
-                bv[j] = _mm512_loadu_si512(b.offset(j as isize * ldb).add(kk) as *const _);
+                let p = b.offset(j as isize * ldb).add(kk);
+                // A hint: past the row's end it fetches a neighbour's line, never faults.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BF16_PREFETCH / 2) as *const i8);
+                bv[j] = _mm512_loadu_si512(p as *const _);
             }
             for i in 0..R {
                 let av = bh(_mm512_loadu_si512(
