@@ -87,6 +87,25 @@ pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &
     if np == 0 || nq == 0 || k == 0 {
         return;
     }
+    // Q rows in ranges whose packed form stays under Q_RANGE_BYTES: the packed copy (and each
+    // thread's private copy of it, and the C buffer) is then bounded whatever the shapes, at
+    // the cost of decoding P once per range (one range for any prompt-sized product).
+    let kp = k.div_ceil(KSTEP) * KSTEP;
+    let per_range = (Q_RANGE_BYTES / (kp * 2) / BLOCK * BLOCK).max(BLOCK);
+    let mut q0 = 0;
+    while q0 < nq {
+        let rows = per_range.min(nq - q0);
+        product_range(np, q0, rows, k, ops);
+        q0 += rows;
+    }
+}
+
+/// Most bytes of packed Q per range of [`product`] (small in this crate's unit tests, so their
+/// shapes span several ranges).
+const Q_RANGE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+
+/// [`product`] for Q rows `q0..q0 + nq` (`q0` a multiple of 32).
+unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, ops: &O) {
     let kp = k.div_ceil(KSTEP) * KSTEP;
     let ksteps = kp / KSTEP;
     let q_blocks = nq.div_ceil(BLOCK);
@@ -99,7 +118,7 @@ pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &
             let dst = unsafe {
                 std::slice::from_raw_parts_mut((qbase as *mut u8).add(g * q_group), q_group)
             };
-            ops.pack_q(g, kp, dst);
+            ops.pack_q(q0 / 16 + g, kp, dst);
         }
     });
     parallel_chunks(np.div_ceil(BLOCK), 1, &|b0, b1| {
@@ -161,7 +180,7 @@ pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &
                     unsafe {
                         ops.write(
                             r0 + rj,
-                            i0,
+                            q0 + i0,
                             &c[j * q_blocks + qb].0,
                             (rows - rj).min(BLOCK),
                             (nq - i0).min(BLOCK),
