@@ -2,7 +2,7 @@
 //!
 //! Roles: the weight rows are the tiles' first operand (P: 32 values of k per tile row, as
 //! every weight format stores a row, so decoding needs no transposition); the activations are
-//! the second operand (Q), pair-packed once per call (`pack::pack_pairs`: the activations are
+//! the second operand (Q), pair-packed once per call ([`Operands::pack_q`]: the activations are
 //! the smaller matrix in a prefill, so the transposition this layout needs is cheap there). A C
 //! block holds 32 weight rows by 32 activation rows and is written to the output transposed.
 //!
@@ -29,11 +29,6 @@ const SUPER: usize = 4;
 /// k-steps per chunk (8 x 32 values: the P tiles of one block, 16 KB, stay in L1).
 const KC: usize = 8;
 
-/// One C block, line-aligned for the tile loads and stores.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct CBlock([[f32; BLOCK]; BLOCK]);
-
 /// Where the decoder writes: 32-value chunk `c` of panel row `r` is `buf[r * 32 + c * cs..][..32]`
 /// (rows of one chunk are consecutive: each tile is 1 KB of consecutive bytes).
 pub(crate) struct Panel<'a> {
@@ -45,7 +40,6 @@ pub(crate) struct Panel<'a> {
 impl<'a> Panel<'a> {
     /// A panel of `rows` rows over `buf` (tile order: chunk `c` of row `r` at `r * 32 + c * 32
     /// rows`).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(buf: &'a mut [u16], rows: usize) -> Panel<'a> {
         Panel {
             buf,
@@ -131,7 +125,9 @@ unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, 
         let panel_rows = SUPER.min(b1 - b0) * BLOCK;
         let mut w_lines = lines(panel_rows * kp * 2);
         let w = as_mut::<u16>(&mut w_lines);
-        let mut c = vec![CBlock([[0f32; BLOCK]; BLOCK]); SUPER.min(b1 - b0) * q_blocks];
+        // The C blocks, line-aligned for the tile loads and stores.
+        let mut c_lines = lines(SUPER.min(b1 - b0) * q_blocks * BLOCK * BLOCK * 4);
+        let c = as_mut::<[[f32; BLOCK]; BLOCK]>(&mut c_lines);
         let mut s0 = b0;
         while s0 < b1 {
             let blocks = SUPER.min(b1 - s0);
@@ -139,10 +135,7 @@ unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, 
             let rows = (np - r0).min(blocks * BLOCK);
             let nw = blocks * BLOCK;
             let cs = nw * KSTEP;
-            let mut panel = Panel {
-                buf: &mut w[..nw * kp],
-                cs,
-            };
+            let mut panel = Panel::new(&mut w[..nw * kp], nw);
             ops.decode_p(r0, r0 + rows, &mut panel);
             // The last panel's missing rows: zeros, not the previous panel's values.
             for r in rows..nw {
@@ -162,7 +155,7 @@ unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, 
                             let p = w.as_ptr().add(k0 * cs + j * BLOCK * KSTEP).cast::<u8>();
                             let q0 = q.as_ptr().cast::<u8>();
                             let q0 = q0.add(2 * qb * q_group + k0 * Q_TILE_BYTES);
-                            let acc = &mut c[j * q_blocks + qb].0;
+                            let acc = &mut c[j * q_blocks + qb];
                             tiles.block(p, cs * 2, q0, q0.add(q_group), kn, acc, k0 > 0);
                         }
                     }
@@ -181,7 +174,7 @@ unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, 
                         ops.write(
                             r0 + rj,
                             q0 + i0,
-                            &c[j * q_blocks + qb].0,
+                            &c[j * q_blocks + qb],
                             (rows - rj).min(BLOCK),
                             (nq - i0).min(BLOCK),
                         )
@@ -286,6 +279,9 @@ mod tests {
             (33, 45, 70),
             (64, 96, 576),
             (5, 70, 333),
+            // Two panels per thread and several k chunks; k chunks of unequal length.
+            (70, 300, 300),
+            (40, 600, 2080),
         ] {
             let mut s = 0x1234_5678u32 ^ (m * 7 + n * 13 + k) as u32;
             let mut rnd = || {
@@ -323,6 +319,7 @@ mod tests {
         }
     }
 }
+
 /// Throughput of the tile path alone (a decoder that writes nothing), for tuning:
 /// `cargo test --release -p tessera-core --lib amx::gemm::timing -- --ignored --nocapture`.
 #[cfg(test)]
