@@ -57,17 +57,18 @@ impl Operands for Dense {
                 let dst = panel.chunk(r - r0, ch);
                 let (k0, len) = (ch * KSTEP, (k - ch * KSTEP).min(KSTEP));
                 if self.a.cs == 1 {
-                    // SAFETY: row r < m, values k0..k0 + len < k of a row-major A.
-                    let src = unsafe {
-                        std::slice::from_raw_parts(
-                            self.a
-                                .ptr
-                                .offset(r as isize * self.a.rs)
-                                .add(k0)
-                                .cast::<u16>(),
-                            len,
-                        )
-                    };
+                    // SAFETY: row r < m, values k0..k0 + len <= k of a row-major A.
+                    let src = unsafe { self.a.ptr.offset(r as isize * self.a.rs).add(k0) };
+                    if len == KSTEP {
+                        // A fixed-size copy (two vector moves; a slice copy of run-time length
+                        // was a library call per chunk).
+                        // SAFETY: as above, 32 values.
+                        let chunk = unsafe { src.cast::<[u16; KSTEP]>().read_unaligned() };
+                        dst.copy_from_slice(&chunk);
+                        continue;
+                    }
+                    // SAFETY: as above.
+                    let src = unsafe { std::slice::from_raw_parts(src.cast::<u16>(), len) };
                     dst[..len].copy_from_slice(src);
                 } else {
                     for (t, d) in dst[..len].iter_mut().enumerate() {
@@ -80,40 +81,64 @@ impl Operands for Dense {
         }
     }
 
-    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]) {
+    fn pack_q(&self, g0: usize, g1: usize, kp: usize, dst: &mut [u8]) {
         let (n, k) = (self.n, self.k);
-        let j0 = 16 * g;
-        for p in 0..kp / 2 {
-            let out = &mut dst[p * 64..p * 64 + 64];
-            let (k0, k1) = (2 * p, 2 * p + 1);
-            if self.b.cs == 1 && j0 + 16 <= n && k1 < k {
-                // SAFETY: rows k0, k1 < k and columns j0..j0 + 16 <= n of a row-major B;
-                // AVX-512 (`supported()`).
+        let group = kp * 32;
+        let mut g = g0;
+        while g < g1 {
+            let out = &mut dst[(g - g0) * group..];
+            let j0 = 16 * g;
+            // Two whole groups from a row-major B: 64 bytes of each of two rows make a
+            // pair-row of both. The rest (an odd last row of k, columns past n, padding, other
+            // strides) element by element.
+            let (groups, p0) = if self.b.cs == 1 && g + 2 <= g1 && j0 + 32 <= n {
+                (2, k / 2)
+            } else if self.b.cs == 1 && j0 + 16 <= n {
+                (1, k / 2)
+            } else {
+                (1, 0)
+            };
+            if p0 > 0 {
+                // SAFETY: rows 0..2 p0 <= k and columns j0..j0 + 16 groups <= n of a row-major
+                // B; `out` holds `groups` groups of kp / 2 >= p0 pair-rows; AVX-512
+                // (`supported()`).
                 unsafe {
-                    let row = |kk: usize| self.b.ptr.offset(kk as isize * self.b.rs).add(j0);
-                    interleave16(row(k0).cast(), row(k1).cast(), out.as_mut_ptr());
+                    let b = self.b.ptr.add(j0).cast::<u16>();
+                    let o = out.as_mut_ptr();
+                    if groups == 2 {
+                        interleave_rows2(b, self.b.rs, p0, o, o.add(group));
+                    } else {
+                        interleave_rows(b, self.b.rs, p0, o);
+                    }
                 }
-                continue;
             }
-            for (j, pair) in out.chunks_exact_mut(4).enumerate() {
-                let col = j0 + j;
-                // SAFETY: each read is guarded by its range check.
-                let (lo, hi) = unsafe {
-                    (
-                        if col < n && k0 < k {
-                            self.b_at(k0, col)
-                        } else {
-                            0
-                        },
-                        if col < n && k1 < k {
-                            self.b_at(k1, col)
-                        } else {
-                            0
-                        },
-                    )
-                };
-                pair.copy_from_slice(&(lo as u32 | (hi as u32) << 16).to_le_bytes());
+            for gi in 0..groups {
+                let j0 = j0 + 16 * gi;
+                for p in p0..kp / 2 {
+                    let at = gi * group + p * 64;
+                    let (k0, k1) = (2 * p, 2 * p + 1);
+                    for (j, pair) in out[at..at + 64].chunks_exact_mut(4).enumerate() {
+                        let col = j0 + j;
+                        // SAFETY: each read is guarded by its range check.
+                        let (lo, hi) = unsafe {
+                            (
+                                if col < n && k0 < k {
+                                    self.b_at(k0, col)
+                                } else {
+                                    0
+                                },
+                                if col < n && k1 < k {
+                                    self.b_at(k1, col)
+                                } else {
+                                    0
+                                },
+                            )
+                        };
+                        pair.copy_from_slice(&(lo as u32 | (hi as u32) << 16).to_le_bytes());
+                    }
+                }
             }
+            g += groups;
         }
     }
 
@@ -141,13 +166,46 @@ impl Operands for Dense {
     }
 }
 
-/// `out[j] = b0[j] | b1[j] << 16` for 16 u16 pairs: one pair-row of Q from two rows of B.
+/// Pair-rows `0..pairs` of one Q group from a row-major B: pair-row `p` is
+/// `b[2p][j] | b[2p + 1][j] << 16` for the 16 columns at `b` (rows `rs` elements apart).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn interleave16(b0: *const u16, b1: *const u16, out: *mut u8) {
-    let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b0.cast()));
-    let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b1.cast()));
-    let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
-    _mm512_storeu_si512(out.cast(), v);
+unsafe fn interleave_rows(b: *const u16, rs: isize, pairs: usize, out: *mut u8) {
+    for p in 0..pairs {
+        let b0 = b.offset(2 * p as isize * rs);
+        let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b0.cast()));
+        let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b0.offset(rs).cast()));
+        let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+        _mm512_storeu_si512(out.add(p * 64).cast(), v);
+    }
+}
+
+/// [`interleave_rows`] for two neighbouring groups (32 columns at `b`, into `out0` and
+/// `out1`): each pair of rows is read as two 64-byte loads and woven with one two-source
+/// permutation per group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn interleave_rows2(b: *const u16, rs: isize, pairs: usize, out0: *mut u8, out1: *mut u8) {
+    // Word 2j of group 0 is row 0's column j, word 2j + 1 row 1's (index 32 + j); group 1 the
+    // same 16 columns on.
+    let mut i0 = [0u16; 32];
+    for j in 0..16 {
+        i0[2 * j] = j as u16;
+        i0[2 * j + 1] = 32 + j as u16;
+    }
+    let idx0 = _mm512_loadu_si512(i0.as_ptr().cast());
+    let idx1 = _mm512_add_epi16(idx0, _mm512_set1_epi16(16));
+    for p in 0..pairs {
+        let b0 = b.offset(2 * p as isize * rs);
+        let r0 = _mm512_loadu_si512(b0.cast());
+        let r1 = _mm512_loadu_si512(b0.offset(rs).cast());
+        _mm512_storeu_si512(
+            out0.add(p * 64).cast(),
+            _mm512_permutex2var_epi16(r0, idx0, r1),
+        );
+        _mm512_storeu_si512(
+            out1.add(p * 64).cast(),
+            _mm512_permutex2var_epi16(r0, idx1, r1),
+        );
+    }
 }
 
 /// 32 results rounded to bf16 at `dst` (32 consecutive values), after adding the values there

@@ -8,24 +8,25 @@
 //!
 //! # Blocking
 //!
-//! Each pool thread takes contiguous blocks of 32 weight rows and works on [`SUPER`] of them at
-//! a time (a *panel*, decoded once per call into a tile-ordered bf16 buffer: 224 KB at
-//! k = 896, 1.2 MB at k = 4864). For each chunk of [`KC`] k-steps (256 values of k) and each
-//! 32-row block of the panel, every 32-row block of activations runs over it: the block's P
-//! tiles for the chunk (16 KB) stay in L1 while the activations' Q tiles stream from L2, and
-//! the partial sums wait in a C buffer (64 KB per 512 activation rows and block) between
-//! chunks. The activations are read once per panel rather than once per 32 weight rows: at
-//! k = 4864 they are 5 MB for 512 rows, more than L2.
+//! Each pool thread takes contiguous blocks of 32 P rows and works through them a *panel* at a
+//! time: as many blocks as fill half of L2 once decoded into a tile-ordered bf16 buffer (256
+//! rows at k = 2048, at most 512), decoded once per call. Q is pair-packed once, shared by the
+//! threads, and met a *Q block* at a time (4 or 8 blocks of 32 rows, 128 KB each at k =
+//! 2048): for each chunk of [`KC`] k-steps (256 values of k), every P block of the panel (its
+//! chunk of tiles, 16 KB, in L1) meets every Q block's chunk (from L2), and the partial sums
+//! wait in C blocks between chunks. Without the Q blocks, a wide product's Q chunks (1 MB per
+//! chunk at 2048 Q rows) left L2 before their next use and the tiles ran at half speed.
+//!
+//! The packed Q, the panel and the C blocks are per-thread buffers kept between calls
+//! ([`super::pack::Scratch`]): fresh ones cost page faults on every call.
 //!
 //! Every tile buffer is line-aligned ([`super::pack::Line`]): with the rows of a tile
 //! straddling cache lines the product ran 1.5-1.7x slower.
 
-use super::pack::{as_mut, bf16_row, lines, transpose_pairs};
+use super::pack::{Line, Scratch, as_mut, bf16_row, transpose_pairs};
 use super::tiles::{BLOCK, KSTEP, Q_TILE_BYTES, Tiles};
 use crate::backend::cpu::pool::parallel_chunks;
 
-/// Most 32-row blocks per panel.
-const SUPER: usize = 4;
 /// k-steps per chunk (8 x 32 values: the P tiles of one block, 16 KB, stay in L1).
 const KC: usize = 8;
 
@@ -58,13 +59,14 @@ impl<'a> Panel<'a> {
 /// The two operands and the result of a product on the tiles: `C[r][i] = Σ_k P[r][k] Q[i][k]`
 /// for `np` rows of P and `nq` rows of Q.
 pub(crate) trait Operands: Sync {
-    /// P rows `r0..r1` (at most [`SUPER`] blocks) into panel rows `0..r1 - r0`: every chunk of
+    /// P rows `r0..r1` (one panel) into panel rows `0..r1 - r0`: every chunk of
     /// each row (k rounded up to 32; values past k are zero).
     fn decode_p(&self, r0: usize, r1: usize, panel: &mut Panel);
-    /// Q rows `16 g..16 g + 16` pair-packed into `dst` (`kp / 2` pair-rows of 16 u32: pair-row
-    /// `p`, column `j` holds the bf16 values `2p, 2p + 1` of row `16 g + j`), zeros for rows
-    /// past `nq` and values past k.
-    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]);
+    /// Groups `g0..g1` of 16 Q rows pair-packed into `dst`, one after the other (`kp * 32`
+    /// bytes each): group `g` is `kp / 2` pair-rows of 16 u32, pair-row `p`, column `j` holding
+    /// the bf16 values `2p, 2p + 1` of row `16 g + j`; zeros for rows past `nq` and values
+    /// past k.
+    fn pack_q(&self, g0: usize, g1: usize, kp: usize, dst: &mut [u8]);
     /// One result block: `c[r][i]` is `C[r0 + r][i0 + i]`, for `r < pr`, `i < qr`.
     ///
     /// # Safety
@@ -98,93 +100,195 @@ pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &
 /// shapes span several ranges).
 const Q_RANGE_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
 
+/// 32-row blocks of P per panel: the decoded panel takes about half of L2 (1 MB of a 2 MB L2:
+/// 256 rows at k = 2048), at most [`MAX_PANEL`] blocks.
+fn panel_blocks(kp: usize) -> usize {
+    (crate::backend::cpu::cache::l2_bytes() / 2 / (BLOCK * kp * 2)).clamp(1, MAX_PANEL)
+}
+
+/// Most 32-row blocks per panel.
+const MAX_PANEL: usize = 16;
+
+/// 32-column blocks of Q per Q block: the C blocks of a panel and a Q block (up to 16 x 4 x 4
+/// KB) and the Q block's tiles for one k chunk (up to 8 x 16 KB) stay in L2 beside the panel.
+/// Measured with pre-packed operands (2 threads, 1024 x 2048 x 2048 each, GFLOP/s per core):
+/// 128-row panels 1246 / 1299 / 1323 with 4 / 8 / 16 Q blocks, 256-row panels 1406 / 1354
+/// with 4 / 8, 512-row panels 1406 with 8; unblocked Q (64 blocks) 672.
+fn q_blocks_per_step(panel_blocks: usize) -> usize {
+    if panel_blocks >= 8 { 4 } else { 8 }
+}
+
 /// [`product`] for Q rows `q0..q0 + nq` (`q0` a multiple of 32).
+///
+/// Each thread takes a contiguous range of P blocks and works through it a panel at a time
+/// (decoded once into a tile-ordered buffer, [`panel_blocks`]); for each panel it runs over Q
+/// a Q block at a time ([`q_blocks_per_step`]), and within a Q block over k in chunks of
+/// [`KC`] steps: for each chunk, every P block of the panel (its chunk of tiles, 16 KB, in L1)
+/// meets every Q block's chunk (from L2), and the partial sums wait in the C blocks between
+/// chunks. Without the Q blocks, the Q chunks of a wide product (1 MB per chunk at 2048 Q
+/// rows) left L2 before their next use and the tiles ran at half speed.
 unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, ops: &O) {
     let kp = k.div_ceil(KSTEP) * KSTEP;
-    let ksteps = kp / KSTEP;
-    let q_blocks = nq.div_ceil(BLOCK);
-    let q_group = kp * 32;
-    let mut q = lines(2 * q_blocks * q_group);
-    let qbase = q.as_mut_ptr() as usize;
-    parallel_chunks(2 * q_blocks, 1, &|g0, g1| {
-        for g in g0..g1 {
-            // SAFETY: group g's bytes lie inside `q`; each group is written by one chunk.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut((qbase as *mut u8).add(g * q_group), q_group)
-            };
-            ops.pack_q(q0 / 16 + g, kp, dst);
-        }
+    let r = Range {
+        np,
+        q0,
+        nq,
+        kp,
+        q_blocks: nq.div_ceil(BLOCK),
+    };
+    Q_BUF.with(|buf| {
+        buf.with(2 * r.q_blocks * r.q_group(), |q| {
+            let qbase = q.as_mut_ptr() as usize;
+            parallel_chunks(2 * r.q_blocks, 1, &|g0, g1| {
+                // SAFETY: groups g0..g1 lie inside `q`; each group is written by one chunk.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (qbase as *mut u8).add(g0 * r.q_group()),
+                        (g1 - g0) * r.q_group(),
+                    )
+                };
+                ops.pack_q(q0 / 16 + g0, q0 / 16 + g1, kp, dst);
+            });
+            let q: &[Line] = q;
+            parallel_chunks(np.div_ceil(BLOCK), 1, &|b0, b1| {
+                // SAFETY: the caller's contract.
+                unsafe { r.thread(ops, q, b0, b1) }
+            });
+        })
     });
-    parallel_chunks(np.div_ceil(BLOCK), 1, &|b0, b1| {
+}
+
+/// The shape of one [`product_range`].
+#[derive(Clone, Copy)]
+struct Range {
+    /// P rows.
+    np: usize,
+    /// First Q row, and Q rows.
+    q0: usize,
+    nq: usize,
+    /// k rounded up to whole steps.
+    kp: usize,
+    /// 32-row blocks of Q.
+    q_blocks: usize,
+}
+
+impl Range {
+    /// Bytes of one packed group of 16 Q rows.
+    fn q_group(&self) -> usize {
+        self.kp * 32
+    }
+
+    /// One thread's share: P blocks `b0..b1` against all of Q (packed in `q`), a panel at a
+    /// time, with this thread's panel and C buffers.
+    ///
+    /// # Safety
+    /// As for [`product`]; no other thread runs P blocks `b0..b1`.
+    unsafe fn thread<O: Operands>(&self, ops: &O, q: &[Line], b0: usize, b1: usize) {
         // SAFETY: `supported()` (the caller's contract).
         let tiles = unsafe { Tiles::configure() };
-        // A private copy of the packed Q: read from lines another core wrote (the packing runs
-        // on every thread), the tile loads ran at half speed on the development VM (4.0
-        // against 7.1 ms for 512 x 9728 x 896 per thread).
-        let q = q.clone();
-        let panel_rows = SUPER.min(b1 - b0) * BLOCK;
-        let mut w_lines = lines(panel_rows * kp * 2);
-        let w = as_mut::<u16>(&mut w_lines);
-        // The C blocks, line-aligned for the tile loads and stores.
-        let mut c_lines = lines(SUPER.min(b1 - b0) * q_blocks * BLOCK * BLOCK * 4);
-        let c = as_mut::<[[f32; BLOCK]; BLOCK]>(&mut c_lines);
-        let mut s0 = b0;
-        while s0 < b1 {
-            let blocks = SUPER.min(b1 - s0);
-            let r0 = s0 * BLOCK;
-            let rows = (np - r0).min(blocks * BLOCK);
-            let nw = blocks * BLOCK;
-            let cs = nw * KSTEP;
-            let mut panel = Panel::new(&mut w[..nw * kp], nw);
-            ops.decode_p(r0, r0 + rows, &mut panel);
-            // The last panel's missing rows: zeros, not the previous panel's values.
-            for r in rows..nw {
-                for ch in 0..ksteps {
-                    panel.chunk(r, ch).fill(0);
-                }
+        let max_blocks = panel_blocks(self.kp).min(b1 - b0);
+        let q_step = q_blocks_per_step(max_blocks).min(self.q_blocks);
+        let w_bytes = max_blocks * BLOCK * self.kp * 2;
+        let c_bytes = max_blocks * q_step * BLOCK * BLOCK * 4;
+        W_BUF.with(|wb| {
+            wb.with(w_bytes, |w| {
+                C_BUF.with(|cb| {
+                    cb.with(c_bytes, |c| {
+                        let (w, c) = (as_mut::<u16>(w), as_mut(c));
+                        let mut s0 = b0;
+                        while s0 < b1 {
+                            let blocks = max_blocks.min(b1 - s0);
+                            // SAFETY: as for this function.
+                            unsafe { self.panel(ops, &tiles, q, w, c, s0, blocks, q_step) };
+                            s0 += blocks;
+                        }
+                    })
+                })
+            })
+        });
+    }
+
+    /// The panel of P blocks `s0..s0 + blocks`: decoded into `w`, then multiplied by Q a Q
+    /// block at a time, the C blocks (`c`, line-aligned for the tile loads and stores) written
+    /// out after each.
+    ///
+    /// # Safety
+    /// As for [`Range::thread`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panel<O: Operands>(
+        &self,
+        ops: &O,
+        tiles: &Tiles,
+        q: &[Line],
+        w: &mut [u16],
+        c: &mut [[[f32; BLOCK]; BLOCK]],
+        s0: usize,
+        blocks: usize,
+        q_step: usize,
+    ) {
+        let ksteps = self.kp / KSTEP;
+        let r0 = s0 * BLOCK;
+        let rows = (self.np - r0).min(blocks * BLOCK);
+        let nw = blocks * BLOCK;
+        let cs = nw * KSTEP;
+        let mut panel = Panel::new(&mut w[..nw * self.kp], nw);
+        ops.decode_p(r0, r0 + rows, &mut panel);
+        // The last panel's missing rows: zeros, not the previous panel's values.
+        for r in rows..nw {
+            for ch in 0..ksteps {
+                panel.chunk(r, ch).fill(0);
             }
+        }
+        let (w, q) = (w.as_ptr().cast::<u8>(), q.as_ptr().cast::<u8>());
+        let mut qs = 0;
+        while qs < self.q_blocks {
+            let qn = q_step.min(self.q_blocks - qs);
             let mut k0 = 0;
             while k0 < ksteps {
                 let kn = KC.min(ksteps - k0);
                 for j in 0..blocks {
-                    for qb in 0..q_blocks {
+                    for qb in 0..qn {
                         // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
                         // each), block j's 32 rows at j * 32 in each; q holds 2 * q_blocks
                         // groups of `ksteps` tiles; kn >= 1.
                         unsafe {
-                            let p = w.as_ptr().add(k0 * cs + j * BLOCK * KSTEP).cast::<u8>();
-                            let q0 = q.as_ptr().cast::<u8>();
-                            let q0 = q0.add(2 * qb * q_group + k0 * Q_TILE_BYTES);
-                            let acc = &mut c[j * q_blocks + qb];
-                            tiles.block(p, cs * 2, q0, q0.add(q_group), kn, acc, k0 > 0);
+                            let p = w.add(2 * (k0 * cs + j * BLOCK * KSTEP));
+                            let qg = q.add(2 * (qs + qb) * self.q_group() + k0 * Q_TILE_BYTES);
+                            let acc = &mut c[j * qn + qb];
+                            tiles.block(p, cs * 2, qg, qg.add(self.q_group()), kn, acc, k0 > 0);
                         }
                     }
                 }
                 k0 += kn;
             }
-            for j in 0..blocks {
+            for j in 0..blocks.min(rows.div_ceil(BLOCK)) {
                 let rj = j * BLOCK;
-                if rj >= rows {
-                    break;
-                }
-                for qb in 0..q_blocks {
-                    let i0 = qb * BLOCK;
-                    // SAFETY: this chunk alone covers P rows r0 + rj.. (the contract).
+                for qb in 0..qn {
+                    let i0 = (qs + qb) * BLOCK;
+                    // SAFETY: this thread alone covers P rows r0 + rj.. (the contract).
                     unsafe {
                         ops.write(
                             r0 + rj,
-                            q0 + i0,
-                            &c[j * q_blocks + qb],
+                            self.q0 + i0,
+                            &c[j * qn + qb],
                             (rows - rj).min(BLOCK),
-                            (nq - i0).min(BLOCK),
+                            (self.nq - i0).min(BLOCK),
                         )
                     };
                 }
             }
-            s0 += blocks;
+            qs += qn;
         }
-        drop(tiles);
-    });
+    }
+}
+
+thread_local! {
+    /// The packed Q of the calling thread's products.
+    static Q_BUF: Scratch = const { Scratch::new() };
+    /// Each pool thread's decoded panel.
+    static W_BUF: Scratch = const { Scratch::new() };
+    /// Each pool thread's C blocks.
+    static C_BUF: Scratch = const { Scratch::new() };
 }
 
 /// Decodes weight rows `r0..r1` into panel rows `0..r1 - r0`: every chunk of each row (k
@@ -207,17 +311,21 @@ impl Operands for Linear<'_> {
         (self.decode)(r0, r1, panel);
     }
 
-    fn pack_q(&self, g: usize, kp: usize, dst: &mut [u8]) {
+    fn pack_q(&self, g0: usize, g1: usize, kp: usize, dst: &mut [u8]) {
         let mut rows = vec![0u16; 16 * kp];
-        for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
-            let r = 16 * g + j;
-            if r < self.m {
-                // SAFETY: `supported()` implies AVX-512 BF16; the row holds kp >= k values.
-                unsafe { bf16_row(&self.x[r * self.k..(r + 1) * self.k], row) };
+        for (g, dst) in (g0..g1).zip(dst.chunks_exact_mut(kp * 32)) {
+            for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
+                let r = 16 * g + j;
+                if r < self.m {
+                    // SAFETY: `supported()` implies AVX-512 BF16; the row holds kp >= k values.
+                    unsafe { bf16_row(&self.x[r * self.k..(r + 1) * self.k], row) };
+                } else {
+                    row.fill(0);
+                }
             }
+            // SAFETY: AVX-512 (`supported()`); dst holds kp / 2 pair-rows of 64 bytes.
+            unsafe { transpose_pairs(&rows, kp, dst.as_mut_ptr()) };
         }
-        // SAFETY: AVX-512 (`supported()`); dst holds kp / 2 pair-rows of 64 bytes.
-        unsafe { transpose_pairs(&rows, kp, dst.as_mut_ptr()) };
     }
 
     unsafe fn write(&self, r0: usize, i0: usize, c: &[[f32; BLOCK]; BLOCK], pr: usize, qr: usize) {
@@ -340,7 +448,16 @@ mod timing {
         ] {
             let x = vec![0.5f32; m * k];
             let mut out = vec![0f32; m * n];
-            let decode = |_: usize, _: usize, _: &mut super::Panel| {};
+            // Writes every panel value (an untouched panel would be the kernel's zero page,
+            // always in L1, and time the tiles without their P operand's traffic).
+            let kp = k.div_ceil(32) * 32;
+            let decode = |r0: usize, r1: usize, panel: &mut super::Panel| {
+                for r in 0..r1 - r0 {
+                    for ch in 0..kp / 32 {
+                        panel.chunk(r, ch).fill(0);
+                    }
+                }
+            };
             let mut best = f64::MAX;
             for _ in 0..5 {
                 let t = std::time::Instant::now();

@@ -14,6 +14,38 @@ pub(super) fn lines(bytes: usize) -> Vec<Line> {
     vec![Line([0; 64]); bytes.div_ceil(64)]
 }
 
+/// A line-aligned scratch buffer kept by its thread between calls: a fresh allocation of this
+/// size comes as untouched pages, and the kernel's page faults and zeroing cost as much as the
+/// packing itself (9% of a 2048 bf16 GEMM). Buffers above [`KEEP_BYTES`] are freed after use.
+pub(super) struct Scratch(std::cell::RefCell<Vec<Line>>);
+
+/// Largest scratch buffer kept for reuse.
+const KEEP_BYTES: usize = 64 << 20;
+
+impl Scratch {
+    pub(super) const fn new() -> Scratch {
+        Scratch(std::cell::RefCell::new(Vec::new()))
+    }
+
+    /// Runs `f` on at least `bytes` bytes of this buffer, whose contents are whatever an
+    /// earlier use left (callers write before they read).
+    ///
+    /// # Panics
+    /// If `f` uses the same buffer again (each role has its own).
+    pub(super) fn with<R>(&self, bytes: usize, f: impl FnOnce(&mut [Line]) -> R) -> R {
+        let mut buf = self.0.borrow_mut();
+        let len = bytes.div_ceil(64);
+        if buf.len() < len {
+            *buf = lines(bytes);
+        }
+        let r = f(&mut buf[..len]);
+        if buf.len() * 64 > KEEP_BYTES {
+            *buf = Vec::new();
+        }
+        r
+    }
+}
+
 /// The buffer as `T` values (`T` a plain number type).
 pub(super) fn as_mut<T: Copy>(b: &mut [Line]) -> &mut [T] {
     let len = std::mem::size_of_val(b) / std::mem::size_of::<T>();

@@ -37,14 +37,8 @@ const KP_MAX: usize = 2048;
 /// (1 MB L2) 256 KB was best; on a Xeon with 2 MB L2, 256 KB gave 294-308 / 296-302, 512 KB
 /// 317-328 / 311-340, 1 MB 331-337 / 327-332, 1.5 MB 307-309 / 303-320.
 fn a_block_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| {
-        let l2 = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
-            .ok()
-            .and_then(|s| s.trim().strip_suffix('K')?.parse::<usize>().ok())
-            .map_or(0, |kb| kb << 10);
-        if l2 >= 2 << 20 { l2 / 2 } else { 256 << 10 }
-    })
+    let l2 = crate::backend::cpu::cache::l2_bytes();
+    if l2 >= 2 << 20 { l2 / 2 } else { 256 << 10 }
 }
 /// Bytes of packed B per column block (in L3).
 const B_BLOCK_BYTES: usize = 8 << 20;
