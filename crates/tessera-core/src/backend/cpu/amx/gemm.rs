@@ -202,6 +202,10 @@ impl Range {
                             unsafe { self.panel(ops, &tiles, q, w, c, s0, blocks, q_step) };
                             s0 += blocks;
                         }
+                        // Results written with streaming stores are visible to other threads
+                        // only after a fence.
+                        // SAFETY: SSE, part of x86_64.
+                        unsafe { std::arch::x86_64::_mm_sfence() };
                     })
                 })
             })
@@ -243,40 +247,55 @@ impl Range {
         let mut qs = 0;
         while qs < self.q_blocks {
             let qn = q_step.min(self.q_blocks - qs);
+            // C block `i` (block j = i / qn against Q block qs + i % qn) to the output.
+            let write = |c: &[[[f32; BLOCK]; BLOCK]], i: usize| {
+                let (rj, i0) = (i / qn * BLOCK, (qs + i % qn) * BLOCK);
+                if rj < rows {
+                    // SAFETY: this thread alone covers P rows r0 + rj.. (the contract).
+                    unsafe {
+                        ops.write(
+                            r0 + rj,
+                            self.q0 + i0,
+                            &c[i],
+                            (rows - rj).min(BLOCK),
+                            (self.nq - i0).min(BLOCK),
+                        )
+                    };
+                }
+            };
             let mut k0 = 0;
             while k0 < ksteps {
                 let kn = KC.min(ksteps - k0);
+                let last = k0 + kn == ksteps;
                 for j in 0..blocks {
                     for qb in 0..qn {
+                        let i = j * qn + qb;
                         // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
                         // each), block j's 32 rows at j * 32 in each; q holds 2 * q_blocks
                         // groups of `ksteps` tiles; kn >= 1.
                         unsafe {
                             let p = w.add(2 * (k0 * cs + j * BLOCK * KSTEP));
                             let qg = q.add(2 * (qs + qb) * self.q_group() + k0 * Q_TILE_BYTES);
-                            let acc = &mut c[j * qn + qb];
-                            tiles.block(p, cs * 2, qg, qg.add(self.q_group()), kn, acc, k0 > 0);
+                            tiles.block(
+                                p,
+                                cs * 2,
+                                qg,
+                                qg.add(self.q_group()),
+                                kn,
+                                &mut c[i],
+                                k0 > 0,
+                            );
+                        }
+                        // In the last chunk, the previous block is final: written while the
+                        // tile unit works through this one (the core runs ahead of it).
+                        if last && i > 0 {
+                            write(c, i - 1);
                         }
                     }
                 }
                 k0 += kn;
             }
-            for j in 0..blocks.min(rows.div_ceil(BLOCK)) {
-                let rj = j * BLOCK;
-                for qb in 0..qn {
-                    let i0 = (qs + qb) * BLOCK;
-                    // SAFETY: this thread alone covers P rows r0 + rj.. (the contract).
-                    unsafe {
-                        ops.write(
-                            r0 + rj,
-                            self.q0 + i0,
-                            &c[j * qn + qb],
-                            (rows - rj).min(BLOCK),
-                            (self.nq - i0).min(BLOCK),
-                        )
-                    };
-                }
-            }
+            write(c, blocks * qn - 1);
             qs += qn;
         }
     }
