@@ -243,7 +243,7 @@ unsafe fn store_block(rows: &[[f32; BLOCK]], dst: *mut u16, rs: isize) {
         let hi = _mm512_loadu_ps(row.as_ptr().add(16));
         let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
         let at = dst.offset(r as isize * rs).cast::<__m512i>();
-        if at as usize % 64 == 0 {
+        if (at as usize).is_multiple_of(64) {
             _mm512_stream_si512(at, v);
         } else {
             _mm512_storeu_si512(at, v);
