@@ -563,6 +563,7 @@ unsafe fn micro_bf16<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, 
     let mut a = ap;
     let mut b = bp;
     for _ in 0..kw {
+        prefetch_panels(a, b);
         let mut bv = [bh(_mm512_setzero_si512()); NV];
         for v in 0..NV {
             bv[v] = bh(_mm512_loadu_si512(b.add(16 * v) as *const _));
@@ -613,10 +614,21 @@ unsafe fn micro_bf16<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, 
     }
 }
 
-/// k steps ahead that [`micro_f32`] prefetches its panels. Measured on the kernel alone with
-/// the driver's blocking (a 126 x 2048 A block, 2048 x 32 B panels, one thread, GFLOP/s):
-/// none 176, 16 steps 210; with 256-step k blocks 211 either way.
-const F32_PREFETCH_STEPS: usize = 16;
+/// k steps ahead that the micro-kernels prefetch their panels. Measured on the f32 kernel
+/// alone with the driver's blocking (a 126 x 2048 A block, 2048 x 32 B panels, one thread,
+/// GFLOP/s): none 176, 16 steps 210; with 256-step k blocks 211 either way. In the driver, 8
+/// to 48 steps ran alike.
+const PREFETCH_STEPS: usize = 16;
+
+/// Prefetches the packed words `PREFETCH_STEPS` k steps past `a` and `b`: the panels stream
+/// from L2 (k blocks are long, see KP_MAX), and the hardware prefetchers alone left the FMAs
+/// waiting on them.
+#[inline(always)]
+unsafe fn prefetch_panels(a: *const u32, b: *const u32) {
+    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_STEPS * NR).cast());
+    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_STEPS * NR + 16).cast());
+    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PREFETCH_STEPS * MR).cast());
+}
 
 /// As `micro_bf16`, with f32 FMAs.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
@@ -625,11 +637,7 @@ unsafe fn micro_f32<const R: usize>(kw: usize, ap: *const u32, bp: *const u32, t
     let mut a = ap as *const f32;
     let mut b = bp as *const f32;
     for _ in 0..kw {
-        // The panels stream from L2 (k blocks are long, see KP_MAX); the hardware prefetchers
-        // alone left the FMAs waiting on them.
-        _mm_prefetch::<_MM_HINT_T0>(b.add(F32_PREFETCH_STEPS * NR).cast());
-        _mm_prefetch::<_MM_HINT_T0>(b.add(F32_PREFETCH_STEPS * NR + 16).cast());
-        _mm_prefetch::<_MM_HINT_T0>(a.add(F32_PREFETCH_STEPS * MR).cast());
+        prefetch_panels(a.cast(), b.cast());
         let mut bv = [_mm512_setzero_ps(); NV];
         for v in 0..NV {
             bv[v] = _mm512_loadu_ps(b.add(16 * v));
