@@ -83,9 +83,9 @@ pub(crate) unsafe fn product<O: Operands>(np: usize, nq: usize, k: usize, ops: &
     if np == 0 || nq == 0 || k == 0 {
         return;
     }
-    // Q rows in ranges whose packed form stays under Q_RANGE_BYTES: the packed copy (and each
-    // thread's private copy of it, and the C buffer) is then bounded whatever the shapes, at
-    // the cost of decoding P once per range (one range for any prompt-sized product).
+    // Q rows in ranges whose packed form stays under Q_RANGE_BYTES: the packed copy is then
+    // bounded whatever the shapes, at the cost of decoding P once per range (one range for any
+    // prompt-sized product).
     let kp = k.div_ceil(KSTEP) * KSTEP;
     let per_range = (Q_RANGE_BYTES / (kp * 2) / BLOCK * BLOCK).max(BLOCK);
     let mut q0 = 0;
