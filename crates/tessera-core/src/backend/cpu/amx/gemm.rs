@@ -10,12 +10,10 @@
 //!
 //! Each pool thread takes contiguous blocks of 32 P rows and works through them a *panel* at a
 //! time: as many blocks as fill half of L2 once decoded into a tile-ordered bf16 buffer (256
-//! rows at k = 2048, at most 512), decoded once per call. Q is pair-packed once, shared by the
-//! threads, and met a *Q block* at a time (4 or 8 blocks of 32 rows, 128 KB each at k =
-//! 2048): for each chunk of [`KC`] k-steps (256 values of k), every P block of the panel (its
-//! chunk of tiles, 16 KB, in L1) meets every Q block's chunk (from L2), and the partial sums
-//! wait in C blocks between chunks. Without the Q blocks, a wide product's Q chunks (1 MB per
-//! chunk at 2048 Q rows) left L2 before their next use and the tiles ran at half speed.
+//! rows at k = 2048, at most 512), decoded once per call. Q is pair-packed once and shared by
+//! the threads. For each panel, Q is met one 32-row block at a time and k in chunks of [`KC`]
+//! steps (256 values): the Q block's chunk of tiles (16 KB) stays in L1 while every P block of
+//! the panel streams past it from L2, and the partial sums wait in C blocks between chunks.
 //!
 //! The packed Q, the panel and the C blocks are per-thread buffers kept between calls
 //! ([`super::pack::Scratch`]): fresh ones cost page faults on every call.
@@ -27,7 +25,7 @@ use super::pack::{Line, Scratch, as_mut, bf16_row, transpose_pairs};
 use super::tiles::{BLOCK, KSTEP, Q_TILE_BYTES, Tiles};
 use crate::backend::cpu::pool::parallel_chunks;
 
-/// k-steps per chunk (8 x 32 values: the P tiles of one block, 16 KB, stay in L1).
+/// k-steps per chunk (8 x 32 values: the Q tiles of one block, 16 KB, stay in L1).
 const KC: usize = 8;
 
 /// Where the decoder writes: 32-value chunk `c` of panel row `r` is `buf[r * 32 + c * cs..][..32]`
@@ -109,24 +107,19 @@ fn panel_blocks(kp: usize) -> usize {
 /// Most 32-row blocks per panel.
 const MAX_PANEL: usize = 16;
 
-/// 32-column blocks of Q per Q block: the C blocks of a panel and a Q block (up to 16 x 4 x 4
-/// KB) and the Q block's tiles for one k chunk (up to 8 x 16 KB) stay in L2 beside the panel.
-/// Measured with pre-packed operands (2 threads, 1024 x 2048 x 2048 each, GFLOP/s per core):
-/// 128-row panels 1246 / 1299 / 1323 with 4 / 8 / 16 Q blocks, 256-row panels 1406 / 1354
-/// with 4 / 8, 512-row panels 1406 with 8; unblocked Q (64 blocks) 672.
-fn q_blocks_per_step(panel_blocks: usize) -> usize {
-    if panel_blocks >= 8 { 4 } else { 8 }
-}
-
 /// [`product`] for Q rows `q0..q0 + nq` (`q0` a multiple of 32).
 ///
 /// Each thread takes a contiguous range of P blocks and works through it a panel at a time
-/// (decoded once into a tile-ordered buffer, [`panel_blocks`]); for each panel it runs over Q
-/// a Q block at a time ([`q_blocks_per_step`]), and within a Q block over k in chunks of
-/// [`KC`] steps: for each chunk, every P block of the panel (its chunk of tiles, 16 KB, in L1)
-/// meets every Q block's chunk (from L2), and the partial sums wait in the C blocks between
-/// chunks. Without the Q blocks, the Q chunks of a wide product (1 MB per chunk at 2048 Q
-/// rows) left L2 before their next use and the tiles ran at half speed.
+/// (decoded once into a tile-ordered buffer, [`panel_blocks`]). For each panel it runs over Q
+/// one 32-row block at a time, and over k in chunks of [`KC`] steps: each chunk of the Q block
+/// (16 KB of tiles, in L1) meets every P block of the panel (streaming from L2), and the
+/// partial sums wait in one C block per P block between chunks.
+///
+/// Measured (`matmul_bf16_2048`, and 512-token prefill of the 0.5B-shape Q4_0 model, 2
+/// threads): 1, 2 or 4 Q blocks per step ran at 2550-2640 / 2490-2530 / 2390-2530 GFLOP/s
+/// and 930-969 / 820-953 / 875-893 tok/s; chunks of 4, 8, 16 or 24 steps, 8 best. Earlier,
+/// with the whole of Q met per chunk (1 MB per chunk at 2048 Q rows, more than L2 with the
+/// panel), the tiles ran at half speed.
 unsafe fn product_range<O: Operands>(np: usize, q0: usize, nq: usize, k: usize, ops: &O) {
     let kp = k.div_ceil(KSTEP) * KSTEP;
     let r = Range {
@@ -187,9 +180,8 @@ impl Range {
         // SAFETY: `supported()` (the caller's contract).
         let tiles = unsafe { Tiles::configure() };
         let max_blocks = panel_blocks(self.kp).min(b1 - b0);
-        let q_step = q_blocks_per_step(max_blocks).min(self.q_blocks);
         let w_bytes = max_blocks * BLOCK * self.kp * 2;
-        let c_bytes = max_blocks * q_step * BLOCK * BLOCK * 4;
+        let c_bytes = max_blocks * BLOCK * BLOCK * 4;
         W_BUF.with(|wb| {
             wb.with(w_bytes, |w| {
                 C_BUF.with(|cb| {
@@ -199,7 +191,7 @@ impl Range {
                         while s0 < b1 {
                             let blocks = max_blocks.min(b1 - s0);
                             // SAFETY: as for this function.
-                            unsafe { self.panel(ops, &tiles, q, w, c, s0, blocks, q_step) };
+                            unsafe { self.panel(ops, &tiles, q, w, c, s0, blocks) };
                             s0 += blocks;
                         }
                         // Results written with streaming stores are visible to other threads
@@ -228,7 +220,6 @@ impl Range {
         c: &mut [[[f32; BLOCK]; BLOCK]],
         s0: usize,
         blocks: usize,
-        q_step: usize,
     ) {
         let ksteps = self.kp / KSTEP;
         let r0 = s0 * BLOCK;
@@ -244,59 +235,46 @@ impl Range {
             }
         }
         let (w, q) = (w.as_ptr().cast::<u8>(), q.as_ptr().cast::<u8>());
-        let mut qs = 0;
-        while qs < self.q_blocks {
-            let qn = q_step.min(self.q_blocks - qs);
-            // C block `i` (block j = i / qn against Q block qs + i % qn) to the output.
-            let write = |c: &[[[f32; BLOCK]; BLOCK]], i: usize| {
-                let (rj, i0) = (i / qn * BLOCK, (qs + i % qn) * BLOCK);
+        for qb in 0..self.q_blocks {
+            // The C block of P block j to the output.
+            let write = |c: &[[[f32; BLOCK]; BLOCK]], j: usize| {
+                let (rj, i0) = (j * BLOCK, qb * BLOCK);
                 if rj < rows {
                     // SAFETY: this thread alone covers P rows r0 + rj.. (the contract).
                     unsafe {
                         ops.write(
                             r0 + rj,
                             self.q0 + i0,
-                            &c[i],
+                            &c[j],
                             (rows - rj).min(BLOCK),
                             (self.nq - i0).min(BLOCK),
                         )
                     };
                 }
             };
+            let qg = q.add(2 * qb * self.q_group());
             let mut k0 = 0;
             while k0 < ksteps {
                 let kn = KC.min(ksteps - k0);
                 let last = k0 + kn == ksteps;
                 for j in 0..blocks {
-                    for qb in 0..qn {
-                        let i = j * qn + qb;
-                        // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values
-                        // each), block j's 32 rows at j * 32 in each; q holds 2 * q_blocks
-                        // groups of `ksteps` tiles; kn >= 1.
-                        unsafe {
-                            let p = w.add(2 * (k0 * cs + j * BLOCK * KSTEP));
-                            let qg = q.add(2 * (qs + qb) * self.q_group() + k0 * Q_TILE_BYTES);
-                            tiles.block(
-                                p,
-                                cs * 2,
-                                qg,
-                                qg.add(self.q_group()),
-                                kn,
-                                &mut c[i],
-                                k0 > 0,
-                            );
-                        }
-                        // In the last chunk, the previous block is final: written while the
-                        // tile unit works through this one (the core runs ahead of it).
-                        if last && i > 0 {
-                            write(c, i - 1);
-                        }
+                    // SAFETY: the panel holds `ksteps` steps of `nw` rows (`cs` values each),
+                    // block j's 32 rows at j * 32 in each; q holds 2 * q_blocks groups of
+                    // `ksteps` tiles; kn >= 1.
+                    unsafe {
+                        let p = w.add(2 * (k0 * cs + j * BLOCK * KSTEP));
+                        let q0 = qg.add(k0 * Q_TILE_BYTES);
+                        tiles.block(p, cs * 2, q0, q0.add(self.q_group()), kn, &mut c[j], k0 > 0);
+                    }
+                    // In the last chunk, the previous block is final: written while the tile
+                    // unit works through this one (the core runs ahead of it).
+                    if last && j > 0 {
+                        write(c, j - 1);
                     }
                 }
                 k0 += kn;
             }
-            write(c, blocks * qn - 1);
-            qs += qn;
+            write(c, blocks - 1);
         }
     }
 }
