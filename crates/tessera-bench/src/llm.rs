@@ -16,7 +16,7 @@ pub struct LlmBench {
     pub gen_tokens: usize,
     /// Runs of each measurement; the median is reported.
     pub repeats: usize,
-    /// The KV cache storage: 16 (f16, the default) or 32 (f32).
+    /// The KV cache storage: 16 (f16, the default), 32 (f32) or 8 (`Model::new_cache_bits`).
     pub kv_bits: u32,
     /// Positions already in the cache when the decode measurement starts (prefilled, not
     /// timed), as llama-bench's `-d`: decode speed at a long context.
@@ -69,9 +69,10 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
             b.prompt_tokens, b.depth, b.gen_tokens
         ));
     }
-    let new_cache = || match b.kv_bits {
-        32 => model.new_cache(ctx).full_precision(),
-        _ => model.new_cache(ctx),
+    let new_cache = || {
+        model
+            .new_cache_bits(ctx, b.kv_bits)
+            .map_err(|e| format!("--kv-bits {}: {e}", b.kv_bits))
     };
     let fwd = |cache: &mut tessera_lm::kv_cache::KvCache, toks: &[i32]| -> Result<(), String> {
         let a = Array::from_vec(toks.to_vec(), &[1, toks.len()]).map_err(|e| e.to_string())?;
@@ -79,7 +80,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         logits.eval().map_err(|e| e.to_string())
     };
     // Warm-up: touches the weights (page cache) and the allocator.
-    let mut cache = new_cache();
+    let mut cache = new_cache()?;
     fwd(&mut cache, &ids[..ids.len().min(64)])?;
     // TESSERA_PROFILE=1: time the measured runs only.
     tessera_core::profile::reset();
@@ -87,7 +88,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
     let mut tg = Vec::new();
     for _ in 0..b.repeats.max(1) {
         if b.prompt_tokens > 0 {
-            let mut cache = new_cache();
+            let mut cache = new_cache()?;
             let t = Instant::now();
             for chunk in ids[..b.prompt_tokens].chunks(512) {
                 fwd(&mut cache, chunk)?;
@@ -95,7 +96,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
             pp.push(b.prompt_tokens as f64 / t.elapsed().as_secs_f64());
         }
         if b.gen_tokens > 0 {
-            let mut cache = new_cache();
+            let mut cache = new_cache()?;
             for chunk in ids[..b.depth].chunks(512) {
                 fwd(&mut cache, chunk)?;
             }

@@ -28,15 +28,11 @@ pub const SAMPLING_FLAGS: &[&str] = &[
 /// A generator with the cache the flags ask for: `--kv-bits 16` (the default) stores keys and
 /// values in f16, `32` in f32, `8` global layers in 8 bits.
 pub fn generator<'m>(f: &Flags, m: &'m LoadedModel, ctx: usize) -> Result<Generator<'m>, String> {
-    let cache = m.model.new_cache(ctx);
-    let cache = match f.num("--kv-bits", 16u32)? {
-        16 => cache,
-        32 => cache.full_precision(),
-        8 => cache
-            .quantized_8bit(m.model.config.head_dim)
-            .map_err(|e| e.to_string())?,
-        b => return Err(format!("--kv-bits must be 8, 16 or 32, got {b}")),
-    };
+    let bits = f.num("--kv-bits", 16u32)?;
+    let cache = m
+        .model
+        .new_cache_bits(ctx, bits)
+        .map_err(|e| format!("--kv-bits {bits}: {e}"))?;
     Ok(Generator::with_cache(&m.model, cache))
 }
 

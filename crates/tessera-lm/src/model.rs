@@ -331,6 +331,21 @@ impl Model {
         KvCache::new(&windows, max_len.min(self.config.context_length.max(1))).half_precision()
     }
 
+    /// [`Model::new_cache`] with keys and values stored in `bits` bits: 16 (f16, the default),
+    /// 32 (f32), or 8 (global layers in 8-bit groups, [`KvCache::quantized_8bit`]). The one
+    /// place the CLI's `--kv-bits` flags resolve.
+    pub fn new_cache_bits(&self, max_len: usize, bits: u32) -> Result<KvCache> {
+        let cache = self.new_cache(max_len);
+        match bits {
+            16 => Ok(cache),
+            32 => Ok(cache.full_precision()),
+            8 => cache.quantized_8bit(self.config.head_dim),
+            b => Err(Error::Invalid(format!(
+                "a KV cache stores 8, 16 or 32 bits per value, not {b}"
+            ))),
+        }
+    }
+
     /// Every matrix a decode step multiplies with: the blocks' linear maps and the output matrix.
     fn matmul_weights(&self) -> impl Iterator<Item = &Weight> {
         self.blocks

@@ -106,3 +106,28 @@ fn eight_bit_cache_needs_groupable_heads() {
     let c = tessera_lm::kv_cache::KvCache::new(&[None], 16);
     assert!(c.quantized_8bit(40).is_err());
 }
+
+/// `--kv-bits` resolves in one place: 16 is the default f16 cache, 32 f32, 8 the 8-bit global
+/// layers; anything else is refused with the accepted values named.
+#[test]
+fn cache_bits_choose_the_storage() {
+    let f = GgufFile::open(common::model(common::SMOLLM2)).unwrap();
+    let cfg = tessera_lm::models::gguf::config_from_gguf(&f).unwrap();
+    let m = Model::load(cfg, &GgufSource { file: &f }, &mut |_, _| {}).unwrap();
+    let x = Array::from_slice(&[6403i32, 1980], &[1, 2]).unwrap();
+    let stored = |bits: u32| {
+        let mut c = m.new_cache_bits(16, bits).unwrap();
+        m.forward(&x, &mut c, true).unwrap().eval().unwrap();
+        (c.dtype(), c.is_quantized())
+    };
+    assert_eq!(stored(16), (Some(tessera_core::Dtype::F16), false));
+    assert_eq!(stored(32), (Some(tessera_core::Dtype::F32), false));
+    assert!(stored(8).1);
+    for bad in [0, 4, 12, 64] {
+        let Err(e) = m.new_cache_bits(16, bad) else {
+            panic!("--kv-bits {bad} accepted");
+        };
+        let e = e.to_string();
+        assert!(e.contains("8, 16 or 32") && e.contains(&bad.to_string()), "{e}");
+    }
+}
