@@ -31,6 +31,11 @@ pub(super) trait KvElem: Copy + Send + Sync + 'static {
     /// Sixteen elements are readable at `p`; the CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// The task itself where its elements are f32 already (the portable kernel runs it as it
+    /// is; other element types are widened first).
+    fn as_f32(_part: &Part<Self>) -> Option<&Part<f32>> {
+        None
+    }
 }
 
 impl KvElem for f32 {
@@ -43,6 +48,9 @@ impl KvElem for f32 {
     unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
         // SAFETY: the caller's promise.
         unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    fn as_f32(part: &Part<f32>) -> Option<&Part<f32>> {
+        Some(part)
     }
 }
 
@@ -306,7 +314,7 @@ fn merge(partial: &[f32], groups: usize, parts: usize, rows: usize, d: usize, ou
 /// The portable task kernel (see [`attend_rows_f32`]) for any element type.
 unsafe fn attend_rows<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f32) {
     // The f32 instance is multiversioned; other element types widen each row first.
-    if let Some(part) = (part as &dyn std::any::Any).downcast_ref::<Part<f32>>() {
+    if let Some(part) = E::as_f32(part) {
         // SAFETY: the caller's promise.
         return unsafe { attend_rows_f32(part, out, p) };
     }
