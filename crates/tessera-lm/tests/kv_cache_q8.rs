@@ -128,6 +128,9 @@ fn cache_bits_choose_the_storage() {
             panic!("--kv-bits {bad} accepted");
         };
         let e = e.to_string();
-        assert!(e.contains("8, 16 or 32") && e.contains(&bad.to_string()), "{e}");
+        assert!(
+            e.contains("8, 16 or 32") && e.contains(&bad.to_string()),
+            "{e}"
+        );
     }
 }
