@@ -4,7 +4,7 @@
 
 use super::gemm::{Operands, Panel, product};
 use super::tiles::{BLOCK, KSTEP};
-use crate::backend::cpu::gemm::{MatMut, MatRef};
+use crate::backend::cpu::gemm::{MatMut, MatRef, bf16x16_to_f32};
 use half::bf16;
 use std::arch::x86_64::*;
 
@@ -21,34 +21,6 @@ struct Dense {
 // threads, as `product` guarantees.
 unsafe impl Sync for Dense {}
 
-impl Dense {
-    /// Element `(i, j)` of A.
-    ///
-    /// # Safety
-    /// In range.
-    #[inline(always)]
-    unsafe fn a_at(&self, i: usize, j: usize) -> u16 {
-        (*self
-            .a
-            .ptr
-            .offset(i as isize * self.a.rs + j as isize * self.a.cs))
-        .to_bits()
-    }
-
-    /// Element `(i, j)` of B.
-    ///
-    /// # Safety
-    /// In range.
-    #[inline(always)]
-    unsafe fn b_at(&self, i: usize, j: usize) -> u16 {
-        (*self
-            .b
-            .ptr
-            .offset(i as isize * self.b.rs + j as isize * self.b.cs))
-        .to_bits()
-    }
-}
-
 impl Operands for Dense {
     fn decode_p(&self, r0: usize, r1: usize, panel: &mut Panel) {
         let k = self.k;
@@ -57,8 +29,8 @@ impl Operands for Dense {
                 let dst = panel.chunk(r - r0, ch);
                 let (k0, len) = (ch * KSTEP, (k - ch * KSTEP).min(KSTEP));
                 if self.a.cs == 1 {
-                    // SAFETY: row r < m, values k0..k0 + len <= k of a row-major A.
-                    let src = unsafe { self.a.ptr.offset(r as isize * self.a.rs).add(k0) };
+                    // Row r < m, values k0..k0 + len <= k of a row-major A.
+                    let src = self.a.at(r, k0);
                     if len == KSTEP {
                         // A fixed-size copy (two vector moves; a slice copy of run-time length
                         // was a library call per chunk).
@@ -73,7 +45,7 @@ impl Operands for Dense {
                 } else {
                     for (t, d) in dst[..len].iter_mut().enumerate() {
                         // SAFETY: in range, as above.
-                        *d = unsafe { self.a_at(r, k0 + t) };
+                        *d = unsafe { *self.a.at(r, k0 + t) }.to_bits();
                     }
                 }
                 dst[len..].fill(0);
@@ -96,7 +68,7 @@ impl Operands for Dense {
             // row-major B; dst holds 2 full groups of kp / 2 >= k / 2 pair-rows; AVX-512
             // (`supported()`).
             unsafe {
-                let b = self.b.ptr.add(16 * g0).cast::<u16>();
+                let b = self.b.at(0, 16 * g0).cast::<u16>();
                 interleave_group_pairs(b, self.b.rs, k / 2, full, dst.as_mut_ptr(), group);
             }
         }
@@ -111,7 +83,7 @@ impl Operands for Dense {
                 // SAFETY: rows 0..2 (k / 2) and columns j0..j0 + 16 of a row-major B; `out`
                 // holds kp / 2 pair-rows; AVX-512 (`supported()`).
                 unsafe {
-                    let b = self.b.ptr.add(j0).cast::<u16>();
+                    let b = self.b.at(0, j0).cast::<u16>();
                     interleave_rows(b, self.b.rs, k / 2, out.as_mut_ptr());
                 }
                 k / 2
@@ -126,12 +98,12 @@ impl Operands for Dense {
                     let (lo, hi) = unsafe {
                         (
                             if col < n && k0 < k {
-                                self.b_at(k0, col)
+                                (*self.b.at(k0, col)).to_bits()
                             } else {
                                 0
                             },
                             if col < n && k1 < k {
-                                self.b_at(k1, col)
+                                (*self.b.at(k1, col)).to_bits()
                             } else {
                                 0
                             },
@@ -144,23 +116,18 @@ impl Operands for Dense {
     }
 
     unsafe fn write(&self, r0: usize, i0: usize, c: &[[f32; BLOCK]; BLOCK], pr: usize, qr: usize) {
-        if self.c.cs == 1 && qr == BLOCK && !self.accumulate {
-            let dst = self.c.ptr.offset(r0 as isize * self.c.rs + i0 as isize);
-            store_block(&c[..pr], dst.cast(), self.c.rs);
+        if self.c.cs == 1 && qr == BLOCK {
+            store_block(
+                &c[..pr],
+                self.c.at(r0, i0).cast(),
+                self.c.rs,
+                self.accumulate,
+            );
             return;
         }
         for (r, row) in c.iter().enumerate().take(pr) {
-            let dst = |i: usize| {
-                self.c
-                    .ptr
-                    .offset((r0 + r) as isize * self.c.rs + (i0 + i) as isize * self.c.cs)
-            };
-            if self.c.cs == 1 && qr == BLOCK {
-                store_row(row, dst(0).cast(), self.accumulate);
-                continue;
-            }
             for (i, &v) in row.iter().enumerate().take(qr) {
-                let at = dst(i);
+                let at = self.c.at(r0 + r, i0 + i);
                 let v = if self.accumulate {
                     v + (*at).to_f32()
                 } else {
@@ -233,39 +200,27 @@ unsafe fn interleave_group_pairs(
     }
 }
 
-/// Rows of 32 results rounded to bf16, row `r` at `dst + r * rs` (32 consecutive values):
-/// a 64-byte line each, written past the caches where it is aligned (the output of a large
+/// Rows of 32 results rounded to bf16 (nearest even), row `r` at `dst + r * rs` (32
+/// consecutive values), after adding the values there when `accumulate`: a 64-byte line each,
+/// written past the caches where it is aligned and not read first (the output of a large
 /// product is not read again soon, and a normal store would first read the line).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn store_block(rows: &[[f32; BLOCK]], dst: *mut u16, rs: isize) {
+unsafe fn store_block(rows: &[[f32; BLOCK]], dst: *mut u16, rs: isize, accumulate: bool) {
     for (r, row) in rows.iter().enumerate() {
-        let lo = _mm512_loadu_ps(row.as_ptr());
-        let hi = _mm512_loadu_ps(row.as_ptr().add(16));
-        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        let mut lo = _mm512_loadu_ps(row.as_ptr());
+        let mut hi = _mm512_loadu_ps(row.as_ptr().add(16));
         let at = dst.offset(r as isize * rs).cast::<__m512i>();
-        if (at as usize).is_multiple_of(64) {
+        if accumulate {
+            let old = _mm512_loadu_si512(at);
+            lo = _mm512_add_ps(lo, bf16x16_to_f32(_mm512_castsi512_si256(old)));
+            hi = _mm512_add_ps(hi, bf16x16_to_f32(_mm512_extracti64x4_epi64::<1>(old)));
+        }
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        if !accumulate && (at as usize).is_multiple_of(64) {
             _mm512_stream_si512(at, v);
         } else {
             _mm512_storeu_si512(at, v);
         }
-    }
-}
-
-/// 32 results rounded to bf16 at `dst` (32 consecutive values), after adding the values there
-/// when `accumulate`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn store_row(row: &[f32; BLOCK], dst: *mut u16, accumulate: bool) {
-    for h in 0..2 {
-        let mut v = _mm512_loadu_ps(row.as_ptr().add(16 * h));
-        let at = dst.add(16 * h).cast::<__m256i>();
-        if accumulate {
-            let old = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(at)));
-            v = _mm512_add_ps(v, _mm512_castsi512_ps(old));
-        }
-        _mm256_storeu_si256(
-            at,
-            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)),
-        );
     }
 }
 

@@ -26,6 +26,9 @@ mod bf16;
 mod packed;
 mod small;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use packed::bf16x16_to_f32;
+
 use super::pool;
 use half::{bf16 as Bf16, f16 as F16};
 
@@ -69,7 +72,7 @@ impl<T> MatRef<T> {
     }
     /// Address of element (i, j) of this (single) matrix.
     #[inline(always)]
-    fn at(self, i: usize, j: usize) -> *const T {
+    pub(crate) fn at(self, i: usize, j: usize) -> *const T {
         self.ptr
             .wrapping_offset(i as isize * self.rs + j as isize * self.cs)
     }
@@ -92,8 +95,9 @@ impl<T> MatMut<T> {
             ..self
         }
     }
+    /// Address of element (i, j) of this (single) matrix.
     #[inline(always)]
-    fn at(self, i: usize, j: usize) -> *mut T {
+    pub(crate) fn at(self, i: usize, j: usize) -> *mut T {
         self.ptr
             .wrapping_offset(i as isize * self.rs + j as isize * self.cs)
     }

@@ -522,8 +522,9 @@ unsafe fn bh(v: __m512i) -> __m512bh {
     core::mem::transmute(v)
 }
 
+/// Sixteen bf16 values widened to f32 (exactly: a bf16 is the top half of its f32).
 #[inline(always)]
-unsafe fn bf16x16_to_f32(h: __m256i) -> __m512 {
+pub(crate) unsafe fn bf16x16_to_f32(h: __m256i) -> __m512 {
     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
 }
 
