@@ -125,6 +125,16 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// [`prefetch`] for every line of the `len` bytes at `p` (which may lie past an array).
+#[inline(always)]
+pub(crate) fn prefetch_lines(p: *const u8, len: usize) {
+    let mut l = 0;
+    while l < len {
+        prefetch(p.wrapping_add(l));
+        l += 64;
+    }
+}
+
 /// Values per block of the streaming row loops (`unary.rs`'s math functions), and blocks
 /// ahead that [`prefetch_block`] asks for.
 pub(crate) const STREAM_BLOCK: usize = 256;
@@ -139,7 +149,5 @@ pub(crate) fn prefetch_block<T>(s: *const T, i0: usize) {
     let ahead = s
         .wrapping_add(i0 + STREAM_AHEAD * STREAM_BLOCK)
         .cast::<u8>();
-    for line in 0..(STREAM_BLOCK * std::mem::size_of::<T>()).div_ceil(64) {
-        prefetch(ahead.wrapping_add(64 * line));
-    }
+    prefetch_lines(ahead, STREAM_BLOCK * std::mem::size_of::<T>());
 }

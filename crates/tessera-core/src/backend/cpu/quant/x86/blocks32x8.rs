@@ -128,7 +128,7 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
         let mut acc_min = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * F::RECORD);
-            super::prefetch(rec.wrapping_add(PREFETCH), F::RECORD);
+            crate::backend::cpu::simd::prefetch_lines(rec.wrapping_add(PREFETCH), F::RECORD);
             // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
             // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
             let mut u = [zero; 8];

@@ -82,18 +82,6 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-/// Asks the cache for every line of the `len` bytes at `p` (a hint: `p` may lie past the
-/// matrix, prefetches do not fault). The interleaved decode kernels call it a little ahead of
-/// the record they read: see `blocks32x8::PREFETCH`.
-#[inline(always)]
-pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
-    let mut l = 0;
-    while l < len {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(l) as *const i8);
-        l += 64;
-    }
-}
-
 /// Sum of the 8 lanes.
 #[inline(always)]
 pub(super) unsafe fn hsum(v: __m256) -> f32 {
