@@ -425,7 +425,7 @@ mod tests {
     }
 }
 
-/// Throughput of the tile path alone (a decoder that writes nothing), for tuning:
+/// Throughput of the tile path with a trivial decoder (it only fills the panel), for tuning:
 /// `cargo test --release -p tessera-core --lib amx::gemm::timing -- --ignored --nocapture`.
 #[cfg(test)]
 mod timing {

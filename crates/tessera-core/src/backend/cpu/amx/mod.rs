@@ -21,16 +21,17 @@
 //!
 //! # Status
 //!
-//! On by default where supported (`TESSERA_AMX=0` turns it off). On the development VM a
-//! 512-token prefill runs 5-20% faster than on the integer panel kernels (from 64 prompt rows
-//! on; below, the integer kernels stay), and closer to the f32 reference: the last-position
-//! logits of a 73-token prompt are within 0.09 of the NumPy reference for SmolLM2 and 0.12 for
-//! Gemma 3, against 0.19 and 0.24 with 8-bit activations. The dense bf16 product runs about 5x
-//! the AVX-512 BF16 kernel (2048^3: 950-990 against 190 GFLOP/s).
-//! The tile kernel itself runs at 800-1000 GMAC/s per core inside the product, against about
-//! 1350 for a plain stream of tile loads from L2 and 1860 from registers; the rest of a call
-//! is decoding, packing and the (transposed) output writes. BENCHMARKS.md ("AMX prefill") has
-//! the figures.
+//! On by default where supported (`TESSERA_AMX=0` turns it off). On the development VM (2
+//! threads) a 512-token prefill ran 5-19% faster than on the integer panel kernels, and the
+//! driver's later blocking added 17-24% (from 64 prompt rows on; below, the integer kernels
+//! stay); it is also closer to the f32 reference: the
+//! last-position logits of a 73-token prompt are within 0.09 of the NumPy reference for SmolLM2
+//! and 0.12 for Gemma 3, against 0.19 and 0.24 with 8-bit activations. The dense bf16 product
+//! at 2048^3 runs at 2360-2590 GFLOP/s, about 10x the AVX-512 BF16 kernel and 0.9-1.0x
+//! PyTorch's oneDNN. The tiles themselves run at about 1280 GFLOP/s per core inside the product
+//! (1350-1450 for pre-packed operands, 1860 from registers); the rest of a call is decoding,
+//! packing and the output writes. BENCHMARKS.md ("AMX prefill", "GEMM on the Intel machine")
+//! has the figures.
 //!
 //! # Use
 //!
