@@ -188,14 +188,8 @@ unsafe fn k4_n<D: Dot, const FIFTH: bool, const N: usize>(t: &Tile<Q8KRows>) {
         let in_place = D::FULL_U8 && !FIFTH;
         for b in 0..nb {
             let rec = group.add(b * K4::<FIFTH>::RECORD);
-            // The next record (1.1-1.4 KB ahead), as the 32-value kernels do. Measured on a
-            // Xeon (4864 x 1024 streaming, 2 threads, alternated): Q4_K 15.5 -> 16.2-17.3 GB/s
-            // in one phase but 20.2-20.9 -> 16.1-16.6 in another; Q5_K mixed (12.9-17.5 against
-            // 13.4-13.6); Q6_K (below) 20.8-21.0 -> 28.6-29.1.
-            crate::backend::cpu::simd::prefetch_lines(
-                rec.wrapping_add(K4::<FIFTH>::RECORD),
-                K4::<FIFTH>::RECORD,
-            );
+            // As the 32-value kernels do (`simd::prefetch_stream`).
+            crate::backend::cpu::simd::prefetch_stream(rec, K4::<FIFTH>::RECORD);
             let [sc_lo, sc_hi, mn_lo, mn_hi] = unpack_scales(rec);
             // Σ_s sc_s Σ q x: low-nibble sub-blocks, high-nibble ones (16 q with VNNI).
             let mut isl = [zero; N];
@@ -307,7 +301,7 @@ unsafe fn q6k_n<D: Dot, const N: usize>(t: &Tile<Q8KRows>) {
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * Q6_RECORD);
-            crate::backend::cpu::simd::prefetch_lines(rec.wrapping_add(Q6_RECORD), Q6_RECORD);
+            crate::backend::cpu::simd::prefetch_stream(rec, Q6_RECORD);
             // Lane j of `sw[w]`: row j's scales 4w..4w + 4.
             let sw = [
                 load(rec, Q6_SC),

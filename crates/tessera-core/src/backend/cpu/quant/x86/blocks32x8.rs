@@ -33,15 +33,6 @@ use crate::backend::cpu::quant::matmul::Tile;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// Bytes ahead of the record being read that the kernel asks the cache to fetch. The hardware
-/// prefetchers alone left the arithmetic and the memory reads of this loop apart (streaming
-/// ran at about the harmonic mean of the cache-hot rate and the read bandwidth). Measured on a
-/// Xeon (2 threads, Q4_0x8 4864 x 896 streaming / 0.5B-shape Q4_0 decode tok/s, two rounds):
-/// none 21.1-21.5 GB/s / 68-72; 512 B 22.4-23.6 / 75-77; 768 B 23.6-24.3 / 76-77; 1 KB
-/// 24.7-24.9 / 75-77; 2 KB 24.8-25.2 / 65-66; 4 KB 22.7-23.9 / 57-59 (past the end of the
-/// small matrices, and more lines in flight than help). On Zen 4 prefetching did not help.
-const PREFETCH: usize = 1024;
-
 /// An interleaved format: where its `qs` chunks start in a record, how many there are, and how
 /// a weight is made from `q`.
 pub(super) trait Format {
@@ -128,7 +119,10 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
         let mut acc_min = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let rec = group.add(b * F::RECORD);
-            crate::backend::cpu::simd::prefetch_lines(rec.wrapping_add(PREFETCH), F::RECORD);
+            // The hardware prefetchers alone left this loop's arithmetic and memory reads apart
+            // (streaming at about the harmonic mean of the cache-hot rate and the read
+            // bandwidth: Q4_0x8 21 GB/s on a Xeon, 2 threads); see `prefetch_stream`.
+            crate::backend::cpu::simd::prefetch_stream(rec, F::RECORD);
             // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
             // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
             let mut u = [zero; 8];
