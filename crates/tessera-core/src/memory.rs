@@ -66,6 +66,8 @@ pub struct Buffer {
     capacity: usize,
     /// For memory the allocator does not own (a memory-mapped file): what keeps it alive.
     external: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// For a piece of an [`Arena`] block: the block (freed with its last piece).
+    arena: Option<std::sync::Arc<Buffer>>,
 }
 
 // SAFETY: a Buffer is plain memory; synchronisation of writes is the graph's job (a buffer is
@@ -103,6 +105,7 @@ impl Buffer {
             len,
             capacity: 0,
             external: Some(owner),
+            arena: None,
         }
     }
 
@@ -132,8 +135,8 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if self.external.is_some() {
-            return; // the owner releases it
+        if self.external.is_some() || self.arena.is_some() {
+            return; // the owner (or the arena block) releases it
         }
         allocator().free(self.ptr, self.capacity);
     }
@@ -238,6 +241,7 @@ impl Allocator {
                     len,
                     capacity,
                     external: None,
+                    arena: None,
                 });
             }
         }
@@ -275,6 +279,7 @@ impl Allocator {
             len,
             capacity,
             external: None,
+            arena: None,
         })
     }
 
@@ -330,24 +335,100 @@ fn system_memory_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
-/// `a` moved into this process's allocator when it wraps large external memory (a weight in a
-/// memory-mapped file, at least 2 MiB): a copy whose blocks get huge pages (see [`Buffer`]'s
-/// allocator), which a decode step streams faster than a file mapping's 4 KiB pages. Anything
-/// else (already owned, small, or a lazy result) is returned as is, and so is a block the
-/// allocator could not take without passing [`fits_in_budget`]: a model larger than memory
-/// keeps streaming from its file. Evaluates `a`.
-pub fn own_large(a: &crate::Array) -> Result<crate::Array> {
+/// Long-lived buffers (a model's weights) packed back to back, 64-byte aligned, in large blocks
+/// of the allocator (huge pages, see [`Buffer`]), in the order they are asked for; a block is
+/// freed with the last buffer cut from it.
+///
+/// Why: a decode step reads every weight once, in load order. Allocated one by one, a matrix
+/// under 2 MiB got 4 KiB pages (at each page boundary the hardware prefetchers stop, and each
+/// page takes a TLB entry) and larger ones a small-page tail; packed in an arena the weights of
+/// a layer form one long stream in huge pages. Measured on a Xeon (2 threads, a 0.5B-shape
+/// decode step's Q4_0x8 products alone, `quant::tests` probe): 9.4-9.9 ms -> 8.5-8.8 ms per
+/// token; the 896 x 896 product 19-20 -> 15-16 µs, the 896 x 4864 one 99-102 -> 78-81 µs.
+pub struct Arena {
+    /// The block being filled and the bytes of it already handed out.
+    current: Mutex<Option<(std::sync::Arc<Buffer>, usize)>>,
+    block_bytes: usize,
+}
+
+impl Default for Arena {
+    fn default() -> Arena {
+        Arena::new()
+    }
+}
+
+impl Arena {
+    /// Blocks of 32 MiB: large enough for a layer of a small model, small enough that the
+    /// unused end of the last block costs little.
+    pub const BLOCK_BYTES: usize = 32 << 20;
+
+    pub fn new() -> Arena {
+        Arena::with_block_bytes(Arena::BLOCK_BYTES)
+    }
+
+    /// An arena of `block_bytes` blocks (rounded up to whole 2 MiB pages).
+    pub fn with_block_bytes(block_bytes: usize) -> Arena {
+        Arena {
+            current: Mutex::new(None),
+            block_bytes: block_bytes.max(HUGE_ALIGN).next_multiple_of(HUGE_ALIGN),
+        }
+    }
+
+    /// `len` uninitialised bytes, 64-byte aligned, after the previous buffer. A request over
+    /// half a block gets a block of its own from the allocator (a large block is already in
+    /// huge pages); the arena's current block is kept for the next small one.
+    pub fn alloc(&self, len: usize) -> Result<Buffer> {
+        let span = len.max(1).div_ceil(ALIGN) * ALIGN;
+        if span > self.block_bytes / 2 {
+            return Buffer::alloc(len);
+        }
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = matches!(&*current, Some((b, used)) if used + span <= b.len());
+        if !fits {
+            *current = Some((std::sync::Arc::new(Buffer::alloc(self.block_bytes)?), 0));
+        }
+        let Some((block, used)) = current.as_mut() else {
+            unreachable!("a block was just installed")
+        };
+        // SAFETY: `used + span <= block.len()`, so the piece lies inside the block; pieces never
+        // overlap (`used` only grows).
+        let ptr = unsafe { NonNull::new_unchecked(block.as_mut_ptr().add(*used)) };
+        *used += span;
+        Ok(Buffer {
+            ptr,
+            len,
+            capacity: 0,
+            external: None,
+            arena: Some(block.clone()),
+        })
+    }
+}
+
+/// `a` copied into `arena` when it wraps external memory (a weight in a memory-mapped model
+/// file): the copy gets huge pages and its place in the arena's load-order stream, where a
+/// file mapping has 4 KiB pages (see [`Arena`]). Anything else (already owned, or a lazy
+/// result) is returned as is, and so is a copy that would not pass [`fits_in_budget`]: a model
+/// larger than memory keeps streaming from its file. Evaluates `a`.
+pub fn own_in(a: &crate::Array, arena: &Arena) -> Result<crate::Array> {
     let data = a.data()?;
-    if !data.buffer.is_external()
-        || data.buffer.len() < HUGE_MIN
-        || !fits_in_budget(data.buffer.len())
-    {
+    let bytes = data.size() * data.dtype.size();
+    if !data.buffer.is_external() || !fits_in_budget(bytes) {
         return Ok(a.clone());
     }
-    // A row-major copy in a fresh block of this allocator.
-    Ok(crate::Array::from_data(
-        crate::backend::cpu::copy::contiguous(&data)?,
-    ))
+    let src = if data.is_contiguous() {
+        data
+    } else {
+        crate::backend::cpu::copy::contiguous(&data)?
+    };
+    let buffer = arena.alloc(bytes)?;
+    // SAFETY: `src` is row-major and covers `bytes` bytes from its pointer; the fresh piece
+    // holds `bytes` bytes and nothing else references it yet.
+    unsafe { std::ptr::copy_nonoverlapping(src.ptr::<u8>(), buffer.as_mut_ptr(), bytes) };
+    Ok(crate::Array::from_data(crate::layout::ArrayData {
+        buffer: std::sync::Arc::new(buffer),
+        dtype: src.dtype,
+        layout: crate::layout::Layout::contiguous(src.shape()),
+    }))
 }
 
 /// Whether `bytes` more of optional copies (weights moved out of a file map, re-laid-out
@@ -423,6 +504,48 @@ mod tests {
         // Distinct classes never share a slot.
         let slots: std::collections::HashSet<_> = seen.iter().map(|&c| class_index(c)).collect();
         assert_eq!(slots.len(), seen.len());
+    }
+
+    #[test]
+    fn arena_packs_pieces_and_frees_a_block_with_its_last_piece() {
+        let arena = Arena::with_block_bytes(4 << 20);
+        let a = arena.alloc(100).unwrap();
+        let b = arena.alloc(5000).unwrap();
+        let c = arena.alloc(0).unwrap();
+        let addr = |x: &Buffer| x.as_ptr() as usize;
+        assert_eq!(addr(&a) % HUGE_ALIGN, 0, "a block starts on a huge page");
+        assert_eq!(
+            addr(&b) - addr(&a),
+            128,
+            "pieces follow each other, 64-byte aligned"
+        );
+        assert_eq!(addr(&c) - addr(&b), 5056);
+        assert_eq!((a.len(), b.len(), c.len()), (100, 5000, 0));
+        // Over half a block: a block of its own; the arena's block stays current.
+        let big = arena.alloc((2 << 20) + 1).unwrap();
+        assert!(big.arena.is_none());
+        let d = arena.alloc(2 << 20).unwrap();
+        assert_eq!(addr(&d) - addr(&c), 64);
+        // No room left in the first block: the next piece opens a second one.
+        let e = arena.alloc(2 << 20).unwrap();
+        assert_eq!(addr(&e) % HUGE_ALIGN, 0);
+        assert!(addr(&e) < addr(&a) || addr(&e) >= addr(&a) + (4 << 20));
+        // The pieces do not overlap: each keeps what was written into it.
+        for (i, x) in [&a, &b, &d, &e].iter().enumerate() {
+            // SAFETY: each piece has `len` writable bytes.
+            unsafe { std::ptr::write_bytes(x.as_mut_ptr(), i as u8 + 1, x.len()) };
+        }
+        for (i, x) in [&a, &b, &d, &e].iter().enumerate() {
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr(), x.len()) };
+            assert!(bytes.iter().all(|&v| v == i as u8 + 1), "piece {i}");
+        }
+        let first = std::sync::Arc::downgrade(a.arena.as_ref().unwrap());
+        drop((a, b, c));
+        assert!(first.upgrade().is_some(), "a piece still uses the block");
+        drop(d);
+        assert!(first.upgrade().is_none(), "the last piece freed the block");
+        drop((arena, e, big));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::weights::{Weight, WeightSource};
+use tessera_core::memory::Arena;
 use tessera_core::{Array, ops};
 
 /// A linear layer: a weight and an optional bias.
@@ -39,10 +40,11 @@ impl Linear {
         })
     }
 
-    /// The same layer with its weight in the CPU kernels' preferred layout.
-    pub fn for_matmul(self) -> Result<Linear> {
+    /// The same layer with its weight in the CPU kernels' preferred layout, in `arena`
+    /// ([`Weight::for_matmul`]).
+    pub fn for_matmul(self, arena: &Arena) -> Result<Linear> {
         Ok(Linear {
-            weight: self.weight.for_matmul()?,
+            weight: self.weight.for_matmul(arena)?,
             bias: self.bias,
         })
     }
@@ -162,13 +164,13 @@ impl LinearGroup {
         self.layers.iter().map(|(l, _)| &l.weight)
     }
 
-    /// The group with every matrix in the CPU kernels' preferred layout.
-    pub fn for_matmul(self) -> Result<LinearGroup> {
+    /// The group with every matrix in the CPU kernels' preferred layout, in `arena`.
+    pub fn for_matmul(self, arena: &Arena) -> Result<LinearGroup> {
         Ok(LinearGroup {
             layers: self
                 .layers
                 .into_iter()
-                .map(|(l, s)| Ok((l.for_matmul()?, s)))
+                .map(|(l, s)| Ok((l.for_matmul(arena)?, s)))
                 .collect::<Result<_>>()?,
         })
     }

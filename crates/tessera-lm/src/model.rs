@@ -11,6 +11,7 @@ pub use crate::linear::Linear;
 use crate::linear::LinearGroup;
 use crate::rope::Rope;
 use crate::weights::{Weight, WeightSource};
+use tessera_core::memory::Arena;
 use tessera_core::{Array, Dtype, ops};
 
 fn rms_norm(x: &Array, w: &Array, eps: f64) -> Result<Array> {
@@ -71,7 +72,7 @@ pub struct Block {
 }
 
 impl Block {
-    fn load(src: &dyn WeightSource, cfg: &ModelConfig, i: usize) -> Result<Block> {
+    fn load(src: &dyn WeightSource, cfg: &ModelConfig, i: usize, arena: &Arena) -> Result<Block> {
         let p = |s: &str| format!("blk.{i}.{s}");
         let opt = |s: &str| -> Result<Option<Array>> {
             let n = p(s);
@@ -115,16 +116,17 @@ impl Block {
             local: cfg.is_local_layer(i),
         };
         block.check(cfg, i)?;
-        block.for_matmul()
+        block.for_matmul(arena)
     }
 
-    /// The block with its linear weights in the CPU kernels' preferred layout.
-    fn for_matmul(self) -> Result<Block> {
+    /// The block with its linear weights in the CPU kernels' preferred layout, in `arena` in
+    /// the order a forward pass reads them.
+    fn for_matmul(self, arena: &Arena) -> Result<Block> {
         Ok(Block {
-            qkv: self.qkv.for_matmul()?,
-            o: self.o.for_matmul()?,
-            gate_up: self.gate_up.for_matmul()?,
-            down: self.down.for_matmul()?,
+            qkv: self.qkv.for_matmul(arena)?,
+            o: self.o.for_matmul(arena)?,
+            gate_up: self.gate_up.for_matmul(arena)?,
+            down: self.down.for_matmul(arena)?,
             ..self
         })
     }
@@ -275,7 +277,9 @@ impl Model {
         config.validate()?;
         // Interleaved where the CPU prefers it: with tied embeddings this is also the output
         // matrix, the largest single read of a decode step.
-        let embed = src.matrix("token_embd.weight")?.for_matmul()?;
+        // One arena for every matrix, filled in the order a forward pass reads them.
+        let arena = Arena::new();
+        let embed = src.matrix("token_embd.weight")?.for_matmul(&arena)?;
         if embed.in_features() != config.hidden {
             return Err(Error::Config(format!(
                 "token_embd has {} columns, hidden size is {}",
@@ -286,11 +290,11 @@ impl Model {
         let mut blocks = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             progress(i, config.layers);
-            blocks.push(Block::load(src, &config, i)?);
+            blocks.push(Block::load(src, &config, i, &arena)?);
         }
         progress(config.layers, config.layers);
         let lm_head = if src.has("output.weight") {
-            src.matrix("output.weight")?.for_matmul()?
+            src.matrix("output.weight")?.for_matmul(&arena)?
         } else {
             embed.clone() // tied embeddings
         };

@@ -3,6 +3,7 @@
 //! [`WeightSource`] hands them out by their GGUF-style name (`blk.3.attn_q.weight`).
 
 use crate::error::{Error, Result};
+use tessera_core::memory::Arena;
 use tessera_core::quant::GgmlType;
 use tessera_core::{Array, Dtype, ops};
 
@@ -96,20 +97,22 @@ impl Weight {
         })
     }
 
-    /// This matrix as the CPU kernels read it fastest: Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K to Q6_K
-    /// become the row-interleaved `x8` layouts (see `tessera_core::quant::interleave_for_cpu`),
-    /// and large matrices that still point into a memory-mapped file are copied into memory
-    /// backed by huge pages (`tessera_core::memory::own_large`; a decode step streams every
-    /// weight once). The result still gives rows ([`Weight::rows`]) but an interleaved one
-    /// cannot be stacked ([`Weight::concat_rows`]): stack first.
-    pub fn for_matmul(self) -> Result<Weight> {
+    /// This matrix as the CPU kernels read it fastest, in `arena` (a model's weights back to
+    /// back in huge pages, in the order a forward pass reads them: see
+    /// `tessera_core::memory::Arena`): Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K to Q6_K become the
+    /// row-interleaved `x8` layouts (see `tessera_core::quant::interleave_for_cpu`), and
+    /// matrices that still point into a memory-mapped file are copied
+    /// (`tessera_core::memory::own_in`; a decode step streams every weight once). The result
+    /// still gives rows ([`Weight::rows`]) but an interleaved one cannot be stacked
+    /// ([`Weight::concat_rows`]): stack first.
+    pub fn for_matmul(self, arena: &Arena) -> Result<Weight> {
         if let Weight::Quantized {
             blocks,
             format,
             in_features,
         } = &self
             && let Some((blocks, format)) =
-                tessera_core::quant::interleave_for_cpu(blocks, *format)?
+                tessera_core::quant::interleave_for_cpu_in(blocks, *format, arena)?
         {
             return Ok(Weight::Quantized {
                 blocks,
@@ -117,7 +120,7 @@ impl Weight {
                 in_features: *in_features,
             });
         }
-        self.map_arrays(tessera_core::memory::own_large)
+        self.map_arrays(|a| tessera_core::memory::own_in(a, arena))
     }
 
     /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales

@@ -94,7 +94,10 @@ fn stacked_maps_equal_the_maps_alone() {
                 let alone: Vec<Array> = parts.iter().map(|l| l.forward(&x).unwrap()).collect();
                 let what = format!("{storage}, bias {bias}, {t} tokens");
                 assert_same(&fused.forward(&x).unwrap(), &alone, &what);
-                let laid_out = fused.clone().for_matmul().unwrap();
+                let laid_out = fused
+                    .clone()
+                    .for_matmul(&tessera_core::memory::Arena::new())
+                    .unwrap();
                 assert_same(&laid_out.forward(&x).unwrap(), &alone, &what);
             }
         }
@@ -122,8 +125,12 @@ fn maps_that_cannot_share_a_matrix_stay_apart() {
         (
             "already interleaved",
             vec![
-                linear("q4_0", 32, 256, 1, false).for_matmul().unwrap(),
-                linear("q4_0", 32, 256, 2, false).for_matmul().unwrap(),
+                linear("q4_0", 32, 256, 1, false)
+                    .for_matmul(&tessera_core::memory::Arena::new())
+                    .unwrap(),
+                linear("q4_0", 32, 256, 2, false)
+                    .for_matmul(&tessera_core::memory::Arena::new())
+                    .unwrap(),
             ],
         ),
     ];

@@ -234,6 +234,24 @@ impl GgmlType {
 /// order). Only for matrices that are multiplied: an interleaved matrix cannot give single rows,
 /// so keep an embedding table (or a tied output matrix that is one) natural.
 pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, GgmlType)>> {
+    interleave_into(w, format, None)
+}
+
+/// [`interleave_for_cpu`] with the result cut from `arena` (a model's weights, packed in load
+/// order: see [`crate::memory::Arena`]).
+pub fn interleave_for_cpu_in(
+    w: &Array,
+    format: GgmlType,
+    arena: &crate::memory::Arena,
+) -> Result<Option<(Array, GgmlType)>> {
+    interleave_into(w, format, Some(arena))
+}
+
+fn interleave_into(
+    w: &Array,
+    format: GgmlType,
+    arena: Option<&crate::memory::Arena>,
+) -> Result<Option<(Array, GgmlType)>> {
     let layout = cpu_layout(format);
     if layout == format {
         return Ok(None);
@@ -261,7 +279,14 @@ pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, 
     let len = w.size();
     // SAFETY: a contiguous u8 array covers `size` bytes from its pointer.
     let src = unsafe { std::slice::from_raw_parts(data.ptr::<u8>(), len) };
-    let out = crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?;
+    let out = match arena {
+        Some(arena) => crate::layout::ArrayData {
+            buffer: std::sync::Arc::new(arena.alloc(len)?),
+            dtype: Dtype::U8,
+            layout: crate::layout::Layout::contiguous(w.shape()),
+        },
+        None => crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?,
+    };
     // SAFETY: a fresh contiguous buffer of `len` bytes that nothing else references yet.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), len) };
     crate::backend::cpu::quant::interleave::interleave(
