@@ -52,6 +52,9 @@ struct State {
     job: Option<JobPtr>,
     generation: u64,
     shutdown: bool,
+    /// Workers blocked on the condvar: only then does publishing a job pay for a wake-up
+    /// (a futex system call, most of an empty job's cost while the workers are spinning).
+    sleepers: usize,
 }
 
 struct Shared {
@@ -88,6 +91,7 @@ impl ThreadPool {
                 job: None,
                 generation: 0,
                 shutdown: false,
+                sleepers: 0,
             }),
             wake: Condvar::new(),
             generation: AtomicUsize::new(0),
@@ -140,13 +144,18 @@ impl ThreadPool {
             refs: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         };
-        {
+        let sleepers = {
             let mut st = lock(&self.shared.state);
             st.job = Some(JobPtr(&job));
             st.generation += 1;
             self.shared.generation.fetch_add(1, Ordering::Release);
+            st.sleepers
+        };
+        // A worker counts itself a sleeper under the lock before it waits, after checking the
+        // generation under the same lock: one that did not count itself yet sees this job.
+        if sleepers > 0 {
+            self.shared.wake.notify_all();
         }
-        self.shared.wake.notify_all();
         IN_POOL_TASK.with(|c| c.set(true));
         job.run_tasks();
         IN_POOL_TASK.with(|c| c.set(false));
@@ -176,7 +185,9 @@ fn worker_loop(shared: &Shared) {
         let job_ptr = {
             let mut st = lock(&shared.state);
             while st.generation == seen && !st.shutdown {
+                st.sleepers += 1;
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.sleepers -= 1;
             }
             if st.shutdown {
                 return;
