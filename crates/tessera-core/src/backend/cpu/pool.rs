@@ -60,9 +60,15 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    /// Bumped with `state.generation`, readable without the lock for spinning workers.
-    generation: AtomicUsize,
+    /// Bumped with `state.generation`, readable without the lock for spinning workers. On a
+    /// cache line of its own: the workers spin reading it, and when it shared a line with the
+    /// mutex every lock and unlock by the caller had to take the line back from them first.
+    generation: Padded<AtomicUsize>,
 }
+
+/// A value alone on its cache lines (two: the adjacent-line prefetcher pairs them).
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// The pool: `threads - 1` workers plus the calling thread.
 pub struct ThreadPool {
@@ -94,7 +100,7 @@ impl ThreadPool {
                 sleepers: 0,
             }),
             wake: Condvar::new(),
-            generation: AtomicUsize::new(0),
+            generation: Padded(AtomicUsize::new(0)),
         });
         for w in 1..threads {
             let shared = shared.clone();
@@ -148,7 +154,7 @@ impl ThreadPool {
             let mut st = lock(&self.shared.state);
             st.job = Some(JobPtr(&job));
             st.generation += 1;
-            self.shared.generation.fetch_add(1, Ordering::Release);
+            self.shared.generation.0.fetch_add(1, Ordering::Release);
             st.sleepers
         };
         // A worker counts itself a sleeper under the lock before it waits, after checking the
@@ -179,7 +185,7 @@ fn worker_loop(shared: &Shared) {
     loop {
         // Spin a little first: consecutive ops arrive microseconds apart.
         let start = Instant::now();
-        while shared.generation.load(Ordering::Acquire) as u64 == seen && start.elapsed() < SPIN {
+        while shared.generation.0.load(Ordering::Acquire) as u64 == seen && start.elapsed() < SPIN {
             std::hint::spin_loop();
         }
         let job_ptr = {
