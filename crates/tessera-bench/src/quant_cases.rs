@@ -3,6 +3,8 @@
 //! - `qgemv_<type>_4864x<k>`: 64 different 4864xk matrices (an MLP projection of a 0.5B
 //!   model; k = 896, or 1024 for the K-quants, whose rows are whole 256-value blocks) evaluated together, so the weights stream from memory as in decoding (their total
 //!   size is several times the last-level cache). GB/s of weight bytes read.
+//! - `qgemv_affine4_g64_4864x896`: the same streaming product for MLX-style affine 4-bit
+//!   weights (group size 64, f16 scales and biases), as `ops::quantized_matmul` runs it.
 //! - `qgemv_<type>_1024x<k>_hot`: one small matrix, multiplied 32 times per evaluation, that
 //!   stays in the cores' L2, which shows
 //!   what the kernel's arithmetic allows when memory is not the limit.
@@ -87,6 +89,45 @@ fn qgemv_case(ty: GgmlType, n: usize, k: usize, copies: usize, reps: usize, suff
     }
 }
 
+/// MLX-style affine 4-bit weights (group size 64, f16 scales and biases as the MLX community's
+/// files store them): `copies` different `n x k` matrices, each multiplied once per run. GB/s
+/// of packed values, scales and biases read.
+fn affine_qgemv_case(n: usize, k: usize, copies: usize) -> Case {
+    Case {
+        name: format!("qgemv_affine4_g64_{n}x{k}"),
+        unit: "GB/s",
+        setup: Box::new(move || {
+            let (gs, bits) = (64, 4);
+            let ws: Vec<(Array, Array, Array)> = (0..copies)
+                .map(|i| {
+                    let key = random::key(100 + i as u64);
+                    let w = random::normal(&[n, k], Dtype::F32, 0.0, 0.02, Some(&key))
+                        .and_then(|w| ops::astype(&w, Dtype::F16))
+                        .and_then(|w| ops::quantize(&w, gs, bits))
+                        .unwrap_or_else(|e| panic!("bench setup: {e}"));
+                    tessera_core::eval(&[w.0.clone(), w.1.clone(), w.2.clone()])
+                        .unwrap_or_else(|e| panic!("bench setup: {e}"));
+                    w
+                })
+                .collect();
+            // f32 activations, as `tessera-lm` multiplies them.
+            let x = activation(k);
+            let per: usize = ws[0].0.nbytes() + ws[0].1.nbytes() + ws[0].2.nbytes();
+            Body::timed(
+                move || {
+                    let outs: Vec<Array> = ws
+                        .iter()
+                        .map(|(q, s, b)| ops::quantized_matmul(&x, q, s, b, true, gs, bits))
+                        .collect::<tessera_core::Result<_>>()
+                        .unwrap_or_else(|e| panic!("bench case failed: {e}"));
+                    tessera_core::eval(&outs).unwrap_or_else(|e| panic!("bench case failed: {e}"));
+                },
+                (copies * per) as f64,
+            )
+        }),
+    }
+}
+
 pub fn quant_cases() -> Vec<Case> {
     // The K-quants need rows that are whole 256-value blocks: 1024 instead of 896.
     let mut types = vec![
@@ -124,6 +165,7 @@ pub fn quant_cases() -> Vec<Case> {
     for (n, k) in [(1152, 896), (896, 896), (896, 4864), (9728, 896)] {
         v.push(qgemv_case(q4, n, k, 64, 1, "_model"));
     }
+    v.push(affine_qgemv_case(4864, 896, 64));
     // Long rows (a down projection): no partial group at the end of a row.
     v.extend(
         types
