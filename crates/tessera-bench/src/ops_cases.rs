@@ -99,7 +99,12 @@ fn gemv_roofline_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
             let bytes = rows * cols * dtype.size();
             let copies = (2 * llc_bytes()).div_ceil(bytes).clamp(1, 16);
             let wts: Vec<Array> = (0..copies)
-                .map(|i| ok(ops::transpose(&rand(&[cols, rows], dtype, 3 + 16 * i as u64), None)))
+                .map(|i| {
+                    ok(ops::transpose(
+                        &rand(&[cols, rows], dtype, 3 + 16 * i as u64),
+                        None,
+                    ))
+                })
                 .collect();
             let x = rand(&[1, rows], dtype, 4);
             let sums: Vec<Array> = (0..copies)
