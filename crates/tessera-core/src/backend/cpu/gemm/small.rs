@@ -544,6 +544,12 @@ pub(super) mod x86 {
         }
     }
 
+    /// Bytes ahead of each B row's read position that `dot_tile` asks the cache for (as the
+    /// bf16 kernel below does). On a Xeon, 2 threads, `gemv_f32_4096x4096_pct_of_read_bw`
+    /// streamed from memory, three alternated runs: none 95.4, 93.3, 95.5%; 512 B 101.6,
+    /// 101.4, 96.1%.
+    const DOT_PREFETCH: usize = 512;
+
     /// R rows x C columns of dot products over the full k.
     #[inline(always)]
     unsafe fn dot_tile<T: Load16, const R: usize, const C: usize>(
@@ -562,7 +568,10 @@ pub(super) mod x86 {
         while kk + 16 <= k {
             let mut bv = [_mm512_setzero_ps(); C];
             for j in 0..C {
-                bv[j] = T::load(b.offset(j as isize * ldb).add(kk));
+                let p = b.offset(j as isize * ldb).add(kk);
+                // A hint: past the row's end it fetches a neighbour's line, never faults.
+                _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(DOT_PREFETCH));
+                bv[j] = T::load(p);
             }
             for i in 0..R {
                 let av = T::load(a.offset(i as isize * lda).add(kk));
