@@ -64,23 +64,6 @@ fn gemv_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
 
 const M16: usize = 16 << 20;
 
-/// Bytes of the last-level cache (sysfs on Linux; 64 MiB where it cannot be read).
-fn llc_bytes() -> usize {
-    let read = || -> Option<usize> {
-        let s = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").ok()?;
-        let s = s.trim();
-        let (num, mult) = match s.strip_suffix('K') {
-            Some(n) => (n, 1 << 10),
-            None => match s.strip_suffix('M') {
-                Some(n) => (n, 1 << 20),
-                None => (s, 1),
-            },
-        };
-        num.parse::<usize>().ok().map(|n| n * mult)
-    };
-    read().unwrap_or(64 << 20)
-}
-
 /// GEMV speed as a percentage of the read bandwidth measured in the same moment: each sample
 /// times the GEMV and a sum over an array of the same byte size back to back, so machine noise
 /// (other jobs, frequency) hits both alike. Both cycle through enough copies to stream twice
@@ -97,7 +80,8 @@ fn gemv_roofline_case(rows: usize, cols: usize, dtype: Dtype) -> Case {
         unit: "%",
         setup: Box::new(move || {
             let bytes = rows * cols * dtype.size();
-            let copies = (2 * llc_bytes()).div_ceil(bytes).clamp(1, 16);
+            let llc = tessera_core::backend::cpu::cache::llc_bytes();
+            let copies = (2 * llc).div_ceil(bytes).clamp(1, 16);
             let wts: Vec<Array> = (0..copies)
                 .map(|i| {
                     ok(ops::transpose(

@@ -5,12 +5,23 @@ use std::sync::OnceLock;
 /// Bytes of the per-core L2 cache, read once from sysfs (Linux); 1 MB where it cannot be read.
 pub(crate) fn l2_bytes() -> usize {
     static BYTES: OnceLock<usize> = OnceLock::new();
-    *BYTES.get_or_init(|| {
-        std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
-            .ok()
-            .and_then(|s| parse_size(&s))
-            .unwrap_or(1 << 20)
-    })
+    *BYTES.get_or_init(|| sysfs_size(2).unwrap_or(1 << 20))
+}
+
+/// Bytes of the last-level (L3) cache, read once from sysfs (Linux); 64 MB where it cannot be
+/// read. For benchmarks that must stream from memory rather than from this cache.
+pub fn llc_bytes() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| sysfs_size(3).unwrap_or(64 << 20))
+}
+
+/// The size of cpu0's cache `index` (2: L2, 3: L3 on x86 Linux), if sysfs gives it.
+fn sysfs_size(index: usize) -> Option<usize> {
+    std::fs::read_to_string(format!(
+        "/sys/devices/system/cpu/cpu0/cache/index{index}/size"
+    ))
+    .ok()
+    .and_then(|s| parse_size(&s))
 }
 
 /// A sysfs cache size ("2048K", "4M") in bytes.

@@ -9,7 +9,7 @@ mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_x86;
 mod binary;
-mod cache;
+pub mod cache;
 mod collective;
 pub(crate) mod copy;
 mod fast;
