@@ -153,6 +153,23 @@ pub struct ArrayData {
 impl ArrayData {
     /// A fresh row-major array (uninitialised contents).
     pub fn alloc(dtype: Dtype, shape: &[usize]) -> crate::Result<ArrayData> {
+        ArrayData::alloc_with(dtype, shape, Buffer::alloc)
+    }
+
+    /// [`ArrayData::alloc`] cut from `arena` (long-lived arrays such as a model's weights).
+    pub fn alloc_in(
+        dtype: Dtype,
+        shape: &[usize],
+        arena: &crate::memory::Arena,
+    ) -> crate::Result<ArrayData> {
+        ArrayData::alloc_with(dtype, shape, |bytes| arena.alloc(bytes))
+    }
+
+    fn alloc_with(
+        dtype: Dtype,
+        shape: &[usize],
+        alloc: impl FnOnce(usize) -> crate::Result<Buffer>,
+    ) -> crate::Result<ArrayData> {
         let n: usize = shape.iter().product();
         let bytes = n
             .checked_mul(dtype.size())
@@ -162,7 +179,7 @@ impl ArrayData {
                 limit: crate::memory::memory_limit(),
             })?;
         Ok(ArrayData {
-            buffer: Arc::new(Buffer::alloc(bytes)?),
+            buffer: Arc::new(alloc(bytes)?),
             dtype,
             layout: Layout::contiguous(shape),
         })

@@ -420,15 +420,11 @@ pub fn own_in(a: &crate::Array, arena: &Arena) -> Result<crate::Array> {
     } else {
         crate::backend::cpu::copy::contiguous(&data)?
     };
-    let buffer = arena.alloc(bytes)?;
+    let out = crate::layout::ArrayData::alloc_in(src.dtype, src.shape(), arena)?;
     // SAFETY: `src` is row-major and covers `bytes` bytes from its pointer; the fresh piece
-    // holds `bytes` bytes and nothing else references it yet.
-    unsafe { std::ptr::copy_nonoverlapping(src.ptr::<u8>(), buffer.as_mut_ptr(), bytes) };
-    Ok(crate::Array::from_data(crate::layout::ArrayData {
-        buffer: std::sync::Arc::new(buffer),
-        dtype: src.dtype,
-        layout: crate::layout::Layout::contiguous(src.shape()),
-    }))
+    // holds as many and nothing else references it yet.
+    unsafe { std::ptr::copy_nonoverlapping(src.ptr::<u8>(), out.mut_ptr::<u8>(), bytes) };
+    Ok(crate::Array::from_data(out))
 }
 
 /// Whether `bytes` more of optional copies (weights moved out of a file map, re-laid-out

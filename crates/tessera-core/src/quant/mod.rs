@@ -280,11 +280,7 @@ fn interleave_into(
     // SAFETY: a contiguous u8 array covers `size` bytes from its pointer.
     let src = unsafe { std::slice::from_raw_parts(data.ptr::<u8>(), len) };
     let out = match arena {
-        Some(arena) => crate::layout::ArrayData {
-            buffer: std::sync::Arc::new(arena.alloc(len)?),
-            dtype: Dtype::U8,
-            layout: crate::layout::Layout::contiguous(w.shape()),
-        },
+        Some(arena) => crate::layout::ArrayData::alloc_in(Dtype::U8, w.shape(), arena)?,
         None => crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?,
     };
     // SAFETY: a fresh contiguous buffer of `len` bytes that nothing else references yet.
