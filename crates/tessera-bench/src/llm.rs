@@ -1,13 +1,11 @@
-//! `tessera bench llm`: prompt processing and generation speed of a model file, measured the way
-//! llama.cpp's `llama-bench` does (pp: a prompt of N tokens into an empty context; tg: N tokens
-//! generated one at a time), so the two can be compared on the same file.
+//! `tessera bench llm`: prompt processing and generation speed of a model (a GGUF file or a
+//! checkpoint directory), measured the way llama.cpp's `llama-bench` does (pp: a prompt of N
+//! tokens into an empty context; tg: N tokens generated one at a time), so the two can be
+//! compared on the same file.
 
 use crate::Record;
 use std::time::Instant;
 use tessera_core::Array;
-use tessera_io::gguf::GgufFile;
-use tessera_lm::model::Model;
-use tessera_lm::weights::GgufSource;
 
 /// What to measure.
 pub struct LlmBench {
@@ -51,10 +49,10 @@ fn read_bandwidth() -> Result<f64, String> {
 /// Runs the benchmark; `emit` receives `prefill_tps`, `decode_tps`, `decode_weight_gbps`, and
 /// with a decode measurement `read_bw_gbps` and `decode_pct_of_read_bw` (the roofline).
 pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String> {
-    let f = GgufFile::open(&b.model).map_err(|e| e.to_string())?;
-    let cfg = tessera_lm::models::gguf::config_from_gguf(&f).map_err(|e| e.to_string())?;
-    let model =
-        Model::load(cfg, &GgufSource { file: &f }, &mut |_, _| {}).map_err(|e| e.to_string())?;
+    // A GGUF file or a checkpoint directory (safetensors, dense or MLX-quantized).
+    let model = tessera_lm::load::load(&b.model, &mut |_, _| {})
+        .map_err(|e| e.to_string())?
+        .model;
     let vocab = model.config.vocab_size;
     // Deterministic ordinary-looking token ids (skipping the first ids, often special tokens).
     let ids: Vec<i32> = (0..b.prompt_tokens.max(b.depth).max(1))

@@ -255,7 +255,7 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
         i += 1;
     }
     if b.model.is_empty() {
-        return Err("bench llm needs --model PATH (a GGUF file)".into());
+        return Err("bench llm needs --model PATH (a GGUF file or a checkpoint directory)".into());
     }
     tessera_bench::run_llm(&b, &mut |r| {
         if json {

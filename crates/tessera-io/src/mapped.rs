@@ -24,7 +24,14 @@ impl Bytes {
             source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            // Mapping a directory fails with ENODEV ("No such device"), which names nothing.
+            return Err(io(std::io::Error::other(
+                "a directory, where a file was expected",
+            )));
+        }
+        let len = meta.len();
         if len == 0 {
             // A zero-length map is an error on some platforms; an empty file is simply empty.
             return Ok(Arc::new(Bytes::Owned(Vec::new())));
@@ -49,4 +56,20 @@ pub(crate) fn view(bytes: &Arc<Bytes>, start: usize, len: usize) -> Buffer {
     let owner: Arc<dyn std::any::Any + Send + Sync> = bytes.clone();
     // SAFETY: the bytes are immutable and `owner` keeps them alive as long as the buffer.
     unsafe { Buffer::from_external(slice.as_ptr(), len, owner) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_a_directory_says_so() {
+        let dir = std::env::temp_dir();
+        let e = Bytes::map(&dir)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("a directory, where a file was expected"), "{e}");
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+    }
 }

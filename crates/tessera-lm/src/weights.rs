@@ -104,7 +104,8 @@ impl Weight {
     /// matrices that still point into a memory-mapped file are copied
     /// (`tessera_core::memory::own_in`; a decode step streams every weight once). The result
     /// still gives rows ([`Weight::rows`]) but an interleaved one cannot be stacked
-    /// ([`Weight::concat_rows`]): stack first.
+    /// ([`Weight::concat_rows`]): stack first. A 4-bit MLX affine matrix whose scales and biases
+    /// are f16 values becomes interleaved Q4_1 (see [`tessera_core::quant::affine_as_q4_1`]).
     pub fn for_matmul(self, arena: &Arena) -> Result<Weight> {
         if let Weight::Quantized {
             blocks,
@@ -120,7 +121,45 @@ impl Weight {
                 in_features: *in_features,
             });
         }
+        if let Some(q4_1) = self.affine_as_interleaved_q4_1(arena)? {
+            return Ok(q4_1);
+        }
         self.map_arrays(|a| tessera_core::memory::own_in(a, arena))
+    }
+
+    /// A 4-bit affine matrix as interleaved Q4_1 (`tessera_core::quant::affine_as_q4_1`: the
+    /// same weights, exactly, which the integer kernels stream about twice as fast), when the
+    /// rewrite is exact and this CPU interleaves Q4_1; `None` otherwise (the affine kernels
+    /// serve).
+    fn affine_as_interleaved_q4_1(&self, arena: &Arena) -> Result<Option<Weight>> {
+        let Weight::Affine {
+            packed,
+            scales,
+            biases,
+            group_size,
+            bits,
+        } = self
+        else {
+            return Ok(None);
+        };
+        if tessera_core::quant::cpu_layout(GgmlType::Q4_1) == GgmlType::Q4_1 {
+            return Ok(None);
+        }
+        let in_features = self.in_features();
+        let Some(rows) =
+            tessera_core::quant::affine_as_q4_1(packed, scales, biases, *group_size, *bits)?
+        else {
+            return Ok(None);
+        };
+        Ok(
+            tessera_core::quant::interleave_for_cpu_in(&rows, GgmlType::Q4_1, arena)?.map(
+                |(blocks, format)| Weight::Quantized {
+                    blocks,
+                    format,
+                    in_features,
+                },
+            ),
+        )
     }
 
     /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales

@@ -163,3 +163,53 @@ fn a_stacked_matrix_splits_into_its_maps() {
         "{err}"
     );
 }
+
+#[test]
+fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
+    for group in [32, 64] {
+        let w = rand(&[64, 256], 5).astype(Dtype::F16).unwrap();
+        let (packed, scales, biases) = ops::quantize(&w, group, 4).unwrap();
+        let affine = Weight::Affine {
+            packed,
+            scales,
+            biases,
+            group_size: group,
+            bits: 4,
+        };
+        let laid_out = affine
+            .clone()
+            .for_matmul(&tessera_core::memory::Arena::new())
+            .unwrap();
+        let expected = tessera_core::quant::cpu_layout(GgmlType::Q4_1);
+        if expected == GgmlType::Q4_1 {
+            // No interleaved kernels here (scalar build or TESSERA_REPACK=0): stays affine.
+            assert_eq!(laid_out.kind(), affine.kind());
+        } else {
+            assert_eq!(laid_out.kind(), expected.name(), "group {group}");
+        }
+        assert_eq!(laid_out.in_features(), 256);
+        assert_eq!(laid_out.out_features(), 64);
+        // The same weights; the products differ by the activations' 8-bit quantization only.
+        for t in [1, 6] {
+            let x = rand(&[t, 256], 9);
+            let want = affine.apply(&x).unwrap().to_vec::<f32>().unwrap();
+            let got = laid_out.apply(&x).unwrap().to_vec::<f32>().unwrap();
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert!(
+                    (a - b).abs() <= 0.01 * scale,
+                    "group {group}, {t} rows [{i}]: {a} vs {b}"
+                );
+            }
+            // Embedding rows: exactly the affine weights.
+            let ids = Array::from_vec(vec![0u32, 63, 17], &[3]).unwrap();
+            let want = affine.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+            let got = laid_out.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+            let close = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()));
+            assert!(close, "group {group}: rows differ");
+        }
+    }
+}

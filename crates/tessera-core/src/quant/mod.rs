@@ -13,6 +13,10 @@
 //! matrix when the CPU kernels prefer it; these layouts have no GGUF id and are never written
 //! to a file.
 
+mod from_affine;
+
+pub use from_affine::affine_as_q4_1;
+
 use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};

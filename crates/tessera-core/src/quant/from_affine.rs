@@ -1,0 +1,180 @@
+//! MLX affine 4-bit matrices rewritten, without loss, as GGUF Q4_1 blocks.
+//!
+//! Why: the affine format (`ops::quantize`: `w = scale q + bias` per group of 32, 64 or 128
+//! values, 4-bit codes) and Q4_1 (`w = d q + m` per block of 32, `d` and `m` in f16) are the
+//! same arithmetic on the same codes. Q4_1 has the integer kernels (activations quantized to
+//! int8, `vpdpbusd` on 8 interleaved rows: `quant::interleave_for_cpu`), which stream weights at
+//! about twice the rate of the affine kernel, whose f32 arithmetic bounds it. A group of 64
+//! becomes two blocks with the same `d` and `m`, so the matrix grows from 4.5 to 5 bits per
+//! value (f16 scales and biases; 4.25 to 5 for groups of 128).
+//!
+//! Lossless or nothing: the rewrite is refused (`None`) unless every scale and bias is exactly
+//! an f16 (true of f16 checkpoints, and of bf16 ones whose values lie in f16's normal range, as
+//! trained weights' do), so the weights the kernels see are the checkpoint's. What differs is
+//! the product's arithmetic: the Q4_1 kernels quantize the activations to 8 bits per 32 values
+//! (as every GGUF matrix is multiplied), the affine kernel keeps them in f32.
+
+use crate::array::Array;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::ops;
+use half::f16;
+
+/// Values per Q4_1 block.
+const BLOCK: usize = 32;
+/// Bytes per Q4_1 block: `d`, `m` (f16) and 16 bytes of nibbles.
+const BLOCK_BYTES: usize = 20;
+
+/// The affine matrix (`packed` u32 `(out, in * bits / 32)`, `scales` and `biases`
+/// `(out, in / group_size)`, as `ops::quantized_matmul` takes them) as Q4_1 rows: a `u8` array
+/// `(out, in / 32 * 20)` that `ops::gguf_matmul(x, rows, GgmlType::Q4_1)` multiplies to the
+/// same weights. `None` when it cannot be exact: `bits != 4`, a group size that is not a
+/// multiple of 32, or a scale or bias that f16 does not hold exactly. Errors on inconsistent
+/// shapes. Evaluates the inputs.
+pub fn affine_as_q4_1(
+    packed: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: u32,
+) -> Result<Option<Array>> {
+    if bits != 4 || group_size == 0 || !group_size.is_multiple_of(BLOCK) {
+        return Ok(None);
+    }
+    let op = "affine_as_q4_1";
+    let bad = |msg: String| Error::Invalid { op, msg };
+    if packed.dtype() != Dtype::U32 || packed.ndim() != 2 {
+        return Err(bad(format!(
+            "packed must be a u32 matrix, got {} of shape {:?}",
+            packed.dtype(),
+            packed.shape()
+        )));
+    }
+    let (rows, words) = (packed.shape()[0], packed.shape()[1]);
+    let k = words * 8; // 8 four-bit values per u32
+    if !k.is_multiple_of(group_size) {
+        return Err(bad(format!(
+            "rows of {k} values are not whole groups of {group_size}"
+        )));
+    }
+    let groups = k / group_size;
+    for (name, a) in [("scales", scales), ("biases", biases)] {
+        if a.shape() != [rows, groups] || !a.dtype().is_float() {
+            return Err(bad(format!(
+                "{name} must be a float ({rows}, {groups}) matrix for {rows} rows of {k} \
+                 values in groups of {group_size}, got {} of shape {:?}",
+                a.dtype(),
+                a.shape()
+            )));
+        }
+    }
+    let Some(d) = exact_f16(scales)? else {
+        return Ok(None);
+    };
+    let Some(m) = exact_f16(biases)? else {
+        return Ok(None);
+    };
+    let codes = ops::contiguous(packed)?.to_vec::<u32>()?;
+    let row_bytes = k / BLOCK * BLOCK_BYTES;
+    let mut out = vec![0u8; rows * row_bytes];
+    let per_group = group_size / BLOCK;
+    for (r, dst) in out.chunks_exact_mut(row_bytes).enumerate() {
+        let src = &codes[r * words..(r + 1) * words];
+        for (b, block) in dst.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+            let g = r * groups + b / per_group;
+            block[0..2].copy_from_slice(&d[g].to_le_bytes());
+            block[2..4].copy_from_slice(&m[g].to_le_bytes());
+            // The block's 32 codes: 4 words, value j of the word stream at bits 4j.
+            let code = |j: usize| ((src[b * 4 + j / 8] >> (4 * (j % 8))) & 0xF) as u8;
+            // Q4_1 byte j holds value j in its low nibble and value j + 16 in its high one.
+            for (j, byte) in block[4..].iter_mut().enumerate() {
+                *byte = code(j) | (code(j + 16) << 4);
+            }
+        }
+    }
+    Ok(Some(Array::from_vec(out, &[rows, row_bytes])?))
+}
+
+/// The f16 bits of every value of `a`, or `None` when one of them is not exactly an f16 (or
+/// is NaN).
+fn exact_f16(a: &Array) -> Result<Option<Vec<u16>>> {
+    let v = ops::astype(a, Dtype::F32)?.to_vec::<f32>()?;
+    let mut bits = Vec::with_capacity(v.len());
+    for x in v {
+        let h = f16::from_f32(x);
+        if h.to_f32() != x {
+            return Ok(None);
+        }
+        bits.push(h.to_bits());
+    }
+    Ok(Some(bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::GgmlType;
+
+    /// A `(rows, k)` matrix of smooth, distinct values.
+    fn matrix(rows: usize, k: usize) -> Array {
+        let v: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0 + (i % 7) as f32 / 16.0)
+            .collect();
+        Array::from_vec(v, &[rows, k]).unwrap()
+    }
+
+    #[test]
+    fn q4_1_rows_dequantize_to_the_affine_weights_and_multiply_alike() {
+        for group in [32, 64, 128] {
+            let (rows, k) = (16, 256);
+            let w = ops::astype(&matrix(rows, k), Dtype::F16).unwrap();
+            let (q, s, b) = ops::quantize(&w, group, 4).unwrap();
+            let q41 = affine_as_q4_1(&q, &s, &b, group, 4).unwrap().unwrap();
+            assert_eq!(q41.shape(), &[rows, k / 32 * 20]);
+            // The affine reference in f32 (with f16 scales it would round to f16).
+            let f32_of = |a: &Array| ops::astype(a, Dtype::F32).unwrap();
+            let want = ops::dequantize(&q, &f32_of(&s), &f32_of(&b), group, 4)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let got = ops::gguf_dequantize(&q41, GgmlType::Q4_1, k)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            // Both compute `scale q + bias` from the same f16 fields in f32.
+            assert_eq!(got, want, "group {group}");
+            // The products differ only by the activations' 8-bit quantization.
+            let x = matrix(3, k);
+            let affine = ops::quantized_matmul(&x, &q, &s, &b, true, group, 4)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let interleaved = crate::quant::interleave_for_cpu(&q41, GgmlType::Q4_1).unwrap();
+            let (w, format) = interleaved.unwrap_or((q41, GgmlType::Q4_1));
+            let gguf = ops::gguf_matmul(&x, &w, format)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let scale = affine.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, (a, g)) in affine.iter().zip(&gguf).enumerate() {
+                assert!(
+                    (a - g).abs() <= 0.01 * scale,
+                    "group {group} [{i}]: {a} vs {g}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_f16_cannot_hold_and_other_widths() {
+        let w = matrix(8, 64);
+        // f32 scales of arbitrary values are not f16 values.
+        let (q, s, b) = ops::quantize(&w, 64, 4).unwrap();
+        assert!(affine_as_q4_1(&q, &s, &b, 64, 4).unwrap().is_none());
+        let (q, s, b) = ops::quantize(&ops::astype(&w, Dtype::F16).unwrap(), 64, 8).unwrap();
+        assert!(affine_as_q4_1(&q, &s, &b, 64, 8).unwrap().is_none());
+        // Inconsistent shapes are errors, not silent refusals.
+        let (q, s, b) = ops::quantize(&ops::astype(&w, Dtype::F16).unwrap(), 32, 4).unwrap();
+        assert!(affine_as_q4_1(&q, &s, &b, 64, 4).is_err());
+    }
+}
