@@ -12,6 +12,9 @@
 //! natural layout). [`interleave_for_cpu`] converts a loaded
 //! matrix when the CPU kernels prefer it; these layouts have no GGUF id and are never written
 //! to a file.
+//!
+//! [`affine_as_q4_1`] rewrites an MLX 4-bit affine matrix as Q4_1 blocks when that is exact, so
+//! MLX checkpoints get the same integer kernels.
 
 mod from_affine;
 
