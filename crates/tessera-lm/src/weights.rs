@@ -151,15 +151,19 @@ impl Weight {
         else {
             return Ok(None);
         };
-        Ok(
-            tessera_core::quant::interleave_for_cpu_in(&rows, GgmlType::Q4_1, arena)?.map(
-                |(blocks, format)| Weight::Quantized {
-                    blocks,
-                    format,
-                    in_features,
-                },
-            ),
-        )
+        // Groups of 64 or 128 keep one header per group (Q4_1x8s2, Q4_1x8s4: the checkpoint's
+        // 4.25 to 4.5 bits per value); groups of 32 are plain Q4_1x8.
+        let share = *group_size / 32;
+        let laid_out = match tessera_core::quant::interleave_shared_for_cpu_in(&rows, share, arena)?
+        {
+            Some(done) => Some(done),
+            None => tessera_core::quant::interleave_for_cpu_in(&rows, GgmlType::Q4_1, arena)?,
+        };
+        Ok(laid_out.map(|(blocks, format)| Weight::Quantized {
+            blocks,
+            format,
+            in_features,
+        }))
     }
 
     /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales

@@ -166,7 +166,7 @@ fn a_stacked_matrix_splits_into_its_maps() {
 
 #[test]
 fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
-    for group in [32, 64] {
+    for group in [32, 64, 128] {
         let w = rand(&[64, 256], 5).astype(Dtype::F16).unwrap();
         let (packed, scales, biases) = ops::quantize(&w, group, 4).unwrap();
         let affine = Weight::Affine {
@@ -185,7 +185,17 @@ fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
             // No interleaved kernels here (scalar build or TESSERA_REPACK=0): stays affine.
             assert_eq!(laid_out.kind(), affine.kind());
         } else {
-            assert_eq!(laid_out.kind(), expected.name(), "group {group}");
+            // Groups of 64 keep one header per group (Q4_1x8s2), groups of 32 are Q4_1x8.
+            let want = match group {
+                64 => "Q4_1x8s2",
+                128 => "Q4_1x8s4",
+                _ => expected.name(),
+            };
+            assert_eq!(laid_out.kind(), want, "group {group}");
+            assert!(
+                laid_out.nbytes() <= affine.nbytes(),
+                "no bigger than the checkpoint"
+            );
         }
         assert_eq!(laid_out.in_features(), 256);
         assert_eq!(laid_out.out_features(), 64);

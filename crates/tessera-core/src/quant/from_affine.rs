@@ -5,8 +5,10 @@
 //! same arithmetic on the same codes. Q4_1 has the integer kernels (activations quantized to
 //! int8, `vpdpbusd` on 8 interleaved rows: `quant::interleave_for_cpu`), which stream weights at
 //! about twice the rate of the affine kernel, whose f32 arithmetic bounds it. A group of 64
-//! becomes two blocks with the same `d` and `m`, so the matrix grows from 4.5 to 5 bits per
-//! value (f16 scales and biases; 4.25 to 5 for groups of 128).
+//! becomes two blocks with the same `d` and `m` (5 bits per value as Q4_1, where the checkpoint
+//! takes 4.5), which [`super::interleave_shared_for_cpu_in`] then stores once per group
+//! ([`super::GgmlType::Q4_1x8s2`], and `Q4_1x8s4` for groups of 128): back to the checkpoint's
+//! size.
 //!
 //! Lossless or nothing: the rewrite is refused (`None`) unless every scale and bias is exactly
 //! an f16 (true of f16 checkpoints, and of bf16 ones whose values lie in f16's normal range, as

@@ -5,7 +5,8 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! Seven formats exist only in memory: [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
+//! Nine formats exist only in memory: [`GgmlType::Q4_1x8s2`] and [`GgmlType::Q4_1x8s4`] (below),
+//! and [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
 //! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`], [`GgmlType::Q5_Kx8`] and
 //! [`GgmlType::Q6_Kx8`], Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K blocks of 8 rows interleaved so that the CPU's decode
 //! kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
@@ -14,7 +15,8 @@
 //! to a file.
 //!
 //! [`affine_as_q4_1`] rewrites an MLX 4-bit affine matrix as Q4_1 blocks when that is exact, so
-//! MLX checkpoints get the same integer kernels.
+//! MLX checkpoints get the same integer kernels; [`interleave_shared_for_cpu_in`] then stores
+//! each affine group's header once ([`GgmlType::Q4_1x8s2`], [`GgmlType::Q4_1x8s4`]).
 
 mod from_affine;
 
@@ -79,6 +81,12 @@ pub enum GgmlType {
     Q5_Kx8,
     /// Q6_K with 8 rows interleaved (in memory only, as [`GgmlType::Q4_Kx8`]).
     Q6_Kx8,
+    /// [`GgmlType::Q4_1x8`] where each pair of consecutive blocks of a row has the same `d`
+    /// and `m`, stored once per pair (in memory only: MLX affine groups of 64, see
+    /// [`affine_as_q4_1`]): 4.5 bits per value instead of 5.
+    Q4_1x8s2,
+    /// As [`GgmlType::Q4_1x8s2`], one `d` and `m` per 4 blocks (affine groups of 128).
+    Q4_1x8s4,
 }
 
 /// `(type, id, name, block_size, type_size)` for every type, in id order (the in-memory layouts,
@@ -122,6 +130,8 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::Q4_Kx8, None, "Q4_Kx8", 256, 144),
     (GgmlType::Q5_Kx8, None, "Q5_Kx8", 256, 176),
     (GgmlType::Q6_Kx8, None, "Q6_Kx8", 256, 210),
+    (GgmlType::Q4_1x8s2, None, "Q4_1x8s2", 64, 36),
+    (GgmlType::Q4_1x8s4, None, "Q4_1x8s4", 128, 68),
 ];
 
 /// `(file format, in-memory layout)`: the formats the CPU kernels read interleaved, 8 rows at a
@@ -176,10 +186,23 @@ impl GgmlType {
 
     /// The file format whose blocks an in-memory layout holds (the type itself for file formats).
     pub fn file_format(self) -> GgmlType {
+        if self.shared_blocks() > 1 {
+            return GgmlType::Q4_1;
+        }
         INTERLEAVED
             .iter()
             .find(|&&(_, layout)| layout == self)
             .map_or(self, |&(file, _)| file)
+    }
+
+    /// Consecutive blocks of a row that share one header in this layout: 2 for
+    /// [`GgmlType::Q4_1x8s2`], 4 for [`GgmlType::Q4_1x8s4`], else 1.
+    pub fn shared_blocks(self) -> usize {
+        match self {
+            GgmlType::Q4_1x8s2 => 2,
+            GgmlType::Q4_1x8s4 => 4,
+            _ => 1,
+        }
     }
 
     /// ggml's name, e.g. `"Q4_K"`.
@@ -241,7 +264,7 @@ impl GgmlType {
 /// order). Only for matrices that are multiplied: an interleaved matrix cannot give single rows,
 /// so keep an embedding table (or a tied output matrix that is one) natural.
 pub fn interleave_for_cpu(w: &Array, format: GgmlType) -> Result<Option<(Array, GgmlType)>> {
-    interleave_into(w, format, None)
+    interleave_into(w, format, cpu_layout(format), None)
 }
 
 /// [`interleave_for_cpu`] with the result cut from `arena` (a model's weights, packed in load
@@ -251,15 +274,36 @@ pub fn interleave_for_cpu_in(
     format: GgmlType,
     arena: &crate::memory::Arena,
 ) -> Result<Option<(Array, GgmlType)>> {
-    interleave_into(w, format, Some(arena))
+    interleave_into(w, format, cpu_layout(format), Some(arena))
+}
+
+/// Q4_1 rows `w` in which every run of `share` consecutive blocks (2 or 4) carries one `d` and
+/// `m` (what [`affine_as_q4_1`] makes of groups of 64 or 128) as [`GgmlType::Q4_1x8s2`] or
+/// [`GgmlType::Q4_1x8s4`], each header stored once: 4.5 or 4.25 bits per value where Q4_1x8
+/// takes 5. `None` where [`interleave_for_cpu_in`] would give `None` for Q4_1, for another
+/// `share`, or when some block's header differs from its run's first.
+pub fn interleave_shared_for_cpu_in(
+    w: &Array,
+    share: usize,
+    arena: &crate::memory::Arena,
+) -> Result<Option<(Array, GgmlType)>> {
+    let layout = match share {
+        2 => GgmlType::Q4_1x8s2,
+        4 => GgmlType::Q4_1x8s4,
+        _ => return Ok(None),
+    };
+    if cpu_layout(GgmlType::Q4_1) == GgmlType::Q4_1 {
+        return Ok(None);
+    }
+    interleave_into(w, GgmlType::Q4_1, layout, Some(arena))
 }
 
 fn interleave_into(
     w: &Array,
     format: GgmlType,
+    layout: GgmlType,
     arena: Option<&crate::memory::Arena>,
 ) -> Result<Option<(Array, GgmlType)>> {
-    let layout = cpu_layout(format);
     if layout == format {
         return Ok(None);
     }
@@ -282,22 +326,28 @@ fn interleave_into(
             ),
         });
     }
+    let nb = row_bytes / format.type_size();
+    if !nb.is_multiple_of(layout.shared_blocks()) {
+        return Ok(None);
+    }
     let data = crate::backend::cpu::copy::ensure_contiguous(&w.data()?)?;
     let len = w.size();
     // SAFETY: a contiguous u8 array covers `size` bytes from its pointer.
     let src = unsafe { std::slice::from_raw_parts(data.ptr::<u8>(), len) };
+    // A shared-header layout's rows are shorter than the file format's.
+    let shape = [
+        w.shape()[0],
+        nb / layout.shared_blocks() * layout.type_size(),
+    ];
     let out = match arena {
-        Some(arena) => crate::layout::ArrayData::alloc_in(Dtype::U8, w.shape(), arena)?,
-        None => crate::layout::ArrayData::alloc(Dtype::U8, w.shape())?,
+        Some(arena) => crate::layout::ArrayData::alloc_in(Dtype::U8, &shape, arena)?,
+        None => crate::layout::ArrayData::alloc(Dtype::U8, &shape)?,
     };
-    // SAFETY: a fresh contiguous buffer of `len` bytes that nothing else references yet.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), len) };
-    crate::backend::cpu::quant::interleave::interleave(
-        format,
-        src,
-        row_bytes / format.type_size(),
-        dst,
-    );
+    // SAFETY: a fresh contiguous buffer of `shape`'s bytes that nothing else references yet.
+    let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr::<u8>(), shape[0] * shape[1]) };
+    if !crate::backend::cpu::quant::interleave::interleave_as(layout, src, nb, dst) {
+        return Ok(None);
+    }
     Ok(Some((Array::from_data(out), layout)))
 }
 

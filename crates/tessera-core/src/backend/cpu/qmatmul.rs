@@ -44,19 +44,21 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     let k = *out.shape.last().unwrap_or(&0);
     let rows = o.size().checked_div(k).unwrap_or(0);
-    let row_bytes = format.row_bytes(k)?;
+    let base = format.file_format();
+    // Rows as the kernels below decode them: the file format's (an interleaved layout is
+    // restored to it first; a shared-header layout's own rows are shorter).
+    let row_bytes = base.row_bytes(k)?;
     let src = bytes_of(&w);
     let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
     // Interleaved layouts decode whole groups of rows (the op checked the row count): each chunk
     // restores its groups' natural rows first.
     let unit = format.interleaved_rows();
-    let base = format.file_format();
     try_parallel_chunks(rows / unit, 16_usize.div_ceil(unit), &|u0, u1| {
         let (r0, r1) = (u0 * unit, u1 * unit);
         let natural = (unit > 1).then(|| {
             let mut buf = vec![0u8; (r1 - r0) * row_bytes];
             super::quant::interleave::deinterleave(
-                base,
+                format,
                 src,
                 k / base.block_size(),
                 u0,

@@ -38,6 +38,14 @@
 //! holds the fifth bits of the values whose nibbles chunk `8p + o` holds, bit `2p` for the low
 //! nibbles, `2p + 1` for the high ones.
 //!
+//! [`GgmlType::Q4_1x8s2`] and [`GgmlType::Q4_1x8s4`] are Q4_1x8 whose records hold 2 or 4
+//! consecutive blocks of the 8 rows under one header (bytes `0..32`: the first block's `d` and
+//! `m`, which every block of the run must share), then each block's 4 chunks in turn (block
+//! `s`'s from byte `32 + 128 s`): MLX affine groups of 64 or 128 values
+//! (`quant::affine_as_q4_1`) at the checkpoint's 4.5 or 4.25 bits per value, where Q4_1x8 takes
+//! 5. Their rows are shorter than Q4_1's, so [`deinterleave`] writes natural Q4_1 rows of the
+//! file format's length.
+//!
 //! Q6_K (records of 1680 bytes) keeps its `d` last in the block; the record has the 8 rows'
 //! `d` in bytes `0..16` and then the block's other 208 bytes as 52 words in the order the
 //! kernel reads them (a record read out of order, jumping between its `ql`, `qh` and scales,
@@ -65,6 +73,9 @@ struct Geometry {
     qh: bool,
     /// Bytes of `qs` per block.
     qs: usize,
+    /// Consecutive blocks per record, which share the first one's header (1, or for the
+    /// `Q4_1x8s` layouts 2 or 4).
+    share: usize,
 }
 
 impl Geometry {
@@ -88,6 +99,14 @@ impl Geometry {
             header_last,
             qh,
             qs,
+            share: 1,
+        }
+    }
+    /// The geometry of an interleaved layout (`Q4_0x8`, ..., `Q4_1x8s2`).
+    fn of_layout(layout: GgmlType) -> Geometry {
+        Geometry {
+            share: layout.shared_blocks(),
+            ..Geometry::of(layout.file_format())
         }
     }
     /// Where a block's f16 fields start.
@@ -108,8 +127,10 @@ impl Geometry {
     const fn qh_bytes(self) -> usize {
         if self.qh { 4 } else { 0 }
     }
+    /// Bytes per record: the 8 rows' header fields (and Q5_0's masks) once, then `share`
+    /// blocks' chunks.
     fn record(self) -> usize {
-        ROWS * self.block()
+        ROWS * (self.header + self.qh_bytes() + self.share * self.qs)
     }
     /// The block word that record word `c` holds: the same word, except for Q6_K, whose record
     /// lists its words in the order its kernel reads them (see the module docs), so that a
@@ -146,24 +167,28 @@ fn qh_shift(h: usize) -> usize {
     if h < 4 { 4 * h } else { 16 + 4 * (h - 4) }
 }
 
-/// Packs block `b` of the 8 rows (`rows[j]` is row `j`'s `nb` natural blocks) into `rec`.
-fn pack(geo: Geometry, rows: &[&[u8]; ROWS], b: usize, rec: &mut [u8]) {
+/// Packs record `r` of the 8 rows (`rows[j]` is row `j`'s `nb` natural blocks): blocks
+/// `r share..(r + 1) share`, with the first one's header.
+fn pack(geo: Geometry, rows: &[&[u8]; ROWS], r: usize, rec: &mut [u8]) {
     let block = geo.block();
-    let qs_at = geo.qs_at();
     let mut masks = [0u32; 8];
     for (j, row) in rows.iter().enumerate() {
-        let blk = &row[b * block..][..block];
+        let first = &row[r * geo.share * block..][..block];
         for f in 0..geo.header / 2 {
             let (at, from) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
-            rec[at..at + 2].copy_from_slice(&blk[from..from + 2]);
+            rec[at..at + 2].copy_from_slice(&first[from..from + 2]);
         }
-        let qs = &blk[geo.words_at()..];
-        for c in 0..geo.qs / 4 {
-            let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
-            rec[at..at + 4].copy_from_slice(&qs[4 * w..4 * w + 4]);
+        for s in 0..geo.share {
+            let blk = &row[(r * geo.share + s) * block..][..block];
+            let qs = &blk[geo.words_at()..];
+            let qs_at = geo.qs_at() + s * ROWS * geo.qs;
+            for c in 0..geo.qs / 4 {
+                let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
+                rec[at..at + 4].copy_from_slice(&qs[4 * w..4 * w + 4]);
+            }
         }
         if geo.qh {
-            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let qh = u32::from_le_bytes([first[2], first[3], first[4], first[5]]);
             for (h, m) in masks.iter_mut().enumerate() {
                 *m |= ((qh >> qh_shift(h)) & 0xF) << (4 * j);
             }
@@ -176,50 +201,76 @@ fn pack(geo: Geometry, rows: &[&[u8]; ROWS], b: usize, rec: &mut [u8]) {
     }
 }
 
-/// The inverse of [`pack`]: block `b` of the 8 rows from `rec`.
-fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], b: usize) {
+/// The inverse of [`pack`]: record `r`'s blocks of the 8 rows, each with the record's header.
+fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r: usize) {
     let block = geo.block();
-    let qs_at = geo.qs_at();
     for (j, row) in rows.iter_mut().enumerate() {
-        let blk = &mut row[b * block..][..block];
-        // Whole fields rather than bytes (a prefill de-interleaves every weight once per
-        // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
-        for f in 0..geo.header / 2 {
-            let (at, to) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
-            blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
-        }
-        if geo.qh {
-            let mut qh = 0u32;
-            for h in 0..8 {
-                let at = 16 + 4 * h;
-                let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
-                qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+        for s in 0..geo.share {
+            let blk = &mut row[(r * geo.share + s) * block..][..block];
+            // Whole fields rather than bytes (a prefill de-interleaves every weight once per
+            // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
+            for f in 0..geo.header / 2 {
+                let (at, to) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
+                blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
             }
-            blk[2..6].copy_from_slice(&qh.to_le_bytes());
-        }
-        let qs = &mut blk[geo.words_at()..];
-        for c in 0..geo.qs / 4 {
-            let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
-            qs[4 * w..4 * w + 4].copy_from_slice(&rec[at..at + 4]);
+            if geo.qh {
+                let mut qh = 0u32;
+                for h in 0..8 {
+                    let at = 16 + 4 * h;
+                    let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+                    qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+                }
+                blk[2..6].copy_from_slice(&qh.to_le_bytes());
+            }
+            let qs = &mut blk[geo.words_at()..];
+            let qs_at = geo.qs_at() + s * ROWS * geo.qs;
+            for c in 0..geo.qs / 4 {
+                let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
+                qs[4 * w..4 * w + 4].copy_from_slice(&rec[at..at + 4]);
+            }
         }
     }
 }
 
 /// Rearranges `src` (natural rows of `format`, one of [`Geometry::of`]'s, `n` a multiple of 8,
 /// `nb` blocks per row) into `dst` (same length) in the interleaved layout. Runs on the pool.
+#[cfg(test)]
 pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) {
-    let geo = Geometry::of(format);
-    assert_eq!(src.len(), dst.len(), "interleave: lengths differ");
+    // A file format's geometry is its interleaved layout's (one header per record).
+    assert!(
+        interleave_as(format, src, nb, dst),
+        "interleave: one header per block never differs"
+    );
+}
+
+/// [`interleave`] into any interleaved layout (`Q4_1x8s2` too), `dst` sized for it
+/// (`layout.row_bytes(k)` per row). False, with `dst` unspecified, when the layout shares a
+/// header between blocks whose headers differ in `src`.
+pub(crate) fn interleave_as(layout: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]) -> bool {
+    let geo = Geometry::of_layout(layout);
     let (block, record) = (geo.block(), geo.record());
-    let group_bytes = nb * record;
-    if group_bytes == 0 {
-        return;
+    let src_group = ROWS * nb * block;
+    if src_group == 0 {
+        return true;
     }
     assert!(
-        src.len().is_multiple_of(group_bytes),
+        nb.is_multiple_of(geo.share) && src.len().is_multiple_of(src_group),
         "interleave: partial group"
     );
-    let groups = src.len() / group_bytes;
+    let groups = src.len() / src_group;
+    let group_bytes = nb / geo.share * record;
+    assert_eq!(dst.len(), groups * group_bytes, "interleave: wrong length");
+    if geo.share > 1 {
+        // Every block must carry its record's header, or the layout would lose it.
+        let header = geo.header;
+        let same = src.chunks_exact(geo.share * block).all(|run| {
+            let first = &run[..header];
+            run.chunks_exact(block).all(|b| &b[..header] == first)
+        });
+        if !same {
+            return false;
+        }
+    }
     let out = SendPtr(dst.as_mut_ptr());
     parallel_chunks(groups, 16, &|g0, g1| {
         // SAFETY: groups g0..g1 of dst belong to this chunk alone and lie inside dst.
@@ -227,38 +278,39 @@ pub(crate) fn interleave(format: GgmlType, src: &[u8], nb: usize, dst: &mut [u8]
             std::slice::from_raw_parts_mut(out.get().add(g0 * group_bytes), (g1 - g0) * group_bytes)
         };
         for (gi, rec_group) in dst.chunks_exact_mut(group_bytes).enumerate() {
-            let group = &src[(g0 + gi) * group_bytes..(g0 + gi + 1) * group_bytes];
+            let group = &src[(g0 + gi) * src_group..(g0 + gi + 1) * src_group];
             let rows: [&[u8]; ROWS] =
                 std::array::from_fn(|j| &group[j * nb * block..][..nb * block]);
-            for (b, rec) in rec_group.chunks_exact_mut(record).enumerate() {
-                pack(geo, &rows, b, rec);
+            for (r, rec) in rec_group.chunks_exact_mut(record).enumerate() {
+                pack(geo, &rows, r, rec);
             }
         }
     });
+    true
 }
 
-/// Writes groups `g0..g1` of the interleaved matrix `src` (natural format `format`, `nb` blocks
-/// per row) to `dst` as natural rows (`(g1 - g0) 8` rows).
+/// Writes groups `g0..g1` of the matrix `src` in the interleaved `layout` (`nb` blocks of its
+/// file format per row) to `dst` as natural rows of the file format (`(g1 - g0) 8` rows).
 pub(crate) fn deinterleave(
-    format: GgmlType,
+    layout: GgmlType,
     src: &[u8],
     nb: usize,
     g0: usize,
     g1: usize,
     dst: &mut [u8],
 ) {
-    let geo = Geometry::of(format);
-    let record = geo.record();
-    let group_bytes = nb * record;
+    let geo = Geometry::of_layout(layout);
+    let group_bytes = nb / geo.share * geo.record();
+    let natural_group = ROWS * nb * geo.block();
     let src = &src[g0 * group_bytes..g1 * group_bytes];
     for (recs, group) in src
         .chunks_exact(group_bytes)
-        .zip(dst.chunks_exact_mut(group_bytes))
+        .zip(dst.chunks_exact_mut(natural_group))
     {
-        let mut parts = group.chunks_exact_mut(group_bytes / ROWS);
+        let mut parts = group.chunks_exact_mut(natural_group / ROWS);
         let mut rows: [&mut [u8]; ROWS] = std::array::from_fn(|_| parts.next().unwrap_or_default());
-        for (b, rec) in recs.chunks_exact(record).enumerate() {
-            unpack(geo, rec, &mut rows, b);
+        for (r, rec) in recs.chunks_exact(geo.record()).enumerate() {
+            unpack(geo, rec, &mut rows, r);
         }
     }
 }

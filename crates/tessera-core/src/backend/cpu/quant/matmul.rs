@@ -143,18 +143,20 @@ pub(super) fn matmul_amx(
 ) {
     let base = ty.file_format();
     let nb = k / base.block_size();
+    // Natural rows (a shared-header layout's rows are shorter than its file format's).
+    let natural_bytes = nb * base.type_size();
     let decode = |r0: usize, r1: usize, panel: &mut crate::backend::cpu::amx::gemm::Panel| {
         let mut natural = Vec::new();
         let rows: &[u8] = if ty.interleaved_rows() > 1 {
-            natural.resize((r1 - r0) * row_bytes, 0);
-            interleave::deinterleave(base, w, nb, r0 / ROWS, r1 / ROWS, &mut natural);
+            natural.resize((r1 - r0) * natural_bytes, 0);
+            interleave::deinterleave(ty, w, nb, r0 / ROWS, r1 / ROWS, &mut natural);
             &natural
         } else {
             &w[r0 * row_bytes..r1 * row_bytes]
         };
         // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows, as many as the panel
         // was given.
-        unsafe { super::x86::to_bf16::decode_rows(base, rows, row_bytes, k, panel) };
+        unsafe { super::x86::to_bf16::decode_rows(base, rows, natural_bytes, k, panel) };
     };
     // SAFETY: the caller checked `amx::supported()` and the lengths (`matmul_t_on`).
     unsafe { crate::backend::cpu::amx::gemm::matmul_t(n, k, x, m, out, &decode) };
@@ -189,16 +191,15 @@ fn matmul_interleaved(
             let acts = quantize_q8k(isa, x, m, k, ex);
             drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
         } else {
-            let kern = super::x86::kernel_x8(isa, base);
+            let kern = super::x86::kernel_x8(isa, ty);
             let acts = quantize_q8(isa, x, m, k, false, 0);
             drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
         }
         return;
     }
     let dr = Deinterleaved {
-        base,
+        layout: ty,
         w,
-        row_bytes,
         n,
         k,
         m,
@@ -222,13 +223,12 @@ fn matmul_interleaved(
 /// stays in L2 while the kernel runs over it).
 const SLICE_GROUPS: usize = 32;
 
-/// An interleaved matrix (`n` rows of `k` values of the file format `base`) multiplied by `m`
-/// activation rows through a natural-layout kernel of `base`.
+/// A matrix in an interleaved `layout` (`n` rows of `k` values) multiplied by `m` activation
+/// rows through a natural-layout kernel of its file format.
 #[derive(Clone, Copy)]
 struct Deinterleaved<'a> {
-    base: GgmlType,
+    layout: GgmlType,
     w: &'a [u8],
-    row_bytes: usize,
     n: usize,
     k: usize,
     m: usize,
@@ -239,15 +239,11 @@ impl Deinterleaved<'_> {
     /// and runs every activation tile (`step` rows per call: [`MT`] for a decode kernel, all
     /// `m` for a panel kernel) over the slice.
     fn run<A: Sync>(&self, kern: Kernel<A>, acts: &A, step: usize, out: &mut [f32]) {
-        let Deinterleaved {
-            base,
-            w,
-            row_bytes,
-            n,
-            k,
-            m,
-        } = *self;
+        let Deinterleaved { layout, w, n, k, m } = *self;
+        let base = layout.file_format();
         let nb = k / base.block_size();
+        // The de-interleaved slices hold natural rows of the file format.
+        let row_bytes = nb * base.type_size();
         let outp = OutPtr(out.as_mut_ptr());
         let min_groups = (1usize << 16).div_ceil(k * m.min(MT) * ROWS).max(1);
         parallel_chunks(n / ROWS, min_groups, &|g0, g1| {
@@ -257,7 +253,7 @@ impl Deinterleaved<'_> {
                 let ge = (g + SLICE_GROUPS).min(g1);
                 let rows = (ge - g) * ROWS;
                 let slice = &mut buf[..rows * row_bytes];
-                interleave::deinterleave(base, w, nb, g, ge, slice);
+                interleave::deinterleave(layout, w, nb, g, ge, slice);
                 let mut i0 = 0;
                 while i0 < m {
                     let tile = Tile {

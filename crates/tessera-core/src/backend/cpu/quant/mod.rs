@@ -306,6 +306,8 @@ pub fn matmul_supported(ty: GgmlType) -> bool {
             | T::Q4_0x8
             | T::Q4_1
             | T::Q4_1x8
+            | T::Q4_1x8s2
+            | T::Q4_1x8s4
             | T::Q8_0x8
             | T::Q4_Kx8
             | T::Q5_Kx8

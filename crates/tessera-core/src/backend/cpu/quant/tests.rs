@@ -493,6 +493,82 @@ fn interleaved_layouts_match_the_natural_layout() {
     }
 }
 
+/// Random Q4_1 rows in which each run of `share` blocks has its first block's `d` and `m`.
+fn shared_q4_1_blocks(rng: &mut Rng, rows: usize, k: usize, share: usize) -> Vec<u8> {
+    let mut w = random_blocks(rng, T::Q4_1, rows, k);
+    for run in w.chunks_mut(20 * share) {
+        let header: [u8; 4] = run[..4].try_into().unwrap();
+        for blk in run.chunks_mut(20) {
+            blk[..4].copy_from_slice(&header);
+        }
+    }
+    w
+}
+
+/// The shared-header layouts (`Q4_1x8s2`, `Q4_1x8s4`) against natural Q4_1 on every
+/// instruction set (decode kernel, de-interleaved prefill), the AMX path where there is one,
+/// and dequantization; rows whose headers differ within a run are refused.
+#[test]
+fn shared_header_layouts_match_natural_q4_1() {
+    let mut rng = Rng(0x5eed_0412);
+    for (layout, share) in [(T::Q4_1x8s2, 2), (T::Q4_1x8s4, 4)] {
+        for &(m, n, k) in &[
+            (1, 8, 128),
+            (2, 16, 512),
+            (3, 24, 896),
+            (4, 8, 1280),
+            (1, 600, 1024),
+            (6, 40, 512),
+            (17, 16, 256),
+            (70, 32, 512),
+        ] {
+            let w = shared_q4_1_blocks(&mut rng, n, k, share);
+            let nb = k / 32;
+            let mut ws = vec![0u8; n * layout.row_bytes(k).unwrap()];
+            assert_eq!(ws.len() * 20 * share, w.len() * (16 * share + 4));
+            assert!(super::interleave::interleave_as(layout, &w, nb, &mut ws));
+            let mut back = vec![0u8; w.len()];
+            super::interleave::deinterleave(layout, &ws, nb, 0, n / 8, &mut back);
+            assert_eq!(back, w, "{layout}: de-interleaving restores the rows");
+            let x = rng.vec(m * k);
+            let (exact, bound) = reference(T::Q4_1, &w, n, k, &x, m);
+            for isa in Isa::available() {
+                let mut natural = vec![f32::NAN; m * n];
+                matmul_t_with(isa, T::Q4_1, &w, n, k, &x, m, &mut natural).unwrap();
+                let mut shared = vec![f32::NAN; m * n];
+                matmul_t_with(isa, layout, &ws, n, k, &x, m, &mut shared).unwrap();
+                for (j, (a, b)) in natural.iter().zip(&shared).enumerate() {
+                    // The same integer sums; the shared header is applied once per record.
+                    let tol = 1e-5 * (bound[j] + exact[j].abs()) as f32 + 1e-6;
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{layout} {isa:?} m={m} n={n} k={k} [{j}]: natural {a}, shared {b}"
+                    );
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::backend::cpu::amx::supported() && m >= AMX_MIN_M {
+                let mut natural = vec![f32::NAN; m * n];
+                matmul_t_on(Isa::best(), true, T::Q4_1, &w, n, k, &x, m, &mut natural).unwrap();
+                let mut shared = vec![f32::NAN; m * n];
+                matmul_t_on(Isa::best(), true, layout, &ws, n, k, &x, m, &mut shared).unwrap();
+                assert_eq!(natural, shared, "{layout} AMX m={m}: the same bf16 tiles");
+            }
+        }
+        // A block whose header differs from its run's first is refused, not dropped.
+        let (n, k) = (8, 256);
+        let mut w = shared_q4_1_blocks(&mut rng, n, k, share);
+        w[5 * (k / 32) * 20 + 20] ^= 1; // row 5, block 1: its d
+        let mut ws = vec![0u8; n * layout.row_bytes(k).unwrap()];
+        assert!(!super::interleave::interleave_as(
+            layout,
+            &w,
+            k / 32,
+            &mut ws
+        ));
+    }
+}
+
 #[test]
 fn matmul_float_weights() {
     let mut rng = Rng(99);

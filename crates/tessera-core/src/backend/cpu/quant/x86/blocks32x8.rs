@@ -18,6 +18,9 @@
 //! of shifting each chunk: 4 fewer instructions per record, 7% less time in a cache-hot loop.
 //! AVX2's `vpmaddubsw` would saturate its i16 pair sums on `16 q`, so it shifts as before.
 //!
+//! The shared-header layouts (`Q4_1x8s2`, `Q4_1x8s4`) run the same steps per block of a record
+//! and sum the blocks' `d_x`-scaled results before the one FMA with the record's 8 scales.
+//!
 //! Q5_0 adds 16 to the values whose fifth bit is set, from one 32-bit byte mask per nibble
 //! register stored in the record (one masked add with AVX-512BW), and takes `16 d_x Σx` off.
 //!
@@ -47,14 +50,20 @@ pub(super) trait Format {
     /// The unsigned offset of the stored values (`w = d (q - OFF)`): 8 for Q4_0, 16 for Q5_0;
     /// for Q8_0 the bias VNNI adds to its signed bytes (AVX2 multiplies them signed: none).
     const OFF: f32 = 0.0;
-    /// Bytes per record: the header and the 8 rows' `qs`.
-    const RECORD: usize = Self::QS + if Self::EIGHT_BIT { 256 } else { 128 };
+    /// Consecutive blocks per record, sharing its header (the `Q4_1x8s` layouts: 2 or 4).
+    const SHARE: usize = 1;
+    /// Bytes of one block's `qs` chunks for the 8 rows.
+    const CHUNKS: usize = if Self::EIGHT_BIT { 256 } else { 128 };
+    /// Bytes per record: the header and the 8 rows' `qs` of its blocks.
+    const RECORD: usize = Self::QS + Self::SHARE * Self::CHUNKS;
 }
 
 pub(super) struct Q4_0x8;
 pub(super) struct Q4_1x8;
 pub(super) struct Q5_0x8;
 pub(super) struct Q8_0x8;
+pub(super) struct Q4_1x8s2;
+pub(super) struct Q4_1x8s4;
 
 impl Format for Q4_0x8 {
     const QS: usize = qs_at(GgmlType::Q4_0);
@@ -64,6 +73,18 @@ impl Format for Q4_0x8 {
 impl Format for Q4_1x8 {
     const QS: usize = qs_at(GgmlType::Q4_1);
     const MIN: bool = true;
+}
+
+impl Format for Q4_1x8s2 {
+    const QS: usize = qs_at(GgmlType::Q4_1);
+    const MIN: bool = true;
+    const SHARE: usize = 2;
+}
+
+impl Format for Q4_1x8s4 {
+    const QS: usize = qs_at(GgmlType::Q4_1);
+    const MIN: bool = true;
+    const SHARE: usize = 4;
 }
 
 impl Format for Q5_0x8 {
@@ -112,94 +133,107 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
     for (i, b) in base.iter_mut().enumerate() {
         *b = (t.i0 + i) * nb;
     }
+    // Records per group of 8 rows (each covers SHARE activation blocks).
+    let nr = nb / F::SHARE;
     for g in t.r0 / ROWS..t.r1 / ROWS {
-        let group = t.w.as_ptr().add(g * nb * F::RECORD);
+        let group = t.w.as_ptr().add(g * nr * F::RECORD);
         let mut acc = [_mm256_setzero_ps(); N];
         // Q4_1: Σ_b m_w s_x, kept apart so the two FMA chains run side by side.
         let mut acc_min = [_mm256_setzero_ps(); N];
-        for b in 0..nb {
-            let rec = group.add(b * F::RECORD);
+        for r in 0..nr {
+            let rec = group.add(r * F::RECORD);
             // The hardware prefetchers alone left this loop's arithmetic and memory reads apart
             // (streaming at about the harmonic mean of the cache-hot rate and the read
             // bandwidth: Q4_0x8 21 GB/s on a Xeon, 2 threads); see `prefetch_stream`.
             crate::backend::cpu::simd::prefetch_stream(rec, F::RECORD);
-            // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
-            // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
-            let mut u = [zero; 8];
-            let mut raw8 = [zero; 8];
-            if F::EIGHT_BIT {
-                for c in 0..8 {
-                    let raw = _mm256_loadu_si256(rec.add(F::QS + 32 * c) as *const __m256i);
-                    raw8[c] = raw;
-                    // VNNI: q + 128 (unsigned; the offset is taken off below). AVX2's i16 pair
-                    // sums would saturate on that, so |q| against x with q's sign.
-                    u[c] = if D::FULL_U8 {
-                        _mm256_xor_si256(raw, _mm256_set1_epi8(-128))
-                    } else {
-                        _mm256_abs_epi8(raw)
-                    };
-                }
-            } else {
-                for c in 0..4 {
-                    let raw = _mm256_loadu_si256(rec.add(F::QS + 32 * c) as *const __m256i);
-                    u[c] = _mm256_and_si256(raw, m4);
-                    u[4 + c] = if D::FULL_U8 && !F::FIFTH {
-                        _mm256_andnot_si256(m4, raw) // 16 q (see the module doc)
-                    } else {
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
-                    };
-                    if F::FIFTH {
-                        // Q5_0: 16 where the value's fifth bit is set (the record's masks).
-                        let mask = |h: usize| (rec.add(16 + 4 * h) as *const u32).read_unaligned();
-                        u[c] = with_fifth::<D>(u[c], mask(c));
-                        u[4 + c] = with_fifth::<D>(u[4 + c], mask(4 + c));
-                    }
-                }
-            }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec as *const __m128i));
             let mw = if F::MIN {
                 _mm256_cvtph_ps(_mm_loadu_si128(rec.add(16) as *const __m128i))
             } else {
                 _mm256_setzero_ps()
             };
-            for i in 0..N {
-                let ix = base[i] + b;
-                let x = qs.add(ix * 32);
-                let mut sl = zero;
-                let mut sh = zero;
-                for c in 0..4 {
-                    let (mut wl, mut wh) = (word(x, c), word(x, 4 + c));
-                    if F::EIGHT_BIT && !D::FULL_U8 {
-                        wl = _mm256_sign_epi8(wl, raw8[c]);
-                        wh = _mm256_sign_epi8(wh, raw8[4 + c]);
+            // The record's blocks scaled by the activations' `d_x`, before the shared `d_w`.
+            let mut vs = [_mm256_setzero_ps(); N];
+            for s in 0..F::SHARE {
+                let b = r * F::SHARE + s;
+                let chunks = rec.add(F::QS + s * F::CHUNKS);
+                // u[c] meets activation word c: for nibbles u[0..4] are the low ones (values
+                // 4c..4c + 4), u[4..8] the high ones (16 + ...); for bytes, chunk c itself.
+                let mut u = [zero; 8];
+                let mut raw8 = [zero; 8];
+                if F::EIGHT_BIT {
+                    for c in 0..8 {
+                        let raw = _mm256_loadu_si256(chunks.add(32 * c) as *const __m256i);
+                        raw8[c] = raw;
+                        // VNNI: q + 128 (unsigned; the offset is taken off below). AVX2's i16
+                        // pair sums would saturate on that, so |q| against x with q's sign.
+                        u[c] = if D::FULL_U8 {
+                            _mm256_xor_si256(raw, _mm256_set1_epi8(-128))
+                        } else {
+                            _mm256_abs_epi8(raw)
+                        };
                     }
-                    sl = D::dot_us(sl, u[c], wl);
-                    sh = D::dot_us(sh, u[4 + c], wh);
+                } else {
+                    for c in 0..4 {
+                        let raw = _mm256_loadu_si256(chunks.add(32 * c) as *const __m256i);
+                        u[c] = _mm256_and_si256(raw, m4);
+                        u[4 + c] = if D::FULL_U8 && !F::FIFTH {
+                            _mm256_andnot_si256(m4, raw) // 16 q (see the module doc)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
+                        };
+                        if F::FIFTH {
+                            // Q5_0: 16 where the value's fifth bit is set (the record's masks).
+                            let mask =
+                                |h: usize| (rec.add(16 + 4 * h) as *const u32).read_unaligned();
+                            u[c] = with_fifth::<D>(u[c], mask(c));
+                            u[4 + c] = with_fifth::<D>(u[4 + c], mask(4 + c));
+                        }
+                    }
                 }
-                let sh = if D::FULL_U8 && !F::EIGHT_BIT && !F::FIFTH {
-                    _mm256_srai_epi32::<4>(sh)
-                } else {
-                    sh
-                };
-                let f = _mm256_cvtepi32_ps(_mm256_add_epi32(sl, sh));
-                let v = if F::MIN {
-                    // d_w d_x Σ q x here, m_w s_x below.
-                    acc_min[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*xs.add(ix)), acc_min[i]);
-                    _mm256_mul_ps(f, _mm256_set1_ps(*xd.add(ix)))
-                } else {
-                    // d_x Σ q x - off d_x Σ x: the offset of the unsigned values (see `OFF`).
-                    let off = if F::EIGHT_BIT && !D::FULL_U8 {
-                        0.0
+                for i in 0..N {
+                    let ix = base[i] + b;
+                    let x = qs.add(ix * 32);
+                    let mut sl = zero;
+                    let mut sh = zero;
+                    for c in 0..4 {
+                        let (mut wl, mut wh) = (word(x, c), word(x, 4 + c));
+                        if F::EIGHT_BIT && !D::FULL_U8 {
+                            wl = _mm256_sign_epi8(wl, raw8[c]);
+                            wh = _mm256_sign_epi8(wh, raw8[4 + c]);
+                        }
+                        sl = D::dot_us(sl, u[c], wl);
+                        sh = D::dot_us(sh, u[4 + c], wh);
+                    }
+                    let sh = if D::FULL_U8 && !F::EIGHT_BIT && !F::FIFTH {
+                        _mm256_srai_epi32::<4>(sh)
                     } else {
-                        F::OFF
+                        sh
                     };
-                    _mm256_fmsub_ps(
-                        f,
-                        _mm256_set1_ps(*xd.add(ix)),
-                        _mm256_set1_ps(off * *xdsum.add(ix)),
-                    )
-                };
-                acc[i] = _mm256_fmadd_ps(v, dw, acc[i]);
+                    let f = _mm256_cvtepi32_ps(_mm256_add_epi32(sl, sh));
+                    let v = if F::MIN {
+                        // d_w d_x Σ q x here, m_w s_x below.
+                        acc_min[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*xs.add(ix)), acc_min[i]);
+                        _mm256_mul_ps(f, _mm256_set1_ps(*xd.add(ix)))
+                    } else {
+                        // d_x Σ q x - off d_x Σ x: the offset of the unsigned values (see
+                        // `OFF`).
+                        let off = if F::EIGHT_BIT && !D::FULL_U8 {
+                            0.0
+                        } else {
+                            F::OFF
+                        };
+                        _mm256_fmsub_ps(
+                            f,
+                            _mm256_set1_ps(*xd.add(ix)),
+                            _mm256_set1_ps(off * *xdsum.add(ix)),
+                        )
+                    };
+                    vs[i] = if s == 0 { v } else { _mm256_add_ps(vs[i], v) };
+                }
+            }
+            for i in 0..N {
+                acc[i] = _mm256_fmadd_ps(vs[i], dw, acc[i]);
             }
         }
         for (i, a) in acc.iter().enumerate() {

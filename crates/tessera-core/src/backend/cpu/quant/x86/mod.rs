@@ -110,18 +110,22 @@ unsafe fn rows_x8_vnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
     blocks32x8::rows::<Vnni, F>(t)
 }
 
-/// The decode kernel for the interleaved layout of `base` (Q4_0, Q4_1, Q5_0 or Q8_0; natural
-/// activation blocks; row ranges in whole groups of 8).
-pub(super) fn kernel_x8(isa: Isa, base: GgmlType) -> Kernel<Q8Rows> {
-    use blocks32x8::{Q4_0x8, Q4_1x8, Q5_0x8, Q8_0x8};
+/// The decode kernel for the interleaved `layout` (Q4_0x8, Q4_1x8 and its shared-header forms,
+/// Q5_0x8 or Q8_0x8; natural activation blocks; row ranges in whole groups of 8).
+pub(super) fn kernel_x8(isa: Isa, layout: GgmlType) -> Kernel<Q8Rows> {
+    use blocks32x8::{Q4_0x8, Q4_1x8, Q4_1x8s2, Q4_1x8s4, Q5_0x8, Q8_0x8};
     let vnni = isa == Isa::Vnni;
-    match base {
-        GgmlType::Q4_1 if vnni => rows_x8_vnni::<Q4_1x8>,
-        GgmlType::Q4_1 => rows_x8_avx2::<Q4_1x8>,
-        GgmlType::Q5_0 if vnni => rows_x8_vnni::<Q5_0x8>,
-        GgmlType::Q5_0 => rows_x8_avx2::<Q5_0x8>,
-        GgmlType::Q8_0 if vnni => rows_x8_vnni::<Q8_0x8>,
-        GgmlType::Q8_0 => rows_x8_avx2::<Q8_0x8>,
+    match layout {
+        GgmlType::Q4_1x8 if vnni => rows_x8_vnni::<Q4_1x8>,
+        GgmlType::Q4_1x8 => rows_x8_avx2::<Q4_1x8>,
+        GgmlType::Q4_1x8s2 if vnni => rows_x8_vnni::<Q4_1x8s2>,
+        GgmlType::Q4_1x8s2 => rows_x8_avx2::<Q4_1x8s2>,
+        GgmlType::Q4_1x8s4 if vnni => rows_x8_vnni::<Q4_1x8s4>,
+        GgmlType::Q4_1x8s4 => rows_x8_avx2::<Q4_1x8s4>,
+        GgmlType::Q5_0x8 if vnni => rows_x8_vnni::<Q5_0x8>,
+        GgmlType::Q5_0x8 => rows_x8_avx2::<Q5_0x8>,
+        GgmlType::Q8_0x8 if vnni => rows_x8_vnni::<Q8_0x8>,
+        GgmlType::Q8_0x8 => rows_x8_avx2::<Q8_0x8>,
         _ if vnni => rows_x8_vnni::<Q4_0x8>,
         _ => rows_x8_avx2::<Q4_0x8>,
     }
