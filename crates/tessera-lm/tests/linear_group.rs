@@ -1,6 +1,7 @@
 //! `LinearGroup`: maps stacked into one matrix give the same outputs as the maps alone, in every
 //! storage the loaders produce, before and after the CPU layout (`for_matmul`); maps that cannot
 //! share a matrix stay apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, quantize_rows};
 use tessera_core::{Array, Dtype, ops, random};
