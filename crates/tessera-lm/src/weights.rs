@@ -105,7 +105,8 @@ impl Weight {
     /// (`tessera_core::memory::own_in`; a decode step streams every weight once). The result
     /// still gives rows ([`Weight::rows`]) but an interleaved one cannot be stacked
     /// ([`Weight::concat_rows`]): stack first. A 4-bit MLX affine matrix whose scales and biases
-    /// are f16 values becomes interleaved Q4_1 (see [`tessera_core::quant::affine_as_q4_1`]).
+    /// are f16 values becomes interleaved Q4_1 (see [`tessera_core::quant::affine_as_q4_1`]), an
+    /// 8-bit one `A8x8` (see [`tessera_core::quant::affine8_for_cpu_in`]).
     pub fn for_matmul(self, arena: &Arena) -> Result<Weight> {
         if let Weight::Quantized {
             blocks,
@@ -128,9 +129,9 @@ impl Weight {
     }
 
     /// A 4-bit affine matrix as interleaved Q4_1 (`tessera_core::quant::affine_as_q4_1`: the
-    /// same weights, exactly, which the integer kernels stream about twice as fast), when the
-    /// rewrite is exact and this CPU interleaves Q4_1; `None` otherwise (the affine kernels
-    /// serve).
+    /// same weights, exactly, which the integer kernels stream about twice as fast), an 8-bit
+    /// one as `A8x8` (`tessera_core::quant::affine8_for_cpu_in`), when the rewrite is exact and
+    /// this CPU has the kernels; `None` otherwise (the affine kernels serve).
     fn affine_as_interleaved_q4_1(&self, arena: &Arena) -> Result<Option<Weight>> {
         let Weight::Affine {
             packed,
@@ -142,10 +143,27 @@ impl Weight {
         else {
             return Ok(None);
         };
+        let in_features = self.in_features();
+        let quantized = |(blocks, format)| Weight::Quantized {
+            blocks,
+            format,
+            in_features,
+        };
+        if *bits == 8 {
+            // 8-bit codes keep their bytes, the header once per group (A8x8, A8x8s2, A8x8s4).
+            let laid_out = tessera_core::quant::affine8_for_cpu_in(
+                packed,
+                scales,
+                biases,
+                *group_size,
+                *bits,
+                arena,
+            )?;
+            return Ok(laid_out.map(quantized));
+        }
         if tessera_core::quant::cpu_layout(GgmlType::Q4_1) == GgmlType::Q4_1 {
             return Ok(None);
         }
-        let in_features = self.in_features();
         let Some(rows) =
             tessera_core::quant::affine_as_q4_1(packed, scales, biases, *group_size, *bits)?
         else {
@@ -159,11 +177,7 @@ impl Weight {
             Some(done) => Some(done),
             None => tessera_core::quant::interleave_for_cpu_in(&rows, GgmlType::Q4_1, arena)?,
         };
-        Ok(laid_out.map(|(blocks, format)| Weight::Quantized {
-            blocks,
-            format,
-            in_features,
-        }))
+        Ok(laid_out.map(quantized))
     }
 
     /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales

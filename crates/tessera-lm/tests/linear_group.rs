@@ -224,3 +224,50 @@ fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
         }
     }
 }
+
+#[test]
+fn an_8_bit_affine_matrix_with_f16_scales_keeps_its_bytes_in_the_cpu_layout() {
+    for (group, layout) in [(32, "A8x8"), (64, "A8x8s2"), (128, "A8x8s4")] {
+        let w = rand(&[24, 512], 6).astype(Dtype::F16).unwrap();
+        let (packed, scales, biases) = ops::quantize(&w, group, 8).unwrap();
+        let affine = Weight::Affine {
+            packed,
+            scales,
+            biases,
+            group_size: group,
+            bits: 8,
+        };
+        let laid_out = affine
+            .clone()
+            .for_matmul(&tessera_core::memory::Arena::new())
+            .unwrap();
+        // The layout where this CPU has AVX-512 VNNI (tested exactly in tessera-core), else
+        // the affine kernels.
+        let kind = laid_out.kind();
+        assert!(
+            kind == layout || kind == affine.kind(),
+            "group {group}: {kind}"
+        );
+        assert_eq!(laid_out.nbytes(), affine.nbytes(), "the checkpoint's bytes");
+        for t in [1, 5] {
+            let x = rand(&[t, 512], 10);
+            let want = affine.apply(&x).unwrap().to_vec::<f32>().unwrap();
+            let got = laid_out.apply(&x).unwrap().to_vec::<f32>().unwrap();
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert!(
+                    (a - b).abs() <= 0.01 * scale,
+                    "group {group}, {t} rows [{i}]: {a} vs {b}"
+                );
+            }
+        }
+        let ids = Array::from_vec(vec![23u32, 0, 9], &[3]).unwrap();
+        let want = affine.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+        let got = laid_out.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+        let close = want
+            .iter()
+            .zip(&got)
+            .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()));
+        assert!(close, "group {group}: rows differ");
+    }
+}

@@ -22,6 +22,7 @@ use crate::backend::cpu::pool::parallel_chunks;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::quant::GgmlType;
 use half::f16;
 
 /// Values per Q4_1 block.
@@ -45,33 +46,9 @@ pub fn affine_as_q4_1(
     if bits != 4 || group_size == 0 || !group_size.is_multiple_of(BLOCK) {
         return Ok(None);
     }
-    let op = "affine_as_q4_1";
-    let bad = |msg: String| Error::Invalid { op, msg };
-    if packed.dtype() != Dtype::U32 || packed.ndim() != 2 {
-        return Err(bad(format!(
-            "packed must be a u32 matrix, got {} of shape {:?}",
-            packed.dtype(),
-            packed.shape()
-        )));
-    }
-    let (rows, words) = (packed.shape()[0], packed.shape()[1]);
+    let (rows, words, groups) =
+        check_shapes("affine_as_q4_1", packed, scales, biases, group_size, bits)?;
     let k = words * 8; // 8 four-bit values per u32
-    if !k.is_multiple_of(group_size) {
-        return Err(bad(format!(
-            "rows of {k} values are not whole groups of {group_size}"
-        )));
-    }
-    let groups = k / group_size;
-    for (name, a) in [("scales", scales), ("biases", biases)] {
-        if a.shape() != [rows, groups] || !a.dtype().is_float() {
-            return Err(bad(format!(
-                "{name} must be a float ({rows}, {groups}) matrix for {rows} rows of {k} \
-                 values in groups of {group_size}, got {} of shape {:?}",
-                a.dtype(),
-                a.shape()
-            )));
-        }
-    }
     let Some(d) = exact_f16(scales)? else {
         return Ok(None);
     };
@@ -121,6 +98,126 @@ pub fn affine_as_q4_1(
     Ok(Some(Array::from_vec(out, &[rows, row_bytes])?))
 }
 
+/// An MLX 8-bit affine matrix (as [`affine_as_q4_1`] takes it, `bits = 8`) in the interleaved
+/// layout the VNNI decode kernel reads, cut from `arena`: [`GgmlType::A8x8`], `A8x8s2` or
+/// `A8x8s4` for groups of 32, 64 or 128 (records of 8 rows: the group's 8 `d` then 8 `m` in f16,
+/// then per 32-value block 8 chunks of 32 bytes, chunk `c` holding bytes `4c..4c + 4` of each
+/// row's codes), 8.5 to 8.25 bits per value as in the checkpoint. The codes are unsigned bytes,
+/// which `vpdpbusd` takes as they are, and `m` is applied as Q4_1's minimum is.
+///
+/// `None` (the affine kernels serve) without AVX-512 VNNI (AVX2's byte products would saturate
+/// on codes above 127), with `TESSERA_REPACK=0`, for other widths or group sizes, a row count
+/// that is not a multiple of 8, or a scale or bias that f16 does not hold exactly. Errors on
+/// inconsistent shapes. Evaluates the inputs.
+pub fn affine8_for_cpu_in(
+    packed: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: u32,
+    arena: &crate::memory::Arena,
+) -> Result<Option<(Array, GgmlType)>> {
+    use crate::backend::cpu::quant::Isa;
+    let layout = match group_size {
+        32 => GgmlType::A8x8,
+        64 => GgmlType::A8x8s2,
+        128 => GgmlType::A8x8s4,
+        _ => return Ok(None),
+    };
+    let repack = super::cpu_layout(GgmlType::Q8_0) != GgmlType::Q8_0;
+    if bits != 8 || Isa::best() != Isa::Vnni || !repack {
+        return Ok(None);
+    }
+    let (rows, words, groups) =
+        check_shapes("affine8_for_cpu_in", packed, scales, biases, group_size, 8)?;
+    if !rows.is_multiple_of(ROWS8) {
+        return Ok(None);
+    }
+    let Some(d) = exact_f16(scales)? else {
+        return Ok(None);
+    };
+    let Some(m) = exact_f16(biases)? else {
+        return Ok(None);
+    };
+    packed.eval()?;
+    let data = crate::backend::cpu::copy::ensure_contiguous(&packed.data()?)?;
+    // SAFETY: a contiguous u32 array of rows x words elements from its pointer, alive as long
+    // as `data`.
+    let codes = unsafe { std::slice::from_raw_parts(data.ptr::<u32>(), rows * words) };
+    let k = words * 4;
+    let row_bytes = layout.row_bytes(k)?;
+    let out = crate::layout::ArrayData::alloc_in(Dtype::U8, &[rows, row_bytes], arena)?;
+    let dst = SendPtr(out.mut_ptr::<u8>());
+    let record = layout.type_size() * ROWS8;
+    let blocks = group_size / BLOCK;
+    parallel_chunks(rows / ROWS8, 1, &|g0, g1| {
+        for g in g0..g1 {
+            for r in 0..groups {
+                // SAFETY: group g's records are this chunk's alone and inside `out`.
+                let rec = unsafe {
+                    std::slice::from_raw_parts_mut(dst.get().add((g * groups + r) * record), record)
+                };
+                for j in 0..ROWS8 {
+                    let row = g * ROWS8 + j;
+                    let at = row * groups + r;
+                    rec[2 * j..2 * j + 2].copy_from_slice(&d[at].to_le_bytes());
+                    rec[16 + 2 * j..16 + 2 * j + 2].copy_from_slice(&m[at].to_le_bytes());
+                    // The group's codes: one byte per value, 4 to a word.
+                    let src = &codes[row * words + r * group_size / 4..][..group_size / 4];
+                    for s in 0..blocks {
+                        for c in 0..8 {
+                            let o = 32 + s * 256 + 32 * c + 4 * j;
+                            rec[o..o + 4].copy_from_slice(&src[8 * s + c].to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(Some((Array::from_data(out), layout)))
+}
+
+/// Rows per interleaved group.
+const ROWS8: usize = 8;
+
+/// Checks the affine matrix's arrays and returns (rows, packed words per row, groups per row).
+fn check_shapes(
+    op: &'static str,
+    packed: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: u32,
+) -> Result<(usize, usize, usize)> {
+    let bad = |msg: String| Error::Invalid { op, msg };
+    if packed.dtype() != Dtype::U32 || packed.ndim() != 2 {
+        return Err(bad(format!(
+            "packed must be a u32 matrix, got {} of shape {:?}",
+            packed.dtype(),
+            packed.shape()
+        )));
+    }
+    let (rows, words) = (packed.shape()[0], packed.shape()[1]);
+    let k = words * 32 / bits as usize;
+    if !k.is_multiple_of(group_size) {
+        return Err(bad(format!(
+            "rows of {k} values are not whole groups of {group_size}"
+        )));
+    }
+    let groups = k / group_size;
+    for (name, a) in [("scales", scales), ("biases", biases)] {
+        if a.shape() != [rows, groups] || !a.dtype().is_float() {
+            return Err(bad(format!(
+                "{name} must be a float ({rows}, {groups}) matrix for {rows} rows of {k} \
+                 values in groups of {group_size}, got {} of shape {:?}",
+                a.dtype(),
+                a.shape()
+            )));
+        }
+    }
+    Ok((rows, words, groups))
+}
+
 /// The f16 bits of every value of `a`, or `None` when one of them is not exactly an f16 (or
 /// is NaN).
 fn exact_f16(a: &Array) -> Result<Option<Vec<u16>>> {
@@ -139,7 +236,6 @@ fn exact_f16(a: &Array) -> Result<Option<Vec<u16>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::GgmlType;
 
     /// A `(rows, k)` matrix of smooth, distinct values.
     fn matrix(rows: usize, k: usize) -> Array {
@@ -189,6 +285,78 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn eight_bit_layouts_hold_the_affine_weights_and_multiply_alike() {
+        use crate::backend::cpu::quant::Isa;
+        let arena = crate::memory::Arena::new();
+        for (group, want) in [
+            (32, GgmlType::A8x8),
+            (64, GgmlType::A8x8s2),
+            (128, GgmlType::A8x8s4),
+        ] {
+            let (rows, k) = (16, 384);
+            let w = ops::astype(&matrix(rows, k), Dtype::F16).unwrap();
+            let (q, s, b) = ops::quantize(&w, group, 8).unwrap();
+            let laid = affine8_for_cpu_in(&q, &s, &b, group, 8, &arena).unwrap();
+            let vnni = Isa::best() == Isa::Vnni
+                && crate::quant::cpu_layout(GgmlType::Q8_0) != GgmlType::Q8_0;
+            assert_eq!(
+                laid.is_some(),
+                vnni,
+                "made exactly where the VNNI kernel runs"
+            );
+            let Some((a8, layout)) = laid else {
+                continue;
+            };
+            assert_eq!(layout, want);
+            assert_eq!(a8.shape(), &[rows, k / group * layout.type_size()]);
+            let f32_of = |a: &Array| ops::astype(a, Dtype::F32).unwrap();
+            let want_w = ops::dequantize(&q, &f32_of(&s), &f32_of(&b), group, 8)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let got = ops::gguf_dequantize(&a8, layout, k)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(got, want_w, "group {group}: the weights");
+            let ids = Array::from_vec(vec![3u32, 15, 8], &[3]).unwrap();
+            let rows_got = ops::gguf_take_rows(&a8, &ids, layout, k)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for (i, id) in [3usize, 15, 8].into_iter().enumerate() {
+                assert_eq!(&rows_got[i * k..(i + 1) * k], &want_w[id * k..(id + 1) * k]);
+            }
+            // Decode-sized and prefill-sized products (the latter in tiles of 4 rows).
+            for m in [1, 3, 6, 70] {
+                let x = matrix(m, k);
+                let affine = ops::quantized_matmul(&x, &q, &s, &b, true, group, 8)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap();
+                let ours = ops::gguf_matmul(&x, &a8, layout)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap();
+                let scale = affine.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (i, (a, g)) in affine.iter().zip(&ours).enumerate() {
+                    assert!(
+                        (a - g).abs() <= 0.01 * scale,
+                        "group {group} m={m} [{i}]: {a} vs {g}"
+                    );
+                }
+            }
+        }
+        // f32 scales are refused, not rounded.
+        let (q, s, b) = ops::quantize(&matrix(8, 64), 64, 8).unwrap();
+        assert!(
+            affine8_for_cpu_in(&q, &s, &b, 64, 8, &arena)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! used in place). [`GgmlType`] names the GGUF/ggml block formats and their geometry; the kernels
 //! that decode them and multiply with them are in `backend::cpu::quant`.
 //!
-//! Nine formats exist only in memory: [`GgmlType::Q4_1x8s2`] and [`GgmlType::Q4_1x8s4`] (below),
-//! and [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
+//! Twelve formats exist only in memory: the MLX affine layouts [`GgmlType::Q4_1x8s2`],
+//! [`GgmlType::Q4_1x8s4`] and [`GgmlType::A8x8`] (with `A8x8s2`, `A8x8s4`; below), and
+//! [`GgmlType::Q4_0x8`], [`GgmlType::Q4_1x8`],
 //! [`GgmlType::Q5_0x8`], [`GgmlType::Q8_0x8`], [`GgmlType::Q4_Kx8`], [`GgmlType::Q5_Kx8`] and
 //! [`GgmlType::Q6_Kx8`], Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K blocks of 8 rows interleaved so that the CPU's decode
 //! kernel multiplies 8 rows at once with no horizontal sums (up to twice the speed of the
@@ -17,10 +18,13 @@
 //! [`affine_as_q4_1`] rewrites an MLX 4-bit affine matrix as Q4_1 blocks when that is exact, so
 //! MLX checkpoints get the same integer kernels; [`interleave_shared_for_cpu_in`] then stores
 //! each affine group's header once ([`GgmlType::Q4_1x8s2`], [`GgmlType::Q4_1x8s4`]).
+//! [`affine8_for_cpu_in`] lays an 8-bit affine matrix out as [`GgmlType::A8x8`] (no file format
+//! holds `d q + m` with 8-bit codes, so that layout is made straight from the checkpoint and
+//! only the VNNI decode kernel reads it, prefill included).
 
 mod from_affine;
 
-pub use from_affine::affine_as_q4_1;
+pub use from_affine::{affine_as_q4_1, affine8_for_cpu_in};
 
 use crate::array::Array;
 use crate::dtype::Dtype;
@@ -87,6 +91,14 @@ pub enum GgmlType {
     Q4_1x8s2,
     /// As [`GgmlType::Q4_1x8s2`], one `d` and `m` per 4 blocks (affine groups of 128).
     Q4_1x8s4,
+    /// MLX 8-bit affine groups of 32 (`w = d q + m`, `q` an unsigned byte) in records of 8
+    /// interleaved rows as Q8_0x8's, with `m` beside `d` (in memory only, made by
+    /// [`affine8_for_cpu_in`]; no file format holds it, so only the VNNI decode kernel reads it).
+    A8x8,
+    /// [`GgmlType::A8x8`] for groups of 64: one header per 2 blocks.
+    A8x8s2,
+    /// [`GgmlType::A8x8`] for groups of 128: one header per 4 blocks.
+    A8x8s4,
 }
 
 /// `(type, id, name, block_size, type_size)` for every type, in id order (the in-memory layouts,
@@ -132,6 +144,9 @@ const TABLE: &[(GgmlType, Option<u32>, &str, usize, usize)] = &[
     (GgmlType::Q6_Kx8, None, "Q6_Kx8", 256, 210),
     (GgmlType::Q4_1x8s2, None, "Q4_1x8s2", 64, 36),
     (GgmlType::Q4_1x8s4, None, "Q4_1x8s4", 128, 68),
+    (GgmlType::A8x8, None, "A8x8", 32, 36),
+    (GgmlType::A8x8s2, None, "A8x8s2", 64, 68),
+    (GgmlType::A8x8s4, None, "A8x8s4", 128, 132),
 ];
 
 /// `(file format, in-memory layout)`: the formats the CPU kernels read interleaved, 8 rows at a
@@ -181,12 +196,22 @@ impl GgmlType {
     /// ([`GgmlType::Q4_0x8`] and the other `x8` types), else 1. A matrix in such a layout has a
     /// multiple of this many rows, and single rows cannot be sliced out.
     pub fn interleaved_rows(self) -> usize {
-        if self.file_format() != self { 8 } else { 1 }
+        if self.file_format() != self || self.is_affine8() {
+            8
+        } else {
+            1
+        }
+    }
+
+    /// The 8-bit affine layouts ([`GgmlType::A8x8`] and its shared-header forms), which have no
+    /// file format to de-interleave to.
+    pub fn is_affine8(self) -> bool {
+        matches!(self, GgmlType::A8x8 | GgmlType::A8x8s2 | GgmlType::A8x8s4)
     }
 
     /// The file format whose blocks an in-memory layout holds (the type itself for file formats).
     pub fn file_format(self) -> GgmlType {
-        if self.shared_blocks() > 1 {
+        if matches!(self, GgmlType::Q4_1x8s2 | GgmlType::Q4_1x8s4) {
             return GgmlType::Q4_1;
         }
         INTERLEAVED
@@ -199,8 +224,8 @@ impl GgmlType {
     /// [`GgmlType::Q4_1x8s2`], 4 for [`GgmlType::Q4_1x8s4`], else 1.
     pub fn shared_blocks(self) -> usize {
         match self {
-            GgmlType::Q4_1x8s2 => 2,
-            GgmlType::Q4_1x8s4 => 4,
+            GgmlType::Q4_1x8s2 | GgmlType::A8x8s2 => 2,
+            GgmlType::Q4_1x8s4 | GgmlType::A8x8s4 => 4,
             _ => 1,
         }
     }

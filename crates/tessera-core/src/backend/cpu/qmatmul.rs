@@ -44,6 +44,19 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     let k = *out.shape.last().unwrap_or(&0);
     let rows = o.size().checked_div(k).unwrap_or(0);
+    if format.is_affine8() {
+        // No file format to restore: each group of 8 rows decodes from its records.
+        let src = bytes_of(&w);
+        let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
+        super::pool::parallel_chunks(rows / 8, 2, &|g0, g1| {
+            for g in g0..g1 {
+                // SAFETY: rows 8g..8g + 8 of the output are this chunk's alone.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(8 * g * k), 8 * k) };
+                super::quant::interleave::dequantize_affine8(format, src, k, g, d);
+            }
+        });
+        return Ok(o);
+    }
     let base = format.file_format();
     // Rows as the kernels below decode them: the file format's (an interleaved layout is
     // restored to it first; a shared-header layout's own rows are shorter).

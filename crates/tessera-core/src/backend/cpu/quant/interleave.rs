@@ -315,6 +315,36 @@ pub(crate) fn deinterleave(
     }
 }
 
+/// Group `g` of the 8-bit affine layout `layout` (`A8x8` and its shared forms; rows of `k`
+/// values) decoded to `dst`: 8 rows of `k` f32, `w = d q + m`.
+pub(crate) fn dequantize_affine8(
+    layout: GgmlType,
+    src: &[u8],
+    k: usize,
+    g: usize,
+    dst: &mut [f32],
+) {
+    let group = layout.block_size();
+    let record = ROWS * layout.type_size();
+    let records = k / group;
+    let half = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    for r in 0..records {
+        let rec = &src[(g * records + r) * record..][..record];
+        for j in 0..ROWS {
+            let (d, m) = (half(rec, 2 * j), half(rec, 16 + 2 * j));
+            let row = &mut dst[j * k + r * group..][..group];
+            for s in 0..group / 32 {
+                for c in 0..8 {
+                    let o = 32 + s * 256 + 32 * c + 4 * j;
+                    for t in 0..4 {
+                        row[32 * s + 4 * c + t] = rec[o + t] as f32 * d + m;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,8 +180,10 @@ fn matmul_interleaved(
     out: &mut [f32],
 ) {
     let base = ty.file_format();
+    // The 8-bit affine layouts have no natural format: the decode kernel takes every row
+    // count, tiles of `MT` activation rows over weight groups kept in L2 (`drive`).
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && m < panel_min_m(isa) {
+    if isa != Isa::Scalar && (m < panel_min_m(isa) || ty.is_affine8()) {
         if let Some(kern) = super::x86::kernel_x8k(isa, base) {
             // The K-quant kernel takes each sub-block's minimum against its 32-value sum.
             let ex = KExtras {

@@ -308,6 +308,9 @@ pub fn matmul_supported(ty: GgmlType) -> bool {
             | T::Q4_1x8
             | T::Q4_1x8s2
             | T::Q4_1x8s4
+            | T::A8x8
+            | T::A8x8s2
+            | T::A8x8s4
             | T::Q8_0x8
             | T::Q4_Kx8
             | T::Q5_Kx8
@@ -405,6 +408,12 @@ fn matmul_t_on(
             format!("this CPU cannot run the {isa:?} kernels"),
         ));
     }
+    if ty.is_affine8() && isa != Isa::Vnni {
+        return Err(invalid(
+            OP,
+            format!("{ty} weights are multiplied by the AVX-512 VNNI kernel only, not {isa:?}"),
+        ));
+    }
     let row_bytes = ty.row_bytes(k)?;
     let dims = |a: usize, b: usize, what: &str| {
         a.checked_mul(b)
@@ -451,7 +460,7 @@ fn matmul_t_on(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if amx && m >= AMX_MIN_M && !is_float(ty) {
+    if amx && m >= AMX_MIN_M && !is_float(ty) && !ty.is_affine8() {
         matmul::matmul_amx(ty, w, row_bytes, n, k, x, m, out);
         return Ok(());
     }

@@ -19,7 +19,9 @@
 //! AVX2's `vpmaddubsw` would saturate its i16 pair sums on `16 q`, so it shifts as before.
 //!
 //! The shared-header layouts (`Q4_1x8s2`, `Q4_1x8s4`) run the same steps per block of a record
-//! and sum the blocks' `d_x`-scaled results before the one FMA with the record's 8 scales.
+//! and sum the blocks' `d_x`-scaled results before the one FMA with the record's 8 scales. The
+//! 8-bit affine layouts (`A8x8` and its shared forms: `w = d q + m`, unsigned bytes) are Q8_0's
+//! chunks taken as they are, with Q4_1's minimum term; VNNI only.
 //!
 //! Q5_0 adds 16 to the values whose fifth bit is set, from one 32-bit byte mask per nibble
 //! register stored in the record (one masked add with AVX-512BW), and takes `16 d_x Σx` off.
@@ -52,6 +54,9 @@ pub(super) trait Format {
     const OFF: f32 = 0.0;
     /// Consecutive blocks per record, sharing its header (the `Q4_1x8s` layouts: 2 or 4).
     const SHARE: usize = 1;
+    /// Eight-bit codes that are unsigned already (the `A8x8` layouts, with `MIN`): VNNI only,
+    /// whose `vpdpbusd` takes any unsigned byte.
+    const UNSIGNED: bool = false;
     /// Bytes of one block's `qs` chunks for the 8 rows.
     const CHUNKS: usize = if Self::EIGHT_BIT { 256 } else { 128 };
     /// Bytes per record: the header and the 8 rows' `qs` of its blocks.
@@ -64,6 +69,7 @@ pub(super) struct Q5_0x8;
 pub(super) struct Q8_0x8;
 pub(super) struct Q4_1x8s2;
 pub(super) struct Q4_1x8s4;
+pub(super) struct A8x8<const SHARE: usize>;
 
 impl Format for Q4_0x8 {
     const QS: usize = qs_at(GgmlType::Q4_0);
@@ -85,6 +91,14 @@ impl Format for Q4_1x8s4 {
     const QS: usize = qs_at(GgmlType::Q4_1);
     const MIN: bool = true;
     const SHARE: usize = 4;
+}
+
+impl<const S: usize> Format for A8x8<S> {
+    const QS: usize = 32;
+    const MIN: bool = true;
+    const EIGHT_BIT: bool = true;
+    const UNSIGNED: bool = true;
+    const SHARE: usize = S;
 }
 
 impl Format for Q5_0x8 {
@@ -167,7 +181,9 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                         raw8[c] = raw;
                         // VNNI: q + 128 (unsigned; the offset is taken off below). AVX2's i16
                         // pair sums would saturate on that, so |q| against x with q's sign.
-                        u[c] = if D::FULL_U8 {
+                        u[c] = if F::UNSIGNED {
+                            raw
+                        } else if D::FULL_U8 {
                             _mm256_xor_si256(raw, _mm256_set1_epi8(-128))
                         } else {
                             _mm256_abs_epi8(raw)
@@ -198,7 +214,7 @@ unsafe fn rows_n<D: Dot, F: Format, const N: usize>(t: &Tile<Q8Rows>) {
                     let mut sh = zero;
                     for c in 0..4 {
                         let (mut wl, mut wh) = (word(x, c), word(x, 4 + c));
-                        if F::EIGHT_BIT && !D::FULL_U8 {
+                        if F::EIGHT_BIT && !F::UNSIGNED && !D::FULL_U8 {
                             wl = _mm256_sign_epi8(wl, raw8[c]);
                             wh = _mm256_sign_epi8(wh, raw8[4 + c]);
                         }

@@ -113,7 +113,7 @@ unsafe fn rows_x8_vnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
 /// The decode kernel for the interleaved `layout` (Q4_0x8, Q4_1x8 and its shared-header forms,
 /// Q5_0x8 or Q8_0x8; natural activation blocks; row ranges in whole groups of 8).
 pub(super) fn kernel_x8(isa: Isa, layout: GgmlType) -> Kernel<Q8Rows> {
-    use blocks32x8::{Q4_0x8, Q4_1x8, Q4_1x8s2, Q4_1x8s4, Q5_0x8, Q8_0x8};
+    use blocks32x8::{A8x8, Q4_0x8, Q4_1x8, Q4_1x8s2, Q4_1x8s4, Q5_0x8, Q8_0x8};
     let vnni = isa == Isa::Vnni;
     match layout {
         GgmlType::Q4_1x8 if vnni => rows_x8_vnni::<Q4_1x8>,
@@ -122,6 +122,11 @@ pub(super) fn kernel_x8(isa: Isa, layout: GgmlType) -> Kernel<Q8Rows> {
         GgmlType::Q4_1x8s2 => rows_x8_avx2::<Q4_1x8s2>,
         GgmlType::Q4_1x8s4 if vnni => rows_x8_vnni::<Q4_1x8s4>,
         GgmlType::Q4_1x8s4 => rows_x8_avx2::<Q4_1x8s4>,
+        // The 8-bit affine layouts exist only where VNNI does (`quant::affine8_for_cpu_in`);
+        // the caller refuses them on other instruction sets.
+        GgmlType::A8x8 => rows_x8_vnni::<A8x8<1>>,
+        GgmlType::A8x8s2 => rows_x8_vnni::<A8x8<2>>,
+        GgmlType::A8x8s4 => rows_x8_vnni::<A8x8<4>>,
         GgmlType::Q5_0x8 if vnni => rows_x8_vnni::<Q5_0x8>,
         GgmlType::Q5_0x8 => rows_x8_avx2::<Q5_0x8>,
         GgmlType::Q8_0x8 if vnni => rows_x8_vnni::<Q8_0x8>,
