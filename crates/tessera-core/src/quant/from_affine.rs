@@ -103,7 +103,8 @@ pub fn affine_as_q4_1(
 /// `A8x8s4` for groups of 32, 64 or 128 (records of 8 rows: the group's 8 `d` then 8 `m` in f16,
 /// then per 32-value block 8 chunks of 32 bytes, chunk `c` holding bytes `4c..4c + 4` of each
 /// row's codes), 8.5 to 8.25 bits per value as in the checkpoint. The codes are unsigned bytes,
-/// which `vpdpbusd` takes as they are, and `m` is applied as Q4_1's minimum is.
+/// which `vpdpbusd` takes as they are, and `m` is applied as Q4_1's minimum is; prefill-sized
+/// products decode the records straight to bf16 for the AMX tiles where there are some.
 ///
 /// `None` (the affine kernels serve) without AVX-512 VNNI (AVX2's byte products would saturate
 /// on codes above 127), with `TESSERA_REPACK=0`, for other widths or group sizes, a row count
@@ -347,6 +348,27 @@ mod tests {
                         (a - g).abs() <= 0.01 * scale,
                         "group {group} m={m} [{i}]: {a} vs {g}"
                     );
+                }
+                // From 64 rows on, where the tiles run: the f64 product of the bf16-rounded
+                // weights and activations, closely.
+                if m >= 64 && crate::backend::cpu::amx::supported() {
+                    let round = |v: f32| half::bf16::from_f32(v).to_f64();
+                    let xs = x.to_vec::<f32>().unwrap();
+                    for i in 0..m {
+                        for r in 0..rows {
+                            let (mut want, mut mag) = (0f64, 0f64);
+                            for j in 0..k {
+                                let p = round(xs[i * k + j]) * round(want_w[r * k + j]);
+                                want += p;
+                                mag += p.abs();
+                            }
+                            let got = ours[i * rows + r] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-5 * mag,
+                                "group {group} AMX [{i}][{r}]: {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
         }

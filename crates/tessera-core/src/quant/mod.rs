@@ -20,7 +20,7 @@
 //! each affine group's header once ([`GgmlType::Q4_1x8s2`], [`GgmlType::Q4_1x8s4`]).
 //! [`affine8_for_cpu_in`] lays an 8-bit affine matrix out as [`GgmlType::A8x8`] (no file format
 //! holds `d q + m` with 8-bit codes, so that layout is made straight from the checkpoint and
-//! only the VNNI decode kernel reads it, prefill included).
+//! read only by the VNNI decode kernel and, for prefill, the AMX path).
 
 mod from_affine;
 

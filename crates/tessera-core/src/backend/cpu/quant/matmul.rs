@@ -146,6 +146,12 @@ pub(super) fn matmul_amx(
     // Natural rows (a shared-header layout's rows are shorter than its file format's).
     let natural_bytes = nb * base.type_size();
     let decode = |r0: usize, r1: usize, panel: &mut crate::backend::cpu::amx::gemm::Panel| {
+        if ty.is_affine8() {
+            // No natural rows: the records decode straight to bf16.
+            // SAFETY: `amx::supported()` implies AVX-512 BF16; whole groups of 8 rows.
+            unsafe { super::x86::to_bf16::decode_affine8(ty, w, k, r0 / ROWS, r1 / ROWS, panel) };
+            return;
+        }
         let mut natural = Vec::new();
         let rows: &[u8] = if ty.interleaved_rows() > 1 {
             natural.resize((r1 - r0) * natural_bytes, 0);

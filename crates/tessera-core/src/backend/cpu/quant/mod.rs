@@ -460,7 +460,7 @@ fn matmul_t_on(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if amx && m >= AMX_MIN_M && !is_float(ty) && !ty.is_affine8() {
+    if amx && m >= AMX_MIN_M && !is_float(ty) {
         matmul::matmul_amx(ty, w, row_bytes, n, k, x, m, out);
         return Ok(());
     }

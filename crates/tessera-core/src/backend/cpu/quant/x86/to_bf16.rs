@@ -104,6 +104,84 @@ unsafe fn row32<B: Block32Avx>(src: &[u8], out: &mut Chunks) {
     }
 }
 
+/// Groups `g0..g1` of 8 rows of the 8-bit affine layout `layout` (`A8x8` and its shared forms,
+/// rows of `k` values) decoded into rows `0..` of `panel`: `x = d q + m` in f32 (multiply, then
+/// add, as `dequantize_affine8`), rounded to bf16.
+///
+/// # Safety
+/// As [`decode_rows`]; `w` holds the groups.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+pub(crate) unsafe fn decode_affine8(
+    layout: GgmlType,
+    w: &[u8],
+    k: usize,
+    g0: usize,
+    g1: usize,
+    panel: &mut Panel,
+) {
+    let group = layout.block_size();
+    let record = 8 * layout.type_size();
+    let records = k / group;
+    for g in g0..g1 {
+        for r in 0..records {
+            let rec = &w[(g * records + r) * record..][..record];
+            let p = rec.as_ptr();
+            for s in 0..group / 32 {
+                // Chunk c holds bytes 4c..4c + 4 of each row at 4j: an 8 x 8 transpose of
+                // 32-bit words gives each row's 32 codes in order.
+                let mut ch = [_mm256_setzero_si256(); 8];
+                for (c, v) in ch.iter_mut().enumerate() {
+                    *v = _mm256_loadu_si256(p.add(32 + 256 * s + 32 * c).cast());
+                }
+                let rows = transpose8x8_epi32(ch);
+                for (j, q) in rows.iter().enumerate() {
+                    let d = _mm512_set1_ps(f16_at(p.add(2 * j)));
+                    let m = _mm512_set1_ps(f16_at(p.add(16 + 2 * j)));
+                    let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(*q)));
+                    let hi =
+                        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256::<1>(*q)));
+                    let flo = _mm512_add_ps(_mm512_mul_ps(lo, d), m);
+                    let fhi = _mm512_add_ps(_mm512_mul_ps(hi, d), m);
+                    let dst = panel.chunk((g - g0) * 8 + j, r * (group / 32) + s);
+                    store_bf16(dst.as_mut_ptr(), flo, fhi);
+                }
+            }
+        }
+    }
+}
+
+/// The 8 x 8 transpose of 32-bit words: word `j` of `v[c]` becomes word `c` of the result's
+/// `j`.
+#[inline(always)]
+unsafe fn transpose8x8_epi32(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256::<0x20>(u0, u4),
+        _mm256_permute2x128_si256::<0x20>(u1, u5),
+        _mm256_permute2x128_si256::<0x20>(u2, u6),
+        _mm256_permute2x128_si256::<0x20>(u3, u7),
+        _mm256_permute2x128_si256::<0x31>(u0, u4),
+        _mm256_permute2x128_si256::<0x31>(u1, u5),
+        _mm256_permute2x128_si256::<0x31>(u2, u6),
+        _mm256_permute2x128_si256::<0x31>(u3, u7),
+    ]
+}
+
 /// One row of a 256-value format: the register decoder of the integer kernels, then
 /// `x = d sc q + dm mi` per 16 values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
