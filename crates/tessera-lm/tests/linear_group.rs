@@ -165,28 +165,62 @@ fn a_stacked_matrix_splits_into_its_maps() {
     );
 }
 
+/// An f16 `rows x cols` matrix quantized the MLX way, and the same after `for_matmul`.
+fn affine_and_laid_out(rows: usize, cols: usize, group: usize, bits: u32) -> (Weight, Weight) {
+    let w = rand(&[rows, cols], 5).astype(Dtype::F16).unwrap();
+    let (packed, scales, biases) = ops::quantize(&w, group, bits).unwrap();
+    let affine = Weight::Affine {
+        packed,
+        scales,
+        biases,
+        group_size: group,
+        bits,
+    };
+    let laid_out = affine
+        .clone()
+        .for_matmul(&tessera_core::memory::Arena::new())
+        .unwrap();
+    (affine, laid_out)
+}
+
+/// `laid_out` multiplies as `affine` does, up to the activations' 8-bit quantization, and gives
+/// the same embedding rows.
+fn assert_same_map(affine: &Weight, laid_out: &Weight, what: &str) {
+    assert_eq!(laid_out.in_features(), affine.in_features(), "{what}");
+    assert_eq!(laid_out.out_features(), affine.out_features(), "{what}");
+    for t in [1, 6] {
+        let x = rand(&[t, affine.in_features()], 9);
+        let want = affine.apply(&x).unwrap().to_vec::<f32>().unwrap();
+        let got = laid_out.apply(&x).unwrap().to_vec::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 0.01 * scale,
+                "{what}, {t} rows [{i}]: {a} vs {b}"
+            );
+        }
+    }
+    let last = affine.out_features() as u32 - 1;
+    let ids = Array::from_vec(vec![0u32, last, 7], &[3]).unwrap();
+    let want = affine.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+    let got = laid_out.rows(&ids).unwrap().to_vec::<f32>().unwrap();
+    let close = want
+        .iter()
+        .zip(&got)
+        .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()));
+    assert!(close, "{what}: rows differ");
+}
+
 #[test]
 fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
     for group in [32, 64, 128] {
-        let w = rand(&[64, 256], 5).astype(Dtype::F16).unwrap();
-        let (packed, scales, biases) = ops::quantize(&w, group, 4).unwrap();
-        let affine = Weight::Affine {
-            packed,
-            scales,
-            biases,
-            group_size: group,
-            bits: 4,
-        };
-        let laid_out = affine
-            .clone()
-            .for_matmul(&tessera_core::memory::Arena::new())
-            .unwrap();
+        let (affine, laid_out) = affine_and_laid_out(64, 256, group, 4);
         let expected = tessera_core::quant::cpu_layout(GgmlType::Q4_1);
         if expected == GgmlType::Q4_1 {
             // No interleaved kernels here (scalar build or TESSERA_REPACK=0): stays affine.
             assert_eq!(laid_out.kind(), affine.kind());
         } else {
-            // Groups of 64 keep one header per group (Q4_1x8s2), groups of 32 are Q4_1x8.
+            // Groups of 64 and 128 keep one header per group, groups of 32 are Q4_1x8.
             let want = match group {
                 64 => "Q4_1x8s2",
                 128 => "Q4_1x8s4",
@@ -198,49 +232,14 @@ fn a_4_bit_affine_matrix_with_f16_scales_becomes_interleaved_q4_1() {
                 "no bigger than the checkpoint"
             );
         }
-        assert_eq!(laid_out.in_features(), 256);
-        assert_eq!(laid_out.out_features(), 64);
-        // The same weights; the products differ by the activations' 8-bit quantization only.
-        for t in [1, 6] {
-            let x = rand(&[t, 256], 9);
-            let want = affine.apply(&x).unwrap().to_vec::<f32>().unwrap();
-            let got = laid_out.apply(&x).unwrap().to_vec::<f32>().unwrap();
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!(
-                    (a - b).abs() <= 0.01 * scale,
-                    "group {group}, {t} rows [{i}]: {a} vs {b}"
-                );
-            }
-            // Embedding rows: exactly the affine weights.
-            let ids = Array::from_vec(vec![0u32, 63, 17], &[3]).unwrap();
-            let want = affine.rows(&ids).unwrap().to_vec::<f32>().unwrap();
-            let got = laid_out.rows(&ids).unwrap().to_vec::<f32>().unwrap();
-            let close = want
-                .iter()
-                .zip(&got)
-                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()));
-            assert!(close, "group {group}: rows differ");
-        }
+        assert_same_map(&affine, &laid_out, &format!("4 bits, group {group}"));
     }
 }
 
 #[test]
 fn an_8_bit_affine_matrix_with_f16_scales_keeps_its_bytes_in_the_cpu_layout() {
     for (group, layout) in [(32, "A8x8"), (64, "A8x8s2"), (128, "A8x8s4")] {
-        let w = rand(&[24, 512], 6).astype(Dtype::F16).unwrap();
-        let (packed, scales, biases) = ops::quantize(&w, group, 8).unwrap();
-        let affine = Weight::Affine {
-            packed,
-            scales,
-            biases,
-            group_size: group,
-            bits: 8,
-        };
-        let laid_out = affine
-            .clone()
-            .for_matmul(&tessera_core::memory::Arena::new())
-            .unwrap();
+        let (affine, laid_out) = affine_and_laid_out(24, 512, group, 8);
         // The layout where this CPU has AVX-512 VNNI (tested exactly in tessera-core), else
         // the affine kernels.
         let kind = laid_out.kind();
@@ -249,25 +248,6 @@ fn an_8_bit_affine_matrix_with_f16_scales_keeps_its_bytes_in_the_cpu_layout() {
             "group {group}: {kind}"
         );
         assert_eq!(laid_out.nbytes(), affine.nbytes(), "the checkpoint's bytes");
-        for t in [1, 5] {
-            let x = rand(&[t, 512], 10);
-            let want = affine.apply(&x).unwrap().to_vec::<f32>().unwrap();
-            let got = laid_out.apply(&x).unwrap().to_vec::<f32>().unwrap();
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!(
-                    (a - b).abs() <= 0.01 * scale,
-                    "group {group}, {t} rows [{i}]: {a} vs {b}"
-                );
-            }
-        }
-        let ids = Array::from_vec(vec![23u32, 0, 9], &[3]).unwrap();
-        let want = affine.rows(&ids).unwrap().to_vec::<f32>().unwrap();
-        let got = laid_out.rows(&ids).unwrap().to_vec::<f32>().unwrap();
-        let close = want
-            .iter()
-            .zip(&got)
-            .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()));
-        assert!(close, "group {group}: rows differ");
+        assert_same_map(&affine, &laid_out, &format!("8 bits, group {group}"));
     }
 }

@@ -49,18 +49,11 @@ pub fn affine_as_q4_1(
     let (rows, words, groups) =
         check_shapes("affine_as_q4_1", packed, scales, biases, group_size, bits)?;
     let k = words * 8; // 8 four-bit values per u32
-    let Some(d) = exact_f16(scales)? else {
+    let Some((d, m)) = exact_fields(scales, biases)? else {
         return Ok(None);
     };
-    let Some(m) = exact_f16(biases)? else {
-        return Ok(None);
-    };
-    // The codes in place (a mapped checkpoint is read, not copied).
-    packed.eval()?;
-    let data = crate::backend::cpu::copy::ensure_contiguous(&packed.data()?)?;
-    // SAFETY: a contiguous u32 array of rows x words elements from its pointer, alive as long
-    // as `data`.
-    let codes = unsafe { std::slice::from_raw_parts(data.ptr::<u32>(), rows * words) };
+    let codes = Codes::of(packed)?;
+    let codes = codes.words();
     let row_bytes = k / BLOCK * BLOCK_BYTES;
     let mut out = vec![0u8; rows * row_bytes];
     let per_group = group_size / BLOCK;
@@ -134,17 +127,11 @@ pub fn affine8_for_cpu_in(
     if !rows.is_multiple_of(ROWS8) {
         return Ok(None);
     }
-    let Some(d) = exact_f16(scales)? else {
+    let Some((d, m)) = exact_fields(scales, biases)? else {
         return Ok(None);
     };
-    let Some(m) = exact_f16(biases)? else {
-        return Ok(None);
-    };
-    packed.eval()?;
-    let data = crate::backend::cpu::copy::ensure_contiguous(&packed.data()?)?;
-    // SAFETY: a contiguous u32 array of rows x words elements from its pointer, alive as long
-    // as `data`.
-    let codes = unsafe { std::slice::from_raw_parts(data.ptr::<u32>(), rows * words) };
+    let codes = Codes::of(packed)?;
+    let codes = codes.words();
     let k = words * 4;
     let row_bytes = layout.row_bytes(k)?;
     let out = crate::layout::ArrayData::alloc_in(Dtype::U8, &[rows, row_bytes], arena)?;
@@ -217,6 +204,37 @@ fn check_shapes(
         }
     }
     Ok((rows, words, groups))
+}
+
+/// The f16 bits of the scales and of the biases, or `None` when one value is not exactly an f16.
+fn exact_fields(scales: &Array, biases: &Array) -> Result<Option<(Vec<u16>, Vec<u16>)>> {
+    let Some(d) = exact_f16(scales)? else {
+        return Ok(None);
+    };
+    Ok(exact_f16(biases)?.map(|m| (d, m)))
+}
+
+/// The packed codes, read in place (a mapped checkpoint is not copied) once contiguous.
+struct Codes {
+    data: crate::layout::ArrayData,
+    len: usize,
+}
+
+impl Codes {
+    fn of(packed: &Array) -> Result<Codes> {
+        packed.eval()?;
+        let data = crate::backend::cpu::copy::ensure_contiguous(&packed.data()?)?;
+        Ok(Codes {
+            data,
+            len: packed.size(),
+        })
+    }
+
+    fn words(&self) -> &[u32] {
+        // SAFETY: a contiguous u32 array of `len` elements from its pointer, alive as long as
+        // `data` (checked to be u32 by `check_shapes`).
+        unsafe { std::slice::from_raw_parts(self.data.ptr::<u32>(), self.len) }
+    }
 }
 
 /// The f16 bits of every value of `a`, or `None` when one of them is not exactly an f16 (or

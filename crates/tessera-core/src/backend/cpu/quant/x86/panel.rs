@@ -154,7 +154,7 @@ unsafe fn bcast4(p: *const u8) -> __m256i {
 
 /// Transposes 8 registers of 8 dwords: out `j` lane `i` = in `i` lane `j`.
 #[inline(always)]
-unsafe fn transpose(v: &[__m256i; 8]) -> [__m256i; 8] {
+pub(super) unsafe fn transpose(v: &[__m256i; 8]) -> [__m256i; 8] {
     let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
     let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
     let t2 = _mm256_unpacklo_epi32(v[2], v[3]);

@@ -133,7 +133,7 @@ pub(crate) unsafe fn decode_affine8(
                 for (c, v) in ch.iter_mut().enumerate() {
                     *v = _mm256_loadu_si256(p.add(32 + 256 * s + 32 * c).cast());
                 }
-                let rows = transpose8x8_epi32(ch);
+                let rows = super::panel::transpose(&ch);
                 for (j, q) in rows.iter().enumerate() {
                     let d = _mm512_set1_ps(f16_at(p.add(2 * j)));
                     let m = _mm512_set1_ps(f16_at(p.add(16 + 2 * j)));
@@ -148,38 +148,6 @@ pub(crate) unsafe fn decode_affine8(
             }
         }
     }
-}
-
-/// The 8 x 8 transpose of 32-bit words: word `j` of `v[c]` becomes word `c` of the result's
-/// `j`.
-#[inline(always)]
-unsafe fn transpose8x8_epi32(v: [__m256i; 8]) -> [__m256i; 8] {
-    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
-    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
-    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
-    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
-    let u0 = _mm256_unpacklo_epi64(t0, t2);
-    let u1 = _mm256_unpackhi_epi64(t0, t2);
-    let u2 = _mm256_unpacklo_epi64(t1, t3);
-    let u3 = _mm256_unpackhi_epi64(t1, t3);
-    let u4 = _mm256_unpacklo_epi64(t4, t6);
-    let u5 = _mm256_unpackhi_epi64(t4, t6);
-    let u6 = _mm256_unpacklo_epi64(t5, t7);
-    let u7 = _mm256_unpackhi_epi64(t5, t7);
-    [
-        _mm256_permute2x128_si256::<0x20>(u0, u4),
-        _mm256_permute2x128_si256::<0x20>(u1, u5),
-        _mm256_permute2x128_si256::<0x20>(u2, u6),
-        _mm256_permute2x128_si256::<0x20>(u3, u7),
-        _mm256_permute2x128_si256::<0x31>(u0, u4),
-        _mm256_permute2x128_si256::<0x31>(u1, u5),
-        _mm256_permute2x128_si256::<0x31>(u2, u6),
-        _mm256_permute2x128_si256::<0x31>(u3, u7),
-    ]
 }
 
 /// One row of a 256-value format: the register decoder of the integer kernels, then
