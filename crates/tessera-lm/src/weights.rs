@@ -122,8 +122,8 @@ impl Weight {
                 in_features: *in_features,
             });
         }
-        if let Some(q4_1) = self.affine_as_interleaved_q4_1(arena)? {
-            return Ok(q4_1);
+        if let Some(laid_out) = self.affine_for_cpu(arena)? {
+            return Ok(laid_out);
         }
         self.map_arrays(|a| tessera_core::memory::own_in(a, arena))
     }
@@ -132,7 +132,7 @@ impl Weight {
     /// same weights, exactly, which the integer kernels stream about twice as fast), an 8-bit
     /// one as `A8x8` (`tessera_core::quant::affine8_for_cpu_in`), when the rewrite is exact and
     /// this CPU has the kernels; `None` otherwise (the affine kernels serve).
-    fn affine_as_interleaved_q4_1(&self, arena: &Arena) -> Result<Option<Weight>> {
+    fn affine_for_cpu(&self, arena: &Arena) -> Result<Option<Weight>> {
         let Weight::Affine {
             packed,
             scales,

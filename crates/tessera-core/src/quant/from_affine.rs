@@ -19,6 +19,7 @@
 use crate::array::Array;
 use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::pool::parallel_chunks;
+use crate::backend::cpu::quant::interleave::{ROWS, affine8_codes_at, affine8_d_at};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops;
@@ -124,7 +125,7 @@ pub fn affine8_for_cpu_in(
     }
     let (rows, words, groups) =
         check_shapes("affine8_for_cpu_in", packed, scales, biases, group_size, 8)?;
-    if !rows.is_multiple_of(ROWS8) {
+    if !rows.is_multiple_of(ROWS) {
         return Ok(None);
     }
     let Some((d, m)) = exact_fields(scales, biases)? else {
@@ -136,25 +137,26 @@ pub fn affine8_for_cpu_in(
     let row_bytes = layout.row_bytes(k)?;
     let out = crate::layout::ArrayData::alloc_in(Dtype::U8, &[rows, row_bytes], arena)?;
     let dst = SendPtr(out.mut_ptr::<u8>());
-    let record = layout.type_size() * ROWS8;
+    let record = layout.type_size() * ROWS;
     let blocks = group_size / BLOCK;
-    parallel_chunks(rows / ROWS8, 1, &|g0, g1| {
+    parallel_chunks(rows / ROWS, 1, &|g0, g1| {
         for g in g0..g1 {
             for r in 0..groups {
                 // SAFETY: group g's records are this chunk's alone and inside `out`.
                 let rec = unsafe {
                     std::slice::from_raw_parts_mut(dst.get().add((g * groups + r) * record), record)
                 };
-                for j in 0..ROWS8 {
-                    let row = g * ROWS8 + j;
+                for j in 0..ROWS {
+                    let row = g * ROWS + j;
                     let at = row * groups + r;
-                    rec[2 * j..2 * j + 2].copy_from_slice(&d[at].to_le_bytes());
-                    rec[16 + 2 * j..16 + 2 * j + 2].copy_from_slice(&m[at].to_le_bytes());
+                    let h = affine8_d_at(j);
+                    rec[h..h + 2].copy_from_slice(&d[at].to_le_bytes());
+                    rec[16 + h..16 + h + 2].copy_from_slice(&m[at].to_le_bytes());
                     // The group's codes: one byte per value, 4 to a word.
                     let src = &codes[row * words + r * group_size / 4..][..group_size / 4];
                     for s in 0..blocks {
                         for c in 0..8 {
-                            let o = 32 + s * 256 + 32 * c + 4 * j;
+                            let o = affine8_codes_at(s, c, j);
                             rec[o..o + 4].copy_from_slice(&src[8 * s + c].to_le_bytes());
                         }
                     }
@@ -164,9 +166,6 @@ pub fn affine8_for_cpu_in(
     });
     Ok(Some((Array::from_data(out), layout)))
 }
-
-/// Rows per interleaved group.
-const ROWS8: usize = 8;
 
 /// Checks the affine matrix's arrays and returns (rows, packed words per row, groups per row).
 fn check_shapes(

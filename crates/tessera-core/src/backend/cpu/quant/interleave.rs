@@ -315,6 +315,19 @@ pub(crate) fn deinterleave(
     }
 }
 
+/// Where, in a record of the 8-bit affine layouts (`A8x8` and its shared forms), row `j`'s
+/// `d` (f16) lies; its `m` lies 16 bytes further.
+pub(crate) const fn affine8_d_at(j: usize) -> usize {
+    2 * j
+}
+
+/// Where, in a record of the 8-bit affine layouts, row `j`'s codes `4c..4c + 4` of the record's
+/// block `s` lie: after the 32-byte header, each block's 8 chunks of 32 bytes (chunk `c` holds
+/// 4 codes of each row, row `j`'s at `4j`).
+pub(crate) const fn affine8_codes_at(s: usize, c: usize, j: usize) -> usize {
+    32 + 256 * s + 32 * c + 4 * j
+}
+
 /// Group `g` of the 8-bit affine layout `layout` (`A8x8` and its shared forms; rows of `k`
 /// values) decoded to `dst`: 8 rows of `k` f32, `w = d q + m`.
 pub(crate) fn dequantize_affine8(
@@ -331,11 +344,11 @@ pub(crate) fn dequantize_affine8(
     for r in 0..records {
         let rec = &src[(g * records + r) * record..][..record];
         for j in 0..ROWS {
-            let (d, m) = (half(rec, 2 * j), half(rec, 16 + 2 * j));
+            let (d, m) = (half(rec, affine8_d_at(j)), half(rec, 16 + affine8_d_at(j)));
             let row = &mut dst[j * k + r * group..][..group];
             for s in 0..group / 32 {
                 for c in 0..8 {
-                    let o = 32 + s * 256 + 32 * c + 4 * j;
+                    let o = affine8_codes_at(s, c, j);
                     for t in 0..4 {
                         row[32 * s + 4 * c + t] = rec[o + t] as f32 * d + m;
                     }

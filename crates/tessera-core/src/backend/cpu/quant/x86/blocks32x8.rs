@@ -33,7 +33,7 @@
 use super::Dot;
 use super::blocks32::with_fifth;
 use crate::backend::cpu::quant::act::Q8Rows;
-use crate::backend::cpu::quant::interleave::{ROWS, qs_at};
+use crate::backend::cpu::quant::interleave::{ROWS, affine8_codes_at, qs_at};
 use crate::backend::cpu::quant::matmul::Tile;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
@@ -94,7 +94,7 @@ impl Format for Q4_1x8s4 {
 }
 
 impl<const S: usize> Format for A8x8<S> {
-    const QS: usize = 32;
+    const QS: usize = affine8_codes_at(0, 0, 0);
     const MIN: bool = true;
     const EIGHT_BIT: bool = true;
     const UNSIGNED: bool = true;

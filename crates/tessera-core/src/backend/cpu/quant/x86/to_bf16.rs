@@ -9,6 +9,7 @@ use super::blocks256::Block256Avx;
 use super::f16_at;
 use crate::backend::cpu::amx::gemm::Panel;
 use crate::backend::cpu::quant::decode as dec;
+use crate::backend::cpu::quant::interleave::{affine8_codes_at, affine8_d_at};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -131,12 +132,12 @@ pub(crate) unsafe fn decode_affine8(
                 // 32-bit words gives each row's 32 codes in order.
                 let mut ch = [_mm256_setzero_si256(); 8];
                 for (c, v) in ch.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(p.add(32 + 256 * s + 32 * c).cast());
+                    *v = _mm256_loadu_si256(p.add(affine8_codes_at(s, c, 0)).cast());
                 }
                 let rows = super::panel::transpose(&ch);
                 for (j, q) in rows.iter().enumerate() {
-                    let d = _mm512_set1_ps(f16_at(p.add(2 * j)));
-                    let m = _mm512_set1_ps(f16_at(p.add(16 + 2 * j)));
+                    let d = _mm512_set1_ps(f16_at(p.add(affine8_d_at(j))));
+                    let m = _mm512_set1_ps(f16_at(p.add(16 + affine8_d_at(j))));
                     let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(*q)));
                     let hi =
                         _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256::<1>(*q)));
