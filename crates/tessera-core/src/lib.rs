@@ -45,7 +45,7 @@ pub use memory::{
     active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit,
     set_memory_limit,
 };
-pub use primitive::Primitive;
+pub use primitive::{GateActivation, Primitive};
 pub use stream::{
     Device, DeviceType, Stream, default_stream, set_default_device, set_default_stream, with_stream,
 };

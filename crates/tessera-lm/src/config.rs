@@ -73,12 +73,9 @@ pub struct RopeConfig {
     pub attn_factor: f64,
 }
 
-/// The feed-forward activation of a gated MLP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Silu,
-    GeluTanh,
-}
+/// The feed-forward activation of a gated MLP (`Silu` or `GeluTanh`): the core's enum, which
+/// the fused gated product takes as it is.
+pub use tessera_core::GateActivation as Activation;
 
 /// Everything the shared transformer needs to know about a model.
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ pub mod chat_template;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod gate_up;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;

@@ -4,8 +4,9 @@
 //! (`token_embd`, `blk.N.attn_q`, ...), and other formats map their names onto these.
 
 use crate::attention::{causal_mask, sdpa};
-use crate::config::{Activation, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gate_up::GateUp;
 use crate::kv_cache::KvCache;
 pub use crate::linear::Linear;
 use crate::linear::LinearGroup;
@@ -18,42 +19,6 @@ fn rms_norm(x: &Array, w: &Array, eps: f64) -> Result<Array> {
     Ok(tessera_nn::layers::rms_norm(x, Some(w), eps)?)
 }
 
-/// A function of arrays, as `compile` takes it.
-type ArrayFn = fn(&[Array]) -> tessera_core::Result<Vec<Array>>;
-/// A compiled function of two arrays giving one.
-type Compiled2 = tessera_core::transforms::Compiled<ArrayFn>;
-
-fn silu_gate(x: &[Array]) -> tessera_core::Result<Vec<Array>> {
-    Ok(vec![ops::multiply(
-        &tessera_nn::activations::silu(&x[0])?,
-        &x[1],
-    )?])
-}
-
-fn gelu_tanh_gate(x: &[Array]) -> tessera_core::Result<Vec<Array>> {
-    Ok(vec![ops::multiply(
-        &tessera_nn::activations::gelu_tanh(&x[0])?,
-        &x[1],
-    )?])
-}
-
-/// The gated MLP's `act(g) * u`, compiled once per process for any shape (as mlx-lm compiles
-/// its swiglu): one fused kernel reads the gate and up halves of the stacked projection in
-/// place and writes the product, where the ops one by one made 3 (SiLU) or 9 (GELU) nodes and
-/// passes over memory. Same element functions in the same order: the same bits.
-fn gated(act: Activation, g: &Array, u: &Array) -> Result<Array> {
-    static SILU: std::sync::OnceLock<Compiled2> = std::sync::OnceLock::new();
-    static GELU: std::sync::OnceLock<Compiled2> = std::sync::OnceLock::new();
-    let (cell, f): (_, ArrayFn) = match act {
-        Activation::Silu => (&SILU, silu_gate),
-        Activation::GeluTanh => (&GELU, gelu_tanh_gate),
-    };
-    let c = cell.get_or_init(|| tessera_core::transforms::compile_shapeless(f));
-    let mut out = c.call(&[g.clone(), u.clone()])?;
-    out.pop()
-        .ok_or_else(|| Error::Config("the compiled activation gave no output".into()))
-}
-
 /// One transformer block.
 pub struct Block {
     attn_norm: Array,
@@ -64,8 +29,8 @@ pub struct Block {
     k_norm: Option<Array>,
     post_attn_norm: Option<Array>,
     ffn_norm: Array,
-    /// The MLP's gate and up maps.
-    gate_up: LinearGroup,
+    /// The MLP's gate and up maps, with its activation.
+    gate_up: GateUp,
     down: Linear,
     post_ffn_norm: Option<Array>,
     local: bool,
@@ -94,13 +59,13 @@ impl Block {
             ])?
         };
         let gate_up = if src.has(&p("ffn_gate.weight")) {
-            LinearGroup::fuse(vec![
+            GateUp::new(
                 Linear::load(src, &p("ffn_gate"))?,
                 Linear::load(src, &p("ffn_up"))?,
-            ])?
+            )?
         } else {
             // Phi-3: gate and up stacked in ffn_up.
-            LinearGroup::stacked(Linear::load(src, &p("ffn_up"))?, vec![cfg.ffn, cfg.ffn])?
+            GateUp::stacked(Linear::load(src, &p("ffn_up"))?, cfg.ffn)?
         };
         let block = Block {
             attn_norm: src.vector(&p("attn_norm.weight"))?,
@@ -222,12 +187,9 @@ impl Block {
         }
         let x = ops::add(x, &a)?;
         let xn = rms_norm(&x, &self.ffn_norm, eps)?;
-        let [g, u]: [Array; 2] = self
-            .gate_up
-            .forward(&xn)?
-            .try_into()
-            .map_err(|_| Error::Config("the gate/up group must give two outputs".into()))?;
-        let mut m = self.down.forward(&gated(cfg.activation, &g, &u)?)?;
+        let mut m = self
+            .down
+            .forward(&self.gate_up.forward(&xn, cfg.activation)?)?;
         if let Some(n) = &self.post_ffn_norm {
             m = rms_norm(&m, n, eps)?;
         }
@@ -426,52 +388,5 @@ impl Model {
             logits = ops::multiply(&ops::tanh(&ops::divide(&logits, &c)?)?, &c)?;
         }
         Ok(logits)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The compiled gated activation gives the ops' results bit for bit, on the strided gate and
-    /// up halves of a stacked projection, for prefill-like and decode-like shapes (one compiled
-    /// function serves both).
-    #[test]
-    fn compiled_gated_activations_equal_the_ops() {
-        for act in [Activation::Silu, Activation::GeluTanh] {
-            for (t, f) in [(5usize, 1100usize), (1, 64), (3, 2048)] {
-                let gu = tessera_core::random::uniform(
-                    -4.0,
-                    4.0,
-                    &[1, t, 2 * f],
-                    Dtype::F32,
-                    Some(&tessera_core::random::key(t as u64)),
-                )
-                .unwrap();
-                let g =
-                    ops::slice(&gu, &[0, 0, 0], &[1, t as isize, f as isize], &[1, 1, 1]).unwrap();
-                let u = ops::slice(
-                    &gu,
-                    &[0, 0, f as isize],
-                    &[1, t as isize, 2 * f as isize],
-                    &[1, 1, 1],
-                )
-                .unwrap();
-                let want = match act {
-                    Activation::Silu => tessera_nn::activations::silu(&g),
-                    Activation::GeluTanh => tessera_nn::activations::gelu_tanh(&g),
-                }
-                .and_then(|a| ops::multiply(&a, &u))
-                .unwrap()
-                .to_vec::<f32>()
-                .unwrap();
-                let got = gated(act, &g, &u).unwrap().to_vec::<f32>().unwrap();
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same && got.len() == want.len(), "{act:?} at {t}x{f}");
-            }
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! (dense f32/f16/bf16, or GGUF blocks that the quantized matmul reads directly), and a
 //! [`WeightSource`] hands them out by their GGUF-style name (`blk.3.attn_q.weight`).
 
+use crate::config::Activation;
 use crate::error::{Error, Result};
 use tessera_core::memory::Arena;
 use tessera_core::quant::GgmlType;
@@ -182,7 +183,10 @@ impl Weight {
 
     /// The same matrix with `f` applied to each stored array (blocks, or packed values, scales
     /// and biases), which must keep their row structure.
-    fn map_arrays(&self, f: impl Fn(&Array) -> tessera_core::Result<Array>) -> Result<Weight> {
+    fn map_arrays(
+        &self,
+        mut f: impl FnMut(&Array) -> tessera_core::Result<Array>,
+    ) -> Result<Weight> {
         Ok(match self {
             Weight::Dense(w) => Weight::Dense(f(w)?),
             Weight::Quantized {
@@ -298,6 +302,75 @@ impl Weight {
                 bits: *bits,
             },
         }))
+    }
+
+    /// Rows `r0..r1` of the matrix, as views (a stacked checkpoint matrix split into its
+    /// maps); not for the row-interleaved CPU layouts, whose rows are not stored one by one.
+    pub fn row_range(&self, r0: usize, r1: usize) -> Result<Weight> {
+        if let Weight::Quantized { format, .. } = self
+            && format.interleaved_rows() > 1
+        {
+            return Err(Error::Config(format!(
+                "cannot take rows {r0}..{r1} of a {format} matrix: split it before laying it out"
+            )));
+        }
+        self.map_arrays(|a| ops::slice_axis(a, 0, r0, r1))
+    }
+
+    /// A gated MLP's gate and up matrices as one, their rows alternating 8 at a time
+    /// (`ops::interleave_gate_up`), for [`Weight::apply_gated`]; `None` unless both are
+    /// quantized alike (GGUF blocks in a file format, or affine groups of one width and group
+    /// size) with the same shape and a multiple of 8 rows. Dense matrices gain nothing from it.
+    /// Built now, in memory (the parts can be dropped); lay it out for the CPU afterwards
+    /// ([`Weight::for_matmul`]).
+    pub fn interleave_gate_up(gate: &Weight, up: &Weight) -> Result<Option<Weight>> {
+        let alike = match (gate, up) {
+            (Weight::Quantized { format: a, .. }, Weight::Quantized { format: b, .. }) => {
+                a == b && a.interleaved_rows() == 1
+            }
+            (
+                Weight::Affine {
+                    group_size: ga,
+                    bits: ba,
+                    ..
+                },
+                Weight::Affine {
+                    group_size: gb,
+                    bits: bb,
+                    ..
+                },
+            ) => ga == gb && ba == bb,
+            _ => false,
+        };
+        let f = gate.out_features();
+        if !alike
+            || up.out_features() != f
+            || up.in_features() != gate.in_features()
+            || !f.is_multiple_of(ops::GATE_ROWS)
+        {
+            return Ok(None);
+        }
+        let (ga, ua) = (gate.arrays(), up.arrays());
+        let mut i = 0;
+        let paired = gate.map_arrays(|_| {
+            let a = ops::interleave_gate_up(ga[i], ua[i])?;
+            a.eval()?;
+            i += 1;
+            Ok(a)
+        });
+        paired.map(Some)
+    }
+
+    /// `activation(x @ gateᵀ) * (x @ upᵀ)` for a matrix from [`Weight::interleave_gate_up`]
+    /// (laid out or not): one kernel for GGUF blocks (`ops::gguf_gated_matmul`); `None` for
+    /// other storage, which the caller gates after [`Weight::apply`].
+    pub fn apply_gated(&self, x: &Array, activation: Activation) -> Result<Option<Array>> {
+        Ok(match self {
+            Weight::Quantized { blocks, format, .. } => {
+                Some(ops::gguf_gated_matmul(x, blocks, *format, activation)?)
+            }
+            _ => None,
+        })
     }
 
     /// The stored arrays, in the order `map_arrays` visits them.

@@ -1,10 +1,13 @@
 //! `LinearGroup`: maps stacked into one matrix give the same outputs as the maps alone, in every
 //! storage the loaders produce, before and after the CPU layout (`for_matmul`); maps that cannot
-//! share a matrix stay apart.
+//! share a matrix stay apart. `GateUp`: quantized gate and up maps paired into one gated
+//! product give what the two maps and the activation give.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, quantize_rows};
 use tessera_core::{Array, Dtype, ops, random};
+use tessera_lm::config::Activation;
+use tessera_lm::gate_up::GateUp;
 use tessera_lm::linear::{Linear, LinearGroup};
 use tessera_lm::weights::Weight;
 
@@ -250,4 +253,121 @@ fn an_8_bit_affine_matrix_with_f16_scales_keeps_its_bytes_in_the_cpu_layout() {
         assert_eq!(laid_out.nbytes(), affine.nbytes(), "the checkpoint's bytes");
         assert_same_map(&affine, &laid_out, &format!("8 bits, group {group}"));
     }
+}
+
+/// `act(x @ gateᵀ) * (x @ upᵀ)` from the two maps applied alone.
+fn gated_alone(gate: &Linear, up: &Linear, x: &Array, act: Activation) -> Array {
+    let g = gate.forward(x).unwrap();
+    ops::multiply(
+        &ops::gate_activation(&g, act).unwrap(),
+        &up.forward(x).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
+fn rel_diff(got: &Array, want: &Array) -> f32 {
+    let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    assert_eq!(g.len(), w.len());
+    let scale = w.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+    g.iter()
+        .zip(&w)
+        .fold(0f32, |a, (p, q)| a.max((p - q).abs() / scale))
+}
+
+#[test]
+fn gate_and_up_pair_into_one_gated_product() {
+    // (storage, paired, tolerance after the CPU layout): the integer layouts give what the
+    // natural rows give; affine f16 matrices become Q4_1 with 8-bit activations (1%); affine
+    // f32 ones stay affine and are gated after the product.
+    let arena = tessera_core::memory::Arena::new();
+    for (storage, paired, tol) in [
+        ("q4_0", true, 1e-5),
+        ("q8_0", true, 1e-5),
+        ("q4_k", true, 1e-5),
+        ("affine4", true, 1e-5),
+        ("affine4_f16", true, 1e-2),
+        ("f32", false, 1e-5),
+        ("bf16", false, 1e-5),
+    ] {
+        let make = |seed| {
+            let weight = if storage == "affine4_f16" {
+                // As an f16 MLX checkpoint has them: f16 scales and biases, groups of 64.
+                let w = rand(&[64, 256], seed).astype(Dtype::F16).unwrap();
+                let (packed, scales, biases) = ops::quantize(&w, 64, 4).unwrap();
+                Weight::Affine {
+                    packed,
+                    scales,
+                    biases,
+                    group_size: 64,
+                    bits: 4,
+                }
+            } else {
+                weight(storage, 64, 256, seed)
+            };
+            Linear { weight, bias: None }
+        };
+        let (gate, up) = (make(1), make(2));
+        let gu = GateUp::new(gate.clone(), up.clone()).unwrap();
+        assert_eq!(gu.is_paired(), paired, "{storage}");
+        assert_eq!(gu.shapes(), vec![(64, 256); 2], "{storage}");
+        let laid_out = gu.clone().for_matmul(&arena).unwrap();
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            for t in [1, 7] {
+                let x = rand(&[1, t, 256], 30 + t as u64);
+                let want = gated_alone(&gate, &up, &x, act).astype(Dtype::F32).unwrap();
+                let got = gu.forward(&x, act).unwrap().astype(Dtype::F32).unwrap();
+                assert_eq!(got.shape(), &[1, t, 64]);
+                let d = rel_diff(&got, &want);
+                assert!(d <= 1e-5, "{storage} {act:?} {t} rows: {d}");
+                let got = laid_out
+                    .forward(&x, act)
+                    .unwrap()
+                    .astype(Dtype::F32)
+                    .unwrap();
+                let d = rel_diff(&got, &want);
+                assert!(d <= tol, "{storage} {act:?} {t} rows, laid out: {d}");
+            }
+        }
+    }
+    // Biases keep the maps apart (no checkpoint family has them, but the loader allows them).
+    let biased = GateUp::new(
+        linear("q4_0", 64, 256, 3, true),
+        linear("q4_0", 64, 256, 4, true),
+    )
+    .unwrap();
+    assert!(!biased.is_paired());
+    // So do differing formats (a Q4_K_M file may mix them).
+    let mixed = GateUp::new(
+        linear("q4_k", 64, 256, 3, false),
+        linear("q8_0", 64, 256, 4, false),
+    )
+    .unwrap();
+    assert!(!mixed.is_paired());
+    let x = rand(&[2, 256], 40);
+    let want = gated_alone(
+        &linear("q4_k", 64, 256, 3, false),
+        &linear("q8_0", 64, 256, 4, false),
+        &x,
+        Activation::Silu,
+    );
+    assert!(rel_diff(&mixed.forward(&x, Activation::Silu).unwrap(), &want) <= 1e-5);
+}
+
+#[test]
+fn a_stacked_gate_up_matrix_pairs_too() {
+    // Phi-3's gate_up_proj: gate rows, then up rows.
+    let whole = linear("q4_0", 128, 256, 5, false);
+    let gu = GateUp::stacked(whole.clone(), 64).unwrap();
+    assert!(gu.is_paired());
+    let half = |r0| Linear {
+        weight: whole.weight.row_range(r0, r0 + 64).unwrap(),
+        bias: None,
+    };
+    let x = rand(&[3, 256], 41);
+    let want = gated_alone(&half(0), &half(64), &x, Activation::GeluTanh);
+    let got = gu.forward(&x, Activation::GeluTanh).unwrap();
+    assert!(rel_diff(&got, &want) <= 1e-5);
+    let err = GateUp::stacked(whole, 60).err().unwrap();
+    assert!(err.to_string().contains("cannot split 128"), "{err}");
 }

@@ -4,7 +4,7 @@
 use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Result, fmt_shape, invalid};
-use crate::primitive::Primitive;
+use crate::primitive::{GateActivation, Primitive};
 use crate::quant::GgmlType;
 
 fn check_weight(op: &'static str, w: &Array, format: GgmlType, k: usize) -> Result<()> {
@@ -127,4 +127,127 @@ pub fn gguf_take_rows(w: &Array, ids: &Array, format: GgmlType, k: usize) -> Res
     let mut shape = ids.shape().to_vec();
     shape.push(k);
     ops::reshape(&rows, &shape)
+}
+
+/// Rows per run of gate or up rows in the layout [`gguf_gated_matmul`] reads: the interleaved
+/// CPU layouts (`Q4_0x8` and the like) keep groups of 8 rows together, so each group is all
+/// gate or all up rows.
+pub const GATE_ROWS: usize = 8;
+
+/// Stacks the rows of a gate and an up matrix (each `(f, ...)`, same shape and dtype, `f` a
+/// multiple of [`GATE_ROWS`]) alternating [`GATE_ROWS`] at a time: `(2f, ...)`, the layout of
+/// [`gguf_gated_matmul`]'s weight. Works on any per-row array (GGUF blocks, affine words,
+/// scales, biases). A thread that computes a run of whole row pairs then holds both halves of
+/// its outputs' gates and ups.
+pub fn interleave_gate_up(gate: &Array, up: &Array) -> Result<Array> {
+    const OP: &str = "interleave_gate_up";
+    if gate.shape() != up.shape() || gate.dtype() != up.dtype() || gate.ndim() == 0 {
+        return invalid(
+            OP,
+            format!(
+                "gate and up must have one shape and dtype, got {} {} and {} {}",
+                gate.dtype(),
+                fmt_shape(gate.shape()),
+                up.dtype(),
+                fmt_shape(up.shape())
+            ),
+        );
+    }
+    let f = gate.shape()[0];
+    if !f.is_multiple_of(GATE_ROWS) {
+        return invalid(
+            OP,
+            format!("{f} rows do not split into runs of {GATE_ROWS}"),
+        );
+    }
+    let rest = &gate.shape()[1..];
+    let runs = |a: &Array| -> Result<Array> {
+        let mut s = vec![f / GATE_ROWS, 1, GATE_ROWS];
+        s.extend_from_slice(rest);
+        crate::ops::reshape(a, &s)
+    };
+    let both = crate::ops::concatenate(&[runs(gate)?, runs(up)?], 1)?;
+    let mut s = vec![2 * f];
+    s.extend_from_slice(rest);
+    crate::ops::reshape(&both, &s)
+}
+
+/// A gated MLP's first product in one pass: `activation(x @ gateᵀ) * (x @ upᵀ)`, where `w`
+/// (`u8`, `(2f, format.row_bytes(k))`) holds the gate and up matrices' GGUF rows alternating
+/// [`GATE_ROWS`] at a time ([`interleave_gate_up`]). `x` is `(..., k)` float; the result
+/// `(..., f)` in x's dtype. Each CPU thread applies the activation to the rows it has just
+/// computed, so the gate and up values never leave its cache and no separate activation op
+/// runs. Differentiable with respect to `x` (through [`gguf_gated_matmul_composite`]).
+pub fn gguf_gated_matmul(
+    x: &Array,
+    w: &Array,
+    format: GgmlType,
+    activation: GateActivation,
+) -> Result<Array> {
+    let y = gguf_matmul(x, w, format)?;
+    let n = w.shape()[0];
+    if !n.is_multiple_of(2 * GATE_ROWS) {
+        return invalid(
+            "gguf_gated_matmul",
+            format!(
+                "the weight's {n} rows must be whole pairs of {GATE_ROWS} gate and {GATE_ROWS} up \
+                 rows (see interleave_gate_up)"
+            ),
+        );
+    }
+    let mut shape = y.shape().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = n / 2;
+    Ok(Array::lazy(
+        Primitive::GatedQuantizedMatmul { format, activation },
+        vec![x.clone(), w.clone()],
+        shape,
+        x.dtype(),
+    ))
+}
+
+/// [`gguf_gated_matmul`] written with the ops: the whole product, its gate and up rows picked
+/// out as views, the activation, the product. The reference for the fused kernel and the
+/// formulation its derivatives and vmap use.
+pub fn gguf_gated_matmul_composite(
+    x: &Array,
+    w: &Array,
+    format: GgmlType,
+    activation: GateActivation,
+) -> Result<Array> {
+    use crate::ops;
+    let y = gguf_matmul(x, w, format)?;
+    let lead = &y.shape()[..y.ndim() - 1];
+    let n = w.shape()[0];
+    let mut runs = lead.to_vec();
+    runs.extend_from_slice(&[n / (2 * GATE_ROWS), 2, GATE_ROWS]);
+    let y = ops::reshape(&y, &runs)?;
+    let axis = y.ndim() - 2;
+    let gate = ops::slice_axis(&y, axis, 0, 1)?;
+    let up = ops::slice_axis(&y, axis, 1, 2)?;
+    let out = ops::multiply(&gate_activation(&gate, activation)?, &up)?;
+    let mut shape = lead.to_vec();
+    shape.push(n / 2);
+    ops::reshape(&out, &shape)
+}
+
+/// `activation(g)`, element-wise, with the element functions the CPU kernel uses in the same
+/// order: SiLU as `g * sigmoid(g)`; GELU (tanh) as `(g * 0.5) * (tanh(g * (c + c' g²)) + 1)`
+/// with `c = sqrt(2 / pi)` and `c' = 0.044715 c`.
+pub fn gate_activation(g: &Array, activation: GateActivation) -> Result<Array> {
+    use crate::ops;
+    let s = |v: f64| Array::scalar_of(v, g.dtype());
+    match activation {
+        GateActivation::Silu => ops::multiply(g, &ops::sigmoid(g)?),
+        GateActivation::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let inner = ops::multiply(
+                g,
+                &ops::add(&s(c), &ops::multiply(&s(c * 0.044715), &ops::square(g)?)?)?,
+            )?;
+            ops::multiply(
+                &ops::multiply(g, &s(0.5))?,
+                &ops::add(&ops::tanh(&inner)?, &s(1.0))?,
+            )
+        }
+    }
 }

@@ -605,6 +605,24 @@ pub(crate) fn jvp(
             }
             None => None,
         },
+        Primitive::GatedQuantizedMatmul { format, activation } => match &tangents[0] {
+            // Forward mode through the composite (the weight is a constant).
+            Some(t) => {
+                let (format, activation) = (*format, *activation);
+                let w = inputs[1].clone();
+                let (_, ts) = crate::transforms::jvp_partial(
+                    |xs| {
+                        Ok(vec![ops::gguf_gated_matmul_composite(
+                            &xs[0], &w, format, activation,
+                        )?])
+                    },
+                    &inputs[..1],
+                    &[Some(t.clone())],
+                )?;
+                ts.into_iter().next().flatten()
+            }
+            None => None,
+        },
         // Decoded from integer blocks: nothing to differentiate.
         Primitive::Dequantize { .. } | Primitive::AffineQuantize { .. } => None,
         // `scale * q + bias` is linear in (scales, biases) jointly: dequantize their tangents.

@@ -126,6 +126,15 @@ pub enum AffinePart {
     Biases,
 }
 
+/// The activation of a gated product ([`Primitive::GatedQuantizedMatmul`]): `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateActivation {
+    /// `x * sigmoid(x)` (SwiGLU: Llama, Qwen, Mistral, Phi-3).
+    Silu,
+    /// GELU with the tanh approximation (GeGLU: Gemma).
+    GeluTanh,
+}
+
 /// How scattered values combine with what is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScatterMode {
@@ -217,6 +226,14 @@ pub enum Primitive {
     /// the raw blocks of `format`; output (.., n) in x's dtype.
     QuantizedMatmul {
         format: crate::quant::GgmlType,
+    },
+    /// A gated MLP's first product in one node: W stacks `2f` rows of `format` blocks, gate and
+    /// up alternating every 8 rows (rows `16j..16j + 8` are gate rows `8j..8j + 8`, the next 8
+    /// the matching up rows); output (.., f) = `activation(x @ gateᵀ) * (x @ upᵀ)` in x's dtype.
+    /// See `ops::gguf_gated_matmul`.
+    GatedQuantizedMatmul {
+        format: crate::quant::GgmlType,
+        activation: GateActivation,
     },
     /// Decodes `u8` (.., row_bytes) rows of `format` blocks into f32 (.., k).
     Dequantize {

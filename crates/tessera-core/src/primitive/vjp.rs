@@ -376,6 +376,21 @@ pub(crate) fn vjp(
             let dense = ops::astype(&ops::gguf_dequantize(w, *format, k)?, ct.dtype())?;
             vec![Some(ops::matmul(ct, &dense)?), None]
         }
+        Primitive::GatedQuantizedMatmul { format, activation } => {
+            // Through the composite (the whole product recomputed, then the activation).
+            let (format, activation) = (*format, *activation);
+            let w = inputs[1].clone();
+            let (_, gs) = crate::transforms::vjp(
+                |xs| {
+                    Ok(vec![ops::gguf_gated_matmul_composite(
+                        &xs[0], &w, format, activation,
+                    )?])
+                },
+                &inputs[..1],
+                std::slice::from_ref(ct),
+            )?;
+            vec![gs.into_iter().next(), None]
+        }
         Primitive::Dequantize { .. } => vec![None],
         Primitive::AffineQuantize { .. } => vec![None],
         Primitive::AffineDequantize { group_size, bits } => {

@@ -281,11 +281,17 @@ fn batch_rule(
             )
         }
         // The batch is one more leading dim of x; a batched weight runs per example.
-        Primitive::QuantizedMatmul { .. } if bins[1].is_none() => node(
-            p.clone(),
-            vec![force(&ins[0], &bins[0], n)?, ins[1].clone()],
-        ),
-        Primitive::QuantizedMatmul { .. } => per_example(p, ins, bins, out, n)?,
+        Primitive::QuantizedMatmul { .. } | Primitive::GatedQuantizedMatmul { .. }
+            if bins[1].is_none() =>
+        {
+            node(
+                p.clone(),
+                vec![force(&ins[0], &bins[0], n)?, ins[1].clone()],
+            )
+        }
+        Primitive::QuantizedMatmul { .. } | Primitive::GatedQuantizedMatmul { .. } => {
+            per_example(p, ins, bins, out, n)?
+        }
         Primitive::Dequantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
         // Affine quantization works row by row over any leading dims: the batch is one more.
         Primitive::AffineQuantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),

@@ -145,6 +145,15 @@ impl Backend for Cpu {
             Primitive::QuantizedMatmul { format } => {
                 qmatmul::quantized_matmul(*format, x()?, arg(inputs, 1, p)?, out)?
             }
+            Primitive::GatedQuantizedMatmul { format, activation } => {
+                qmatmul::gated_quantized_matmul(
+                    *format,
+                    *activation,
+                    x()?,
+                    arg(inputs, 1, p)?,
+                    out,
+                )?
+            }
             Primitive::Dequantize { format } => qmatmul::dequantize(*format, x()?, out)?,
             Primitive::AffineQuantize {
                 group_size,

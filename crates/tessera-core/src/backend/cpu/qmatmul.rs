@@ -7,6 +7,7 @@ use crate::array::Meta;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::layout::ArrayData;
+use crate::primitive::GateActivation;
 use crate::quant::GgmlType;
 
 fn bytes_of(x: &ArrayData) -> &[u8] {
@@ -31,6 +32,40 @@ pub(super) fn quantized_matmul(
         let dst = unsafe { std::slice::from_raw_parts_mut(o.mut_ptr::<f32>(), o.size()) };
         let xs = x.as_slice::<f32>().ok_or_else(|| internal("x"))?;
         super::quant::matmul_t(format, bytes_of(&w), n, k, xs, m, dst)?;
+    }
+    if out.dtype == Dtype::F32 {
+        Ok(o)
+    } else {
+        copy::convert(&o, out.dtype)
+    }
+}
+
+/// `ops::gguf_gated_matmul`: the whole product into a scratch buffer, gated into the output
+/// (on the decode kernel by each thread as it finishes its rows).
+pub(super) fn gated_quantized_matmul(
+    format: GgmlType,
+    activation: GateActivation,
+    x: &ArrayData,
+    w: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let x = copy::f32_contiguous(x)?;
+    let w = copy::ensure_contiguous(w)?;
+    let k = *x.shape().last().unwrap_or(&0);
+    let n = w.shape()[0];
+    let m = x.size().checked_div(k).unwrap_or(0);
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    if o.size() > 0 {
+        let full = ArrayData::alloc(Dtype::F32, &[m, n])?;
+        // SAFETY: fresh contiguous buffers of m * n and m * n / 2 f32.
+        let (full_s, dst) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(full.mut_ptr::<f32>(), full.size()),
+                std::slice::from_raw_parts_mut(o.mut_ptr::<f32>(), o.size()),
+            )
+        };
+        let xs = x.as_slice::<f32>().ok_or_else(|| internal("x"))?;
+        super::quant::gated_matmul_t(format, activation, bytes_of(&w), n, k, xs, m, full_s, dst)?;
     }
     if out.dtype == Dtype::F32 {
         Ok(o)

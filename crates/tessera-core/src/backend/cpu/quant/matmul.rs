@@ -77,7 +77,17 @@ impl OutPtr {
     }
 }
 
-/// `out[m, n] = x[m, k] · W[n, k]ᵀ`; the caller validated every length.
+/// Work a thread runs on the output columns `r0..r1` it has just computed, before handing
+/// back (a gated product's activation: the values are still in its cache). Ranges are whole
+/// units of [`EPILOGUE_ROWS`].
+pub(super) type Epilogue<'a> = dyn Fn(usize, usize) + Sync + 'a;
+
+/// The unit of an [`Epilogue`]'s ranges: a gated product's 8 gate rows and 8 up rows.
+pub(super) const EPILOGUE_ROWS: usize = 16;
+
+/// `out[m, n] = x[m, k] · W[n, k]ᵀ`; the caller validated every length. With `epi` (and `n` a
+/// multiple of [`EPILOGUE_ROWS`]), the paths that can run it per thread do so; the result says
+/// whether it ran (otherwise the caller runs it over all columns).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul_t(
     isa: Isa,
@@ -88,37 +98,39 @@ pub(super) fn matmul_t(
     x: &[f32],
     m: usize,
     out: &mut [f32],
-) -> Result<()> {
+    epi: Option<&Epilogue>,
+) -> Result<bool> {
     let row_bytes = ty.row_bytes(k)?;
     let panel = m >= panel_min_m(isa);
     if ty.interleaved_rows() > 1 {
-        matmul_interleaved(isa, ty, w, row_bytes, n, k, x, m, out);
-        return Ok(());
+        return Ok(matmul_interleaved(
+            isa, ty, w, row_bytes, n, k, x, m, out, epi,
+        ));
     }
     if panel && let Some((kern, off)) = panel_q8(isa, ty) {
         let acts = quantize_q8(isa, x, m, k, false, off);
         drive_panels(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
-        return Ok(());
+        return Ok(false);
     }
     if panel && let Some((kern, ex)) = panel_q8k(isa, ty) {
         let acts = quantize_q8k(isa, x, m, k, ex);
         drive_panels(kern, &acts, w, row_bytes, acts.nb, n, k, m, out);
-        return Ok(());
+        return Ok(false);
     }
     if let Some(kern) = kernel_q8(isa, ty) {
         let acts = quantize_q8(isa, x, m, k, true, 0);
-        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1);
-        return Ok(());
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1, None);
+        return Ok(false);
     }
     if let Some(kern) = kernel_q8k(isa, ty) {
         let acts = quantize_q8k(isa, x, m, k, KExtras::default());
-        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1);
-        return Ok(());
+        drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, 1, None);
+        return Ok(false);
     }
     match ty {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             super::float::matmul_t(ty, w, n, k, x, m, out);
-            Ok(())
+            Ok(false)
         }
         _ => Err(Error::Invalid {
             op: "quant_matmul",
@@ -172,7 +184,8 @@ pub(super) fn matmul_amx(
 /// op): the 8-row decode kernel for few activation rows on x86; otherwise (prefill, or the
 /// portable kernels) the natural kernels of the file format, over slices of [`SLICE_GROUPS`]
 /// groups de-interleaved into a per-thread buffer (one extra pass over the weights, small next
-/// to a prefill's arithmetic).
+/// to a prefill's arithmetic). Runs `epi` per thread on the decode kernel's path (true), not
+/// on the others (false).
 #[allow(clippy::too_many_arguments)]
 fn matmul_interleaved(
     isa: Isa,
@@ -184,7 +197,8 @@ fn matmul_interleaved(
     x: &[f32],
     m: usize,
     out: &mut [f32],
-) {
+    epi: Option<&Epilogue>,
+) -> bool {
     let base = ty.file_format();
     // The 8-bit affine layouts have no natural format: the decode kernel takes every row
     // count, tiles of `MT` activation rows over weight groups kept in L2 (`drive`).
@@ -197,14 +211,15 @@ fn matmul_interleaved(
                 sums32: true,
             };
             let acts = quantize_q8k(isa, x, m, k, ex);
-            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS, epi);
         } else {
             let kern = super::x86::kernel_x8(isa, ty);
             let acts = quantize_q8(isa, x, m, k, false, 0);
-            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS);
+            drive(kern, &acts, w, row_bytes, acts.nb, n, k, m, out, ROWS, epi);
         }
-        return;
+        return epi.is_some();
     }
+    let _ = epi;
     let dr = Deinterleaved {
         layout: ty,
         w,
@@ -225,6 +240,7 @@ fn matmul_interleaved(
         let acts = quantize_q8k(isa, x, m, k, KExtras::default());
         dr.run(kern, &acts, MT, out);
     }
+    false
 }
 
 /// Groups of 8 rows de-interleaved at a time by [`Deinterleaved::run`] (256 rows: a slice
@@ -332,7 +348,7 @@ fn kernel_q8k(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8KRows>> {
 
 /// Runs a decode kernel over all `n` weight rows and `m` activation rows; threads split the
 /// weight rows in whole units of `unit` rows (8 for the interleaved layout, which must divide
-/// `n`).
+/// `n`; [`EPILOGUE_ROWS`] with an epilogue, which each thread runs on its rows at the end).
 #[allow(clippy::too_many_arguments)]
 fn drive<A: Sync>(
     kern: Kernel<A>,
@@ -345,7 +361,13 @@ fn drive<A: Sync>(
     m: usize,
     out: &mut [f32],
     unit: usize,
+    epi: Option<&Epilogue>,
 ) {
+    let unit = if epi.is_some() {
+        unit.max(EPILOGUE_ROWS)
+    } else {
+        unit
+    };
     let outp = OutPtr(out.as_mut_ptr());
     // Split only when each thread gets real work: about 64K multiply-adds per chunk at least.
     let per_row = k * m.min(MT);
@@ -383,6 +405,9 @@ fn drive<A: Sync>(
                 i0 += MT;
             }
             rs = re;
+        }
+        if let Some(epi) = epi {
+            epi(r0, r1);
         }
     });
 }

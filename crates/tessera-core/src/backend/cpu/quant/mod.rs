@@ -71,6 +71,7 @@
 mod act;
 mod decode;
 mod float;
+mod gate;
 pub(crate) mod interleave;
 mod kquants;
 mod legacy;
@@ -81,8 +82,9 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::backend::cpu::simd;
+use crate::backend::cpu::{pool, simd};
 use crate::error::{Error, Result};
+use crate::primitive::GateActivation;
 use crate::quant::GgmlType;
 use half::{bf16, f16};
 use std::sync::OnceLock;
@@ -348,7 +350,90 @@ pub fn matmul_t(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    matmul_t_on(Isa::best(), amx_prefill(), ty, w, n, k, x, m, out)
+    matmul_t_on(Isa::best(), amx_prefill(), ty, w, n, k, x, m, out, None).map(|_| ())
+}
+
+/// A gated MLP's first product (see `ops::gguf_gated_matmul`): `W` is `n` rows of `ty`
+/// holding gate and up rows alternating every 8 (`n` a multiple of 16), `full` receives the
+/// whole product (`m × n`, scratch) and `out` (`m × n / 2`) the gated values
+/// `activation(gate) * up`. On the decode kernel each thread gates the rows it computed, while
+/// they are in its cache; elsewhere the gating runs as a pass over `full` after the product.
+#[allow(clippy::too_many_arguments)]
+pub fn gated_matmul_t(
+    ty: GgmlType,
+    activation: GateActivation,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    full: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
+    gated_matmul_t_on(
+        Isa::best(),
+        amx_prefill(),
+        ty,
+        activation,
+        w,
+        n,
+        k,
+        x,
+        m,
+        full,
+        out,
+    )
+}
+
+/// [`gated_matmul_t`] on a chosen instruction set, with or without the AMX tiles.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gated_matmul_t_on(
+    isa: Isa,
+    amx: bool,
+    ty: GgmlType,
+    activation: GateActivation,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    full: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "gated_quant_matmul";
+    if !n.is_multiple_of(matmul::EPILOGUE_ROWS) {
+        return Err(invalid(
+            OP,
+            format!("{n} weight rows are not whole pairs of 8 gate and 8 up rows"),
+        ));
+    }
+    if Some(out.len()) != m.checked_mul(n / 2) {
+        return Err(invalid(
+            OP,
+            format!(
+                "output of {m} x {} needs {} values, got {}",
+                n / 2,
+                m * (n / 2),
+                out.len()
+            ),
+        ));
+    }
+    let (full_ptr, out_ptr) = (gate::Ptr(full.as_mut_ptr()), gate::Ptr(out.as_mut_ptr()));
+    let epi = |r0: usize, r1: usize| {
+        // SAFETY: `full` holds m x n values (checked by `matmul_t_on` before any epilogue
+        // runs), `out` m x n/2; columns r0..r1 of `full` are final (this thread computed them,
+        // or the product is done) and outputs r0/2..r1/2 are written by this call alone.
+        unsafe { gate::apply(activation, full_ptr.get(), out_ptr.get(), m, n, r0, r1) }
+    };
+    let ran = matmul_t_on(isa, amx, ty, w, n, k, x, m, full, Some(&epi))?;
+    if !ran && m > 0 {
+        let pairs = n / matmul::EPILOGUE_ROWS;
+        let min = (1usize << 14).div_ceil(m * matmul::EPILOGUE_ROWS).max(1);
+        pool::parallel_chunks(pairs, min, &|p0, p1| {
+            epi(p0 * matmul::EPILOGUE_ROWS, p1 * matmul::EPILOGUE_ROWS)
+        });
+    }
+    Ok(())
 }
 
 /// Whether [`matmul_t`] runs prefill-sized products (`m >= AMX_MIN_M`) on the AMX tiles.
@@ -381,11 +466,11 @@ pub(crate) fn matmul_t_with(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    matmul_t_on(isa, false, ty, w, n, k, x, m, out)
+    matmul_t_on(isa, false, ty, w, n, k, x, m, out, None).map(|_| ())
 }
 
 /// The checks of [`matmul_t`], then the product on `isa`, or on the AMX tiles when `amx` is set
-/// and the product is prefill-sized.
+/// and the product is prefill-sized. True when `epi` ran (see `matmul::matmul_t`).
 #[allow(clippy::too_many_arguments)]
 fn matmul_t_on(
     isa: Isa,
@@ -397,7 +482,8 @@ fn matmul_t_on(
     x: &[f32],
     m: usize,
     out: &mut [f32],
-) -> Result<()> {
+    epi: Option<&matmul::Epilogue>,
+) -> Result<bool> {
     const OP: &str = "quant_matmul";
     if !matmul_supported(ty) {
         return Err(invalid(OP, format!("no matmul kernel for {ty} weights")));
@@ -453,17 +539,17 @@ fn matmul_t_on(
         ));
     }
     if m == 0 || n == 0 {
-        return Ok(());
+        return Ok(false);
     }
     if k == 0 {
         out.fill(0.0);
-        return Ok(());
+        return Ok(false);
     }
     #[cfg(target_arch = "x86_64")]
     if amx && m >= AMX_MIN_M && !is_float(ty) {
         matmul::matmul_amx(ty, w, row_bytes, n, k, x, m, out);
-        return Ok(());
+        return Ok(false);
     }
     let _ = amx;
-    matmul::matmul_t(isa, ty, w, n, k, x, m, out)
+    matmul::matmul_t(isa, ty, w, n, k, x, m, out, epi)
 }

@@ -549,9 +549,33 @@ fn shared_header_layouts_match_natural_q4_1() {
             #[cfg(target_arch = "x86_64")]
             if crate::backend::cpu::amx::supported() && m >= AMX_MIN_M {
                 let mut natural = vec![f32::NAN; m * n];
-                matmul_t_on(Isa::best(), true, T::Q4_1, &w, n, k, &x, m, &mut natural).unwrap();
+                matmul_t_on(
+                    Isa::best(),
+                    true,
+                    T::Q4_1,
+                    &w,
+                    n,
+                    k,
+                    &x,
+                    m,
+                    &mut natural,
+                    None,
+                )
+                .unwrap();
                 let mut shared = vec![f32::NAN; m * n];
-                matmul_t_on(Isa::best(), true, layout, &ws, n, k, &x, m, &mut shared).unwrap();
+                matmul_t_on(
+                    Isa::best(),
+                    true,
+                    layout,
+                    &ws,
+                    n,
+                    k,
+                    &x,
+                    m,
+                    &mut shared,
+                    None,
+                )
+                .unwrap();
                 assert_eq!(natural, shared, "{layout} AMX m={m}: the same bf16 tiles");
             }
         }
@@ -929,7 +953,7 @@ fn amx_prefill_matches_the_rounded_product() {
                     .unwrap();
             }
             let mut out = vec![f32::NAN; m * n];
-            matmul_t_on(Isa::best(), true, layout, &wl, n, k, &x, m, &mut out).unwrap();
+            matmul_t_on(Isa::best(), true, layout, &wl, n, k, &x, m, &mut out, None).unwrap();
             for i in 0..m {
                 for r in 0..n {
                     let (mut want, mut mag) = (0f64, 0f64);
