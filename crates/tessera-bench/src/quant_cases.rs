@@ -5,13 +5,16 @@
 //!   size is several times the last-level cache). GB/s of weight bytes read.
 //! - `qgemv_affine4_g64_4864x896`: the same streaming product for MLX-style affine 4-bit
 //!   weights (group size 64, f16 scales and biases), as `ops::quantized_matmul` runs it.
+//! - `qgemv_<q4>_<n>x<k>_model`: the decode products of a 0.5B-shape model in its CPU layout,
+//!   and `qgemv_<q4>_9728x896_gated_model`, its gate/up product with the activation applied
+//!   (`ops::gguf_gated_matmul`).
 //! - `qgemv_<type>_1024x<k>_hot`: one small matrix, multiplied 32 times per evaluation, that
 //!   stays in the cores' L2, which shows
 //!   what the kernel's arithmetic allows when memory is not the limit.
 
 use crate::{Body, Case};
 use tessera_core::quant::GgmlType;
-use tessera_core::{Array, Dtype, ops, random};
+use tessera_core::{Array, Dtype, GateActivation, ops, random};
 
 /// `n` rows of `k` values of `ty`, in valid blocks: random bytes, with every f16 scale field
 /// set to a small finite value (random bytes there could be NaN or infinite). An in-memory
@@ -65,6 +68,20 @@ fn activation(k: usize) -> Array {
 
 /// `copies` different matrices, each multiplied `reps` times per run (all in one evaluation).
 fn qgemv_case(ty: GgmlType, n: usize, k: usize, copies: usize, reps: usize, suffix: &str) -> Case {
+    product_case(ty, n, k, copies, reps, suffix, None)
+}
+
+/// [`qgemv_case`], or with `gate` the gated product (`ops::gguf_gated_matmul`, the matrix read
+/// as gate and up rows alternating 8 at a time).
+fn product_case(
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    copies: usize,
+    reps: usize,
+    suffix: &str,
+    gate: Option<GateActivation>,
+) -> Case {
     Case {
         name: format!("qgemv_{}_{n}x{k}{suffix}", ty.name().to_lowercase()),
         unit: "GB/s",
@@ -78,7 +95,10 @@ fn qgemv_case(ty: GgmlType, n: usize, k: usize, copies: usize, reps: usize, suff
                 move || {
                     let outs: Vec<Array> = (0..reps)
                         .flat_map(|_| ws.iter())
-                        .map(|w| ops::gguf_matmul(&x, w, ty))
+                        .map(|w| match gate {
+                            Some(act) => ops::gguf_gated_matmul(&x, w, ty, act),
+                            None => ops::gguf_matmul(&x, w, ty),
+                        })
                         .collect::<tessera_core::Result<_>>()
                         .unwrap_or_else(|e| panic!("bench case failed: {e}"));
                     tessera_core::eval(&outs).unwrap_or_else(|e| panic!("bench case failed: {e}"));
@@ -165,6 +185,16 @@ pub fn quant_cases() -> Vec<Case> {
     for (n, k) in [(1152, 896), (896, 896), (896, 4864), (9728, 896)] {
         v.push(qgemv_case(q4, n, k, 64, 1, "_model"));
     }
+    // gate/up as the model runs it: one gated product (the SiLU applied per thread).
+    v.push(product_case(
+        q4,
+        9728,
+        896,
+        64,
+        1,
+        "_gated_model",
+        Some(GateActivation::Silu),
+    ));
     v.push(affine_qgemv_case(4864, 896, 64));
     // Long rows (a down projection): no partial group at the end of a row.
     v.extend(
