@@ -824,6 +824,39 @@ fn sole_owner_inputs_are_updated_in_place() {
     assert_ne!(newer.data().unwrap().buffer.as_ptr() as usize, first);
 }
 
+/// An update of another dtype is converted as it is written, as `astype` converts, still in
+/// place, and its gradient comes back in its own dtype (a KV cache stores f32 keys as f16).
+#[test]
+fn slice_update_converts_an_update_of_another_dtype() {
+    let mut buf = ops::contiguous(&ops::zeros(&[2, 4, 3], Dtype::F16).unwrap()).unwrap();
+    buf.eval().unwrap();
+    let first = buf.data().unwrap().buffer.as_ptr() as usize;
+    let v: Vec<f32> = (0..6).map(|i| 1.0 / (3.0 + i as f32)).collect();
+    let upd = Array::from_slice(&v, &[2, 1, 3]).unwrap();
+    let b = [(None, None, 1), (Some(2), Some(3), 1), (None, None, 1)];
+    buf = ops::slice_update_opt(&buf, &upd, &b).unwrap();
+    assert_eq!(buf.dtype(), Dtype::F16);
+    let got = ops::slice_axis(&buf, 1, 2, 3).unwrap();
+    let want = upd.astype(Dtype::F16).unwrap();
+    assert_eq!(
+        got.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+        want.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap()
+    );
+    assert_eq!(buf.data().unwrap().buffer.as_ptr() as usize, first);
+    // d(sum(a with the window replaced)) / d(update) = 1 per element, as an f32 array.
+    let g = tessera_core::transforms::grad(
+        |xs: &[Array]| {
+            let a = ops::zeros(&[2, 4, 3], Dtype::F16)?;
+            let w = ops::slice_update_opt(&a, &xs[0], &b)?;
+            ops::sum(&w.astype(Dtype::F32)?, ops::Axes::All, false)
+        },
+        std::slice::from_ref(&upd),
+    )
+    .unwrap();
+    assert_eq!(g[0].dtype(), Dtype::F32);
+    assert_eq!(g[0].to_vec::<f32>().unwrap(), vec![1.0; 6]);
+}
+
 /// The vectorised fast paths of `where` (everything contiguous, or x or y a broadcast value) and
 /// of reductions over a leading axis (whole output rows accumulated at once, one loop per
 /// operation), against values computed element by element here.

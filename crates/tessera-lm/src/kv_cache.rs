@@ -205,11 +205,17 @@ impl KvCache {
     /// Adds `k`, `v` of shape `(b, kv_heads, t, d)` for layer `i` at the current offset and
     /// returns the keys and values attention should read.
     pub fn update(&mut self, i: usize, k: &Array, v: &Array) -> Result<CachedKv> {
-        let stored = |x: &Array| match self.storage {
-            Some(dt) if x.dtype() != dt => ops::astype(x, dt),
-            _ => Ok(x.clone()),
+        // New positions are converted to the stored dtype as the cache writes them (the
+        // `slice_update` kernel converts): no conversion node on the decode path. Paths that
+        // attend over the new positions before storing them convert first.
+        let storage = self.storage;
+        let dtype = storage.unwrap_or(k.dtype());
+        let stored = move |x: &Array| -> Result<Array> {
+            Ok(match storage {
+                Some(dt) if x.dtype() != dt => ops::astype(x, dt)?,
+                _ => x.clone(),
+            })
         };
-        let (k, v) = (&stored(k)?, &stored(v)?);
         let (t, off) = (k.shape()[2], self.offset);
         let end = off + t;
         if end > self.max_len {
@@ -223,6 +229,7 @@ impl KvCache {
             .get_mut(i)
             .ok_or_else(|| Error::Invalid(format!("layer {i} has no cache")))?;
         if let (None, Some(group)) = (layer.window, self.q8_group) {
+            let (k, v) = (&stored(k)?, &stored(v)?);
             let (keys, values) = q8_update(layer, self.max_len, off, k, v, group)?;
             return Ok(CachedKv {
                 keys,
@@ -231,8 +238,8 @@ impl KvCache {
             });
         }
         match layer.window {
-            Some(w) if end > w => rotating_update(layer, w, off, k, v),
-            _ => linear_update(layer, self.max_len, off, k, v).map(|(keys, values)| {
+            Some(w) if end > w => rotating_update(layer, w, off, k, v, &stored),
+            _ => linear_update(layer, self.max_len, off, k, v, dtype).map(|(keys, values)| {
                 if let Some(w) = layer.window {
                     layer.filled = end.min(w);
                     layer.next = layer.filled % w;
@@ -247,27 +254,29 @@ impl KvCache {
     }
 }
 
-/// Appends at `off` in a buffer that grows in steps; returns all positions so far.
+/// Appends at `off` in a buffer of `dtype` that grows in steps (the new positions converted as
+/// they are written); returns all positions so far.
 fn linear_update(
     layer: &mut LayerKv,
     max_len: usize,
     off: usize,
     k: &Array,
     v: &Array,
+    dtype: Dtype,
 ) -> Result<(Array, Array)> {
     let end = off + k.shape()[2];
     if end > layer.capacity {
         let limit = layer.window.unwrap_or(max_len).min(max_len);
         let cap = end.div_ceil(STEP).saturating_mul(STEP).min(limit).max(end);
-        layer.k = Some(grow(&layer.k, k, cap, off)?);
-        layer.v = Some(grow(&layer.v, v, cap, off)?);
+        layer.k = Some(grow(&layer.k, k.shape(), dtype, cap, off)?);
+        layer.v = Some(grow(&layer.v, v.shape(), dtype, cap, off)?);
         layer.capacity = cap;
     }
     let (Some(kc), Some(vc)) = (layer.k.take(), layer.v.take()) else {
         return Err(Error::Invalid("cache buffers missing".into()));
     };
-    let kc = slice_write(&kc, &ops::astype(k, kc.dtype())?, off)?;
-    let vc = slice_write(&vc, &ops::astype(v, vc.dtype())?, off)?;
+    let kc = slice_write(&kc, k, off)?;
+    let vc = slice_write(&vc, v, off)?;
     let out = (
         ops::slice_axis(&kc, 2, 0, end)?,
         ops::slice_axis(&vc, 2, 0, end)?,
@@ -305,9 +314,9 @@ fn q8_update(
                 None => (None, None, None),
             };
             Ok(QBuf {
-                q: grow(&oq, &like.q, cap, off)?,
-                s: grow(&os, &like.s, cap, off)?,
-                b: grow(&ob, &like.b, cap, off)?,
+                q: grow(&oq, like.q.shape(), like.q.dtype(), cap, off)?,
+                s: grow(&os, like.s.shape(), like.s.dtype(), cap, off)?,
+                b: grow(&ob, like.b.shape(), like.b.dtype(), cap, off)?,
             })
         };
         layer.qk = Some(regrow(layer.qk.take(), &nk)?);
@@ -341,10 +350,16 @@ fn q8_update(
 }
 
 /// A fresh buffer of `cap` slots holding the first `keep` positions of `old`.
-fn grow(old: &Option<Array>, like: &Array, cap: usize, keep: usize) -> Result<Array> {
-    let mut shape = like.shape().to_vec();
+fn grow(
+    old: &Option<Array>,
+    like: &[usize],
+    dtype: Dtype,
+    cap: usize,
+    keep: usize,
+) -> Result<Array> {
+    let mut shape = like.to_vec();
     shape[2] = cap;
-    let fresh = ops::zeros(&shape, like.dtype())?;
+    let fresh = ops::zeros(&shape, dtype)?;
     Ok(match old {
         Some(o) if keep > 0 => slice_write(&fresh, &ops::slice_axis(o, 2, 0, keep)?, 0)?,
         _ => fresh,
@@ -365,12 +380,15 @@ fn in_time_order(buf: &Array, filled: usize, next: usize, w: usize) -> Result<Ar
     )?)
 }
 
+/// The rotating window's update; `stored` converts new positions to the stored dtype where
+/// they are attended before they are written.
 fn rotating_update(
     layer: &mut LayerKv,
     w: usize,
     off: usize,
     k: &Array,
     v: &Array,
+    stored: &dyn Fn(&Array) -> Result<Array>,
 ) -> Result<CachedKv> {
     let t = k.shape()[2];
     let (Some(kc), Some(vc)) = (layer.k.take(), layer.v.take()) else {
@@ -379,13 +397,13 @@ fn rotating_update(
         if off != 0 {
             return Err(Error::Invalid("rotating cache lost its buffers".into()));
         }
-        return store_ordered(layer, w, off, k.clone(), v.clone());
+        return store_ordered(layer, w, off, stored(k)?, stored(v)?);
     };
     if t == 1 && layer.filled == w && layer.capacity == w {
         // Steady decode: overwrite the oldest slot; attention reads the whole window.
         let slot = layer.next;
-        let kc = slice_write(&kc, &ops::astype(k, kc.dtype())?, slot)?;
-        let vc = slice_write(&vc, &ops::astype(v, vc.dtype())?, slot)?;
+        let kc = slice_write(&kc, k, slot)?;
+        let vc = slice_write(&vc, v, slot)?;
         layer.next = (slot + 1) % w;
         layer.k = Some(kc.clone());
         layer.v = Some(vc.clone());

@@ -149,7 +149,8 @@ pub fn slice_axis(a: &Array, axis: usize, begin: usize, end: usize) -> Result<Ar
 }
 
 /// A copy of `a` (same shape and dtype) with the window `start:stop:strides` (Python semantics,
-/// as [`slice()`]) replaced by `update`, which is cast to `a`'s dtype and broadcast to the window's
+/// as [`slice()`]) replaced by `update`, which is cast to `a`'s dtype (by the kernel as it writes
+/// the window, as `astype` casts: no separate conversion node) and broadcast to the window's
 /// shape. `Err` for a zero stride, too many bounds, or an `update` that does not broadcast.
 /// ```
 /// use tessera_core::{Array, ops};
@@ -201,7 +202,8 @@ pub fn slice_update_opt(
         step[i] = stp;
         shape[i] = count;
     }
-    let upd = super::broadcast_to(&update.astype(a.dtype())?, &shape)?;
+    // The kernel converts the update to a's dtype as it writes it (no conversion node).
+    let upd = super::broadcast_to(update, &shape)?;
     Ok(Array::lazy(
         Primitive::SliceUpdate { start: st, step },
         vec![a.clone(), upd],

@@ -213,7 +213,9 @@ pub enum Primitive {
         axis: usize,
         mode: ScatterMode,
     },
-    /// Writes `update` into a copy of `a` over the strided window start/step (shape of update).
+    /// Writes `update` into a copy of `a` over the strided window start/step (shape of update),
+    /// converted to a's dtype as it is written (as `astype` converts: a KV cache stores f32
+    /// keys as f16 without a conversion node).
     SliceUpdate {
         start: Vec<usize>,
         step: Vec<isize>,

@@ -209,6 +209,12 @@ pub(crate) fn vjp(
                 inputs[1].shape().to_vec(),
                 ct.dtype(),
             );
+            // The update may have been written converted: its gradient in its own dtype.
+            let window = if window.dtype() == inputs[1].dtype() {
+                window
+            } else {
+                ops::astype(&window, inputs[1].dtype())?
+            };
             let zeros = ops::zeros_like(&inputs[1])?;
             let ga = Array::lazy(
                 Primitive::SliceUpdate {

@@ -325,7 +325,12 @@ pub(crate) fn slice_update(
     let dst_strides: Vec<isize> = (0..ost.len())
         .map(|i| ost[i] * step.get(i).copied().unwrap_or(1))
         .collect();
-    let upd = ensure_contiguous(upd)?;
+    let upd = if upd.dtype == a.dtype {
+        ensure_contiguous(upd)?
+    } else {
+        // Converted as `astype` converts (the op leaves the conversion to this kernel).
+        super::copy::convert(upd, a.dtype)?
+    };
     crate::dispatch_dtype!(a.dtype, T => {
         // SAFETY: the window (start, step, update shape) lies inside the output (checked by ops).
         let base = unsafe { o.mut_ptr::<T>().offset(off) };
