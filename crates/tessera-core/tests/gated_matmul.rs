@@ -107,52 +107,29 @@ fn gradients_and_vmap_follow_the_composite() {
     let (f, k) = (32, 64);
     let (_, _, w) = gate_up(f, k, GgmlType::Q8_0, 11);
     let x = uniform(&[3, k], 12);
+    type Product = fn(&Array, &Array, GgmlType, GateActivation) -> tessera_core::Result<Array>;
+    let (fused, composite): (Product, Product) =
+        (ops::gguf_gated_matmul, ops::gguf_gated_matmul_composite);
     for act in ACTS {
-        let fused = |xs: &[Array]| {
-            ops::sum(
-                &ops::gguf_gated_matmul(&xs[0], &w, GgmlType::Q8_0, act)?,
-                None,
-                false,
+        // Gradient of the sum, and the forward-mode tangent, by either formulation.
+        let derivatives = |f: Product| {
+            let g = grad(
+                |xs: &[Array]| ops::sum(&f(&xs[0], &w, GgmlType::Q8_0, act)?, None, false),
+                std::slice::from_ref(&x),
             )
-        };
-        let composite = |xs: &[Array]| {
-            ops::sum(
-                &ops::gguf_gated_matmul_composite(&xs[0], &w, GgmlType::Q8_0, act)?,
-                None,
-                false,
+            .unwrap();
+            let t = uniform(&[3, k], 13);
+            let (_, tangent) = jvp(
+                |xs| Ok(vec![f(&xs[0], &w, GgmlType::Q8_0, act)?]),
+                std::slice::from_ref(&x),
+                std::slice::from_ref(&t),
             )
+            .unwrap();
+            (g[0].clone(), tangent[0].clone())
         };
-        let gf = grad(fused, std::slice::from_ref(&x)).unwrap();
-        let gc = grad(composite, std::slice::from_ref(&x)).unwrap();
-        close(&gf[0], &gc[0], 1e-5);
-        let t = uniform(&[3, k], 13);
-        let (_, tf) = jvp(
-            |xs| {
-                Ok(vec![ops::gguf_gated_matmul(
-                    &xs[0],
-                    &w,
-                    GgmlType::Q8_0,
-                    act,
-                )?])
-            },
-            std::slice::from_ref(&x),
-            std::slice::from_ref(&t),
-        )
-        .unwrap();
-        let (_, tc) = jvp(
-            |xs| {
-                Ok(vec![ops::gguf_gated_matmul_composite(
-                    &xs[0],
-                    &w,
-                    GgmlType::Q8_0,
-                    act,
-                )?])
-            },
-            std::slice::from_ref(&x),
-            std::slice::from_ref(&t),
-        )
-        .unwrap();
-        close(&tf[0], &tc[0], 1e-5);
+        let ((gf, tf), (gc, tc)) = (derivatives(fused), derivatives(composite));
+        close(&gf, &gc, 1e-5);
+        close(&tf, &tc, 1e-5);
         // Mapped over a batch of inputs: one more leading dim, the same values.
         let xs = uniform(&[4, 3, k], 14);
         let mapped = vmap(
@@ -189,6 +166,9 @@ fn malformed_inputs_are_errors() {
     let odd = ops::slice_axis(&g, 0, 0, 12).unwrap();
     let e = ops::interleave_gate_up(&odd, &odd).unwrap_err();
     assert!(e.to_string().contains("runs of 8"), "{e}");
+    // A product whose last axis is not whole pairs of runs has no gate/up views.
+    let e = ops::gate_up_views(&uniform(&[2, 24], 24)).unwrap_err();
+    assert!(e.to_string().contains("whole pairs"), "{e}");
     // The product's own checks still apply (inner width).
     let x = uniform(&[1, 32], 23);
     let w = ops::interleave_gate_up(&g, &u).unwrap();

@@ -147,15 +147,9 @@ impl GateUp {
 /// Gates a product whose last axis holds gate and up values alternating 8 at a time (a paired
 /// matrix on storage without a fused kernel): views of the two, the compiled activation.
 fn gate_interleaved(y: &Array, width: usize, activation: Activation) -> Result<Array> {
-    let lead = &y.shape()[..y.ndim() - 1];
-    let mut runs = lead.to_vec();
-    runs.extend_from_slice(&[width / ops::GATE_ROWS, 2, ops::GATE_ROWS]);
-    let y = ops::reshape(y, &runs)?;
-    let axis = y.ndim() - 2;
-    let gate = ops::slice_axis(&y, axis, 0, 1)?;
-    let up = ops::slice_axis(&y, axis, 1, 2)?;
-    let mut shape = lead.to_vec();
-    shape.push(width);
+    let (gate, up) = ops::gate_up_views(y)?;
+    let mut shape = y.shape().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = width;
     Ok(ops::reshape(&gated(activation, &gate, &up)?, &shape)?)
 }
 

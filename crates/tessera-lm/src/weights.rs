@@ -253,28 +253,9 @@ impl Weight {
             return Ok(None);
         };
         let inputs = first.in_features();
-        let same = parts.iter().all(|w| {
-            w.in_features() == inputs
-                && match (first, w) {
-                    (Weight::Dense(a), Weight::Dense(b)) => a.dtype() == b.dtype(),
-                    (Weight::Quantized { format: a, .. }, Weight::Quantized { format: b, .. }) => {
-                        a == b && a.interleaved_rows() == 1
-                    }
-                    (
-                        Weight::Affine {
-                            group_size: ga,
-                            bits: ba,
-                            ..
-                        },
-                        Weight::Affine {
-                            group_size: gb,
-                            bits: bb,
-                            ..
-                        },
-                    ) => ga == gb && ba == bb,
-                    _ => false,
-                }
-        });
+        let same = parts
+            .iter()
+            .all(|w| w.in_features() == inputs && first.stacks_with(w));
         if !same {
             return Ok(None);
         }
@@ -324,24 +305,7 @@ impl Weight {
     /// Built now, in memory (the parts can be dropped); lay it out for the CPU afterwards
     /// ([`Weight::for_matmul`]).
     pub fn interleave_gate_up(gate: &Weight, up: &Weight) -> Result<Option<Weight>> {
-        let alike = match (gate, up) {
-            (Weight::Quantized { format: a, .. }, Weight::Quantized { format: b, .. }) => {
-                a == b && a.interleaved_rows() == 1
-            }
-            (
-                Weight::Affine {
-                    group_size: ga,
-                    bits: ba,
-                    ..
-                },
-                Weight::Affine {
-                    group_size: gb,
-                    bits: bb,
-                    ..
-                },
-            ) => ga == gb && ba == bb,
-            _ => false,
-        };
+        let alike = !matches!(gate, Weight::Dense(_)) && gate.stacks_with(up);
         let f = gate.out_features();
         if !alike
             || up.out_features() != f
@@ -371,6 +335,30 @@ impl Weight {
             }
             _ => None,
         })
+    }
+
+    /// Whether `other`'s rows can sit under this matrix's in one matrix: the same storage
+    /// (dtype, GGUF format, or affine width and group size), not a row-interleaved layout.
+    fn stacks_with(&self, other: &Weight) -> bool {
+        match (self, other) {
+            (Weight::Dense(a), Weight::Dense(b)) => a.dtype() == b.dtype(),
+            (Weight::Quantized { format: a, .. }, Weight::Quantized { format: b, .. }) => {
+                a == b && a.interleaved_rows() == 1
+            }
+            (
+                Weight::Affine {
+                    group_size: ga,
+                    bits: ba,
+                    ..
+                },
+                Weight::Affine {
+                    group_size: gb,
+                    bits: bb,
+                    ..
+                },
+            ) => ga == gb && ba == bb,
+            _ => false,
+        }
     }
 
     /// The stored arrays, in the order `map_arrays` visits them.

@@ -214,20 +214,38 @@ pub fn gguf_gated_matmul_composite(
     format: GgmlType,
     activation: GateActivation,
 ) -> Result<Array> {
-    use crate::ops;
     let y = gguf_matmul(x, w, format)?;
-    let lead = &y.shape()[..y.ndim() - 1];
-    let n = w.shape()[0];
-    let mut runs = lead.to_vec();
+    let (gate, up) = gate_up_views(&y)?;
+    let out = crate::ops::multiply(&gate_activation(&gate, activation)?, &up)?;
+    let mut shape = y.shape().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) /= 2;
+    crate::ops::reshape(&out, &shape)
+}
+
+/// The gate and up values of `y`, a product by an [`interleave_gate_up`] matrix (`(..., 2f)`):
+/// views of shape `(..., f / 8, 1, 8)` each, in the order of the gate and up matrices' rows.
+/// `act(gate) * up` reshaped to `(..., f)` is the gated product.
+pub fn gate_up_views(y: &Array) -> Result<(Array, Array)> {
+    use crate::ops;
+    let n = y.shape().last().copied().unwrap_or(0);
+    if y.ndim() == 0 || !n.is_multiple_of(2 * GATE_ROWS) {
+        return invalid(
+            "gate_up_views",
+            format!(
+                "a gated product's last axis holds whole pairs of {GATE_ROWS} gate and \
+                 {GATE_ROWS} up values, got shape {}",
+                fmt_shape(y.shape())
+            ),
+        );
+    }
+    let mut runs = y.shape()[..y.ndim() - 1].to_vec();
     runs.extend_from_slice(&[n / (2 * GATE_ROWS), 2, GATE_ROWS]);
-    let y = ops::reshape(&y, &runs)?;
+    let y = ops::reshape(y, &runs)?;
     let axis = y.ndim() - 2;
-    let gate = ops::slice_axis(&y, axis, 0, 1)?;
-    let up = ops::slice_axis(&y, axis, 1, 2)?;
-    let out = ops::multiply(&gate_activation(&gate, activation)?, &up)?;
-    let mut shape = lead.to_vec();
-    shape.push(n / 2);
-    ops::reshape(&out, &shape)
+    Ok((
+        ops::slice_axis(&y, axis, 0, 1)?,
+        ops::slice_axis(&y, axis, 1, 2)?,
+    ))
 }
 
 /// `activation(g)`, element-wise, with the element functions the CPU kernel uses in the same

@@ -15,11 +15,14 @@ fn bytes_of(x: &ArrayData) -> &[u8] {
     unsafe { std::slice::from_raw_parts(x.ptr::<u8>(), x.size() * x.dtype.size()) }
 }
 
-pub(super) fn quantized_matmul(
-    format: GgmlType,
+/// The operands of a quantized product as the kernels take them: `x` as contiguous f32 rows,
+/// `w`'s bytes, `(n, k, m)`, and an f32 output of `out`'s shape; `run` fills the output (when
+/// it is not empty), which is then converted to `out`'s dtype.
+fn product(
     x: &ArrayData,
     w: &ArrayData,
     out: &Meta,
+    run: impl FnOnce(&[f32], &[u8], (usize, usize, usize), &mut [f32]) -> Result<()>,
 ) -> Result<ArrayData> {
     let x = copy::f32_contiguous(x)?;
     let w = copy::ensure_contiguous(w)?;
@@ -28,16 +31,27 @@ pub(super) fn quantized_matmul(
     let m = x.size().checked_div(k).unwrap_or(0);
     let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
     if o.size() > 0 {
-        // SAFETY: fresh contiguous output of m * n f32.
+        // SAFETY: a fresh contiguous output of `o.size()` f32.
         let dst = unsafe { std::slice::from_raw_parts_mut(o.mut_ptr::<f32>(), o.size()) };
         let xs = x.as_slice::<f32>().ok_or_else(|| internal("x"))?;
-        super::quant::matmul_t(format, bytes_of(&w), n, k, xs, m, dst)?;
+        run(xs, bytes_of(&w), (n, k, m), dst)?;
     }
     if out.dtype == Dtype::F32 {
         Ok(o)
     } else {
         copy::convert(&o, out.dtype)
     }
+}
+
+pub(super) fn quantized_matmul(
+    format: GgmlType,
+    x: &ArrayData,
+    w: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
+    product(x, w, out, |xs, wb, (n, k, m), dst| {
+        super::quant::matmul_t(format, wb, n, k, xs, m, dst)
+    })
 }
 
 /// `ops::gguf_gated_matmul`: the whole product into a scratch buffer, gated into the output
@@ -49,29 +63,12 @@ pub(super) fn gated_quantized_matmul(
     w: &ArrayData,
     out: &Meta,
 ) -> Result<ArrayData> {
-    let x = copy::f32_contiguous(x)?;
-    let w = copy::ensure_contiguous(w)?;
-    let k = *x.shape().last().unwrap_or(&0);
-    let n = w.shape()[0];
-    let m = x.size().checked_div(k).unwrap_or(0);
-    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
-    if o.size() > 0 {
+    product(x, w, out, |xs, wb, (n, k, m), dst| {
         let full = ArrayData::alloc(Dtype::F32, &[m, n])?;
-        // SAFETY: fresh contiguous buffers of m * n and m * n / 2 f32.
-        let (full_s, dst) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(full.mut_ptr::<f32>(), full.size()),
-                std::slice::from_raw_parts_mut(o.mut_ptr::<f32>(), o.size()),
-            )
-        };
-        let xs = x.as_slice::<f32>().ok_or_else(|| internal("x"))?;
-        super::quant::gated_matmul_t(format, activation, bytes_of(&w), n, k, xs, m, full_s, dst)?;
-    }
-    if out.dtype == Dtype::F32 {
-        Ok(o)
-    } else {
-        copy::convert(&o, out.dtype)
-    }
+        // SAFETY: a fresh contiguous buffer of m * n f32.
+        let full_s = unsafe { std::slice::from_raw_parts_mut(full.mut_ptr::<f32>(), full.size()) };
+        super::quant::gated_matmul_t(format, activation, wb, n, k, xs, m, full_s, dst)
+    })
 }
 
 pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<ArrayData> {
