@@ -777,6 +777,7 @@ fn streams_and_gpu_fallback() {
 /// as a KV cache or an optimizer step relies on; a view still alive elsewhere prevents it.
 #[test]
 fn sole_owner_inputs_are_updated_in_place() {
+    let _g = serial();
     let mut buf = ops::contiguous(&ops::zeros(&[1, 3, 64, 8], Dtype::F32).unwrap()).unwrap();
     buf.eval().unwrap();
     let first = buf.data().unwrap().buffer.as_ptr() as usize;
@@ -828,6 +829,8 @@ fn sole_owner_inputs_are_updated_in_place() {
 /// place, and its gradient comes back in its own dtype (a KV cache stores f32 keys as f16).
 #[test]
 fn slice_update_converts_an_update_of_another_dtype() {
+    // Serial: a gradient being traced turns donation off process-wide.
+    let _g = serial();
     let mut buf = ops::contiguous(&ops::zeros(&[2, 4, 3], Dtype::F16).unwrap()).unwrap();
     buf.eval().unwrap();
     let first = buf.data().unwrap().buffer.as_ptr() as usize;
@@ -925,6 +928,7 @@ fn where_and_leading_axis_reductions_match_elementwise_values() {
 /// corrupted the heap (found by `no_panics` under valgrind).
 #[test]
 fn scatters_along_a_broadcast_size_one_dim_stay_inside_the_array() {
+    let _g = serial();
     let a = Array::from_slice(&[0i32; 3], &[1, 3]).unwrap();
     let idx = Array::from_slice(&[2i32, 0], &[2, 1]).unwrap();
     let vals = Array::from_slice(&[5i32, 7], &[2, 1]).unwrap();
