@@ -59,9 +59,20 @@ fn check_weight(op: &'static str, w: &Array, format: GgmlType, k: usize) -> Resu
 /// The CPU kernels quantize each row of x to 8 bits (as llama.cpp does) and use integer dot
 /// products, so results differ from an f32 matmul by that rounding (about 1e-3 relative).
 pub fn gguf_matmul(x: &Array, w: &Array, format: GgmlType) -> Result<Array> {
+    let shape = product_shape("gguf_matmul", x, w, format)?;
+    Ok(Array::lazy(
+        Primitive::QuantizedMatmul { format },
+        vec![x.clone(), w.clone()],
+        shape,
+        x.dtype(),
+    ))
+}
+
+/// The checks of a product `x @ Wᵀ` by GGUF blocks, and its shape `(..., n)`.
+fn product_shape(op: &'static str, x: &Array, w: &Array, format: GgmlType) -> Result<Vec<usize>> {
     if x.ndim() == 0 || !x.dtype().is_float() {
         return invalid(
-            "gguf_matmul",
+            op,
             format!(
                 "x must be a float array of at least one dimension, got {} of shape {}",
                 x.dtype(),
@@ -70,10 +81,10 @@ pub fn gguf_matmul(x: &Array, w: &Array, format: GgmlType) -> Result<Array> {
         );
     }
     let k = x.shape()[x.ndim() - 1];
-    check_weight("gguf_matmul", w, format, k)?;
+    check_weight(op, w, format, k)?;
     if w.ndim() != 2 {
         return invalid(
-            "gguf_matmul",
+            op,
             format!(
                 "the weight must be 2-D (n, row_bytes), got {}",
                 fmt_shape(w.shape())
@@ -82,12 +93,7 @@ pub fn gguf_matmul(x: &Array, w: &Array, format: GgmlType) -> Result<Array> {
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = w.shape()[0];
-    Ok(Array::lazy(
-        Primitive::QuantizedMatmul { format },
-        vec![x.clone(), w.clone()],
-        shape,
-        x.dtype(),
-    ))
+    Ok(shape)
 }
 
 /// Decodes rows of GGUF blocks to f32: `w` is `u8` of shape `(..., format.row_bytes(k))`, the
@@ -184,7 +190,7 @@ pub fn gguf_gated_matmul(
     format: GgmlType,
     activation: GateActivation,
 ) -> Result<Array> {
-    let y = gguf_matmul(x, w, format)?;
+    let mut shape = product_shape("gguf_gated_matmul", x, w, format)?;
     let n = w.shape()[0];
     if !n.is_multiple_of(2 * GATE_ROWS) {
         return invalid(
@@ -195,7 +201,6 @@ pub fn gguf_gated_matmul(
             ),
         );
     }
-    let mut shape = y.shape().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = n / 2;
     Ok(Array::lazy(
         Primitive::GatedQuantizedMatmul { format, activation },
