@@ -63,7 +63,8 @@ impl GateUp {
         })
     }
 
-    /// The maps stacked end to end in one matrix (Phi-3's `gate_up_proj`), `width` rows each.
+    /// The maps stacked end to end in one matrix (Phi-3's `gate_up_proj`), `width` rows each:
+    /// split and paired as [`GateUp::new`] pairs two matrices, or kept as they are.
     pub fn stacked(linear: Linear, width: usize) -> Result<GateUp> {
         if linear.weight.out_features() != 2 * width {
             return Err(Error::Config(format!(
@@ -71,7 +72,8 @@ impl GateUp {
                 linear.weight.out_features()
             )));
         }
-        if linear.bias.is_none() {
+        // Paired into a new copy, as `new` does: only without a bias and within the budget.
+        if linear.bias.is_none() && tessera_core::memory::fits_in_budget(linear.weight.nbytes()) {
             let half = |r0: usize| -> Result<Linear> {
                 Ok(Linear {
                     weight: linear.weight.row_range(r0, r0 + width)?,
