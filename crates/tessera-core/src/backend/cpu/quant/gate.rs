@@ -7,23 +7,8 @@
 use crate::backend::cpu::unary::f32_row;
 use crate::primitive::{GateActivation, UnaryOp};
 
-/// A raw pointer threads share: each writes its own part (see [`apply`]).
-#[derive(Clone, Copy)]
-pub(super) struct Ptr(pub(super) *mut f32);
-// SAFETY: users write disjoint ranges and read ranges no one writes at the time.
-unsafe impl Send for Ptr {}
-// SAFETY: as above.
-unsafe impl Sync for Ptr {}
-
-impl Ptr {
-    /// A method, so closures capture the `Sync` wrapper rather than the raw pointer field.
-    pub(super) fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Gate and up values per run in the interleaved product.
-const RUN: usize = 8;
+const RUN: usize = crate::ops::GATE_ROWS;
 /// Outputs gated per step (staged on the stack).
 const STEP: usize = 256;
 

@@ -83,7 +83,7 @@ impl OutPtr {
 pub(super) type Epilogue<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
 /// The unit of an [`Epilogue`]'s ranges: a gated product's 8 gate rows and 8 up rows.
-pub(super) const EPILOGUE_ROWS: usize = 16;
+pub(super) const EPILOGUE_ROWS: usize = 2 * crate::ops::GATE_ROWS;
 
 /// `out[m, n] = x[m, k] · W[n, k]ᵀ`; the caller validated every length. With `epi` (and `n` a
 /// multiple of [`EPILOGUE_ROWS`]), the paths that can run it per thread do so; the result says

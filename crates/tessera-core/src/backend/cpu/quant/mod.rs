@@ -82,6 +82,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::backend::cpu::copy::SendPtr;
 use crate::backend::cpu::{pool, simd};
 use crate::error::{Error, Result};
 use crate::primitive::GateActivation;
@@ -370,36 +371,6 @@ pub fn gated_matmul_t(
     full: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
-    gated_matmul_t_on(
-        Isa::best(),
-        amx_prefill(),
-        ty,
-        activation,
-        w,
-        n,
-        k,
-        x,
-        m,
-        full,
-        out,
-    )
-}
-
-/// [`gated_matmul_t`] on a chosen instruction set, with or without the AMX tiles.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gated_matmul_t_on(
-    isa: Isa,
-    amx: bool,
-    ty: GgmlType,
-    activation: GateActivation,
-    w: &[u8],
-    n: usize,
-    k: usize,
-    x: &[f32],
-    m: usize,
-    full: &mut [f32],
-    out: &mut [f32],
-) -> Result<()> {
     const OP: &str = "gated_quant_matmul";
     if !n.is_multiple_of(matmul::EPILOGUE_ROWS) {
         return Err(invalid(
@@ -418,14 +389,25 @@ pub(crate) fn gated_matmul_t_on(
             ),
         ));
     }
-    let (full_ptr, out_ptr) = (gate::Ptr(full.as_mut_ptr()), gate::Ptr(out.as_mut_ptr()));
+    let (full_ptr, out_ptr) = (SendPtr(full.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
     let epi = |r0: usize, r1: usize| {
         // SAFETY: `full` holds m x n values (checked by `matmul_t_on` before any epilogue
         // runs), `out` m x n/2; columns r0..r1 of `full` are final (this thread computed them,
         // or the product is done) and outputs r0/2..r1/2 are written by this call alone.
         unsafe { gate::apply(activation, full_ptr.get(), out_ptr.get(), m, n, r0, r1) }
     };
-    let ran = matmul_t_on(isa, amx, ty, w, n, k, x, m, full, Some(&epi))?;
+    let ran = matmul_t_on(
+        Isa::best(),
+        amx_prefill(),
+        ty,
+        w,
+        n,
+        k,
+        x,
+        m,
+        full,
+        Some(&epi),
+    )?;
     if !ran && m > 0 {
         let pairs = n / matmul::EPILOGUE_ROWS;
         let min = (1usize << 14).div_ceil(m * matmul::EPILOGUE_ROWS).max(1);
