@@ -377,7 +377,6 @@ mod tests {
             eprintln!("AMX not available on this machine: test not run");
             return;
         }
-        let round = |v: f32| half::bf16::from_f32(v).to_f32() as f64;
         for &(m, n, k) in &[
             (1, 1, 1),
             (16, 32, 32),
@@ -409,11 +408,10 @@ mod tests {
                 }
             };
             unsafe { matmul_t(n, k, &x, m, &mut out, &decode) };
+            let reference = super::super::bf16_reference(&x, &wt, m, n, k);
             for i in 0..m {
                 for r in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|j| round(x[i * k + j]) * round(wt[r * k + j]))
-                        .sum();
+                    let want = reference[i * n + r].0;
                     let got = out[i * n + r] as f64;
                     assert!(
                         (got - want).abs() <= 1e-5 * (k as f64).sqrt() + 1e-6 * want.abs(),

@@ -108,3 +108,30 @@ fn request_permission() -> bool {
 fn request_permission() -> bool {
     false
 }
+
+/// What the tiles compute, in f64, for checking them: `x (m × k) · wᵀ (w is n × k)` with both
+/// rounded to bf16, and beside each value the sum of its terms' magnitudes (the scale a
+/// tolerance is taken against); row-major `m × n`.
+#[cfg(test)]
+pub(crate) fn bf16_reference(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<(f64, f64)> {
+    let round = |v: f32| half::bf16::from_f32(v).to_f64();
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for r in 0..n {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for j in 0..k {
+                let p = round(x[i * k + j]) * round(w[r * k + j]);
+                want += p;
+                mag += p.abs();
+            }
+            out.push((want, mag));
+        }
+    }
+    out
+}
