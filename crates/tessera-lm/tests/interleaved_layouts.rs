@@ -69,7 +69,7 @@ fn smollm2_requantized_matches_its_f32_weights() {
     ] {
         check(format);
     }
-    // The AVX2 and the portable kernels (child processes: `TESSERA_SIMD` is read once per
+    // The AVX2, AVX-VNNI and portable kernels (child processes: `TESSERA_SIMD` is read once per
     // process; run from this test, since `check` sets the environment).
     common::rerun_on_every_kernel_family(&["smollm2_requantized_matches_its_f32_weights"]);
 }

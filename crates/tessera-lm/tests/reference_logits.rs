@@ -120,7 +120,7 @@ fn gemma3_matches_the_numpy_reference() {
     check("gemma3", common::GEMMA3);
 }
 
-/// The same checks with the AVX2 and the portable kernels.
+/// The same checks with the AVX2, AVX-VNNI and portable kernels.
 #[test]
 fn every_kernel_family_passes_too() {
     common::rerun_on_every_kernel_family(&[

@@ -120,7 +120,7 @@ pub fn affine8_for_cpu_in(
         _ => return Ok(None),
     };
     let repack = super::cpu_layout(GgmlType::Q8_0) != GgmlType::Q8_0;
-    if bits != 8 || Isa::best() != Isa::Vnni || !repack {
+    if bits != 8 || !Isa::best().has_vpdpbusd() || !repack {
         return Ok(None);
     }
     let (rows, words, groups) =
@@ -318,7 +318,7 @@ mod tests {
             let w = ops::astype(&matrix(rows, k), Dtype::F16).unwrap();
             let (q, s, b) = ops::quantize(&w, group, 8).unwrap();
             let laid = affine8_for_cpu_in(&q, &s, &b, group, 8, &arena).unwrap();
-            let vnni = Isa::best() == Isa::Vnni
+            let vnni = Isa::best().has_vpdpbusd()
                 && crate::quant::cpu_layout(GgmlType::Q8_0) != GgmlType::Q8_0;
             assert_eq!(
                 laid.is_some(),

@@ -68,17 +68,22 @@ pub fn dequantized<S: WeightSource>(src: S) -> MapQuantized<S> {
     })
 }
 
-/// Runs this test binary's tests `names` again with the kernels capped to AVX2 and to the
-/// portable path (`TESSERA_SIMD`, read once per process, hence a child process), so the real-
-/// model checks cover every kernel family on a machine with AVX-512. Inside those children it
-/// does nothing.
+/// Runs this test binary's tests `names` again with the kernels capped to AVX2, to AVX2 with
+/// AVX-VNNI (where the CPU has it) and to the portable path (`TESSERA_SIMD`, read once per
+/// process, hence a child process), so the real-model checks cover every kernel family on a
+/// machine with AVX-512. Inside those children it does nothing.
 #[allow(dead_code)]
 pub fn rerun_on_every_kernel_family(names: &[&str]) {
     if std::env::var_os("TESSERA_SIMD").is_some() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    for isa in ["avx2", "scalar"] {
+    #[cfg(target_arch = "x86_64")]
+    let avx_vnni = std::arch::is_x86_feature_detected!("avxvnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx_vnni = false;
+    let families = ["avx2", "avxvnni", "scalar"];
+    for isa in families.into_iter().filter(|&f| f != "avxvnni" || avx_vnni) {
         for name in names {
             let out = std::process::Command::new(&exe)
                 .args([name, "--exact", "--test-threads", "1"])

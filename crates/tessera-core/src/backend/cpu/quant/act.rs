@@ -129,7 +129,7 @@ pub(super) fn quantize_q8(
     };
     let row: fn(&[f32], Q8Out) = match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Vnni => super::x86::act::q8_row,
+        Isa::Avx2 | Isa::AvxVnni | Isa::Vnni => super::x86::act::q8_row,
         _ => q8_row,
     };
     let (qs, d, dsum, s, bias) = (
@@ -229,7 +229,7 @@ pub(super) fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize, ex: KExtras)
     };
     let row: fn(&[f32], Q8KOut) = match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Vnni => super::x86::act::q8k_row,
+        Isa::Avx2 | Isa::AvxVnni | Isa::Vnni => super::x86::act::q8k_row,
         _ => q8k_row,
     };
     let (qs, d, bs, bias, bs32) = (

@@ -97,7 +97,12 @@ pub(crate) enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C.
     Avx2,
-    /// AVX2 plus AVX-512 VNNI/VL/BW (the 256-bit forms of `vpdpbusd` and `vpdpwssd`).
+    /// AVX2 plus AVX-VNNI: the VEX forms of `vpdpbusd` and `vpdpwssd` on 256-bit registers
+    /// (Intel's client CPUs since Alder Lake, which have no AVX-512; Zen 5). The AVX2 kernels
+    /// with the one-instruction multiply-add; no AVX-512 masks.
+    AvxVnni,
+    /// AVX2 plus AVX-512 VNNI/VL/BW (the 256-bit EVEX forms of `vpdpbusd` and `vpdpwssd`, byte
+    /// masks, and 512-bit prefill panels).
     Vnni,
 }
 
@@ -108,10 +113,11 @@ impl Isa {
         *BEST.get_or_init(|| {
             let cap = match simd::level() {
                 simd::Level::Scalar => Isa::Scalar,
+                simd::Level::Avx2 if simd::avx_vnni_allowed() => Isa::AvxVnni,
                 simd::Level::Avx2 => Isa::Avx2,
                 simd::Level::Avx512 => Isa::Vnni,
             };
-            [Isa::Vnni, Isa::Avx2, Isa::Scalar]
+            [Isa::Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Scalar]
                 .into_iter()
                 .find(|i| i.rank() <= cap.rank() && i.supported())
                 .unwrap_or(Isa::Scalar)
@@ -121,7 +127,7 @@ impl Isa {
     /// Every set this CPU can run (for tests and benchmarks).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Vnni]
+        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Vnni]
             .into_iter()
             .filter(|i| i.supported())
             .collect()
@@ -129,6 +135,12 @@ impl Isa {
 
     fn rank(self) -> u8 {
         self as u8
+    }
+
+    /// Whether the set multiplies unsigned by signed bytes in one instruction (`vpdpbusd`),
+    /// with no intermediate i16 sums to saturate: what the 8-bit affine layouts need.
+    pub(crate) fn has_vpdpbusd(self) -> bool {
+        matches!(self, Isa::AvxVnni | Isa::Vnni)
     }
 
     /// Whether this CPU has the instructions.
@@ -141,6 +153,8 @@ impl Isa {
                     && is_x86_feature_detected!("fma")
                     && is_x86_feature_detected!("f16c")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => Isa::Avx2.supported() && is_x86_feature_detected!("avxvnni"),
             #[cfg(target_arch = "x86_64")]
             Isa::Vnni => {
                 Isa::Avx2.supported()
@@ -476,10 +490,10 @@ fn matmul_t_on(
             format!("this CPU cannot run the {isa:?} kernels"),
         ));
     }
-    if ty.is_affine8() && isa != Isa::Vnni {
+    if ty.is_affine8() && !isa.has_vpdpbusd() {
         return Err(invalid(
             OP,
-            format!("{ty} weights are multiplied by the AVX-512 VNNI kernel only, not {isa:?}"),
+            format!("{ty} weights are multiplied by the VNNI kernels only, not {isa:?}"),
         ));
     }
     let row_bytes = ty.row_bytes(k)?;

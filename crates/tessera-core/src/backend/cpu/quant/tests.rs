@@ -717,8 +717,10 @@ fn timing() {
     drop(buf);
     println!("read bandwidth (256 MB sum): {read_bw:.1} GB/s");
     let mut isas = vec![Isa::best()];
-    if Isa::best() != Isa::Avx2 && Isa::Avx2.supported() {
-        isas.push(Isa::Avx2);
+    for isa in [Isa::AvxVnni, Isa::Avx2] {
+        if Isa::best() != isa && isa.supported() {
+            isas.push(isa);
+        }
     }
     let types = [
         T::Q4_0,
@@ -864,6 +866,7 @@ fn prefill_timing() {
     };
     let isa = match std::env::var("QT_ISA").as_deref() {
         Ok("avx2") => Isa::Avx2,
+        Ok("avxvnni") => Isa::AvxVnni,
         Ok("scalar") => Isa::Scalar,
         _ => Isa::best(),
     };

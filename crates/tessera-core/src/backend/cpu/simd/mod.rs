@@ -14,18 +14,31 @@ pub enum Level {
     Avx512,
 }
 
-/// The best level this CPU supports, capped by `TESSERA_SIMD=scalar|avx2|avx512` if set.
+/// The best level this CPU supports, capped by `TESSERA_SIMD=scalar|avx2|avxvnni|avx512` if
+/// set (`avxvnni` caps the vectors at 256 bits like `avx2`; see [`avx_vnni_allowed`]).
 pub fn level() -> Level {
     static L: OnceLock<Level> = OnceLock::new();
     *L.get_or_init(|| {
         let detected = detect();
-        let cap = match std::env::var("TESSERA_SIMD").ok().as_deref() {
+        let cap = match simd_cap().as_deref() {
             Some("scalar") => Level::Scalar,
-            Some("avx2") => Level::Avx2,
+            Some("avx2" | "avxvnni") => Level::Avx2,
             _ => Level::Avx512,
         };
         detected.min(cap)
     })
+}
+
+fn simd_cap() -> Option<String> {
+    std::env::var("TESSERA_SIMD").ok()
+}
+
+/// Whether the integer kernels may use AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd` of Intel's
+/// client CPUs since Alder Lake, which have no AVX-512) when the CPU has it. Everything but
+/// `TESSERA_SIMD=scalar|avx2` allows it: `avx2` stands for the CPUs before it (Haswell to
+/// Comet Lake, Zen 1 to 4), `avxvnni` for the ones with it.
+pub fn avx_vnni_allowed() -> bool {
+    !matches!(simd_cap().as_deref(), Some("scalar" | "avx2"))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -62,8 +62,8 @@ pub(super) unsafe fn rows_k4<D: Dot, const FIFTH: bool>(t: &Tile<Q8KRows>) {
 /// `u` (values below 16) plus 16 in each byte whose `bit` is set in the same byte of `qh`.
 #[inline(always)]
 unsafe fn add_fifth<D: Dot>(u: __m256i, qh: __m256i, bit: u32) -> __m256i {
-    if D::FULL_U8 {
-        // The VNNI path has AVX-512BW: a byte mask and one masked add.
+    if D::MASKS {
+        // The AVX-512 path has byte masks: one test into a mask and one masked add.
         let set = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((1u8 << bit) as i8));
         return _mm256_mask_add_epi8(u, set, u, _mm256_set1_epi8(0x10));
     }

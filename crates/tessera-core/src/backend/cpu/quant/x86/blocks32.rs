@@ -82,8 +82,8 @@ unsafe fn u32_at(p: *const u8) -> u32 {
 /// Q5_0/Q5_1; bit 4 of `v` is clear).
 #[inline(always)]
 pub(super) unsafe fn with_fifth<D: Dot>(v: __m256i, bits: u32) -> __m256i {
-    if D::FULL_U8 {
-        // The VNNI path has AVX-512BW: the bits are a byte mask for one masked add.
+    if D::MASKS {
+        // The AVX-512 path has byte masks: the bits are a mask for one masked add.
         return _mm256_mask_add_epi8(v, bits, v, _mm256_set1_epi8(0x10));
     }
     _mm256_or_si256(v, fifth_bits(bits))

@@ -1,11 +1,13 @@
-//! x86 kernels on 256-bit registers: AVX2, and AVX2 with the AVX-512 VNNI instructions in
+//! x86 kernels on 256-bit registers: AVX2, AVX2 with AVX-VNNI (the VEX-encoded multiply-adds
+//! of Intel's client CPUs since Alder Lake), and AVX2 with the AVX-512 VNNI instructions in
 //! their 256-bit (VL) form.
 //!
 //! Decoders (`blocks32.rs`, `blocks256.rs`) turn weight blocks into unsigned (or, for Q8_0,
 //! Q8_1 and IQ4_NL, signed) bytes in registers; the [`Dot`] primitive multiplies those bytes
-//! with the Q8 activation bytes. Only the primitive differs between the two sets: VNNI does in one
+//! with the Q8 activation bytes. Only the primitive differs between the sets: VNNI does in one
 //! instruction (`vpdpbusd`, `vpdpwssd`) what AVX2 does in two or three (`vpmaddubsw`,
-//! `vpmaddwd`, `vpaddd`). The kernels are generic over both and instantiated inside
+//! `vpmaddwd`, `vpaddd`); AVX-512 adds byte masks (Q5's fifth bits) and 512-bit prefill panels.
+//! The kernels are generic over the three and instantiated inside
 //! `#[target_feature]` entry points below, so every helper inlines into code compiled for the
 //! right instructions. (They avoid closures such as `std::array::from_fn` around intrinsics: a
 //! closure that is not inlined is compiled without the target features and turns every
@@ -30,6 +32,9 @@ use std::arch::x86_64::*;
 pub(super) trait Dot {
     /// `dot_us` takes any unsigned byte (no intermediate i16 saturation).
     const FULL_U8: bool;
+    /// AVX-512BW/VL byte masks are available (one masked add instead of a shuffle, compare and
+    /// or).
+    const MASKS: bool;
     /// `acc + Σ_{4 bytes} u x` per i32 lane. `u <= 128` (AVX2 sums byte pairs in i16).
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i;
     /// `acc + Σ_{2 i16} (u x pair sum) s` per i32 lane: each pair of bytes scaled by the i16 in
@@ -40,10 +45,12 @@ pub(super) trait Dot {
 }
 
 pub(super) struct Avx2;
+pub(super) struct AvxVnni;
 pub(super) struct Vnni;
 
 impl Dot for Avx2 {
     const FULL_U8: bool = false;
+    const MASKS: bool = false;
     #[inline(always)]
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, x);
@@ -59,8 +66,26 @@ impl Dot for Avx2 {
     }
 }
 
+impl Dot for AvxVnni {
+    const FULL_U8: bool = true;
+    const MASKS: bool = false;
+    #[inline(always)]
+    unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, u, x)
+    }
+    #[inline(always)]
+    unsafe fn dot_scaled(acc: __m256i, u: __m256i, x: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, x), s)
+    }
+    #[inline(always)]
+    unsafe fn dot_ww(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_avx_epi32(acc, a, b)
+    }
+}
+
 impl Dot for Vnni {
     const FULL_U8: bool = true;
+    const MASKS: bool = true;
     #[inline(always)]
     unsafe fn dot_us(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, x)
@@ -95,6 +120,11 @@ unsafe fn rows32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
     blocks32::rows::<Avx2, B>(t)
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows32_avxvnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
+    blocks32::rows::<AvxVnni, B>(t)
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows32_vnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
     blocks32::rows::<Vnni, B>(t)
@@ -105,34 +135,47 @@ unsafe fn rows_x8_avx2<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
     blocks32x8::rows::<Avx2, F>(t)
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows_x8_avxvnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
+    blocks32x8::rows::<AvxVnni, F>(t)
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows_x8_vnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
     blocks32x8::rows::<Vnni, F>(t)
+}
+
+/// The interleaved decode kernel for format `F` on `isa` (AVX2 and up).
+fn pick_x8<F: blocks32x8::Format>(isa: Isa) -> Kernel<Q8Rows> {
+    match isa {
+        Isa::Vnni => rows_x8_vnni::<F>,
+        Isa::AvxVnni => rows_x8_avxvnni::<F>,
+        _ => rows_x8_avx2::<F>,
+    }
 }
 
 /// The decode kernel for the interleaved `layout` (Q4_0x8, Q4_1x8 and its shared-header forms,
 /// Q5_0x8 or Q8_0x8; natural activation blocks; row ranges in whole groups of 8).
 pub(super) fn kernel_x8(isa: Isa, layout: GgmlType) -> Kernel<Q8Rows> {
     use blocks32x8::{A8x8, Q4_0x8, Q4_1x8, Q4_1x8s2, Q4_1x8s4, Q5_0x8, Q8_0x8};
-    let vnni = isa == Isa::Vnni;
     match layout {
-        GgmlType::Q4_1x8 if vnni => rows_x8_vnni::<Q4_1x8>,
-        GgmlType::Q4_1x8 => rows_x8_avx2::<Q4_1x8>,
-        GgmlType::Q4_1x8s2 if vnni => rows_x8_vnni::<Q4_1x8s2>,
-        GgmlType::Q4_1x8s2 => rows_x8_avx2::<Q4_1x8s2>,
-        GgmlType::Q4_1x8s4 if vnni => rows_x8_vnni::<Q4_1x8s4>,
-        GgmlType::Q4_1x8s4 => rows_x8_avx2::<Q4_1x8s4>,
-        // The 8-bit affine layouts exist only where VNNI does (`quant::affine8_for_cpu_in`);
-        // the caller refuses them on other instruction sets.
+        GgmlType::Q4_1x8 => pick_x8::<Q4_1x8>(isa),
+        GgmlType::Q4_1x8s2 => pick_x8::<Q4_1x8s2>(isa),
+        GgmlType::Q4_1x8s4 => pick_x8::<Q4_1x8s4>(isa),
+        // The 8-bit affine layouts exist only where `vpdpbusd` does
+        // (`quant::affine8_for_cpu_in`); the caller refuses them on plain AVX2.
+        GgmlType::A8x8 | GgmlType::A8x8s2 | GgmlType::A8x8s4 if isa == Isa::AvxVnni => match layout
+        {
+            GgmlType::A8x8 => rows_x8_avxvnni::<A8x8<1>>,
+            GgmlType::A8x8s2 => rows_x8_avxvnni::<A8x8<2>>,
+            _ => rows_x8_avxvnni::<A8x8<4>>,
+        },
         GgmlType::A8x8 => rows_x8_vnni::<A8x8<1>>,
         GgmlType::A8x8s2 => rows_x8_vnni::<A8x8<2>>,
         GgmlType::A8x8s4 => rows_x8_vnni::<A8x8<4>>,
-        GgmlType::Q5_0x8 if vnni => rows_x8_vnni::<Q5_0x8>,
-        GgmlType::Q5_0x8 => rows_x8_avx2::<Q5_0x8>,
-        GgmlType::Q8_0x8 if vnni => rows_x8_vnni::<Q8_0x8>,
-        GgmlType::Q8_0x8 => rows_x8_avx2::<Q8_0x8>,
-        _ if vnni => rows_x8_vnni::<Q4_0x8>,
-        _ => rows_x8_avx2::<Q4_0x8>,
+        GgmlType::Q5_0x8 => pick_x8::<Q5_0x8>(isa),
+        GgmlType::Q8_0x8 => pick_x8::<Q8_0x8>(isa),
+        _ => pick_x8::<Q4_0x8>(isa),
     }
 }
 
@@ -144,6 +187,16 @@ unsafe fn rows_k4x8_avx2<const FIFTH: bool>(t: &Tile<Q8KRows>) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q6kx8_avx2(t: &Tile<Q8KRows>) {
     blocks256x8::rows_q6k::<Avx2>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows_k4x8_avxvnni<const FIFTH: bool>(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_k4::<AvxVnni, FIFTH>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows_q6kx8_avxvnni(t: &Tile<Q8KRows>) {
+    blocks256x8::rows_q6k::<AvxVnni>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -160,21 +213,28 @@ unsafe fn rows_q6kx8_vnni(t: &Tile<Q8KRows>) {
 /// activations with their 32-value sums; row ranges in whole groups of 8), `None` for the
 /// 32-value formats.
 pub(super) fn kernel_x8k(isa: Isa, base: GgmlType) -> Option<Kernel<Q8KRows>> {
-    let vnni = isa == Isa::Vnni;
-    match base {
-        GgmlType::Q4_K if vnni => Some(rows_k4x8_vnni::<false>),
-        GgmlType::Q4_K => Some(rows_k4x8_avx2::<false>),
-        GgmlType::Q5_K if vnni => Some(rows_k4x8_vnni::<true>),
-        GgmlType::Q5_K => Some(rows_k4x8_avx2::<true>),
-        GgmlType::Q6_K if vnni => Some(rows_q6kx8_vnni),
-        GgmlType::Q6_K => Some(rows_q6kx8_avx2),
-        _ => None,
-    }
+    Some(match (base, isa) {
+        (GgmlType::Q4_K, Isa::Vnni) => rows_k4x8_vnni::<false>,
+        (GgmlType::Q4_K, Isa::AvxVnni) => rows_k4x8_avxvnni::<false>,
+        (GgmlType::Q4_K, _) => rows_k4x8_avx2::<false>,
+        (GgmlType::Q5_K, Isa::Vnni) => rows_k4x8_vnni::<true>,
+        (GgmlType::Q5_K, Isa::AvxVnni) => rows_k4x8_avxvnni::<true>,
+        (GgmlType::Q5_K, _) => rows_k4x8_avx2::<true>,
+        (GgmlType::Q6_K, Isa::Vnni) => rows_q6kx8_vnni,
+        (GgmlType::Q6_K, Isa::AvxVnni) => rows_q6kx8_avxvnni,
+        (GgmlType::Q6_K, _) => rows_q6kx8_avx2,
+        _ => return None,
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows256_avx2<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
     blocks256::rows::<Avx2, B>(t)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows256_avxvnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
+    blocks256::rows::<AvxVnni, B>(t)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -183,18 +243,18 @@ unsafe fn rows256_vnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
 }
 
 fn pick32<B: blocks32::Block32Avx>(isa: Isa) -> Kernel<Q8Rows> {
-    if isa == Isa::Vnni {
-        rows32_vnni::<B>
-    } else {
-        rows32_avx2::<B>
+    match isa {
+        Isa::Vnni => rows32_vnni::<B>,
+        Isa::AvxVnni => rows32_avxvnni::<B>,
+        _ => rows32_avx2::<B>,
     }
 }
 
 fn pick256<B: blocks256::Block256Avx>(isa: Isa) -> Kernel<Q8KRows> {
-    if isa == Isa::Vnni {
-        rows256_vnni::<B>
-    } else {
-        rows256_avx2::<B>
+    match isa {
+        Isa::Vnni => rows256_vnni::<B>,
+        Isa::AvxVnni => rows256_avxvnni::<B>,
+        _ => rows256_avx2::<B>,
     }
 }
 
@@ -236,6 +296,11 @@ unsafe fn panel32_avx2_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8
     panel::run32::<Avx2, B, R_AVX2, C_AVX2>(t, s, g)
 }
 
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn panel32_avxvnni_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
+    panel::run32::<AvxVnni, B, R_AVX2, C_AVX2>(t, s, g)
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel32_vnni_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
     panel::run32z::<B, RZ_VNNI, CZ_VNNI>(t, s, g)
@@ -244,6 +309,11 @@ unsafe fn panel32_vnni_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn panel256_avx2_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mut u8, g: usize) {
     panel::run256::<Avx2, B, R_AVX2, C_AVX2>(t, s, g)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn panel256_avxvnni_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mut u8, g: usize) {
+    panel::run256::<AvxVnni, B, R_AVX2, C_AVX2>(t, s, g)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -261,6 +331,16 @@ unsafe fn panel32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
     panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
         // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
         unsafe { panel32_avx2_run::<B>(t, s, g) }
+    });
+}
+
+/// # Safety
+/// The CPU has AVX-VNNI; the tile contract of [`Kernel`].
+unsafe fn panel32_avxvnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
+    let per_row = panel::stride32(R_AVX2, B::AFFINE) / (8 * R_AVX2) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+        // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
+        unsafe { panel32_avxvnni_run::<B>(t, s, g) }
     });
 }
 
@@ -285,6 +365,16 @@ unsafe fn panel256_avx2<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
 }
 
 /// # Safety
+/// As [`panel32_avxvnni`].
+unsafe fn panel256_avxvnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
+    let per_row = panel::stride256(R_AVX2, B::SUB, B::OFF) / (8 * R_AVX2) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+        // SAFETY: as above.
+        unsafe { panel256_avxvnni_run::<B>(t, s, g) }
+    });
+}
+
+/// # Safety
 /// As [`panel32_vnni`].
 unsafe fn panel256_vnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
     let per_row = panel::stride256(2 * RZ_VNNI, B::SUB, B::OFF) / (16 * RZ_VNNI) * t.nb;
@@ -295,18 +385,18 @@ unsafe fn panel256_vnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
 }
 
 fn ppick32<B: blocks32::Block32Avx>(isa: Isa) -> (Kernel<Q8Rows>, i32) {
-    if isa == Isa::Vnni {
-        (panel32_vnni::<B>, panel::offset32::<Vnni, B>())
-    } else {
-        (panel32_avx2::<B>, panel::offset32::<Avx2, B>())
+    match isa {
+        Isa::Vnni => (panel32_vnni::<B>, panel::offset32::<Vnni, B>()),
+        Isa::AvxVnni => (panel32_avxvnni::<B>, panel::offset32::<AvxVnni, B>()),
+        _ => (panel32_avx2::<B>, panel::offset32::<Avx2, B>()),
     }
 }
 
 fn ppick256<B: blocks256::Block256Avx>(isa: Isa) -> (Kernel<Q8KRows>, KExtras) {
-    let kern: Kernel<Q8KRows> = if isa == Isa::Vnni {
-        panel256_vnni::<B>
-    } else {
-        panel256_avx2::<B>
+    let kern: Kernel<Q8KRows> = match isa {
+        Isa::Vnni => panel256_vnni::<B>,
+        Isa::AvxVnni => panel256_avxvnni::<B>,
+        _ => panel256_avx2::<B>,
     };
     (kern, panel::extras256::<B>())
 }
