@@ -93,17 +93,17 @@ pub fn affine_as_q4_1(
 }
 
 /// An MLX 8-bit affine matrix (as [`affine_as_q4_1`] takes it, `bits = 8`) in the interleaved
-/// layout the VNNI decode kernel reads, cut from `arena`: [`GgmlType::A8x8`], `A8x8s2` or
+/// layout the VNNI decode kernels read, cut from `arena`: [`GgmlType::A8x8`], `A8x8s2` or
 /// `A8x8s4` for groups of 32, 64 or 128 (records of 8 rows: the group's 8 `d` then 8 `m` in f16,
 /// then per 32-value block 8 chunks of 32 bytes, chunk `c` holding bytes `4c..4c + 4` of each
 /// row's codes), 8.5 to 8.25 bits per value as in the checkpoint. The codes are unsigned bytes,
 /// which `vpdpbusd` takes as they are, and `m` is applied as Q4_1's minimum is; prefill-sized
 /// products decode the records straight to bf16 for the AMX tiles where there are some.
 ///
-/// `None` (the affine kernels serve) without AVX-512 VNNI (AVX2's byte products would saturate
-/// on codes above 127), with `TESSERA_REPACK=0`, for other widths or group sizes, a row count
-/// that is not a multiple of 8, or a scale or bias that f16 does not hold exactly. Errors on
-/// inconsistent shapes. Evaluates the inputs.
+/// `None` (the affine kernels serve) without `vpdpbusd` (AVX-512 VNNI or AVX-VNNI: AVX2's byte
+/// products would saturate on codes above 127), with `TESSERA_REPACK=0`, for other widths or
+/// group sizes, a row count that is not a multiple of 8, or a scale or bias that f16 does not
+/// hold exactly. Errors on inconsistent shapes. Evaluates the inputs.
 pub fn affine8_for_cpu_in(
     packed: &Array,
     scales: &Array,
@@ -323,7 +323,7 @@ mod tests {
             assert_eq!(
                 laid.is_some(),
                 vnni,
-                "made exactly where the VNNI kernel runs"
+                "made exactly where a VNNI kernel runs"
             );
             let Some((a8, layout)) = laid else {
                 continue;

@@ -34,7 +34,7 @@
 //! in 32-value blocks for the 32-value weight formats, with the block sums that offsets and
 //! Q4_1/Q5_1's min need; Q8_K in 256-value super-blocks with per-16 sums for the K-quants, see
 //! `act.rs`). Every pair of blocks then meets in integer multiply-adds, `u8 × i8` into i32
-//! (AVX-512 VNNI `vpdpbusd`/`vpdpwssd`, or AVX2 `vpmaddubsw` + `vpmaddwd`), 32 weights per
+//! (`vpdpbusd`/`vpdpwssd` with AVX-512 VNNI or AVX-VNNI, or AVX2 `vpmaddubsw` + `vpmaddwd`), 32 weights per
 //! instruction, and is scaled once per block (or once per 8 blocks) in f32. The weights are
 //! never widened to f32: decoding is a few byte shifts and masks per 32 weights. The price is
 //! the rounding of the activations to 8 bits (at most `amax / 254` per value of each block),
@@ -63,10 +63,11 @@
 //!
 //! Instruction sets: [`Isa::best`] picks AVX-512 VNNI (in its 256-bit form: on the
 //! double-pumped AVX-512 units of current AMD parts 512-bit registers process no more bytes per
-//! cycle, and 256-bit lanes keep the nibble shuffles simple), else AVX2, else the portable
-//! kernels (`scalar.rs`, also the oracle the SIMD kernels are tested against); it respects
-//! `TESSERA_SIMD=scalar|avx2`. Every variant is callable through [`matmul_t_with`], so the
-//! tests run them all.
+//! cycle, and 256-bit lanes keep the nibble shuffles simple), else AVX-VNNI (the same 256-bit
+//! kernels with the VEX multiply-adds, on Intel's client CPUs since Alder Lake, which have no
+//! AVX-512), else AVX2, else the portable kernels (`scalar.rs`, also the oracle the SIMD
+//! kernels are tested against); it respects `TESSERA_SIMD=scalar|avx2|avxvnni`. Every variant
+//! is callable through [`matmul_t_with`], so the tests run them all.
 
 mod act;
 mod decode;
