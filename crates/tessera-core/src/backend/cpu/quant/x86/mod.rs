@@ -284,10 +284,20 @@ pub(super) fn kernel_q8k(isa: Isa, ty: GgmlType) -> Option<Kernel<Q8KRows>> {
 }
 
 // Prefill (panel) kernels, see `panel.rs`. The register tile: AVX2 (16 vector registers)
-// takes 8 weight rows (one ymm) by 4 activation rows; VNNI (AVX-512, 32 registers) 16 weight
-// rows (one zmm) by 8 activation rows, whose activation broadcasts fold into `vpdpbusd`.
+// takes 8 weight rows (one ymm) by 4 activation rows; AVX-VNNI 16 weight rows (two ymm) by 4,
+// since its one-instruction multiply-add needs no i16 partial sums beside the accumulators;
+// VNNI (AVX-512, 32 registers) 16 weight rows (one zmm) by 8 activation rows, whose activation
+// broadcasts fold into `vpdpbusd`. Measured (`TESSERA_SIMD=avxvnni|avx2 tessera bench llm
+// --prompt-tokens 256 --gen-tokens 0`, 2 threads, tok/s, two rounds): AVX-VNNI 8 x 4 / 8 x 6 /
+// 8 x 8 / 16 x 3 / 16 x 4 / 16 x 5 / 16 x 6: SmolLM2 Q4_1 1025-1119 / 1151-1170 / 1126-1155 /
+// 1075-1135 / 1129-1215 / 1086-1143 / 979-1036, Gemma 3 Q4_K 1325-1338 / 1283-1322 /
+// 1329-1343 / 1351-1389 / 1385-1429 / 1329-1336 / 1356-1373, 0.5B-shape Q4_0 458-465 /
+// 439-459 / 453-476 / 503-530 / 479-524 / 484-492 / 463-481; AVX2 at 16 x 4 instead of 8 x 4
+// was 5-18% slower (884-916 against 968-972 on SmolLM2).
 const R_AVX2: usize = 1;
 const C_AVX2: usize = 4;
+const R_AVXVNNI: usize = 2;
+const C_AVXVNNI: usize = 4;
 const RZ_VNNI: usize = 1;
 const CZ_VNNI: usize = 8;
 
@@ -298,7 +308,7 @@ unsafe fn panel32_avx2_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn panel32_avxvnni_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
-    panel::run32::<AvxVnni, B, R_AVX2, C_AVX2>(t, s, g)
+    panel::run32::<AvxVnni, B, R_AVXVNNI, C_AVXVNNI>(t, s, g)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -313,7 +323,7 @@ unsafe fn panel256_avx2_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mu
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn panel256_avxvnni_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mut u8, g: usize) {
-    panel::run256::<AvxVnni, B, R_AVX2, C_AVX2>(t, s, g)
+    panel::run256::<AvxVnni, B, R_AVXVNNI, C_AVXVNNI>(t, s, g)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -337,8 +347,8 @@ unsafe fn panel32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
 /// # Safety
 /// The CPU has AVX-VNNI; the tile contract of [`Kernel`].
 unsafe fn panel32_avxvnni<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
-    let per_row = panel::stride32(R_AVX2, B::AFFINE) / (8 * R_AVX2) * t.nb;
-    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+    let per_row = panel::stride32(R_AVXVNNI, B::AFFINE) / (8 * R_AVXVNNI) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVXVNNI, |s, g| {
         // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
         unsafe { panel32_avxvnni_run::<B>(t, s, g) }
     });
@@ -367,8 +377,8 @@ unsafe fn panel256_avx2<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
 /// # Safety
 /// As [`panel32_avxvnni`].
 unsafe fn panel256_avxvnni<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>) {
-    let per_row = panel::stride256(R_AVX2, B::SUB, B::OFF) / (8 * R_AVX2) * t.nb;
-    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
+    let per_row = panel::stride256(R_AVXVNNI, B::SUB, B::OFF) / (8 * R_AVXVNNI) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVXVNNI, |s, g| {
         // SAFETY: as above.
         unsafe { panel256_avxvnni_run::<B>(t, s, g) }
     });
