@@ -197,6 +197,27 @@ pub fn ops_cases() -> Vec<Case> {
             }),
         });
     }
+    // The same in the layout models decode with by default: an f16 cache, a 0.5B-class shape
+    // (14 query heads over 2 KV heads, Qwen2.5-0.5B), at a long context (µs per call).
+    for l in [1024usize, 4096] {
+        v.push(Case {
+            name: format!("sdpa_decode_14x2x64_f16_l{l}"),
+            unit: "us/op",
+            setup: Box::new(move || {
+                let q = rand(&[1, 14, 1, 64], Dtype::F32, 12);
+                let cache = |seed| {
+                    let c = ok(ops::astype(
+                        &rand(&[1, 2, 4096, 64], Dtype::F32, seed),
+                        Dtype::F16,
+                    ));
+                    ok(c.eval());
+                    ok(ops::slice_axis(&c, 2, 0, l))
+                };
+                let (k, v) = (cache(13), cache(14));
+                Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
+            }),
+        });
+    }
     v.push(Case {
         name: "op_overhead_chain100".into(),
         unit: "us/op",
