@@ -9,8 +9,10 @@
 //! threads (Gemma 3 270M has one).
 //!
 //! The AVX-512 kernel (`attention_x86.rs`) computes sixteen scores at a time and sums them with
-//! one transpose-add tree instead of a horizontal sum per key; the portable kernel here serves
-//! other CPUs and head sizes that are not a multiple of 16.
+//! one transpose-add tree instead of a horizontal sum per key; the AVX2 kernel
+//! (`attention_avx2.rs`) does the same eight at a time on CPUs without AVX-512 and head sizes
+//! that are a multiple of 8 but not 16; the portable kernel here serves other CPUs and head
+//! sizes.
 
 use super::copy::{self, SendConstPtr, SendPtr};
 use super::fast::finish;
@@ -31,10 +33,26 @@ pub(super) trait KvElem: Copy + Send + Sync + 'static {
     /// Sixteen elements are readable at `p`; the CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// Eight consecutive elements as f32 (AVX; F16C for f16).
+    ///
+    /// # Safety
+    /// Eight elements are readable at `p`; the CPU has AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
     /// The task itself where its elements are f32 already (the portable kernel runs it as it
     /// is; other element types are widened first).
     fn as_f32(_part: &Part<Self>) -> Option<&Part<f32>> {
         None
+    }
+    /// Rows `0..len` of `d` elements, `stride` apart from `x`, as contiguous f32.
+    ///
+    /// # Safety
+    /// Those rows are readable.
+    unsafe fn widen(x: *const Self, len: usize, stride: usize, d: usize) -> Vec<f32> {
+        (0..len)
+            // SAFETY: the caller's promise.
+            .flat_map(|j| (0..d).map(move |c| unsafe { *x.add(j * stride + c) }.to_f32()))
+            .collect()
     }
 }
 
@@ -48,6 +66,12 @@ impl KvElem for f32 {
     unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
         // SAFETY: the caller's promise.
         unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's promise.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
     }
     fn as_f32(part: &Part<f32>) -> Option<&Part<f32>> {
         Some(part)
@@ -65,6 +89,32 @@ impl KvElem for half::f16 {
         use std::arch::x86_64::*;
         // SAFETY: the caller's promise.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+    unsafe fn widen(x: *const Self, len: usize, stride: usize, d: usize) -> Vec<f32> {
+        // The vectorised slice conversion (F16C where the CPU has it): element by element,
+        // widening a 4000-position cache took most of a decode step's attention on the
+        // portable path (AVX2 CPUs).
+        use half::slice::HalfFloatSliceExt;
+        let mut out = vec![0f32; len * d];
+        if stride == d {
+            // SAFETY: the caller's promise; the rows are consecutive.
+            let src = unsafe { std::slice::from_raw_parts(x, len * d) };
+            src.convert_to_f32_slice(&mut out);
+        } else {
+            for (j, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
+                // SAFETY: the caller's promise.
+                let src = unsafe { std::slice::from_raw_parts(x.add(j * stride), d) };
+                src.convert_to_f32_slice(row);
+            }
+        }
+        out
     }
 }
 
@@ -180,8 +230,10 @@ impl<'a, E: KvElem> Kv<'a, E> {
 /// Which task kernel runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
-    /// Sixteen keys at a time (AVX-512, head size a multiple of 16).
+    /// Sixteen keys at a time (AVX-512, head size a multiple of 16; else as `Wide8`).
     Wide,
+    /// Eight keys at a time (AVX2 + FMA + F16C, head size a multiple of 8).
+    Wide8,
     /// One dot product per key, at the CPU's best vector width.
     Portable,
 }
@@ -189,10 +241,29 @@ enum Kernel {
 impl Kernel {
     fn best() -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if simd::level() == simd::Level::Avx512 {
-            return Kernel::Wide;
+        {
+            if simd::level() == simd::Level::Avx512 {
+                return Kernel::Wide;
+            }
+            if Kernel::Wide8.supported() {
+                return Kernel::Wide8;
+            }
         }
         Kernel::Portable
+    }
+
+    /// Whether this CPU (and `TESSERA_SIMD`) allows the kernel.
+    fn supported(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            Kernel::Wide => Kernel::best() == Kernel::Wide,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Wide8 => {
+                simd::level() >= simd::Level::Avx2 && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Wide8 => false,
+        }
     }
 }
 
@@ -267,9 +338,16 @@ fn attend_all<E: KvElem>(
 /// writable for the sizes above; `Kernel::Wide` only where `Kernel::best` chose it.
 unsafe fn attend<E: KvElem>(kernel: Kernel, part: &Part<E>, out: *mut f32, p: *mut f32) {
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Wide && part.d.is_multiple_of(16) {
-        // SAFETY: Wide is chosen only on AVX-512 CPUs; the rest is the caller's promise.
-        return unsafe { super::attention_x86::attend(part, out, p) };
+    {
+        if kernel == Kernel::Wide && part.d.is_multiple_of(16) {
+            // SAFETY: Wide is chosen only on AVX-512 CPUs; the rest is the caller's promise.
+            return unsafe { super::attention_x86::attend(part, out, p) };
+        }
+        if kernel != Kernel::Portable && part.d.is_multiple_of(8) {
+            // SAFETY: Wide and Wide8 are chosen only where the CPU has AVX2, FMA and F16C
+            // (every AVX-512 CPU has them); the rest is the caller's promise.
+            return unsafe { super::attention_avx2::attend(part, out, p) };
+        }
     }
     let _ = kernel;
     // SAFETY: the caller's promise.
@@ -318,16 +396,14 @@ unsafe fn attend_rows<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f32) {
         // SAFETY: the caller's promise.
         return unsafe { attend_rows_f32(part, out, p) };
     }
-    let widen = |x: *const E, len: usize, stride: usize| -> Vec<f32> {
-        (0..len)
-            // SAFETY: rows `0..len` of `d` elements, `stride` apart, are readable.
-            .flat_map(|j| (0..part.d).map(move |c| unsafe { *x.add(j * stride + c) }.to_f32()))
-            .collect()
+    // SAFETY: rows `0..n` of `d` elements, `ks` / `vs` apart, are readable (the caller's
+    // promise).
+    let (k, v) = unsafe {
+        (
+            E::widen(part.k, part.n, part.ks, part.d),
+            E::widen(part.v, part.n, part.vs, part.d),
+        )
     };
-    let (k, v) = (
-        widen(part.k, part.n, part.ks),
-        widen(part.v, part.n, part.vs),
-    );
     let wide = Part {
         q: part.q,
         rows: part.rows,
@@ -506,10 +582,10 @@ mod tests {
     /// query rows per kv head, and masks that hide whole key ranges and whole rows.
     #[test]
     fn every_kernel_and_split_matches_the_reference() {
-        let mut kernels = vec![Kernel::Portable];
-        if Kernel::best() != Kernel::Portable {
-            kernels.push(Kernel::best());
-        }
+        let kernels: Vec<Kernel> = [Kernel::Portable, Kernel::Wide8, Kernel::Wide]
+            .into_iter()
+            .filter(|k| k.supported())
+            .collect();
         let shapes = [
             // (b, h, t, d, hk, l)
             (1, 9, 1, 64, 3, 1),

@@ -7,6 +7,8 @@ pub(crate) mod affine;
 pub(crate) mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
+mod attention_avx2;
+#[cfg(target_arch = "x86_64")]
 mod attention_x86;
 mod binary;
 pub mod cache;

@@ -1,0 +1,216 @@
+//! The AVX2 attention task kernel: the AVX-512 kernel's method (`attention_x86.rs`) on 8-lane
+//! vectors, for the CPUs without AVX-512 (Intel's client CPUs, AMD before Zen 4). The portable
+//! kernel it replaces there took a horizontal sum per key and query row, and ran 4x slower than
+//! the AVX-512 kernel on a long cache.
+//!
+//! Scores: for each block of 8 keys and each query row, eight accumulators collect `q · kⱼ` an
+//! 8-lane chunk at a time, and one add tree (`sum8`: six `vhaddps`, two lane permutes, one add)
+//! turns them into a vector of the 8 scores. Values: up to 4 query rows × 16 columns of
+//! accumulators stay in registers while the value rows stream by. Keys and values are f32 or
+//! f16 (widened with F16C as they are loaded). Both passes prefetch [`AHEAD`] blocks ahead, as
+//! the AVX-512 kernel does.
+
+use super::attention::{KvElem, Part};
+use crate::backend::cpu::{reduce, simd};
+use crate::primitive::ReduceOp;
+use std::arch::x86_64::*;
+
+/// Blocks of 8 keys (or values) ahead that the kernel prefetches: 32 positions, as the AVX-512
+/// kernel's two blocks of 16.
+const AHEAD: usize = 4;
+
+/// Lane `i` of the result is the sum of the lanes of `a[i]`.
+#[inline(always)]
+unsafe fn sum8(a: &[__m256; 8]) -> __m256 {
+    // Per 128-bit half: the pair sums of two inputs, then the half sums of four.
+    let h01 = _mm256_hadd_ps(a[0], a[1]);
+    let h23 = _mm256_hadd_ps(a[2], a[3]);
+    let h45 = _mm256_hadd_ps(a[4], a[5]);
+    let h67 = _mm256_hadd_ps(a[6], a[7]);
+    let h0123 = _mm256_hadd_ps(h01, h23);
+    let h4567 = _mm256_hadd_ps(h45, h67);
+    // Low halves hold the sums of lanes 0..4 of each input, high halves of lanes 4..8.
+    let lo = _mm256_permute2f128_ps::<0x20>(h0123, h4567);
+    let hi = _mm256_permute2f128_ps::<0x31>(h0123, h4567);
+    _mm256_add_ps(lo, hi)
+}
+
+/// The largest lane.
+#[inline(always)]
+unsafe fn max8(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+}
+
+/// The sum of the lanes.
+#[inline(always)]
+unsafe fn sum_lanes(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// The scores of every row against keys `j0 .. j0 + 8` into `p`, and each row's maximum so
+/// far into `m` (one value per row, `w` apart).
+#[inline(always)]
+unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
+    let (d, n) = (part.d, part.n);
+    let row_bytes = d * std::mem::size_of::<E>();
+    for j in 0..8 {
+        let at = part.k.wrapping_add((j0 + AHEAD * 8 + j) * part.ks) as *const u8;
+        simd::prefetch_lines(at, row_bytes);
+    }
+    let kb = part.k.add(j0 * part.ks);
+    let scale = _mm256_set1_ps(part.scale);
+    for r in 0..part.rows {
+        let q = part.q.add(r * d);
+        let mut a = [_mm256_setzero_ps(); 8];
+        for c in (0..d).step_by(8) {
+            let qc = _mm256_loadu_ps(q.add(c));
+            let mut kp = kb.add(c);
+            for aj in a.iter_mut() {
+                *aj = _mm256_fmadd_ps(E::load8(kp), qc, *aj);
+                kp = kp.add(part.ks);
+            }
+        }
+        let mut s = _mm256_mul_ps(sum8(&a), scale);
+        if !part.mask.is_null() {
+            let mrow = part.mask.add((r % part.t) * part.ms + j0);
+            s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
+        }
+        _mm256_storeu_ps(p.add(r * n + j0), s);
+        let mr = m.add(r * w);
+        *mr = (*mr).max(max8(s));
+    }
+}
+
+/// The score of every row against key `j` alone (the keys after the last block of 8).
+#[inline(always)]
+unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f32, w: usize) {
+    let (d, n) = (part.d, part.n);
+    let kr = part.k.add(j * part.ks);
+    for r in 0..part.rows {
+        let q = part.q.add(r * d);
+        let mut a = _mm256_setzero_ps();
+        for c in (0..d).step_by(8) {
+            a = _mm256_fmadd_ps(E::load8(kr.add(c)), _mm256_loadu_ps(q.add(c)), a);
+        }
+        let mut s = sum_lanes(a) * part.scale;
+        if !part.mask.is_null() {
+            s += *part.mask.add((r % part.t) * part.ms + j);
+        }
+        *p.add(r * n + j) = s;
+        let mr = m.add(r * w);
+        *mr = (*mr).max(s);
+    }
+}
+
+/// Where one `weigh` tile reads and writes: weights `p` (rows `n` apart), value rows `vs` apart,
+/// output rows `os` apart.
+#[derive(Clone, Copy)]
+struct Tile<E> {
+    p: *const f32,
+    n: usize,
+    v: *const E,
+    vs: usize,
+    out: *mut f32,
+    os: usize,
+}
+
+/// `out[r][c] = Σⱼ p[r][j] v[j][c]` for `R` rows and `8 W` columns, accumulators in registers.
+#[inline(always)]
+unsafe fn weigh<E: KvElem, const R: usize, const W: usize>(t: Tile<E>) {
+    let mut acc = [[_mm256_setzero_ps(); W]; R];
+    for j in 0..t.n {
+        let vr = t.v.add(j * t.vs);
+        simd::prefetch_lines(
+            t.v.wrapping_add((j + AHEAD * 8) * t.vs) as *const u8,
+            8 * W * std::mem::size_of::<E>(),
+        );
+        let mut x = [_mm256_setzero_ps(); W];
+        for (c, xc) in x.iter_mut().enumerate() {
+            *xc = E::load8(vr.add(8 * c));
+        }
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let pw = _mm256_set1_ps(*t.p.add(r * t.n + j));
+            for (a, &xc) in ar.iter_mut().zip(&x) {
+                *a = _mm256_fmadd_ps(pw, xc, *a);
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (c, a) in ar.iter().enumerate() {
+            _mm256_storeu_ps(t.out.add(r * t.os + 8 * c), *a);
+        }
+    }
+}
+
+/// Runs the `weigh` instance for `rows` (1..=4) rows and `cols` (1..=2) column vectors (16
+/// registers: 8 accumulators, 2 value vectors and a broadcast).
+#[inline(always)]
+unsafe fn weigh_tile<E: KvElem>(rows: usize, cols: usize, t: Tile<E>) {
+    match (rows, cols) {
+        (1, 1) => weigh::<E, 1, 1>(t),
+        (1, _) => weigh::<E, 1, 2>(t),
+        (2, 1) => weigh::<E, 2, 1>(t),
+        (2, _) => weigh::<E, 2, 2>(t),
+        (3, 1) => weigh::<E, 3, 1>(t),
+        (3, _) => weigh::<E, 3, 2>(t),
+        (_, 1) => weigh::<E, 4, 1>(t),
+        _ => weigh::<E, 4, 2>(t),
+    }
+}
+
+/// The task kernel (same contract as the portable `attend_rows`). `part.d` must be a multiple
+/// of 8.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `part` must describe readable memory; `out`
+/// (`rows × (d + 2)`) and `p` (`rows × n`) must be writable.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f32) {
+    debug_assert!(part.d.is_multiple_of(8));
+    let (d, n, rows) = (part.d, part.n, part.rows);
+    let w = d + 2;
+    for r in 0..rows {
+        *out.add(r * w) = f32::NEG_INFINITY;
+    }
+    let full = n / 8 * 8;
+    for j0 in (0..full).step_by(8) {
+        score_block(part, j0, p, out, w);
+    }
+    for j in full..n {
+        score_one(part, j, p, out, w);
+    }
+    for r in 0..rows {
+        let m = *out.add(r * w);
+        let pr = std::slice::from_raw_parts_mut(p.add(r * n), n);
+        if m == f32::NEG_INFINITY {
+            // Every key hidden: zero weights, so the row's part adds nothing at the merge.
+            pr.fill(0.0);
+            *out.add(r * w + 1) = 0.0;
+            continue;
+        }
+        for x in pr.iter_mut() {
+            *x = simd::math::exp_f32(*x - m);
+        }
+        *out.add(r * w + 1) = reduce::f32_row(ReduceOp::Sum, pr.as_ptr(), n);
+    }
+    let cols = d / 8;
+    for r0 in (0..rows).step_by(4) {
+        let rt = (rows - r0).min(4);
+        for c0 in (0..cols).step_by(2) {
+            let ct = (cols - c0).min(2);
+            let tile = Tile {
+                p: p.add(r0 * n),
+                n,
+                v: part.v.add(8 * c0),
+                vs: part.vs,
+                out: out.add(r0 * w + 2 + 8 * c0),
+                os: w,
+            };
+            weigh_tile(rt, ct, tile);
+        }
+    }
+}
