@@ -11,6 +11,7 @@
 //! the AVX-512 kernel does.
 
 use super::attention::{KvElem, Part};
+use crate::backend::cpu::simd::x86::{hmax8, hsum8};
 use crate::backend::cpu::{reduce, simd};
 use crate::primitive::ReduceOp;
 use std::arch::x86_64::*;
@@ -33,22 +34,6 @@ unsafe fn sum8(a: &[__m256; 8]) -> __m256 {
     let lo = _mm256_permute2f128_ps::<0x20>(h0123, h4567);
     let hi = _mm256_permute2f128_ps::<0x31>(h0123, h4567);
     _mm256_add_ps(lo, hi)
-}
-
-/// The largest lane.
-#[inline(always)]
-unsafe fn max8(v: __m256) -> f32 {
-    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-}
-
-/// The sum of the lanes.
-#[inline(always)]
-unsafe fn sum_lanes(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// The scores of every row against keys `j0 .. j0 + 8` into `p`, and each row's maximum so
@@ -81,7 +66,7 @@ unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut
         }
         _mm256_storeu_ps(p.add(r * n + j0), s);
         let mr = m.add(r * w);
-        *mr = (*mr).max(max8(s));
+        *mr = (*mr).max(hmax8(s));
     }
 }
 
@@ -96,7 +81,7 @@ unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f3
         for c in (0..d).step_by(8) {
             a = _mm256_fmadd_ps(E::load8(kr.add(c)), _mm256_loadu_ps(q.add(c)), a);
         }
-        let mut s = sum_lanes(a) * part.scale;
+        let mut s = hsum8(a) * part.scale;
         if !part.mask.is_null() {
             s += *part.mask.add((r % part.t) * part.ms + j);
         }

@@ -125,6 +125,30 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// Lane reductions of 8-lane f32 vectors, shared by the 256-bit kernels (quantized products,
+/// activation quantization, AVX2 attention). Callers run them inside functions compiled for
+/// AVX.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[inline(always)]
+    pub(crate) unsafe fn hsum8(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// The largest of the 8 lanes.
+    #[inline(always)]
+    pub(crate) unsafe fn hmax8(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+}
+
 /// Asks the CPU to start loading the cache line at `p` (x86_64: `prefetcht0`; elsewhere
 /// nothing). Never faults, whatever the address.
 #[inline(always)]

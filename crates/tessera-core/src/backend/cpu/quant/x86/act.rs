@@ -34,12 +34,7 @@ unsafe fn abs(v: __m256) -> __m256 {
     _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
 }
 
-#[inline(always)]
-unsafe fn hmax(v: __m256) -> f32 {
-    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-}
+use crate::backend::cpu::simd::x86::hmax8 as hmax;
 
 /// Packs four vectors of 8 i32 (each within i8 range) into 32 bytes in order.
 #[inline(always)]

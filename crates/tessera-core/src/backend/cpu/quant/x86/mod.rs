@@ -108,12 +108,7 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 }
 
 /// Sum of the 8 lanes.
-#[inline(always)]
-pub(super) unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-}
+pub(super) use crate::backend::cpu::simd::x86::hsum8 as hsum;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
