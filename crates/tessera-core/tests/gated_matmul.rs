@@ -6,20 +6,10 @@
 
 use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
 use tessera_core::transforms::{grad, jvp, vmap};
-use tessera_core::{Array, Dtype, GateActivation, ops, random};
+use tessera_core::{Array, Dtype, GateActivation, ops};
 
-fn uniform(shape: &[usize], seed: u64) -> Array {
-    let key = random::key(seed);
-    random::uniform(-1.0, 1.0, shape, Dtype::F32, Some(&key)).unwrap()
-}
-
-fn close(a: &Array, b: &Array, tol: f32) {
-    let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "[{i}]: {x} vs {y}");
-    }
-}
+mod common;
+use common::{close, uniform};
 
 const ACTS: [GateActivation; 2] = [GateActivation::Silu, GateActivation::GeluTanh];
 
