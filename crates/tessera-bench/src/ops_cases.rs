@@ -18,6 +18,35 @@ fn ok<T>(r: tessera_core::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("bench case failed: {e}"))
 }
 
+/// Decode attention (`ops::sdpa`, one query row) of `heads` query heads over `kv_heads` heads
+/// of 64, against the first `l` keys of a 4096-slot cache stored as `dtype` and read in place
+/// (µs per call). Named `sdpa_decode_{heads}x{kv_heads}x64[_f16]_l{l}`; `dtype` is f32 or
+/// f16 (the two cache types).
+fn sdpa_decode_case(heads: usize, kv_heads: usize, l: usize, dtype: Dtype) -> Case {
+    let suffix = match dtype {
+        Dtype::F32 => "",
+        Dtype::F16 => "_f16",
+        other => panic!("bench setup: no {other} KV cache"),
+    };
+    Case {
+        name: format!("sdpa_decode_{heads}x{kv_heads}x64{suffix}_l{l}"),
+        unit: "us/op",
+        setup: Box::new(move || {
+            let q = rand(&[1, heads, 1, 64], Dtype::F32, 12);
+            let cache = |seed| {
+                let c = ok(ops::astype(
+                    &rand(&[1, kv_heads, 4096, 64], Dtype::F32, seed),
+                    dtype,
+                ));
+                ok(c.eval());
+                ok(ops::slice_axis(&c, 2, 0, l))
+            };
+            let (k, v) = (cache(13), cache(14));
+            Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
+        }),
+    }
+}
+
 fn eval_or_die(a: tessera_core::Result<Array>) {
     ok(ok(a).eval());
 }
@@ -181,42 +210,14 @@ pub fn ops_cases() -> Vec<Case> {
         }),
     });
     // Decode attention as SmolLM2 runs it: 9 query heads over 3 KV heads of 64, one query row,
-    // L cached keys read in place from a 4096-slot cache (µs per call).
+    // L cached keys read in place from a 4096-slot f32 cache (µs per call).
     for l in [128usize, 1024] {
-        v.push(Case {
-            name: format!("sdpa_decode_9x3x64_l{l}"),
-            unit: "us/op",
-            setup: Box::new(move || {
-                let q = rand(&[1, 9, 1, 64], Dtype::F32, 12);
-                let cache = |seed| {
-                    let c = rand(&[1, 3, 4096, 64], Dtype::F32, seed);
-                    ok(ops::slice_axis(&c, 2, 0, l))
-                };
-                let (k, v) = (cache(13), cache(14));
-                Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
-            }),
-        });
+        v.push(sdpa_decode_case(9, 3, l, Dtype::F32));
     }
     // The same in the layout models decode with by default: an f16 cache, a 0.5B-class shape
-    // (14 query heads over 2 KV heads, Qwen2.5-0.5B), at a long context (µs per call).
+    // (14 query heads over 2 KV heads, Qwen2.5-0.5B), at a long context.
     for l in [1024usize, 4096] {
-        v.push(Case {
-            name: format!("sdpa_decode_14x2x64_f16_l{l}"),
-            unit: "us/op",
-            setup: Box::new(move || {
-                let q = rand(&[1, 14, 1, 64], Dtype::F32, 12);
-                let cache = |seed| {
-                    let c = ok(ops::astype(
-                        &rand(&[1, 2, 4096, 64], Dtype::F32, seed),
-                        Dtype::F16,
-                    ));
-                    ok(c.eval());
-                    ok(ops::slice_axis(&c, 2, 0, l))
-                };
-                let (k, v) = (cache(13), cache(14));
-                Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
-            }),
-        });
+        v.push(sdpa_decode_case(14, 2, l, Dtype::F16));
     }
     v.push(Case {
         name: "op_overhead_chain100".into(),
