@@ -140,6 +140,17 @@ unsafe fn rows_x8_vnni<F: blocks32x8::Format>(t: &Tile<Q8Rows>) {
     blocks32x8::rows::<Vnni, F>(t)
 }
 
+/// The interleaved decode kernel for a format that only `vpdpbusd` multiplies (the 8-bit
+/// affine layouts, which exist only where it does: `quant::affine8_for_cpu_in`; the caller
+/// refuses them on plain AVX2): the AVX-VNNI kernel on `AvxVnni`, else the AVX-512 VNNI one.
+fn pick_x8_vpdpbusd<F: blocks32x8::Format>(isa: Isa) -> Kernel<Q8Rows> {
+    if isa == Isa::AvxVnni {
+        rows_x8_avxvnni::<F>
+    } else {
+        rows_x8_vnni::<F>
+    }
+}
+
 /// The interleaved decode kernel for format `F` on `isa` (AVX2 and up).
 fn pick_x8<F: blocks32x8::Format>(isa: Isa) -> Kernel<Q8Rows> {
     match isa {
@@ -157,17 +168,9 @@ pub(super) fn kernel_x8(isa: Isa, layout: GgmlType) -> Kernel<Q8Rows> {
         GgmlType::Q4_1x8 => pick_x8::<Q4_1x8>(isa),
         GgmlType::Q4_1x8s2 => pick_x8::<Q4_1x8s2>(isa),
         GgmlType::Q4_1x8s4 => pick_x8::<Q4_1x8s4>(isa),
-        // The 8-bit affine layouts exist only where `vpdpbusd` does
-        // (`quant::affine8_for_cpu_in`); the caller refuses them on plain AVX2.
-        GgmlType::A8x8 | GgmlType::A8x8s2 | GgmlType::A8x8s4 if isa == Isa::AvxVnni => match layout
-        {
-            GgmlType::A8x8 => rows_x8_avxvnni::<A8x8<1>>,
-            GgmlType::A8x8s2 => rows_x8_avxvnni::<A8x8<2>>,
-            _ => rows_x8_avxvnni::<A8x8<4>>,
-        },
-        GgmlType::A8x8 => rows_x8_vnni::<A8x8<1>>,
-        GgmlType::A8x8s2 => rows_x8_vnni::<A8x8<2>>,
-        GgmlType::A8x8s4 => rows_x8_vnni::<A8x8<4>>,
+        GgmlType::A8x8 => pick_x8_vpdpbusd::<A8x8<1>>(isa),
+        GgmlType::A8x8s2 => pick_x8_vpdpbusd::<A8x8<2>>(isa),
+        GgmlType::A8x8s4 => pick_x8_vpdpbusd::<A8x8<4>>(isa),
         GgmlType::Q5_0x8 => pick_x8::<Q5_0x8>(isa),
         GgmlType::Q8_0x8 => pick_x8::<Q8_0x8>(isa),
         _ => pick_x8::<Q4_0x8>(isa),
