@@ -47,6 +47,55 @@ fn sdpa_decode_case(heads: usize, kv_heads: usize, l: usize, dtype: Dtype) -> Ca
     }
 }
 
+/// Prompt attention as a 0.5B-class model runs a chunk of its prefill: `t` queries of 14 heads
+/// over 2 kv heads of 64, causal, at the last `t` of `l` positions of an f16 cache, through the
+/// fused kernel (`ops::sdpa`) or the matmul formulation (`ops::sdpa_composite`). GFLOP/s of
+/// the visible work (4 d flops per query head and visible key), so both count the same.
+/// Named `sdpa_prefill_14x2x64_f16_t{t}_l{l}_{fused|composite}`.
+fn sdpa_prefill_case(t: usize, l: usize, fused: bool) -> Case {
+    let (heads, kv_heads, d) = (14usize, 2usize, 64usize);
+    let how = if fused { "fused" } else { "composite" };
+    Case {
+        name: format!("sdpa_prefill_{heads}x{kv_heads}x{d}_f16_t{t}_l{l}_{how}"),
+        unit: "GFLOPS",
+        setup: Box::new(move || {
+            let q = rand(&[1, heads, t, d], Dtype::F32, 15);
+            let cache = |seed| {
+                let c = ok(ops::astype(
+                    &rand(&[1, kv_heads, l, d], Dtype::F32, seed),
+                    Dtype::F16,
+                ));
+                ok(c.eval());
+                c
+            };
+            let (k, v) = (cache(16), cache(17));
+            let mask: Vec<f32> = (0..t * l)
+                .map(|i| {
+                    if i % l > l - t + i / l {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mask = ok(Array::from_vec(mask, &[t, l]));
+            let visible: usize = (0..t).map(|i| l - t + i + 1).sum();
+            let flops = (4 * heads * d * visible) as f64;
+            Body::timed(
+                move || {
+                    let f = if fused {
+                        ops::sdpa
+                    } else {
+                        ops::sdpa_composite
+                    };
+                    eval_or_die(f(&q, &k, &v, 0.125, Some(&mask)))
+                },
+                flops,
+            )
+        }),
+    }
+}
+
 fn eval_or_die(a: tessera_core::Result<Array>) {
     ok(ok(a).eval());
 }
@@ -218,6 +267,10 @@ pub fn ops_cases() -> Vec<Case> {
     // (14 query heads over 2 KV heads, Qwen2.5-0.5B), at a long context.
     for l in [1024usize, 4096] {
         v.push(sdpa_decode_case(14, 2, l, Dtype::F16));
+    }
+    // Prompt attention: one 512-token chunk after 1536 cached positions, fused and composite.
+    for fused in [true, false] {
+        v.push(sdpa_prefill_case(512, 2048, fused));
     }
     v.push(Case {
         name: "op_overhead_chain100".into(),

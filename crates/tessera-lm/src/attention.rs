@@ -36,11 +36,10 @@ pub fn causal_mask(
 /// `softmax(q kᵀ * scale + mask) v` for q `(b, heads, t, d)`, k and v `(b, kv_heads, l, d)`;
 /// returns `(b, heads, t, d)`. `heads` must be a multiple of `kv_heads`.
 ///
-/// A few queries (decode) use the fused kernel, which reads the cache in place; longer chunks
-/// use the matmul formulation, where the GEMM kernels win.
+/// The fused kernels where they are faster on this machine (decode; prompts on CPUs with the
+/// tiled prefill kernel), else the matmul formulation ([`ops::sdpa_fused_is_faster`]).
 pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -> Result<Array> {
-    const FUSED_MAX_QUERIES: usize = 8;
-    Ok(if q.shape()[2] <= FUSED_MAX_QUERIES {
+    Ok(if ops::sdpa_fused_is_faster(q.shape()[2], q.shape()[3]) {
         ops::sdpa(q, k, v, scale, mask)?
     } else {
         ops::sdpa_composite(q, k, v, scale, mask)?

@@ -184,17 +184,81 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
         let f16_cache = [k, v]
             .iter()
             .all(|x| x.dtype == Dtype::F16 && rows_in_place(x));
+        let tiled = tiled_applies(q.shape()[2], q.shape()[3]);
         if f16_cache {
             // A half-precision cache is read as it is stored, widened in the kernel.
             let (k, v) = (Kv::<half::f16>::of(k), Kv::of(v));
-            attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+            if tiled {
+                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o);
+            } else {
+                attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+            }
         } else {
             let (k, v) = (f32_rows(k)?, f32_rows(v)?);
             let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
-            attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+            if tiled {
+                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o);
+            } else {
+                attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
+            }
         }
     }
     finish(o, out)
+}
+
+/// Whether `t` query positions per head of size `d` go to the tiled kernel
+/// (`attention_tiled.rs`: prompt prefill on AVX-512 CPUs).
+pub(crate) fn tiled_applies(t: usize, d: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::attention_tiled::applies(t, d)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (t, d);
+        false
+    }
+}
+
+/// The tiled kernel over the whole call (only where [`tiled_applies`]).
+fn attend_tiled<E: KvElem>(
+    q: &ArrayData,
+    k: Kv<E>,
+    v: Kv<E>,
+    mask: Option<&ArrayData>,
+    scale: f32,
+    o: &ArrayData,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (ks, vs) = (k.strides(), v.strides());
+        let shape = q.shape();
+        let problem = super::attention_tiled::Problem {
+            q: q.ptr::<f32>(),
+            b: shape[0],
+            h: shape[1],
+            t: shape[2],
+            d: shape[3],
+            hk: k.shape()[1],
+            l: k.shape()[2],
+            k: k.ptr().get(),
+            ks: [ks[0], ks[1], ks[2]],
+            v: v.ptr().get(),
+            vs: [vs[0], vs[1], vs[2]],
+            mask: mask.map_or(std::ptr::null(), |m| m.ptr::<f32>()),
+            scale,
+            o: o.mut_ptr::<f32>(),
+        };
+        // SAFETY: `tiled_applies` checked the CPU and head size; q and the mask are contiguous
+        // f32 of the validated shapes, k and v have contiguous rows at their strides, and `o`
+        // is a fresh (b, h, t, d) buffer.
+        unsafe { super::attention_tiled::attend(&problem) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (q, k, v, mask, scale, o);
+        unreachable!("the tiled attention kernel is x86-64 only");
+    }
 }
 
 /// Keys or values read in place: `(b, hk, l, d)` with contiguous rows.
@@ -677,6 +741,96 @@ mod tests {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tiled prefill kernel against the f64 reference: tiles with a partial last tile,
+    /// key counts off the 16- and 64-key blocks, head sizes from 16 to 256 (column chunks of
+    /// 64 and less), grouped heads, a cache longer than the prompt (keys before the first
+    /// query), and masks that hide whole blocks, whole rows and nothing.
+    #[test]
+    fn tiled_kernel_matches_the_reference() {
+        if !tiled_applies(super::super::attention_tiled::MIN_QUERIES, 64) {
+            eprintln!("the tiled attention kernel needs AVX-512: test not run");
+            return;
+        }
+        let shapes = [
+            // (b, h, t, d, hk, l)
+            (1, 2, 16, 64, 1, 16),
+            (1, 14, 40, 64, 2, 40),
+            (1, 4, 70, 16, 2, 201),
+            (2, 6, 33, 80, 3, 97),
+            (1, 4, 37, 256, 1, 130),
+            (1, 2, 64, 128, 2, 64),
+        ];
+        for (si, &(b, h, t, d, hk, l)) in shapes.iter().enumerate() {
+            assert!(tiled_applies(t, d));
+            let cap = l + 3;
+            let seed = 100 + 10 * si as u64;
+            // Larger queries than the decode test's, so scores spread over tens of units and
+            // the running maximum moves between blocks.
+            let qv: Vec<f32> = values(b * h * t * d, seed + 1)
+                .iter()
+                .map(|x| 4.0 * x)
+                .collect();
+            let (kv, vv) = (
+                values(b * hk * cap * d, seed + 2),
+                values(b * hk * cap * d, seed + 3),
+            );
+            let q = data(&[b, h, t, d], &qv);
+            let (kc, vc) = (data(&[b, hk, cap, d], &kv), data(&[b, hk, cap, d], &vv));
+            let (k, v) = (cache_view(&kc, l), cache_view(&vc, l));
+            let (kh, vh) = (
+                cache_view(&data_f16(&[b, hk, cap, d], &kv), l),
+                cache_view(&data_f16(&[b, hk, cap, d], &vv), l),
+            );
+            let (kr, vr) = (rounded(&kv), rounded(&vv));
+            let mask_of = |hidden: &dyn Fn(usize, usize) -> bool| -> Vec<f32> {
+                (0..t * l)
+                    .map(|i| {
+                        if hidden(i / l, i % l) {
+                            f32::NEG_INFINITY
+                        } else {
+                            // Finite mask values are added, not only used as a filter.
+                            0.25 * ((i % 7) as f32 - 3.0)
+                        }
+                    })
+                    .collect()
+            };
+            // Causal for queries at the last t positions; a sliding window of 20 keys; row 3
+            // seeing nothing.
+            let causal = mask_of(&|i, j| j + t > l + i);
+            let window = mask_of(&|i, j| j + t > l + i || j + t + 20 <= l + i || i == 3);
+            for mask in [None, Some(causal), Some(window)] {
+                let md = mask.as_ref().map(|m| data(&[t, l], m));
+                for f16 in [false, true] {
+                    let (kref, vref) = if f16 { (&kr, &vr) } else { (&kv, &vv) };
+                    let dims = (b, h, t, d);
+                    let want = reference(&qv, kref, vref, mask.as_deref(), dims, (hk, l, cap), 0.3);
+                    let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
+                    if f16 {
+                        let (k, v) = (Kv::<half::f16>::of(&kh), Kv::of(&vh));
+                        attend_tiled(&q, k, v, md.as_ref(), 0.3, &o);
+                    } else {
+                        let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
+                        attend_tiled(&q, k, v, md.as_ref(), 0.3, &o);
+                    }
+                    let got = o.as_slice::<f32>().unwrap();
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        let ok = if w.is_nan() {
+                            g.is_nan()
+                        } else {
+                            (g as f64 - w).abs() <= 2e-5 * (1.0 + w.abs())
+                        };
+                        assert!(
+                            ok,
+                            "f16 {f16}, shape {:?}, mask {}: element {i} is {g}, expected {w}",
+                            shapes[si],
+                            md.is_some()
+                        );
                     }
                 }
             }

@@ -9,6 +9,8 @@ mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx2;
 #[cfg(target_arch = "x86_64")]
+mod attention_tiled;
+#[cfg(target_arch = "x86_64")]
 mod attention_x86;
 mod binary;
 pub mod cache;
@@ -39,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::layout::ArrayData;
 use crate::primitive::Primitive;
 use crate::stream::Stream;
+pub(crate) use attention::tiled_applies as tiled_attention_applies;
 
 /// The CPU backend (a unit struct: all state lives in the pool and the allocator).
 pub struct Cpu;
