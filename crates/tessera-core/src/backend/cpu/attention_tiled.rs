@@ -28,7 +28,7 @@ use std::arch::x86_64::*;
 /// Query positions per task.
 const ROW_TILE: usize = 32;
 /// Keys per block (four 16-lane vectors of scores per row).
-const KEY_BLOCK: usize = 64;
+const KEY_BLOCK: usize = 128;
 /// Rows per register tile.
 const ROWS: usize = 4;
 
@@ -248,14 +248,16 @@ unsafe fn run_tile(tile: &Tile) {
         let n = KEY_BLOCK.min(hi - j0);
         let vecs = n.div_ceil(16);
         let panels = tile.kt.add(j0 * d);
-        for r0 in (0..padded).step_by(ROWS) {
-            scores(
-                vecs,
-                q.as_ptr().add(r0 * d),
-                d,
-                panels,
-                s.as_mut_ptr().add(r0 * KEY_BLOCK),
-            );
+        for x0 in (0..vecs).step_by(4) {
+            for r0 in (0..padded).step_by(ROWS) {
+                scores(
+                    (vecs - x0).min(4),
+                    q.as_ptr().add(r0 * d),
+                    d,
+                    panels.add(x0 * 16 * d),
+                    s.as_mut_ptr().add(r0 * KEY_BLOCK + 16 * x0),
+                );
+            }
         }
         for r in 0..rows {
             let mask = if tile.mask.is_null() {
