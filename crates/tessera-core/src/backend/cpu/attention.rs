@@ -1,4 +1,6 @@
-//! The fused attention kernel (`ops::sdpa`), built for few query rows (decode).
+//! The fused attention kernels (`ops::sdpa`). This file holds the ones built for few query rows
+//! (decode); prompts with 16 or more positions per head go to the tiled kernel
+//! (`attention_tiled.rs`) where the CPU has AVX-512 ([`tiled_applies`]).
 //!
 //! Work is cut by kv head and by key range (split-K, as flash-decoding does). One task attends
 //! every query row of one kv head (the `rep · t` rows of the query heads that share it, so each
