@@ -16,6 +16,7 @@
 //! that are a multiple of 8 but not 16; the portable kernel here serves other CPUs and head
 //! sizes.
 
+use super::attention_tiled::Kernels;
 use super::copy::{self, SendConstPtr, SendPtr};
 use super::fast::finish;
 use super::{pool, reduce, simd};
@@ -191,7 +192,7 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
             // A half-precision cache is read as it is stored, widened in the kernel.
             let (k, v) = (Kv::<half::f16>::of(k), Kv::of(v));
             if tiled {
-                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o);
+                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o, Kernels::Best);
             } else {
                 attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
             }
@@ -199,7 +200,7 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
             let (k, v) = (f32_rows(k)?, f32_rows(v)?);
             let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
             if tiled {
-                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o);
+                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o, Kernels::Best);
             } else {
                 attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
             }
@@ -211,15 +212,7 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
 /// Whether `t` query positions per head of size `d` go to the tiled kernel
 /// (`attention_tiled.rs`: prompt prefill on AVX-512 CPUs).
 pub(crate) fn tiled_applies(t: usize, d: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::attention_tiled::applies(t, d)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (t, d);
-        false
-    }
+    super::attention_tiled::applies(t, d)
 }
 
 /// The tiled kernel over the whole call (only where [`tiled_applies`]).
@@ -230,37 +223,30 @@ fn attend_tiled<E: KvElem>(
     mask: Option<&ArrayData>,
     scale: f32,
     o: &ArrayData,
+    kernels: super::attention_tiled::Kernels,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (ks, vs) = (k.strides(), v.strides());
-        let shape = q.shape();
-        let problem = super::attention_tiled::Problem {
-            q: q.ptr::<f32>(),
-            b: shape[0],
-            h: shape[1],
-            t: shape[2],
-            d: shape[3],
-            hk: k.shape()[1],
-            l: k.shape()[2],
-            k: k.ptr().get(),
-            ks: [ks[0], ks[1], ks[2]],
-            v: v.ptr().get(),
-            vs: [vs[0], vs[1], vs[2]],
-            mask: mask.map_or(std::ptr::null(), |m| m.ptr::<f32>()),
-            scale,
-            o: o.mut_ptr::<f32>(),
-        };
-        // SAFETY: `tiled_applies` checked the CPU and head size; q and the mask are contiguous
-        // f32 of the validated shapes, k and v have contiguous rows at their strides, and `o`
-        // is a fresh (b, h, t, d) buffer.
-        unsafe { super::attention_tiled::attend(&problem) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (q, k, v, mask, scale, o);
-        unreachable!("the tiled attention kernel is x86-64 only");
-    }
+    let (ks, vs) = (k.strides(), v.strides());
+    let shape = q.shape();
+    let problem = super::attention_tiled::Problem {
+        q: q.ptr::<f32>(),
+        b: shape[0],
+        h: shape[1],
+        t: shape[2],
+        d: shape[3],
+        hk: k.shape()[1],
+        l: k.shape()[2],
+        k: k.ptr().get(),
+        ks: [ks[0], ks[1], ks[2]],
+        v: v.ptr().get(),
+        vs: [vs[0], vs[1], vs[2]],
+        mask: mask.map_or(std::ptr::null(), |m| m.ptr::<f32>()),
+        scale,
+        o: o.mut_ptr::<f32>(),
+    };
+    // SAFETY: `tiled_applies` checked the head size; q and the mask are contiguous f32 of the
+    // validated shapes, k and v have contiguous rows at their strides, and `o` is a fresh
+    // (b, h, t, d) buffer.
+    unsafe { super::attention_tiled::attend(&problem, kernels) };
 }
 
 /// Keys or values read in place: `(b, hk, l, d)` with contiguous rows.
@@ -756,7 +742,7 @@ mod tests {
     #[test]
     fn tiled_kernel_matches_the_reference() {
         if !tiled_applies(super::super::attention_tiled::MIN_QUERIES, 64) {
-            eprintln!("the tiled attention kernel needs AVX-512: test not run");
+            eprintln!("the tiled attention kernel needs x86-64 with AVX2: test not run");
             return;
         }
         let shapes = [
@@ -812,27 +798,30 @@ mod tests {
                     let (kref, vref) = if f16 { (&kr, &vr) } else { (&kv, &vv) };
                     let dims = (b, h, t, d);
                     let want = reference(&qv, kref, vref, mask.as_deref(), dims, (hk, l, cap), 0.3);
-                    let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
-                    if f16 {
-                        let (k, v) = (Kv::<half::f16>::of(&kh), Kv::of(&vh));
-                        attend_tiled(&q, k, v, md.as_ref(), 0.3, &o);
-                    } else {
-                        let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
-                        attend_tiled(&q, k, v, md.as_ref(), 0.3, &o);
-                    }
-                    let got = o.as_slice::<f32>().unwrap();
-                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                        let ok = if w.is_nan() {
-                            g.is_nan()
+                    for kernels in [Kernels::Best, Kernels::Portable] {
+                        let o = ArrayData::alloc(Dtype::F32, &[b, h, t, d]).unwrap();
+                        if f16 {
+                            let (k, v) = (Kv::<half::f16>::of(&kh), Kv::of(&vh));
+                            attend_tiled(&q, k, v, md.as_ref(), 0.3, &o, kernels);
                         } else {
-                            (g as f64 - w).abs() <= 2e-5 * (1.0 + w.abs())
-                        };
-                        assert!(
-                            ok,
-                            "f16 {f16}, shape {:?}, mask {}: element {i} is {g}, expected {w}",
-                            shapes[si],
-                            md.is_some()
-                        );
+                            let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
+                            attend_tiled(&q, k, v, md.as_ref(), 0.3, &o, kernels);
+                        }
+                        let got = o.as_slice::<f32>().unwrap();
+                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            let ok = if w.is_nan() {
+                                g.is_nan()
+                            } else {
+                                (g as f64 - w).abs() <= 2e-5 * (1.0 + w.abs())
+                            };
+                            assert!(
+                                ok,
+                                "{kernels:?}, f16 {f16}, shape {:?}, mask {}: element {i} is \
+                                 {g}, expected {w}",
+                                shapes[si],
+                                md.is_some()
+                            );
+                        }
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! Tiled ("flash") attention for many query rows: prompt prefill, AVX-512.
+//! Tiled ("flash") attention for many query rows: prompt prefill.
 //!
 //! The decode kernels (`attention_x86.rs`) work a row at a time; with hundreds of query rows the
 //! work is two matrix products per head, and this kernel runs them as such without ever
@@ -18,11 +18,16 @@
 //! Keys are transposed and values widened to f32 once per kv head and call (the query heads
 //! sharing it all read the same copy), so the inner loops are pure f32 FMAs whatever the cache
 //! type.
+//!
+//! The micro-kernels come in two sets behind [`Micro`]: AVX-512 intrinsics (`Avx512`), and plain
+//! loops over 16-value arrays (`Portable`) that the compiler vectorises, built once for AVX2 +
+//! FMA and once for the baseline (NEON on ARM).
 
 use super::attention::KvElem;
 use super::copy::{SendConstPtr, SendPtr};
 use super::pool;
 use super::simd;
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// Query positions per task.
@@ -38,14 +43,23 @@ pub(super) const MIN_QUERIES: usize = 16;
 /// Largest head size (the per-task output tile stays small).
 const MAX_HEAD: usize = 512;
 
-/// Whether the tiled kernel runs `t` query positions per head of size `d` on this CPU.
+/// Whether the tiled kernel runs `t` query positions per head of size `d` on this CPU: x86-64
+/// with AVX2 and FMA at least, where it was measured against the matmul formulation (AVX-512
+/// 2.2-2.4x, the portable loops on AVX2 1.4-1.6x on a 512-token chunk). Other CPUs (ARM) keep
+/// the matmul formulation until measured there.
 pub(super) fn applies(t: usize, d: usize) -> bool {
-    t >= MIN_QUERIES && supports_head(d)
+    let measured = cfg!(target_arch = "x86_64") && simd::level() >= simd::Level::Avx2;
+    measured && t >= MIN_QUERIES && d > 0 && d.is_multiple_of(16) && d <= MAX_HEAD
 }
 
-/// Whether the CPU and the head size allow the kernel at all.
-pub(super) fn supports_head(d: usize) -> bool {
-    d > 0 && d.is_multiple_of(16) && d <= MAX_HEAD && simd::level() == simd::Level::Avx512
+/// Which micro-kernels run the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kernels {
+    /// The best for this CPU (AVX-512 intrinsics where present, else the portable loops).
+    Best,
+    /// The portable loops whatever the CPU (tests).
+    #[cfg(test)]
+    Portable,
 }
 
 /// One attention call: q `(b, h, t, d)` contiguous f32, keys and values `(b, hk, l, d)` with
@@ -72,9 +86,9 @@ pub(super) struct Problem<E> {
 /// Runs the whole call.
 ///
 /// # Safety
-/// [`supports_head`] holds for `p.d`; the pointers of `p` are valid for the shapes and strides
+/// [`applies`] holds for `p.d`; the pointers of `p` are valid for the shapes and strides
 /// it describes, and the output does not overlap the inputs.
-pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>) {
+pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
     let (t, d, l) = (p.t, p.d, p.l);
     if p.b * p.h * t == 0 {
         return;
@@ -123,9 +137,15 @@ pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>) {
                     d,
                     scale,
                 };
-                // SAFETY: AVX-512 (`supports_head`); the tile's query and output rows lie in
-                // the problem's arrays, and only this task writes its output rows.
-                unsafe { run_tile(&job) };
+                // SAFETY: the tile's query and output rows lie in the problem's arrays, and
+                // only this task writes its output rows.
+                unsafe {
+                    match kernels {
+                        Kernels::Best => run_tile_best(&job),
+                        #[cfg(test)]
+                        Kernels::Portable => run_tile_portable(&job),
+                    }
+                };
             });
         }
     }
@@ -220,12 +240,82 @@ struct Tile<'a> {
     scale: f32,
 }
 
-/// The task kernel.
+/// The task kernel for the CPU's instruction set.
 ///
 /// # Safety
-/// AVX-512 F; the tile's pointers valid as [`attend`] sets them up.
+/// The tile's pointers valid as [`attend`] sets them up.
+unsafe fn run_tile_best(tile: &Tile) {
+    #[cfg(target_arch = "x86_64")]
+    match simd::level() {
+        // SAFETY: the level says the CPU has the entry point's features.
+        simd::Level::Avx512 => return unsafe { run_tile_avx512(tile) },
+        simd::Level::Avx2 => return unsafe { run_tile_avx2(tile) },
+        simd::Level::Scalar => {}
+    }
+    // SAFETY: the caller's promise.
+    unsafe { run_tile_portable(tile) }
+}
+
+/// The portable micro-kernels at the CPU's best vector width.
+///
+/// # Safety
+/// As for [`run_tile_best`].
+unsafe fn run_tile_portable(tile: &Tile) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::level() >= simd::Level::Avx2 {
+        // SAFETY: the level says the CPU has AVX2 and FMA.
+        return unsafe { run_tile_avx2(tile) };
+    }
+    // SAFETY: the caller's promise.
+    unsafe { run_tile::<Portable<false>>(tile) }
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn run_tile(tile: &Tile) {
+unsafe fn run_tile_avx512(tile: &Tile) {
+    run_tile::<Avx512>(tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_tile_avx2(tile: &Tile) {
+    run_tile::<Portable<true>>(tile)
+}
+
+/// The micro-kernels of [`run_tile`]: 4 query rows at a time ([`ROWS`]).
+trait Micro {
+    /// `s[r][16 x + j] = Σ_c q[r][c] · kt[x][c][j]` for 4 rows and `vecs` (1 to 4) vectors of
+    /// 16 keys: `kt` is `vecs` consecutive key panels of `d × 16`, `s` rows are [`KEY_BLOCK`]
+    /// apart.
+    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32);
+    /// Adds the mask (null for none) to the `n` scores of a row, sets the rest of its `vecs`
+    /// vectors to -inf, and returns the row's maximum.
+    unsafe fn mask_and_max(row: *mut f32, vecs: usize, n: usize, mask: *const f32) -> f32;
+    /// Replaces the `vecs` vectors of a row by `e^(x - m)` and returns their sum.
+    unsafe fn exp_and_sum(row: *mut f32, vecs: usize, m: f32) -> f32;
+    /// e^x.
+    unsafe fn exp(x: f32) -> f32;
+    /// `o[r][c] = o[r][c] · alpha[r] + Σ_j p[r][j] · v[j][c]` for 4 rows, `n` keys and `vecs`
+    /// (1 to 4) vectors of 16 columns: `p` rows are [`KEY_BLOCK`] apart, `v` and `o` rows `d`
+    /// apart.
+    unsafe fn weigh(
+        vecs: usize,
+        p: *const f32,
+        n: usize,
+        v: *const f32,
+        d: usize,
+        o: *mut f32,
+        alpha: *const f32,
+    );
+}
+
+/// The task kernel over the micro-kernels `M` (inlined into each entry point, so it is compiled
+/// for that entry point's instruction set).
+///
+/// # Safety
+/// The CPU has what `M` needs; the tile's pointers valid as [`attend`] sets them up.
+#[inline(always)]
+unsafe fn run_tile<M: Micro>(tile: &Tile) {
     let (d, rows) = (tile.d, tile.rows);
     // Rows rounded up to whole register tiles; the extra rows are zero and never written out.
     let padded = rows.next_multiple_of(ROWS);
@@ -250,7 +340,7 @@ unsafe fn run_tile(tile: &Tile) {
         let panels = tile.kt.add(j0 * d);
         for x0 in (0..vecs).step_by(4) {
             for r0 in (0..padded).step_by(ROWS) {
-                scores(
+                M::scores(
                     (vecs - x0).min(4),
                     q.as_ptr().add(r0 * d),
                     d,
@@ -266,7 +356,7 @@ unsafe fn run_tile(tile: &Tile) {
                 tile.mask.add((tile.i0 + r) * tile.l + j0)
             };
             let row = s.as_mut_ptr().add(r * KEY_BLOCK);
-            let block_max = mask_and_max(row, vecs, n, mask);
+            let block_max = M::mask_and_max(row, vecs, n, mask);
             let m_new = max[r].max(block_max);
             let row = std::slice::from_raw_parts_mut(row, vecs * 16);
             if m_new == f32::NEG_INFINITY {
@@ -278,23 +368,16 @@ unsafe fn run_tile(tile: &Tile) {
             // The earlier sums shrink only when the maximum moves (rarely, after the first
             // blocks).
             alpha[r] = if m_new > max[r] {
-                _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(max[r] - m_new)))
+                M::exp(max[r] - m_new)
             } else {
                 1.0
             };
             max[r] = m_new;
-            let (row, m) = (row.as_mut_ptr(), _mm512_set1_ps(m_new));
-            let mut total = _mm512_setzero_ps();
-            for x in 0..vecs {
-                let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(row.add(16 * x)), m));
-                _mm512_storeu_ps(row.add(16 * x), e);
-                total = _mm512_add_ps(total, e);
-            }
-            sum[r] = sum[r] * alpha[r] + _mm512_reduce_add_ps(total);
+            sum[r] = sum[r] * alpha[r] + M::exp_and_sum(row.as_mut_ptr(), vecs, m_new);
         }
         for r0 in (0..padded).step_by(ROWS) {
             for c0 in (0..d).step_by(64) {
-                weigh(
+                M::weigh(
                     (d - c0).min(64) / 16,
                     s.as_ptr().add(r0 * KEY_BLOCK),
                     n,
@@ -321,29 +404,80 @@ unsafe fn run_tile(tile: &Tile) {
     }
 }
 
-/// Adds the mask (null for none) to the `n` scores of a row, sets the rest of its `vecs`
-/// vectors to -inf, and returns the row's maximum.
-#[inline(always)]
-unsafe fn mask_and_max(row: *mut f32, vecs: usize, n: usize, mask: *const f32) -> f32 {
-    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-    for x in 0..vecs {
-        let valid = n.saturating_sub(16 * x).min(16);
-        let lanes: __mmask16 = ((1u32 << valid) - 1) as u16;
-        let mut v = _mm512_loadu_ps(row.add(16 * x));
-        if !mask.is_null() {
-            // A masked load: the mask row ends at the last key.
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, mask.add(16 * x)));
+/// The AVX-512 micro-kernels.
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx512 {
+    #[inline(always)]
+    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
+        match vecs {
+            1 => scores_n::<1>(q, d, kt, s),
+            2 => scores_n::<2>(q, d, kt, s),
+            3 => scores_n::<3>(q, d, kt, s),
+            _ => scores_n::<4>(q, d, kt, s),
         }
-        v = _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes, v);
-        _mm512_storeu_ps(row.add(16 * x), v);
-        m = _mm512_max_ps(m, v);
     }
-    _mm512_reduce_max_ps(m)
+
+    #[inline(always)]
+    unsafe fn mask_and_max(row: *mut f32, vecs: usize, n: usize, mask: *const f32) -> f32 {
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for x in 0..vecs {
+            let valid = n.saturating_sub(16 * x).min(16);
+            let lanes: __mmask16 = ((1u32 << valid) - 1) as u16;
+            let mut v = _mm512_loadu_ps(row.add(16 * x));
+            if !mask.is_null() {
+                // A masked load: the mask row ends at the last key.
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, mask.add(16 * x)));
+            }
+            v = _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes, v);
+            _mm512_storeu_ps(row.add(16 * x), v);
+            m = _mm512_max_ps(m, v);
+        }
+        _mm512_reduce_max_ps(m)
+    }
+
+    #[inline(always)]
+    unsafe fn exp_and_sum(row: *mut f32, vecs: usize, m: f32) -> f32 {
+        let m = _mm512_set1_ps(m);
+        let mut total = _mm512_setzero_ps();
+        for x in 0..vecs {
+            let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(row.add(16 * x)), m));
+            _mm512_storeu_ps(row.add(16 * x), e);
+            total = _mm512_add_ps(total, e);
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
+    #[inline(always)]
+    unsafe fn exp(x: f32) -> f32 {
+        _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(x)))
+    }
+
+    #[inline(always)]
+    unsafe fn weigh(
+        vecs: usize,
+        p: *const f32,
+        n: usize,
+        v: *const f32,
+        d: usize,
+        o: *mut f32,
+        alpha: *const f32,
+    ) {
+        match vecs {
+            1 => weigh_n::<1>(p, n, v, d, o, alpha),
+            2 => weigh_n::<2>(p, n, v, d, o, alpha),
+            3 => weigh_n::<3>(p, n, v, d, o, alpha),
+            _ => weigh_n::<4>(p, n, v, d, o, alpha),
+        }
+    }
 }
 
 /// e^x in each lane, to about 2 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
 /// series to r^7 (7 FMAs), then scaled by 2^n (`vscalefps`, which also gives the subnormals and
 /// zero far below). Inputs below -104 (-inf included) give 0; NaN stays NaN.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn exp_ps(x: __m512) -> __m512 {
     let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
@@ -368,18 +502,7 @@ unsafe fn exp_ps(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-/// `s[r][16 x + j] = Σ_c q[r][c] · kt[x][c][j]` for 4 rows and `vecs` (1 to 4) vectors of 16
-/// keys: `kt` is `vecs` consecutive key panels of `d × 16`, `s` rows are [`KEY_BLOCK`] apart.
-#[inline(always)]
-unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
-    match vecs {
-        1 => scores_n::<1>(q, d, kt, s),
-        2 => scores_n::<2>(q, d, kt, s),
-        3 => scores_n::<3>(q, d, kt, s),
-        _ => scores_n::<4>(q, d, kt, s),
-    }
-}
-
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn scores_n<const V: usize>(q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
     let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
@@ -402,26 +525,7 @@ unsafe fn scores_n<const V: usize>(q: *const f32, d: usize, kt: *const f32, s: *
     }
 }
 
-/// `o[r][c] = o[r][c] · alpha[r] + Σ_j p[r][j] · v[j][c]` for 4 rows, `n` keys and `vecs` (1
-/// to 4) vectors of 16 columns: `p` rows are [`KEY_BLOCK`] apart, `v` and `o` rows `d` apart.
-#[inline(always)]
-unsafe fn weigh(
-    vecs: usize,
-    p: *const f32,
-    n: usize,
-    v: *const f32,
-    d: usize,
-    o: *mut f32,
-    alpha: *const f32,
-) {
-    match vecs {
-        1 => weigh_n::<1>(p, n, v, d, o, alpha),
-        2 => weigh_n::<2>(p, n, v, d, o, alpha),
-        3 => weigh_n::<3>(p, n, v, d, o, alpha),
-        _ => weigh_n::<4>(p, n, v, d, o, alpha),
-    }
-}
-
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn weigh_n<const V: usize>(
     p: *const f32,
@@ -457,7 +561,111 @@ unsafe fn weigh_n<const V: usize>(
     }
 }
 
-#[cfg(test)]
+/// The portable micro-kernels: loops over 16-value arrays that vectorise at any width (two
+/// AVX2 registers or four NEON registers per array). `FMA`: the build has fused multiply-add
+/// instructions (`mul_add` is one instruction there, a library call elsewhere).
+struct Portable<const FMA: bool>;
+
+/// `a · b + c`, fused where the build has FMA.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+impl<const FMA: bool> Micro for Portable<FMA> {
+    #[inline(always)]
+    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
+        for x in 0..vecs {
+            let mut acc = [[0f32; 16]; ROWS];
+            for c in 0..d {
+                let k = &*kt.add((x * d + c) * 16).cast::<[f32; 16]>();
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let qv = *q.add(r * d + c);
+                    for (a, &kv) in ar.iter_mut().zip(k) {
+                        *a = madd::<FMA>(qv, kv, *a);
+                    }
+                }
+            }
+            for (r, ar) in acc.iter().enumerate() {
+                std::ptr::copy_nonoverlapping(ar.as_ptr(), s.add(r * KEY_BLOCK + 16 * x), 16);
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn mask_and_max(row: *mut f32, vecs: usize, n: usize, mask: *const f32) -> f32 {
+        let row = std::slice::from_raw_parts_mut(row, vecs * 16);
+        if !mask.is_null() {
+            let m = std::slice::from_raw_parts(mask, n);
+            for (x, &mv) in row.iter_mut().zip(m) {
+                *x += mv;
+            }
+        }
+        row[n..].fill(f32::NEG_INFINITY);
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        for chunk in row.chunks_exact(16) {
+            for (l, &x) in lanes.iter_mut().zip(chunk) {
+                *l = l.max(x);
+            }
+        }
+        lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    #[inline(always)]
+    unsafe fn exp_and_sum(row: *mut f32, vecs: usize, m: f32) -> f32 {
+        let row = std::slice::from_raw_parts_mut(row, vecs * 16);
+        for x in row.iter_mut() {
+            *x = simd::math::exp_f32(*x - m);
+        }
+        let mut lanes = [0f32; 16];
+        for chunk in row.chunks_exact(16) {
+            for (l, &x) in lanes.iter_mut().zip(chunk) {
+                *l += x;
+            }
+        }
+        lanes.iter().sum()
+    }
+
+    #[inline(always)]
+    unsafe fn exp(x: f32) -> f32 {
+        simd::math::exp_f32(x)
+    }
+
+    #[inline(always)]
+    unsafe fn weigh(
+        vecs: usize,
+        p: *const f32,
+        n: usize,
+        v: *const f32,
+        d: usize,
+        o: *mut f32,
+        alpha: *const f32,
+    ) {
+        for x in 0..vecs {
+            let mut acc = [[0f32; 16]; ROWS];
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let (a, src) = (*alpha.add(r), &*o.add(r * d + 16 * x).cast::<[f32; 16]>());
+                for (acc, &ov) in ar.iter_mut().zip(src) {
+                    *acc = ov * a;
+                }
+            }
+            for j in 0..n {
+                let vr = &*v.add(j * d + 16 * x).cast::<[f32; 16]>();
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let pv = *p.add(r * KEY_BLOCK + j);
+                    for (a, &vv) in ar.iter_mut().zip(vr) {
+                        *a = madd::<FMA>(pv, vv, *a);
+                    }
+                }
+            }
+            for (r, ar) in acc.iter().enumerate() {
+                std::ptr::copy_nonoverlapping(ar.as_ptr(), o.add(r * d + 16 * x), 16);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 

@@ -8,7 +8,6 @@ pub(crate) mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx2;
-#[cfg(target_arch = "x86_64")]
 mod attention_tiled;
 #[cfg(target_arch = "x86_64")]
 mod attention_x86;
