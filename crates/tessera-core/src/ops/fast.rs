@@ -285,8 +285,8 @@ pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -
 
 /// Whether [`sdpa`] beats [`sdpa_composite`] for `t` query positions per head of size `d` on
 /// this machine: always for a few queries (decode: the row kernels read the cache in place);
-/// for a prompt where the CPU has the tiled kernel (AVX-512, head size a multiple of 16 up to
-/// 512). Elsewhere the matmul formulation's GEMMs win for long chunks.
+/// for a prompt where the CPU has the tiled kernel (x86-64 with AVX2 + FMA or AVX-512, head
+/// size a multiple of 16 up to 512). Elsewhere the matmul formulation serves long chunks.
 pub fn sdpa_fused_is_faster(t: usize, d: usize) -> bool {
     t <= 8 || crate::backend::cpu::tiled_attention_applies(t, d)
 }

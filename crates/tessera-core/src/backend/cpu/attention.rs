@@ -1,6 +1,6 @@
 //! The fused attention kernels (`ops::sdpa`). This file holds the ones built for few query rows
 //! (decode); prompts with 16 or more positions per head go to the tiled kernel
-//! (`attention_tiled.rs`) where the CPU has AVX-512 ([`tiled_applies`]).
+//! (`attention_tiled.rs`) on x86-64 CPUs with AVX2 + FMA or AVX-512 ([`tiled_applies`]).
 //!
 //! Work is cut by kv head and by key range (split-K, as flash-decoding does). One task attends
 //! every query row of one kv head (the `rep · t` rows of the query heads that share it, so each
@@ -210,7 +210,7 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
 }
 
 /// Whether `t` query positions per head of size `d` go to the tiled kernel
-/// (`attention_tiled.rs`: prompt prefill on AVX-512 CPUs).
+/// (`attention_tiled.rs`: prompt prefill).
 pub(crate) fn tiled_applies(t: usize, d: usize) -> bool {
     super::attention_tiled::applies(t, d)
 }
