@@ -629,6 +629,21 @@ mod tests {
         out
     }
 
+    /// Every element of `o` within `tol` (relative, plus `tol` absolute) of the reference, NaN
+    /// where the reference is NaN; `what` names the case in the failure message.
+    fn assert_matches(o: &ArrayData, want: &[f64], tol: f64, what: impl Fn() -> String) {
+        let got = o.as_slice::<f32>().unwrap();
+        assert_eq!(got.len(), want.len(), "{}", what());
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else {
+                (g as f64 - w).abs() <= tol * (1.0 + w.abs())
+            };
+            assert!(ok, "{}: element {i} is {g}, expected {w}", what());
+        }
+    }
+
     /// Every kernel, with the keys cut into 1, 2, 3 and 7 ranges, against the f64 reference:
     /// head sizes on and off the 16-lane path, key counts around the 16-key blocks, several
     /// query rows per kv head, and masks that hide whole key ranges and whole rows.
@@ -713,21 +728,13 @@ mod tests {
                                 let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
                                 attend_all(&q, k, v, md.as_ref(), 0.3, parts, kernel, &o);
                             }
-                            let got = o.as_slice::<f32>().unwrap();
-                            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                                let ok = if w.is_nan() {
-                                    g.is_nan()
-                                } else {
-                                    (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs())
-                                };
-                                assert!(
-                                    ok,
-                                    "{kernel:?}, {parts} parts, f16 {f16}, shape {:?}, mask {}: \
-                                     element {i} is {g}, expected {w}",
+                            assert_matches(&o, &want, 1e-5, || {
+                                format!(
+                                    "{kernel:?}, {parts} parts, f16 {f16}, shape {:?}, mask {}",
                                     shapes[si],
                                     md.is_some()
-                                );
-                            }
+                                )
+                            });
                         }
                     }
                 }
@@ -807,21 +814,13 @@ mod tests {
                             let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
                             attend_tiled(&q, k, v, md.as_ref(), 0.3, &o, kernels);
                         }
-                        let got = o.as_slice::<f32>().unwrap();
-                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                            let ok = if w.is_nan() {
-                                g.is_nan()
-                            } else {
-                                (g as f64 - w).abs() <= 2e-5 * (1.0 + w.abs())
-                            };
-                            assert!(
-                                ok,
-                                "{kernels:?}, f16 {f16}, shape {:?}, mask {}: element {i} is \
-                                 {g}, expected {w}",
+                        assert_matches(&o, &want, 2e-5, || {
+                            format!(
+                                "{kernels:?}, f16 {f16}, shape {:?}, mask {}",
                                 shapes[si],
                                 md.is_some()
-                            );
-                        }
+                            )
+                        });
                     }
                 }
             }

@@ -284,10 +284,9 @@ unsafe fn run_tile_avx2(tile: &Tile) {
 
 /// The micro-kernels of [`run_tile`]: 4 query rows at a time ([`ROWS`]).
 trait Micro {
-    /// `s[r][16 x + j] = Σ_c q[r][c] · kt[x][c][j]` for 4 rows and `vecs` (1 to 4) vectors of
-    /// 16 keys: `kt` is `vecs` consecutive key panels of `d × 16`, `s` rows are [`KEY_BLOCK`]
-    /// apart.
-    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32);
+    /// The product of [`Outer`] for 4 rows and `vecs` (1 to 4) vectors of columns: the scores
+    /// (queries against transposed keys) and the weighted values (weights against values).
+    unsafe fn outer(vecs: usize, p: Outer);
     /// Adds the mask (null for none) to the `n` scores of a row, sets the rest of its `vecs`
     /// vectors to -inf, and returns the row's maximum.
     unsafe fn mask_and_max(row: *mut f32, vecs: usize, n: usize, mask: *const f32) -> f32;
@@ -295,18 +294,23 @@ trait Micro {
     unsafe fn exp_and_sum(row: *mut f32, vecs: usize, m: f32) -> f32;
     /// e^x.
     unsafe fn exp(x: f32) -> f32;
-    /// `o[r][c] = o[r][c] · alpha[r] + Σ_j p[r][j] · v[j][c]` for 4 rows, `n` keys and `vecs`
-    /// (1 to 4) vectors of 16 columns: `p` rows are [`KEY_BLOCK`] apart, `v` and `o` rows `d`
-    /// apart.
-    unsafe fn weigh(
-        vecs: usize,
-        p: *const f32,
-        n: usize,
-        v: *const f32,
-        d: usize,
-        o: *mut f32,
-        alpha: *const f32,
-    );
+}
+
+/// `out[r][16 x + i] = (alpha[r] · out[r][16 x + i], or 0 where `alpha` is null) +
+/// Σ_j a[r][j] · b[j][x][i]` for [`ROWS`] rows `r`, vectors `x` of 16 columns and `j < len`:
+/// rows of `a` are `a_rs` apart, the 16 values of `b[j][x]` at `b + j b_js + x b_xs`, rows of
+/// `out` `out_rs` apart.
+#[derive(Clone, Copy)]
+struct Outer {
+    a: *const f32,
+    a_rs: usize,
+    b: *const f32,
+    b_js: usize,
+    b_xs: usize,
+    len: usize,
+    out: *mut f32,
+    out_rs: usize,
+    alpha: *const f32,
 }
 
 /// The task kernel over the micro-kernels `M` (inlined into each entry point, so it is compiled
@@ -340,12 +344,19 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
         let panels = tile.kt.add(j0 * d);
         for x0 in (0..vecs).step_by(4) {
             for r0 in (0..padded).step_by(ROWS) {
-                M::scores(
+                M::outer(
                     (vecs - x0).min(4),
-                    q.as_ptr().add(r0 * d),
-                    d,
-                    panels.add(x0 * 16 * d),
-                    s.as_mut_ptr().add(r0 * KEY_BLOCK + 16 * x0),
+                    Outer {
+                        a: q.as_ptr().add(r0 * d),
+                        a_rs: d,
+                        b: panels.add(x0 * 16 * d),
+                        b_js: 16,
+                        b_xs: 16 * d,
+                        len: d,
+                        out: s.as_mut_ptr().add(r0 * KEY_BLOCK + 16 * x0),
+                        out_rs: KEY_BLOCK,
+                        alpha: std::ptr::null(),
+                    },
                 );
             }
         }
@@ -377,14 +388,19 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
         }
         for r0 in (0..padded).step_by(ROWS) {
             for c0 in (0..d).step_by(64) {
-                M::weigh(
+                M::outer(
                     (d - c0).min(64) / 16,
-                    s.as_ptr().add(r0 * KEY_BLOCK),
-                    n,
-                    tile.v.add(j0 * d + c0),
-                    d,
-                    o.as_mut_ptr().add(r0 * d + c0),
-                    alpha.as_ptr().add(r0),
+                    Outer {
+                        a: s.as_ptr().add(r0 * KEY_BLOCK),
+                        a_rs: KEY_BLOCK,
+                        b: tile.v.add(j0 * d + c0),
+                        b_js: d,
+                        b_xs: 16,
+                        len: n,
+                        out: o.as_mut_ptr().add(r0 * d + c0),
+                        out_rs: d,
+                        alpha: alpha.as_ptr().add(r0),
+                    },
                 );
             }
         }
@@ -411,12 +427,12 @@ struct Avx512;
 #[cfg(target_arch = "x86_64")]
 impl Micro for Avx512 {
     #[inline(always)]
-    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
+    unsafe fn outer(vecs: usize, p: Outer) {
         match vecs {
-            1 => scores_n::<1>(q, d, kt, s),
-            2 => scores_n::<2>(q, d, kt, s),
-            3 => scores_n::<3>(q, d, kt, s),
-            _ => scores_n::<4>(q, d, kt, s),
+            1 => outer_n::<1>(p),
+            2 => outer_n::<2>(p),
+            3 => outer_n::<3>(p),
+            _ => outer_n::<4>(p),
         }
     }
 
@@ -454,24 +470,6 @@ impl Micro for Avx512 {
     unsafe fn exp(x: f32) -> f32 {
         _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(x)))
     }
-
-    #[inline(always)]
-    unsafe fn weigh(
-        vecs: usize,
-        p: *const f32,
-        n: usize,
-        v: *const f32,
-        d: usize,
-        o: *mut f32,
-        alpha: *const f32,
-    ) {
-        match vecs {
-            1 => weigh_n::<1>(p, n, v, d, o, alpha),
-            2 => weigh_n::<2>(p, n, v, d, o, alpha),
-            3 => weigh_n::<3>(p, n, v, d, o, alpha),
-            _ => weigh_n::<4>(p, n, v, d, o, alpha),
-        }
-    }
 }
 
 /// e^x in each lane, to about 2 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
@@ -504,59 +502,31 @@ unsafe fn exp_ps(x: __m512) -> __m512 {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn scores_n<const V: usize>(q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
+unsafe fn outer_n<const V: usize>(p: Outer) {
     let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
-    for c in 0..d {
-        let mut k = [_mm512_setzero_ps(); V];
-        for (x, kx) in k.iter_mut().enumerate() {
-            *kx = _mm512_loadu_ps(kt.add((x * d + c) * 16));
+    if !p.alpha.is_null() {
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let a = _mm512_set1_ps(*p.alpha.add(r));
+            for (x, acc) in ar.iter_mut().enumerate() {
+                *acc = _mm512_mul_ps(_mm512_loadu_ps(p.out.add(r * p.out_rs + 16 * x)), a);
+            }
+        }
+    }
+    for j in 0..p.len {
+        let mut b = [_mm512_setzero_ps(); V];
+        for (x, bx) in b.iter_mut().enumerate() {
+            *bx = _mm512_loadu_ps(p.b.add(j * p.b_js + x * p.b_xs));
         }
         for (r, ar) in acc.iter_mut().enumerate() {
-            let qb = _mm512_set1_ps(*q.add(r * d + c));
-            for (a, &kx) in ar.iter_mut().zip(&k) {
-                *a = _mm512_fmadd_ps(qb, kx, *a);
+            let ab = _mm512_set1_ps(*p.a.add(r * p.a_rs + j));
+            for (acc, &bx) in ar.iter_mut().zip(&b) {
+                *acc = _mm512_fmadd_ps(ab, bx, *acc);
             }
         }
     }
     for (r, ar) in acc.iter().enumerate() {
-        for (x, a) in ar.iter().enumerate() {
-            _mm512_storeu_ps(s.add(r * KEY_BLOCK + 16 * x), *a);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn weigh_n<const V: usize>(
-    p: *const f32,
-    n: usize,
-    v: *const f32,
-    d: usize,
-    o: *mut f32,
-    alpha: *const f32,
-) {
-    let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
-    for (r, ar) in acc.iter_mut().enumerate() {
-        let a = _mm512_set1_ps(*alpha.add(r));
-        for (x, acc) in ar.iter_mut().enumerate() {
-            *acc = _mm512_mul_ps(_mm512_loadu_ps(o.add(r * d + 16 * x)), a);
-        }
-    }
-    for j in 0..n {
-        let mut vv = [_mm512_setzero_ps(); V];
-        for (x, vx) in vv.iter_mut().enumerate() {
-            *vx = _mm512_loadu_ps(v.add(j * d + 16 * x));
-        }
-        for (r, ar) in acc.iter_mut().enumerate() {
-            let pb = _mm512_set1_ps(*p.add(r * KEY_BLOCK + j));
-            for (a, &vx) in ar.iter_mut().zip(&vv) {
-                *a = _mm512_fmadd_ps(pb, vx, *a);
-            }
-        }
-    }
-    for (r, ar) in acc.iter().enumerate() {
-        for (x, a) in ar.iter().enumerate() {
-            _mm512_storeu_ps(o.add(r * d + 16 * x), *a);
+        for (x, acc) in ar.iter().enumerate() {
+            _mm512_storeu_ps(p.out.add(r * p.out_rs + 16 * x), *acc);
         }
     }
 }
@@ -574,20 +544,29 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 
 impl<const FMA: bool> Micro for Portable<FMA> {
     #[inline(always)]
-    unsafe fn scores(vecs: usize, q: *const f32, d: usize, kt: *const f32, s: *mut f32) {
+    unsafe fn outer(vecs: usize, p: Outer) {
         for x in 0..vecs {
             let mut acc = [[0f32; 16]; ROWS];
-            for c in 0..d {
-                let k = &*kt.add((x * d + c) * 16).cast::<[f32; 16]>();
+            if !p.alpha.is_null() {
                 for (r, ar) in acc.iter_mut().enumerate() {
-                    let qv = *q.add(r * d + c);
-                    for (a, &kv) in ar.iter_mut().zip(k) {
-                        *a = madd::<FMA>(qv, kv, *a);
+                    let a = *p.alpha.add(r);
+                    let src = &*p.out.add(r * p.out_rs + 16 * x).cast::<[f32; 16]>();
+                    for (acc, &o) in ar.iter_mut().zip(src) {
+                        *acc = o * a;
+                    }
+                }
+            }
+            for j in 0..p.len {
+                let b = &*p.b.add(j * p.b_js + x * p.b_xs).cast::<[f32; 16]>();
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    let a = *p.a.add(r * p.a_rs + j);
+                    for (acc, &bv) in ar.iter_mut().zip(b) {
+                        *acc = madd::<FMA>(a, bv, *acc);
                     }
                 }
             }
             for (r, ar) in acc.iter().enumerate() {
-                std::ptr::copy_nonoverlapping(ar.as_ptr(), s.add(r * KEY_BLOCK + 16 * x), 16);
+                std::ptr::copy_nonoverlapping(ar.as_ptr(), p.out.add(r * p.out_rs + 16 * x), 16);
             }
         }
     }
@@ -629,39 +608,6 @@ impl<const FMA: bool> Micro for Portable<FMA> {
     #[inline(always)]
     unsafe fn exp(x: f32) -> f32 {
         simd::math::exp_f32(x)
-    }
-
-    #[inline(always)]
-    unsafe fn weigh(
-        vecs: usize,
-        p: *const f32,
-        n: usize,
-        v: *const f32,
-        d: usize,
-        o: *mut f32,
-        alpha: *const f32,
-    ) {
-        for x in 0..vecs {
-            let mut acc = [[0f32; 16]; ROWS];
-            for (r, ar) in acc.iter_mut().enumerate() {
-                let (a, src) = (*alpha.add(r), &*o.add(r * d + 16 * x).cast::<[f32; 16]>());
-                for (acc, &ov) in ar.iter_mut().zip(src) {
-                    *acc = ov * a;
-                }
-            }
-            for j in 0..n {
-                let vr = &*v.add(j * d + 16 * x).cast::<[f32; 16]>();
-                for (r, ar) in acc.iter_mut().enumerate() {
-                    let pv = *p.add(r * KEY_BLOCK + j);
-                    for (a, &vv) in ar.iter_mut().zip(vr) {
-                        *a = madd::<FMA>(pv, vv, *a);
-                    }
-                }
-            }
-            for (r, ar) in acc.iter().enumerate() {
-                std::ptr::copy_nonoverlapping(ar.as_ptr(), o.add(r * d + 16 * x), 16);
-            }
-        }
     }
 }
 
