@@ -268,9 +268,19 @@ pub fn ops_cases() -> Vec<Case> {
     for l in [1024usize, 4096] {
         v.push(sdpa_decode_case(14, 2, l, Dtype::F16));
     }
-    // Prompt attention: one 512-token chunk after 1536 cached positions, fused and composite.
-    for fused in [true, false] {
-        v.push(sdpa_prefill_case(512, 2048, fused));
+    // Prompt attention: one 512-token chunk after 1536 cached positions, and a 32-token chat
+    // turn after 4064 (the cache dominates), fused and composite.
+    for (t, l) in [
+        (512, 2048),
+        (32, 4096),
+        (64, 4096),
+        (128, 4096),
+        (256, 4096),
+        (16, 512),
+    ] {
+        for fused in [true, false] {
+            v.push(sdpa_prefill_case(t, l, fused));
+        }
     }
     v.push(Case {
         name: "op_overhead_chain100".into(),

@@ -47,15 +47,27 @@ pub(super) trait KvElem: Copy + Send + Sync + 'static {
     fn as_f32(_part: &Part<Self>) -> Option<&Part<f32>> {
         None
     }
+    /// The `dst.len()` elements at `x` as f32.
+    ///
+    /// # Safety
+    /// Those elements are readable.
+    unsafe fn widen_row(x: *const Self, dst: &mut [f32]) {
+        for (c, y) in dst.iter_mut().enumerate() {
+            // SAFETY: the caller's promise.
+            *y = unsafe { *x.add(c) }.to_f32();
+        }
+    }
     /// Rows `0..len` of `d` elements, `stride` apart from `x`, as contiguous f32.
     ///
     /// # Safety
     /// Those rows are readable.
     unsafe fn widen(x: *const Self, len: usize, stride: usize, d: usize) -> Vec<f32> {
-        (0..len)
+        let mut out = vec![0f32; len * d];
+        for (j, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
             // SAFETY: the caller's promise.
-            .flat_map(|j| (0..d).map(move |c| unsafe { *x.add(j * stride + c) }.to_f32()))
-            .collect()
+            unsafe { Self::widen_row(x.add(j * stride), row) };
+        }
+        out
     }
 }
 
@@ -79,6 +91,10 @@ impl KvElem for f32 {
     fn as_f32(part: &Part<f32>) -> Option<&Part<f32>> {
         Some(part)
     }
+    unsafe fn widen_row(x: *const f32, dst: &mut [f32]) {
+        // SAFETY: the caller's promise.
+        dst.copy_from_slice(unsafe { std::slice::from_raw_parts(x, dst.len()) });
+    }
 }
 
 impl KvElem for half::f16 {
@@ -100,24 +116,14 @@ impl KvElem for half::f16 {
         // SAFETY: the caller's promise.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
-    unsafe fn widen(x: *const Self, len: usize, stride: usize, d: usize) -> Vec<f32> {
+    unsafe fn widen_row(x: *const Self, dst: &mut [f32]) {
         // The vectorised slice conversion (F16C where the CPU has it): element by element,
         // widening a 4000-position cache took most of a decode step's attention on the
         // portable path (AVX2 CPUs).
         use half::slice::HalfFloatSliceExt;
-        let mut out = vec![0f32; len * d];
-        if stride == d {
-            // SAFETY: the caller's promise; the rows are consecutive.
-            let src = unsafe { std::slice::from_raw_parts(x, len * d) };
-            src.convert_to_f32_slice(&mut out);
-        } else {
-            for (j, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
-                // SAFETY: the caller's promise.
-                let src = unsafe { std::slice::from_raw_parts(x.add(j * stride), d) };
-                src.convert_to_f32_slice(row);
-            }
-        }
-        out
+        // SAFETY: the caller's promise.
+        let src = unsafe { std::slice::from_raw_parts(x, dst.len()) };
+        src.convert_to_f32_slice(dst);
     }
 }
 

@@ -6,7 +6,9 @@
 //! and re-read 58 MB per layer for a 512-token chunk against 2048 keys, and spent as long in its
 //! softmax and mask passes as in its products).
 //!
-//! One task is a tile of [`ROW_TILE`] consecutive query positions of one query head. It walks
+//! One task is a run of consecutive query positions for every query head of one kv head (about
+//! [`ROW_TILE`] rows: the heads that share the keys read each key block once, from L1, for all
+//! of them; fewer positions where a short prompt would leave too few tasks). It walks
 //! the keys that any of its rows may see in blocks of [`KEY_BLOCK`]: scores for the block (a 4
 //! rows × 64 keys register tile against keys stored transposed, query values broadcast), the
 //! online softmax per row (running maximum and sum, earlier results rescaled), then the weighted
@@ -30,8 +32,9 @@ use super::simd;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Query positions per task.
-const ROW_TILE: usize = 32;
+/// Query rows per task, about: a task takes a run of positions for every query head of one kv
+/// head (the heads share its keys and values, which are then read once for all of them).
+const ROW_TILE: usize = 64;
 /// Keys per block (four 16-lane vectors of scores per row).
 const KEY_BLOCK: usize = 128;
 /// Rows per register tile.
@@ -95,61 +98,93 @@ pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
     }
     let ranges = visible_ranges(p.mask, t, l);
     let padded = l.next_multiple_of(16);
-    // One kv head's keys transposed (16-key panels of d × 16) and values widened (padded rows
-    // zero), rebuilt for each kv head.
-    let mut kt = vec![0f32; padded * d];
-    let mut vf = vec![0f32; padded * d];
+    // Kv heads are prepared a batch at a time (keys transposed into 16-key panels of d × 16,
+    // values widened, padded rows zero), as many as fit in PACK_BYTES, and all the tasks of a
+    // batch go to the pool together (per kv head, a short prompt left one thread waiting on
+    // the other's last tile).
+    let group_floats = padded * d;
+    let groups = p.b * p.hk;
+    let batch = (PACK_BYTES / (8 * group_floats).max(1)).clamp(1, groups);
+    let mut kt = vec![0f32; batch * group_floats];
+    let mut vf = vec![0f32; batch * group_floats];
     let rep = p.h / p.hk;
-    let tiles = t.div_ceil(ROW_TILE);
-    let (h, scale) = (p.h, p.scale);
+    // Positions per task: ROW_TILE rows over the group's heads, fewer where that would leave
+    // fewer than 4 tasks per thread.
+    let threads = pool::global().threads();
+    let mut span = (ROW_TILE / rep).max(1);
+    while span > 1 && t.div_ceil(span) * batch < 4 * threads {
+        span = span.div_ceil(2);
+    }
+    let tiles = t.div_ceil(span);
+    let (h, hk, scale) = (p.h, p.hk, p.scale);
     let (q, out, mask) = (SendConstPtr(p.q), SendPtr(p.o), SendConstPtr(p.mask));
+    let (k, v, ks, vs) = (SendConstPtr(p.k), SendConstPtr(p.v), p.ks, p.vs);
     let ranges = &ranges;
-    for bi in 0..p.b {
-        for g in 0..p.hk {
-            let k = SendConstPtr(p.k.add(bi * p.ks[0] + g * p.ks[1]));
-            let v = SendConstPtr(p.v.add(bi * p.vs[0] + g * p.vs[1]));
-            let (ktp, vfp) = (SendPtr(kt.as_mut_ptr()), SendPtr(vf.as_mut_ptr()));
-            let (kstep, vstep) = (p.ks[2], p.vs[2]);
-            // SAFETY: panels p0..p1 are this chunk's alone; keys and values 0..l are readable
-            // (the caller's promise).
-            pool::parallel_chunks(padded / 16, 4, &|p0, p1| unsafe {
-                pack_keys(k.get(), kstep, l, d, p0, p1, ktp.get());
-                widen_values(v.get(), vstep, l, d, p0, p1, vfp.get());
-            });
-            let (ktp, vfp) = (SendConstPtr(kt.as_ptr()), SendConstPtr(vf.as_ptr()));
-            pool::global().parallel_for(rep * tiles, &|task| {
-                // The last tiles see the most keys (causal masks): handed out first, so the
-                // threads finish together.
-                let (tile, hh) = (tiles - 1 - task / rep, task % rep);
-                let i0 = tile * ROW_TILE;
-                let rows = ROW_TILE.min(t - i0);
-                let at = ((bi * h + g * rep + hh) * t + i0) * d;
-                let job = Tile {
-                    q: q.get().wrapping_add(at),
-                    out: out.get().wrapping_add(at),
-                    rows,
-                    i0,
-                    ranges: &ranges[i0..i0 + rows],
-                    kt: ktp.get(),
-                    v: vfp.get(),
-                    mask: mask.get(),
+    let mut g0 = 0;
+    while g0 < groups {
+        let gn = batch.min(groups - g0);
+        let (ktp, vfp) = (SendPtr(kt.as_mut_ptr()), SendPtr(vf.as_mut_ptr()));
+        let panels = padded / 16;
+        // SAFETY: each chunk writes its own panels of its own kv heads; keys and values 0..l
+        // of every kv head are readable (the caller's promise).
+        pool::parallel_chunks(gn * panels, 4, &|c0, c1| unsafe {
+            for c in c0..c1 {
+                let (gi, panel) = (c / panels, c % panels);
+                let (bi, g) = ((g0 + gi) / hk, (g0 + gi) % hk);
+                pack_panel(
+                    k.get().add(bi * ks[0] + g * ks[1]),
+                    ks[2],
+                    v.get().add(bi * vs[0] + g * vs[1]),
+                    vs[2],
                     l,
                     d,
-                    scale,
-                };
-                // SAFETY: the tile's query and output rows lie in the problem's arrays, and
-                // only this task writes its output rows.
-                unsafe {
-                    match kernels {
-                        Kernels::Best => run_tile_best(&job),
-                        #[cfg(test)]
-                        Kernels::Portable => run_tile_portable(&job),
-                    }
-                };
-            });
-        }
+                    panel,
+                    ktp.get().add(gi * group_floats),
+                    vfp.get().add(gi * group_floats),
+                );
+            }
+        });
+        let (ktp, vfp) = (SendConstPtr(kt.as_ptr()), SendConstPtr(vf.as_ptr()));
+        pool::global().parallel_for(gn * tiles, &|task| {
+            // The last tiles see the most keys (causal masks): handed out first, so the
+            // threads finish together.
+            let (tile, gi) = (tiles - 1 - task / gn, task % gn);
+            let (bi, g) = ((g0 + gi) / hk, (g0 + gi) % hk);
+            let i0 = tile * span;
+            let positions = span.min(t - i0);
+            let at = ((bi * h + g * rep) * t + i0) * d;
+            let job = Tile {
+                q: q.get().wrapping_add(at),
+                out: out.get().wrapping_add(at),
+                positions,
+                heads: rep,
+                head_stride: t * d,
+                i0,
+                ranges: &ranges[i0..i0 + positions],
+                kt: ktp.get().wrapping_add(gi * group_floats),
+                v: vfp.get().wrapping_add(gi * group_floats),
+                mask: mask.get(),
+                l,
+                d,
+                scale,
+            };
+            // SAFETY: the tile's query and output rows lie in the problem's arrays, and only
+            // this task writes its output rows.
+            unsafe {
+                match kernels {
+                    Kernels::Best => run_tile_best(&job),
+                    #[cfg(test)]
+                    Kernels::Portable => run_tile_portable(&job),
+                }
+            };
+        });
+        g0 += gn;
     }
 }
+
+/// Most bytes of prepared keys and values per batch of kv heads (at least one kv head; small
+/// in this crate's unit tests, so their shapes take several batches).
+const PACK_BYTES: usize = if cfg!(test) { 64 << 10 } else { 64 << 20 };
 
 /// For each mask row, the keys `lo..hi` outside which every key is hidden (`0..l` without a
 /// mask; `0..0` when the row sees nothing).
@@ -170,67 +205,53 @@ unsafe fn visible_ranges(mask: *const f32, t: usize, l: usize) -> Vec<(usize, us
         .collect()
 }
 
-/// Key panels `p0..p1` of 16 keys: `kt[(panel * d + c) * 16 + j]` is value `c` of key
-/// `16 panel + j` (zero past `l`).
+/// Key panel `panel` (keys `16 panel..16 panel + 16`) of one kv head: `kt[(panel d + c) 16 + j]`
+/// is value `c` of key `16 panel + j`, and `vf[key d + c]` value `c` of that key's value row
+/// (both zero past `l`).
 #[allow(clippy::too_many_arguments)]
-unsafe fn pack_keys<E: KvElem>(
+unsafe fn pack_panel<E: KvElem>(
     k: *const E,
     ks: usize,
-    l: usize,
-    d: usize,
-    p0: usize,
-    p1: usize,
-    kt: *mut f32,
-) {
-    for panel in p0..p1 {
-        let dst = kt.add(panel * d * 16);
-        for j in 0..16 {
-            let key = panel * 16 + j;
-            if key < l {
-                let src = k.add(key * ks);
-                for c in 0..d {
-                    *dst.add(c * 16 + j) = (*src.add(c)).to_f32();
-                }
-            } else {
-                for c in 0..d {
-                    *dst.add(c * 16 + j) = 0.0;
-                }
-            }
-        }
-    }
-}
-
-/// Value rows of panels `p0..p1` (16 rows each) as contiguous f32 rows of `d` (zero past `l`).
-#[allow(clippy::too_many_arguments)]
-unsafe fn widen_values<E: KvElem>(
     v: *const E,
     vs: usize,
     l: usize,
     d: usize,
-    p0: usize,
-    p1: usize,
+    panel: usize,
+    kt: *mut f32,
     vf: *mut f32,
 ) {
-    for row in p0 * 16..p1 * 16 {
-        let dst = std::slice::from_raw_parts_mut(vf.add(row * d), d);
-        if row < l {
-            let src = v.add(row * vs);
-            for (c, x) in dst.iter_mut().enumerate() {
-                *x = (*src.add(c)).to_f32();
-            }
+    let mut row = [0f32; MAX_HEAD];
+    let row = &mut row[..d];
+    let dst = kt.add(panel * d * 16);
+    for j in 0..16 {
+        let key = panel * 16 + j;
+        let values = std::slice::from_raw_parts_mut(vf.add(key * d), d);
+        if key < l {
+            // Widened a row at a time (the vector conversion), then spread down the panel.
+            E::widen_row(k.add(key * ks), row);
+            E::widen_row(v.add(key * vs), values);
         } else {
-            dst.fill(0.0);
+            row.fill(0.0);
+            values.fill(0.0);
+        }
+        for (c, &x) in row.iter().enumerate() {
+            *dst.add(c * 16 + j) = x;
         }
     }
 }
 
-/// One task: `rows` consecutive positions (from `i0`) of one query head.
+/// One task: `positions` consecutive positions (from `i0`) of the `heads` query heads of one kv
+/// head. Row `r` of the task is position `i0 + r / heads` of head `r % heads`, so the heads of
+/// one position are neighbours (they see the same keys).
 struct Tile<'a> {
+    /// The first head's row at position `i0`; head `hh` is `hh · head_stride` further.
     q: *const f32,
     out: *mut f32,
-    rows: usize,
+    positions: usize,
+    heads: usize,
+    head_stride: usize,
     i0: usize,
-    /// The visible key range of each row.
+    /// The visible key range of each position.
     ranges: &'a [(usize, usize)],
     kt: *const f32,
     v: *const f32,
@@ -320,13 +341,17 @@ struct Outer {
 /// The CPU has what `M` needs; the tile's pointers valid as [`attend`] sets them up.
 #[inline(always)]
 unsafe fn run_tile<M: Micro>(tile: &Tile) {
-    let (d, rows) = (tile.d, tile.rows);
+    let (d, heads) = (tile.d, tile.heads);
+    let rows = tile.positions * heads;
+    // Where row r's query and output are.
+    let at = |r: usize| (r % heads) * tile.head_stride + (r / heads) * d;
     // Rows rounded up to whole register tiles; the extra rows are zero and never written out.
     let padded = rows.next_multiple_of(ROWS);
     let mut q = vec![0f32; padded * d];
     for r in 0..rows {
+        let src = tile.q.add(at(r));
         for c in 0..d {
-            q[r * d + c] = *tile.q.add(r * d + c) * tile.scale;
+            q[r * d + c] = *src.add(c) * tile.scale;
         }
     }
     let mut s = vec![0f32; padded * KEY_BLOCK];
@@ -364,7 +389,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
             let mask = if tile.mask.is_null() {
                 std::ptr::null()
             } else {
-                tile.mask.add((tile.i0 + r) * tile.l + j0)
+                tile.mask.add((tile.i0 + r / heads) * tile.l + j0)
             };
             let row = s.as_mut_ptr().add(r * KEY_BLOCK);
             let block_max = M::mask_and_max(row, vecs, n, mask);
@@ -407,7 +432,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
         j0 += KEY_BLOCK;
     }
     for r in 0..rows {
-        let dst = std::slice::from_raw_parts_mut(tile.out.add(r * d), d);
+        let dst = std::slice::from_raw_parts_mut(tile.out.add(at(r)), d);
         if sum[r] == 0.0 {
             // Every key hidden: NaN, as softmax over all -inf gives.
             dst.fill(f32::NAN);
