@@ -330,6 +330,92 @@ fn sdpa_matches_the_composite() {
     );
 }
 
+/// Prompt-sized calls (the tiled kernel where the CPU has it): 40 positions of 6 query heads
+/// over 2 kv heads, keys and values a strided view of a longer f32 or f16 cache (8 positions
+/// cached before the prompt), with and without a causal mask.
+#[test]
+fn sdpa_prompts_match_the_composite() {
+    let q = rand(&[1, 6, 40, 32], 30);
+    let mut m = vec![0f32; 40 * 48];
+    for i in 0..40 {
+        for j in 0..48 {
+            if j > 8 + i {
+                m[i * 48 + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = Array::from_vec(m, &[40, 48]).unwrap();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        let cache = |seed| {
+            let c = ops::astype(&rand(&[1, 2, 64, 32], seed), dtype).unwrap();
+            ops::slice_axis(&c, 2, 0, 48).unwrap()
+        };
+        let (k, v) = (cache(31), cache(32));
+        for mk in [None, Some(&mask)] {
+            let fused = ops::sdpa(&q, &k, &v, 0.25, mk).unwrap();
+            let comp = ops::sdpa_composite(&q, &k, &v, 0.25, mk).unwrap();
+            close(&fused, &comp, 2e-5);
+        }
+    }
+}
+
+/// vmap over q, k and v (the mapped axis folded into the batch axis) and over q alone (k and v
+/// shared), with a shared mask, against the calls one by one.
+#[test]
+fn vmap_of_sdpa_matches_the_calls_one_by_one() {
+    let (qs, ks, vs) = (
+        rand(&[3, 1, 4, 20, 16], 33),
+        rand(&[3, 1, 2, 24, 16], 34),
+        rand(&[3, 1, 2, 24, 16], 35),
+    );
+    let mut m = vec![0f32; 20 * 24];
+    for i in 0..20 {
+        for j in 0..24 {
+            if j > 4 + i {
+                m[i * 24 + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = Array::from_vec(m, &[20, 24]).unwrap();
+    let one = |i: usize, shared_kv: bool| {
+        let pick = |x: &Array, i: usize| {
+            ops::squeeze(&ops::slice_axis(x, 0, i, i + 1).unwrap(), Axes::from(0)).unwrap()
+        };
+        let (k, v) = if shared_kv {
+            (pick(&ks, 0), pick(&vs, 0))
+        } else {
+            (pick(&ks, i), pick(&vs, i))
+        };
+        ops::sdpa(&pick(&qs, i), &k, &v, 0.3, Some(&mask)).unwrap()
+    };
+    let m2 = mask.clone();
+    let all = vmap(
+        move |a: &[Array]| -> Result<Vec<Array>> {
+            Ok(vec![ops::sdpa(&a[0], &a[1], &a[2], 0.3, Some(&m2))?])
+        },
+        &[qs.clone(), ks.clone(), vs.clone()],
+        &[Some(0), Some(0), Some(0)],
+        &[0],
+    )
+    .unwrap();
+    let want: Vec<Array> = (0..3).map(|i| one(i, false)).collect();
+    close(&all[0], &ops::stack(&want, 0).unwrap(), 1e-6);
+    let k0 = ops::squeeze(&ops::slice_axis(&ks, 0, 0, 1).unwrap(), Axes::from(0)).unwrap();
+    let v0 = ops::squeeze(&ops::slice_axis(&vs, 0, 0, 1).unwrap(), Axes::from(0)).unwrap();
+    let m3 = mask.clone();
+    let shared = vmap(
+        move |a: &[Array]| -> Result<Vec<Array>> {
+            Ok(vec![ops::sdpa(&a[0], &a[1], &a[2], 0.3, Some(&m3))?])
+        },
+        &[qs.clone(), k0, v0],
+        &[Some(0), None, None],
+        &[0],
+    )
+    .unwrap();
+    let want: Vec<Array> = (0..3).map(|i| one(i, true)).collect();
+    close(&shared[0], &ops::stack(&want, 0).unwrap(), 1e-6);
+}
+
 #[test]
 fn sdpa_gradients_match_the_composite() {
     let q = rand(&[1, 2, 2, 4], 24);

@@ -318,6 +318,22 @@ fn batch_rule(
             all.extend(ins[1..].iter().cloned());
             node(p.clone(), all)
         }
+        // The mapped axis joins the batch axis of q, k and v (a shared mask stays shared).
+        Primitive::Sdpa { .. } if bins.get(3).is_none_or(Option::is_none) => {
+            let fold = |i: usize| -> Result<Array> {
+                let x = force(&ins[i], &bins[i], n)?;
+                let s = x.shape();
+                let mut folded = vec![s[0] * s[1]];
+                folded.extend_from_slice(&s[2..]);
+                ops::reshape(&x, &folded)
+            };
+            let mut all = vec![fold(0)?, fold(1)?, fold(2)?];
+            all.extend(ins.get(3).cloned());
+            let mut folded_out = vec![n * out.shape()[0]];
+            folded_out.extend_from_slice(&out.shape()[1..]);
+            let y = Array::lazy(p.clone(), all, folded_out, dt);
+            ops::reshape(&y, &out_shape)?
+        }
         Primitive::RmsNorm { .. }
         | Primitive::LayerNorm { .. }
         | Primitive::Rope { .. }
