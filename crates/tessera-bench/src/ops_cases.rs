@@ -47,16 +47,23 @@ fn sdpa_decode_case(heads: usize, kv_heads: usize, l: usize, dtype: Dtype) -> Ca
     }
 }
 
-/// Prompt attention as a 0.5B-class model runs a chunk of its prefill: `t` queries of 14 heads
-/// over 2 kv heads of 64, causal, at the last `t` of `l` positions of an f16 cache, through the
-/// fused kernel (`ops::sdpa`) or the matmul formulation (`ops::sdpa_composite`). GFLOP/s of
-/// the visible work (4 d flops per query head and visible key), so both count the same.
-/// Named `sdpa_prefill_14x2x64_f16_t{t}_l{l}_{fused|composite}`.
-fn sdpa_prefill_case(t: usize, l: usize, fused: bool) -> Case {
-    let (heads, kv_heads, d) = (14usize, 2usize, 64usize);
+/// Prompt attention as a model runs a chunk of its prefill: `t` queries of `heads` heads over
+/// `kv_heads` heads of `d`, causal (and within the last `window` positions when given), at the
+/// last `t` of `l` positions of an f16 cache, through the fused kernel (`ops::sdpa`) or the
+/// matmul formulation (`ops::sdpa_composite`). GFLOP/s of the visible work (4 d flops per
+/// query head and visible key), so both count the same. Named
+/// `sdpa_prefill_{heads}x{kv_heads}x{d}_f16_t{t}_l{l}[_w{window}]_{fused|composite}`.
+fn sdpa_prefill_case(
+    (heads, kv_heads, d): (usize, usize, usize),
+    t: usize,
+    l: usize,
+    window: Option<usize>,
+    fused: bool,
+) -> Case {
     let how = if fused { "fused" } else { "composite" };
+    let w = window.map_or(String::new(), |w| format!("_w{w}"));
     Case {
-        name: format!("sdpa_prefill_{heads}x{kv_heads}x{d}_f16_t{t}_l{l}_{how}"),
+        name: format!("sdpa_prefill_{heads}x{kv_heads}x{d}_f16_t{t}_l{l}{w}_{how}"),
         unit: "GFLOPS",
         setup: Box::new(move || {
             let q = rand(&[1, heads, t, d], Dtype::F32, 15);
@@ -69,18 +76,23 @@ fn sdpa_prefill_case(t: usize, l: usize, fused: bool) -> Case {
                 c
             };
             let (k, v) = (cache(16), cache(17));
+            // Query i sits at position l - t + i and sees keys j <= that (and j + window > it).
+            let visible = |i: usize, j: usize| {
+                let pos = l - t + i;
+                j <= pos && window.is_none_or(|w| j + w > pos)
+            };
             let mask: Vec<f32> = (0..t * l)
-                .map(|i| {
-                    if i % l > l - t + i / l {
-                        f32::NEG_INFINITY
-                    } else {
+                .map(|x| {
+                    if visible(x / l, x % l) {
                         0.0
+                    } else {
+                        f32::NEG_INFINITY
                     }
                 })
                 .collect();
+            let seen = (0..t * l).filter(|&x| visible(x / l, x % l)).count();
             let mask = ok(Array::from_vec(mask, &[t, l]));
-            let visible: usize = (0..t).map(|i| l - t + i + 1).sum();
-            let flops = (4 * heads * d * visible) as f64;
+            let flops = (4 * heads * d * seen) as f64;
             Body::timed(
                 move || {
                     let f = if fused {
@@ -269,10 +281,15 @@ pub fn ops_cases() -> Vec<Case> {
         v.push(sdpa_decode_case(14, 2, l, Dtype::F16));
     }
     // Prompt attention: one 512-token chunk after 1536 cached positions, and a 32-token chat
-    // turn after 4064 (the cache dominates), fused and composite.
-    for (t, l) in [(512, 2048), (32, 4096)] {
+    // turn after 4064 (the cache dominates), fused and composite (0.5B-class shape).
+    // Gemma 3 270M's sliding-window layers: 4 heads over 1 kv head of 256, a 512-key window.
+    for (shape, t, l, window) in [
+        ((14, 2, 64), 512, 2048, None),
+        ((14, 2, 64), 32, 4096, None),
+        ((4, 1, 256), 512, 1024, Some(512)),
+    ] {
         for fused in [true, false] {
-            v.push(sdpa_prefill_case(t, l, fused));
+            v.push(sdpa_prefill_case(shape, t, l, window, fused));
         }
     }
     v.push(Case {

@@ -39,6 +39,8 @@ const ROW_TILE: usize = 64;
 const KEY_BLOCK: usize = 128;
 /// Rows per register tile.
 const ROWS: usize = 4;
+/// Values of the head per pass of the products (four 16-lane vectors).
+const D_CHUNK: usize = 64;
 
 /// Fewest query positions per head for which this kernel beats the row-at-a-time one.
 pub(super) const MIN_QUERIES: usize = 16;
@@ -359,6 +361,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
     let mut max = vec![f32::NEG_INFINITY; padded];
     let mut sum = vec![0f32; padded];
     let mut alpha = vec![1f32; padded];
+    let ones = [1f32; ROWS];
     let seen = tile.ranges.iter().filter(|r| r.1 > r.0);
     let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
     let hi = seen.map(|r| r.1).max().unwrap_or(0);
@@ -367,22 +370,31 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
         let n = KEY_BLOCK.min(hi - j0);
         let vecs = n.div_ceil(16);
         let panels = tile.kt.add(j0 * d);
-        for x0 in (0..vecs).step_by(4) {
-            for r0 in (0..padded).step_by(ROWS) {
-                M::outer(
-                    (vecs - x0).min(4),
-                    Outer {
-                        a: q.as_ptr().add(r0 * d),
-                        a_rs: d,
-                        b: panels.add(x0 * 16 * d),
-                        b_js: 16,
-                        b_xs: 16 * d,
-                        len: d,
-                        out: s.as_mut_ptr().add(r0 * KEY_BLOCK + 16 * x0),
-                        out_rs: KEY_BLOCK,
-                        alpha: std::ptr::null(),
-                    },
-                );
+        // Scores over 64 values of the head at a time (accumulated in `s`), so the keys'
+        // 64 x 64 sub-block stays in L1 while every row group reads it (a whole 256-wide
+        // key block is 64 KB).
+        for c0 in (0..d).step_by(D_CHUNK) {
+            for x0 in (0..vecs).step_by(4) {
+                for r0 in (0..padded).step_by(ROWS) {
+                    M::outer(
+                        (vecs - x0).min(4),
+                        Outer {
+                            a: q.as_ptr().add(r0 * d + c0),
+                            a_rs: d,
+                            b: panels.add(x0 * 16 * d + c0 * 16),
+                            b_js: 16,
+                            b_xs: 16 * d,
+                            len: D_CHUNK.min(d - c0),
+                            out: s.as_mut_ptr().add(r0 * KEY_BLOCK + 16 * x0),
+                            out_rs: KEY_BLOCK,
+                            alpha: if c0 == 0 {
+                                std::ptr::null()
+                            } else {
+                                ones.as_ptr()
+                            },
+                        },
+                    );
+                }
             }
         }
         for r in 0..rows {
@@ -411,10 +423,12 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
             max[r] = m_new;
             sum[r] = sum[r] * alpha[r] + M::exp_and_sum(row.as_mut_ptr(), vecs, m_new);
         }
-        for r0 in (0..padded).step_by(ROWS) {
-            for c0 in (0..d).step_by(64) {
+        // Column chunks outside, so each chunk of the value block stays in L1 for every row
+        // group.
+        for c0 in (0..d).step_by(D_CHUNK) {
+            for r0 in (0..padded).step_by(ROWS) {
                 M::outer(
-                    (d - c0).min(64) / 16,
+                    (d - c0).min(D_CHUNK) / 16,
                     Outer {
                         a: s.as_ptr().add(r0 * KEY_BLOCK),
                         a_rs: KEY_BLOCK,
