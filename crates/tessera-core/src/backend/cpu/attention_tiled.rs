@@ -23,7 +23,11 @@
 //!
 //! The micro-kernels come in two sets behind [`Micro`]: AVX-512 intrinsics (`Avx512`), and plain
 //! loops over 16-value arrays (`Portable`) that the compiler vectorises, built once for AVX2 +
-//! FMA and once for the baseline (NEON on ARM).
+//! FMA and once for the baseline. The baseline build is ready for CPUs without AVX2 and for ARM
+//! (NEON), but [`applies`] keeps those on the matmul formulation until it is measured there.
+//!
+//! For head sizes above 64 both products run over 64 values of the head at a time ([`D_CHUNK`]),
+//! so the sub-blocks of keys and values a pass reads stay in L1 for every row group.
 
 use super::attention::KvElem;
 use super::copy::{SendConstPtr, SendPtr};
