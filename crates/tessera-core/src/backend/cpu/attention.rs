@@ -805,7 +805,10 @@ mod tests {
             // seeing nothing.
             let causal = mask_of(&|i, j| j + t > l + i);
             let window = mask_of(&|i, j| j + t > l + i || j + t + 20 <= l + i || i == 3);
-            for mask in [None, Some(causal), Some(window)] {
+            // Holes: visible keys that are not one run (a row's first and last visible key
+            // bound its blocks; the hidden ones between must still weigh nothing).
+            let holes = mask_of(&|i, j| (i * 7 + j * 3) % 5 == 0 || (j / 16 + i) % 3 == 0);
+            for mask in [None, Some(causal), Some(window), Some(holes)] {
                 let md = mask.as_ref().map(|m| data(&[t, l], m));
                 for f16 in [false, true] {
                     let (kref, vref) = if f16 { (&kr, &vr) } else { (&kv, &vv) };
