@@ -285,10 +285,11 @@ pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -
 
 /// Whether [`sdpa`] beats [`sdpa_composite`] for `t` query positions per head of size `d` on
 /// this machine: always for a few queries (decode: the row kernels read the cache in place);
-/// for a prompt where the CPU has the tiled kernel (x86-64 with AVX2 + FMA or AVX-512, head
-/// size a multiple of 16 up to 512). Elsewhere the matmul formulation serves long chunks.
+/// for any number on x86-64 CPUs with AVX2 + FMA or AVX-512 (the row kernels, then from 16
+/// positions the tiled kernel, for head sizes a multiple of 16 up to 512). Elsewhere the matmul
+/// formulation serves longer chunks.
 pub fn sdpa_fused_is_faster(t: usize, d: usize) -> bool {
-    t <= 8 || crate::backend::cpu::tiled_attention_applies(t, d)
+    crate::backend::cpu::fused_attention_is_faster(t, d)
 }
 
 /// [`sdpa`] written with matmuls and softmax (also its gradient and the long-prompt path).

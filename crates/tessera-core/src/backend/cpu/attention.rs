@@ -221,6 +221,16 @@ pub(crate) fn tiled_applies(t: usize, d: usize) -> bool {
     super::attention_tiled::applies(t, d)
 }
 
+/// Whether the fused kernels beat the matmul formulation for `t` query positions per head of
+/// size `d` on this CPU: a few (up to 8, decode) everywhere; on x86-64 with AVX2 or AVX-512 the
+/// row kernels up to the tiled kernel's threshold too (`sdpa_prefill_14x2x64_f16_t{9,12}_l4096`
+/// and `9x3x64_t12_l1024`: 1.4-2.1x the matmul formulation with AVX-512, 1.3-1.8x with AVX2),
+/// and the tiled kernel from there.
+pub(crate) fn fused_is_faster(t: usize, d: usize) -> bool {
+    let rows_fast = simd::level() >= simd::Level::Avx2 && d.is_multiple_of(8);
+    t <= 8 || tiled_applies(t, d) || (rows_fast && t < super::attention_tiled::MIN_QUERIES)
+}
+
 /// The tiled kernel over the whole call (only where [`tiled_applies`]).
 fn attend_tiled<E: KvElem>(
     q: &ArrayData,

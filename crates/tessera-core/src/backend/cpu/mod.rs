@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::layout::ArrayData;
 use crate::primitive::Primitive;
 use crate::stream::Stream;
-pub(crate) use attention::tiled_applies as tiled_attention_applies;
+pub(crate) use attention::fused_is_faster as fused_attention_is_faster;
 
 /// The CPU backend (a unit struct: all state lives in the pool and the allocator).
 pub struct Cpu;
