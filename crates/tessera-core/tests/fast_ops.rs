@@ -298,6 +298,21 @@ fn bad_arguments_are_errors() {
     assert!(ops::rope(&x, &rand(&[2, 4], 1), &rand(&[2, 4], 2), false).is_err()); // rank
 }
 
+/// The additive causal mask of `t` queries at the last `t` of `l` positions.
+fn causal_mask(t: usize, l: usize) -> Array {
+    let m: Vec<f32> = (0..t * l)
+        .map(|x| {
+            let (i, j) = (x / l, x % l);
+            if j > l - t + i {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Array::from_vec(m, &[t, l]).unwrap()
+}
+
 #[test]
 fn sdpa_matches_the_composite() {
     // Grouped-query: 4 query heads over 2 kv heads; keys and values are a strided view into a
@@ -307,15 +322,7 @@ fn sdpa_matches_the_composite() {
     let cache_v = rand(&[2, 2, 16, 8], 22);
     let k = ops::slice_axis(&cache_k, 2, 0, 9).unwrap();
     let v = ops::slice_axis(&cache_v, 2, 0, 9).unwrap();
-    let mut m = vec![0f32; 3 * 9];
-    for i in 0..3 {
-        for j in 0..9 {
-            if j > 6 + i {
-                m[i * 9 + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let mask = Array::from_vec(m, &[3, 9]).unwrap();
+    let mask = causal_mask(3, 9);
     for mk in [None, Some(&mask)] {
         let fused = ops::sdpa(&q, &k, &v, 0.35, mk).unwrap();
         let comp = ops::sdpa_composite(&q, &k, &v, 0.35, mk).unwrap();
@@ -336,15 +343,7 @@ fn sdpa_matches_the_composite() {
 #[test]
 fn sdpa_prompts_match_the_composite() {
     let q = rand(&[1, 6, 40, 32], 30);
-    let mut m = vec![0f32; 40 * 48];
-    for i in 0..40 {
-        for j in 0..48 {
-            if j > 8 + i {
-                m[i * 48 + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let mask = Array::from_vec(m, &[40, 48]).unwrap();
+    let mask = causal_mask(40, 48);
     for dtype in [Dtype::F32, Dtype::F16] {
         let cache = |seed| {
             let c = ops::astype(&rand(&[1, 2, 64, 32], seed), dtype).unwrap();
@@ -368,15 +367,7 @@ fn vmap_of_sdpa_matches_the_calls_one_by_one() {
         rand(&[3, 1, 2, 24, 16], 34),
         rand(&[3, 1, 2, 24, 16], 35),
     );
-    let mut m = vec![0f32; 20 * 24];
-    for i in 0..20 {
-        for j in 0..24 {
-            if j > 4 + i {
-                m[i * 24 + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let mask = Array::from_vec(m, &[20, 24]).unwrap();
+    let mask = causal_mask(20, 24);
     let one = |i: usize, shared_kv: bool| {
         let pick = |x: &Array, i: usize| {
             ops::squeeze(&ops::slice_axis(x, 0, i, i + 1).unwrap(), Axes::from(0)).unwrap()
