@@ -337,23 +337,26 @@ fn sdpa_matches_the_composite() {
     );
 }
 
-/// Prompt-sized calls (the tiled kernel where the CPU has it): 40 positions of 6 query heads
-/// over 2 kv heads, keys and values a strided view of a longer f32 or f16 cache (8 positions
-/// cached before the prompt), with and without a causal mask.
+/// Prompt-sized calls: 12 positions (the row kernels) and 40 (the tiled kernel where the CPU
+/// has it) of 6 query heads over 2 kv heads, keys and values a strided view of a longer f32 or
+/// f16 cache (8 positions cached before the prompt), with and without a causal mask.
 #[test]
 fn sdpa_prompts_match_the_composite() {
-    let q = rand(&[1, 6, 40, 32], 30);
-    let mask = causal_mask(40, 48);
-    for dtype in [Dtype::F32, Dtype::F16] {
-        let cache = |seed| {
-            let c = ops::astype(&rand(&[1, 2, 64, 32], seed), dtype).unwrap();
-            ops::slice_axis(&c, 2, 0, 48).unwrap()
-        };
-        let (k, v) = (cache(31), cache(32));
-        for mk in [None, Some(&mask)] {
-            let fused = ops::sdpa(&q, &k, &v, 0.25, mk).unwrap();
-            let comp = ops::sdpa_composite(&q, &k, &v, 0.25, mk).unwrap();
-            close(&fused, &comp, 2e-5);
+    for t in [12, 40] {
+        let q = rand(&[1, 6, t, 32], 30);
+        let l = t + 8;
+        let mask = causal_mask(t, l);
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let cache = |seed| {
+                let c = ops::astype(&rand(&[1, 2, 64, 32], seed), dtype).unwrap();
+                ops::slice_axis(&c, 2, 0, l).unwrap()
+            };
+            let (k, v) = (cache(31), cache(32));
+            for mk in [None, Some(&mask)] {
+                let fused = ops::sdpa(&q, &k, &v, 0.25, mk).unwrap();
+                let comp = ops::sdpa_composite(&q, &k, &v, 0.25, mk).unwrap();
+                close(&fused, &comp, 2e-5);
+            }
         }
     }
 }
