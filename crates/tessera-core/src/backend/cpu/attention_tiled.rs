@@ -192,7 +192,9 @@ pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
         });
         g0 += gn;
     }
-    if buf.len() * 4 <= PACK_BYTES * 2 {
+    // Kept for the next call up to KEEP_BYTES (8k positions of two kv heads of 128): a larger
+    // one is freed rather than held for the life of the thread.
+    if buf.len() * 4 <= KEEP_BYTES {
         PACKED.with(|b| *b.borrow_mut() = buf);
     }
 }
@@ -205,6 +207,9 @@ thread_local! {
 /// Most bytes of prepared keys and values per batch of kv heads (at least one kv head; small
 /// in this crate's unit tests, so their shapes take several batches).
 const PACK_BYTES: usize = if cfg!(test) { 64 << 10 } else { 64 << 20 };
+
+/// Largest prepared-key buffer kept by a thread between calls.
+const KEEP_BYTES: usize = 16 << 20;
 
 /// For each mask row, the keys `lo..hi` outside which every key is hidden (`0..l` without a
 /// mask; `0..0` when the row sees nothing).
