@@ -193,26 +193,46 @@ pub(super) fn sdpa(scale: f64, inputs: &[ArrayData], out: &Meta) -> Result<Array
         let f16_cache = [k, v]
             .iter()
             .all(|x| x.dtype == Dtype::F16 && rows_in_place(x));
-        let tiled = tiled_applies(q.shape()[2], q.shape()[3]);
+        let (mask, scale) = (mask.as_ref(), scale as f32);
         if f16_cache {
             // A half-precision cache is read as it is stored, widened in the kernel.
             let (k, v) = (Kv::<half::f16>::of(k), Kv::of(v));
-            if tiled {
-                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o, Kernels::Best);
-            } else {
-                attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
-            }
+            attend_call(&q, k, v, mask, scale, parts, kernel, &o);
         } else {
             let (k, v) = (f32_rows(k)?, f32_rows(v)?);
-            let (k, v) = (Kv::<f32>::of(&k), Kv::of(&v));
-            if tiled {
-                attend_tiled(&q, k, v, mask.as_ref(), scale as f32, &o, Kernels::Best);
-            } else {
-                attend_all(&q, k, v, mask.as_ref(), scale as f32, parts, kernel, &o);
-            }
+            attend_call(
+                &q,
+                Kv::<f32>::of(&k),
+                Kv::of(&v),
+                mask,
+                scale,
+                parts,
+                kernel,
+                &o,
+            );
         }
     }
     finish(o, out)
+}
+
+/// The whole call: prompts to the tiled kernel ([`tiled_applies`]), fewer rows to the row
+/// kernels with the keys cut into `parts` ranges.
+#[allow(clippy::too_many_arguments)]
+fn attend_call<E: KvElem>(
+    q: &ArrayData,
+    k: Kv<E>,
+    v: Kv<E>,
+    mask: Option<&ArrayData>,
+    scale: f32,
+    parts: usize,
+    kernel: Kernel,
+    o: &ArrayData,
+) {
+    if tiled_applies(q.shape()[2], q.shape()[3]) {
+        attend_tiled(q, k, v, mask, scale, o, Kernels::Best);
+    } else {
+        attend_all(q, k, v, mask, scale, parts, kernel, o);
+    }
 }
 
 /// Whether `t` query positions per head of size `d` go to the tiled kernel

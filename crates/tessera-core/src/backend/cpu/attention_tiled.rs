@@ -292,11 +292,9 @@ struct Tile<'a> {
 /// The tile's pointers valid as [`attend`] sets them up.
 unsafe fn run_tile_best(tile: &Tile) {
     #[cfg(target_arch = "x86_64")]
-    match simd::level() {
-        // SAFETY: the level says the CPU has the entry point's features.
-        simd::Level::Avx512 => return unsafe { run_tile_avx512(tile) },
-        simd::Level::Avx2 => return unsafe { run_tile_avx2(tile) },
-        simd::Level::Scalar => {}
+    if simd::level() == simd::Level::Avx512 {
+        // SAFETY: the level says the CPU has AVX-512.
+        return unsafe { run_tile_avx512(tile) };
     }
     // SAFETY: the caller's promise.
     unsafe { run_tile_portable(tile) }
