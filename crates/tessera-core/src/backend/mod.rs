@@ -28,6 +28,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<crate::array::Outputs>;
     /// Waits for queued work on `stream`.
     fn synchronize(&self, stream: &Stream) -> Result<()>;
+    /// A hint from the graph walk: a coming node will read the `len` bytes at `addr` (its
+    /// weights; see [`Primitive::streamed_input`]). A backend may start fetching them while it
+    /// is otherwise idle. Only the address is passed: it must never be dereferenced, as the
+    /// bytes may be freed before the node runs.
+    fn prefetch(&self, addr: usize, len: usize) {
+        let _ = (addr, len);
+    }
 }
 
 static GPU: OnceLock<RwLock<Option<&'static dyn Backend>>> = OnceLock::new();

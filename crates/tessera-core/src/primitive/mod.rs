@@ -311,6 +311,21 @@ pub enum Primitive {
     },
 }
 
+impl Primitive {
+    /// The input this primitive's kernel streams from memory once per call when it is already
+    /// computed before the graph runs: a product's weights. The graph walk names it to the
+    /// backend ahead of time ([`crate::backend::Backend::prefetch`]).
+    pub fn streamed_input(&self) -> Option<usize> {
+        match self {
+            Primitive::Matmul
+            | Primitive::QuantizedMatmul { .. }
+            | Primitive::GatedQuantizedMatmul { .. }
+            | Primitive::AffineQuantizedMatmul { .. } => Some(1),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Primitive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

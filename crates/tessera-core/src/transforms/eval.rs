@@ -1,6 +1,11 @@
 //! Graph evaluation: a topological order of the unevaluated nodes, then one backend call per
 //! node on the calling thread.
 //!
+//! Prefetch: the walk also notes which nodes stream an already computed input (a product's
+//! weights, [`crate::Primitive::streamed_input`]); while the nodes before one of them run, its
+//! backend is told the weights' address so that idle cores can start reading them
+//! ([`crate::backend::Backend::prefetch`]).
+//!
 //! Memory: the order is consumed as it runs, and each node drops its inputs once computed, so an
 //! intermediate result is freed as soon as its last consumer has run. An input whose node is held
 //! only by the consumer being run hands its data over, so the kernel may write in place
@@ -44,12 +49,15 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
     }
     let _reset = Reset;
     let start = crate::profile::enabled().then(std::time::Instant::now);
-    let order = match outputs {
+    let plan = match outputs {
         // Eager-style code evaluates one op whose inputs are ready: no graph walk.
-        [one] if ready_to_run(one) => smallvec::smallvec![one.clone()],
+        [one] if ready_to_run(one) => Plan {
+            order: smallvec::smallvec![one.clone()],
+            reads: Vec::new(),
+        },
         _ => topological_order(outputs),
     };
-    let r = run(order);
+    let r = run(plan);
     if let Some(t0) = start {
         crate::profile::record_eval(t0.elapsed());
     }
@@ -96,6 +104,55 @@ pub fn synchronize() -> Result<()> {
 /// then eval), so those allocate nothing here.
 type Order = SmallVec<[Array; 8]>;
 
+/// What [`run`] walks: the nodes, and where among them inputs are streamed (in order).
+struct Plan {
+    order: Order,
+    reads: Vec<StreamedRead>,
+}
+
+/// The node at `at` in the order will stream the `len` bytes at `addr` on `device`.
+#[derive(Clone, Copy)]
+struct StreamedRead {
+    at: usize,
+    addr: usize,
+    len: usize,
+    device: crate::stream::Device,
+}
+
+/// The bytes a streamed input spans, when they are known before the graph runs: `a`'s data,
+/// or, for a transpose still to run (`x @ w.T` with a dense `w`), its input's. Only data that
+/// covers its bytes densely counts (any order of axes; not a sliced or broadcast view):
+/// (address, length).
+fn streamed_bytes(a: &Array) -> Option<(usize, usize)> {
+    let st = a.node.lock();
+    if st.is_pending_op() {
+        let source = match st.primitive {
+            Some(crate::Primitive::Transpose(_)) => st.inputs.first()?.clone(),
+            _ => return None,
+        };
+        drop(st);
+        let st = source.node.lock();
+        return dense_bytes(st.data.get(source.output as usize)?);
+    }
+    dense_bytes(st.data.get(a.output as usize)?)
+}
+
+fn dense_bytes(d: &ArrayData) -> Option<(usize, usize)> {
+    let (lo, hi) = d.layout.extent();
+    let size = d.size();
+    if size == 0 || lo < 0 || (hi - lo + 1) as usize != size {
+        return None;
+    }
+    let elem = d.dtype.size();
+    Some((d.buffer.as_ptr() as usize + lo as usize * elem, size * elem))
+}
+
+/// A step of the walk: enter a node, or emit it (its inputs done) with its streamed input.
+enum Visit {
+    Enter,
+    Emit(Option<Array>),
+}
+
 /// True when `a` is an unevaluated op whose inputs are all evaluated.
 fn ready_to_run(a: &Array) -> bool {
     let st = a.node.lock();
@@ -103,13 +160,26 @@ fn ready_to_run(a: &Array) -> bool {
 }
 
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
-fn topological_order(outputs: &[Array]) -> Order {
+fn topological_order(outputs: &[Array]) -> Plan {
     let id = TRAVERSAL.fetch_add(1, Ordering::Relaxed);
     let mut order = Order::new();
-    let mut stack: SmallVec<[(Array, bool); 16]> =
-        outputs.iter().rev().map(|a| (a.clone(), false)).collect();
-    while let Some((a, expanded)) = stack.pop() {
-        if expanded {
+    let mut reads = Vec::new();
+    let mut stack: SmallVec<[(Array, Visit); 16]> = outputs
+        .iter()
+        .rev()
+        .map(|a| (a.clone(), Visit::Enter))
+        .collect();
+    while let Some((a, visit)) = stack.pop() {
+        if let Visit::Emit(streamed) = visit {
+            // The input's lock is taken after its consumer's is released (never both held).
+            if let Some((addr, len)) = streamed.as_ref().and_then(streamed_bytes) {
+                reads.push(StreamedRead {
+                    at: order.len(),
+                    addr,
+                    len,
+                    device: a.node.stream.device,
+                });
+            }
             order.push(a);
             continue;
         }
@@ -130,17 +200,36 @@ fn topological_order(outputs: &[Array]) -> Order {
             .filter(|i| !i.is_evaluated())
             .cloned()
             .collect();
+        let streamed = st
+            .primitive
+            .as_ref()
+            .and_then(|p| p.streamed_input())
+            .and_then(|i| st.inputs.get(i))
+            .cloned();
         drop(st);
-        stack.push((a, true));
-        stack.extend(pending.into_iter().map(|i| (i, false)));
+        stack.push((a, Visit::Emit(streamed)));
+        stack.extend(pending.into_iter().map(|i| (i, Visit::Enter)));
     }
-    order
+    Plan { order, reads }
 }
 
-fn run(order: Order) -> Result<()> {
+fn run(plan: Plan) -> Result<()> {
     let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
     let profile = crate::profile::enabled();
-    for a in order {
+    let Plan { order, reads } = plan;
+    // Each streamed read is named to its backend once, when the previous one's node starts
+    // (or the walk does): threads that finish that product early fetch it, then idle ones
+    // while the serial nodes between run.
+    let mut next_read = 0;
+    let mut named = usize::MAX;
+    for (at, a) in order.into_iter().enumerate() {
+        while reads.get(next_read).is_some_and(|r| r.at <= at) {
+            next_read += 1;
+        }
+        if let Some(r) = reads.get(next_read).filter(|_| named != next_read) {
+            named = next_read;
+            crate::backend::for_device(r.device).prefetch(r.addr, r.len);
+        }
         let node = &a.node;
         let (primitive, inputs) = {
             let mut st = node.lock();
@@ -222,4 +311,52 @@ fn restore(
     let mut st = node.lock();
     st.primitive = Some(primitive);
     st.inputs = inputs;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops;
+
+    fn data_bytes(a: &Array) -> (usize, usize) {
+        let st = a.node.lock();
+        let d = &st.data[0];
+        (d.ptr::<u8>() as usize, d.size() * d.dtype.size())
+    }
+
+    #[test]
+    fn the_walk_names_the_weights_a_product_streams() {
+        let x = Array::from_slice(&[0.5f32; 8], &[1, 8]).unwrap();
+        let values: Vec<f32> = (0..32).map(|i| i as f32).collect();
+        let w = Array::from_slice(&values, &[4, 8]).unwrap();
+        // exp, transpose, matmul: the product reads w's bytes through the transpose.
+        let h = ops::exp(&x).unwrap();
+        let y = ops::matmul(&h, &ops::transpose(&w, None).unwrap()).unwrap();
+        let plan = topological_order(std::slice::from_ref(&y));
+        assert_eq!(plan.order.len(), 3);
+        assert_eq!(plan.reads.len(), 1);
+        let read = plan.reads[0];
+        assert_eq!(read.at, 2);
+        assert_eq!((read.addr, read.len), data_bytes(&w));
+        // The hint changes nothing about the result.
+        eval(std::slice::from_ref(&y)).unwrap();
+        let e = 0.5f32.exp();
+        let want: Vec<f32> = (0..4)
+            .map(|r| (0..8).map(|c| e * (r * 8 + c) as f32).sum())
+            .collect();
+        let got = y.to_vec::<f32>().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * w.abs(), "{got:?} vs {want:?}");
+        }
+
+        // A computed slice of w does not cover its bytes densely: not named.
+        let part = ops::slice(&w, &[0, 0], &[4, 4], &[1, 1]).unwrap();
+        part.eval().unwrap();
+        let x4 = Array::from_slice(&[1f32; 4], &[1, 4]).unwrap();
+        let y2 = ops::matmul(&x4, &ops::transpose(&part, None).unwrap()).unwrap();
+        assert!(topological_order(&[y2]).reads.is_empty());
+        // Nor an input computed by the graph itself.
+        let y3 = ops::matmul(&x, &ops::transpose(&ops::exp(&w).unwrap(), None).unwrap()).unwrap();
+        assert!(topological_order(&[y3]).reads.is_empty());
+    }
 }

@@ -211,6 +211,10 @@ impl Backend for Cpu {
     fn synchronize(&self, _stream: &Stream) -> Result<()> {
         Ok(())
     }
+
+    fn prefetch(&self, addr: usize, len: usize) {
+        pool::global().hint_prefetch(addr, len);
+    }
 }
 
 fn arange(start: f64, step: f64, out: &Meta) -> Result<ArrayData> {

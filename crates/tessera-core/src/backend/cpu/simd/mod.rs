@@ -162,6 +162,24 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// Asks the CPU to bring the cache line at `p` into L2 (x86_64: `prefetcht1`; aarch64: `prfm
+/// pldl2keep`; elsewhere nothing). Never faults, whatever the address.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it does not access memory architecturally.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above; `prfm` neither faults nor writes.
+    unsafe {
+        std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
+
 /// [`prefetch`] for every line of the `len` bytes at `p` (which may lie past an array).
 #[inline(always)]
 pub(crate) fn prefetch_lines(p: *const u8, len: usize) {
