@@ -1,10 +1,14 @@
 //! The AVX-512 attention task kernel (see `attention.rs` for the split and the partial results).
 //!
-//! Scores: for each block of 16 keys and each query row, sixteen accumulators collect
-//! `q · kⱼ` a 16-lane chunk at a time, and one transpose-add tree (`sum16`) turns them into a
-//! vector of the 16 scores. That is about 3 shuffles and adds per key, against the ~15-step
-//! horizontal sum a dot product per key needs. The key block stays in L1 while every query row
-//! of the group reads it.
+//! Scores, with 4 or more query rows per kv head (grouped heads in decode, or a few positions):
+//! each block of 16 keys is widened and transposed once (`d` vectors of 16 keys), and each
+//! row's 16 scores are one vector of outer-product FMAs against it, its running maximum taken
+//! after the pass. Fewer rows: for each block of 16 keys and each row, sixteen accumulators
+//! collect `q · kⱼ` a 16-lane chunk at a time, and one transpose-add tree (`sum16`) turns them
+//! into a vector of the 16 scores (about 3 shuffles and adds per key, against the ~15-step
+//! horizontal sum a dot product per key needs). The transposed form measured (one thread,
+//! `sdpa_decode_14x2x64_f16_l4096`, 7 rows per kv head) 185-195 µs against 230-236 for the
+//! per-row one; the transpose costs about what four rows' widening and lane sums do.
 //!
 //! Values: up to 4 query rows × 64 columns of accumulators stay in registers while the keys
 //! stream by; each value row is loaded once for all of them.
@@ -16,7 +20,8 @@
 //! memory, and the hardware prefetchers alone left the arithmetic waiting on it (0.5B-shape
 //! Q4_0 at 4000 cached positions, `Sdpa` in `TESSERA_PROFILE=1 tessera bench llm --depth 4000`:
 //! 239-282 µs per call without, 176-192 with; 2 or 4 blocks alike). Tried and not kept: widening
-//! a block of f16 keys once for all the query rows that share it, and value tiles of up to 8
+//! a block of f16 keys once for all the query rows that share it while keeping the per-row dot
+//! products and lane sums (the transposed form above is what paid), and value tiles of up to 8
 //! rows by 2 vectors (one widening per value instead of one per 4 rows): no change cache-hot
 //! (`sdpa_decode_14x2x64_f16_l4096` 124-134 µs either way).
 
@@ -55,18 +60,112 @@ unsafe fn sum16(a: &[__m512; 16]) -> __m512 {
     blocks(blocks(c0, c1), blocks(c2, c3))
 }
 
-/// The scores of every row against keys `j0 .. j0 + 16` into `p`, and each row's maximum so
-/// far into `m` (one value per row, `w` apart).
+/// Asks for the key block `AHEAD` blocks past `j0`: the keys come from memory in decode (the
+/// layer's weights streamed through the caches since it last ran).
 #[inline(always)]
-unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
-    let (d, n) = (part.d, part.n);
-    // The keys come from memory in decode (the layer's weights streamed through the caches
-    // since it last ran): ask for the block AHEAD blocks on while this one is computed.
-    let row_bytes = d * std::mem::size_of::<E>();
+unsafe fn prefetch_keys<E: KvElem>(part: &Part<E>, j0: usize) {
+    let row_bytes = part.d * std::mem::size_of::<E>();
     for j in 0..16 {
         let at = part.k.wrapping_add((j0 + AHEAD * 16 + j) * part.ks) as *const u8;
         simd::prefetch_lines(at, row_bytes);
     }
+}
+
+/// Rows from which the scores go through the transposed key block ([`score_block_t`]): its
+/// transpose costs about as much as four rows' dot products save.
+const TRANSPOSED_ROWS: usize = 4;
+
+/// Largest head size [`score_block_t`] takes (its transposed block lives on the stack).
+const TRANSPOSED_MAX_D: usize = 256;
+
+/// The scores of every row against keys `j0 .. j0 + 16` into `p`, through the block
+/// transposed once for all the rows (`d` vectors of 16 keys, widened as they are read): each
+/// row's 16 scores are then one vector of outer-product FMAs, with no lane sums per key.
+/// For the grouped heads of decode (several query rows per kv head) this replaces each row's
+/// widening of every key and its 16-way lane reduction.
+#[inline(always)]
+unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m512], p: *mut f32) {
+    let (d, n) = (part.d, part.n);
+    prefetch_keys(part, j0);
+    let kb = part.k.add(j0 * part.ks);
+    for c0 in (0..d).step_by(16) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (j, rj) in r.iter_mut().enumerate() {
+            *rj = E::load16(kb.add(j * part.ks + c0));
+        }
+        let t = simd::x86::transpose16x16(r);
+        kt[c0..c0 + 16].copy_from_slice(&t);
+    }
+    let mut r0 = 0;
+    while r0 < part.rows {
+        let rt = (part.rows - r0).min(8);
+        scores_t_rows(part, r0, rt, &kt[..d], j0, p, n);
+        r0 += rt;
+    }
+}
+
+/// Runs [`scores_t`] for `rows` (1..=8) rows from `r0`.
+#[inline(always)]
+unsafe fn scores_t_rows<E: KvElem>(
+    part: &Part<E>,
+    r0: usize,
+    rows: usize,
+    kt: &[__m512],
+    j0: usize,
+    p: *mut f32,
+    n: usize,
+) {
+    macro_rules! pick {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => scores_t::<E, $r>(part, r0, kt, j0, p, n),)*
+                _ => unreachable!("scores_t takes 1 to 8 rows"),
+            }
+        };
+    }
+    pick!(1 2 3 4 5 6 7 8)
+}
+
+/// `R` rows' scores against the transposed block `kt` (one vector of 16 keys per head value):
+/// two chains of accumulators per row (even and odd head values) keep the FMAs independent.
+#[inline(always)]
+unsafe fn scores_t<E: KvElem, const R: usize>(
+    part: &Part<E>,
+    r0: usize,
+    kt: &[__m512],
+    j0: usize,
+    p: *mut f32,
+    n: usize,
+) {
+    let d = part.d;
+    let mut acc = [[_mm512_setzero_ps(); R]; 2];
+    for c in (0..d).step_by(2) {
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            let kc = kt[c + h];
+            for (r, a) in acc_h.iter_mut().enumerate() {
+                let qv = _mm512_set1_ps(*part.q.add((r0 + r) * d + c + h));
+                *a = _mm512_fmadd_ps(qv, kc, *a);
+            }
+        }
+    }
+    let scale = _mm512_set1_ps(part.scale);
+    let [even, odd] = acc;
+    for (r, (e, o)) in even.into_iter().zip(odd).enumerate() {
+        let row = r0 + r;
+        let mut s = _mm512_mul_ps(_mm512_add_ps(e, o), scale);
+        if !part.mask.is_null() {
+            let mrow = part.mask.add((row % part.t) * part.ms + j0);
+            s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
+        }
+        _mm512_storeu_ps(p.add(row * n + j0), s);
+    }
+}
+
+/// The scores of every row against keys `j0 .. j0 + 16` into `p`, a row at a time.
+#[inline(always)]
+unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
+    let (d, n) = (part.d, part.n);
+    prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
     let scale = _mm512_set1_ps(part.scale);
     for r in 0..part.rows {
@@ -86,14 +185,12 @@ unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut
             s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
         }
         _mm512_storeu_ps(p.add(r * n + j0), s);
-        let mr = m.add(r * w);
-        *mr = (*mr).max(_mm512_reduce_max_ps(s));
     }
 }
 
 /// The score of every row against key `j` alone (the keys after the last block of 16).
 #[inline(always)]
-unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f32, w: usize) {
+unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32) {
     let (d, n) = (part.d, part.n);
     let kr = part.k.add(j * part.ks);
     for r in 0..part.rows {
@@ -107,8 +204,6 @@ unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f3
             s += *part.mask.add((r % part.t) * part.ms + j);
         }
         *p.add(r * n + j) = s;
-        let mr = m.add(r * w);
-        *mr = (*mr).max(s);
     }
 }
 
@@ -168,6 +263,23 @@ unsafe fn weigh_tile<E: KvElem>(rows: usize, cols: usize, t: Tile<E>) {
           3, 1; 3, 2; 3, 3; 3, 4; 4, 1; 4, 2; 4, 3; 4, 4)
 }
 
+/// The largest of `x` (minus infinity when empty), ignoring NaN as `f32::max` does.
+#[inline(always)]
+unsafe fn row_max(x: &[f32]) -> f32 {
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        // `max(v, m)` keeps m where v is NaN (the second operand wins unordered compares).
+        m = _mm512_max_ps(_mm512_loadu_ps(c.as_ptr()), m);
+    }
+    let tail = chunks.remainder();
+    let mut best = _mm512_reduce_max_ps(m);
+    for &v in tail {
+        best = best.max(v);
+    }
+    best
+}
+
 /// The task kernel (same contract as the portable `attend_rows`). `part.d` must be a multiple
 /// of 16.
 ///
@@ -179,19 +291,24 @@ pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f3
     debug_assert!(part.d.is_multiple_of(16));
     let (d, n, rows) = (part.d, part.n, part.rows);
     let w = d + 2;
-    for r in 0..rows {
-        *out.add(r * w) = f32::NEG_INFINITY;
-    }
     let full = n / 16 * 16;
-    for j0 in (0..full).step_by(16) {
-        score_block(part, j0, p, out, w);
+    if rows >= TRANSPOSED_ROWS && d <= TRANSPOSED_MAX_D {
+        let mut kt = [_mm512_setzero_ps(); TRANSPOSED_MAX_D];
+        for j0 in (0..full).step_by(16) {
+            score_block_t(part, j0, &mut kt, p);
+        }
+    } else {
+        for j0 in (0..full).step_by(16) {
+            score_block(part, j0, p);
+        }
     }
     for j in full..n {
-        score_one(part, j, p, out, w);
+        score_one(part, j, p);
     }
     for r in 0..rows {
-        let m = *out.add(r * w);
         let pr = std::slice::from_raw_parts_mut(p.add(r * n), n);
+        let m = row_max(pr);
+        *out.add(r * w) = m;
         if m == f32::NEG_INFINITY {
             // Every key hidden: zero weights, so the row's part adds nothing at the merge.
             pr.fill(0.0);

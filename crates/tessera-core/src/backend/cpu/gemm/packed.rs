@@ -21,6 +21,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::{MatMut, MatRef, Shared, pool, run_tasks};
+use crate::backend::cpu::simd::x86::transpose16x16;
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use half::bf16;
@@ -482,38 +483,6 @@ unsafe fn store_transposed(r: [__m512; 16], dst: *mut f32) {
         _mm512_storeu_ps(dst.add(q * MR), *v);
     }
     _mm512_mask_storeu_ps(dst.add(15 * MR), mask16(MR), t[15]);
-}
-
-/// Transposes a 16x16 f32 block held as 16 row vectors: out[q] lane j = r[j] lane q.
-#[inline(always)]
-unsafe fn transpose16x16(r: [__m512; 16]) -> [__m512; 16] {
-    // 32-bit interleave of row pairs, then 64-bit, then 128-bit lanes twice.
-    let mut t = [_mm512_setzero_ps(); 16];
-    for i in 0..8 {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    let mut u = [_mm512_setzero_ps(); 16];
-    for i in 0..4 {
-        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
-        u[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
-        u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
-        u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
-        u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
-    }
-    let mut v = [_mm512_setzero_ps(); 16];
-    for h in 0..2 {
-        for i in 0..4 {
-            v[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(u[8 * h + i], u[8 * h + 4 + i]);
-            v[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(u[8 * h + i], u[8 * h + 4 + i]);
-        }
-    }
-    let mut out = [_mm512_setzero_ps(); 16];
-    for i in 0..8 {
-        out[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[8 + i]);
-        out[8 + i] = _mm512_shuffle_f32x4::<0xDD>(v[i], v[8 + i]);
-    }
-    out
 }
 
 #[inline(always)]

@@ -126,8 +126,9 @@ macro_rules! multiversion {
 pub(crate) use multiversion;
 
 /// Lane reductions of 8-lane f32 vectors, shared by the 256-bit kernels (quantized products,
-/// activation quantization, AVX2 attention). Callers run them inside functions compiled for
-/// AVX.
+/// activation quantization, AVX2 attention), and the 16x16 transpose of the AVX-512 kernels
+/// (GEMM packing, decode attention). Callers run them inside functions compiled for AVX (AVX-512
+/// for the transpose).
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
@@ -146,6 +147,38 @@ pub(crate) mod x86 {
         let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+
+    /// Transposes a 16x16 f32 block held as 16 row vectors: out[q] lane j = r[j] lane q.
+    #[inline(always)]
+    pub(crate) unsafe fn transpose16x16(r: [__m512; 16]) -> [__m512; 16] {
+        // 32-bit interleave of row pairs, then 64-bit, then 128-bit lanes twice.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            u[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+            u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+            u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+            u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+        }
+        let mut v = [_mm512_setzero_ps(); 16];
+        for h in 0..2 {
+            for i in 0..4 {
+                v[8 * h + i] = _mm512_shuffle_f32x4::<0x88>(u[8 * h + i], u[8 * h + 4 + i]);
+                v[8 * h + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(u[8 * h + i], u[8 * h + 4 + i]);
+            }
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            out[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[8 + i]);
+            out[8 + i] = _mm512_shuffle_f32x4::<0xDD>(v[i], v[8 + i]);
+        }
+        out
     }
 }
 
