@@ -3,15 +3,18 @@
 //! kernel it replaces there took a horizontal sum per key and query row, and ran 4x slower than
 //! the AVX-512 kernel on a long cache.
 //!
-//! Scores: for each block of 8 keys and each query row, eight accumulators collect `q · kⱼ` an
-//! 8-lane chunk at a time, and one add tree (`sum8`: six `vhaddps`, two lane permutes, one add)
-//! turns them into a vector of the 8 scores. Values: up to 4 query rows × 16 columns of
+//! Scores: with 4 or more query rows per kv head, each block of 8 keys is widened and transposed
+//! once and each row's 8 scores are a vector of outer-product FMAs against it (as the AVX-512
+//! kernel does); with fewer, for each block of 8 keys and each query row, eight accumulators
+//! collect `q · kⱼ` an 8-lane chunk at a time, and one add tree (`sum8`: six `vhaddps`, two lane
+//! permutes, one add) turns them into a vector of the 8 scores. Row maxima are taken after the
+//! score pass. Values: up to 4 query rows × 16 columns of
 //! accumulators stay in registers while the value rows stream by. Keys and values are f32 or
 //! f16 (widened with F16C as they are loaded). Both passes prefetch [`AHEAD`] blocks ahead, as
 //! the AVX-512 kernel does.
 
 use super::attention::{KvElem, Part};
-use crate::backend::cpu::simd::x86::{hmax8, hsum8};
+use crate::backend::cpu::simd::x86::{hmax8, hsum8, transpose8x8};
 use crate::backend::cpu::{reduce, simd};
 use crate::primitive::ReduceOp;
 use std::arch::x86_64::*;
@@ -36,16 +39,89 @@ unsafe fn sum8(a: &[__m256; 8]) -> __m256 {
     _mm256_add_ps(lo, hi)
 }
 
-/// The scores of every row against keys `j0 .. j0 + 8` into `p`, and each row's maximum so
-/// far into `m` (one value per row, `w` apart).
+/// Asks for the key block [`AHEAD`] blocks past `j0`.
 #[inline(always)]
-unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut f32, w: usize) {
-    let (d, n) = (part.d, part.n);
-    let row_bytes = d * std::mem::size_of::<E>();
+unsafe fn prefetch_keys<E: KvElem>(part: &Part<E>, j0: usize) {
+    let row_bytes = part.d * std::mem::size_of::<E>();
     for j in 0..8 {
         let at = part.k.wrapping_add((j0 + AHEAD * 8 + j) * part.ks) as *const u8;
         simd::prefetch_lines(at, row_bytes);
     }
+}
+
+/// Rows from which the scores go through the transposed key block, and the largest head size
+/// that path takes (its block lives on the stack), as in the AVX-512 kernel.
+const TRANSPOSED_ROWS: usize = 4;
+const TRANSPOSED_MAX_D: usize = 256;
+
+/// The scores of every row against keys `j0 .. j0 + 8` into `p`, through the block widened and
+/// transposed once into `kt` (`d` vectors of 8 keys); rows in groups of up to 4, each with two
+/// accumulator chains (16 registers in all).
+#[inline(always)]
+unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m256], p: *mut f32) {
+    let (d, n) = (part.d, part.n);
+    prefetch_keys(part, j0);
+    let kb = part.k.add(j0 * part.ks);
+    for c0 in (0..d).step_by(8) {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (j, rj) in r.iter_mut().enumerate() {
+            *rj = E::load8(kb.add(j * part.ks + c0));
+        }
+        kt[c0..c0 + 8].copy_from_slice(&transpose8x8(r));
+    }
+    let kt = &kt[..d];
+    let mut r0 = 0;
+    while r0 < part.rows {
+        let rt = (part.rows - r0).min(4);
+        match rt {
+            1 => scores_t::<E, 1>(part, r0, kt, j0, p, n),
+            2 => scores_t::<E, 2>(part, r0, kt, j0, p, n),
+            3 => scores_t::<E, 3>(part, r0, kt, j0, p, n),
+            _ => scores_t::<E, 4>(part, r0, kt, j0, p, n),
+        }
+        r0 += rt;
+    }
+}
+
+/// `R` rows' scores against the transposed block `kt`, even and odd head values in two chains.
+#[inline(always)]
+unsafe fn scores_t<E: KvElem, const R: usize>(
+    part: &Part<E>,
+    r0: usize,
+    kt: &[__m256],
+    j0: usize,
+    p: *mut f32,
+    n: usize,
+) {
+    let d = part.d;
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    for c in (0..d).step_by(2) {
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            let kc = kt[c + h];
+            for (r, a) in acc_h.iter_mut().enumerate() {
+                let qv = _mm256_set1_ps(*part.q.add((r0 + r) * d + c + h));
+                *a = _mm256_fmadd_ps(qv, kc, *a);
+            }
+        }
+    }
+    let scale = _mm256_set1_ps(part.scale);
+    let [even, odd] = acc;
+    for (r, (e, o)) in even.into_iter().zip(odd).enumerate() {
+        let row = r0 + r;
+        let mut s = _mm256_mul_ps(_mm256_add_ps(e, o), scale);
+        if !part.mask.is_null() {
+            let mrow = part.mask.add((row % part.t) * part.ms + j0);
+            s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
+        }
+        _mm256_storeu_ps(p.add(row * n + j0), s);
+    }
+}
+
+/// The scores of every row against keys `j0 .. j0 + 8` into `p`, a row at a time.
+#[inline(always)]
+unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
+    let (d, n) = (part.d, part.n);
+    prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
     let scale = _mm256_set1_ps(part.scale);
     for r in 0..part.rows {
@@ -65,14 +141,12 @@ unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32, m: *mut
             s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
         }
         _mm256_storeu_ps(p.add(r * n + j0), s);
-        let mr = m.add(r * w);
-        *mr = (*mr).max(hmax8(s));
     }
 }
 
 /// The score of every row against key `j` alone (the keys after the last block of 8).
 #[inline(always)]
-unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f32, w: usize) {
+unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32) {
     let (d, n) = (part.d, part.n);
     let kr = part.k.add(j * part.ks);
     for r in 0..part.rows {
@@ -86,8 +160,6 @@ unsafe fn score_one<E: KvElem>(part: &Part<E>, j: usize, p: *mut f32, m: *mut f3
             s += *part.mask.add((r % part.t) * part.ms + j);
         }
         *p.add(r * n + j) = s;
-        let mr = m.add(r * w);
-        *mr = (*mr).max(s);
     }
 }
 
@@ -147,6 +219,22 @@ unsafe fn weigh_tile<E: KvElem>(rows: usize, cols: usize, t: Tile<E>) {
     }
 }
 
+/// The largest of `x` (minus infinity when empty), ignoring NaN as `f32::max` does.
+#[inline(always)]
+unsafe fn row_max(x: &[f32]) -> f32 {
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        // `max(v, m)` keeps m where v is NaN (the second operand wins unordered compares).
+        m = _mm256_max_ps(_mm256_loadu_ps(c.as_ptr()), m);
+    }
+    let mut best = hmax8(m);
+    for &v in chunks.remainder() {
+        best = best.max(v);
+    }
+    best
+}
+
 /// The task kernel (same contract as the portable `attend_rows`). `part.d` must be a multiple
 /// of 8.
 ///
@@ -158,19 +246,24 @@ pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f3
     debug_assert!(part.d.is_multiple_of(8));
     let (d, n, rows) = (part.d, part.n, part.rows);
     let w = d + 2;
-    for r in 0..rows {
-        *out.add(r * w) = f32::NEG_INFINITY;
-    }
     let full = n / 8 * 8;
-    for j0 in (0..full).step_by(8) {
-        score_block(part, j0, p, out, w);
+    if rows >= TRANSPOSED_ROWS && d <= TRANSPOSED_MAX_D {
+        let mut kt = [_mm256_setzero_ps(); TRANSPOSED_MAX_D];
+        for j0 in (0..full).step_by(8) {
+            score_block_t(part, j0, &mut kt, p);
+        }
+    } else {
+        for j0 in (0..full).step_by(8) {
+            score_block(part, j0, p);
+        }
     }
     for j in full..n {
-        score_one(part, j, p, out, w);
+        score_one(part, j, p);
     }
     for r in 0..rows {
-        let m = *out.add(r * w);
         let pr = std::slice::from_raw_parts_mut(p.add(r * n), n);
+        let m = row_max(pr);
+        *out.add(r * w) = m;
         if m == f32::NEG_INFINITY {
             // Every key hidden: zero weights, so the row's part adds nothing at the merge.
             pr.fill(0.0);

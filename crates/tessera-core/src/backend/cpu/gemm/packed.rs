@@ -847,37 +847,3 @@ pub(super) unsafe fn gemm<K: Kind>(
     }
     keep_buf(&B_BUF, bpack);
 }
-
-#[cfg(test)]
-mod transpose_tests {
-    use super::*;
-
-    #[test]
-    fn transpose16x16_is_a_transpose() {
-        if !super::super::small::x86::has_avx512() {
-            eprintln!("SKIPPED: no AVX-512 on this CPU");
-            return;
-        }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn run() -> Vec<f32> {
-            let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
-            let mut r = [_mm512_setzero_ps(); 16];
-            for (j, v) in r.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(m.as_ptr().add(16 * j));
-            }
-            let t = transpose16x16(r);
-            let mut out = vec![0f32; 256];
-            for (q, v) in t.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add(16 * q), *v);
-            }
-            out
-        }
-        // SAFETY: AVX-512 checked above.
-        let out = unsafe { run() };
-        for q in 0..16 {
-            for j in 0..16 {
-                assert_eq!(out[16 * q + j], (16 * j + q) as f32, "out[{q}][{j}]");
-            }
-        }
-    }
-}

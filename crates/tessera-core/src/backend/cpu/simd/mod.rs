@@ -149,6 +149,31 @@ pub(crate) mod x86 {
         _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
     }
 
+    /// Transposes an 8x8 f32 block held as 8 row vectors: out[q] lane j = r[j] lane q (AVX).
+    #[inline(always)]
+    pub(crate) unsafe fn transpose8x8(r: [__m256; 8]) -> [__m256; 8] {
+        // 32-bit interleave of row pairs, 64-bit shuffles of those, then 128-bit halves.
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm256_setzero_ps(); 8];
+        for i in 0..2 {
+            let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            u[4 * i] = _mm256_shuffle_ps::<0x44>(a, c);
+            u[4 * i + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+            u[4 * i + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+            u[4 * i + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+        }
+        let mut out = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            out[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[4 + i]);
+            out[4 + i] = _mm256_permute2f128_ps::<0x31>(u[i], u[4 + i]);
+        }
+        out
+    }
+
     /// Transposes a 16x16 f32 block held as 16 row vectors: out[q] lane j = r[j] lane q.
     #[inline(always)]
     pub(crate) unsafe fn transpose16x16(r: [__m512; 16]) -> [__m512; 16] {
@@ -179,6 +204,58 @@ pub(crate) mod x86 {
             out[8 + i] = _mm512_shuffle_f32x4::<0xDD>(v[i], v[8 + i]);
         }
         out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Transposes the n x n block of 0, 1, 2, ... through `run` and checks every lane.
+        fn check(n: usize, out: Vec<f32>) {
+            for q in 0..n {
+                for j in 0..n {
+                    assert_eq!(out[n * q + j], (n * j + q) as f32, "{n}x{n}: out[{q}][{j}]");
+                }
+            }
+        }
+
+        #[test]
+        fn transposes_are_transposes() {
+            #[target_feature(enable = "avx")]
+            unsafe fn run8() -> Vec<f32> {
+                let m: Vec<f32> = (0..64).map(|i| i as f32).collect();
+                let r: [__m256; 8] =
+                    std::array::from_fn(|j| _mm256_loadu_ps(m.as_ptr().add(8 * j)));
+                let mut out = vec![0f32; 64];
+                for (q, v) in transpose8x8(r).iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * q), *v);
+                }
+                out
+            }
+            #[target_feature(enable = "avx512f")]
+            unsafe fn run16() -> Vec<f32> {
+                let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+                let r: [__m512; 16] =
+                    std::array::from_fn(|j| _mm512_loadu_ps(m.as_ptr().add(16 * j)));
+                let mut out = vec![0f32; 256];
+                for (q, v) in transpose16x16(r).iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(16 * q), *v);
+                }
+                out
+            }
+            if std::is_x86_feature_detected!("avx") {
+                // SAFETY: AVX checked.
+                check(8, unsafe { run8() });
+            } else {
+                eprintln!("no AVX on this CPU: 8x8 transpose not tested");
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F checked.
+                check(16, unsafe { run16() });
+            } else {
+                eprintln!("no AVX-512 on this CPU: 16x16 transpose not tested");
+            }
+        }
     }
 }
 
