@@ -59,7 +59,7 @@ const TRANSPOSED_MAX_D: usize = 256;
 /// accumulator chains (16 registers in all).
 #[inline(always)]
 unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m256], p: *mut f32) {
-    let (d, n) = (part.d, part.n);
+    let d = part.d;
     prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
     for c0 in (0..d).step_by(8) {
@@ -74,10 +74,10 @@ unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m256],
     while r0 < part.rows {
         let rt = (part.rows - r0).min(4);
         match rt {
-            1 => scores_t::<E, 1>(part, r0, kt, j0, p, n),
-            2 => scores_t::<E, 2>(part, r0, kt, j0, p, n),
-            3 => scores_t::<E, 3>(part, r0, kt, j0, p, n),
-            _ => scores_t::<E, 4>(part, r0, kt, j0, p, n),
+            1 => scores_t::<E, 1>(part, r0, kt, j0, p),
+            2 => scores_t::<E, 2>(part, r0, kt, j0, p),
+            3 => scores_t::<E, 3>(part, r0, kt, j0, p),
+            _ => scores_t::<E, 4>(part, r0, kt, j0, p),
         }
         r0 += rt;
     }
@@ -91,7 +91,6 @@ unsafe fn scores_t<E: KvElem, const R: usize>(
     kt: &[__m256],
     j0: usize,
     p: *mut f32,
-    n: usize,
 ) {
     let d = part.d;
     let mut acc = [[_mm256_setzero_ps(); R]; 2];
@@ -104,26 +103,29 @@ unsafe fn scores_t<E: KvElem, const R: usize>(
             }
         }
     }
-    let scale = _mm256_set1_ps(part.scale);
     let [even, odd] = acc;
     for (r, (e, o)) in even.into_iter().zip(odd).enumerate() {
-        let row = r0 + r;
-        let mut s = _mm256_mul_ps(_mm256_add_ps(e, o), scale);
-        if !part.mask.is_null() {
-            let mrow = part.mask.add((row % part.t) * part.ms + j0);
-            s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
-        }
-        _mm256_storeu_ps(p.add(row * n + j0), s);
+        store_scores(part, r0 + r, j0, _mm256_add_ps(e, o), p);
     }
+}
+
+/// Row `row`'s 8 raw scores against keys `j0 ..`: scaled, masked, stored into `p`.
+#[inline(always)]
+unsafe fn store_scores<E: KvElem>(part: &Part<E>, row: usize, j0: usize, raw: __m256, p: *mut f32) {
+    let mut s = _mm256_mul_ps(raw, _mm256_set1_ps(part.scale));
+    if !part.mask.is_null() {
+        let mrow = part.mask.add((row % part.t) * part.ms + j0);
+        s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
+    }
+    _mm256_storeu_ps(p.add(row * part.n + j0), s);
 }
 
 /// The scores of every row against keys `j0 .. j0 + 8` into `p`, a row at a time.
 #[inline(always)]
 unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
-    let (d, n) = (part.d, part.n);
+    let d = part.d;
     prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
-    let scale = _mm256_set1_ps(part.scale);
     for r in 0..part.rows {
         let q = part.q.add(r * d);
         let mut a = [_mm256_setzero_ps(); 8];
@@ -135,12 +137,7 @@ unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
                 kp = kp.add(part.ks);
             }
         }
-        let mut s = _mm256_mul_ps(sum8(&a), scale);
-        if !part.mask.is_null() {
-            let mrow = part.mask.add((r % part.t) * part.ms + j0);
-            s = _mm256_add_ps(s, _mm256_loadu_ps(mrow));
-        }
-        _mm256_storeu_ps(p.add(r * n + j0), s);
+        store_scores(part, r, j0, sum8(&a), p);
     }
 }
 

@@ -85,7 +85,7 @@ const TRANSPOSED_MAX_D: usize = 256;
 /// widening of every key and its 16-way lane reduction.
 #[inline(always)]
 unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m512], p: *mut f32) {
-    let (d, n) = (part.d, part.n);
+    let d = part.d;
     prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
     for c0 in (0..d).step_by(16) {
@@ -99,7 +99,7 @@ unsafe fn score_block_t<E: KvElem>(part: &Part<E>, j0: usize, kt: &mut [__m512],
     let mut r0 = 0;
     while r0 < part.rows {
         let rt = (part.rows - r0).min(8);
-        scores_t_rows(part, r0, rt, &kt[..d], j0, p, n);
+        scores_t_rows(part, r0, rt, &kt[..d], j0, p);
         r0 += rt;
     }
 }
@@ -113,12 +113,11 @@ unsafe fn scores_t_rows<E: KvElem>(
     kt: &[__m512],
     j0: usize,
     p: *mut f32,
-    n: usize,
 ) {
     macro_rules! pick {
         ($($r:literal)*) => {
             match rows {
-                $($r => scores_t::<E, $r>(part, r0, kt, j0, p, n),)*
+                $($r => scores_t::<E, $r>(part, r0, kt, j0, p),)*
                 _ => unreachable!("scores_t takes 1 to 8 rows"),
             }
         };
@@ -135,7 +134,6 @@ unsafe fn scores_t<E: KvElem, const R: usize>(
     kt: &[__m512],
     j0: usize,
     p: *mut f32,
-    n: usize,
 ) {
     let d = part.d;
     let mut acc = [[_mm512_setzero_ps(); R]; 2];
@@ -148,26 +146,29 @@ unsafe fn scores_t<E: KvElem, const R: usize>(
             }
         }
     }
-    let scale = _mm512_set1_ps(part.scale);
     let [even, odd] = acc;
     for (r, (e, o)) in even.into_iter().zip(odd).enumerate() {
-        let row = r0 + r;
-        let mut s = _mm512_mul_ps(_mm512_add_ps(e, o), scale);
-        if !part.mask.is_null() {
-            let mrow = part.mask.add((row % part.t) * part.ms + j0);
-            s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
-        }
-        _mm512_storeu_ps(p.add(row * n + j0), s);
+        store_scores(part, r0 + r, j0, _mm512_add_ps(e, o), p);
     }
+}
+
+/// Row `row`'s 16 raw scores against keys `j0 ..`: scaled, masked, stored into `p`.
+#[inline(always)]
+unsafe fn store_scores<E: KvElem>(part: &Part<E>, row: usize, j0: usize, raw: __m512, p: *mut f32) {
+    let mut s = _mm512_mul_ps(raw, _mm512_set1_ps(part.scale));
+    if !part.mask.is_null() {
+        let mrow = part.mask.add((row % part.t) * part.ms + j0);
+        s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
+    }
+    _mm512_storeu_ps(p.add(row * part.n + j0), s);
 }
 
 /// The scores of every row against keys `j0 .. j0 + 16` into `p`, a row at a time.
 #[inline(always)]
 unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
-    let (d, n) = (part.d, part.n);
+    let d = part.d;
     prefetch_keys(part, j0);
     let kb = part.k.add(j0 * part.ks);
-    let scale = _mm512_set1_ps(part.scale);
     for r in 0..part.rows {
         let q = part.q.add(r * d);
         let mut a = [_mm512_setzero_ps(); 16];
@@ -179,12 +180,7 @@ unsafe fn score_block<E: KvElem>(part: &Part<E>, j0: usize, p: *mut f32) {
                 kp = kp.add(part.ks);
             }
         }
-        let mut s = _mm512_mul_ps(sum16(&a), scale);
-        if !part.mask.is_null() {
-            let mrow = part.mask.add((r % part.t) * part.ms + j0);
-            s = _mm512_add_ps(s, _mm512_loadu_ps(mrow));
-        }
-        _mm512_storeu_ps(p.add(r * n + j0), s);
+        store_scores(part, r, j0, sum16(&a), p);
     }
 }
 
