@@ -147,6 +147,19 @@ pub(super) struct Part<E> {
     pub scale: f32,
 }
 
+/// Largest head size the x86 row kernels score through transposed key blocks (the block, `d`
+/// vectors of keys, lives on the kernel's stack).
+#[cfg(target_arch = "x86_64")]
+pub(super) const TRANSPOSED_MAX_D: usize = 256;
+
+/// Whether the x86 row kernels (AVX-512 and AVX2) score a task of `rows` query rows through
+/// transposed key blocks: from 4 rows the block's transpose costs about what the rows' own
+/// widening and lane sums save (measured on AVX-512; see `attention_x86.rs`).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn scores_transposed(rows: usize, d: usize) -> bool {
+    rows >= 4 && d <= TRANSPOSED_MAX_D
+}
+
 /// Values per row of a task's result: `m`, `s`, then the `d` accumulated values.
 fn slab_row(d: usize) -> usize {
     d + 2

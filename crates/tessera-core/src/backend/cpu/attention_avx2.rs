@@ -13,7 +13,7 @@
 //! f16 (widened with F16C as they are loaded). Both passes prefetch [`AHEAD`] blocks ahead, as
 //! the AVX-512 kernel does.
 
-use super::attention::{KvElem, Part};
+use super::attention::{KvElem, Part, TRANSPOSED_MAX_D, scores_transposed};
 use crate::backend::cpu::simd::x86::{hmax8, hsum8, transpose8x8};
 use crate::backend::cpu::{reduce, simd};
 use crate::primitive::ReduceOp;
@@ -48,11 +48,6 @@ unsafe fn prefetch_keys<E: KvElem>(part: &Part<E>, j0: usize) {
         simd::prefetch_lines(at, row_bytes);
     }
 }
-
-/// Rows from which the scores go through the transposed key block, and the largest head size
-/// that path takes (its block lives on the stack), as in the AVX-512 kernel.
-const TRANSPOSED_ROWS: usize = 4;
-const TRANSPOSED_MAX_D: usize = 256;
 
 /// The scores of every row against keys `j0 .. j0 + 8` into `p`, through the block widened and
 /// transposed once into `kt` (`d` vectors of 8 keys); rows in groups of up to 4, each with two
@@ -244,7 +239,7 @@ pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f3
     let (d, n, rows) = (part.d, part.n, part.rows);
     let w = d + 2;
     let full = n / 8 * 8;
-    if rows >= TRANSPOSED_ROWS && d <= TRANSPOSED_MAX_D {
+    if scores_transposed(rows, d) {
         let mut kt = [_mm256_setzero_ps(); TRANSPOSED_MAX_D];
         for j0 in (0..full).step_by(8) {
             score_block_t(part, j0, &mut kt, p);

@@ -2,11 +2,12 @@
 //!
 //! Scores, with 4 or more query rows per kv head (grouped heads in decode, or a few positions):
 //! each block of 16 keys is widened and transposed once (`d` vectors of 16 keys), and each
-//! row's 16 scores are one vector of outer-product FMAs against it, its running maximum taken
-//! after the pass. Fewer rows: for each block of 16 keys and each row, sixteen accumulators
+//! row's 16 scores are one vector of outer-product FMAs against it (`scores_transposed` says
+//! when). Fewer rows: for each block of 16 keys and each row, sixteen accumulators
 //! collect `q · kⱼ` a 16-lane chunk at a time, and one transpose-add tree (`sum16`) turns them
 //! into a vector of the 16 scores (about 3 shuffles and adds per key, against the ~15-step
-//! horizontal sum a dot product per key needs). The transposed form measured (one thread,
+//! horizontal sum a dot product per key needs). Either way the row maxima are taken over the
+//! scores after the pass. The transposed form measured (one thread,
 //! `sdpa_decode_14x2x64_f16_l4096`, 7 rows per kv head) 185-195 µs against 230-236 for the
 //! per-row one; the transpose costs about what four rows' widening and lane sums do.
 //!
@@ -25,7 +26,7 @@
 //! rows by 2 vectors (one widening per value instead of one per 4 rows): no change cache-hot
 //! (`sdpa_decode_14x2x64_f16_l4096` 124-134 µs either way).
 
-use super::attention::{KvElem, Part};
+use super::attention::{KvElem, Part, TRANSPOSED_MAX_D, scores_transposed};
 use crate::backend::cpu::{reduce, simd};
 use crate::primitive::ReduceOp;
 use std::arch::x86_64::*;
@@ -70,13 +71,6 @@ unsafe fn prefetch_keys<E: KvElem>(part: &Part<E>, j0: usize) {
         simd::prefetch_lines(at, row_bytes);
     }
 }
-
-/// Rows from which the scores go through the transposed key block ([`score_block_t`]): its
-/// transpose costs about as much as four rows' dot products save.
-const TRANSPOSED_ROWS: usize = 4;
-
-/// Largest head size [`score_block_t`] takes (its transposed block lives on the stack).
-const TRANSPOSED_MAX_D: usize = 256;
 
 /// The scores of every row against keys `j0 .. j0 + 16` into `p`, through the block
 /// transposed once for all the rows (`d` vectors of 16 keys, widened as they are read): each
@@ -288,7 +282,7 @@ pub(super) unsafe fn attend<E: KvElem>(part: &Part<E>, out: *mut f32, p: *mut f3
     let (d, n, rows) = (part.d, part.n, part.rows);
     let w = d + 2;
     let full = n / 16 * 16;
-    if rows >= TRANSPOSED_ROWS && d <= TRANSPOSED_MAX_D {
+    if scores_transposed(rows, d) {
         let mut kt = [_mm512_setzero_ps(); TRANSPOSED_MAX_D];
         for j0 in (0..full).step_by(16) {
             score_block_t(part, j0, &mut kt, p);
