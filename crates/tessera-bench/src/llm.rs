@@ -88,6 +88,8 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         if b.prompt_tokens > 0 {
             let mut cache = new_cache()?;
             let t = Instant::now();
+            // As generation's prefill does (`Generator::prefill`).
+            cache.reserve(b.prompt_tokens);
             for chunk in ids[..b.prompt_tokens].chunks(512) {
                 fwd(&mut cache, chunk)?;
             }
@@ -95,6 +97,7 @@ pub fn run_llm(b: &LlmBench, emit: &mut dyn FnMut(Record)) -> Result<(), String>
         }
         if b.gen_tokens > 0 {
             let mut cache = new_cache()?;
+            cache.reserve(b.depth);
             for chunk in ids[..b.depth].chunks(512) {
                 fwd(&mut cache, chunk)?;
             }

@@ -2,7 +2,7 @@
 
 use crate::{Body, Case};
 use tessera_core::ops::{self, Axes};
-use tessera_core::{Array, Dtype, random};
+use tessera_core::{Array, Dtype, memory, random};
 
 fn rand(shape: &[usize], dtype: Dtype, seed: u64) -> Array {
     let k = random::key(seed);
@@ -43,6 +43,48 @@ fn sdpa_decode_case(heads: usize, kv_heads: usize, l: usize, dtype: Dtype) -> Ca
             };
             let (k, v) = (cache(13), cache(14));
             Body::timed(move || eval_or_die(ops::sdpa(&q, &k, &v, 0.125, None)), 1.0)
+        }),
+    }
+}
+
+/// Decode attention as a model meets it: each call reads a different layer's f16 cache, so the
+/// keys and values come from memory rather than the caches (`layers` caches of `(1, kv_heads,
+/// l, 64)` are cycled; in a model the weights stream through the caches between two calls of
+/// one layer). The caches are cut from an arena, in huge pages, as `KvCache` cuts them.
+/// Named `sdpa_decode_{heads}x{kv_heads}x64_f16_l{l}_cold`.
+fn sdpa_decode_cold_case(heads: usize, kv_heads: usize, l: usize, layers: usize) -> Case {
+    Case {
+        name: format!("sdpa_decode_{heads}x{kv_heads}x64_f16_l{l}_cold"),
+        unit: "us/op",
+        setup: Box::new(move || {
+            let q = rand(&[1, heads, 1, 64], Dtype::F32, 12);
+            let arena = memory::Arena::with_block_bytes(8 << 20);
+            let shape = [1, kv_heads, l, 64];
+            let cache = |seed| {
+                let values = rand(&shape, Dtype::F16, seed);
+                // Written in place into the arena piece (its only owner is the update).
+                let c = ok(ops::slice_update(
+                    &ok(memory::zeros_in(&shape, Dtype::F16, &arena)),
+                    &values,
+                    &[0, 0, 0, 0],
+                    &[1, kv_heads as isize, l as isize, 64],
+                    &[1, 1, 1, 1],
+                ));
+                ok(c.eval());
+                c
+            };
+            let caches: Vec<(Array, Array)> = (0..layers as u64)
+                .map(|i| (cache(100 + 2 * i), cache(101 + 2 * i)))
+                .collect();
+            let mut next = 0;
+            Body::timed(
+                move || {
+                    let (k, v) = &caches[next];
+                    next = (next + 1) % caches.len();
+                    eval_or_die(ops::sdpa(&q, k, v, 0.125, None))
+                },
+                1.0,
+            )
         }),
     }
 }
@@ -280,6 +322,8 @@ pub fn ops_cases() -> Vec<Case> {
     for l in [1024usize, 4096] {
         v.push(sdpa_decode_case(14, 2, l, Dtype::F16));
     }
+    // 128 caches of 2 MB: more than this machine's last-level cache holds.
+    v.push(sdpa_decode_cold_case(14, 2, 4096, 128));
     // Prompt attention: one 512-token chunk after 1536 cached positions, and a 32-token chat
     // turn after 4064 (the cache dominates), fused and composite (0.5B-class shape).
     // Gemma 3 270M's sliding-window layers: 4 heads over 1 kv head of 256, a 512-key window.

@@ -427,6 +427,18 @@ pub fn own_in(a: &crate::Array, arena: &Arena) -> Result<crate::Array> {
     Ok(crate::Array::from_data(out))
 }
 
+/// A zero-filled array of `shape` and `dtype` cut from `arena`: long-lived buffers too small
+/// for huge pages on their own (under 2 MiB) that are read in full again and again, such as
+/// the layers of a KV cache, share the arena's huge pages this way. The piece is the array's
+/// alone, so kernels may still write it in place (see [`crate::layout::ArrayData::is_donatable`]).
+pub fn zeros_in(shape: &[usize], dtype: crate::Dtype, arena: &Arena) -> Result<crate::Array> {
+    let out = crate::layout::ArrayData::alloc_in(dtype, shape, arena)?;
+    // SAFETY: the fresh piece holds `size * dtype.size()` writable bytes and nothing else
+    // references it yet.
+    unsafe { std::ptr::write_bytes(out.mut_ptr::<u8>(), 0, out.size() * dtype.size()) };
+    Ok(crate::Array::from_data(out))
+}
+
 /// Whether `bytes` more of optional copies (weights moved out of a file map, re-laid-out
 /// matrices) still leave a quarter of the memory limit free for the computation.
 pub fn fits_in_budget(bytes: usize) -> bool {
@@ -542,6 +554,39 @@ mod tests {
         drop(d);
         assert!(first.upgrade().is_none(), "the last piece freed the block");
         drop((arena, e, big));
+    }
+
+    #[test]
+    fn arena_arrays_start_zeroed_and_are_updated_in_place() {
+        let arena = Arena::with_block_bytes(4 << 20);
+        // Leave bytes behind in the arena's block, then cut a fresh array after them.
+        let dirty = arena.alloc(256).unwrap();
+        // SAFETY: the piece has 256 writable bytes.
+        unsafe { std::ptr::write_bytes(dirty.as_mut_ptr(), 0xAB, 256) };
+        let a = zeros_in(&[4, 8], crate::Dtype::F32, &arena).unwrap();
+        assert_eq!(a.to_vec::<f32>().unwrap(), vec![0f32; 32]);
+        let addr = a.data().unwrap().buffer.as_ptr() as usize;
+        assert_eq!(
+            addr,
+            dirty.as_ptr() as usize + 256,
+            "cut from the arena's block"
+        );
+        // Held only by the update, the piece is written in place (a KV cache's decode step).
+        let row = crate::Array::from_slice(&[1f32; 8], &[1, 8]).unwrap();
+        let b = crate::ops::slice_update(&a, &row, &[2, 0], &[3, 8], &[1, 1]).unwrap();
+        drop(a);
+        b.eval().unwrap();
+        assert_eq!(
+            b.data().unwrap().buffer.as_ptr() as usize,
+            addr,
+            "donated, not copied"
+        );
+        let got = b.to_vec::<f32>().unwrap();
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, &x)| x == if i / 8 == 2 { 1.0 } else { 0.0 })
+        );
     }
 
     #[test]

@@ -150,6 +150,8 @@ impl<'m> Generator<'m> {
         let reuse = self.cache.reusable(common.min(prompt.len() - 1));
         self.cache.truncate(reuse);
         self.tokens.truncate(reuse);
+        // Room for the whole prompt at once: the chunks then do not copy the cache as it grows.
+        self.cache.reserve(prompt.len());
         let mut logits = Vec::new();
         for part in prompt[reuse..].chunks(chunk.max(1)) {
             logits = self.step(part)?;
