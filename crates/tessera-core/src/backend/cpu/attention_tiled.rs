@@ -9,10 +9,10 @@
 //! One task is a run of consecutive query positions for every query head of one kv head (about
 //! [`ROW_TILE`] rows: the heads that share the keys read each key block once, from L1, for all
 //! of them; fewer positions where a short prompt would leave too few tasks). It walks
-//! the keys that any of its rows may see in blocks of [`KEY_BLOCK`]: scores for the block (a 4
+//! the keys that any of its rows may see in blocks of [`KEY_BLOCK`]: scores for the block (a 6
 //! rows × 64 keys register tile against keys stored transposed, query values broadcast), the
 //! online softmax per row (running maximum and sum, earlier results rescaled), then the weighted
-//! values (4 rows × 64 columns of the output held in registers across the block's keys). Keys a
+//! values (6 rows × 64 columns of the output held in registers across the block's keys). Keys a
 //! row cannot see are skipped by block, from the mask: each mask row's first and last visible
 //! key bound the blocks its tile visits, so a causal prompt does about half the work of the
 //! full `t × l` product.
@@ -41,8 +41,12 @@ use std::arch::x86_64::*;
 const ROW_TILE: usize = 64;
 /// Keys per block (four 16-lane vectors of scores per row).
 const KEY_BLOCK: usize = 128;
-/// Rows per register tile.
-const ROWS: usize = 4;
+/// Rows per register tile: 6 rows × 4 vectors of accumulators, 4 vectors of keys (or values)
+/// and a broadcast fill 29 of AVX-512's 32 registers, and each step's 10 loads feed 24 FMAs
+/// (4 rows: 8 loads for 16). Against 4 rows (`tessera bench ops --filter _fused`, alternated,
+/// GFLOP/s): `sdpa_prefill_14x2x64_f16_t512_l2048` 233-241 -> 236-249, the Gemma 3 window case
+/// 194-204 -> 205-219; with `TESSERA_SIMD=avx2` 125-128 -> 126-128 and 127-131 -> 143-147.
+const ROWS: usize = 6;
 /// Values of the head per pass of the products (four 16-lane vectors).
 const D_CHUNK: usize = 64;
 
@@ -326,9 +330,9 @@ unsafe fn run_tile_avx2(tile: &Tile) {
     run_tile::<Portable<true>>(tile)
 }
 
-/// The micro-kernels of [`run_tile`]: 4 query rows at a time ([`ROWS`]).
+/// The micro-kernels of [`run_tile`]: [`ROWS`] query rows at a time.
 trait Micro {
-    /// The product of [`Outer`] for 4 rows and `vecs` (1 to 4) vectors of columns: the scores
+    /// The product of [`Outer`] for [`ROWS`] rows and `vecs` (1 to 4) vectors of columns: the scores
     /// (queries against transposed keys) and the weighted values (weights against values).
     unsafe fn outer(vecs: usize, p: Outer);
     /// Adds the mask (null for none) to the `n` scores of a row, sets the rest of its `vecs`
