@@ -596,7 +596,9 @@ mod tests {
             let start = kv.k_start.unwrap();
             assert_eq!(start, off.saturating_sub(w - 1), "chunk at {off}");
             let keys = kv.keys.to_vec::<f32>().unwrap();
-            let want = positions(1, off + t - start, d, start).to_vec::<f32>().unwrap();
+            let want = positions(1, off + t - start, d, start)
+                .to_vec::<f32>()
+                .unwrap();
             assert!(keys == want, "chunk at {off}: the keys differ");
             cache.advance(t);
         }
@@ -609,7 +611,10 @@ mod tests {
             let mut held: Vec<usize> = keys.chunks(d).map(|row| row[0] as usize).collect();
             held.sort_unstable();
             let want: Vec<usize> = (p + 1 - w..=p).collect();
-            assert!(held == want, "position {p}: the window holds other positions");
+            assert!(
+                held == want,
+                "position {p}: the window holds other positions"
+            );
             cache.advance(1);
         }
     }
