@@ -10,11 +10,23 @@ use std::sync::Arc;
 pub type Dims<T> = smallvec::SmallVec<[T; 6]>;
 
 /// Shape, strides (in elements, may be negative or zero) and offset (in elements) into a buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     pub shape: Dims<usize>,
     pub strides: Dims<isize>,
     pub offset: usize,
+}
+
+/// By copying the dims' bytes (`SmallVec`'s own `clone` pushes them one at a time): every input
+/// of every node evaluated is cloned with its layout.
+impl Clone for Layout {
+    fn clone(&self) -> Layout {
+        Layout {
+            shape: Dims::from_slice(&self.shape),
+            strides: Dims::from_slice(&self.strides),
+            offset: self.offset,
+        }
+    }
 }
 
 /// Row-major strides for `shape`.

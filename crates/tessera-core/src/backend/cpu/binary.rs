@@ -474,33 +474,76 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
     if o.size() == 0 {
         return Ok(o);
     }
+    let out_size = out.dtype.size() as isize;
+    // Small outputs whose operands are each row-major over the whole output or one value
+    // (`x + 1`, eager-style code): one row, no walk. Setting the walk up (broadcast strides,
+    // merged dims, the split into tasks) was about a sixth of such an op's whole cost.
+    let flat = |x: &ArrayData| -> Option<isize> {
+        if x.size() == 1 {
+            Some(0)
+        } else if x.layout.shape[..] == out.shape[..] && x.is_contiguous() {
+            Some(1)
+        } else {
+            None
+        }
+    };
+    if let (true, Some(ia), Some(ib)) = (o.size() < PAR_MIN_ELEMS, flat(a), flat(b)) {
+        crate::dispatch_dtype!(a.dtype, T => {
+            // SAFETY: `o` is a fresh or donated row-major output of `o.size()` elements; each
+            // operand covers them row-major (step 1) or is one element (step 0).
+            unsafe { row::<T>(op, a.ptr::<T>(), ia, b.ptr::<T>(), ib, o.mut_ptr::<u8>(), o.size(), out) };
+        });
+        return Ok(o);
+    }
     let sa = broadcast_strides(&a.layout.shape, &a.layout.strides, &out.shape);
     let sb = broadcast_strides(&b.layout.shape, &b.layout.strides, &out.shape);
     let so = row_major_strides(&out.shape);
     let walk = Walk::<3>::new(&out.shape, [&so, &sa, &sb]);
     let [_, ia, ib] = walk.inner_strides();
-    let out_size = out.dtype.size() as isize;
     let dp = SendPtr(o.mut_ptr::<u8>());
     crate::dispatch_dtype!(a.dtype, T => {
         let ap = SendConstPtr(a.ptr::<T>());
         let bp = SendConstPtr(b.ptr::<T>());
-        let half = matches!(T::DTYPE, Dtype::F16 | Dtype::BF16);
         walk.par_rows(PAR_MIN_ELEMS, &|_, offs, n| {
             let (ap, bp, dp) = (ap, bp, dp);
             // SAFETY: offsets come from the layouts; the output row is row-major and disjoint per task.
             unsafe {
-                let (x, y, d) = (ap.get().offset(offs[1]), bp.get().offset(offs[2]), dp.get().offset(offs[0] * out_size));
-                if half {
-                    half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
-                } else if T::DTYPE == Dtype::F32 && ia == 1 && ib == 1 && n >= STREAM_MIN && stream_f32(op, x.cast::<f32>(), y.cast::<f32>(), d.cast::<f32>(), n) {
-                    // Written with streaming stores.
-                } else {
-                    typed_row::<T>(op, x, ia, y, ib, d, n);
-                }
+                row::<T>(op, ap.get().offset(offs[1]), ia, bp.get().offset(offs[2]), ib, dp.get().offset(offs[0] * out_size), n, out);
             }
         });
     });
     Ok(o)
+}
+
+/// `n` results of `op` into the row-major `d` (of `out`'s dtype), operands `sa` and `sb`
+/// elements apart.
+///
+/// # Safety
+/// The operands are readable and `d` writable for `n` elements at those steps.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn row<T: Arith>(
+    op: BinaryOp,
+    x: *const T,
+    ia: isize,
+    y: *const T,
+    ib: isize,
+    d: *mut u8,
+    n: usize,
+    out: &Meta,
+) {
+    if matches!(T::DTYPE, Dtype::F16 | Dtype::BF16) {
+        half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
+    } else if T::DTYPE == Dtype::F32
+        && ia == 1
+        && ib == 1
+        && n >= STREAM_MIN
+        && stream_f32(op, x.cast::<f32>(), y.cast::<f32>(), d.cast::<f32>(), n)
+    {
+        // Written with streaming stores.
+    } else {
+        typed_row::<T>(op, x, ia, y, ib, d, n);
+    }
 }
 
 /// Half precision: both operands staged to f32 chunks, computed in f32, rounded once.
