@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_core::quant::{GgmlType, interleave_for_cpu, quantize_rows};
+use tessera_core::transforms::vmap;
 use tessera_core::{Array, ops};
 
 mod common;
@@ -72,6 +73,44 @@ fn check_layout(format: GgmlType, layout: GgmlType, k: usize, row_bytes: usize) 
     assert_eq!(
         rows.to_vec::<f32>().unwrap(),
         rows8.to_vec::<f32>().unwrap()
+    );
+    // A negative id counts from the end; one outside the matrix is an error, not a wild read.
+    let last = ops::gguf_take_rows(&w8, &Array::from_slice(&[-1i64], &[1]).unwrap(), f8, k);
+    let want = ops::slice_axis(&d, 0, n - 1, n).unwrap();
+    assert_eq!(
+        last.unwrap().to_vec::<f32>().unwrap(),
+        want.to_vec::<f32>().unwrap()
+    );
+    for bad in [40i32, -41] {
+        let far = ops::gguf_take_rows(&w8, &Array::from_slice(&[bad], &[1]).unwrap(), f8, k);
+        let err = far.unwrap().eval().unwrap_err().to_string();
+        assert!(err.contains("out of range"), "id {bad}: {err}");
+    }
+    // vmap over the ids (the lookup itself), and over a batch of tables (one per example).
+    let take = move |xs: &[Array]| -> tessera_core::Result<Vec<Array>> {
+        Ok(vec![ops::gguf_take_rows(&xs[0], &xs[1], f8, k)?])
+    };
+    let by_ids = vmap(take, &[w8.clone(), ids.clone()], &[None, Some(1)], &[0]).unwrap();
+    let each: Vec<Array> = (0..3)
+        .map(|i| {
+            let col = ops::slice_axis(&ids, 1, i, i + 1).unwrap();
+            let col = ops::reshape(&col, &[2]).unwrap();
+            ops::gguf_take_rows(&w8, &col, f8, k).unwrap()
+        })
+        .collect();
+    let want = ops::stack(&each, 0).unwrap();
+    assert_eq!(by_ids[0].shape(), &[3, 2, k]);
+    assert_eq!(
+        by_ids[0].to_vec::<f32>().unwrap(),
+        want.to_vec::<f32>().unwrap()
+    );
+    let tables = ops::stack(&[w8.clone(), w8.clone()], 0).unwrap();
+    let by_table = vmap(take, &[tables, ids.clone()], &[Some(0), None], &[0]).unwrap();
+    assert_eq!(by_table[0].shape(), &[2, 2, 3, k]);
+    let twice = ops::stack(&[rows8.clone(), rows8.clone()], 0).unwrap();
+    assert_eq!(
+        by_table[0].to_vec::<f32>().unwrap(),
+        twice.to_vec::<f32>().unwrap()
     );
     // The gradient with respect to x.
     let x = uniform(&[2, k], 5);

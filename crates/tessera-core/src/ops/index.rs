@@ -212,7 +212,7 @@ pub fn slice_update_opt(
     ))
 }
 
-fn check_indices(op: &'static str, idx: &Array) -> Result<()> {
+pub(crate) fn check_indices(op: &'static str, idx: &Array) -> Result<()> {
     if !idx.dtype().is_integer() {
         return Err(Error::Dtype {
             op,

@@ -624,7 +624,9 @@ pub(crate) fn jvp(
             None => None,
         },
         // Decoded from integer blocks: nothing to differentiate.
-        Primitive::Dequantize { .. } | Primitive::AffineQuantize { .. } => None,
+        Primitive::Dequantize { .. }
+        | Primitive::QuantizedRows { .. }
+        | Primitive::AffineQuantize { .. } => None,
         // `scale * q + bias` is linear in (scales, biases) jointly: dequantize their tangents.
         Primitive::AffineDequantize { .. } => {
             let ts = or_zeros(&tangents[1], &inputs[1])?;

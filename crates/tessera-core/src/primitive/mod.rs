@@ -241,6 +241,12 @@ pub enum Primitive {
     Dequantize {
         format: crate::quant::GgmlType,
     },
+    /// Rows `ids` (input 1, integers of any shape) of the `u8` (n, row_bytes) matrix of `format`
+    /// blocks (input 0) decoded to f32 (ids..., k): an embedding lookup that decodes only the
+    /// rows asked for, from an interleaved layout too. See `ops::gguf_take_rows`.
+    QuantizedRows {
+        format: crate::quant::GgmlType,
+    },
     /// One output of MLX-style affine group quantization of a float array (.., d) along its last
     /// axis (see `ops::quantize`): the packed `u32` words (.., d * bits / 32), or the per-group
     /// scales or biases (.., d / group_size) in the input's dtype. Each part is its own node (the

@@ -398,6 +398,8 @@ pub(crate) fn vjp(
             vec![gs.into_iter().next(), None]
         }
         Primitive::Dequantize { .. } => vec![None],
+        // Integer blocks and integer ids: nothing to differentiate.
+        Primitive::QuantizedRows { .. } => vec![None, None],
         Primitive::AffineQuantize { .. } => vec![None],
         Primitive::AffineDequantize { group_size, bits } => {
             let [gs, gb] = affine_param_grads(ct, &inputs[0], &inputs[1], *group_size, *bits)?;

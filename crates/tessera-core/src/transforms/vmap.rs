@@ -293,6 +293,12 @@ fn batch_rule(
             per_example(p, ins, bins, out, n)?
         }
         Primitive::Dequantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
+        // Batched ids alone: the output's leading axes are the ids' (the batch first).
+        Primitive::QuantizedRows { .. } if bins[0].is_none() => node(
+            p.clone(),
+            vec![ins[0].clone(), force(&ins[1], &bins[1], n)?],
+        ),
+        Primitive::QuantizedRows { .. } => per_example(p, ins, bins, out, n)?,
         // Affine quantization works row by row over any leading dims: the batch is one more.
         Primitive::AffineQuantize { .. } => node(p.clone(), vec![force(&ins[0], &bins[0], n)?]),
         Primitive::AffineDequantize { .. } => {

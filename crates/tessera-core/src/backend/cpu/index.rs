@@ -116,7 +116,7 @@ pub(crate) fn concatenate(axis: usize, inputs: &[ArrayData], out: &Meta) -> Resu
 }
 
 /// Indices as i64 with negatives wrapped; an index outside `0..size` is an error.
-fn load_indices(op: &'static str, idx: &ArrayData, size: usize) -> Result<Vec<i64>> {
+pub(super) fn load_indices(op: &'static str, idx: &ArrayData, size: usize) -> Result<Vec<i64>> {
     let mut v = Vec::with_capacity(idx.size());
     crate::dispatch_dtype!(idx.dtype, I => {
         super::copy::for_each_element::<I>(idx, |x| v.push(x.to_i64()));

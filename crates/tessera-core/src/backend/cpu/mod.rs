@@ -159,6 +159,9 @@ impl Backend for Cpu {
                 )?
             }
             Primitive::Dequantize { format } => qmatmul::dequantize(*format, x()?, out)?,
+            Primitive::QuantizedRows { format } => {
+                qmatmul::take_rows(*format, x()?, arg(inputs, 1, p)?, out)?
+            }
             Primitive::AffineQuantize {
                 group_size,
                 bits,

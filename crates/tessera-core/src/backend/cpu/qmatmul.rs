@@ -127,6 +127,50 @@ pub(super) fn dequantize(format: GgmlType, w: &ArrayData, out: &Meta) -> Result<
     Ok(o)
 }
 
+/// `ops::gguf_take_rows` on an interleaved layout: rows `ids` of `w` (`u8` (n, row bytes) of
+/// `format`) decoded to f32 `(ids..., k)`, each from its own fields only (gathered out of its
+/// group's records into the file format's row, then decoded). The 8-bit affine layouts, which
+/// have no file format, decode the row's group into a scratch and keep the row. An id outside
+/// `-n..n` is an error.
+pub(super) fn take_rows(
+    format: GgmlType,
+    w: &ArrayData,
+    ids: &ArrayData,
+    out: &Meta,
+) -> Result<ArrayData> {
+    let w = copy::ensure_contiguous(w)?;
+    let idx = super::index::load_indices("gguf_take_rows", ids, w.shape()[0])?;
+    let o = ArrayData::alloc(Dtype::F32, &out.shape)?;
+    let k = *out.shape.last().unwrap_or(&0);
+    if o.size() == 0 {
+        return Ok(o);
+    }
+    let src = bytes_of(&w);
+    let dst = super::copy::SendPtr(o.mut_ptr::<f32>());
+    let base = format.file_format();
+    let affine8 = format.is_affine8();
+    let row_bytes = if affine8 { 0 } else { base.row_bytes(k)? };
+    try_parallel_chunks(idx.len(), 4, &|i0, i1| {
+        let mut natural = vec![0u8; row_bytes];
+        let mut group = vec![0f32; if affine8 { 8 * k } else { 0 }];
+        for (i, &row) in idx.iter().enumerate().take(i1).skip(i0) {
+            let row = row as usize;
+            // SAFETY: output row i is written by this chunk only.
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(i * k), k) };
+            if affine8 {
+                super::quant::interleave::dequantize_affine8(format, src, k, row / 8, &mut group);
+                d.copy_from_slice(&group[row % 8 * k..][..k]);
+            } else {
+                let nb = k / base.block_size();
+                super::quant::interleave::deinterleave_row(format, src, nb, row, &mut natural);
+                super::quant::dequantize_row(base, &natural, d)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(o)
+}
+
 fn internal(what: &str) -> Error {
     Error::Invalid {
         op: "gguf_matmul",

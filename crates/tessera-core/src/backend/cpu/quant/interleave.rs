@@ -203,32 +203,56 @@ fn pack(geo: Geometry, rows: &[&[u8]; ROWS], r: usize, rec: &mut [u8]) {
 
 /// The inverse of [`pack`]: record `r`'s blocks of the 8 rows, each with the record's header.
 fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r: usize) {
-    let block = geo.block();
     for (j, row) in rows.iter_mut().enumerate() {
-        for s in 0..geo.share {
-            let blk = &mut row[(r * geo.share + s) * block..][..block];
-            // Whole fields rather than bytes (a prefill de-interleaves every weight once per
-            // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
-            for f in 0..geo.header / 2 {
-                let (at, to) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
-                blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
-            }
-            if geo.qh {
-                let mut qh = 0u32;
-                for h in 0..8 {
-                    let at = 16 + 4 * h;
-                    let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
-                    qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
-                }
-                blk[2..6].copy_from_slice(&qh.to_le_bytes());
-            }
-            let qs = &mut blk[geo.words_at()..];
-            let qs_at = geo.qs_at() + s * ROWS * geo.qs;
-            for c in 0..geo.qs / 4 {
-                let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
-                qs[4 * w..4 * w + 4].copy_from_slice(&rec[at..at + 4]);
-            }
+        unpack_row(geo, rec, row, r, j);
+    }
+}
+
+/// Record `r`'s blocks of row `j` (of the record's 8) into that row's natural bytes `row`.
+#[inline]
+fn unpack_row(geo: Geometry, rec: &[u8], row: &mut [u8], r: usize, j: usize) {
+    let block = geo.block();
+    for s in 0..geo.share {
+        let blk = &mut row[(r * geo.share + s) * block..][..block];
+        // Whole fields rather than bytes (a prefill de-interleaves every weight once per
+        // matmul): the f16 header fields, the fifth bits, then the four-byte words of `qs`.
+        for f in 0..geo.header / 2 {
+            let (at, to) = (16 * f + 2 * j, geo.fields_at() + 2 * f);
+            blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
         }
+        if geo.qh {
+            let mut qh = 0u32;
+            for h in 0..8 {
+                let at = 16 + 4 * h;
+                let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+                qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+            }
+            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+        let qs = &mut blk[geo.words_at()..];
+        let qs_at = geo.qs_at() + s * ROWS * geo.qs;
+        for c in 0..geo.qs / 4 {
+            let (at, w) = (qs_at + 32 * c + 4 * j, geo.source_word(c));
+            qs[4 * w..4 * w + 4].copy_from_slice(&rec[at..at + 4]);
+        }
+    }
+}
+
+/// Row `row` of the interleaved matrix `src` (layout `layout`, `nb` blocks per row) restored to
+/// its file format's bytes in `dst` (`nb` blocks): an embedding lookup decodes only the rows
+/// it needs, not their groups of 8.
+pub(crate) fn deinterleave_row(
+    layout: GgmlType,
+    src: &[u8],
+    nb: usize,
+    row: usize,
+    dst: &mut [u8],
+) {
+    let geo = Geometry::of_layout(layout);
+    let group_bytes = nb / geo.share * geo.record();
+    let recs = &src[row / ROWS * group_bytes..][..group_bytes];
+    for (r, rec) in recs.chunks_exact(geo.record()).enumerate() {
+        unpack_row(geo, rec, dst, r, row % ROWS);
     }
 }
 
