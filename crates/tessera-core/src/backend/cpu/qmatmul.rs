@@ -150,6 +150,7 @@ pub(super) fn take_rows(
     let base = format.file_format();
     let affine8 = format.is_affine8();
     let row_bytes = if affine8 { 0 } else { base.row_bytes(k)? };
+    let nb = k / base.block_size();
     try_parallel_chunks(idx.len(), 4, &|i0, i1| {
         let mut natural = vec![0u8; row_bytes];
         let mut group = vec![0f32; if affine8 { 8 * k } else { 0 }];
@@ -161,7 +162,6 @@ pub(super) fn take_rows(
                 super::quant::interleave::dequantize_affine8(format, src, k, row / 8, &mut group);
                 d.copy_from_slice(&group[row % 8 * k..][..k]);
             } else {
-                let nb = k / base.block_size();
                 super::quant::interleave::deinterleave_row(format, src, nb, row, &mut natural);
                 super::quant::dequantize_row(base, &natural, d)?;
             }
