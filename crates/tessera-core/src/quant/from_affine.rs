@@ -349,7 +349,7 @@ mod tests {
                 assert_eq!(&rows_got[i * k..(i + 1) * k], &want_w[id * k..(id + 1) * k]);
             }
             // Decode-sized and prefill-sized products (the latter in tiles of 4 rows).
-            for m in [1, 3, 6, 70] {
+            for m in [1, 3, 6, 70, 100] {
                 let x = matrix(m, k);
                 let affine = ops::quantized_matmul(&x, &q, &s, &b, true, group, 8)
                     .unwrap()
@@ -366,9 +366,11 @@ mod tests {
                         "group {group} m={m} [{i}]: {a} vs {g}"
                     );
                 }
-                // From 64 rows on, where the tiles run: the f64 product of the bf16-rounded
-                // weights and activations, closely.
-                if m >= 64 && crate::backend::cpu::amx::supported() {
+                // Where the tiles run: the f64 product of the bf16-rounded weights and
+                // activations, closely.
+                if m >= crate::backend::cpu::quant::amx_min_m(layout)
+                    && crate::backend::cpu::amx::supported()
+                {
                     let xs = x.to_vec::<f32>().unwrap();
                     let reference =
                         crate::backend::cpu::amx::bf16_reference(&xs, &want_w, m, rows, k);

@@ -429,7 +429,7 @@ fn matmul_prefill_shapes() {
 }
 
 /// Every interleaved layout (`quant::INTERLEAVED`: Q4_0x8 to Q6_Kx8) against its natural one on
-/// every instruction set: the 8-row decode kernel (m <= 4), the natural kernels over
+/// every instruction set: the 8-row decode kernel (m < `INTERLEAVED_DECODE_M`, in tiles of 4 rows), the natural kernels over
 /// de-interleaved slices (prefill, the portable kernels), partial groups of blocks, several
 /// slices per thread.
 #[test]
@@ -441,7 +441,7 @@ fn interleaved_layouts_match_the_natural_layout() {
         "a layout was added: check its shapes"
     );
     for (base, layout) in crate::quant::INTERLEAVED {
-        let shapes: [(usize, usize, usize); 14] = [
+        let shapes: [(usize, usize, usize); 15] = [
             (1, 8, 32),
             (1, 16, 896),
             (2, 24, 288),
@@ -456,6 +456,8 @@ fn interleaved_layouts_match_the_natural_layout() {
             (2, 16, 768),
             (3, 24, 512),
             (4, 8, 1280),
+            // From `INTERLEAVED_DECODE_M` rows on: the panel kernels over de-interleaved slices.
+            (100, 16, 256),
         ];
         let whole_blocks = shapes
             .iter()
@@ -520,7 +522,7 @@ fn shared_header_layouts_match_natural_q4_1() {
             (1, 600, 1024),
             (6, 40, 512),
             (17, 16, 256),
-            (70, 32, 512),
+            (100, 32, 512),
         ] {
             let w = shared_q4_1_blocks(&mut rng, n, k, share);
             let nb = k / 32;
@@ -547,7 +549,7 @@ fn shared_header_layouts_match_natural_q4_1() {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            if crate::backend::cpu::amx::supported() && m >= AMX_MIN_M {
+            if crate::backend::cpu::amx::supported() && m >= super::amx_min_m(layout) {
                 let mut natural = vec![f32::NAN; m * n];
                 matmul_t_on(
                     Isa::best(),
@@ -939,6 +941,8 @@ fn amx_prefill_matches_the_rounded_product() {
     cases.extend(crate::quant::INTERLEAVED.iter().copied());
     for (base, layout) in cases {
         for &(m, n, k) in &[(64, 40, 512), (97, 72, 768), (70, 32, 256)] {
+            // Interleaved layouts go to the tiles from more rows.
+            let m = m.max(super::amx_min_m(layout));
             let w = random_blocks(&mut rng, base, n, k);
             let wl = if layout == base {
                 w.clone()
