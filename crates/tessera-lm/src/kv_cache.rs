@@ -255,17 +255,17 @@ impl KvCache {
                 self.max_len
             )));
         }
+        let room = Room {
+            max_len: self.max_len,
+            reserved: self.reserved,
+            arena: &self.arena,
+        };
         let layer = self
             .layers
             .get_mut(i)
             .ok_or_else(|| Error::Invalid(format!("layer {i} has no cache")))?;
         if let (None, Some(group)) = (layer.window, self.q8_group) {
             let (k, v) = (&stored(k)?, &stored(v)?);
-            let room = Room {
-                max_len: self.max_len,
-                reserved: self.reserved,
-                arena: &self.arena,
-            };
             let (keys, values) = q8_update(layer, &room, off, k, v, group)?;
             return Ok(CachedKv {
                 keys,
@@ -273,11 +273,6 @@ impl KvCache {
                 k_start: Some(0),
             });
         }
-        let room = Room {
-            max_len: self.max_len,
-            reserved: self.reserved,
-            arena: &self.arena,
-        };
         match layer.window {
             Some(w) if end > w => rotating_update(layer, room.arena, w, off, k, v, &stored),
             _ => linear_update(layer, &room, off, k, v, dtype).map(|(keys, values)| {
