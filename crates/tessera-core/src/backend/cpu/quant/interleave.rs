@@ -132,6 +132,10 @@ impl Geometry {
     fn record(self) -> usize {
         ROWS * (self.header + self.qh_bytes() + self.share * self.qs)
     }
+    /// Bytes per group of 8 rows of `nb` blocks each.
+    fn group_bytes(self, nb: usize) -> usize {
+        nb / self.share * self.record()
+    }
     /// The block word that record word `c` holds: the same word, except for Q6_K, whose record
     /// lists its words in the order its kernel reads them (see the module docs), so that a
     /// record is read front to back.
@@ -249,7 +253,7 @@ pub(crate) fn deinterleave_row(
     dst: &mut [u8],
 ) {
     let geo = Geometry::of_layout(layout);
-    let group_bytes = nb / geo.share * geo.record();
+    let group_bytes = geo.group_bytes(nb);
     let recs = &src[row / ROWS * group_bytes..][..group_bytes];
     for (r, rec) in recs.chunks_exact(geo.record()).enumerate() {
         unpack_row(geo, rec, dst, r, row % ROWS);
@@ -282,7 +286,7 @@ pub(crate) fn interleave_as(layout: GgmlType, src: &[u8], nb: usize, dst: &mut [
         "interleave: partial group"
     );
     let groups = src.len() / src_group;
-    let group_bytes = nb / geo.share * record;
+    let group_bytes = geo.group_bytes(nb);
     assert_eq!(dst.len(), groups * group_bytes, "interleave: wrong length");
     if geo.share > 1 {
         // Every block must carry its record's header, or the layout would lose it.
@@ -324,7 +328,7 @@ pub(crate) fn deinterleave(
     dst: &mut [u8],
 ) {
     let geo = Geometry::of_layout(layout);
-    let group_bytes = nb / geo.share * geo.record();
+    let group_bytes = geo.group_bytes(nb);
     let natural_group = ROWS * nb * geo.block();
     let src = &src[g0 * group_bytes..g1 * group_bytes];
     for (recs, group) in src
