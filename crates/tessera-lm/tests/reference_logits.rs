@@ -3,10 +3,11 @@
 //!
 //! Tolerance: tessera multiplies with 8-bit quantized activations (as llama.cpp does), so logits
 //! differ from the f32 reference by the activation rounding; we require every top-10 logit
-//! within `TOL`, the same top-k tokens wherever the reference's gap after rank k exceeds 2 TOL,
-//! and the same greedy tokens while the reference's winner leads by more than 2 TOL (8-bit
-//! activation rounding makes the quantized pass sensitive to the last bit of its inputs, so a
-//! closer call may go either way, and the sequences may part after it).
+//! within `TOL`, their mean error over a model's prompts within `TOL_MEAN`, the same top-k
+//! tokens wherever the reference's gap after rank k exceeds 2 TOL, and the same greedy tokens
+//! while the reference's winner leads by more than 2 TOL (8-bit activation rounding makes the
+//! quantized pass sensitive to the last bit of its inputs, so a closer call may go either way,
+//! and the sequences may part after it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,9 +17,19 @@ use tessera_lm::generate::{GenerateOptions, Generator};
 use tessera_lm::model::Model;
 use tessera_lm::weights::GgufSource;
 
-/// Measured (2026-11-26): at most 0.59 (SmolLM2, Q4_1 with Q8_1 activations over 30 layers) and
-/// 0.32 (Gemma 3) on logits of magnitude 15-30; the dense path agrees to 2e-5.
-const TOL: f32 = 0.75;
+/// Largest |logit diff| over one prompt's top 10. The 8-bit activation rounding turns the last
+/// bit of an input into a different rounding of some block, so the quantized pass's error is a
+/// draw from a distribution, not one value per build: scaling the input embeddings by 1 +/- 1e-7
+/// to 2e-5 (a change far below f32 noise; 13 such draws on each model, 2026-11-27) moved it over
+/// 0.11-0.79 on Gemma 3 and 0.11-0.69 on SmolLM2, on logits of magnitude 15-30; Gemma's
+/// "def fibonacci(n):" reached 1.07 once (AVX2 element-wise kernels, whose f32 roundings differ
+/// from AVX-512's). A real defect (a wrong scale, a block read from the wrong place) moves
+/// logits by whole units or more.
+const TOL: f32 = 1.25;
+/// Mean over a model's prompts of that per-prompt figure: steadier than one prompt's, so a
+/// systematic loss of accuracy shows here first. Measured 0.27-0.49 over the same draws (Gemma
+/// 3: mean 0.36, standard deviation 0.08; the bound is four of those above).
+const TOL_MEAN: f32 = 0.7;
 /// With every weight dequantized to f32 first, only summation order separates the two passes.
 const TOL_DENSE: f32 = 2e-3;
 
@@ -33,6 +44,7 @@ fn check(model_key: &str, file: &str) {
     )
     .unwrap();
     let mut total_checked = 0;
+    let mut worst_per_prompt = Vec::new();
     for case in common::reference_cases(model_key) {
         let (ids, top_ids, top_logits) = (&case.ids, &case.top_ids, &case.top_logits);
         let exact = common::last_logits(&dense, ids);
@@ -66,6 +78,7 @@ fn check(model_key: &str, file: &str) {
             "{model_key} {}: logits differ by {worst}",
             case.text
         );
+        worst_per_prompt.push(worst);
         // The top-k sets agree wherever the reference separates rank k from rank k+1 by more
         // than the two passes may differ (ties closer than that may swap).
         for k in 1..=5 {
@@ -103,6 +116,12 @@ fn check(model_key: &str, file: &str) {
         );
         total_checked += checked;
     }
+    let mean = worst_per_prompt.iter().sum::<f32>() / worst_per_prompt.len() as f32;
+    eprintln!("{model_key}: mean over the prompts of the top-10 max |logit diff| = {mean:.4}");
+    assert!(
+        mean < TOL_MEAN,
+        "{model_key}: top-10 logits differ by {mean} on average over the prompts"
+    );
     // The check must bite: most reference steps are clear wins.
     assert!(
         total_checked >= 8,

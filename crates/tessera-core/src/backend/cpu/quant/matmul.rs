@@ -35,25 +35,12 @@ fn panel_min_m(isa: Isa) -> usize {
 /// [`MT`] rows over weight groups kept in L2, `drive`) rather than the panel kernels, whose
 /// de-interleaving and repacking of every weight costs about what 100 rows of decode tiles do
 /// (the panel crossover above was measured on natural layouts). Measured, prefill tokens/s of
-/// the 0.5B-shape Q4_0 (AVX-512 VNNI), panels -> decode kernels: 5 tokens 50 -> 298, 16 143
-/// -> 442, 32 240 -> 467, 63 357 -> 489; at 96 the decode kernels 514 against the panels 477
-/// (AMX 539), at 128 519 against 542 (AMX 645). SmolLM2 Q4_1, Gemma 3 Q4_K and Q8_0 at 16 and
-/// 63 tokens alike (1.2-3x). Only with the AVX-512 VNNI kernels (Gemma 3's prompt logits there
-/// 0.25-0.37 from the reference's, 0.05-0.41 with the panels, `reference_logits`): with AVX2
-/// and with AVX-VNNI the decode kernels over 6-95 rows were as much faster (1.7x the panels
-/// at 32 tokens with AVX2) but moved one Gemma 3 prompt's logits 1.07 from the reference
-/// (0.48 with the panels), not yet understood, so those keep the panels from
-/// [`panel_min_m`] rows.
+/// the 0.5B-shape Q4_0, panels -> decode kernels: AVX-512 VNNI 5 tokens 50 -> 298, 16 143 ->
+/// 442, 32 240 -> 467, 63 357 -> 489; at 96 the decode kernels 514 against the panels 477
+/// (AMX 539), at 128 519 against 542 (AMX 645). AVX2 16 tokens 121-124 -> 326-333, 48 257 ->
+/// 360-368, 95 335 -> 359-363; AVX-VNNI 16 135-138 -> 263-421, 95 403 -> 472-477. SmolLM2 Q4_1
+/// and Gemma 3 Q4_K with AVX2 at 32 and 95 tokens: 1.0-1.7x.
 pub(super) const INTERLEAVED_DECODE_M: usize = 96;
-
-/// Rows from which an interleaved layout leaves the decode kernels on `isa`.
-fn interleaved_decode_m(isa: Isa) -> usize {
-    if isa == Isa::Vnni {
-        INTERLEAVED_DECODE_M
-    } else {
-        panel_min_m(isa)
-    }
-}
 
 /// Bytes of weight rows kept hot while all activation tiles pass over them.
 const L2_GROUP_BYTES: usize = 256 * 1024;
@@ -228,7 +215,7 @@ fn matmul_interleaved(
     // The 8-bit affine layouts have no natural format: the decode kernel takes every row
     // count, tiles of `MT` activation rows over weight groups kept in L2 (`drive`).
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar && (m < interleaved_decode_m(isa) || ty.is_affine8()) {
+    if isa != Isa::Scalar && (m < INTERLEAVED_DECODE_M || ty.is_affine8()) {
         if let Some(kern) = super::x86::kernel_x8k(isa, base) {
             // The K-quant kernel takes each sub-block's minimum against its 32-value sum.
             let ex = KExtras {

@@ -451,9 +451,7 @@ const AMX_MIN_M: usize = 64;
 
 /// [`AMX_MIN_M`], or for an interleaved layout [`matmul::INTERLEAVED_DECODE_M`] when that is
 /// more: below it the decode kernels beat the tiles there (64 tokens of the 0.5B-shape Q4_0:
-/// decode kernels 502 tok/s, AMX 421; 96 tokens 514 against 539). Every CPU with AMX has the
-/// AVX-512 VNNI kernels those rows go to (with `TESSERA_SIMD` capping the kernels below them,
-/// the panels take those rows instead).
+/// decode kernels 502 tok/s, AMX 421; 96 tokens 514 against 539).
 pub(crate) fn amx_min_m(ty: GgmlType) -> usize {
     if ty.interleaved_rows() > 1 {
         AMX_MIN_M.max(matmul::INTERLEAVED_DECODE_M)
