@@ -54,7 +54,7 @@ const D_CHUNK: usize = 64;
 pub(super) const MIN_QUERIES: usize = 16;
 
 /// Largest head size (the per-task output tile stays small).
-const MAX_HEAD: usize = 512;
+pub(super) const MAX_HEAD: usize = 512;
 
 /// Whether the tiled kernel runs `t` query positions per head of size `d` on this CPU: x86-64
 /// with AVX2 and FMA at least, where it was measured against the matmul formulation (AVX-512
@@ -65,11 +65,15 @@ pub(super) fn applies(t: usize, d: usize) -> bool {
     measured && t >= MIN_QUERIES && d > 0 && d.is_multiple_of(16) && d <= MAX_HEAD
 }
 
-/// Which micro-kernels run the tiles.
+/// Which kernels run the tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kernels {
-    /// The best for this CPU (AVX-512 intrinsics where present, else the portable loops).
+    /// The best for this CPU: the AMX tiles where [`super::attention_amx::applies`], else the
+    /// AVX-512 intrinsics where present, else the portable loops.
     Best,
+    /// The best f32 micro-kernels, never the tiles (tests).
+    #[cfg(test)]
+    Vector,
     /// The portable loops whatever the CPU (tests).
     #[cfg(test)]
     Portable,
@@ -96,33 +100,105 @@ pub(super) struct Problem<E> {
     pub o: *mut f32,
 }
 
-/// Runs the whole call.
+/// Runs the whole call: on the AMX tiles where [`super::attention_amx::applies`], else on the
+/// f32 micro-kernels of `kernels`.
 ///
 /// # Safety
 /// [`applies`] holds for `p.d`; the pointers of `p` are valid for the shapes and strides
 /// it describes, and the output does not overlap the inputs.
 pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
+    #[cfg(target_arch = "x86_64")]
+    if kernels == Kernels::Best && super::attention_amx::applies(p.d) {
+        // SAFETY: the caller's promise.
+        return unsafe { super::attention_amx::attend(p) };
+    }
+    let (d, l) = (p.d, p.l);
+    let padded = l.next_multiple_of(16);
+    // Keys transposed into 16-key panels of d × 16, values widened, padded rows zero.
+    let group_floats = padded * d;
+    let (ks, vs) = (p.ks[2], p.vs[2]);
+    let prep = Prep {
+        unit: 16,
+        bytes: 8 * group_floats,
+        pack: &|k, v, panel, dst| {
+            let (kt, vf) = (
+                dst.cast::<f32>(),
+                dst.cast::<f32>().wrapping_add(group_floats),
+            );
+            // SAFETY: `schedule`'s promise (a whole kv head at `dst`, keys readable to l).
+            unsafe { pack_panel(k, ks, v, vs, l, d, panel, kt, vf) }
+        },
+        run: &|job, kv| {
+            let kv = kv.cast::<f32>();
+            let (kt, v) = (kv, kv.wrapping_add(group_floats));
+            // SAFETY: the tile's query and output rows lie in the problem's arrays, and only
+            // this task writes its output rows.
+            unsafe {
+                match kernels {
+                    Kernels::Best => run_tile_best(job, kt, v),
+                    #[cfg(test)]
+                    Kernels::Vector => run_tile_best(job, kt, v),
+                    #[cfg(test)]
+                    Kernels::Portable => run_tile_portable(job, kt, v),
+                }
+            }
+        },
+    };
+    // Kept by the calling thread between calls: a fresh buffer of this size comes as untouched
+    // pages, whose faults and zeroing cost 10% of a short prompt's attention. Every value is
+    // written before it is read (`pack_panel` fills whole panels, padding included).
+    let floats = batch(p, prep.bytes) * prep.bytes / 4;
+    let mut buf = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if buf.len() < floats {
+        buf = vec![0f32; floats];
+    }
+    // SAFETY: the caller's promise; the buffer holds `batch` kv heads.
+    unsafe { schedule(p, &prep, buf.as_mut_ptr().cast()) };
+    // Kept for the next call up to KEEP_BYTES (8k positions of two kv heads of 128): a larger
+    // one is freed rather than held for the life of the thread.
+    if buf.len() * 4 <= KEEP_BYTES {
+        PACKED.with(|b| *b.borrow_mut() = buf);
+    }
+}
+
+thread_local! {
+    /// The prepared keys and values of the calling thread's last call, for reuse.
+    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How one engine prepares the keys and values of a kv head and runs a task over them.
+pub(super) struct Prep<'a, E> {
+    /// Keys per packing job.
+    pub unit: usize,
+    /// Bytes of one prepared kv head.
+    pub bytes: usize,
+    /// Prepares job `u` (keys `unit · u..`, up to `l`, padding past it) of the kv head whose
+    /// keys and values start at the two pointers, into that head's bytes at the third.
+    #[allow(clippy::type_complexity)]
+    pub pack: &'a (dyn Fn(*const E, *const E, usize, *mut u8) + Sync),
+    /// Runs one task against its kv head's prepared bytes.
+    pub run: &'a (dyn Fn(&Tile, *const u8) + Sync),
+}
+
+/// Kv heads prepared per batch: as many as fit in [`PACK_BYTES`], at least one.
+pub(super) fn batch<E>(p: &Problem<E>, bytes: usize) -> usize {
+    (PACK_BYTES / bytes.max(1)).clamp(1, (p.b * p.hk).max(1))
+}
+
+/// Prepares the kv heads a batch at a time into `buf` (room for [`batch`] heads of
+/// `prep.bytes`), and hands all the tasks of a batch to the pool together (per kv head, a
+/// short prompt left one thread waiting on the other's last tile).
+///
+/// # Safety
+/// As for [`attend`]; `buf` is valid for writes of that many bytes.
+pub(super) unsafe fn schedule<E: KvElem>(p: &Problem<E>, prep: &Prep<E>, buf: *mut u8) {
     let (t, d, l) = (p.t, p.d, p.l);
     if p.b * p.h * t == 0 {
         return;
     }
     let ranges = visible_ranges(p.mask, t, l);
-    let padded = l.next_multiple_of(16);
-    // Kv heads are prepared a batch at a time (keys transposed into 16-key panels of d × 16,
-    // values widened, padded rows zero), as many as fit in PACK_BYTES, and all the tasks of a
-    // batch go to the pool together (per kv head, a short prompt left one thread waiting on
-    // the other's last tile).
-    let group_floats = padded * d;
     let groups = p.b * p.hk;
-    let batch = (PACK_BYTES / (8 * group_floats).max(1)).clamp(1, groups);
-    // Kept by the calling thread between calls: a fresh buffer of this size comes as untouched
-    // pages, whose faults and zeroing cost 10% of a short prompt's attention. Every value is
-    // written before it is read (`pack_panel` fills whole panels, padding included).
-    let mut buf = PACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    if buf.len() < 2 * batch * group_floats {
-        buf = vec![0f32; 2 * batch * group_floats];
-    }
-    let (kt, vf) = buf[..2 * batch * group_floats].split_at_mut(batch * group_floats);
+    let batch = batch(p, prep.bytes);
     let rep = p.h / p.hk;
     // Positions per task: ROW_TILE rows over the group's heads, fewer where that would leave
     // fewer than 4 tasks per thread.
@@ -136,31 +212,25 @@ pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
     let (q, out, mask) = (SendConstPtr(p.q), SendPtr(p.o), SendConstPtr(p.mask));
     let (k, v, ks, vs) = (SendConstPtr(p.k), SendConstPtr(p.v), p.ks, p.vs);
     let ranges = &ranges;
+    let units = l.div_ceil(prep.unit);
+    let bufp = SendPtr(buf);
     let mut g0 = 0;
     while g0 < groups {
         let gn = batch.min(groups - g0);
-        let (ktp, vfp) = (SendPtr(kt.as_mut_ptr()), SendPtr(vf.as_mut_ptr()));
-        let panels = padded / 16;
-        // SAFETY: each chunk writes its own panels of its own kv heads; keys and values 0..l
+        // SAFETY: each chunk writes its own units of its own kv heads; keys and values 0..l
         // of every kv head are readable (the caller's promise).
-        pool::parallel_chunks(gn * panels, 4, &|c0, c1| unsafe {
+        pool::parallel_chunks(gn * units, 4, &|c0, c1| {
             for c in c0..c1 {
-                let (gi, panel) = (c / panels, c % panels);
+                let (gi, unit) = (c / units, c % units);
                 let (bi, g) = ((g0 + gi) / hk, (g0 + gi) % hk);
-                pack_panel(
-                    k.get().add(bi * ks[0] + g * ks[1]),
-                    ks[2],
-                    v.get().add(bi * vs[0] + g * vs[1]),
-                    vs[2],
-                    l,
-                    d,
-                    panel,
-                    ktp.get().add(gi * group_floats),
-                    vfp.get().add(gi * group_floats),
+                (prep.pack)(
+                    k.get().wrapping_add(bi * ks[0] + g * ks[1]),
+                    v.get().wrapping_add(bi * vs[0] + g * vs[1]),
+                    unit,
+                    bufp.get().wrapping_add(gi * prep.bytes),
                 );
             }
         });
-        let (ktp, vfp) = (SendConstPtr(kt.as_ptr()), SendConstPtr(vf.as_ptr()));
         pool::global().parallel_for(gn * tiles, &|task| {
             // The last tiles see the most keys (causal masks): handed out first, so the
             // threads finish together.
@@ -177,35 +247,15 @@ pub(super) unsafe fn attend<E: KvElem>(p: &Problem<E>, kernels: Kernels) {
                 head_stride: t * d,
                 i0,
                 ranges: &ranges[i0..i0 + positions],
-                kt: ktp.get().wrapping_add(gi * group_floats),
-                v: vfp.get().wrapping_add(gi * group_floats),
                 mask: mask.get(),
                 l,
                 d,
                 scale,
             };
-            // SAFETY: the tile's query and output rows lie in the problem's arrays, and only
-            // this task writes its output rows.
-            unsafe {
-                match kernels {
-                    Kernels::Best => run_tile_best(&job),
-                    #[cfg(test)]
-                    Kernels::Portable => run_tile_portable(&job),
-                }
-            };
+            (prep.run)(&job, bufp.get().wrapping_add(gi * prep.bytes));
         });
         g0 += gn;
     }
-    // Kept for the next call up to KEEP_BYTES (8k positions of two kv heads of 128): a larger
-    // one is freed rather than held for the life of the thread.
-    if buf.len() * 4 <= KEEP_BYTES {
-        PACKED.with(|b| *b.borrow_mut() = buf);
-    }
-}
-
-thread_local! {
-    /// The prepared keys and values of the calling thread's last call, for reuse.
-    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Most bytes of prepared keys and values per batch of kv heads (at least one kv head; small
@@ -272,62 +322,60 @@ unsafe fn pack_panel<E: KvElem>(
 /// One task: `positions` consecutive positions (from `i0`) of the `heads` query heads of one kv
 /// head. Row `r` of the task is position `i0 + r / heads` of head `r % heads`, so the heads of
 /// one position are neighbours (they see the same keys).
-struct Tile<'a> {
+pub(super) struct Tile<'a> {
     /// The first head's row at position `i0`; head `hh` is `hh · head_stride` further.
-    q: *const f32,
-    out: *mut f32,
-    positions: usize,
-    heads: usize,
-    head_stride: usize,
-    i0: usize,
+    pub q: *const f32,
+    pub out: *mut f32,
+    pub positions: usize,
+    pub heads: usize,
+    pub head_stride: usize,
+    pub i0: usize,
     /// The visible key range of each position.
-    ranges: &'a [(usize, usize)],
-    kt: *const f32,
-    v: *const f32,
-    mask: *const f32,
-    l: usize,
-    d: usize,
-    scale: f32,
+    pub ranges: &'a [(usize, usize)],
+    pub mask: *const f32,
+    pub l: usize,
+    pub d: usize,
+    pub scale: f32,
 }
 
 /// The task kernel for the CPU's instruction set.
 ///
 /// # Safety
 /// The tile's pointers valid as [`attend`] sets them up.
-unsafe fn run_tile_best(tile: &Tile) {
+unsafe fn run_tile_best(tile: &Tile, kt: *const f32, v: *const f32) {
     #[cfg(target_arch = "x86_64")]
     if simd::level() == simd::Level::Avx512 {
         // SAFETY: the level says the CPU has AVX-512.
-        return unsafe { run_tile_avx512(tile) };
+        return unsafe { run_tile_avx512(tile, kt, v) };
     }
     // SAFETY: the caller's promise.
-    unsafe { run_tile_portable(tile) }
+    unsafe { run_tile_portable(tile, kt, v) }
 }
 
 /// The portable micro-kernels at the CPU's best vector width.
 ///
 /// # Safety
 /// As for [`run_tile_best`].
-unsafe fn run_tile_portable(tile: &Tile) {
+unsafe fn run_tile_portable(tile: &Tile, kt: *const f32, v: *const f32) {
     #[cfg(target_arch = "x86_64")]
     if simd::level() >= simd::Level::Avx2 {
         // SAFETY: the level says the CPU has AVX2 and FMA.
-        return unsafe { run_tile_avx2(tile) };
+        return unsafe { run_tile_avx2(tile, kt, v) };
     }
     // SAFETY: the caller's promise.
-    unsafe { run_tile::<Portable<false>>(tile) }
+    unsafe { run_tile::<Portable<false>>(tile, kt, v) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn run_tile_avx512(tile: &Tile) {
-    run_tile::<Avx512>(tile)
+unsafe fn run_tile_avx512(tile: &Tile, kt: *const f32, v: *const f32) {
+    run_tile::<Avx512>(tile, kt, v)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_tile_avx2(tile: &Tile) {
-    run_tile::<Portable<true>>(tile)
+unsafe fn run_tile_avx2(tile: &Tile, kt: *const f32, v: *const f32) {
+    run_tile::<Portable<true>>(tile, kt, v)
 }
 
 /// The micro-kernels of [`run_tile`]: [`ROWS`] query rows at a time.
@@ -367,7 +415,7 @@ struct Outer {
 /// # Safety
 /// The CPU has what `M` needs; the tile's pointers valid as [`attend`] sets them up.
 #[inline(always)]
-unsafe fn run_tile<M: Micro>(tile: &Tile) {
+unsafe fn run_tile<M: Micro>(tile: &Tile, kt: *const f32, v: *const f32) {
     let (d, heads) = (tile.d, tile.heads);
     let rows = tile.positions * heads;
     // Where row r's query and output are.
@@ -394,7 +442,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
     while j0 < hi {
         let n = KEY_BLOCK.min(hi - j0);
         let vecs = n.div_ceil(16);
-        let panels = tile.kt.add(j0 * d);
+        let panels = kt.add(j0 * d);
         // Scores over 64 values of the head at a time (accumulated in `s`), so the keys'
         // 64 x 64 sub-block stays in L1 while every row group reads it (a whole 256-wide
         // key block is 64 KB).
@@ -457,7 +505,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile) {
                     Outer {
                         a: s.as_ptr().add(r0 * KEY_BLOCK),
                         a_rs: KEY_BLOCK,
-                        b: tile.v.add(j0 * d + c0),
+                        b: v.add(j0 * d + c0),
                         b_js: d,
                         b_xs: 16,
                         len: n,
@@ -541,7 +589,7 @@ impl Micro for Avx512 {
 /// zero far below). Inputs below -104 (-inf included) give 0; NaN stays NaN.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn exp_ps(x: __m512) -> __m512 {
+pub(super) unsafe fn exp_ps(x: __m512) -> __m512 {
     let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),

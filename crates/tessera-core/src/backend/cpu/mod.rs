@@ -7,6 +7,8 @@ pub(crate) mod affine;
 pub(crate) mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
+mod attention_amx;
+#[cfg(target_arch = "x86_64")]
 mod attention_avx2;
 mod attention_tiled;
 #[cfg(target_arch = "x86_64")]

@@ -42,8 +42,8 @@
 
 pub(crate) mod dense;
 pub(crate) mod gemm;
-mod pack;
-mod tiles;
+pub(crate) mod pack;
+pub(crate) mod tiles;
 
 use std::cell::Cell;
 use std::sync::OnceLock;

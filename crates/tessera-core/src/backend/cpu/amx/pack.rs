@@ -7,23 +7,23 @@ use std::arch::x86_64::*;
 /// tile load or store whose rows straddle lines touches twice as many).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-pub(super) struct Line(pub [u8; 64]);
+pub(crate) struct Line(pub [u8; 64]);
 
 /// A zeroed, line-aligned buffer of at least `bytes` bytes.
-pub(super) fn lines(bytes: usize) -> Vec<Line> {
+pub(crate) fn lines(bytes: usize) -> Vec<Line> {
     vec![Line([0; 64]); bytes.div_ceil(64)]
 }
 
 /// A line-aligned scratch buffer kept by its thread between calls: a fresh allocation of this
 /// size comes as untouched pages, and the kernel's page faults and zeroing cost as much as the
 /// packing itself (9% of a 2048 bf16 GEMM). Buffers above [`KEEP_BYTES`] are freed after use.
-pub(super) struct Scratch(std::cell::RefCell<Vec<Line>>);
+pub(crate) struct Scratch(std::cell::RefCell<Vec<Line>>);
 
 /// Largest scratch buffer kept for reuse.
 const KEEP_BYTES: usize = 64 << 20;
 
 impl Scratch {
-    pub(super) const fn new() -> Scratch {
+    pub(crate) const fn new() -> Scratch {
         Scratch(std::cell::RefCell::new(Vec::new()))
     }
 
@@ -32,7 +32,7 @@ impl Scratch {
     ///
     /// # Panics
     /// If `f` uses the same buffer again (each role has its own).
-    pub(super) fn with<R>(&self, bytes: usize, f: impl FnOnce(&mut [Line]) -> R) -> R {
+    pub(crate) fn with<R>(&self, bytes: usize, f: impl FnOnce(&mut [Line]) -> R) -> R {
         let mut buf = self.0.borrow_mut();
         let len = bytes.div_ceil(64);
         if buf.len() < len {
@@ -47,7 +47,7 @@ impl Scratch {
 }
 
 /// The buffer as `T` values (`T` a plain number type).
-pub(super) fn as_mut<T: Copy>(b: &mut [Line]) -> &mut [T] {
+pub(crate) fn as_mut<T: Copy>(b: &mut [Line]) -> &mut [T] {
     let len = std::mem::size_of_val(b) / std::mem::size_of::<T>();
     // SAFETY: a Line is 64 initialised bytes, aligned for any number type; every bit pattern
     // is a valid number.
@@ -78,7 +78,7 @@ pub(crate) unsafe fn bf16_row(src: &[f32], dst: &mut [u16]) {
 /// `dst[p][j] = rows[j][p]` as u32 pairs, for 16 rows of `kp` bf16 values: 16 gathers of one
 /// pair from each row per pair-row.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn transpose_pairs(rows: &[u16], kp: usize, dst: *mut u8) {
+pub(crate) unsafe fn transpose_pairs(rows: &[u16], kp: usize, dst: *mut u8) {
     let pairs = kp / 2;
     let idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),

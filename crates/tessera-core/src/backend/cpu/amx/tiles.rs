@@ -32,21 +32,21 @@ static CONFIG: TileConfig = TileConfig {
 };
 
 /// Values of k per step (one P tile row).
-pub(super) const KSTEP: usize = 32;
+pub(crate) const KSTEP: usize = 32;
 /// Rows of C (P rows) and columns (Q columns) per micro-kernel call.
-pub(super) const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 /// Bytes of one pair-packed Q tile (16 pair-rows x 16 columns x 4 bytes).
-pub(super) const Q_TILE_BYTES: usize = 1024;
+pub(crate) const Q_TILE_BYTES: usize = 1024;
 
 /// Tiles configured on the current thread for as long as this lives; released on drop (the
 /// tile state is large, and a thread that keeps it configured makes every context switch save
 /// it).
-pub(super) struct Tiles(());
+pub(crate) struct Tiles(());
 
 impl Tiles {
     /// # Safety
     /// [`super::supported`] returned true.
-    pub(super) unsafe fn configure() -> Tiles {
+    pub(crate) unsafe fn configure() -> Tiles {
         asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
         Tiles(())
     }
@@ -62,7 +62,7 @@ impl Tiles {
     /// above.
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn block(
+    pub(crate) unsafe fn block(
         &self,
         p: *const u8,
         p_step: usize,
