@@ -36,10 +36,14 @@ use std::arch::x86_64::*;
 /// Keys per block of the online softmax (four 32-key steps of the output product).
 const KEY_BLOCK: usize = 128;
 
-/// Whether the tiles run attention for heads of size `d`: AMX enabled (`amx::enabled`), and
-/// `d` whole steps of 32 values.
+/// Whether the tiles run attention for heads of size `d`: AMX enabled (`amx::enabled`), `d`
+/// whole steps of 32 values, and not turned off with `TESSERA_AMX_ATTENTION=0` (for
+/// comparisons: the products keep the tiles).
 pub(super) fn applies(d: usize) -> bool {
-    d.is_multiple_of(KSTEP) && super::amx::enabled()
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON
+        .get_or_init(|| std::env::var("TESSERA_AMX_ATTENTION").map_or(true, |v| v.trim() != "0"));
+    on && d.is_multiple_of(KSTEP) && super::amx::enabled()
 }
 
 /// Each operand is split in two bf16 parts, `x = hi + lo` (hi the rounded value, lo the
