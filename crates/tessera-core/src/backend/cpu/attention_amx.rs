@@ -120,8 +120,9 @@ unsafe fn pack_step<E: KvElem>(
     let mut wide = [0f32; MAX_HEAD];
     let wide = &mut wide[..d];
     // The step's 32 keys and 32 values as bf16 parts (zeros past l): [part][key][d].
-    let mut krows = [[0u16; KSTEP * MAX_HEAD]; 2];
-    let mut vrows = [[0u16; KSTEP * MAX_HEAD]; 2];
+    // (Sized to d: fixed arrays for the largest head were 160 KB to zero per 32 keys.)
+    let mut krows = [vec![0u16; KSTEP * d], vec![0u16; KSTEP * d]];
+    let mut vrows = [vec![0u16; KSTEP * d], vec![0u16; KSTEP * d]];
     for j in 0..KSTEP {
         let pos = step * KSTEP + j;
         if pos < l {
@@ -132,7 +133,7 @@ unsafe fn pack_step<E: KvElem>(
         }
     }
     // Keys: two groups of 16, each d / 32 steps of SECTIONS tiles (hi, lo, hi).
-    let mut parts = [[0u8; 16 * MAX_HEAD * 2]; 2];
+    let mut parts = [vec![0u8; 16 * d * 2], vec![0u8; 16 * d * 2]];
     for half in 0..2 {
         for (part, rows) in parts.iter_mut().zip(&krows) {
             transpose_pairs(&rows[half * 16 * d..][..16 * d], d, part.as_mut_ptr());
@@ -171,10 +172,10 @@ unsafe fn pack_step<E: KvElem>(
 /// `x` split into bf16 parts `hi = bf16(x)`, `lo = bf16(x - hi)` (both rounded to nearest),
 /// written at `at` of the two rows of `parts`; `x.len()` a multiple of 16.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn split_row(x: &[f32], parts: &mut [[u16; KSTEP * MAX_HEAD]; 2], at: usize) {
-    debug_assert!(x.len().is_multiple_of(16) && at + x.len() <= KSTEP * MAX_HEAD);
-    let (hi, lo) = parts.split_at_mut(1);
-    let (hi, lo) = (hi[0].as_mut_ptr().add(at), lo[0].as_mut_ptr().add(at));
+unsafe fn split_row(x: &[f32], parts: &mut [Vec<u16>; 2], at: usize) {
+    assert!(x.len().is_multiple_of(16) && at + x.len() <= parts[0].len().min(parts[1].len()));
+    let [hi, lo] = parts;
+    let (hi, lo) = (hi.as_mut_ptr().add(at), lo.as_mut_ptr().add(at));
     for c in (0..x.len()).step_by(16) {
         let v = _mm512_loadu_ps(x.as_ptr().add(c));
         let top: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
@@ -243,7 +244,7 @@ unsafe fn task_body(
     // qb[(((g dsteps + s) SECTIONS + σ) 32 + r) 32..].
     let qv = as_mut::<u16>(qb);
     let mut row = [0f32; MAX_HEAD];
-    let mut parts = [[0u16; KSTEP * MAX_HEAD]; 2];
+    let mut parts = [vec![0u16; d], vec![0u16; d]];
     for r in 0..groups * BLOCK {
         let (g, rr) = (r / BLOCK, r % BLOCK);
         if r < rows {
