@@ -589,7 +589,7 @@ impl Micro for Avx512 {
 /// zero far below). Inputs below -104 (-inf included) give 0; NaN stays NaN.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(super) unsafe fn exp_ps(x: __m512) -> __m512 {
+unsafe fn exp_ps(x: __m512) -> __m512 {
     let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
