@@ -211,9 +211,7 @@ fn unpack(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r: usize) {
     if !geo.header_last
         && crate::backend::cpu::simd::level() == crate::backend::cpu::simd::Level::Avx512
     {
-        for (j, row) in rows.iter_mut().enumerate() {
-            unpack_fields(geo, rec, row, r, j);
-        }
+        unpack_fields_all(geo, rec, rows, r);
         // SAFETY: AVX-512 F (the level).
         unsafe { unpack_words_avx512(geo, rec, rows, r) };
         return;
@@ -260,6 +258,45 @@ fn unpack_fields(geo: Geometry, rec: &[u8], row: &mut [u8], r: usize, j: usize) 
                 qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
             }
             blk[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
+    }
+}
+
+/// [`unpack_fields`] for all 8 rows at once, the bounds checked once per block: row by row,
+/// with a slice per field, this took 8% of a 512-token prefill of the 0.5B-shape Q4_0 (two
+/// bytes of header per 18-byte block).
+#[inline]
+fn unpack_fields_all(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r: usize) {
+    let block = geo.block();
+    assert!(rec.len() >= ROWS * (geo.header + geo.qh_bytes()));
+    for s in 0..geo.share {
+        let base = (r * geo.share + s) * block;
+        assert!(rows.iter().all(|w| base + block <= w.len()));
+        for f in 0..geo.header / 2 {
+            let to = base + geo.fields_at() + 2 * f;
+            for (j, row) in rows.iter_mut().enumerate() {
+                // SAFETY: field f of row j lies in the record's header (checked above), and
+                // `to + 2 <= base + block <= row.len()`.
+                unsafe {
+                    let v = rec
+                        .as_ptr()
+                        .add(16 * f + 2 * j)
+                        .cast::<u16>()
+                        .read_unaligned();
+                    row.as_mut_ptr().add(to).cast::<u16>().write_unaligned(v);
+                }
+            }
+        }
+        if geo.qh {
+            for (j, row) in rows.iter_mut().enumerate() {
+                let mut qh = 0u32;
+                for h in 0..8 {
+                    let at = 16 + 4 * h;
+                    let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+                    qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+                }
+                row[base + 2..base + 6].copy_from_slice(&qh.to_le_bytes());
+            }
         }
     }
 }
