@@ -57,18 +57,24 @@ fn fused_product_equals_its_composite_on_every_path() {
         (GgmlType::Q4_K, 256),
         (GgmlType::Q6_K, 256),
     ] {
-        let (_, _, w) = gate_up(64, k, format, 3);
-        let mut layouts = vec![(w.clone(), format)];
-        if let Some((w8, f8)) = interleave_for_cpu(&w, format).unwrap() {
-            layouts.push((w8, f8));
-        }
-        for (w, ty) in layouts {
-            for act in ACTS {
-                for m in [1, 4, 9, 70] {
-                    let x = uniform(&[m, k], 20 + m as u64);
-                    let want = ops::gguf_gated_matmul_composite(&x, &w, ty, act).unwrap();
-                    let got = ops::gguf_gated_matmul(&x, &w, ty, act).unwrap();
-                    close(&got, &want, 0.0);
+        // 64 gate rows: whole 32-row blocks; 40: a last block of 16 rows (one gate and one up
+        // run) on the AMX path.
+        for f in [64, 40] {
+            let (_, _, w) = gate_up(f, k, format, 3);
+            let mut layouts = vec![(w.clone(), format)];
+            if let Some((w8, f8)) = interleave_for_cpu(&w, format).unwrap() {
+                layouts.push((w8, f8));
+            }
+            for (w, ty) in layouts {
+                for act in ACTS {
+                    // 100 rows: interleaved layouts on the AMX tiles too, where the gating runs
+                    // on each finished block.
+                    for m in [1, 4, 9, 70, 100] {
+                        let x = uniform(&[m, k], 20 + m as u64);
+                        let want = ops::gguf_gated_matmul_composite(&x, &w, ty, act).unwrap();
+                        let got = ops::gguf_gated_matmul(&x, &w, ty, act).unwrap();
+                        close(&got, &want, 0.0);
+                    }
                 }
             }
         }
