@@ -176,20 +176,36 @@ pub(super) fn matmul_amx(
             unsafe { super::x86::to_bf16::decode_affine8(ty, w, k, r0 / ROWS, r1 / ROWS, panel) };
             return;
         }
-        let mut natural = Vec::new();
-        let rows: &[u8] = if ty.interleaved_rows() > 1 {
-            natural.resize((r1 - r0) * natural_bytes, 0);
-            interleave::deinterleave(ty, w, nb, r0 / ROWS, r1 / ROWS, &mut natural);
-            &natural
-        } else {
-            &w[r0 * row_bytes..r1 * row_bytes]
-        };
-        // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows, as many as the panel
-        // was given.
-        unsafe { super::x86::to_bf16::decode_rows(base, rows, natural_bytes, k, panel) };
+        if ty.interleaved_rows() == 1 {
+            let rows = &w[r0 * row_bytes..r1 * row_bytes];
+            // SAFETY: `amx::supported()` implies AVX-512 BF16; whole rows, as many as the
+            // panel was given.
+            unsafe { super::x86::to_bf16::decode_rows(base, rows, natural_bytes, k, panel) };
+            return;
+        }
+        // The panel's rows de-interleaved into this thread's buffer, kept between panels and
+        // calls (every byte is written before it is read): a fresh zeroed one per panel (0.1-1
+        // MB) cost its zeroing, and its page faults above the allocator's mmap threshold.
+        NATURAL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let len = (r1 - r0) * natural_bytes;
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let rows = &mut buf[..len];
+            interleave::deinterleave(ty, w, nb, r0 / ROWS, r1 / ROWS, rows);
+            // SAFETY: as above.
+            unsafe { super::x86::to_bf16::decode_rows(base, rows, natural_bytes, k, panel) };
+        });
     };
     // SAFETY: the caller checked `amx::supported()` and the lengths (`matmul_t_on`).
     unsafe { crate::backend::cpu::amx::gemm::matmul_t(n, k, x, m, out, &decode) };
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each pool thread's de-interleaved panel rows ([`matmul_amx`]).
+    static NATURAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Weights in an interleaved layout (`Q4_0x8` and the like; `n` a multiple of 8, checked by the
