@@ -466,45 +466,19 @@ unsafe fn exp2_ps(x: __m512) -> __m512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::attention_tiled::lanes::{apply, check_lanes};
     use super::*;
 
     /// `exp2_ps` against f64 `exp2` over the range the kernel feeds it (base-2 scores minus
     /// their maximum, down to the cut-off) and a little above, with -inf and NaN.
     #[test]
     fn vector_exp2_is_accurate() {
-        if crate::backend::cpu::simd::level() != crate::backend::cpu::simd::Level::Avx512 {
-            eprintln!("AVX-512 not available: test not run");
+        if !check_lanes(exp2_ps, f64::exp2, (-155.0, 4.9e-5), -126.0, 2.4e-7) {
             return;
         }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn exp16(x: &[f32; 16]) -> [f32; 16] {
-            let mut out = [0f32; 16];
-            _mm512_storeu_ps(out.as_mut_ptr(), exp2_ps(_mm512_loadu_ps(x.as_ptr())));
-            out
-        }
-        let mut worst = 0f64;
-        for i in 0..200_000 {
-            let x: [f32; 16] = std::array::from_fn(|j| -155.0 + (i * 16 + j) as f32 * 4.9e-5);
-            // SAFETY: AVX-512 F checked above.
-            let got = unsafe { exp16(&x) };
-            for (&xi, &g) in x.iter().zip(&got) {
-                let want = (xi as f64).exp2();
-                if xi < -126.0 {
-                    // Subnormal or zero results: absolute error below the smallest normal.
-                    assert!(
-                        (g as f64 - want).abs() < 1.2e-38,
-                        "exp2({xi}) = {g}, want {want}"
-                    );
-                } else {
-                    worst = worst.max((g as f64 - want).abs() / want);
-                }
-            }
-        }
-        assert!(worst < 2.4e-7, "largest relative error {worst}");
         let mut special = [0f32; 16];
         special[..6].copy_from_slice(&[f32::NEG_INFINITY, f32::NAN, 0.0, 127.0, 128.0, -1.0]);
-        // SAFETY: as above.
-        let got = unsafe { exp16(&special) };
+        let got = apply(exp2_ps, &special);
         assert_eq!(got[0], 0.0);
         assert!(got[1].is_nan());
         assert_eq!(got[2], 1.0);

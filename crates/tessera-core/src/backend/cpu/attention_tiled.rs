@@ -724,45 +724,75 @@ impl<const FMA: bool> Micro for Portable<FMA> {
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::*;
+pub(super) mod lanes {
+    use std::arch::x86_64::*;
 
-    /// `exp_ps` against f64 `exp` over the range the kernel feeds it (scores minus their
-    /// maximum, down to the cut-off) and a little above, with -inf and NaN.
-    #[test]
-    fn vector_exp_is_accurate() {
-        if simd::level() != simd::Level::Avx512 {
-            eprintln!("AVX-512 not available: test not run");
-            return;
-        }
+    /// A vector function of the kernels, `f(x)` lane by lane.
+    pub(in crate::backend::cpu) type Lanes = unsafe fn(__m512) -> __m512;
+
+    /// `f` on 16 values (AVX-512 F present: [`check_lanes`] checked).
+    pub(in crate::backend::cpu) fn apply(f: Lanes, x: &[f32; 16]) -> [f32; 16] {
         #[target_feature(enable = "avx512f")]
-        unsafe fn exp16(x: &[f32; 16]) -> [f32; 16] {
+        unsafe fn run(f: Lanes, x: &[f32; 16]) -> [f32; 16] {
             let mut out = [0f32; 16];
-            _mm512_storeu_ps(out.as_mut_ptr(), exp_ps(_mm512_loadu_ps(x.as_ptr())));
+            _mm512_storeu_ps(out.as_mut_ptr(), f(_mm512_loadu_ps(x.as_ptr())));
             out
+        }
+        assert!(super::simd::level() == super::simd::Level::Avx512);
+        // SAFETY: AVX-512 F, checked just above.
+        unsafe { run(f, x) }
+    }
+
+    /// Checks `f` against its f64 `reference` at 3.2 million points from `lo`, `step` apart:
+    /// relative error below `bound` where the result is a normal f32 (inputs from
+    /// `normal_from` on), absolute error below the smallest normal under that. False (nothing
+    /// checked) without AVX-512.
+    pub(in crate::backend::cpu) fn check_lanes(
+        f: Lanes,
+        reference: fn(f64) -> f64,
+        (lo, step): (f32, f32),
+        normal_from: f32,
+        bound: f64,
+    ) -> bool {
+        if super::simd::level() != super::simd::Level::Avx512 {
+            eprintln!("AVX-512 not available: test not run");
+            return false;
         }
         let mut worst = 0f64;
         for i in 0..200_000 {
-            let x: [f32; 16] = std::array::from_fn(|j| -110.0 + (i * 16 + j) as f32 * 3.75e-5);
-            // SAFETY: AVX-512 F checked above.
-            let got = unsafe { exp16(&x) };
-            for (&xi, &g) in x.iter().zip(&got) {
-                let want = (xi as f64).exp();
-                if xi < -87.0 {
-                    // Subnormal or zero results: absolute error below the smallest normal.
+            let x: [f32; 16] = std::array::from_fn(|j| lo + (i * 16 + j) as f32 * step);
+            for (&xi, &g) in x.iter().zip(&apply(f, &x)) {
+                let want = reference(xi as f64);
+                if xi < normal_from {
                     assert!(
                         (g as f64 - want).abs() < 1.2e-38,
-                        "exp({xi}) = {g}, want {want}"
+                        "f({xi}) = {g}, want {want}"
                     );
                 } else {
                     worst = worst.max((g as f64 - want).abs() / want);
                 }
             }
         }
-        assert!(worst < 3.6e-7, "largest relative error {worst}");
-        // SAFETY: as above.
-        let special = unsafe {
-            exp16(&[
+        assert!(worst < bound, "largest relative error {worst}");
+        true
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::lanes::{apply, check_lanes};
+    use super::*;
+
+    /// `exp_ps` against f64 `exp` over the range the kernel feeds it (scores minus their
+    /// maximum, down to the cut-off) and a little above, with -inf and NaN.
+    #[test]
+    fn vector_exp_is_accurate() {
+        if !check_lanes(exp_ps, f64::exp, (-110.0, 3.75e-5), -87.0, 3.6e-7) {
+            return;
+        }
+        let special = apply(
+            exp_ps,
+            &[
                 f32::NEG_INFINITY,
                 f32::NAN,
                 0.0,
@@ -779,8 +809,8 @@ mod tests {
                 0.0,
                 0.0,
                 0.0,
-            ])
-        };
+            ],
+        );
         assert_eq!(special[0], 0.0);
         assert!(special[1].is_nan());
         assert_eq!(special[2], 1.0);
