@@ -343,6 +343,10 @@ fn sdpa_matches_the_composite() {
 #[test]
 fn sdpa_prompts_match_the_composite() {
     for t in [12, 40] {
+        // The tiled kernel may run on the AMX tiles, whose split-bf16 products keep about 16
+        // significant bits of each operand (`attention_amx.rs`): measured up to 3.3e-5 here;
+        // its f32 kernels are held to 2e-5 of an f64 reference by their unit test.
+        let tol = if t >= 16 { 1e-4 } else { 2e-5 };
         let q = rand(&[1, 6, t, 32], 30);
         let l = t + 8;
         let mask = causal_mask(t, l);
@@ -355,7 +359,7 @@ fn sdpa_prompts_match_the_composite() {
             for mk in [None, Some(&mask)] {
                 let fused = ops::sdpa(&q, &k, &v, 0.25, mk).unwrap();
                 let comp = ops::sdpa_composite(&q, &k, &v, 0.25, mk).unwrap();
-                close(&fused, &comp, 2e-5);
+                close(&fused, &comp, tol);
             }
         }
     }
