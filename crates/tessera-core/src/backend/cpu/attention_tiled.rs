@@ -212,16 +212,21 @@ pub(super) unsafe fn schedule<E: KvElem>(p: &Problem<E>, prep: &Prep<E>, buf: *m
     let (q, out, mask) = (SendConstPtr(p.q), SendPtr(p.o), SendConstPtr(p.mask));
     let (k, v, ks, vs) = (SendConstPtr(p.k), SendConstPtr(p.v), p.ks, p.vs);
     let ranges = &ranges;
-    let units = l.div_ceil(prep.unit);
+    // Only the keys some row sees are prepared (the tasks read no others): a sliding window
+    // over a long cache (Gemma 3's local layers) sees a window's worth of keys, not all of l.
+    let seen = ranges.iter().filter(|r| r.1 > r.0);
+    let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
+    let hi = seen.map(|r| r.1).max().unwrap_or(0);
+    let (u0, units) = (lo / prep.unit, hi.div_ceil(prep.unit) - lo / prep.unit);
     let bufp = SendPtr(buf);
     let mut g0 = 0;
     while g0 < groups {
         let gn = batch.min(groups - g0);
         // SAFETY: each chunk writes its own units of its own kv heads; keys and values 0..l
-        // of every kv head are readable (the caller's promise).
+        // of every kv head are readable (the caller's promise), and hi <= l.
         pool::parallel_chunks(gn * units, 4, &|c0, c1| {
             for c in c0..c1 {
-                let (gi, unit) = (c / units, c % units);
+                let (gi, unit) = (c / units, u0 + c % units);
                 let (bi, g) = ((g0 + gi) / hk, (g0 + gi) % hk);
                 (prep.pack)(
                     k.get().wrapping_add(bi * ks[0] + g * ks[1]),
