@@ -265,6 +265,7 @@ fn unpack_fields(geo: Geometry, rec: &[u8], row: &mut [u8], r: usize, j: usize) 
 /// [`unpack_fields`] for all 8 rows at once, the bounds checked once per block: row by row,
 /// with a slice per field, this took 8% of a 512-token prefill of the 0.5B-shape Q4_0 (two
 /// bytes of header per 18-byte block).
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn unpack_fields_all(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r: usize) {
     let block = geo.block();
