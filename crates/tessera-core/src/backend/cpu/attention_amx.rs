@@ -26,10 +26,11 @@
 //! outputs within about 2^-16 of f32's, for three times the tile work. Sums, the running
 //! maximum and the running sum are f32.
 
+use super::amx::dense::interleave_rows;
 use super::amx::pack::{Line, Scratch, as_mut, transpose_pairs};
 use super::amx::tiles::{BLOCK, KSTEP, Q_TILE_BYTES, Tiles};
 use super::attention::KvElem;
-use super::attention_tiled::{MAX_HEAD, Prep, Problem, Tile, batch, schedule};
+use super::attention_tiled::{MAX_HEAD, Prep, Problem, Tile, batch, schedule, visible_span};
 use super::gemm::bf16x16_to_f32;
 use std::arch::x86_64::*;
 
@@ -155,16 +156,8 @@ unsafe fn pack_step<E: KvElem>(
     for cg in 0..d / 16 {
         let tiles = values.add((cg * (lp / KSTEP) + step) * SECTIONS * Q_TILE_BYTES);
         for (sec, part) in [0, 1, 0].into_iter().enumerate() {
-            let tile = tiles.add(sec * Q_TILE_BYTES);
-            let rows = vrows[part].as_ptr();
-            for pr in 0..KSTEP / 2 {
-                let a = rows.add(2 * pr * d + 16 * cg);
-                let b = rows.add((2 * pr + 1) * d + 16 * cg);
-                let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(a.cast()));
-                let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b.cast()));
-                let pair = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
-                _mm512_storeu_si512(tile.add(pr * 64).cast(), pair);
-            }
+            let rows = vrows[part].as_ptr().add(16 * cg);
+            interleave_rows(rows, d as isize, KSTEP / 2, tiles.add(sec * Q_TILE_BYTES));
         }
     }
 }
@@ -199,10 +192,10 @@ unsafe fn run_task(tile: &Tile, keys: *const u8, values: *const u8) {
     let rows = tile.positions * heads;
     let groups = rows.div_ceil(BLOCK);
     let dsteps = d / KSTEP;
-    let at = |r: usize| (r % heads) * tile.head_stride + (r / heads) * d;
-    // Per row group: the queries (dsteps tiles of 32 rows x 32 values, 2 KB each), the output
-    // blocks (d / 32 blocks of 32 x 32 f32); per task: the score blocks of one key block and
-    // the weights (KEY_BLOCK / 32 steps of 32 rows x 32 keys, bf16).
+    let at = |r: usize| tile.row_at(r);
+    // Per row group: the queries (dsteps x SECTIONS tiles of 32 rows x 32 values, 2 KB each),
+    // the output blocks (d / 32 blocks of 32 x 32 f32); per task: the score blocks of one key
+    // block and the weights (KEY_BLOCK / 32 steps of SECTIONS tiles of 32 rows x 32 keys).
     let q_bytes = groups * dsteps * SECTIONS * 2048;
     let o_bytes = groups * (d / BLOCK) * 4096;
     let s_bytes = (KEY_BLOCK / BLOCK) * 4096;
@@ -274,9 +267,7 @@ unsafe fn task_body(
     let w = as_mut::<u16>(wb).as_mut_ptr();
     let mut max = vec![f32::NEG_INFINITY; groups * BLOCK];
     let mut sum = vec![0f32; groups * BLOCK];
-    let seen = tile.ranges.iter().filter(|r| r.1 > r.0);
-    let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
-    let hi = seen.map(|r| r.1).max().unwrap_or(0);
+    let (lo, hi) = visible_span(tile.ranges);
     // SAFETY: the caller's promise (AMX present).
     let tiles = Tiles::configure();
     let mut j0 = lo / KSTEP * KSTEP;

@@ -214,9 +214,7 @@ pub(super) unsafe fn schedule<E: KvElem>(p: &Problem<E>, prep: &Prep<E>, buf: *m
     let ranges = &ranges;
     // Only the keys some row sees are prepared (the tasks read no others): a sliding window
     // over a long cache (Gemma 3's local layers) sees a window's worth of keys, not all of l.
-    let seen = ranges.iter().filter(|r| r.1 > r.0);
-    let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
-    let hi = seen.map(|r| r.1).max().unwrap_or(0);
+    let (lo, hi) = visible_span(ranges);
     let (u0, units) = (lo / prep.unit, hi.div_ceil(prep.unit) - lo / prep.unit);
     let bufp = SendPtr(buf);
     let mut g0 = 0;
@@ -289,6 +287,15 @@ unsafe fn visible_ranges(mask: *const f32, t: usize, l: usize) -> Vec<(usize, us
         .collect()
 }
 
+/// The keys `lo..hi` that any of `ranges` (per-row visible ranges) covers; `(0, 0)` when no row
+/// sees a key.
+pub(super) fn visible_span(ranges: &[(usize, usize)]) -> (usize, usize) {
+    let seen = ranges.iter().filter(|r| r.1 > r.0);
+    let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
+    let hi = seen.map(|r| r.1).max().unwrap_or(0);
+    (lo, hi)
+}
+
 /// Key panel `panel` (keys `16 panel..16 panel + 16`) of one kv head: `kt[(panel d + c) 16 + j]`
 /// is value `c` of key `16 panel + j`, and `vf[key d + c]` value `c` of that key's value row
 /// (both zero past `l`).
@@ -341,6 +348,14 @@ pub(super) struct Tile<'a> {
     pub l: usize,
     pub d: usize,
     pub scale: f32,
+}
+
+impl Tile<'_> {
+    /// Where task row `r` (position `i0 + r / heads` of head `r % heads`) starts in the query
+    /// and output arrays, from `q` and `out`.
+    pub(super) fn row_at(&self, r: usize) -> usize {
+        (r % self.heads) * self.head_stride + (r / self.heads) * self.d
+    }
 }
 
 /// The task kernel for the CPU's instruction set.
@@ -424,7 +439,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile, kt: *const f32, v: *const f32) {
     let (d, heads) = (tile.d, tile.heads);
     let rows = tile.positions * heads;
     // Where row r's query and output are.
-    let at = |r: usize| (r % heads) * tile.head_stride + (r / heads) * d;
+    let at = |r: usize| tile.row_at(r);
     // Rows rounded up to whole register tiles; the extra rows are zero and never written out.
     let padded = rows.next_multiple_of(ROWS);
     let mut q = vec![0f32; padded * d];
@@ -440,9 +455,7 @@ unsafe fn run_tile<M: Micro>(tile: &Tile, kt: *const f32, v: *const f32) {
     let mut sum = vec![0f32; padded];
     let mut alpha = vec![1f32; padded];
     let ones = [1f32; ROWS];
-    let seen = tile.ranges.iter().filter(|r| r.1 > r.0);
-    let lo = seen.clone().map(|r| r.0).min().unwrap_or(0);
-    let hi = seen.map(|r| r.1).max().unwrap_or(0);
+    let (lo, hi) = visible_span(tile.ranges);
     let mut j0 = lo / 16 * 16;
     while j0 < hi {
         let n = KEY_BLOCK.min(hi - j0);

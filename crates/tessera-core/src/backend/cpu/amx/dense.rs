@@ -142,7 +142,7 @@ impl Operands for Dense {
 /// Pair-rows `0..pairs` of one Q group from a row-major B: pair-row `p` is
 /// `b[2p][j] | b[2p + 1][j] << 16` for the 16 columns at `b` (rows `rs` elements apart).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn interleave_rows(b: *const u16, rs: isize, pairs: usize, out: *mut u8) {
+pub(crate) unsafe fn interleave_rows(b: *const u16, rs: isize, pairs: usize, out: *mut u8) {
     for p in 0..pairs {
         let b0 = b.offset(2 * p as isize * rs);
         let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b0.cast()));

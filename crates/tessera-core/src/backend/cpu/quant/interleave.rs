@@ -165,6 +165,17 @@ pub(crate) const fn qs_at(format: GgmlType) -> usize {
     Geometry::of(format).qs_at()
 }
 
+/// Row `j`'s Q5_0 `qh` (its 32 fifth bits) gathered from a record's 8 chunk masks.
+fn row_qh(rec: &[u8], j: usize) -> u32 {
+    let mut qh = 0u32;
+    for h in 0..8 {
+        let at = 16 + 4 * h;
+        let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+        qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
+    }
+    qh
+}
+
 /// The bits of `qh` that chunk mask `h` holds for one row: values `4h..4h + 4` for the low
 /// nibbles (`h < 4`), `16 + 4(h - 4)..` for the high ones.
 fn qh_shift(h: usize) -> usize {
@@ -251,13 +262,7 @@ fn unpack_fields(geo: Geometry, rec: &[u8], row: &mut [u8], r: usize, j: usize) 
             blk[to..to + 2].copy_from_slice(&rec[at..at + 2]);
         }
         if geo.qh {
-            let mut qh = 0u32;
-            for h in 0..8 {
-                let at = 16 + 4 * h;
-                let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
-                qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
-            }
-            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+            blk[2..6].copy_from_slice(&row_qh(rec, j).to_le_bytes());
         }
     }
 }
@@ -290,13 +295,7 @@ fn unpack_fields_all(geo: Geometry, rec: &[u8], rows: &mut [&mut [u8]; ROWS], r:
         }
         if geo.qh {
             for (j, row) in rows.iter_mut().enumerate() {
-                let mut qh = 0u32;
-                for h in 0..8 {
-                    let at = 16 + 4 * h;
-                    let m = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
-                    qh |= ((m >> (4 * j)) & 0xF) << qh_shift(h);
-                }
-                row[base + 2..base + 6].copy_from_slice(&qh.to_le_bytes());
+                row[base + 2..base + 6].copy_from_slice(&row_qh(rec, j).to_le_bytes());
             }
         }
     }
