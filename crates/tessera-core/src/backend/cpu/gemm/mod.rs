@@ -8,14 +8,15 @@
 //!   (`x @ W^T`): our own memory-bound kernels in `small.rs`: AVX-512 (F/BW/VL; `vdpbf16ps` for
 //!   bf16) chosen at runtime, portable otherwise.
 //! * otherwise:
-//!   - f32: our packed AVX-512 kernel (`packed.rs`) when the CPU has AVX-512, else the `gemm` crate;
+//!   - f32: our packed kernels (`packed/`): AVX-512 where present, else AVX2 with FMA, else the
+//!     `gemm` crate;
 //!   - bf16: our packed AVX-512 BF16 kernel, else widened to f32 (`bf16.rs`);
 //!   - f64, f16: the `gemm` crate (f16 accumulates in f32 there).
 //!
 //! Threading goes through the backend's persistent pool (`super::pool`) everywhere; the `gemm`
 //! crate is always called single-threaded, on pool-split parts of the problem.
 //!
-//! Files: `small.rs` (GEMV / small-M), `packed.rs` (packed AVX-512 GEMM for f32 and bf16),
+//! Files: `small.rs` (GEMV / small-M), `packed/` (packed GEMM: AVX-512 f32 and bf16, AVX2 f32),
 //! `bf16.rs` (bf16 large-M entry and fallback), `tests.rs`.
 
 // Kernel signatures carry shapes and strides explicitly; index loops over register arrays are the
@@ -203,7 +204,8 @@ pub unsafe fn matmul_f32(
     matmul_any(batch, m, n, k, a, b, c, accumulate, big_f32)
 }
 
-/// f32 with `m, n >= 16`: our packed AVX-512 kernel when available, else the `gemm` crate.
+/// f32 with `m, n >= 16`: our packed kernels (AVX-512, else AVX2 with FMA), else the `gemm`
+/// crate.
 unsafe fn big_f32(
     batch: usize,
     m: usize,
@@ -215,33 +217,72 @@ unsafe fn big_f32(
     accumulate: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if small::x86::has_avx512() {
-        let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
-        if batch > 1 && c.bs != 0 && flops < GEMM_CRATE_PAR_FLOPS.saturating_mul(4) {
-            // Many small products: the gemm crate, one product per pool task.
-            return big_gemm_crate::<f32>(batch, m, n, k, a, b, c, accumulate);
+    {
+        let avx512 = small::x86::has_avx512() && !avx2_only();
+        if avx512 || packed_avx2_f32() {
+            let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+            if batch > 1 && c.bs != 0 && flops < GEMM_CRATE_PAR_FLOPS.saturating_mul(4) {
+                // Many small products: the gemm crate, one product per pool task.
+                return big_gemm_crate::<f32>(batch, m, n, k, a, b, c, accumulate);
+            }
+            // The kernels vectorise along C's columns; if C is column-major, compute
+            // C^T = B^T A^T.
+            let (m, n, a, b, c) = if c.cs.unsigned_abs() > c.rs.unsigned_abs() {
+                (n, m, b.t(), a.t(), c.t())
+            } else {
+                (m, n, a, b, c)
+            };
+            for bi in 0..batch {
+                let (a, b, c) = (a.item(bi), b.item(bi), c.item(bi));
+                // SAFETY: the kind's instruction sets are present (checked above); operands
+                // valid per the caller.
+                if avx512 {
+                    packed::gemm::<packed::F32Kind>(m, n, k, a, b, c, accumulate);
+                } else {
+                    packed::gemm::<packed::F32Avx2Kind>(m, n, k, a, b, c, accumulate);
+                }
+            }
+            return;
         }
-        // The kernel vectorises along C's columns; if C is column-major, compute C^T = B^T A^T.
-        let (m, n, a, b, c) = if c.cs.unsigned_abs() > c.rs.unsigned_abs() {
-            (n, m, b.t(), a.t(), c.t())
-        } else {
-            (m, n, a, b, c)
-        };
-        for bi in 0..batch {
-            // SAFETY: AVX-512 F/BW/VL present (checked above); operands valid per the caller.
-            packed::gemm::<packed::F32Kind>(
-                m,
-                n,
-                k,
-                a.item(bi),
-                b.item(bi),
-                c.item(bi),
-                accumulate,
-            );
-        }
-        return;
     }
     big_gemm_crate::<f32>(batch, m, n, k, a, b, c, accumulate)
+}
+
+#[cfg(test)]
+thread_local! {
+    static AVX2_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with large f32 products on the AVX2 kernel even where the CPU has AVX-512, so the
+/// tests cover it on every x86 machine (decided on the calling thread).
+#[cfg(test)]
+pub(crate) fn with_avx2_kernels<R>(f: impl FnOnce() -> R) -> R {
+    AVX2_ONLY.with(|c| c.set(true));
+    let r = f();
+    AVX2_ONLY.with(|c| c.set(false));
+    r
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+fn avx2_only() -> bool {
+    AVX2_ONLY.with(|c| c.get())
+}
+#[cfg(all(not(test), target_arch = "x86_64"))]
+fn avx2_only() -> bool {
+    false
+}
+
+/// Whether large f32 products run on the packed AVX2 kernel: AVX2 and FMA present, and not
+/// turned off with `TESSERA_PACKED_AVX2=0` (which falls back to the `gemm` crate, for
+/// comparisons).
+#[cfg(target_arch = "x86_64")]
+fn packed_avx2_f32() -> bool {
+    use crate::backend::cpu::simd;
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        simd::level() >= simd::Level::Avx2
+            && std::env::var("TESSERA_PACKED_AVX2").map_or(true, |v| v != "0")
+    })
 }
 
 /// f64 version of [`matmul_f32`].

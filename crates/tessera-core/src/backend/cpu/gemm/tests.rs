@@ -384,6 +384,44 @@ fn bf16_sweep() {
     layouts::<Bf16>(14);
     large::<Bf16>(24);
 }
+/// The packed AVX2 f32 kernel (what CPUs without AVX-512 run), also where the CPU has
+/// AVX-512. Sizes past its 6 x 16 tile, its A row blocks (30 rows at k = 2048, 252 at most) and
+/// its k block (2048: the scratch between blocks).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_packed_avx2() {
+    if !packed_avx2_f32() {
+        eprintln!("skipped: no AVX2 and FMA on this CPU, or TESSERA_PACKED_AVX2=0");
+        return;
+    }
+    with_avx2_kernels(|| {
+        sweep::<f32>(6, 300);
+        layouts::<f32>(16);
+        large::<f32>(26);
+        let mut rng = Rng(36);
+        for &(m, n, k) in &[(300, 70, 64), (61, 300, 2100), (95, 33, 4100)] {
+            for (la, lb) in [
+                (Lay::RowMajor, Lay::ColMajor),
+                (Lay::ColMajor, Lay::Strided),
+            ] {
+                check_one::<f32>(
+                    &mut rng,
+                    1,
+                    m,
+                    n,
+                    k,
+                    la,
+                    lb,
+                    Lay::RowMajor,
+                    false,
+                    false,
+                    true,
+                );
+            }
+        }
+    });
+}
+
 /// The same with the AMX tile path off (a no-op where the CPU has none): the AVX-512 BF16
 /// kernels stay tested on machines with AMX.
 #[cfg(target_arch = "x86_64")]
