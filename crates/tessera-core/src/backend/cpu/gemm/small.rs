@@ -420,6 +420,9 @@ macro_rules! f32acc_small_kernels {
                 if x86::has_avx512() {
                     // SAFETY: the CPU has AVX-512 F/BW/VL (checked above).
                     return x86::$dot(m, nc, k, a, lda, b, ldb, c, accumulate);
+                } else if avx2::usable() {
+                    // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+                    return avx2::dot(m, nc, k, a, lda, b, ldb, c, accumulate);
                 }
                 dot_portable(m, nc, k, a, lda, b, ldb, c, accumulate)
             }
@@ -437,6 +440,9 @@ macro_rules! f32acc_small_kernels {
                 if x86::has_avx512() {
                     // SAFETY: as above.
                     return x86::axpy_avx512::<$t>(m, nc, k, ap, b, ldb, out, ld);
+                } else if avx2::usable() {
+                    // SAFETY: as above.
+                    return avx2::axpy::<$t>(m, nc, k, ap, b, ldb, out, ld);
                 }
                 axpy_portable::<$t>(m, nc, k, ap, b, ldb, out, ld)
             }
@@ -446,6 +452,10 @@ macro_rules! f32acc_small_kernels {
 f32acc_small_kernels!(f32, dot_avx512_f32);
 f32acc_small_kernels!(half::f16, dot_avx512_f16);
 f32acc_small_kernels!(half::bf16, dot_avx512_bf16);
+
+#[cfg(target_arch = "x86_64")]
+#[path = "small_avx2.rs"]
+mod avx2;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
