@@ -289,6 +289,30 @@ unsafe fn store<T: Elem>(c: MatMut<T>, i: usize, j: usize, v: T::Acc, accumulate
     };
 }
 
+/// Calls `f(w, b_block, c_block)` for B's columns in blocks of `cb` (the last one shorter): the
+/// dot kernels size the blocks to stay in L2 while the row groups of A pass over them, so B is
+/// read from memory once whatever m.
+#[inline(always)]
+unsafe fn column_blocks<T>(
+    nc: usize,
+    cb: usize,
+    b: *const T,
+    ldb: isize,
+    c: MatMut<T>,
+    mut f: impl FnMut(usize, *const T, MatMut<T>),
+) {
+    let mut j0 = 0;
+    while j0 < nc {
+        let w = cb.min(nc - j0);
+        let cj = MatMut {
+            ptr: c.ptr.wrapping_offset(j0 as isize * c.cs),
+            ..c
+        };
+        f(w, b.offset(j0 as isize * ldb), cj);
+        j0 += w;
+    }
+}
+
 #[inline(always)]
 pub(super) unsafe fn dot_portable<T: Elem>(
     m: usize,
@@ -460,7 +484,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use super::super::{Elem, MatMut};
-    use super::{axpy_portable, dot_portable, store};
+    use super::{axpy_portable, column_blocks, dot_portable, store};
     use core::arch::x86_64::*;
     use half::{bf16, f16};
 
@@ -677,14 +701,7 @@ pub(super) mod x86 {
         // Column blocks of B (~64 KiB) stay in L2 while the row groups of A pass over them, so B is
         // read from memory once even when m > 8.
         let cb = (16384 / k.max(1)).clamp(12, 1 << 20) / 12 * 12;
-        let mut j0 = 0;
-        while j0 < nc {
-            let w = cb.min(nc - j0);
-            let bj = b.offset(j0 as isize * ldb);
-            let cj = MatMut {
-                ptr: c.ptr.wrapping_offset(j0 as isize * c.cs),
-                ..c
-            };
+        column_blocks(nc, cb, b, ldb, c, |w, bj, cj| {
             #[inline(always)]
             unsafe fn rows<T: Load16, const R: usize, const C: usize>(
                 w: usize,
@@ -714,8 +731,7 @@ pub(super) mod x86 {
                 }
                 i += r;
             }
-            j0 += w;
-        }
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
@@ -911,14 +927,7 @@ pub(super) mod x86 {
     ) {
         // Column blocks are multiples of 24 so the 8-, 4- and 3-column tiles below divide them.
         let cb = (32768 / k.max(1)).clamp(24, 1 << 20) / 24 * 24;
-        let mut j0 = 0;
-        while j0 < nc {
-            let w = cb.min(nc - j0);
-            let bj = b.offset(j0 as isize * ldb);
-            let cj = MatMut {
-                ptr: c.ptr.wrapping_offset(j0 as isize * c.cs),
-                ..c
-            };
+        column_blocks(nc, cb, b, ldb, c, |w, bj, cj| {
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(8);
@@ -934,8 +943,7 @@ pub(super) mod x86 {
                 }
                 i += r;
             }
-            j0 += w;
-        }
+        });
     }
 
     /// Rows `0..R` of the tile (row stride `ld`, `w` columns) += A[r, kk..kk+Q] * B[kk..kk+Q, :],

@@ -4,7 +4,7 @@
 //! `bench ops` streamed its weights at half the memory's read bandwidth.
 
 use super::super::{Elem, MatMut};
-use super::{axpy_portable, store};
+use super::{axpy_portable, column_blocks, store};
 use crate::backend::cpu::simd::x86::hsum8;
 use core::arch::x86_64::*;
 use half::{bf16, f16};
@@ -140,14 +140,7 @@ pub(super) unsafe fn dot<T: Load8>(
     accumulate: bool,
 ) {
     let cb = (16384 / k.max(1)).clamp(12, 1 << 20) / 12 * 12;
-    let mut j0 = 0;
-    while j0 < nc {
-        let w = cb.min(nc - j0);
-        let bj = b.offset(j0 as isize * ldb);
-        let cj = MatMut {
-            ptr: c.ptr.wrapping_offset(j0 as isize * c.cs),
-            ..c
-        };
+    column_blocks(nc, cb, b, ldb, c, |w, bj, cj| {
         let mut i = 0;
         while i < m {
             let r = (m - i).min(4);
@@ -159,8 +152,7 @@ pub(super) unsafe fn dot<T: Load8>(
             }
             i += r;
         }
-        j0 += w;
-    }
+    });
 }
 
 /// The portable axpy kernel compiled for AVX2 (its row loop vectorises: a bf16 widens with a
