@@ -6,7 +6,7 @@
 //! Routing (after normalising so that `m <= n`, using `C^T = B^T A^T`):
 //! * `m < 16` (GEMV and decode-time "skinny" products), or `m < 48` when B is column-contiguous
 //!   (`x @ W^T`): our own memory-bound kernels in `small.rs`: AVX-512 (F/BW/VL; `vdpbf16ps` for
-//!   bf16) chosen at runtime, portable otherwise.
+//!   bf16), else AVX2 (`small_avx2.rs`), chosen at runtime, portable otherwise.
 //! * otherwise:
 //!   - f32: our packed kernels (`packed/`): AVX-512 where present, else AVX2 with FMA, else the
 //!     `gemm` crate;
@@ -16,7 +16,8 @@
 //! Threading goes through the backend's persistent pool (`super::pool`) everywhere; the `gemm`
 //! crate is always called single-threaded, on pool-split parts of the problem.
 //!
-//! Files: `small.rs` (GEMV / small-M), `packed/` (packed GEMM: AVX-512 f32 and bf16, AVX2 f32),
+//! Files: `small.rs` and `small_avx2.rs` (GEMV / small-M), `packed/` (packed GEMM: AVX-512 f32
+//! and bf16, AVX2 f32),
 //! `bf16.rs` (bf16 large-M entry and fallback), `tests.rs`.
 
 // Kernel signatures carry shapes and strides explicitly; index loops over register arrays are the
