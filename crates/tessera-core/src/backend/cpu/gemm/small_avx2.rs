@@ -178,20 +178,14 @@ pub(super) unsafe fn axpy<T: Elem<Acc = f32>>(
 #[cfg(test)]
 mod tests {
     use super::super::super::MatMut;
+    use super::super::super::tests::Rng;
     use super::super::{axpy_portable, dot_portable};
     use super::*;
 
-    /// Deterministic values in [-1, 1) (xorshift), rounded to `T`.
+    /// Deterministic values in [-1, 1) (the gemm tests' generator), rounded to `T`.
     fn values<T: Elem<Acc = f32>>(n: usize, seed: u64) -> Vec<T> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                T::from_acc((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            })
-            .collect()
+        let mut rng = Rng(seed);
+        (0..n).map(|_| T::from_acc(rng.unit() as f32)).collect()
     }
 
     /// Both kernels against the portable ones on shapes around the tiles (4 rows, 2-4

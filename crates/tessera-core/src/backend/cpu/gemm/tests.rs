@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// Small deterministic generator (xorshift64*), so the tests need no extra dependency.
-struct Rng(u64);
+/// Small deterministic generator (xorshift64*), so the tests need no extra dependency (also
+/// used by the small-M kernels' own tests).
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -15,7 +16,7 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
     /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
+    pub(super) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
 }
