@@ -14,8 +14,12 @@
 //! Blocking (BLIS-style): C's columns in blocks of `nc` (packed B block, L3), k in blocks of up
 //! to `KP_MAX` words (not blocked at all below that, so the f32 sums go straight to C; above it the
 //! partial sums round-trip through an f32 scratch, and C is still rounded exactly once), A rows in
-//! blocks of `mc` (packed per task, L2). Threads: B blocks are packed in parallel; then tasks over
-//! (row block, column range) pairs are claimed dynamically from the pool.
+//! blocks of `mc` (packed per task, L2; the blocks of one product all about the same size).
+//! Threads: tasks over (row block, column range) pairs are claimed dynamically from the pool, one
+//! pool hand-off per (column block, k block); each B panel is packed by the first task that needs
+//! it while the others wait for it (`ensure_packed`), and tasks start their sweep at different
+//! panels so the threads pack different ones at once. When the row blocks divide evenly among
+//! the threads, a task is a whole row block (each thread packs its A rows once).
 //!
 //! The micro-kernels vectorise along C's rows; callers give them the orientation where C's
 //! column stride is the smaller one.
@@ -30,7 +34,7 @@ pub(crate) use avx512::bf16x16_to_f32;
 pub(super) use avx512::{Bf16Kind, F32Kind};
 
 use super::{MatMut, MatRef, Shared, pool, run_tasks};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::cell::RefCell;
 
 /// Bytes of packed A per row block (kept in L2 while B panels stream past it): 256 KB, or half
@@ -159,6 +163,31 @@ fn with_buf<R>(
     })
 }
 
+/// A packed-B panel's state within one (column block, k block) step.
+const UNPACKED: u8 = 0;
+const PACKING: u8 = 1;
+const READY: u8 = 2;
+
+/// Runs `pack` if this caller is the first to claim the panel, else waits until the claimer
+/// has finished. The claimer is a running task that waits on nothing, so the wait ends; when
+/// the pool runs tasks inline (one thread) every panel is claimed by its first user.
+fn ensure_packed(state: &AtomicU8, pack: impl FnOnce()) {
+    if state.load(Ordering::Acquire) == READY {
+        return;
+    }
+    if state
+        .compare_exchange(UNPACKED, PACKING, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
+        pack();
+        state.store(READY, Ordering::Release);
+        return;
+    }
+    while state.load(Ordering::Acquire) != READY {
+        core::hint::spin_loop();
+    }
+}
+
 /// One product `C (+)= A @ B` (`m, n, k >= 1`) on the pool. The caller guarantees the CPU has
 /// the kind's features (see each kind).
 pub(super) unsafe fn gemm<K: Kind>(
@@ -176,7 +205,10 @@ pub(super) unsafe fn gemm<K: Kind>(
     let kw_blk = kw_total.div_ceil(kw_total.div_ceil(K::KP_MAX));
     let kc_blk = kw_blk * K::KW;
     let blocked = kc_blk < k;
-    let mc_blk = (a_block_bytes() / (4 * kw_blk) / K::MR * K::MR).clamp(K::MR, 252 / K::MR * K::MR);
+    // Row blocks of at most `mc_max` rows, all of about the same size (a 256-row product with
+    // 252-row blocks made one block of 252 rows and one of 4).
+    let mc_max = (a_block_bytes() / (4 * kw_blk) / K::MR * K::MR).clamp(K::MR, 252 / K::MR * K::MR);
+    let mc_blk = m.div_ceil(m.div_ceil(mc_max)).div_ceil(K::MR) * K::MR;
     let nc_max = (B_BLOCK_BYTES / (4 * kw_blk) / K::NR * K::NR)
         .clamp(K::NR, 4096)
         .min(n.div_ceil(K::NR) * K::NR);
@@ -196,6 +228,9 @@ pub(super) unsafe fn gemm<K: Kind>(
     // The calling thread's reusable B buffer; every packed word is written before it is read.
     let mut bpack: Vec<u32> = take_buf(&B_BUF, b_len + ALIGN_WORDS);
     let bpack_at = cache_aligned(bpack.as_mut_ptr());
+    let panel_state: Vec<AtomicU8> = (0..nc_max.div_ceil(K::NR))
+        .map(|_| AtomicU8::new(UNPACKED))
+        .collect();
 
     let mut j0 = 0;
     while j0 < n {
@@ -207,33 +242,15 @@ pub(super) unsafe fn gemm<K: Kind>(
             let kw = kc.div_ceil(K::KW);
             let first = k0 == 0;
             let last = k0 + kc == k;
-            // Pack the B block, split by panels.
-            {
-                let bp = Shared(bpack_at);
-                let parts = if threads > 1 && n_panels >= 2 {
-                    threads.min(n_panels)
-                } else {
-                    1
-                };
-                let per = n_panels.div_ceil(parts);
-                let f = move |t: usize| {
-                    let bp = bp;
-                    let (p0, p1) = (t * per, ((t + 1) * per).min(n_panels));
-                    if p0 < p1 {
-                        // SAFETY: tasks write disjoint panel ranges of `bpack` (sized for
-                        // n_panels * kw * NR words); the B elements read are in range.
-                        unsafe { K::pack_b(b, k0, kc, j0, nc, p0, p1, bp.0) }
-                    }
-                };
-                let f = Shared(&f);
-                run_tasks(parts, &move |t| {
-                    let f = f;
-                    (f.0)(t)
-                });
+            // Tasks over (row block, column range), claimed dynamically. Each B panel is packed
+            // by the first task that needs it (one pool hand-off per block instead of a packing
+            // phase and a compute phase); tasks start their sweep at different panels so two
+            // threads pack different panels at once instead of waiting on each other.
+            for s in &panel_state[..n_panels] {
+                s.store(UNPACKED, Ordering::Relaxed);
             }
-            // Compute: tasks over (row block, column range), claimed dynamically.
             let m_blocks = m.div_ceil(mc_blk);
-            let n_split = if threads > 1 {
+            let n_split = if threads > 1 && m_blocks % threads != 0 {
                 (2 * threads).div_ceil(m_blocks).min(n_panels).max(1)
             } else {
                 1
@@ -243,8 +260,9 @@ pub(super) unsafe fn gemm<K: Kind>(
             let tasks = m_blocks * n_split;
             let next = AtomicUsize::new(0);
             let workers = tasks.min(threads);
-            let bp = Shared(bpack_at as *const u32);
+            let bp = Shared(bpack_at);
             let sp = Shared(scratch.as_mut_ptr());
+            let states = &panel_state[..n_panels];
             let work = move |_w: usize| {
                 let (bp, sp) = (bp, sp);
                 with_buf(&A_BUF, a_len + ALIGN_WORDS, |abuf| {
@@ -260,7 +278,15 @@ pub(super) unsafe fn gemm<K: Kind>(
                         // SAFETY: A rows i0..i0+mc, k k0..k0+kc are in range; abuf holds a_len words.
                         unsafe { K::pack_a(a, i0, mc, k0, kc, abuf) };
                         let (jp0, jp1) = (ns * panels_per, ((ns + 1) * panels_per).min(n_panels));
-                        for jp in jp0..jp1 {
+                        let len = jp1 - jp0;
+                        let rot = (ib % threads) * len / threads;
+                        for q in 0..len {
+                            let jp = jp0 + (q + rot) % len;
+                            // SAFETY: panel jp of bpack (n_panels * kw * NR words) is written
+                            // only by the task that claims it; the B elements read are in range.
+                            ensure_packed(&states[jp], || unsafe {
+                                K::pack_b(b, k0, kc, j0, nc, jp, jp + 1, bp.0)
+                            });
                             let jb = jp * K::NR;
                             for ip in 0..mc.div_ceil(K::MR) {
                                 let ii = i0 + ip * K::MR;
@@ -276,14 +302,15 @@ pub(super) unsafe fn gemm<K: Kind>(
                                     cols: K::NR.min(nc - jb),
                                     accumulate,
                                 };
-                                // SAFETY: the packed panels hold kw words; the scratch region (padded
-                                // to MR x NR) and the C tile belong to this task alone (tasks own
-                                // disjoint (row block, panel range) pairs).
+                                // SAFETY: the packed panels hold kw words (panel jp is ready:
+                                // `ensure_packed` returned); the scratch region (padded to MR x NR)
+                                // and the C tile belong to this task alone (tasks own disjoint
+                                // (row block, panel range) pairs).
                                 unsafe {
                                     K::micro(
                                         kw,
                                         abuf.add(ip * K::MR * kw),
-                                        bp.0.add(jp * kw * K::NR),
+                                        (bp.0 as *const u32).add(jp * kw * K::NR),
                                         &tile,
                                     )
                                 };
