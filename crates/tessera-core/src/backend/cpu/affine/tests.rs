@@ -125,10 +125,12 @@ fn matmul_matches_reference_on_every_isa() {
     let mut rng = Rng(3);
     // (m, k or n multiplier, other dim): covers the fused path (m <= 8), the GEMM tiles
     // (m > 8), tails of tiles, 32-value groups with an odd number of groups, and long rows
-    // that the fused driver splits into several spans of groups (m = 4, 40 groups).
+    // that the fused driver splits into several spans of groups (m = 4, 40 groups); one
+    // activation row against 11 weight rows: whole tiles of 4 rows and a tail of 3 on AVX2.
     let shapes = [
         (4, 40, 3),
         (1, 40, 2),
+        (1, 6, 11),
         (1, 3, 5),
         (2, 1, 70),
         (4, 4, 17),
