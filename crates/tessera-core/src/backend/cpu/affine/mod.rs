@@ -30,7 +30,9 @@
 //! - AVX-512 with VBMI: byte permutes and `vpmultishiftqb` decode 64 values of any width in
 //!   three instructions; f32 FMAs. 4-bit codes: each byte's two nibbles against activations
 //!   stored even/odd (see `kernels::plan`), 8-bit: bytes widened straight from memory.
-//! - AVX2 + FMA: one pack per step (4-bit: nibbles against even/odd activations).
+//! - AVX2 + FMA: one pack per step (4-bit: nibbles against even/odd activations); with one
+//!   activation row, four weight rows per tile (eight FMA chains instead of two), prefetched.
+//!   4-bit, 4864 x 896, streamed from memory on a 2-core Zen 3: 6.6 -> 8.7 GB/s.
 //! - portable Rust (`scalar.rs`, also the reference the SIMD kernels are tested against).
 //!
 //! Speed (4096 × 4096, groups of 64, bf16 scales, one Zen 4 core, matrix in L3): 4-bit m = 1
