@@ -12,6 +12,7 @@ mod cluster;
 mod generate;
 mod info;
 mod launch;
+mod pipe;
 mod quantize;
 
 use std::process::ExitCode;
@@ -60,6 +61,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    let prints = match args.first().map(String::as_str) {
+        Some("bench") => args.get(1).map(String::as_str) != Some("collectives"),
+        Some("chat") => false,
+        _ => true,
+    };
+    if prints {
+        pipe::die_quietly_on_closed_stdout();
     }
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
