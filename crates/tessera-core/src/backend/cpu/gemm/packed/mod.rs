@@ -179,8 +179,16 @@ fn ensure_packed(state: &AtomicU8, pack: impl FnOnce()) {
         .compare_exchange(UNPACKED, PACKING, Ordering::Acquire, Ordering::Acquire)
         .is_ok()
     {
+        /// Marks the panel ready when dropped, also if `pack` unwinds: the waiters then go on
+        /// (the pool re-raises the panic once every task is done) instead of spinning forever.
+        struct Ready<'a>(&'a AtomicU8);
+        impl Drop for Ready<'_> {
+            fn drop(&mut self) {
+                self.0.store(READY, Ordering::Release);
+            }
+        }
+        let _ready = Ready(state);
         pack();
-        state.store(READY, Ordering::Release);
         return;
     }
     while state.load(Ordering::Acquire) != READY {
