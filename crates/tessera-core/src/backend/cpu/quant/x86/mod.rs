@@ -306,13 +306,12 @@ const RZ_VNNI: usize = 1;
 const CZ_VNNI: usize = 8;
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel32_avx2_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
-    panel::run32::<Avx2, B, R_AVX2, C_AVX2>(t, s, g)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel32_avx2_signed_run<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>, s: *mut u8, g: usize) {
-    panel::run32::<Avx2, B, R_AVX2_SIGNED, C_AVX2>(t, s, g)
+unsafe fn panel32_avx2_run<B: blocks32::Block32Avx, const R: usize>(
+    t: &Tile<Q8Rows>,
+    s: *mut u8,
+    g: usize,
+) {
+    panel::run32::<Avx2, B, R, C_AVX2>(t, s, g)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
@@ -347,17 +346,21 @@ unsafe fn panel256_vnni_run<B: blocks256::Block256Avx>(t: &Tile<Q8KRows>, s: *mu
 /// The CPU has AVX2; the tile contract of [`Kernel`].
 unsafe fn panel32_avx2<B: blocks32::Block32Avx>(t: &Tile<Q8Rows>) {
     if B::SIGNED {
-        let per_row = panel::stride32(R_AVX2_SIGNED, B::AFFINE) / (8 * R_AVX2_SIGNED) * t.nb;
-        panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2_SIGNED, |s, g| {
-            // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
-            unsafe { panel32_avx2_signed_run::<B>(t, s, g) }
-        });
-        return;
+        panel32_avx2_tile::<B, R_AVX2_SIGNED>(t)
+    } else {
+        panel32_avx2_tile::<B, R_AVX2>(t)
     }
-    let per_row = panel::stride32(R_AVX2, B::AFFINE) / (8 * R_AVX2) * t.nb;
-    panel::with_group(t.r1 - t.r0, per_row, 8 * R_AVX2, |s, g| {
-        // SAFETY: as above.
-        unsafe { panel32_avx2_run::<B>(t, s, g) }
+}
+
+/// [`panel32_avx2`] with `8 R` weight rows per register tile.
+///
+/// # Safety
+/// As [`panel32_avx2`].
+unsafe fn panel32_avx2_tile<B: blocks32::Block32Avx, const R: usize>(t: &Tile<Q8Rows>) {
+    let per_row = panel::stride32(R, B::AFFINE) / (8 * R) * t.nb;
+    panel::with_group(t.r1 - t.r0, per_row, 8 * R, |s, g| {
+        // SAFETY: the caller's contract; `s` holds a group of `g` rows of panels.
+        unsafe { panel32_avx2_run::<B, R>(t, s, g) }
     });
 }
 
