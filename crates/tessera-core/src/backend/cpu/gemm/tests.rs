@@ -386,8 +386,9 @@ fn bf16_sweep() {
     large::<Bf16>(24);
 }
 /// The packed AVX2 f32 kernel (what CPUs without AVX-512 run), also where the CPU has
-/// AVX-512. Sizes past its 6 x 16 tile, its A row blocks (30 rows at k = 2048, 252 at most) and
-/// its k block (2048: the scratch between blocks).
+/// AVX-512. Sizes past its 6 x 16 tile, its A row blocks (252 rows at most, and more blocks
+/// than threads: 700 rows), its k block (512: the scratch between blocks) and its column
+/// blocks (1248 columns at k = 2100).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn f32_packed_avx2() {
@@ -400,7 +401,13 @@ fn f32_packed_avx2() {
         layouts::<f32>(16);
         large::<f32>(26);
         let mut rng = Rng(36);
-        for &(m, n, k) in &[(300, 70, 64), (61, 300, 2100), (95, 33, 4100)] {
+        for &(m, n, k) in &[
+            (300, 70, 64),
+            (61, 300, 2100),
+            (95, 33, 4100),
+            (700, 40, 520),
+            (61, 1300, 2100),
+        ] {
             for (la, lb) in [
                 (Lay::RowMajor, Lay::ColMajor),
                 (Lay::ColMajor, Lay::Strided),

@@ -45,6 +45,7 @@ impl Kind for Bf16Kind {
     const MR: usize = MR;
     const NR: usize = NR;
     const KP_MAX: usize = KP_MAX;
+    const B_BLOCK_BYTES: usize = 8 << 20;
     #[inline]
     unsafe fn pack_a(a: MatRef<bf16>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
         pack_a_bf16(a, i0, mc, k0, kc, dst)
@@ -74,6 +75,7 @@ impl Kind for F32Kind {
     const MR: usize = MR;
     const NR: usize = NR;
     const KP_MAX: usize = KP_MAX;
+    const B_BLOCK_BYTES: usize = 8 << 20;
     #[inline]
     unsafe fn pack_a(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {
         pack_a_f32(a, i0, mc, k0, kc, dst)

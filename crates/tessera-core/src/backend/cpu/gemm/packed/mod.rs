@@ -45,8 +45,6 @@ fn a_block_bytes() -> usize {
     let l2 = crate::backend::cpu::cache::l2_bytes();
     if l2 >= 2 << 20 { l2 / 2 } else { 256 << 10 }
 }
-/// Bytes of packed B per column block (in L3).
-const B_BLOCK_BYTES: usize = 8 << 20;
 /// Packed-B and scratch buffers larger than this (in 4-byte words) are not kept for reuse.
 const KEEP_WORDS: usize = (32 << 20) / 4;
 
@@ -87,8 +85,11 @@ pub(super) trait Kind: 'static {
     const NR: usize;
     /// Largest k block in words. Up to this, k is not blocked (measured on AVX-512: fewer,
     /// longer k blocks beat L1-sized ones, because each extra block costs a scratch round trip
-    /// of the C tile).
+    /// of the C tile; on AVX2 the shorter blocks won, see `avx2.rs`).
     const KP_MAX: usize;
+    /// Bytes of packed B per column block (in L3). With a k block of KP_MAX words both kinds'
+    /// values make blocks of 1024 columns.
+    const B_BLOCK_BYTES: usize;
     /// Packs A rows `i0..i0+mc`, k `k0..k0+kc` into micro-panels `[ip][word][MR]`, zero padded.
     unsafe fn pack_a(a: MatRef<Self::T>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32);
     /// Packs B k `k0..k0+kc`, columns `j0 + jp*NR ..` for panels `jp0..jp1` into `[jp][word][NR]`.
@@ -196,6 +197,48 @@ fn ensure_packed(state: &AtomicU8, pack: impl FnOnce()) {
     }
 }
 
+/// C's rows split into `count` blocks of whole micro-tiles (`mr` rows, the last tile possibly
+/// short), the tiles spread as evenly as possible: block sizes differ by at most one tile.
+#[derive(Clone, Copy)]
+struct RowBlocks {
+    m: usize,
+    mr: usize,
+    tiles: usize,
+    count: usize,
+}
+
+impl RowBlocks {
+    /// Blocks of at most `mc_max` rows (a multiple of `mr`); when there are more blocks than
+    /// `threads`, a multiple of `threads` of them (or one tile each), so that every thread gets
+    /// the same work.
+    fn new(m: usize, mc_max: usize, mr: usize, threads: usize) -> RowBlocks {
+        let tiles = m.div_ceil(mr);
+        let mut count = tiles.div_ceil(mc_max / mr);
+        if threads > 1 && count > threads {
+            count = count.div_ceil(threads) * threads;
+        }
+        RowBlocks {
+            m,
+            mr,
+            tiles,
+            count: count.min(tiles),
+        }
+    }
+
+    /// First row and row count of block `ib`.
+    fn block(&self, ib: usize) -> (usize, usize) {
+        let t0 = ib * self.tiles / self.count;
+        let t1 = (ib + 1) * self.tiles / self.count;
+        let i0 = t0 * self.mr;
+        (i0, (t1 * self.mr).min(self.m) - i0)
+    }
+
+    /// Rows of the largest block, rounded up to whole tiles (the packed-A buffer's size).
+    fn max_rows(&self) -> usize {
+        self.tiles.div_ceil(self.count) * self.mr
+    }
+}
+
 /// One product `C (+)= A @ B` (`m, n, k >= 1`) on the pool. The caller guarantees the CPU has
 /// the kind's features (see each kind).
 pub(super) unsafe fn gemm<K: Kind>(
@@ -214,10 +257,12 @@ pub(super) unsafe fn gemm<K: Kind>(
     let kc_blk = kw_blk * K::KW;
     let blocked = kc_blk < k;
     // Row blocks of at most `mc_max` rows, all of about the same size (a 256-row product with
-    // 252-row blocks made one block of 252 rows and one of 4).
+    // 252-row blocks made one block of 252 rows and one of 4), and as many as a multiple of the
+    // threads when there are more than threads (9 blocks on 2 threads made one thread do 5 and
+    // the other wait: 11% of a 1024-square product on Zen 3).
     let mc_max = (a_block_bytes() / (4 * kw_blk) / K::MR * K::MR).clamp(K::MR, 252 / K::MR * K::MR);
-    let mc_blk = m.div_ceil(m.div_ceil(mc_max)).div_ceil(K::MR) * K::MR;
-    let nc_max = (B_BLOCK_BYTES / (4 * kw_blk) / K::NR * K::NR)
+    let rows = RowBlocks::new(m, mc_max, K::MR, threads);
+    let nc_max = (K::B_BLOCK_BYTES / (4 * kw_blk) / K::NR * K::NR)
         .clamp(K::NR, 4096)
         .min(n.div_ceil(K::NR) * K::NR);
     let m_pad = m.div_ceil(K::MR) * K::MR;
@@ -231,7 +276,7 @@ pub(super) unsafe fn gemm<K: Kind>(
     };
     let ld = nc_max;
     let b_len = nc_max.div_ceil(K::NR) * kw_blk * K::NR;
-    let a_len = mc_blk.div_ceil(K::MR) * K::MR * kw_blk;
+    let a_len = rows.max_rows() * kw_blk;
 
     // The calling thread's reusable B buffer; every packed word is written before it is read.
     let mut bpack: Vec<u32> = take_buf(&B_BUF, b_len + ALIGN_WORDS);
@@ -257,7 +302,7 @@ pub(super) unsafe fn gemm<K: Kind>(
             for s in &panel_state[..n_panels] {
                 s.store(UNPACKED, Ordering::Relaxed);
             }
-            let m_blocks = m.div_ceil(mc_blk);
+            let m_blocks = rows.count;
             let n_split = if threads > 1 && m_blocks % threads != 0 {
                 (2 * threads).div_ceil(m_blocks).min(n_panels).max(1)
             } else {
@@ -281,8 +326,7 @@ pub(super) unsafe fn gemm<K: Kind>(
                             break;
                         }
                         let (ib, ns) = (t / n_split, t % n_split);
-                        let i0 = ib * mc_blk;
-                        let mc = mc_blk.min(m - i0);
+                        let (i0, mc) = rows.block(ib);
                         // SAFETY: A rows i0..i0+mc, k k0..k0+kc are in range; abuf holds a_len words.
                         unsafe { K::pack_a(a, i0, mc, k0, kc, abuf) };
                         let (jp0, jp1) = (ns * panels_per, ((ns + 1) * panels_per).min(n_panels));
@@ -341,4 +385,42 @@ pub(super) unsafe fn gemm<K: Kind>(
         keep_buf(&SCRATCH, scratch);
     }
     keep_buf(&B_BUF, bpack);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowBlocks;
+
+    /// The blocks tile 0..m in order, whole micro-tiles each, sizes within one tile of each
+    /// other, and a multiple of the threads in number when there are more blocks than threads
+    /// (and enough tiles).
+    #[test]
+    fn row_blocks_cover_rows_evenly() {
+        for m in [1, 5, 6, 7, 61, 256, 700, 1000, 1024, 4099] {
+            for threads in [1, 2, 3, 4] {
+                for mc_max in [6, 30, 60, 252] {
+                    let rows = RowBlocks::new(m, mc_max, 6, threads);
+                    let mut next = 0;
+                    let (mut lo, mut hi) = (usize::MAX, 0);
+                    for ib in 0..rows.count {
+                        let (i0, mc) = rows.block(ib);
+                        assert_eq!(i0, next, "m {m} threads {threads} mc_max {mc_max}");
+                        assert!(mc >= 1 && mc <= rows.max_rows() && mc <= mc_max);
+                        next = i0 + mc;
+                        if next < m {
+                            assert_eq!(mc % 6, 0);
+                            lo = lo.min(mc);
+                        }
+                        hi = hi.max(mc.div_ceil(6) * 6);
+                    }
+                    assert_eq!(next, m);
+                    assert!(lo == usize::MAX || hi - lo <= 6);
+                    // (Unless there are fewer tiles than that: then one tile per block.)
+                    if rows.count > threads && rows.count < rows.tiles {
+                        assert_eq!(rows.count % threads, 0);
+                    }
+                }
+            }
+        }
+    }
 }
