@@ -303,7 +303,7 @@ pub(super) unsafe fn gemm<K: Kind>(
                 s.store(UNPACKED, Ordering::Relaxed);
             }
             let m_blocks = rows.count;
-            let n_split = if threads > 1 && m_blocks % threads != 0 {
+            let n_split = if threads > 1 && !m_blocks.is_multiple_of(threads) {
                 (2 * threads).div_ceil(m_blocks).min(n_panels).max(1)
             } else {
                 1
@@ -417,7 +417,7 @@ mod tests {
                     assert!(lo == usize::MAX || hi - lo <= 6);
                     // (Unless there are fewer tiles than that: then one tile per block.)
                     if rows.count > threads && rows.count < rows.tiles {
-                        assert_eq!(rows.count % threads, 0);
+                        assert!(rows.count.is_multiple_of(threads));
                     }
                 }
             }
