@@ -170,5 +170,8 @@ pub fn barrier(group: &GroupRef) -> Result<()> {
         return Ok(());
     }
     let one = Array::from_slice(&[1u8], &[1])?;
-    all_sum(&one, group)?.eval()
+    let done = all_sum(&one, group)?;
+    // The node then holds the only handle: the sum runs in place, no copy first.
+    drop(one);
+    done.eval()
 }

@@ -49,15 +49,20 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
     }
     let _reset = Reset;
     let start = crate::profile::enabled().then(std::time::Instant::now);
-    let plan = match outputs {
-        // Eager-style code evaluates one op whose inputs are ready: no graph walk.
-        [one] if ready_to_run(one) => Plan {
-            order: smallvec::smallvec![one.clone()],
-            reads: Vec::new(),
+    let r = match outputs {
+        // Eager-style code evaluates one op whose inputs are ready: no graph walk, and the node
+        // is taken under the same lock that checked it (no plan, no handle cloned).
+        [one] => match take_ready(one) {
+            Some((primitive, inputs)) => run_node(
+                one,
+                primitive,
+                inputs,
+                RETAIN_GRAPH.load(Ordering::Relaxed) > 0,
+            ),
+            None => run(topological_order(outputs)),
         },
-        _ => topological_order(outputs),
+        _ => run(topological_order(outputs)),
     };
-    let r = run(plan);
     if let Some(t0) = start {
         crate::profile::record_eval(t0.elapsed());
     }
@@ -153,10 +158,15 @@ enum Visit {
     Emit(Option<Array>),
 }
 
-/// True when `a` is an unevaluated op whose inputs are all evaluated.
-fn ready_to_run(a: &Array) -> bool {
-    let st = a.node.lock();
-    st.is_pending_op() && st.inputs.iter().all(Array::is_evaluated)
+/// When `a` is an unevaluated op whose inputs are all evaluated: its primitive and inputs,
+/// taken out of the node to run it (see [`run_node`]).
+fn take_ready(a: &Array) -> Option<(crate::Primitive, crate::array::Inputs)> {
+    let mut st = a.node.lock();
+    if !(st.is_pending_op() && st.inputs.iter().all(Array::is_evaluated)) {
+        return None;
+    }
+    let primitive = st.primitive.take()?;
+    Some((primitive, std::mem::take(&mut st.inputs)))
 }
 
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
@@ -215,7 +225,6 @@ fn topological_order(outputs: &[Array]) -> Plan {
 
 fn run(plan: Plan) -> Result<()> {
     let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
-    let profile = crate::profile::enabled();
     let Plan { order, reads } = plan;
     // Each streamed read is named to its backend once, when the previous one's node starts
     // (or the walk does): threads that finish that product early fetch it, then idle ones
@@ -230,66 +239,80 @@ fn run(plan: Plan) -> Result<()> {
             named = next_read;
             crate::backend::for_device(r.device).prefetch(r.addr, r.len);
         }
-        let node = &a.node;
         let (primitive, inputs) = {
-            let mut st = node.lock();
+            let mut st = a.node.lock();
             match st.primitive.take() {
                 Some(p) => (p, std::mem::take(&mut st.inputs)),
                 None => continue,
             }
         };
-        // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
-        // gathering them allocates nothing.
-        let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
-        let mut donated: SmallVec<[usize; 3]> = SmallVec::new();
-        for (i, inp) in inputs.iter().enumerate() {
-            let mut st = inp.node.lock();
-            // Held only by this consumer: take the data so the kernel may reuse its buffer.
-            if !retain && Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
-                if let Some(d) = st.data.pop() {
-                    in_data.push(d);
-                }
-                inp.node.done.store(false, Ordering::Release);
-                donated.push(i);
-            } else {
-                match st.data.get(inp.output as usize) {
-                    Some(d) => in_data.push(d.clone()),
-                    None => {
-                        drop(st);
-                        restore(node, primitive, inputs, &in_data, &donated);
-                        return Err(crate::Error::Invalid {
-                            op: "eval",
-                            msg: "an input was not evaluated (a failed earlier evaluation?)".into(),
-                        });
-                    }
-                }
+        run_node(&a, primitive, inputs, retain)?;
+    }
+    Ok(())
+}
+
+/// Runs one node whose primitive and inputs were taken out of it: gathers the inputs' data
+/// (taking it where this node holds the only handle: donation), calls the backend, and stores
+/// the result (or puts everything back on failure).
+fn run_node(
+    a: &Array,
+    primitive: crate::Primitive,
+    inputs: crate::array::Inputs,
+    retain: bool,
+) -> Result<()> {
+    let node = &a.node;
+    let profile = crate::profile::enabled();
+    // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
+    // gathering them allocates nothing.
+    let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
+    let mut donated: SmallVec<[usize; 3]> = SmallVec::new();
+    for (i, inp) in inputs.iter().enumerate() {
+        let mut st = inp.node.lock();
+        // Held only by this consumer: take the data so the kernel may reuse its buffer.
+        if !retain && Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
+            if let Some(d) = st.data.pop() {
+                in_data.push(d);
             }
-        }
-        let backend = crate::backend::for_device(node.stream.device);
-        let t0 = profile.then(std::time::Instant::now);
-        let result = backend.eval(&node.stream, &primitive, &in_data, &node.outputs);
-        if let Some(t0) = t0 {
-            let shape = node.outputs.first().map_or(&[][..], |m| &m.shape[..]);
-            crate::profile::record_kernel(&primitive, shape, t0.elapsed());
-        }
-        match result {
-            Ok(out) => {
-                drop(in_data);
-                let mut st = node.lock();
-                st.data = out;
-                node.done.store(true, Ordering::Release);
-                if retain {
-                    st.primitive = Some(primitive);
-                    st.inputs = inputs;
-                } else {
+            inp.node.done.store(false, Ordering::Release);
+            donated.push(i);
+        } else {
+            match st.data.get(inp.output as usize) {
+                Some(d) => in_data.push(d.clone()),
+                None => {
                     drop(st);
-                    drop(inputs);
+                    restore(node, primitive, inputs, &in_data, &donated);
+                    return Err(crate::Error::Invalid {
+                        op: "eval",
+                        msg: "an input was not evaluated (a failed earlier evaluation?)".into(),
+                    });
                 }
             }
-            Err(e) => {
-                restore(node, primitive, inputs, &in_data, &donated);
-                return Err(e);
+        }
+    }
+    let backend = crate::backend::for_device(node.stream.device);
+    let t0 = profile.then(std::time::Instant::now);
+    let result = backend.eval(&node.stream, &primitive, &in_data, &node.outputs);
+    if let Some(t0) = t0 {
+        let shape = node.outputs.first().map_or(&[][..], |m| &m.shape[..]);
+        crate::profile::record_kernel(&primitive, shape, t0.elapsed());
+    }
+    match result {
+        Ok(out) => {
+            drop(in_data);
+            let mut st = node.lock();
+            st.data = out;
+            node.done.store(true, Ordering::Release);
+            if retain {
+                st.primitive = Some(primitive);
+                st.inputs = inputs;
+            } else {
+                drop(st);
+                drop(inputs);
             }
+        }
+        Err(e) => {
+            restore(node, primitive, inputs, &in_data, &donated);
+            return Err(e);
         }
     }
     Ok(())
