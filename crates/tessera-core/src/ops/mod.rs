@@ -112,7 +112,8 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     broadcast_dims(op, a, b).map(|d| d.to_vec())
 }
 
-/// [`broadcast_shapes`] without a heap allocation (up to six dims), for the op builders.
+/// [`broadcast_shapes`] without a heap allocation (up to five dims, see `layout::Dims`), for the
+/// op builders.
 pub(crate) fn broadcast_dims(
     op: &'static str,
     a: &[usize],
