@@ -12,11 +12,14 @@ use core::arch::x86_64::*;
 const MR: usize = 6;
 const NV: usize = 2;
 const NR: usize = 8 * NV;
-/// See [`Kind::KP_MAX`]. Measured on Zen 3 (512 KB L2; alternated rounds against 2048, with
-/// `B_BLOCK_BYTES` below): 2048- and 4096-square products went from 55-57 to 67-69 GFLOP/s on
-/// one thread (OpenBLAS: 73-75) and from 125-133 to 129-139 on two; 1024 level. The panels one
-/// micro-tile reads shrink from 176 KB (at k = 2048) to 44 KB.
-const KP_MAX: usize = 512;
+/// See [`Kind::KP_MAX`]. Measured on Zen 3 (512 KB L2) with 2 MB B blocks: 2048 (the old value,
+/// with 8 MB B blocks) -> 512 took 2048- and 4096-square products from 55-57 to 67-69 GFLOP/s
+/// on one thread, in alternated builds; then paired runs inside one process (each product
+/// timed with the other setting right before or after it, a driver-level switch) put 1024
+/// ahead of 512 with two threads: median ratios 1.06 / 1.05 / 1.04 at 1024 / 2048 / 4096 in
+/// one set, 1.06 / 1.04 / 1.05 in the next, 1.02 single-threaded at 2048 (768: 1.01-1.04;
+/// 1024 with 4 MB B blocks: 0.98-1.02). A 1024-square product is then not k-blocked at all.
+const KP_MAX: usize = 1024;
 
 /// f32 on AVX2 and FMA.
 pub(crate) struct F32Avx2Kind;
@@ -27,7 +30,8 @@ impl Kind for F32Avx2Kind {
     const MR: usize = MR;
     const NR: usize = NR;
     const KP_MAX: usize = KP_MAX;
-    /// 1024 columns at k blocks of 512 (8 MB, 4096 columns, was level or slower on Zen 3).
+    /// 512 columns at k blocks of 1024 (8 MB was level or slower on Zen 3 with k blocks of
+    /// 512; 4 MB with 1024 lost the gain of the longer k blocks).
     const B_BLOCK_BYTES: usize = 2 << 20;
     #[inline]
     unsafe fn pack_a(a: MatRef<f32>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32) {

@@ -87,8 +87,8 @@ pub(super) trait Kind: 'static {
     /// longer k blocks beat L1-sized ones, because each extra block costs a scratch round trip
     /// of the C tile; on AVX2 the shorter blocks won, see `avx2.rs`).
     const KP_MAX: usize;
-    /// Bytes of packed B per column block (in L3). With a k block of KP_MAX words every kind's
-    /// value makes blocks of 1024 columns.
+    /// Bytes of packed B per column block (in L3): blocks of 1024 columns at a k block of
+    /// KP_MAX words for the AVX-512 kinds, 512 for AVX2 (see `avx2.rs`).
     const B_BLOCK_BYTES: usize;
     /// Packs A rows `i0..i0+mc`, k `k0..k0+kc` into micro-panels `[ip][word][MR]`, zero padded.
     unsafe fn pack_a(a: MatRef<Self::T>, i0: usize, mc: usize, k0: usize, kc: usize, dst: *mut u32);
