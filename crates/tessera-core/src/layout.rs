@@ -284,15 +284,12 @@ mod tests {
             Some(&[2, 1, 4][..])
         );
     }
-}
 
-#[cfg(test)]
-mod size_tests {
-    /// Keeps [`ArrayData`](super::ArrayData) within the 128 bytes the compiler moves inline
-    /// (see [`Dims`](super::Dims)); a new field that breaks this costs every op a `memmove`.
+    /// Keeps [`ArrayData`] within the 128 bytes the compiler moves inline (see [`Dims`]); a
+    /// new field that breaks this costs every op a `memmove`.
     #[test]
     fn array_data_moves_inline() {
-        assert!(std::mem::size_of::<super::ArrayData>() <= 128);
-        assert!(std::mem::size_of::<super::Layout>() <= 112);
+        assert!(std::mem::size_of::<ArrayData>() <= 128);
+        assert!(std::mem::size_of::<Layout>() <= 112);
     }
 }

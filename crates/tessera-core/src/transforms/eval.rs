@@ -48,21 +48,16 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
         }
     }
     let _reset = Reset;
-    let start = crate::profile::enabled().then(std::time::Instant::now);
-    let r = match outputs {
-        // Eager-style code evaluates one op whose inputs are ready: no graph walk, and the node
-        // is taken under the same lock that checked it (no plan, no handle cloned).
-        [one] => match take_ready(one) {
-            Some((primitive, inputs)) => run_node(
-                one,
-                primitive,
-                inputs,
-                RETAIN_GRAPH.load(Ordering::Relaxed) > 0,
-            ),
-            None => run(topological_order(outputs)),
-        },
-        _ => run(topological_order(outputs)),
+    let profile = crate::profile::enabled();
+    let start = profile.then(std::time::Instant::now);
+    // Eager-style code evaluates one op whose inputs are ready: no graph walk, and the node is
+    // taken under the same lock that checked it (no plan, no handle cloned).
+    let one_ready = match outputs {
+        [one] => take_ready(one)
+            .map(|(primitive, inputs)| run_node(one, primitive, inputs, retaining(), profile)),
+        _ => None,
     };
+    let r = one_ready.unwrap_or_else(|| run(topological_order(outputs)));
     if let Some(t0) = start {
         crate::profile::record_eval(t0.elapsed());
     }
@@ -223,8 +218,13 @@ fn topological_order(outputs: &[Array]) -> Plan {
     Plan { order, reads }
 }
 
+/// Whether evaluated nodes must keep their primitive and inputs (see [`RETAIN_GRAPH`]).
+fn retaining() -> bool {
+    RETAIN_GRAPH.load(Ordering::Relaxed) > 0
+}
+
 fn run(plan: Plan) -> Result<()> {
-    let retain = RETAIN_GRAPH.load(Ordering::Relaxed) > 0;
+    let (retain, profile) = (retaining(), crate::profile::enabled());
     let Plan { order, reads } = plan;
     // Each streamed read is named to its backend once, when the previous one's node starts
     // (or the walk does): threads that finish that product early fetch it, then idle ones
@@ -246,7 +246,7 @@ fn run(plan: Plan) -> Result<()> {
                 None => continue,
             }
         };
-        run_node(&a, primitive, inputs, retain)?;
+        run_node(&a, primitive, inputs, retain, profile)?;
     }
     Ok(())
 }
@@ -259,9 +259,9 @@ fn run_node(
     primitive: crate::Primitive,
     inputs: crate::array::Inputs,
     retain: bool,
+    profile: bool,
 ) -> Result<()> {
     let node = &a.node;
-    let profile = crate::profile::enabled();
     // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
     // gathering them allocates nothing.
     let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
