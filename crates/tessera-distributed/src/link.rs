@@ -191,6 +191,8 @@ fn join_all(
 }
 
 const SHM_MAGIC: u32 = 0x4d48_5354; // "TSHM"
+/// A shared-memory message's header: the ring's arrival word (payload length and flags), then
+/// magic, group and sequence number.
 const SHM_HEADER: usize = 24;
 
 fn pad8(n: usize) -> usize {
@@ -405,9 +407,12 @@ impl Link {
             return res;
         };
         let mut check = self.shm_check();
+        // Most small messages are found complete by their arrival word: the reads below then
+        // take them without waiting on (or even loading) the ring's head.
+        shm.await_message(len as u64, SHM_HEADER + len + pad8(len));
         let mut h = [0u8; SHM_HEADER];
         let mut got = 0;
-        let res = shm.read_with(
+        let res = shm.read_deferred(
             SHM_HEADER,
             &mut |c| {
                 h[got..got + c.len()].copy_from_slice(c);
@@ -424,7 +429,13 @@ impl Link {
         res?;
         let word = |a: usize| u32::from_le_bytes(h[a..a + 4].try_into().unwrap_or_default());
         let long = |a: usize| u64::from_le_bytes(h[a..a + 8].try_into().unwrap_or_default());
-        let (magic, g, seq, n) = (word(0), word(4), long(8), long(16) as usize);
+        let (arrival, magic, g, seq) = (long(0), word(8), word(12), long(16));
+        let n = (arrival >> 2) as usize;
+        if arrival & 2 == 0 {
+            return Err(LinkError::Protocol(
+                "corrupted shared-memory message header".into(),
+            ));
+        }
         if magic != SHM_MAGIC {
             return Err(LinkError::Protocol(
                 "corrupted shared-memory message header".into(),
@@ -506,23 +517,16 @@ impl Link {
         let Some(shm) = &self.shm else {
             return w.write_frame(Kind::Data, group, data);
         };
-        let mut h = [0u8; SHM_HEADER];
+        // The ring puts the arrival word (the payload length) in front of this.
+        let mut h = [0u8; SHM_HEADER - 8];
         h[..4].copy_from_slice(&SHM_MAGIC.to_le_bytes());
         h[4..8].copy_from_slice(&group.to_le_bytes());
         h[8..16].copy_from_slice(&w.seq.to_le_bytes());
-        h[16..24].copy_from_slice(&(data.len() as u64).to_le_bytes());
         w.seq += 1;
         let mut check = self.shm_check();
         // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
         let pad = &[0u8; 8][..pad8(data.len())];
-        if data.len() <= COALESCE / 16 {
-            // Small: header, payload and padding published together (one wake-up for the
-            // reader), copied straight into the ring.
-            return shm.write_gathered(&[&h, data, pad], &mut check);
-        }
-        shm.write(&h, &mut check)?;
-        shm.write(data, &mut check)?;
-        shm.write(pad, &mut check)
+        shm.write_message(data.len() as u64, &[&h, data, pad], &mut check)
     }
 
     /// Receives the next frame into `out`, which must be exactly the expected payload size.

@@ -18,6 +18,11 @@ const CAP: usize = 8 << 20;
 const CTL: usize = 256;
 /// Both directions: control block + ring each.
 const SIZE: usize = 2 * (CTL + CAP);
+/// Messages up to this size (arrival word included) are written whole, word last.
+const WHOLE_MAX: usize = 64 << 10;
+/// Arrival word flags (low two bits; never zero, so a zeroed slot means "not yet").
+const COMPLETE: u64 = 0b11;
+const HEADER_ONLY: u64 = 0b10;
 /// How long a waiting side polls before it sleeps (where ranks have a core each).
 const SPIN_FOR: Duration = Duration::from_micros(100);
 /// How long a waiting side sleeps before checking the peer is still alive.
@@ -102,10 +107,10 @@ pub(crate) fn socket_poll() -> (Duration, bool) {
 
 /// Moves the head or tail `index` to `value` and wakes the other side if it sleeps on `wake`.
 fn publish(index: &AtomicU64, value: u64, sleepers: &AtomicU32, wake: &AtomicU32) {
-    index.store(value, Ordering::Release);
-    // Orders the store before reading the sleeper count (the sleeper does the reverse):
-    // without it a wake-up could be missed and the other side sleep a whole poll period.
-    std::sync::atomic::fence(Ordering::SeqCst);
+    // A sequentially consistent swap orders the store before reading the sleeper count (the
+    // sleeper does the reverse): without that a wake-up could be missed and the other side
+    // sleep a whole poll period. (A locked exchange costs less than a store and a fence.)
+    index.swap(value, Ordering::SeqCst);
     if sleepers.load(Ordering::SeqCst) > 0 {
         wake.fetch_add(1, Ordering::SeqCst);
         futex_wake(wake);
@@ -113,9 +118,15 @@ fn publish(index: &AtomicU64, value: u64, sleepers: &AtomicU32, wake: &AtomicU32
 }
 
 /// One direction: a single writer process and a single reader process.
+#[repr(align(64))]
 struct Ring {
     ctl: *const Ctl,
     data: *mut u8,
+    /// This process's last sight of the other side's index (the tail for a writer, the head
+    /// for a reader): local memory.
+    seen: AtomicU64,
+    /// Reader: stream position consumed (may run ahead of the published tail).
+    pos: AtomicU64,
 }
 
 /// What a waiting side does between sleeps: `Err` stops the transfer (peer lost, timeout).
@@ -128,28 +139,66 @@ impl Ring {
     }
 
     /// Copies all of `data` in, waiting for space as needed. `check(progressed)` runs between
-    /// waits.
-    fn write<E>(&self, mut data: &[u8], check: Check<'_, E>) -> Result<(), E> {
+    /// waits. With `seal`, the data ends a message: the 8 bytes after it (where the next
+    /// message's arrival word will go) are zeroed before its last piece is published.
+    fn write<E>(&self, mut data: &[u8], seal: bool, check: Check<'_, E>) -> Result<(), E> {
         let c = self.ctl();
-        while !data.is_empty() {
+        let reserve = if seal { 8 } else { 0 };
+        loop {
             let head = c.head.load(Ordering::Relaxed);
-            let tail = c.tail.load(Ordering::Acquire);
+            let tail = self.tail_for(head, data.len() + reserve);
             let free = CAP - (head - tail) as usize;
-            if free == 0 {
+            if free >= data.len() + reserve {
+                self.copy_in(head, data);
+                let end = head + data.len() as u64;
+                if seal {
+                    self.store_word(end, 0);
+                }
+                if !data.is_empty() || seal {
+                    publish(&c.head, end, &c.data_sleepers, &c.data_wake);
+                }
+                return Ok(());
+            }
+            // Not all of it: a piece that leaves at least the last byte for a final one.
+            let n = free.min(data.len().saturating_sub(1));
+            if n == 0 {
                 self.wait(
                     &c.space_wake,
                     &c.space_sleepers,
-                    || c.tail.load(Ordering::Acquire) != tail,
+                    || c.tail.load(Ordering::SeqCst) != tail,
                     check,
                 )?;
                 continue;
             }
-            let n = data.len().min(free);
             self.copy_in(head, &data[..n]);
             publish(&c.head, head + n as u64, &c.data_sleepers, &c.data_wake);
             data = &data[n..];
         }
-        Ok(())
+    }
+
+    /// The 8-byte word at stream position `at` (8-aligned): a message's arrival word.
+    fn word(&self, at: u64) -> &AtomicU64 {
+        debug_assert!(at.is_multiple_of(8));
+        // SAFETY: `at % CAP` is 8-aligned (CAP is a multiple of 8) and leaves 8 bytes inside
+        // the ring; the mapping is page-aligned, so the word is aligned.
+        unsafe { &*(self.data.add(at as usize % CAP) as *const AtomicU64) }
+    }
+
+    fn store_word(&self, at: u64, value: u64) {
+        self.word(at).store(value, Ordering::Release);
+    }
+
+    /// The reader's tail as far as the writer needs to know it to write `want` bytes at
+    /// `head`: the last one seen while it leaves room, else a fresh load (the tail's cache
+    /// line then moves only when the ring runs full, not on every message).
+    fn tail_for(&self, head: u64, want: usize) -> u64 {
+        let seen = self.seen.load(Ordering::Relaxed);
+        if CAP - ((head - seen) as usize) >= want {
+            return seen;
+        }
+        let tail = self.ctl().tail.load(Ordering::SeqCst);
+        self.seen.store(tail, Ordering::Relaxed);
+        tail
     }
 
     /// Copies `data` into the ring from stream position `at`, wrapping at its end. The caller
@@ -167,74 +216,141 @@ impl Ring {
         }
     }
 
-    /// Copies the concatenation of `parts` in and publishes it with one head move (one wake-up
-    /// and one cache-line handover for the reader), when it fits in the free space; otherwise
-    /// part by part as [`Ring::write`] does.
-    fn write_gathered<E>(&self, parts: &[&[u8]], check: Check<'_, E>) -> Result<(), E> {
+    /// Writes one message: an 8-byte arrival word made from `code` (the reader's expectation,
+    /// see [`Ring::await_message`]), then the concatenation of `parts`. A message of up to
+    /// [`WHOLE_MAX`] bytes waits for room for all of it, then goes in with its word written
+    /// last and marked complete, and one head move (one wake-up, one cache-line handover);
+    /// a longer one streams, its word marked as header only.
+    fn write_message<E>(&self, code: u64, parts: &[&[u8]], check: Check<'_, E>) -> Result<(), E> {
         let c = self.ctl();
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let head = c.head.load(Ordering::Relaxed);
-        let tail = c.tail.load(Ordering::Acquire);
-        if CAP - ((head - tail) as usize) < total {
-            for p in parts {
-                self.write(p, check)?;
+        let total = 8 + parts.iter().map(|p| p.len()).sum::<usize>();
+        debug_assert!(total.is_multiple_of(8) && code < 1 << 62);
+        // A long message goes in as its word alone (marked header only), then streams.
+        let whole = total <= WHOLE_MAX;
+        let room = if whole { total + 8 } else { 8 };
+        loop {
+            let head = c.head.load(Ordering::Relaxed);
+            let tail = self.tail_for(head, room);
+            if CAP - ((head - tail) as usize) < room {
+                self.wait(
+                    &c.space_wake,
+                    &c.space_sleepers,
+                    || c.tail.load(Ordering::SeqCst) != tail,
+                    check,
+                )?;
+                continue;
             }
+            if !whole {
+                self.store_word(head, (code << 2) | HEADER_ONLY);
+                publish(&c.head, head + 8, &c.data_sleepers, &c.data_wake);
+                for (i, p) in parts.iter().enumerate() {
+                    self.write(p, i + 1 == parts.len(), check)?;
+                }
+                return Ok(());
+            }
+            let mut at = head + 8;
+            for p in parts {
+                self.copy_in(at, p);
+                at += p.len() as u64;
+            }
+            // The next message's word slot reads zero until that message is complete; this
+            // one's word goes last (release), so seeing it means all of the message is there.
+            self.store_word(at, 0);
+            self.store_word(head, (code << 2) | COMPLETE);
+            publish(&c.head, at, &c.data_sleepers, &c.data_wake);
             return Ok(());
         }
-        let mut at = head;
-        for p in parts {
-            self.copy_in(at, p);
-            at += p.len() as u64;
+    }
+
+    /// Polls briefly for the next message's arrival word to show a complete message made
+    /// from `code` of `total` bytes (word included). True when it is all in the ring (the
+    /// reads that follow then need no look at the head); false if it has not come yet, or is
+    /// something else (the ordinary reads then wait, or report what arrived instead).
+    fn await_message(&self, code: u64, total: usize) -> bool {
+        let pos = self.pos.load(Ordering::Relaxed);
+        if self.seen.load(Ordering::Relaxed) >= pos + total as u64 {
+            return true;
         }
-        publish(&c.head, at, &c.data_sleepers, &c.data_wake);
-        Ok(())
+        let want = (code << 2) | COMPLETE;
+        let word = self.word(pos);
+        let spins = match WAIT.load(Ordering::Relaxed) {
+            WAIT_POLL => 4096,
+            WAIT_MIXED => 32,
+            _ => 0,
+        };
+        for _ in 0..spins {
+            let w = word.load(Ordering::Acquire);
+            if w == want {
+                self.seen.store(pos + total as u64, Ordering::Relaxed);
+                return true;
+            }
+            if w != 0 {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     /// Passes exactly `len` bytes to `f` in order, as slices of the ring (no copy), waiting
-    /// for data as needed.
+    /// for data as needed. With `defer`, the space read is given back to the writer only by
+    /// the next read (or before any wait): a message's header and payload, read in two calls,
+    /// then cost one tail move.
     fn read_with<E>(
         &self,
         mut len: usize,
         f: &mut dyn FnMut(&[u8]),
         check: Check<'_, E>,
+        defer: bool,
     ) -> Result<(), E> {
         let c = self.ctl();
+        let mut pos = self.pos.load(Ordering::Relaxed);
         while len > 0 {
-            let tail = c.tail.load(Ordering::Relaxed);
-            let head = c.head.load(Ordering::Acquire);
-            let avail = (head - tail) as usize;
-            if avail == 0 {
-                self.wait(
-                    &c.data_wake,
-                    &c.data_sleepers,
-                    || c.head.load(Ordering::Acquire) != head,
-                    check,
-                )?;
-                continue;
+            let mut head = self.seen.load(Ordering::Relaxed);
+            if head - pos < len as u64 {
+                head = c.head.load(Ordering::SeqCst);
+                self.seen.store(head, Ordering::Relaxed);
             }
-            let at = (tail as usize) % CAP;
+            let avail = (head - pos) as usize;
+            let at = (pos as usize) % CAP;
             let mut n = len.min(avail).min(CAP - at);
             // Pieces end on 8-byte boundaries (messages start on them), so no element of a
             // reduction is ever split between two pieces.
             if n < len {
                 n -= n % 8;
-                if n == 0 {
-                    self.wait(
-                        &c.data_wake,
-                        &c.data_sleepers,
-                        || c.head.load(Ordering::Acquire) != head,
-                        check,
-                    )?;
-                    continue;
-                }
+            }
+            if n == 0 {
+                self.release(pos);
+                self.wait(
+                    &c.data_wake,
+                    &c.data_sleepers,
+                    || c.head.load(Ordering::SeqCst) != head,
+                    check,
+                )?;
+                continue;
             }
             // SAFETY: [at, at + n) holds written bytes the writer does not touch until the
             // tail moves past them.
             f(unsafe { std::slice::from_raw_parts(self.data.add(at), n) });
-            publish(&c.tail, tail + n as u64, &c.space_sleepers, &c.space_wake);
+            pos += n as u64;
             len -= n;
+            self.pos.store(pos, Ordering::Relaxed);
+            if len > 0 || !defer {
+                self.release(pos);
+            }
+        }
+        if !defer {
+            self.release(pos);
         }
         Ok(())
+    }
+
+    /// Publishes the tail at `pos` if it is not there yet.
+    fn release(&self, pos: u64) {
+        let c = self.ctl();
+        if c.tail.load(Ordering::Relaxed) != pos {
+            publish(&c.tail, pos, &c.space_sleepers, &c.space_wake);
+        }
     }
 
     /// Spins briefly, then sleeps on `word` until `ready()` or `POLL` passes, then runs `check`.
@@ -376,6 +492,8 @@ impl ShmPair {
                 Ring {
                     ctl: ctl as *const Ctl,
                     data: ctl.add(CTL),
+                    seen: AtomicU64::new(0),
+                    pos: AtomicU64::new(0),
                 }
             }
         };
@@ -384,13 +502,24 @@ impl ShmPair {
         ShmPair { base, tx, rx }
     }
 
-    /// Several slices as one message (see [`Ring::write_gathered`]).
-    pub fn write_gathered<E>(&self, parts: &[&[u8]], check: Check<'_, E>) -> Result<(), E> {
-        self.tx.write_gathered(parts, check)
+    /// One message: an arrival word from `code`, then `parts` (see [`Ring::write_message`]).
+    pub fn write_message<E>(
+        &self,
+        code: u64,
+        parts: &[&[u8]],
+        check: Check<'_, E>,
+    ) -> Result<(), E> {
+        self.tx.write_message(code, parts, check)
     }
 
-    pub fn write<E>(&self, data: &[u8], check: Check<'_, E>) -> Result<(), E> {
-        self.tx.write(data, check)
+    /// Polls briefly for the next message to be all there (see [`Ring::await_message`]).
+    pub fn await_message(&self, code: u64, total: usize) -> bool {
+        self.rx.await_message(code, total)
+    }
+
+    #[cfg(test)]
+    fn write<E>(&self, data: &[u8], check: Check<'_, E>) -> Result<(), E> {
+        self.tx.write(data, false, check)
     }
 
     pub fn read_with<E>(
@@ -399,7 +528,17 @@ impl ShmPair {
         f: &mut dyn FnMut(&[u8]),
         check: Check<'_, E>,
     ) -> Result<(), E> {
-        self.rx.read_with(len, f, check)
+        self.rx.read_with(len, f, check, false)
+    }
+
+    /// A read whose space is given back with the next read's (see [`Ring::read_with`]).
+    pub fn read_deferred<E>(
+        &self,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+        check: Check<'_, E>,
+    ) -> Result<(), E> {
+        self.rx.read_with(len, f, check, true)
     }
 }
 
@@ -453,35 +592,76 @@ mod tests {
     }
 
     #[test]
-    fn gathered_writes_arrive_whole_and_in_order_across_the_wrap() {
+    fn messages_arrive_whole_and_in_order_across_the_wrap() {
         let (a, b) = pair("g");
-        // Messages of 3 parts with sizes that do not divide the ring, so some straddle its end;
-        // more messages in all than the ring holds, so a writer ahead of the reader may find
-        // it full and go part by part.
-        let msgs: Vec<[Vec<u8>; 3]> = (0..2000u32)
+        // Messages of 2 parts with sizes that do not divide the ring, so some straddle its end;
+        // more messages in all than the ring holds, so a writer ahead of the reader finds it
+        // full; some longer than WHOLE_MAX, which stream.
+        let msgs: Vec<[Vec<u8>; 2]> = (0..2000u32)
             .map(|i| {
                 let part =
                     |n: usize, k: u32| (0..n).map(|j| (i * 7 + k + j as u32) as u8).collect();
-                [
-                    part(24, 1),
-                    part(4000 + (i as usize * 37) % 9000, 2),
-                    part(i as usize % 8, 3),
-                ]
+                let long = if i % 97 == 0 { WHOLE_MAX } else { 0 };
+                let n = 4000 + (i as usize * 37) % 9000 + long;
+                [part(16, 1), part(n + (8 - n % 8) % 8, 2)]
             })
             .collect();
-        let total: usize = msgs.iter().flatten().map(Vec::len).sum();
+        let total: usize = msgs.iter().flatten().map(Vec::len).sum::<usize>() + 8 * msgs.len();
         assert!(total > 2 * CAP);
         let mut got = Vec::with_capacity(total);
         std::thread::scope(|s| {
             s.spawn(|| {
-                for m in &msgs {
-                    a.write_gathered::<()>(&[&m[0], &m[1], &m[2]], &mut |_| Ok(()))
+                for (i, m) in msgs.iter().enumerate() {
+                    a.write_message::<()>(i as u64, &[&m[0], &m[1]], &mut |_| Ok(()))
                         .unwrap();
                 }
             });
-            b.read_with::<()>(total, &mut |c| got.extend_from_slice(c), &mut |_| Ok(()))
-                .unwrap();
+            for (i, m) in msgs.iter().enumerate() {
+                let len = 8 + m[0].len() + m[1].len();
+                // Found or not, the reads that follow must get exactly this message.
+                b.await_message(i as u64, len);
+                let mut one = Vec::with_capacity(len);
+                b.read_with::<()>(len, &mut |c| one.extend_from_slice(c), &mut |_| Ok(()))
+                    .unwrap();
+                let word = u64::from_le_bytes(one[..8].try_into().unwrap());
+                assert_eq!(word >> 2, i as u64);
+                let whole = len <= WHOLE_MAX;
+                assert_eq!(word & 3, if whole { COMPLETE } else { HEADER_ONLY });
+                got.extend_from_slice(&one[8..]);
+            }
         });
         assert_eq!(got, msgs.concat().concat());
+    }
+
+    #[test]
+    fn a_message_is_not_seen_before_it_is_complete_or_from_stale_bytes() {
+        let (a, b) = pair("w");
+        WAIT.store(WAIT_POLL, Ordering::Relaxed);
+        // More than a lap of messages whose payloads are full of what look like complete
+        // arrival words for code 5, so the next read position lies over them.
+        let fake = ((5u64 << 2) | COMPLETE).to_le_bytes().repeat(500);
+        let count = CAP / (fake.len() + 8) + 3;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..count {
+                    a.write_message::<()>(1, &[&fake], &mut |_| Ok(())).unwrap();
+                }
+            });
+            for _ in 0..count {
+                b.read_with::<()>(8 + fake.len(), &mut |_| {}, &mut |_| Ok(()))
+                    .unwrap();
+            }
+        });
+        // Nothing written at the read position yet: not found.
+        assert!(!b.await_message(5, 24));
+        a.write_message::<()>(5, &[&[7u8; 16]], &mut |_| Ok(()))
+            .unwrap();
+        // A wrong expectation is not taken for this message; the right one is.
+        assert!(!b.await_message(6, 24));
+        assert!(b.await_message(5, 24));
+        let mut got = Vec::new();
+        b.read_with::<()>(24, &mut |c| got.extend_from_slice(c), &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(&got[8..], &[7u8; 16]);
     }
 }
