@@ -11,6 +11,7 @@ use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::link::{Link, LinkError};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,9 @@ pub(crate) struct Mesh {
     pub rank: usize,
     links: Vec<Option<Arc<Link>>>,
     failed: Mutex<Option<Error>>,
+    /// Set (after `failed`) once the cluster has failed: the check every collective makes,
+    /// without taking `failed`'s lock.
+    has_failed: AtomicBool,
     /// One collective at a time (groups from `split` share the mesh).
     busy: Mutex<()>,
 }
@@ -151,6 +155,7 @@ impl Mesh {
             rank,
             links,
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
             busy: Mutex::new(()),
         }
     }
@@ -166,6 +171,9 @@ impl Mesh {
     /// Starts a collective: waits for the previous one and fails at once if the cluster has.
     pub fn begin(&self) -> Result<MutexGuard<'_, ()>> {
         let g = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.has_failed.load(Ordering::Acquire) {
+            return Ok(g);
+        }
         if let Some(e) = self
             .failed
             .lock()
@@ -185,6 +193,7 @@ impl Mesh {
             return first;
         }
         *f = Some(e.clone());
+        self.has_failed.store(true, Ordering::Release);
         drop(f);
         let msg = match &e {
             Error::Aborted(m) => m.clone(),
