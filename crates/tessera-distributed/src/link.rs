@@ -806,6 +806,63 @@ mod tests {
         }
     }
 
+    /// A pair of links whose data goes through shared memory (as on one host).
+    fn shm_pair(tag: &str) -> (Link, Link) {
+        let (mut a, mut b) = pair(false);
+        let path = format!("/dev/shm/tessera-link-test-{tag}{}", std::process::id());
+        a.shm = Some(ShmPair::create(&path).unwrap());
+        b.shm = Some(ShmPair::open(&path).unwrap());
+        ShmPair::unlink(&path);
+        (a, b)
+    }
+
+    /// Over shared memory, whole (small) and streamed (long) messages arrive intact, and a
+    /// message of another length or group is a protocol error naming it, never a hang or a
+    /// misread: whether the reader expected a short message and a long one came, or the
+    /// reverse.
+    #[test]
+    fn shared_memory_messages_round_trip_and_mismatches_are_caught() {
+        let (a, b) = shm_pair("rt");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        for _ in 0..3 {
+            a.send(7, b"hello").unwrap();
+            a.send(7, &big).unwrap();
+            let mut out = [0u8; 5];
+            b.recv(7, &mut out).unwrap();
+            assert_eq!(&out, b"hello");
+            let mut out = vec![0u8; big.len()];
+            b.recv(7, &mut out).unwrap();
+            assert_eq!(out, big);
+        }
+        a.send(7, b"abc").unwrap();
+        let mut two = [0u8; 2];
+        match b.recv(7, &mut two) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("3-byte message"), "{m}"),
+            _ => panic!("length mismatch not detected"),
+        }
+        let (a, b) = shm_pair("long");
+        a.send(7, &big).unwrap();
+        let mut four = [0u8; 4];
+        match b.recv(7, &mut four) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("200000-byte message"), "{m}"),
+            _ => panic!("a long message taken for a short one"),
+        }
+        let (a, b) = shm_pair("short");
+        a.send(7, b"abcd").unwrap();
+        let mut out = vec![0u8; big.len()];
+        match b.recv(7, &mut out) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("4-byte message"), "{m}"),
+            _ => panic!("a short message taken for a long one"),
+        }
+        let (a, b) = shm_pair("group");
+        a.send(8, b"x").unwrap();
+        let mut one = [0u8; 1];
+        match b.recv(7, &mut one) {
+            Err(LinkError::Protocol(m)) => assert!(m.contains("group"), "{m}"),
+            _ => panic!("group mismatch not detected"),
+        }
+    }
+
     #[test]
     fn frames_round_trip_and_mismatches_are_caught() {
         for keys in [false, true] {
