@@ -816,13 +816,12 @@ mod tests {
         (a, b)
     }
 
-    /// Over shared memory, whole (small) and streamed (long) messages arrive intact, and a
-    /// message of another length or group is a protocol error naming it, never a hang or a
-    /// misread: whether the reader expected a short message and a long one came, or the
-    /// reverse.
-    #[test]
-    fn shared_memory_messages_round_trip_and_mismatches_are_caught() {
-        let (a, b) = shm_pair("rt");
+    /// Messages arrive intact (for shared memory: whole small ones and streamed long ones),
+    /// and a message of another length or group is a protocol error naming it, never a hang
+    /// or a misread: whether the reader expected a short message and a long one came, or the
+    /// reverse. `make(tag)` gives a fresh pair of links.
+    fn round_trips_and_mismatches(make: &dyn Fn(&str) -> (Link, Link)) {
+        let (a, b) = make("rt");
         let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         for _ in 0..3 {
             a.send(7, b"hello").unwrap();
@@ -834,59 +833,32 @@ mod tests {
             b.recv(7, &mut out).unwrap();
             assert_eq!(out, big);
         }
+        let expect = |r: Result<(), LinkError>, what: &str| match r {
+            Err(LinkError::Protocol(m)) => assert!(m.contains(what), "{m}"),
+            _ => panic!("not detected: {what}"),
+        };
         a.send(7, b"abc").unwrap();
-        let mut two = [0u8; 2];
-        match b.recv(7, &mut two) {
-            Err(LinkError::Protocol(m)) => assert!(m.contains("3-byte message"), "{m}"),
-            _ => panic!("length mismatch not detected"),
-        }
-        let (a, b) = shm_pair("long");
+        expect(b.recv(7, &mut [0u8; 2]), "3-byte message");
+        let (a, b) = make("long");
         a.send(7, &big).unwrap();
-        let mut four = [0u8; 4];
-        match b.recv(7, &mut four) {
-            Err(LinkError::Protocol(m)) => assert!(m.contains("200000-byte message"), "{m}"),
-            _ => panic!("a long message taken for a short one"),
-        }
-        let (a, b) = shm_pair("short");
+        expect(b.recv(7, &mut [0u8; 4]), "200000-byte message");
+        let (a, b) = make("short");
         a.send(7, b"abcd").unwrap();
-        let mut out = vec![0u8; big.len()];
-        match b.recv(7, &mut out) {
-            Err(LinkError::Protocol(m)) => assert!(m.contains("4-byte message"), "{m}"),
-            _ => panic!("a short message taken for a long one"),
-        }
-        let (a, b) = shm_pair("group");
+        expect(b.recv(7, &mut vec![0u8; big.len()]), "4-byte message");
+        let (a, b) = make("group");
         a.send(8, b"x").unwrap();
-        let mut one = [0u8; 1];
-        match b.recv(7, &mut one) {
-            Err(LinkError::Protocol(m)) => assert!(m.contains("group"), "{m}"),
-            _ => panic!("group mismatch not detected"),
-        }
+        expect(b.recv(7, &mut [0u8; 1]), "group");
+    }
+
+    #[test]
+    fn shared_memory_messages_round_trip_and_mismatches_are_caught() {
+        round_trips_and_mismatches(&shm_pair);
     }
 
     #[test]
     fn frames_round_trip_and_mismatches_are_caught() {
         for keys in [false, true] {
-            let (a, b) = pair(keys);
-            let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-            a.send(7, b"hello").unwrap();
-            a.send(7, &big).unwrap();
-            let mut out = [0u8; 5];
-            assert!(b.recv(7, &mut out).is_ok());
-            assert_eq!(&out, b"hello");
-            let mut out = vec![0u8; big.len()];
-            assert!(b.recv(7, &mut out).is_ok());
-            assert_eq!(out, big);
-            // Wrong length, wrong group: protocol errors naming what differs.
-            a.send(7, b"abc").unwrap();
-            let mut two = [0u8; 2];
-            match b.recv(7, &mut two) {
-                Err(LinkError::Protocol(m)) => assert!(m.contains("3-byte message"), "{m}"),
-                _ => panic!("length mismatch not detected"),
-            }
-            let (a, b) = pair(keys);
-            a.send(8, b"x").unwrap();
-            let mut one = [0u8; 1];
-            assert!(matches!(b.recv(7, &mut one), Err(LinkError::Protocol(_))));
+            round_trips_and_mismatches(&|_| pair(keys));
             // A flipped payload bit is caught (CRC, or the AEAD tag when encrypted).
             let (a, b) = pair(keys);
             {

@@ -162,18 +162,24 @@ impl Ring {
             // Not all of it: a piece that leaves at least the last byte for a final one.
             let n = free.min(data.len().saturating_sub(1));
             if n == 0 {
-                self.wait(
-                    &c.space_wake,
-                    &c.space_sleepers,
-                    || c.tail.load(Ordering::SeqCst) != tail,
-                    check,
-                )?;
+                self.wait_for_space(tail, check)?;
                 continue;
             }
             self.copy_in(head, &data[..n]);
             publish(&c.head, head + n as u64, &c.data_sleepers, &c.data_wake);
             data = &data[n..];
         }
+    }
+
+    /// Writer: waits until the reader's tail moves from `tail`.
+    fn wait_for_space<E>(&self, tail: u64, check: Check<'_, E>) -> Result<(), E> {
+        let c = self.ctl();
+        self.wait(
+            &c.space_wake,
+            &c.space_sleepers,
+            || c.tail.load(Ordering::SeqCst) != tail,
+            check,
+        )
     }
 
     /// The 8-byte word at stream position `at` (8-aligned): a message's arrival word.
@@ -232,12 +238,7 @@ impl Ring {
             let head = c.head.load(Ordering::Relaxed);
             let tail = self.tail_for(head, room);
             if CAP - ((head - tail) as usize) < room {
-                self.wait(
-                    &c.space_wake,
-                    &c.space_sleepers,
-                    || c.tail.load(Ordering::SeqCst) != tail,
-                    check,
-                )?;
+                self.wait_for_space(tail, check)?;
                 continue;
             }
             if !whole {
