@@ -88,7 +88,7 @@ impl Array {
     /// An evaluated array from existing data.
     pub(crate) fn from_data(data: ArrayData) -> Array {
         let meta = Meta {
-            shape: data.layout.shape.clone(),
+            shape: Dims::from_slice(&data.layout.shape),
             dtype: data.dtype,
         };
         let node = Node {
@@ -155,12 +155,12 @@ impl Array {
     pub(crate) fn lazy(
         primitive: Primitive,
         inputs: impl IntoIterator<Item = Array>,
-        shape: impl Into<Dims<usize>>,
+        shape: impl crate::layout::IntoDims,
         dtype: Dtype,
     ) -> Array {
         let node = Arc::new(Node {
             outputs: smallvec::smallvec![Meta {
-                shape: shape.into(),
+                shape: shape.into_dims(),
                 dtype
             }],
             stream: default_stream(),

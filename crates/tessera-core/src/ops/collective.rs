@@ -15,7 +15,7 @@ fn node(
     op: CollectiveOp,
     group: &GroupRef,
     inputs: impl IntoIterator<Item = Array>,
-    shape: impl Into<crate::layout::Dims<usize>>,
+    shape: impl crate::layout::IntoDims,
     dt: Dtype,
 ) -> Array {
     Array::lazy(
