@@ -309,7 +309,10 @@ impl Ring {
         while len > 0 {
             let mut head = self.seen.load(Ordering::Relaxed);
             if head - pos < len as u64 {
-                head = c.head.load(Ordering::SeqCst);
+                // The published head may lag what an arrival word showed (the writer stores
+                // the word, then moves the head, and may be descheduled in between): never
+                // step back from what is known.
+                head = c.head.load(Ordering::SeqCst).max(head);
                 self.seen.store(head, Ordering::Relaxed);
             }
             let avail = (head - pos) as usize;
@@ -325,7 +328,7 @@ impl Ring {
                 self.wait(
                     &c.data_wake,
                     &c.data_sleepers,
-                    || c.head.load(Ordering::SeqCst) != head,
+                    || c.head.load(Ordering::SeqCst) > head,
                     check,
                 )?;
                 continue;
@@ -632,6 +635,42 @@ mod tests {
             }
         });
         assert_eq!(got, msgs.concat().concat());
+    }
+
+    /// The writer stores a message's word, then moves the head, and can be descheduled in
+    /// between: a reader that took the message by its word and asks for the next one must
+    /// then wait, not read past the lagging head.
+    #[test]
+    fn a_lagging_head_after_a_message_seen_by_its_word_is_waited_for() {
+        let (a, b) = pair("lag");
+        a.write_message::<()>(5, &[&[7u8; 16]], &mut |_| Ok(()))
+            .unwrap();
+        // As if the writer had not yet moved the head past the message.
+        a.tx.ctl().head.store(0, Ordering::SeqCst);
+        let mut found = false;
+        for _ in 0..1000 {
+            found = found || b.await_message(5, 24);
+        }
+        assert!(found);
+        let mut got = Vec::new();
+        b.read_with::<()>(24, &mut |c| got.extend_from_slice(c), &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(&got[8..], &[7u8; 16]);
+        // The next message has not been written: the read waits and its check stops it.
+        let mut read = 0;
+        let r = b.read_with::<()>(24, &mut |c| read += c.len(), &mut |progressed| {
+            if progressed { Ok(()) } else { Err(()) }
+        });
+        assert!(r.is_err() && read == 0);
+        // The head catches up; the next message then arrives whole.
+        a.tx.ctl().head.store(24, Ordering::SeqCst);
+        a.write_message::<()>(6, &[&[9u8; 16]], &mut |_| Ok(()))
+            .unwrap();
+        let mut got = Vec::new();
+        b.read_with::<()>(24, &mut |c| got.extend_from_slice(c), &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()) >> 2, 6);
+        assert_eq!(&got[8..], &[9u8; 16]);
     }
 
     #[test]
