@@ -9,9 +9,15 @@
 //! Small sizes are timed twice: through the graph (`all_sum` on an array, then `eval`: what a
 //! program pays) and on the group's communicator directly (`comm_latency`: the transport alone,
 //! the same call an MPI benchmark times), so the graph op's own cost shows as the difference.
+//! With `breakdown`, small all_sums are also timed in segments (building the node, eval up to
+//! the transport, the transport, eval after it: rank 0's own medians), through a wrapper that
+//! stamps the communicator's entry and exit.
 
 use crate::Record;
-use tessera_core::collective::CollectiveReduce;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tessera_core::collective::{CollectiveReduce, Communicator, GroupRef};
 use tessera_core::{Array, Dtype, ops};
 use tessera_distributed::Group;
 
@@ -24,6 +30,8 @@ pub struct CollectiveBench {
     /// Which collective: `all_sum` (sizes are the array's bytes) or `all_gather` (sizes are the
     /// gathered output's bytes, each rank contributing `1/n` of them, as nccl-tests count).
     pub op: CollectiveKind,
+    /// Also time small all_sums in segments (see the module docs).
+    pub breakdown: bool,
 }
 
 /// The collectives `bench collectives` can time.
@@ -99,6 +107,95 @@ fn slowest_median<T, R>(
     Ok(median(g.all_max(&t)?.to_vec::<f64>()?))
 }
 
+/// A communicator that records when its all-reduce starts and ends (ns since `epoch`).
+struct Stamped {
+    inner: Arc<dyn Communicator>,
+    epoch: Instant,
+    enter: AtomicU64,
+    exit: AtomicU64,
+}
+
+impl Stamped {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+impl Communicator for Stamped {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn backend(&self) -> &str {
+        self.inner.backend()
+    }
+    fn all_reduce(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        data: &mut [u8],
+    ) -> tessera_core::Result<()> {
+        self.enter.store(self.now(), Ordering::Relaxed);
+        let r = self.inner.all_reduce(op, dtype, data);
+        self.exit.store(self.now(), Ordering::Relaxed);
+        r
+    }
+    fn all_gather(&self, input: &[u8], output: &mut [u8]) -> tessera_core::Result<()> {
+        self.inner.all_gather(input, output)
+    }
+    fn reduce_scatter(
+        &self,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> tessera_core::Result<()> {
+        self.inner.reduce_scatter(op, dtype, input, output)
+    }
+    fn send(&self, data: &[u8], dst: usize) -> tessera_core::Result<()> {
+        self.inner.send(data, dst)
+    }
+    fn recv(&self, data: &mut [u8], src: usize) -> tessera_core::Result<()> {
+        self.inner.recv(data, src)
+    }
+}
+
+/// The graph all_sum of `elems` floats in segments, this rank's medians over `reps` (after one
+/// warm-up), in µs: building the node, eval up to the transport, the transport, eval after it.
+/// Every rank must call it.
+fn all_sum_segments(g: &Group, reps: usize, elems: usize) -> tessera_core::Result<[f64; 4]> {
+    let stamped = Arc::new(Stamped {
+        inner: g.handle().0.clone(),
+        epoch: Instant::now(),
+        enter: AtomicU64::new(0),
+        exit: AtomicU64::new(0),
+    });
+    let group = GroupRef(stamped.clone());
+    let mut seg: [Vec<f64>; 4] = Default::default();
+    for rep in 0..=reps {
+        let x = Array::from_vec(vec![1f32; elems], &[elems])?;
+        ops::barrier(g.handle())?;
+        let t0 = stamped.now();
+        let y = ops::all_sum(&x, &group)?;
+        let t1 = stamped.now();
+        drop(x);
+        y.eval()?;
+        let t4 = stamped.now();
+        let (t2, t3) = (
+            stamped.enter.load(Ordering::Relaxed),
+            stamped.exit.load(Ordering::Relaxed),
+        );
+        if rep > 0 {
+            for (s, d) in seg.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                s.push(d as f64 / 1e3);
+            }
+        }
+    }
+    Ok(seg.map(median))
+}
+
 /// Runs the sweep; every rank must call it. `emit` is called on rank 0 only.
 pub fn run_collectives(
     g: &Group,
@@ -161,6 +258,11 @@ pub fn run_collectives(
         } else {
             None
         };
+        let segments = if small && !gather && b.breakdown {
+            Some(all_sum_segments(g, b.repeats.max(1), elems)?)
+        } else {
+            None
+        };
         if g.rank() == 0 {
             let msg = if gather { elems * 4 * n } else { bytes };
             let algbw = msg as f64 / secs / 1e9;
@@ -180,6 +282,16 @@ pub fn run_collectives(
                     value: c * 1e6,
                     unit: "us",
                 });
+            }
+            if let Some(segs) = segments {
+                let names = ["build", "before_transport", "transport", "after_transport"];
+                for (what, v) in names.iter().zip(segs) {
+                    emit(Record {
+                        case: case(&format!("graph_{what}")),
+                        value: v,
+                        unit: "us",
+                    });
+                }
             }
             if bytes >= 64 << 10 {
                 emit(Record {

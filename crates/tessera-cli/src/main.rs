@@ -33,7 +33,8 @@ const USAGE: &str = "usage:
   tessera bench ops|train [--json] [--quick] [--filter NAME]
                                                   benchmark kernels or training steps (JSON lines with --json)
   tessera bench collectives [--json] [--max-bytes B] [--repeats R] [--op all_sum|all_gather]
-                                                  collective bandwidth/latency (run under tessera launch)
+                            [--breakdown]         collective bandwidth/latency (run under tessera launch);
+                                                  --breakdown: small all_sums timed in segments
   tessera bench llm --model PATH [--prompt-tokens 512] [--gen-tokens 128] [--repeats 3]
                     [--depth N] [--kv-bits 8|16|32] [--json]
                                                   prompt and generation tokens/s (as llama-bench pp/tg)
@@ -186,13 +187,18 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn bench_collectives(args: &[String]) -> Result<(), String> {
-    let flags = args::Flags::parse(args, &["--max-bytes", "--repeats", "--op"], &["--json"])?;
+    let flags = args::Flags::parse(
+        args,
+        &["--max-bytes", "--repeats", "--op"],
+        &["--json", "--breakdown"],
+    )?;
     let op = flags.get("--op").unwrap_or("all_sum");
     let b = tessera_bench::CollectiveBench {
         max_bytes: flags.num("--max-bytes", 256usize << 20)?,
         repeats: flags.num("--repeats", 20usize)?,
         op: tessera_bench::CollectiveKind::parse(op)
             .ok_or_else(|| format!("--op must be all_sum or all_gather, not {op:?}"))?,
+        breakdown: flags.on("--breakdown"),
     };
     let g = tessera::distributed::init(tessera::distributed::Backend::Any)
         .map_err(|e| e.to_string())?;
@@ -206,7 +212,7 @@ fn bench_collectives(args: &[String]) -> Result<(), String> {
         if json {
             println!("{}", r.to_json());
         } else {
-            println!("{:<36} {:>10.2} {}", r.case, r.value, r.unit);
+            println!("{:<48} {:>10.2} {}", r.case, r.value, r.unit);
         }
     })
     .map_err(|e| e.to_string())
