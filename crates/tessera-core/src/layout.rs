@@ -30,24 +30,6 @@ impl IntoDims for &[usize] {
     }
 }
 
-impl IntoDims for &Vec<usize> {
-    fn into_dims(self) -> Dims<usize> {
-        Dims::from_slice(self)
-    }
-}
-
-impl<const N: usize> IntoDims for &[usize; N] {
-    fn into_dims(self) -> Dims<usize> {
-        Dims::from_slice(self)
-    }
-}
-
-impl<const N: usize> IntoDims for [usize; N] {
-    fn into_dims(self) -> Dims<usize> {
-        Dims::from_slice(&self)
-    }
-}
-
 impl IntoDims for Vec<usize> {
     fn into_dims(self) -> Dims<usize> {
         Dims::from_slice(&self)
