@@ -430,17 +430,14 @@ impl Link {
         let word = |a: usize| u32::from_le_bytes(h[a..a + 4].try_into().unwrap_or_default());
         let long = |a: usize| u64::from_le_bytes(h[a..a + 8].try_into().unwrap_or_default());
         let (arrival, magic, g, seq) = (long(0), word(8), word(12), long(16));
-        let n = (arrival >> 2) as usize;
-        if arrival & 2 == 0 {
-            return Err(LinkError::Protocol(
-                "corrupted shared-memory message header".into(),
-            ));
-        }
-        if magic != SHM_MAGIC {
-            return Err(LinkError::Protocol(
-                "corrupted shared-memory message header".into(),
-            ));
-        }
+        let n = match crate::shm::arrival_code(arrival) {
+            Some(n) if magic == SHM_MAGIC => n as usize,
+            _ => {
+                return Err(LinkError::Protocol(
+                    "corrupted shared-memory message header".into(),
+                ));
+            }
+        };
         if seq != r.seq {
             return Err(LinkError::Protocol(format!(
                 "message {seq} arrived where message {} was expected",

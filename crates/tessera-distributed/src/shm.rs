@@ -23,6 +23,17 @@ const WHOLE_MAX: usize = 64 << 10;
 /// Arrival word flags (low two bits; never zero, so a zeroed slot means "not yet").
 const COMPLETE: u64 = 0b11;
 const HEADER_ONLY: u64 = 0b10;
+
+/// A message's arrival word: its `code` (what the reader expects) and a flag.
+fn arrival(code: u64, flag: u64) -> u64 {
+    (code << 2) | flag
+}
+
+/// The code in an arrival word read back with its message, or `None` if the bytes are not
+/// one (a corrupted or desynchronised stream).
+pub(crate) fn arrival_code(word: u64) -> Option<u64> {
+    (word & HEADER_ONLY != 0).then_some(word >> 2)
+}
 /// How long a waiting side polls before it sleeps (where ranks have a core each).
 const SPIN_FOR: Duration = Duration::from_micros(100);
 /// How long a waiting side sleeps before checking the peer is still alive.
@@ -231,35 +242,39 @@ impl Ring {
         let c = self.ctl();
         let total = 8 + parts.iter().map(|p| p.len()).sum::<usize>();
         debug_assert!(total.is_multiple_of(8) && code < 1 << 62);
-        // A long message goes in as its word alone (marked header only), then streams.
-        let whole = total <= WHOLE_MAX;
-        let room = if whole { total + 8 } else { 8 };
-        loop {
-            let head = c.head.load(Ordering::Relaxed);
-            let tail = self.tail_for(head, room);
-            if CAP - ((head - tail) as usize) < room {
-                self.wait_for_space(tail, check)?;
-                continue;
+        if total > WHOLE_MAX {
+            // A long message goes in as its word alone (marked header only), then streams.
+            let head = self.wait_for_room(8, check)?;
+            self.store_word(head, arrival(code, HEADER_ONLY));
+            publish(&c.head, head + 8, &c.data_sleepers, &c.data_wake);
+            for (i, p) in parts.iter().enumerate() {
+                self.write(p, i + 1 == parts.len(), check)?;
             }
-            if !whole {
-                self.store_word(head, (code << 2) | HEADER_ONLY);
-                publish(&c.head, head + 8, &c.data_sleepers, &c.data_wake);
-                for (i, p) in parts.iter().enumerate() {
-                    self.write(p, i + 1 == parts.len(), check)?;
-                }
-                return Ok(());
-            }
-            let mut at = head + 8;
-            for p in parts {
-                self.copy_in(at, p);
-                at += p.len() as u64;
-            }
-            // The next message's word slot reads zero until that message is complete; this
-            // one's word goes last (release), so seeing it means all of the message is there.
-            self.store_word(at, 0);
-            self.store_word(head, (code << 2) | COMPLETE);
-            publish(&c.head, at, &c.data_sleepers, &c.data_wake);
             return Ok(());
+        }
+        let head = self.wait_for_room(total + 8, check)?;
+        let mut at = head + 8;
+        for p in parts {
+            self.copy_in(at, p);
+            at += p.len() as u64;
+        }
+        // The next message's word slot reads zero until that message is complete; this one's
+        // word goes last (release), so seeing it means all of the message is there.
+        self.store_word(at, 0);
+        self.store_word(head, arrival(code, COMPLETE));
+        publish(&c.head, at, &c.data_sleepers, &c.data_wake);
+        Ok(())
+    }
+
+    /// Writer: waits until `room` bytes are free, and returns the head to write them at.
+    fn wait_for_room<E>(&self, room: usize, check: Check<'_, E>) -> Result<u64, E> {
+        loop {
+            let head = self.ctl().head.load(Ordering::Relaxed);
+            let tail = self.tail_for(head, room);
+            if CAP - ((head - tail) as usize) >= room {
+                return Ok(head);
+            }
+            self.wait_for_space(tail, check)?;
         }
     }
 
@@ -272,7 +287,7 @@ impl Ring {
         if self.seen.load(Ordering::Relaxed) >= pos + total as u64 {
             return true;
         }
-        let want = (code << 2) | COMPLETE;
+        let want = arrival(code, COMPLETE);
         let word = self.word(pos);
         let spins = match WAIT.load(Ordering::Relaxed) {
             WAIT_POLL => 4096,
@@ -339,7 +354,7 @@ impl Ring {
             pos += n as u64;
             len -= n;
             self.pos.store(pos, Ordering::Relaxed);
-            if len > 0 || !defer {
+            if len > 0 {
                 self.release(pos);
             }
         }
@@ -628,9 +643,12 @@ mod tests {
                 b.read_with::<()>(len, &mut |c| one.extend_from_slice(c), &mut |_| Ok(()))
                     .unwrap();
                 let word = u64::from_le_bytes(one[..8].try_into().unwrap());
-                assert_eq!(word >> 2, i as u64);
-                let whole = len <= WHOLE_MAX;
-                assert_eq!(word & 3, if whole { COMPLETE } else { HEADER_ONLY });
+                let flag = if len <= WHOLE_MAX {
+                    COMPLETE
+                } else {
+                    HEADER_ONLY
+                };
+                assert_eq!(word, arrival(i as u64, flag));
                 got.extend_from_slice(&one[8..]);
             }
         });
@@ -669,7 +687,8 @@ mod tests {
         let mut got = Vec::new();
         b.read_with::<()>(24, &mut |c| got.extend_from_slice(c), &mut |_| Ok(()))
             .unwrap();
-        assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()) >> 2, 6);
+        let word = u64::from_le_bytes(got[..8].try_into().unwrap());
+        assert_eq!(arrival_code(word), Some(6));
         assert_eq!(&got[8..], &[9u8; 16]);
     }
 
@@ -679,7 +698,7 @@ mod tests {
         WAIT.store(WAIT_POLL, Ordering::Relaxed);
         // More than a lap of messages whose payloads are full of what look like complete
         // arrival words for code 5, so the next read position lies over them.
-        let fake = ((5u64 << 2) | COMPLETE).to_le_bytes().repeat(500);
+        let fake = arrival(5, COMPLETE).to_le_bytes().repeat(500);
         let count = CAP / (fake.len() + 8) + 3;
         std::thread::scope(|s| {
             s.spawn(|| {
