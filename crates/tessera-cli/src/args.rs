@@ -49,7 +49,7 @@ impl Flags {
                         i += 1;
                         args.get(i)
                             .cloned()
-                            .ok_or(format!("{name} needs a value"))?
+                            .ok_or_else(|| format!("{name} needs a value"))?
                     }
                 };
                 values.entry(name.to_string()).or_default().push(v);

@@ -52,7 +52,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args, &value_flags, &[])?;
     let path = f
         .get("--model")
-        .or(f.get("-m"))
+        .or_else(|| f.get("-m"))
         .ok_or("--model PATH is required")?;
     let m = load_model(path)?;
     let (opts, stops) = options(&f, &m)?;

@@ -78,9 +78,9 @@ pub fn options(f: &Flags, m: &LoadedModel) -> Result<(GenerateOptions, Vec<Strin
         logit_bias: Vec::new(),
     };
     for b in f.all("--logit-bias") {
-        let (id, bias) = b.split_once('=').ok_or(format!(
-            "--logit-bias wants ID=BIAS (e.g. 42=-inf), got '{b}'"
-        ))?;
+        let (id, bias) = b
+            .split_once('=')
+            .ok_or_else(|| format!("--logit-bias wants ID=BIAS (e.g. 42=-inf), got '{b}'"))?;
         let id: u32 = id
             .trim()
             .parse()
@@ -169,11 +169,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args, &value_flags, &["--chat", "--no-special"])?;
     let path = f
         .get("--model")
-        .or(f.get("-m"))
+        .or_else(|| f.get("-m"))
         .ok_or("--model PATH is required")?;
     let prompt = f
         .get("--prompt")
-        .or(f.get("-p"))
+        .or_else(|| f.get("-p"))
         .ok_or("--prompt TEXT is required")?;
     let m = load_model(path)?;
     let (opts, stops) = options(&f, &m)?;

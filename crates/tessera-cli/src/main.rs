@@ -134,9 +134,10 @@ fn demo() -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let suite = args.first().map(String::as_str).ok_or(format!(
-        "bench needs a suite name (ops, train, llm)\n{USAGE}"
-    ))?;
+    let suite = args
+        .first()
+        .map(String::as_str)
+        .ok_or_else(|| format!("bench needs a suite name (ops, train, llm)\n{USAGE}"))?;
     if suite == "llm" {
         return bench_llm(&args[1..]);
     }
@@ -231,7 +232,7 @@ fn bench_llm(args: &[String]) -> Result<(), String> {
     let mut i = 0;
     let num = |i: usize, flag: &str| -> Result<usize, String> {
         args.get(i)
-            .ok_or(format!("{flag} needs a value"))?
+            .ok_or_else(|| format!("{flag} needs a value"))?
             .parse::<usize>()
             .map_err(|_| format!("{flag} needs a whole number, got '{}'", args[i]))
     };

@@ -6,7 +6,7 @@
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result, invalid};
-use crate::layout::{ArrayData, Dims, Layout};
+use crate::layout::{ArrayData, Dims, Layout, clone_dims};
 use crate::memory::Buffer;
 use crate::primitive::Primitive;
 use crate::stream::{Stream, default_stream};
@@ -88,7 +88,7 @@ impl Array {
     /// An evaluated array from existing data.
     pub(crate) fn from_data(data: ArrayData) -> Array {
         let meta = Meta {
-            shape: Dims::from_slice(&data.layout.shape),
+            shape: clone_dims(&data.layout.shape),
             dtype: data.dtype,
         };
         let node = Node {
@@ -283,7 +283,7 @@ impl Array {
         st.data
             .get(self.output as usize)
             .cloned()
-            .ok_or(Error::Invalid {
+            .ok_or_else(|| Error::Invalid {
                 op: "eval",
                 msg: "array has no data after evaluation".into(),
             })

@@ -64,7 +64,7 @@ proptest! {
         run("broadcast_to", || ops::broadcast_to(&a, &sb));
         run("concatenate", || ops::concatenate(&[a.clone(), b.clone()], ax));
         run("stack", || ops::stack(&[a.clone(), b.clone()], ax));
-        run("split", || ops::split(&a, SplitAt::Sections(n), ax).map(|v| v.into_iter().next().unwrap_or(a.clone())));
+        run("split", || ops::split(&a, SplitAt::Sections(n), ax).map(|v| v.into_iter().next().unwrap_or_else(|| a.clone())));
         run("split at", || ops::split(&a, SplitAt::Indices(vec![k, ax]), ax2).map(|v| v[0].clone()));
         run("pad", || ops::pad(&a, &vec![(n, 1); a.ndim()], PadMode::Edge));
         run("repeat", || ops::repeat(&a, n, Some(ax)));

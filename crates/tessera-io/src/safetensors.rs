@@ -398,7 +398,7 @@ impl Safetensors {
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| fmt("missing the weight_map object".into()))?;
-        let dir = index.parent().unwrap_or(Path::new("."));
+        let dir = index.parent().unwrap_or_else(|| Path::new("."));
         let mut shard_ids: HashMap<String, usize> = HashMap::new();
         let mut files = Vec::new();
         let mut map = HashMap::new();

@@ -240,7 +240,7 @@ impl KvCache {
         // `slice_update` kernel converts): no conversion node on the decode path. Paths that
         // attend over the new positions before storing them convert first.
         let storage = self.storage;
-        let dtype = storage.unwrap_or(k.dtype());
+        let dtype = storage.unwrap_or_else(|| k.dtype());
         let stored = move |x: &Array| -> Result<Array> {
             Ok(match storage {
                 Some(dt) if x.dtype() != dt => ops::astype(x, dt)?,

@@ -103,7 +103,7 @@ fn first_difference(want: &str, got: &str) -> String {
         .char_indices()
         .zip(got.chars())
         .find(|((_, a), b)| a != b)
-        .map_or(want.len().min(got.len()), |((i, _), _)| i);
+        .map_or_else(|| want.len().min(got.len()), |((i, _), _)| i);
     let around = |s: &str| -> String {
         let mut start = at.saturating_sub(40).min(s.len());
         while !s.is_char_boundary(start) {

@@ -637,7 +637,7 @@ pub fn clip_grad_norm(grads: &Params, max_norm: f64) -> Result<(Params, Array)> 
             None => sq,
         });
     }
-    let norm = ops::sqrt(&total.unwrap_or(Array::scalar(0.0f32)))?;
+    let norm = ops::sqrt(&total.unwrap_or_else(|| Array::scalar(0.0f32)))?;
     let scale = ops::minimum(
         &ops::divide(
             &Array::scalar_of(max_norm, norm.dtype()),
@@ -751,7 +751,7 @@ impl Optimizer for Adafactor {
         let mut out = Params::new();
         for (name, p) in params {
             let g = grad_of(grads, name)?;
-            let eps1 = self.eps1.unwrap_or(match p.dtype() {
+            let eps1 = self.eps1.unwrap_or_else(|| match p.dtype() {
                 tessera_core::Dtype::F64 => f64::EPSILON,
                 tessera_core::Dtype::F16 => 9.765625e-4,
                 tessera_core::Dtype::BF16 => 7.8125e-3,

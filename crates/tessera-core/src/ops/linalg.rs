@@ -364,7 +364,7 @@ pub fn einsum(subscripts: &str, operands: &[Array]) -> Result<Array> {
                 .iter()
                 .position(|x| x == c)
                 .map(|p| p as isize)
-                .ok_or(Error::Invalid {
+                .ok_or_else(|| Error::Invalid {
                     op: "einsum",
                     msg: format!("label {c} lost"),
                 })

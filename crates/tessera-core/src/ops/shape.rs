@@ -61,10 +61,12 @@ pub fn reshape_infer(a: &Array, shape: &[isize]) -> Result<Array> {
         } else if d < 0 {
             return invalid("reshape", format!("negative dimension {d}"));
         } else {
-            known = known.checked_mul(d as usize).ok_or(Error::Invalid {
-                op: "reshape",
-                msg: "shape too large".into(),
-            })?;
+            known = known
+                .checked_mul(d as usize)
+                .ok_or_else(|| Error::Invalid {
+                    op: "reshape",
+                    msg: "shape too large".into(),
+                })?;
         }
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
@@ -303,7 +305,7 @@ pub fn broadcast_arrays(arrays: &[Array]) -> Result<Vec<Array>> {
 /// assert_eq!(c.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.5, 4.5]);
 /// ```
 pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
-    let first = arrays.first().ok_or(Error::Invalid {
+    let first = arrays.first().ok_or_else(|| Error::Invalid {
         op: "concatenate",
         msg: "needs at least one array".into(),
     })?;
@@ -371,7 +373,7 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
 /// assert_eq!(s.to_vec::<i32>().unwrap(), vec![1, 3, 2, 4]);
 /// ```
 pub fn stack(arrays: &[Array], axis: isize) -> Result<Array> {
-    let first = arrays.first().ok_or(Error::Invalid {
+    let first = arrays.first().ok_or_else(|| Error::Invalid {
         op: "stack",
         msg: "needs at least one array".into(),
     })?;

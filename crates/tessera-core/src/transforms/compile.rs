@@ -838,7 +838,7 @@ pub fn expand_fused(prog: &FusedProgram, inputs: &[Array]) -> Result<Array> {
         };
         regs.push(r);
     }
-    let out = regs.pop().ok_or(Error::Invalid {
+    let out = regs.pop().ok_or_else(|| Error::Invalid {
         op: "fused",
         msg: "empty program".into(),
     })?;

@@ -63,7 +63,7 @@ pub fn vmap(
             }
         }
     }
-    let n = batch.ok_or(Error::Invalid {
+    let n = batch.ok_or_else(|| Error::Invalid {
         op: "vmap",
         msg: "no input is mapped".into(),
     })?;

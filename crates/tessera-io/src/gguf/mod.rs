@@ -167,7 +167,7 @@ impl GgufFile {
                 no + 1
             )));
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
         for k in 1..count {
             let p = dir.join(format!(
                 "{}-{:05}-of-{count:05}.gguf",

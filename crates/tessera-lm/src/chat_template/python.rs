@@ -544,7 +544,7 @@ pub(crate) fn int_filter(
         Some(d) => d,
         None => kwargs
             .get::<Option<Value>>("default")?
-            .unwrap_or(Value::from(0)),
+            .unwrap_or_else(|| Value::from(0)),
     };
     minijinja::filters::int(state, &trimmed(value), Some(default), base, kwargs)
 }
@@ -560,7 +560,7 @@ pub(crate) fn float_filter(
         Some(d) => d,
         None => kwargs
             .get::<Option<Value>>("default")?
-            .unwrap_or(Value::from(0.0)),
+            .unwrap_or_else(|| Value::from(0.0)),
     };
     minijinja::filters::float(state, &trimmed(value), Some(default), kwargs)
 }

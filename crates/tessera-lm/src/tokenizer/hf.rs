@@ -514,11 +514,11 @@ impl Tokenizer {
             }
         };
         special.bos = cfg_token("bos_token")?
-            .or(prefix.first().copied())
-            .or(bos_fallback.filter(|&id| (id as usize) < n));
+            .or_else(|| prefix.first().copied())
+            .or_else(|| bos_fallback.filter(|&id| (id as usize) < n));
         special.eos = cfg_token("eos_token")?
-            .or(suffix.last().copied())
-            .or(extra_eos.iter().copied().find(|&id| (id as usize) < n));
+            .or_else(|| suffix.last().copied())
+            .or_else(|| extra_eos.iter().copied().find(|&id| (id as usize) < n));
         if let Some(unk) = cfg_token("unk_token")? {
             special.unk = Some(unk);
         }

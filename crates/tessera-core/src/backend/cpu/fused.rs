@@ -94,7 +94,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                     Operand::Full => (unsafe { p.get().add(start) }, 1),
                     Operand::Scalar => (p.get(), 0),
                     Operand::Staged { row, .. } => {
-                        direct[r].unwrap_or((regs[(n_slots + row) * CHUNK..].as_ptr(), 1))
+                        direct[r].unwrap_or_else(|| (regs[(n_slots + row) * CHUNK..].as_ptr(), 1))
                     }
                 }
             } else {

@@ -50,7 +50,7 @@ pub struct Cpu;
 pub(crate) static CPU: Cpu = Cpu;
 
 fn one(outputs: &[Meta]) -> Result<&Meta> {
-    outputs.first().ok_or(Error::Invalid {
+    outputs.first().ok_or_else(|| Error::Invalid {
         op: "eval",
         msg: "node without outputs".into(),
     })
