@@ -199,6 +199,39 @@ fn pad8(n: usize) -> usize {
     (8 - n % 8) % 8
 }
 
+/// Checks a shared-memory message's header `h` against what the reader expects: message
+/// number `seq` (counted on), of `group`, with a `len`-byte payload.
+fn check_shm_header(h: &[u8], seq: &mut u64, group: u32, len: usize) -> Result<(), LinkError> {
+    let word = |a: usize| u32::from_le_bytes(h[a..a + 4].try_into().unwrap_or_default());
+    let long = |a: usize| u64::from_le_bytes(h[a..a + 8].try_into().unwrap_or_default());
+    let (arrival, magic, g, got) = (long(0), word(8), word(12), long(16));
+    let n = match crate::shm::arrival_code(arrival) {
+        Some(n) if magic == SHM_MAGIC => n as usize,
+        _ => {
+            return Err(LinkError::Protocol(
+                "corrupted shared-memory message header".into(),
+            ));
+        }
+    };
+    if got != *seq {
+        return Err(LinkError::Protocol(format!(
+            "message {got} arrived where message {seq} was expected"
+        )));
+    }
+    *seq += 1;
+    if g != group {
+        return Err(LinkError::Protocol(format!(
+            "a message of group {g:#x} arrived during a collective of group {group:#x}: the ranks called collectives in different orders"
+        )));
+    }
+    if n != len {
+        return Err(LinkError::Protocol(format!(
+            "a {n}-byte message arrived where {len} bytes were expected: the ranks called collectives with different shapes, dtypes or orders"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether the TCP side of a shared-memory link still has a live peer.
 enum PeerState {
     Alive,
@@ -406,10 +439,24 @@ impl Link {
             r.scratch = buf;
             return res;
         };
+        // Most small messages are found complete by their arrival word, and most of those lie
+        // in one piece: header checked and payload passed on straight from the ring.
+        let total = SHM_HEADER + len + pad8(len);
+        if shm.await_message(len as u64, total)
+            && let Some(res) = shm.read_whole(total, |m| {
+                let (h, payload) = m.split_at(SHM_HEADER);
+                let res = check_shm_header(h, &mut r.seq, group, len);
+                if res.is_ok() {
+                    f(&payload[..len]);
+                }
+                res
+            })
+        {
+            return res;
+        }
+        // Otherwise (not there yet, wrapping, or a long message): the reads below wait as
+        // needed (without loading the ring's head if the word showed it all there).
         let mut check = self.shm_check();
-        // Most small messages are found complete by their arrival word: the reads below then
-        // take them without waiting on (or even loading) the ring's head.
-        shm.await_message(len as u64, SHM_HEADER + len + pad8(len));
         let mut h = [0u8; SHM_HEADER];
         let mut got = 0;
         let res = shm.read_deferred(
@@ -427,34 +474,7 @@ impl Link {
             return r.read_frame(group, &mut []);
         }
         res?;
-        let word = |a: usize| u32::from_le_bytes(h[a..a + 4].try_into().unwrap_or_default());
-        let long = |a: usize| u64::from_le_bytes(h[a..a + 8].try_into().unwrap_or_default());
-        let (arrival, magic, g, seq) = (long(0), word(8), word(12), long(16));
-        let n = match crate::shm::arrival_code(arrival) {
-            Some(n) if magic == SHM_MAGIC => n as usize,
-            _ => {
-                return Err(LinkError::Protocol(
-                    "corrupted shared-memory message header".into(),
-                ));
-            }
-        };
-        if seq != r.seq {
-            return Err(LinkError::Protocol(format!(
-                "message {seq} arrived where message {} was expected",
-                r.seq
-            )));
-        }
-        r.seq += 1;
-        if g != group {
-            return Err(LinkError::Protocol(format!(
-                "a message of group {g:#x} arrived during a collective of group {group:#x}: the ranks called collectives in different orders"
-            )));
-        }
-        if n != len {
-            return Err(LinkError::Protocol(format!(
-                "a {n}-byte message arrived where {len} bytes were expected: the ranks called collectives with different shapes, dtypes or orders"
-            )));
-        }
+        check_shm_header(&h, &mut r.seq, group, len)?;
         // Payload and padding in one read; the padding is not passed on.
         let mut left = len;
         let res = shm.read_with(

@@ -308,6 +308,24 @@ impl Ring {
         false
     }
 
+    /// When the next `total` bytes are known to be in the ring (a message seen complete by
+    /// [`Ring::await_message`]) and do not wrap around its end: `f` of them, as one slice, and
+    /// then their space given back (one tail move). `None`, with nothing read, otherwise.
+    fn read_whole<R>(&self, total: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let pos = self.pos.load(Ordering::Relaxed);
+        let at = pos as usize % CAP;
+        if self.seen.load(Ordering::Relaxed) < pos + total as u64 || at + total > CAP {
+            return None;
+        }
+        // SAFETY: [at, at + total) holds written bytes the writer does not touch until the
+        // tail moves past them, which only `release` below does.
+        let r = f(unsafe { std::slice::from_raw_parts(self.data.add(at), total) });
+        let end = pos + total as u64;
+        self.pos.store(end, Ordering::Relaxed);
+        self.release(end);
+        Some(r)
+    }
+
     /// Passes exactly `len` bytes to `f` in order, as slices of the ring (no copy), waiting
     /// for data as needed. With `defer`, the space read is given back to the writer only by
     /// the next read (or before any wait): a message's header and payload, read in two calls,
@@ -534,6 +552,12 @@ impl ShmPair {
     /// Polls briefly for the next message to be all there (see [`Ring::await_message`]).
     pub fn await_message(&self, code: u64, total: usize) -> bool {
         self.rx.await_message(code, total)
+    }
+
+    /// The next `total` bytes in one piece, if they are all there and do not wrap (see
+    /// [`Ring::read_whole`]).
+    pub fn read_whole<R>(&self, total: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.rx.read_whole(total, f)
     }
 
     #[cfg(test)]
