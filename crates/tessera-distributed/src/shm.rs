@@ -652,6 +652,7 @@ mod tests {
         let total: usize = msgs.iter().flatten().map(Vec::len).sum::<usize>() + 8 * msgs.len();
         assert!(total > 2 * CAP);
         let mut got = Vec::with_capacity(total);
+        let mut whole = 0;
         std::thread::scope(|s| {
             s.spawn(|| {
                 for (i, m) in msgs.iter().enumerate() {
@@ -661,11 +662,20 @@ mod tests {
             });
             for (i, m) in msgs.iter().enumerate() {
                 let len = 8 + m[0].len() + m[1].len();
-                // Found or not, the reads that follow must get exactly this message.
-                b.await_message(i as u64, len);
+                // Found or not, the reads that follow must get exactly this message: in one
+                // piece when it was seen complete and does not wrap, else piecewise.
+                let seen = b.await_message(i as u64, len);
                 let mut one = Vec::with_capacity(len);
-                b.read_with::<()>(len, &mut |c| one.extend_from_slice(c), &mut |_| Ok(()))
-                    .unwrap();
+                match b.read_whole(len, |c| one.extend_from_slice(c)) {
+                    Some(()) => {
+                        assert!(seen, "message {i} read whole before it was seen complete");
+                        whole += 1;
+                    }
+                    None => {
+                        b.read_with::<()>(len, &mut |c| one.extend_from_slice(c), &mut |_| Ok(()))
+                            .unwrap();
+                    }
+                }
                 let word = u64::from_le_bytes(one[..8].try_into().unwrap());
                 let flag = if len <= WHOLE_MAX {
                     COMPLETE
@@ -677,6 +687,39 @@ mod tests {
             }
         });
         assert_eq!(got, msgs.concat().concat());
+        assert!(whole > 0, "no message was read in one piece");
+    }
+
+    #[test]
+    fn a_complete_message_across_the_ring_end_is_not_read_in_one_piece() {
+        let (a, b) = pair("w");
+        // Written and read in turn, so each is complete before it is read; 40 KiB messages
+        // do not divide the ring, so one of them straddles its end.
+        let body: Vec<u8> = (0..40 << 10).map(|j| (j * 13) as u8).collect();
+        let len = 8 + body.len();
+        let (mut straddled, mut at) = (0, 0);
+        for i in 0..CAP / len + 2 {
+            a.write_message::<()>(i as u64, &[&body], &mut |_| Ok(()))
+                .unwrap();
+            assert!(
+                b.await_message(i as u64, len),
+                "message {i} not seen complete"
+            );
+            let mut one = Vec::with_capacity(len);
+            let crosses = at % CAP + len > CAP;
+            match b.read_whole(len, |c| one.extend_from_slice(c)) {
+                Some(()) => assert!(!crosses, "message {i} read whole across the end"),
+                None => {
+                    assert!(crosses, "message {i} in one piece refused");
+                    straddled += 1;
+                    b.read_with::<()>(len, &mut |c| one.extend_from_slice(c), &mut |_| Ok(()))
+                        .unwrap();
+                }
+            }
+            assert_eq!(one[8..], body[..], "message {i}");
+            at += len;
+        }
+        assert_eq!(straddled, 1);
     }
 
     /// The writer stores a message's word, then moves the head, and can be descheduled in
