@@ -165,6 +165,7 @@ pub fn init_with(cfg: &ClusterConfig) -> Result<Group> {
         id: 1,
         mesh,
     });
+    ring.agree_small_all_reduce()?;
     Ok(Group {
         handle: GroupRef(ring.clone()),
         ring: Some(ring),
@@ -265,6 +266,21 @@ impl Group {
             splitter: None,
             splits: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// How small all-reduces run on this group: `"direct"` (every rank sends to every other:
+    /// one latency) or `"doubling"` (recursive doubling: fewer messages, chosen by all ranks
+    /// together where a host runs more ranks than cores, or by `TESSERA_SMALL_ALLREDUCE`) on
+    /// the ring backend; `None` for a group of one or another backend.
+    pub fn small_all_reduce(&self) -> Option<&'static str> {
+        let ring = self.ring.as_ref().filter(|r| r.members.len() > 1)?;
+        Some(
+            if ring.members.len() > 2 && ring.mesh.small_all_reduce_by_doubling() {
+                "doubling"
+            } else {
+                "direct"
+            },
+        )
     }
 
     /// See [`ops::all_sum`].

@@ -389,9 +389,10 @@ impl Link {
         })
     }
 
-    /// The check a shared-memory wait runs between sleeps: no progress for the timeout, or the
-    /// TCP side closed or carrying an abort, ends the wait.
-    fn shm_check(&self) -> impl FnMut(bool) -> Result<(), LinkError> + '_ {
+    /// The check a shared-memory wait runs between sleeps: no progress for `patience` times
+    /// the timeout, or the TCP side closed or carrying an abort, ends the wait.
+    fn shm_check(&self, patience: u32) -> impl FnMut(bool) -> Result<(), LinkError> + '_ {
+        let limit = self.timeout * patience.max(1);
         // The stall is timed from the first check without progress: reading the clock on every
         // message (most never wait) costs more than the message itself.
         let mut stalled_since: Option<std::time::Instant> = None;
@@ -402,7 +403,7 @@ impl Link {
             }
             let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
             match peer_state(&self.control) {
-                PeerState::Alive if since.elapsed() < self.timeout => Ok(()),
+                PeerState::Alive if since.elapsed() < limit => Ok(()),
                 PeerState::Alive => Err(LinkError::Io(ErrorKind::TimedOut.into())),
                 PeerState::Gone => Err(LinkError::Io(ErrorKind::UnexpectedEof.into())),
                 PeerState::Pending => Err(LinkError::Io(ErrorKind::ConnectionAborted.into())),
@@ -418,6 +419,20 @@ impl Link {
         len: usize,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), LinkError> {
+        self.recv_patiently(group, len, f, 1)
+    }
+
+    /// [`Self::recv_with`], giving up on a silent peer only after `patience` times the timeout:
+    /// for a wait on a peer that may itself be waiting on another (an algorithm's later step),
+    /// so that the rank which waits on the hung one directly times out first and its abort,
+    /// naming that rank, reaches this one before its own timeout would name the wrong peer.
+    pub fn recv_patiently(
+        &self,
+        group: u32,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]),
+        patience: u32,
+    ) -> Result<(), LinkError> {
         if self.shm.is_none() && !self.stripes.is_empty() && len >= STRIPE_MIN {
             let mut buf = std::mem::take(&mut Self::lock(&self.reader).scratch);
             buf.resize(len, 0);
@@ -432,7 +447,14 @@ impl Link {
         let Some(shm) = &self.shm else {
             let mut buf = std::mem::take(&mut r.scratch);
             buf.resize(len, 0);
-            let res = r.read_frame(group, &mut buf);
+            let res = if patience > 1 {
+                let _ = r.stream.set_read_timeout(Some(self.timeout * patience));
+                let res = r.read_frame(group, &mut buf);
+                let _ = r.stream.set_read_timeout(Some(self.timeout));
+                res
+            } else {
+                r.read_frame(group, &mut buf)
+            };
             if res.is_ok() {
                 f(&buf);
             }
@@ -456,7 +478,7 @@ impl Link {
         }
         // Otherwise (not there yet, wrapping, or a long message): the reads below wait as
         // needed (without loading the ring's head if the word showed it all there).
-        let mut check = self.shm_check();
+        let mut check = self.shm_check(patience);
         let mut h = [0u8; SHM_HEADER];
         let mut got = 0;
         let res = shm.read_deferred(
@@ -540,7 +562,7 @@ impl Link {
         h[4..8].copy_from_slice(&group.to_le_bytes());
         h[8..16].copy_from_slice(&w.seq.to_le_bytes());
         w.seq += 1;
-        let mut check = self.shm_check();
+        let mut check = self.shm_check(1);
         // Pad to 8 bytes so every message starts aligned (see `ShmPair::read_with`).
         let pad = &[0u8; 8][..pad8(data.len())];
         shm.write_message(data.len() as u64, &[&h, data, pad], &mut check)

@@ -25,6 +25,9 @@ pub(crate) struct Mesh {
     has_failed: AtomicBool,
     /// One collective at a time (groups from `split` share the mesh).
     busy: Mutex<()>,
+    /// Small all-reduces by recursive doubling rather than the direct exchange: agreed by all
+    /// ranks when the world group is made (see `RingComm::agree_small_all_reduce`).
+    doubling: AtomicBool,
 }
 
 fn resolve(h: &str) -> Result<SocketAddr> {
@@ -157,7 +160,18 @@ impl Mesh {
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             busy: Mutex::new(()),
+            doubling: AtomicBool::new(false),
         }
+    }
+
+    /// Whether small all-reduces use recursive doubling (the same on every rank).
+    pub fn small_all_reduce_by_doubling(&self) -> bool {
+        self.doubling.load(Ordering::Relaxed)
+    }
+
+    /// Records the group's agreed choice (before any collective of the caller's).
+    pub fn set_small_all_reduce_by_doubling(&self, on: bool) {
+        self.doubling.store(on, Ordering::Relaxed);
     }
 
     /// The link to global rank `r` (never this rank).

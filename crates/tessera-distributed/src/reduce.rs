@@ -125,6 +125,14 @@ pub(crate) fn reduce_into(op: CollectiveReduce, dtype: Dtype, acc: &mut [u8], x:
     unsafe { reduce_raw(op, dtype, acc.as_mut_ptr(), acc.as_ptr(), x.as_ptr(), n) }
 }
 
+/// `acc = x (op) acc`: `x` as the left operand (max, min and NaN payloads are not symmetric).
+pub(crate) fn reduce_into_after(op: CollectiveReduce, dtype: Dtype, acc: &mut [u8], x: &[u8]) {
+    let n = acc.len().min(x.len());
+    // SAFETY: both slices hold at least n bytes; `out` and `b` are the same memory, which the
+    // element-wise loop reads before it writes.
+    unsafe { reduce_raw(op, dtype, acc.as_mut_ptr(), x.as_ptr(), acc.as_ptr(), n) }
+}
+
 /// `out = a (op) b`.
 pub(crate) fn reduce_to(op: CollectiveReduce, dtype: Dtype, out: &mut [u8], a: &[u8], b: &[u8]) {
     let n = out.len().min(a.len()).min(b.len());

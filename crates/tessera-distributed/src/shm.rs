@@ -104,6 +104,11 @@ pub(crate) fn note_local_ranks(local_ranks: usize) {
     WAIT.store(mode, Ordering::Relaxed);
 }
 
+/// Whether this host runs more ranks than it has cores (waits then yield at once).
+pub(crate) fn oversubscribed() -> bool {
+    WAIT.load(Ordering::Relaxed) == WAIT_YIELD
+}
+
 /// How long a TCP receive polls its socket before it blocks in the kernel, and whether it
 /// yields between polls, under the same policy as the shared-memory waits: waking a thread
 /// blocked in `read` costs tens of µs on a VM (measured between network namespaces: 30-44 µs

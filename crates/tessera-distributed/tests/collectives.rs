@@ -26,6 +26,7 @@ fn rank_worker() {
             }
         }
         "all_dtypes_large" => check_all(&g, 3, 300_001),
+        "small_algorithm" => report(g.small_all_reduce().unwrap_or("none")),
         // Past the size from which same-host ranks read each other's memory directly, for
         // every dtype (4 MiB + 5 elements: even one-byte dtypes cross it).
         "all_dtypes_direct_reads" => check_all(&g, 4, (4 << 20) + 5),
@@ -113,7 +114,8 @@ fn rank_worker() {
             let x = ops::ones(&[100], Dtype::F32).unwrap();
             x.eval().unwrap();
             report("entering");
-            if g.rank() == 1 {
+            let victim = std::env::var("TESSERA_TEST_VICTIM").map_or(1, |v| v.parse().unwrap());
+            if g.rank() == victim {
                 // The victim never joins: it hangs with its connections open (and is stopped
                 // with SIGSTOP, then killed, by the parent).
                 loop {
@@ -140,6 +142,45 @@ fn every_collective_every_dtype_on_2_to_5_ranks() {
     }
     // Several ring chunks, an element count no rank count divides.
     run_ok(3, "all_dtypes_large", &Opts::default());
+}
+
+/// Small all-reduces by the direct exchange and by recursive doubling (ranks past a power of
+/// two folded in and out) give the reference results for every dtype and reduction, and
+/// bit-identical float sums on every rank; an unknown setting is a clear error at `init`.
+#[test]
+fn both_small_all_reduce_algorithms_give_the_same_results() {
+    let with = |v: &str| Opts {
+        env: vec![("TESSERA_SMALL_ALLREDUCE".into(), v.into())],
+        ..Opts::default()
+    };
+    for alg in ["direct", "doubling"] {
+        for n in [3, 5] {
+            let got = run_ok(n, "small_algorithm", &with(alg));
+            assert!(got.iter().all(|r| r == &[alg]), "{alg} on {n}: {got:?}");
+            run_ok(n, "all_dtypes", &with(alg));
+        }
+        let res = run_ok(3, "float_bits", &with(alg));
+        assert!(res.iter().all(|r| r == &res[0]), "{alg}: {res:?}");
+    }
+    // Two ranks have one exchange either way.
+    assert_eq!(
+        run_ok(2, "small_algorithm", &with("doubling")),
+        [["direct"], ["direct"]]
+    );
+    let outs = collect(
+        spawn_ranks(3, "small_algorithm", &with("sideways")),
+        Duration::from_secs(60),
+    );
+    assert!(
+        outs.iter()
+            .all(|o| o.code != Some(0) && o.results.is_empty())
+    );
+    // (The worker prints the error with `{:?}`, which escapes the quotes.)
+    let err = &outs[0].stderr;
+    assert!(
+        err.contains("TESSERA_SMALL_ALLREDUCE") && err.contains("use direct, doubling or auto"),
+        "{err}"
+    );
 }
 
 /// Direct reads of the peers' memory (large messages between same-host ranks) give the
@@ -377,6 +418,30 @@ fn a_stalled_rank_fails_the_others_within_the_timeout() {
         let secs: f64 = r.split('s').next().unwrap().parse().unwrap();
         assert!(secs < 10.0, "{r}");
         assert!(r.contains("rank 1"), "{r}");
+    }
+}
+
+/// Whichever rank hangs, and whichever algorithm the small all-reduce takes (recursive doubling
+/// has ranks wait on peers that wait on others), every other rank fails naming the hung one.
+#[test]
+fn a_stalled_rank_is_named_by_every_other_under_both_small_algorithms() {
+    for alg in ["direct", "doubling"] {
+        for victim in 0..3 {
+            let v = victim.to_string();
+            let env = [
+                ("TESSERA_SMALL_ALLREDUCE", alg),
+                ("TESSERA_TEST_VICTIM", v.as_str()),
+            ];
+            let res = run_fault_env(3, "stall", 1.0, victim, 19, &env);
+            for r in res {
+                let secs: f64 = r.split('s').next().unwrap().parse().unwrap();
+                assert!(secs < 10.0, "{alg}, victim {victim}: {r}");
+                assert!(
+                    r.contains(&format!("rank {victim}")),
+                    "{alg}, victim {victim}: {r}"
+                );
+            }
+        }
     }
 }
 
