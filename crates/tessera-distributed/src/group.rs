@@ -274,13 +274,11 @@ impl Group {
     /// the ring backend; `None` for a group of one or another backend.
     pub fn small_all_reduce(&self) -> Option<&'static str> {
         let ring = self.ring.as_ref().filter(|r| r.members.len() > 1)?;
-        Some(
-            if ring.members.len() > 2 && ring.mesh.small_all_reduce_by_doubling() {
-                "doubling"
-            } else {
-                "direct"
-            },
-        )
+        Some(if ring.small_by_doubling() {
+            "doubling"
+        } else {
+            "direct"
+        })
     }
 
     /// See [`ops::all_sum`].

@@ -447,14 +447,7 @@ impl Link {
         let Some(shm) = &self.shm else {
             let mut buf = std::mem::take(&mut r.scratch);
             buf.resize(len, 0);
-            let res = if patience > 1 {
-                let _ = r.stream.set_read_timeout(Some(self.timeout * patience));
-                let res = r.read_frame(group, &mut buf);
-                let _ = r.stream.set_read_timeout(Some(self.timeout));
-                res
-            } else {
-                r.read_frame(group, &mut buf)
-            };
+            let res = r.read_frame_patiently(group, &mut buf, self.timeout, patience);
             if res.is_ok() {
                 f(&buf);
             }
@@ -570,17 +563,34 @@ impl Link {
 
     /// Receives the next frame into `out`, which must be exactly the expected payload size.
     pub fn recv(&self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {
+        self.recv_into_patiently(group, out, 1)
+    }
+
+    /// [`Self::recv`], giving up on a silent peer after `patience` timeouts (see
+    /// [`Self::recv_patiently`]).
+    pub fn recv_into_patiently(
+        &self,
+        group: u32,
+        out: &mut [u8],
+        patience: u32,
+    ) -> Result<(), LinkError> {
         if self.shm.is_none() {
             if !self.stripes.is_empty() && out.len() >= STRIPE_MIN {
                 return self.recv_striped(group, out);
             }
-            return Self::lock(&self.reader).read_frame(group, out);
+            return Self::lock(&self.reader).read_frame_patiently(
+                group,
+                out,
+                self.timeout,
+                patience,
+            );
         }
-        let mut at = 0;
-        self.recv_with(group, out.len(), &mut |c| {
+        let (len, mut at) = (out.len(), 0);
+        let mut copy = |c: &[u8]| {
             out[at..at + c.len()].copy_from_slice(c);
             at += c.len();
-        })
+        };
+        self.recv_patiently(group, len, &mut copy, patience)
     }
 
     /// Best effort: tells the peer this group is aborting and why. A send in progress on this
@@ -710,6 +720,24 @@ impl Half {
             return Err(bad("abort frame failed its checksum"));
         }
         Ok(String::from_utf8_lossy(&m).into_owned())
+    }
+
+    /// [`Self::read_frame`] with the socket's read timeout raised to `patience` times
+    /// `timeout` (its usual value) for this frame only.
+    fn read_frame_patiently(
+        &mut self,
+        group: u32,
+        out: &mut [u8],
+        timeout: Duration,
+        patience: u32,
+    ) -> Result<(), LinkError> {
+        if patience <= 1 {
+            return self.read_frame(group, out);
+        }
+        let _ = self.stream.set_read_timeout(Some(timeout * patience));
+        let res = self.read_frame(group, out);
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        res
     }
 
     fn read_frame(&mut self, group: u32, out: &mut [u8]) -> Result<(), LinkError> {

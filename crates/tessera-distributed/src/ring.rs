@@ -96,11 +96,53 @@ impl RingComm {
     }
 
     fn recv_from(&self, r: usize, data: &mut [u8]) -> Result<()> {
+        self.recv_patiently_from(r, data, 1)
+    }
+
+    /// [`Self::recv_from`], giving up on a silent peer after `patience` timeouts (see
+    /// [`crate::link::Link::recv_patiently`]).
+    fn recv_patiently_from(&self, r: usize, data: &mut [u8], patience: u32) -> Result<()> {
         let link = self.mesh.link(self.peer(r))?;
         for c in chunks(&(0..data.len()), 1) {
-            self.mesh.check(link, link.recv(self.id, &mut data[c]))?;
+            self.mesh.check(
+                link,
+                link.recv_into_patiently(self.id, &mut data[c], patience),
+            )?;
         }
         Ok(())
+    }
+
+    /// Reduces rank `k`'s next message of `target.len()` bytes into `target` as it arrives,
+    /// the message as the right operand, or with `theirs_first` the left one; a silent peer is
+    /// given up on after `patience` timeouts.
+    fn reduce_from(
+        &self,
+        k: usize,
+        op: CollectiveReduce,
+        dtype: Dtype,
+        target: &mut [u8],
+        theirs_first: bool,
+        patience: u32,
+    ) -> Result<()> {
+        let link = self.mesh.link(self.peer(k))?;
+        let (len, mut off) = (target.len(), 0);
+        let mut fold = |piece: &[u8]| {
+            let t = &mut target[off..off + piece.len()];
+            if theirs_first {
+                crate::reduce::reduce_into_after(op, dtype, t, piece);
+            } else {
+                reduce_into(op, dtype, t, piece);
+            }
+            off += piece.len();
+        };
+        let got = link.recv_patiently(self.id, len, &mut fold, patience);
+        self.mesh.check(link, got)
+    }
+
+    /// Whether this group's small all-reduces take recursive doubling (3 ranks or more, and the
+    /// mesh's agreed choice; two ranks have one exchange either way).
+    pub(crate) fn small_by_doubling(&self) -> bool {
+        self.n() > 2 && self.mesh.small_all_reduce_by_doubling()
     }
 
     /// Direct exchange: send `mine` to everyone, return everyone's block in rank order (this
@@ -246,17 +288,8 @@ impl RingComm {
         for k in 1..n {
             self.send_to((r + k) % n, data)?;
         }
-        // Reduces rank k's message into `target` as it arrives.
-        let fold_from = |k: usize, target: &mut [u8]| -> Result<()> {
-            let link = self.mesh.link(self.peer(k))?;
-            let mut off = 0;
-            let mut fold = |piece: &[u8]| {
-                reduce_into(op, dtype, &mut target[off..off + piece.len()], piece);
-                off += piece.len();
-            };
-            self.mesh
-                .check(link, link.recv_with(self.id, len, &mut fold))
-        };
+        let fold_from =
+            |k: usize, target: &mut [u8]| self.reduce_from(k, op, dtype, target, false, 1);
         if self.reduces_in_place(op) {
             for k in (0..n).filter(|&k| k != r) {
                 fold_from(k, data)?;
@@ -323,46 +356,23 @@ impl RingComm {
         dtype: Dtype,
         data: &mut [u8],
     ) -> Result<()> {
-        let (n, r, len) = (self.n(), self.rank, data.len());
+        let (n, r) = (self.n(), self.rank);
         let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
         let rounds = p.trailing_zeros();
         let extras = (n > p) as u32;
-        // Reduces rank k's message into `data` as it arrives, it on the left or the right.
-        let fold = |k: usize, data: &mut [u8], theirs_first: bool, patience: u32| -> Result<()> {
-            let link = self.mesh.link(self.peer(k))?;
-            let mut off = 0;
-            let mut f = |piece: &[u8]| {
-                let target = &mut data[off..off + piece.len()];
-                if theirs_first {
-                    crate::reduce::reduce_into_after(op, dtype, target, piece);
-                } else {
-                    reduce_into(op, dtype, target, piece);
-                }
-                off += piece.len();
-            };
-            let got = link.recv_patiently(self.id, len, &mut f, patience);
-            self.mesh.check(link, got)
-        };
         if r >= p {
             self.send_to(r - p, data)?;
-            let link = self.mesh.link(self.peer(r - p))?;
-            let mut at = 0;
-            let mut copy = |piece: &[u8]| {
-                data[at..at + piece.len()].copy_from_slice(piece);
-                at += piece.len();
-            };
-            let got = link.recv_patiently(self.id, len, &mut copy, 2 + rounds);
-            return self.mesh.check(link, got);
+            return self.recv_patiently_from(r - p, data, 2 + rounds);
         }
         if r + p < n {
-            fold(r + p, data, false, 1)?;
+            self.reduce_from(r + p, op, dtype, data, false, 1)?;
         }
         let mut d = 1;
         let mut round = 0;
         while d < p {
             let peer = r ^ d;
             self.send_to(peer, data)?;
-            fold(peer, data, peer < r, 1 + extras + round)?;
+            self.reduce_from(peer, op, dtype, data, peer < r, 1 + extras + round)?;
             d <<= 1;
             round += 1;
         }
@@ -635,7 +645,7 @@ impl Communicator for RingComm {
         }
         let _g = core(name, self.begin())?;
         if data.len() <= DIRECT_MAX || elems < n {
-            if n > 2 && self.mesh.small_all_reduce_by_doubling() {
+            if self.small_by_doubling() {
                 return core(name, self.doubling_all_reduce(op, dtype, data));
             }
             return core(name, self.direct_all_reduce(op, dtype, data));

@@ -228,6 +228,13 @@ impl Ring {
     /// until the head moves past it.
     fn copy_in(&self, at: u64, mut data: &[u8]) {
         let mut at = at as usize;
+        let off = at % CAP;
+        if off + data.len() <= CAP {
+            // In one piece (nearly always).
+            // SAFETY: [off, off + len) lies inside the ring, in the free space the caller checked.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.add(off), data.len()) };
+            return;
+        }
         while !data.is_empty() {
             let off = at % CAP;
             let n = data.len().min(CAP - off);
@@ -259,24 +266,9 @@ impl Ring {
         }
         let head = self.wait_for_room(total + 8, check)?;
         let mut at = head + 8;
-        let start = head as usize % CAP;
-        if start + total + 8 <= CAP {
-            // In one piece with the next word slot (nearly always): no wrap to check per part.
-            // SAFETY: [start, start + total + 8) lies inside the ring, in free space.
-            let mut dst = unsafe { self.data.add(start + 8) };
-            for p in parts {
-                // SAFETY: as above; the parts add up to `total - 8` bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
-                    dst = dst.add(p.len());
-                }
-            }
-            at += (total - 8) as u64;
-        } else {
-            for p in parts {
-                self.copy_in(at, p);
-                at += p.len() as u64;
-            }
+        for p in parts {
+            self.copy_in(at, p);
+            at += p.len() as u64;
         }
         // The next message's word slot reads zero until that message is complete; this one's
         // word goes last (release), so seeing it means all of the message is there.
