@@ -60,7 +60,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         regs: vec![0f32; (n_slots + n_staged) * CHUNK],
         direct: Vec::with_capacity(srcs.len()),
         srcs: Vec::with_capacity(srcs.len()),
-        tail: fused_tiled::Tail::new(srcs.len()),
+        bufs: fused_tiled::RunBuffers::new(srcs.len()),
     };
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
@@ -111,8 +111,8 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 });
             }
             // SAFETY: every row operand covers `len` values from its pointer, `d_out` has room
-            // for `len`, the tail scratch was made for these operands.
-            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.tail) };
+            // for `len`, the run's buffers were made for these operands.
+            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.bufs) };
             return;
         }
         for (k, step) in steps.iter().enumerate() {
@@ -204,13 +204,13 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
 }
 
 /// Per-thread scratch: the step and staged rows, and the tiled executor's operand table and
-/// tail buffer.
+/// buffers.
 struct Scratch {
     regs: Vec<f32>,
     /// Per input, for the current chunk: where a staged operand is read in place instead.
     direct: Vec<Option<(*const f32, isize)>>,
     srcs: Vec<Src>,
-    tail: fused_tiled::Tail,
+    bufs: fused_tiled::RunBuffers,
 }
 
 /// Scratch rows for the steps' results: a step's row is reused once every step that reads it
