@@ -107,11 +107,10 @@ fn exp_reduce(x: f32) -> (f32, i32) {
     (r, n)
 }
 
-/// expm1(r) for |r| <= 0.35: Taylor to r^8 (truncation error < 6e-10 relative).
+/// r + r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720 + r^5 q): the Taylor series of e^r - 1
+/// with `q` standing for the terms from r^7 on, in Horner form.
 #[inline(always)]
-fn expm1_poly(r: f32) -> f32 {
-    let q = 1.0 / 40320.0;
-    let q = fma(q, r, 1.0 / 5040.0);
+fn taylor_m1(r: f32, q: f32) -> f32 {
     let q = fma(q, r, 1.0 / 720.0);
     let q = fma(q, r, 1.0 / 120.0);
     let q = fma(q, r, 1.0 / 24.0);
@@ -120,16 +119,16 @@ fn expm1_poly(r: f32) -> f32 {
     fma(r * r, q, r)
 }
 
+/// expm1(r) for |r| <= 0.35: Taylor to r^8 (truncation error < 6e-10 relative).
+#[inline(always)]
+fn expm1_poly(r: f32) -> f32 {
+    taylor_m1(r, fma(1.0 / 40320.0, r, 1.0 / 5040.0))
+}
+
 /// exp(r) - 1 for |r| <= 0.35, to r^7: enough for exp (error < 6e-9 relative to exp(r)).
 #[inline(always)]
 fn exp_poly_m1(r: f32) -> f32 {
-    let q = 1.0 / 5040.0;
-    let q = fma(q, r, 1.0 / 720.0);
-    let q = fma(q, r, 1.0 / 120.0);
-    let q = fma(q, r, 1.0 / 24.0);
-    let q = fma(q, r, 1.0 / 6.0);
-    let q = fma(q, r, 0.5);
-    fma(r * r, q, r)
+    taylor_m1(r, 1.0 / 5040.0)
 }
 
 /// Clamp with comparisons so that NaN passes through unchanged.
