@@ -535,10 +535,18 @@ unsafe fn row<T: Arith>(
     if matches!(T::DTYPE, Dtype::F16 | Dtype::BF16) {
         half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
     } else if T::DTYPE == Dtype::F32
-        && ia == 1
-        && ib == 1
+        && ia.max(ib) == 1
+        && ia.min(ib) >= 0
         && n >= STREAM_MIN
-        && stream_f32(op, x.cast::<f32>(), y.cast::<f32>(), d.cast::<f32>(), n)
+        && stream_f32(
+            op,
+            x.cast::<f32>(),
+            ia,
+            y.cast::<f32>(),
+            ib,
+            d.cast::<f32>(),
+            n,
+        )
     {
         // Written with streaming stores.
     } else {
@@ -673,54 +681,208 @@ unsafe fn select_row<T: Copy>(
 /// third of the memory traffic of `a + b`.
 const STREAM_MIN: usize = 1 << 18;
 
-/// Contiguous f32 add/sub/mul/div with streaming stores (AVX-512, 64-byte aligned output).
-/// Returns false (doing nothing) when the op, CPU or alignment does not fit.
-unsafe fn stream_f32(op: BinaryOp, a: *const f32, b: *const f32, d: *mut f32, n: usize) -> bool {
+/// Contiguous f32 add/sub/mul/div with streaming stores (AVX-512 or AVX2): `a` and `b` are rows
+/// (step 1) or one value (step 0), not both values. The output's first values up to a vector
+/// boundary and its last partial vector are written with plain stores. Returns false (doing
+/// nothing) when the op or the CPU does not fit.
+unsafe fn stream_f32(
+    op: BinaryOp,
+    a: *const f32,
+    sa: isize,
+    b: *const f32,
+    sb: isize,
+    d: *mut f32,
+    n: usize,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        if simd::level() != simd::Level::Avx512 || !(d as usize).is_multiple_of(64) {
-            return false;
-        }
-        if !matches!(
+        let fits = matches!(
             op,
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
-        ) {
+        ) && (sa, sb) != (0, 0);
+        if !fits {
             return false;
         }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn run(op: BinaryOp, a: *const f32, b: *const f32, d: *mut f32, n: usize) {
-            let body = n / 16 * 16;
-            let mut i = 0;
-            while i < body {
-                let (x, y) = (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)));
-                let r = match op {
-                    BinaryOp::Add => _mm512_add_ps(x, y),
-                    BinaryOp::Sub => _mm512_sub_ps(x, y),
-                    BinaryOp::Mul => _mm512_mul_ps(x, y),
-                    _ => _mm512_div_ps(x, y),
-                };
-                _mm512_stream_ps(d.add(i), r);
-                i += 16;
-            }
-            _mm_sfence();
-            for j in body..n {
-                let (x, y) = (*a.add(j), *b.add(j));
-                *d.add(j) = match op {
-                    BinaryOp::Add => x + y,
-                    BinaryOp::Sub => x - y,
-                    BinaryOp::Mul => x * y,
-                    _ => x / y,
-                };
-            }
+        /// One streaming row function per vector width: `$w` lanes of `$v`.
+        macro_rules! streaming {
+            ($name:ident, $feat:literal, $w:literal, $v:ty, $load:ident, $set1:ident,
+             $add:ident, $sub:ident, $mul:ident, $div:ident, $stream:ident) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $name(
+                    op: BinaryOp,
+                    a: *const f32,
+                    sa: isize,
+                    b: *const f32,
+                    sb: isize,
+                    d: *mut f32,
+                    n: usize,
+                ) {
+                    let scalar = |i: usize| {
+                        let (x, y) = (*a.offset(i as isize * sa), *b.offset(i as isize * sb));
+                        match op {
+                            BinaryOp::Add => x + y,
+                            BinaryOp::Sub => x - y,
+                            BinaryOp::Mul => x * y,
+                            _ => x / y,
+                        }
+                    };
+                    // Plain stores up to the first vector-aligned output address.
+                    let head = ((d as usize).next_multiple_of($w * 4) - d as usize) / 4;
+                    let head = head.min(n);
+                    for i in 0..head {
+                        *d.add(i) = scalar(i);
+                    }
+                    let body = head + (n - head) / $w * $w;
+                    macro_rules! body {
+                        ($f:ident) => {{
+                            let mut i = head;
+                            while i < body {
+                                let x: $v = if sa == 0 { $set1(*a) } else { $load(a.add(i)) };
+                                let y: $v = if sb == 0 { $set1(*b) } else { $load(b.add(i)) };
+                                $stream(d.add(i), $f(x, y));
+                                i += $w;
+                            }
+                        }};
+                    }
+                    match op {
+                        BinaryOp::Add => body!($add),
+                        BinaryOp::Sub => body!($sub),
+                        BinaryOp::Mul => body!($mul),
+                        _ => body!($div),
+                    }
+                    // Streaming stores are weakly ordered: fence them before this task reports
+                    // done (other threads then read the output).
+                    _mm_sfence();
+                    for i in body..n {
+                        *d.add(i) = scalar(i);
+                    }
+                }
+            };
         }
-        // SAFETY: AVX-512 checked; `d` is 64-byte aligned; rows hold `n` elements.
-        run(op, a, b, d, n);
+        streaming!(
+            run512,
+            "avx512f",
+            16,
+            __m512,
+            _mm512_loadu_ps,
+            _mm512_set1_ps,
+            _mm512_add_ps,
+            _mm512_sub_ps,
+            _mm512_mul_ps,
+            _mm512_div_ps,
+            _mm512_stream_ps
+        );
+        streaming!(
+            run256,
+            "avx",
+            8,
+            __m256,
+            _mm256_loadu_ps,
+            _mm256_set1_ps,
+            _mm256_add_ps,
+            _mm256_sub_ps,
+            _mm256_mul_ps,
+            _mm256_div_ps,
+            _mm256_stream_ps
+        );
+        // SAFETY: the CPU has the instructions; rows hold `n` elements, a value one; the
+        // vector stores start at an address aligned to their width.
+        match simd::level() {
+            simd::Level::Avx512 => run512(op, a, sa, b, sb, d, n),
+            simd::Level::Avx2 => run256(op, a, sa, b, sb, d, n),
+            simd::Level::Scalar => return false,
+        }
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (op, a, b, d, n);
+        let _ = (op, a, sa, b, sb, d, n);
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming row equals plain arithmetic bit for bit for every op and operand kind,
+    /// at every alignment of the output (the plain-store head) and with a partial last vector.
+    #[test]
+    fn streaming_rows_equal_plain_arithmetic() {
+        let n = STREAM_MIN + 13;
+        let a: Vec<f32> = (0..n + 16).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let b: Vec<f32> = (0..n + 16).map(|i| (i as f32 * 0.11).cos() + 1.5).collect();
+        let s = [0.75f32];
+        let ops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+        for op in ops {
+            for (sa, sb) in [(1isize, 1isize), (1, 0), (0, 1)] {
+                for shift in [0usize, 1, 3, 7] {
+                    let ap = if sa == 0 {
+                        s.as_ptr()
+                    } else {
+                        a[shift..].as_ptr()
+                    };
+                    let bp = if sb == 0 {
+                        s.as_ptr()
+                    } else {
+                        b[shift..].as_ptr()
+                    };
+                    let mut out = vec![0f32; n + 16];
+                    let d = out[shift..].as_mut_ptr();
+                    // SAFETY: rows of n + 16 - shift >= n values, one value at step 0.
+                    if !unsafe { stream_f32(op, ap, sa, bp, sb, d, n) } {
+                        return; // No AVX2 here: nothing to compare.
+                    }
+                    for i in 0..n {
+                        // SAFETY: as above.
+                        let (x, y) =
+                            unsafe { (*ap.offset(i as isize * sa), *bp.offset(i as isize * sb)) };
+                        let want = match op {
+                            BinaryOp::Add => x + y,
+                            BinaryOp::Sub => x - y,
+                            BinaryOp::Mul => x * y,
+                            _ => x / y,
+                        };
+                        assert_eq!(
+                            out[shift + i].to_bits(),
+                            want.to_bits(),
+                            "{op:?} steps ({sa}, {sb}) shift {shift} at {i}"
+                        );
+                    }
+                    assert!(
+                        out[..shift].iter().all(|&v| v == 0.0),
+                        "wrote before the row"
+                    );
+                    assert!(
+                        out[shift + n..].iter().all(|&v| v == 0.0),
+                        "wrote past the row"
+                    );
+                }
+            }
+        }
+        // Both operands one value, or an op without a streaming form: not taken.
+        let mut out = vec![0f32; n];
+        // SAFETY: as above.
+        unsafe {
+            assert!(!stream_f32(
+                BinaryOp::Add,
+                s.as_ptr(),
+                0,
+                s.as_ptr(),
+                0,
+                out.as_mut_ptr(),
+                n
+            ));
+            assert!(!stream_f32(
+                BinaryOp::Max,
+                a.as_ptr(),
+                1,
+                b.as_ptr(),
+                1,
+                out.as_mut_ptr(),
+                n
+            ));
+        }
     }
 }
