@@ -491,7 +491,7 @@ fn softmax_and_layer_norm_fuse_their_column_operands() {
 /// Linear chains (each op reads the previous result and inputs only) of cheap ops run
 /// register-tiled, others through the chunked executor; with the chain on either side of a
 /// binary op and squared, every unary op must give the eager results bit for bit, on sizes with
-/// and without a partial block of 64.
+/// and without a partial block of 64, and past 2^18 values (written with streaming stores).
 #[test]
 fn linear_chains_of_every_tiled_op_equal_eager() {
     use tessera_core::ops::*;
@@ -531,7 +531,7 @@ fn linear_chains_of_every_tiled_op_equal_eager() {
             Ok(vec![h])
         };
         let c = compile(f);
-        for n in [1000usize, 64, 65, 100_003] {
+        for n in [1000usize, 64, 65, 100_003, (1 << 18) + 77] {
             let ins = [rand(&[n], 11), rand(&[n], 12)];
             assert_same(&c.call(&ins).unwrap(), &f(&ins).unwrap());
             assert_eq!(c.fused_kernels(&ins).unwrap(), 1, "{name}");

@@ -65,7 +65,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     // Runs the program over elements [start, start + len) (len <= CHUNK), the last step writing
     // to `d`.
     // `regs` holds the step rows, then one row per staged input (filled per chunk).
-    let eval = |start: usize, len: usize, d_out: *mut f32, sc: &mut Scratch| {
+    let eval = |start: usize, len: usize, d_out: *mut f32, sc: &mut Scratch, stream: bool| {
         let regs = &mut sc.regs;
         // A broadcast or strided operand is read in place when this chunk lies inside one run
         // of it (a row of a slice, a stretch of a bias, one value of a column), else staged:
@@ -112,7 +112,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             }
             // SAFETY: every row operand covers `len` values from its pointer, `d_out` has room
             // for `len`, the run's buffers were made for these operands.
-            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.bufs) };
+            unsafe { fused_tiled::run(plan, &sc.srcs, len, d_out, &mut sc.bufs, stream) };
             return;
         }
         for (k, step) in steps.iter().enumerate() {
@@ -151,6 +151,8 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
     match prog.reduce {
         None => {
             let chunks = n.div_ceil(CHUNK);
+            // A large output is written with streaming stores by the tiled executor.
+            let stream = tiled.is_some() && n >= fused_tiled::STREAM_MIN;
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
                 let mut sc = scratch();
                 for c in c0..c1 {
@@ -161,7 +163,11 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                         CHUNK.min(n - start),
                         unsafe { dst.get().add(start) },
                         &mut sc,
+                        stream,
                     );
+                }
+                if stream {
+                    fused_tiled::stream_fence();
                 }
             });
         }
@@ -174,7 +180,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 let mut row = vec![0f32; CHUNK];
                 for b in b0..b1 {
                     let (r0, r1) = (b * rows_per, ((b + 1) * rows_per).min(out_n));
-                    eval(r0 * len, (r1 - r0) * len, row.as_mut_ptr(), &mut sc);
+                    eval(r0 * len, (r1 - r0) * len, row.as_mut_ptr(), &mut sc, false);
                     for r in r0..r1 {
                         let v = reduce::f32_row(op, row[(r - r0) * len..].as_ptr(), len);
                         // SAFETY: r < out_n.
@@ -191,7 +197,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 for r in r0..r1 {
                     for s in (0..len).step_by(CHUNK) {
                         let l = CHUNK.min(len - s);
-                        eval(r * len + s, l, row[s..].as_mut_ptr(), &mut sc);
+                        eval(r * len + s, l, row[s..].as_mut_ptr(), &mut sc, false);
                     }
                     let v = reduce::f32_row(op, row.as_ptr(), len);
                     // SAFETY: r < out_n.

@@ -344,6 +344,37 @@ unsafe fn block(first: Src, steps: &[Flat], at: usize) -> [f32; B] {
     }
     v
 }
+/// Outputs of at least this many values are written with streaming stores (as long binary
+/// rows are, `binary::STREAM_MIN`): too big to stay in cache, and a plain store first reads
+/// each output line from memory (read for ownership).
+pub(super) const STREAM_MIN: usize = 1 << 18;
+
+/// Writes a block to `dst`: with streaming stores when `stream` (then `dst` is 16-byte
+/// aligned, and the caller fences with [`stream_fence`] before the output is read).
+#[inline(always)]
+unsafe fn store_block(v: &[f32; B], dst: *mut f32, stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if stream {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        for i in (0..B).step_by(4) {
+            _mm_stream_ps(dst.add(i), _mm_loadu_ps(v.as_ptr().add(i)));
+        }
+        return;
+    }
+    let _ = stream;
+    std::ptr::copy_nonoverlapping(v.as_ptr(), dst, B);
+}
+
+/// Orders this thread's streaming stores before what follows (they are weakly ordered): call
+/// before the task that made them reports done.
+pub(super) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// A run's reusable buffers: the resolved steps, and padded copies of the row operands for the
 /// last partial block.
 pub(super) struct RunBuffers {
@@ -366,16 +397,18 @@ impl RunBuffers {
 simd::multiversion! {
     /// Runs the plan over `len` elements: operand `i` is `srcs[i]` (rows valid for `len`
     /// values), the result goes to `out`. The last partial block runs on padded copies in
-    /// `bufs` (made by [`RunBuffers::new`] for `srcs.len()` operands).
-    pub(super) unsafe fn run[](plan: &Plan, srcs: &[Src], len: usize, out: *mut f32, bufs: &mut RunBuffers) {
+    /// `bufs` (made by [`RunBuffers::new`] for `srcs.len()` operands). With `stream`, whole
+    /// blocks are written with streaming stores when `out` is 16-byte aligned.
+    pub(super) unsafe fn run[](plan: &Plan, srcs: &[Src], len: usize, out: *mut f32, bufs: &mut RunBuffers, stream: bool) {
         let RunBuffers { steps, values, srcs: padded } = bufs;
         resolve(plan, srcs, steps);
         let first = srcs[plan.first];
+        let stream = stream && (out as usize).is_multiple_of(16);
         let full = len / B * B;
         let mut at = 0;
         while at < full {
             let v = block(first, steps, at);
-            std::ptr::copy_nonoverlapping(v.as_ptr(), out.add(at), B);
+            store_block(&v, out.add(at), stream);
             at += B;
         }
         let rest = len - full;
