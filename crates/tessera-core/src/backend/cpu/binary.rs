@@ -535,9 +535,7 @@ unsafe fn row<T: Arith>(
     if matches!(T::DTYPE, Dtype::F16 | Dtype::BF16) {
         half_row::<T>(op, x, ia, y, ib, d, n, out.dtype == Dtype::Bool);
     } else if T::DTYPE == Dtype::F32
-        && ia.max(ib) == 1
-        && ia.min(ib) >= 0
-        && n >= STREAM_MIN
+        && n >= simd::STREAM_STORE_MIN
         && stream_f32(
             op,
             x.cast::<f32>(),
@@ -676,15 +674,12 @@ unsafe fn select_row<T: Copy>(
     }
 }
 
-/// Rows at least this long (elements) are written with non-temporal stores: the output is too
-/// big to stay in cache anyway, and skipping the read-for-ownership of each output line saves a
-/// third of the memory traffic of `a + b`.
-const STREAM_MIN: usize = 1 << 18;
-
-/// Contiguous f32 add/sub/mul/div with streaming stores (AVX-512 or AVX2): `a` and `b` are rows
-/// (step 1) or one value (step 0), not both values. The output's first values up to a vector
-/// boundary and its last partial vector are written with plain stores. Returns false (doing
-/// nothing) when the op or the CPU does not fit.
+/// Contiguous f32 add/sub/mul/div with streaming stores (AVX-512 or AVX2), for outputs too big
+/// to stay in cache: skipping the read for ownership of each output line saves a third of the
+/// memory traffic of `a + b`. `a` and `b` are rows (step 1) or one value (step 0), not both
+/// values. The output's values before the first vector-aligned address and after the last
+/// whole vector go through the plain row kernel. Returns false (doing nothing) when the op,
+/// the steps or the CPU do not fit.
 unsafe fn stream_f32(
     op: BinaryOp,
     a: *const f32,
@@ -700,11 +695,17 @@ unsafe fn stream_f32(
         let fits = matches!(
             op,
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
-        ) && (sa, sb) != (0, 0);
-        if !fits {
+        ) && matches!((sa, sb), (1, 1) | (1, 0) | (0, 1));
+        let lanes = match simd::level() {
+            simd::Level::Avx512 => 16,
+            simd::Level::Avx2 => 8,
+            simd::Level::Scalar => 0,
+        };
+        if !fits || lanes == 0 {
             return false;
         }
-        /// One streaming row function per vector width: `$w` lanes of `$v`.
+        /// One streaming row function per vector width: `$w` lanes of `$v`, `n` a multiple of
+        /// `$w`, `d` aligned to the vector.
         macro_rules! streaming {
             ($name:ident, $feat:literal, $w:literal, $v:ty, $load:ident, $set1:ident,
              $add:ident, $sub:ident, $mul:ident, $div:ident, $stream:ident) => {
@@ -718,26 +719,10 @@ unsafe fn stream_f32(
                     d: *mut f32,
                     n: usize,
                 ) {
-                    let scalar = |i: usize| {
-                        let (x, y) = (*a.offset(i as isize * sa), *b.offset(i as isize * sb));
-                        match op {
-                            BinaryOp::Add => x + y,
-                            BinaryOp::Sub => x - y,
-                            BinaryOp::Mul => x * y,
-                            _ => x / y,
-                        }
-                    };
-                    // Plain stores up to the first vector-aligned output address.
-                    let head = ((d as usize).next_multiple_of($w * 4) - d as usize) / 4;
-                    let head = head.min(n);
-                    for i in 0..head {
-                        *d.add(i) = scalar(i);
-                    }
-                    let body = head + (n - head) / $w * $w;
                     macro_rules! body {
                         ($f:ident) => {{
-                            let mut i = head;
-                            while i < body {
+                            let mut i = 0;
+                            while i < n {
                                 let x: $v = if sa == 0 { $set1(*a) } else { $load(a.add(i)) };
                                 let y: $v = if sb == 0 { $set1(*b) } else { $load(b.add(i)) };
                                 $stream(d.add(i), $f(x, y));
@@ -750,12 +735,6 @@ unsafe fn stream_f32(
                         BinaryOp::Sub => body!($sub),
                         BinaryOp::Mul => body!($mul),
                         _ => body!($div),
-                    }
-                    // Streaming stores are weakly ordered: fence them before this task reports
-                    // done (other threads then read the output).
-                    _mm_sfence();
-                    for i in body..n {
-                        *d.add(i) = scalar(i);
                     }
                 }
             };
@@ -786,13 +765,24 @@ unsafe fn stream_f32(
             _mm256_div_ps,
             _mm256_stream_ps
         );
-        // SAFETY: the CPU has the instructions; rows hold `n` elements, a value one; the
-        // vector stores start at an address aligned to their width.
-        match simd::level() {
-            simd::Level::Avx512 => run512(op, a, sa, b, sb, d, n),
-            simd::Level::Avx2 => run256(op, a, sa, b, sb, d, n),
-            simd::Level::Scalar => return false,
+        let head = (((d as usize).next_multiple_of(lanes * 4) - d as usize) / 4).min(n);
+        let body = head + (n - head) / lanes * lanes;
+        // The operands at value `i`.
+        let at = |i: usize| (a.offset(i as isize * sa), b.offset(i as isize * sb));
+        typed_row::<f32>(op, a, sa, b, sb, d.cast(), head);
+        let (a_body, b_body) = at(head);
+        // SAFETY: the CPU has the instructions; rows hold `n` values, a value one; the vector
+        // stores start at an address aligned to their width and cover whole vectors.
+        if lanes == 16 {
+            run512(op, a_body, sa, b_body, sb, d.add(head), body - head);
+        } else {
+            run256(op, a_body, sa, b_body, sb, d.add(head), body - head);
         }
+        // Streaming stores are weakly ordered: fenced before this task reports done (other
+        // threads then read the output).
+        simd::stream_fence();
+        let (a_tail, b_tail) = at(body);
+        typed_row::<f32>(op, a_tail, sa, b_tail, sb, d.add(body).cast(), n - body);
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -810,7 +800,7 @@ mod tests {
     /// at every alignment of the output (the plain-store head) and with a partial last vector.
     #[test]
     fn streaming_rows_equal_plain_arithmetic() {
-        let n = STREAM_MIN + 13;
+        let n = simd::STREAM_STORE_MIN + 13;
         let a: Vec<f32> = (0..n + 16).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let b: Vec<f32> = (0..n + 16).map(|i| (i as f32 * 0.11).cos() + 1.5).collect();
         let s = [0.75f32];

@@ -152,7 +152,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
         None => {
             let chunks = n.div_ceil(CHUNK);
             // A large output is written with streaming stores by the tiled executor.
-            let stream = tiled.is_some() && n >= fused_tiled::STREAM_MIN;
+            let stream = tiled.is_some() && n >= super::simd::STREAM_STORE_MIN;
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
                 let mut sc = scratch();
                 for c in c0..c1 {
@@ -167,7 +167,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                     );
                 }
                 if stream {
-                    fused_tiled::stream_fence();
+                    super::simd::stream_fence();
                 }
             });
         }

@@ -344,13 +344,9 @@ unsafe fn block(first: Src, steps: &[Flat], at: usize) -> [f32; B] {
     }
     v
 }
-/// Outputs of at least this many values are written with streaming stores (as long binary
-/// rows are, `binary::STREAM_MIN`): too big to stay in cache, and a plain store first reads
-/// each output line from memory (read for ownership).
-pub(super) const STREAM_MIN: usize = 1 << 18;
 
 /// Writes a block to `dst`: with streaming stores when `stream` (then `dst` is 16-byte
-/// aligned, and the caller fences with [`stream_fence`] before the output is read).
+/// aligned, and the caller fences with [`simd::stream_fence`] before the output is read).
 #[inline(always)]
 unsafe fn store_block(v: &[f32; B], dst: *mut f32, stream: bool) {
     #[cfg(target_arch = "x86_64")]
@@ -363,16 +359,6 @@ unsafe fn store_block(v: &[f32; B], dst: *mut f32, stream: bool) {
     }
     let _ = stream;
     std::ptr::copy_nonoverlapping(v.as_ptr(), dst, B);
-}
-
-/// Orders this thread's streaming stores before what follows (they are weakly ordered): call
-/// before the task that made them reports done.
-pub(super) fn stream_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of x86-64.
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
 }
 
 /// A run's reusable buffers: the resolved steps, and padded copies of the row operands for the

@@ -347,6 +347,22 @@ pub(crate) fn prefetch_stream(p: *const u8, len: usize) {
     let _ = p;
 }
 
+/// Outputs of at least this many f32 values are written with streaming stores (long binary
+/// rows, `binary.rs`; the register-tiled fused executor): too big to stay in cache, and a plain
+/// store first reads each output line from memory (read for ownership).
+pub(crate) const STREAM_STORE_MIN: usize = 1 << 18;
+
+/// Orders this thread's streaming stores before what follows (they are weakly ordered): call
+/// before the task that made them reports done.
+#[inline(always)]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// Values per block of the streaming row loops (`unary.rs`'s math functions), and blocks
 /// ahead that [`prefetch_block`] asks for.
 pub(crate) const STREAM_BLOCK: usize = 256;
