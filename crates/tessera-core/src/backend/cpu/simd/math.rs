@@ -131,6 +131,13 @@ fn exp_poly_m1(r: f32) -> f32 {
     taylor_m1(r, 1.0 / 5040.0)
 }
 
+/// e^(n ln2 + r) - 1 = s q + (s - 1) from q = expm1(r) and s = 2^n, with one rounding where
+/// s - 1 is exact (|n| <= 24).
+#[inline(always)]
+fn expm1_scaled(s: f32, q: f32) -> f32 {
+    fma(s, q, s - 1.0)
+}
+
 /// Clamp with comparisons so that NaN passes through unchanged.
 #[inline(always)]
 fn clamp_nan(x: f32, lo: f32, hi: f32) -> f32 {
@@ -159,7 +166,7 @@ pub fn expm1_f32(x: f32) -> f32 {
     // contributes < 0.5 ulp. Result = s * q + (s - 1), one rounding.
     let nsmall = n <= 24;
     let s = pow2i(if n > 24 { 0 } else { n });
-    let small = fma(s, q, s - 1.0);
+    let small = expm1_scaled(s, q);
     // n > 24: the -1 is below half an ulp; use the exp form, which handles n up to 130.
     let big = scale2(1.0 + q, n);
     let res = sel(nsmall, small, big);
@@ -190,7 +197,7 @@ pub fn tanh_f32(x: f32) -> f32 {
     let (r, n) = exp_reduce(a + a);
     let q = expm1_poly(r);
     let s = pow2i(n);
-    let e = fma(s, q, s - 1.0);
+    let e = expm1_scaled(s, q);
     // At the clamp (a = 9, E ~ 6.6e7, whose ulp is 8) E + 2 rounds to E, so the quotient is
     // exactly 1: no select needed for |x| > 9.
     let t = e / (e + 2.0);
@@ -212,7 +219,7 @@ pub fn sinh_f32(x: f32) -> f32 {
     let (q, n) = exp_core_abs(ax);
     // |x| < 9: sinh = (E + E/(E+1)) / 2 with E = expm1(|x|) (n <= 13 here).
     let s = pow2i(if n > 24 { 0 } else { n });
-    let em1 = sel(n == 0, q, fma(s, q, s - 1.0));
+    let em1 = sel(n == 0, q, expm1_scaled(s, q));
     let small = 0.5 * (em1 + em1 / (em1 + 1.0));
     // |x| >= 9: e^-|x| is negligible; sinh = e^|x| / 2 computed as (1+q) 2^(n-1) (no early overflow).
     let big = scale2(1.0 + q, n.wrapping_sub(1));
