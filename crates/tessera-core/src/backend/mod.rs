@@ -17,15 +17,19 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether `eval` has a kernel for this primitive with these input dtypes.
     fn supports(&self, primitive: &Primitive, dtypes: &[Dtype]) -> bool;
-    /// Computes the outputs of one node. `inputs` whose buffers have no other owner
-    /// ([`ArrayData::is_donatable`]) may be written in place and returned as an output.
+    /// Computes the outputs of one node (shapes and dtypes `outputs`) and pushes their data, one
+    /// per output in order, onto `results` (given empty; it lies in the node, so a result is
+    /// never copied on its way out). An input whose buffer has no other owner
+    /// ([`ArrayData::is_donatable`]) may instead be written in place and handed over as the
+    /// node's one output ([`Delivered::InPlace`]).
     fn eval(
         &self,
         stream: &Stream,
         primitive: &Primitive,
         inputs: &[ArrayData],
         outputs: &[Meta],
-    ) -> Result<crate::array::Outputs>;
+        results: &mut crate::array::Outputs,
+    ) -> Result<Delivered>;
     /// Waits for queued work on `stream`.
     fn synchronize(&self, stream: &Stream) -> Result<()>;
     /// A hint from the graph walk: a coming node will read the `len` bytes at `addr` (its
@@ -35,6 +39,17 @@ pub trait Backend: Send + Sync {
     fn prefetch(&self, addr: usize, len: usize) {
         let _ = (addr, len);
     }
+}
+
+/// How a kernel delivered a node's outputs ([`Backend::eval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// One datum per output was pushed onto `results`.
+    Pushed,
+    /// The node's one output was written in place into input `i`, which was donatable (same
+    /// shape and dtype as the output): that input's data becomes the output as it is, where
+    /// returning a clone of it would cost a reference-count round trip and a layout copy.
+    InPlace(usize),
 }
 
 static GPU: OnceLock<RwLock<Option<&'static dyn Backend>>> = OnceLock::new();

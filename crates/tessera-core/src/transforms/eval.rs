@@ -12,12 +12,13 @@
 //! (donation).
 
 use crate::array::Array;
+use crate::backend::Delivered;
 use crate::error::Result;
 use crate::layout::ArrayData;
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 static TRAVERSAL: AtomicU64 = AtomicU64::new(1);
 
@@ -51,10 +52,16 @@ pub fn eval(outputs: &[Array]) -> Result<()> {
     let profile = crate::profile::enabled();
     let start = profile.then(std::time::Instant::now);
     // Eager-style code evaluates one op whose inputs are ready: no graph walk, and the node is
-    // taken under the same lock that checked it (no plan, no handle cloned).
+    // run under the same lock that checked it (no plan, no handle cloned).
     let one_ready = match outputs {
-        [one] => take_ready(one)
-            .map(|(primitive, inputs)| run_node(one, primitive, inputs, retaining(), profile)),
+        [one] => {
+            let st = one.node.lock();
+            if st.is_pending_op() && st.inputs.iter().all(Array::is_evaluated) {
+                Some(run_node(&one.node, st, retaining(), profile))
+            } else {
+                None
+            }
+        }
         _ => None,
     };
     let r = one_ready.unwrap_or_else(|| run(topological_order(outputs)));
@@ -153,17 +160,6 @@ enum Visit {
     Emit(Option<Array>),
 }
 
-/// When `a` is an unevaluated op whose inputs are all evaluated: its primitive and inputs,
-/// taken out of the node to run it (see [`run_node`]).
-fn take_ready(a: &Array) -> Option<(crate::Primitive, crate::array::Inputs)> {
-    let mut st = a.node.lock();
-    if !(st.is_pending_op() && st.inputs.iter().all(Array::is_evaluated)) {
-        return None;
-    }
-    let primitive = st.primitive.take()?;
-    Some((primitive, std::mem::take(&mut st.inputs)))
-}
-
 /// Post-order DFS without recursion; each unevaluated node appears once, after its inputs.
 fn topological_order(outputs: &[Array]) -> Plan {
     let id = TRAVERSAL.fetch_add(1, Ordering::Relaxed);
@@ -239,48 +235,54 @@ fn run(plan: Plan) -> Result<()> {
             named = next_read;
             crate::backend::for_device(r.device).prefetch(r.addr, r.len);
         }
-        let (primitive, inputs) = {
-            let mut st = a.node.lock();
-            match st.primitive.take() {
-                Some(p) => (p, std::mem::take(&mut st.inputs)),
-                None => continue,
-            }
-        };
-        run_node(&a, primitive, inputs, retain, profile)?;
+        let st = a.node.lock();
+        if st.is_pending_op() {
+            run_node(&a.node, st, retain, profile)?;
+        }
     }
     Ok(())
 }
 
-/// Runs one node whose primitive and inputs were taken out of it: gathers the inputs' data
-/// (taking it where this node holds the only handle: donation), calls the backend, and stores
-/// the result (or puts everything back on failure).
+/// Runs one pending node under its lock, held from the check that found it pending to the
+/// stored result (one lock per node; the kernel writes its outputs straight into the node).
+/// Gathers the inputs' data, taking it where this node holds the only handle (donation), and
+/// on failure puts the taken data back, so the graph stays as it was and can be evaluated
+/// again (say, after freeing memory); except after a failed collective, whose donated inputs
+/// may hold partial sums ([`crate::Primitive::spoils_donated_inputs_on_failure`]): those are
+/// dropped, and evaluating the node again reports its input missing.
+///
+/// Holding the lock across the kernel cannot deadlock: a kernel never locks a node, and a
+/// nested evaluation (a custom op's forward graph) runs nodes of its own graph. Another thread
+/// that reads this node meanwhile waits for its result instead of seeing it half-built.
 fn run_node(
-    a: &Array,
-    primitive: crate::Primitive,
-    inputs: crate::array::Inputs,
+    node: &crate::array::Node,
+    mut guard: MutexGuard<'_, crate::array::NodeState>,
     retain: bool,
     profile: bool,
 ) -> Result<()> {
-    let node = &a.node;
+    let st = &mut *guard;
+    let Some(primitive) = st.primitive.as_ref() else {
+        return Ok(());
+    };
     // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
     // gathering them allocates nothing.
     let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
     let mut donated: SmallVec<[usize; 3]> = SmallVec::new();
-    for (i, inp) in inputs.iter().enumerate() {
-        let mut st = inp.node.lock();
+    for (i, inp) in st.inputs.iter().enumerate() {
+        let mut ist = inp.node.lock();
         // Held only by this consumer: take the data so the kernel may reuse its buffer.
-        if !retain && Arc::strong_count(&inp.node) == 1 && st.data.len() == 1 {
-            if let Some(d) = st.data.pop() {
+        if !retain && Arc::strong_count(&inp.node) == 1 && ist.data.len() == 1 {
+            if let Some(d) = ist.data.pop() {
                 in_data.push(d);
             }
             inp.node.done.store(false, Ordering::Release);
             donated.push(i);
         } else {
-            match st.data.get(inp.output as usize) {
+            match ist.data.get(inp.output as usize) {
                 Some(d) => in_data.push(d.clone()),
                 None => {
-                    drop(st);
-                    restore(node, primitive, inputs, &in_data, &donated);
+                    drop(ist);
+                    give_back(&st.inputs, in_data, &donated);
                     return Err(crate::Error::Invalid {
                         op: "eval",
                         msg: "an input was not evaluated (a failed earlier evaluation?)".into(),
@@ -291,49 +293,94 @@ fn run_node(
     }
     let backend = crate::backend::for_device(node.stream.device);
     let t0 = profile.then(std::time::Instant::now);
-    let result = backend.eval(&node.stream, &primitive, &in_data, &node.outputs);
+    let result = backend.eval(
+        &node.stream,
+        primitive,
+        &in_data,
+        &node.outputs,
+        &mut st.data,
+    );
     if let Some(t0) = t0 {
         let shape = node.outputs.first().map_or(&[][..], |m| &m.shape[..]);
-        crate::profile::record_kernel(&primitive, shape, t0.elapsed());
+        crate::profile::record_kernel(primitive, shape, t0.elapsed());
     }
-    match result {
-        Ok(out) => {
-            drop(in_data);
-            let mut st = node.lock();
-            st.data = out;
-            node.done.store(true, Ordering::Release);
-            if retain {
-                st.primitive = Some(primitive);
-                st.inputs = inputs;
-            } else {
-                drop(st);
-                drop(inputs);
-            }
-        }
+    let delivered = match result {
+        Ok(d) => d,
         Err(e) => {
-            restore(node, primitive, inputs, &in_data, &donated);
+            st.data.clear();
+            if !primitive.spoils_donated_inputs_on_failure() {
+                give_back(&st.inputs, in_data, &donated);
+            }
             return Err(e);
         }
+    };
+    // A backend that delivered the wrong number of outputs, or handed over an input that was
+    // not donated, fails the node (its inputs given back) rather than leave it half evaluated.
+    let expected = node.outputs.len();
+    let sound = match delivered {
+        Delivered::Pushed => st.data.len() == expected,
+        Delivered::InPlace(i) => st.data.is_empty() && expected == 1 && donated.contains(&i),
+    };
+    if !sound {
+        let e = wrong_delivery(
+            backend.name(),
+            primitive,
+            delivered,
+            st.data.len(),
+            expected,
+        );
+        st.data.clear();
+        give_back(&st.inputs, in_data, &donated);
+        return Err(e);
+    }
+    if let Delivered::InPlace(i) = delivered {
+        in_data.truncate(i + 1);
+        if let Some(d) = in_data.pop() {
+            st.data.push(d);
+        }
+    }
+    // Cleared where it lies: `drop(in_data)` would first move its 368 bytes (a `memcpy`).
+    in_data.clear();
+    node.done.store(true, Ordering::Release);
+    if !retain {
+        // The graph behind the node is released once the lock is: dropping inputs may free a
+        // chain of nodes.
+        let primitive = st.primitive.take();
+        let inputs = std::mem::take(&mut st.inputs);
+        drop(guard);
+        drop(inputs);
+        drop(primitive);
     }
     Ok(())
 }
 
-/// Puts a node back as it was after a failed kernel, so the process stays usable and the same
-/// graph can be evaluated again (say, after freeing memory).
-fn restore(
-    node: &crate::array::Node,
-    primitive: crate::Primitive,
-    inputs: crate::array::Inputs,
-    in_data: &[ArrayData],
-    donated: &[usize],
-) {
-    for &i in donated {
-        inputs[i].node.lock().data = smallvec::smallvec![in_data[i].clone()];
-        inputs[i].node.done.store(true, Ordering::Release);
+#[cold]
+#[inline(never)]
+fn wrong_delivery(
+    backend: &str,
+    primitive: &crate::Primitive,
+    delivered: Delivered,
+    pushed: usize,
+    expected: usize,
+) -> crate::Error {
+    crate::Error::Invalid {
+        op: "eval",
+        msg: format!(
+            "the {backend} backend delivered {delivered:?} with {pushed} outputs pushed for \
+             {primitive}, which has {expected} output(s) (an in-place output must be a \
+             donated input): a backend bug"
+        ),
     }
-    let mut st = node.lock();
-    st.primitive = Some(primitive);
-    st.inputs = inputs;
+}
+
+/// Returns the data taken from donated inputs after a failure, so they are evaluated again.
+fn give_back(inputs: &crate::array::Inputs, in_data: SmallVec<[ArrayData; 3]>, donated: &[usize]) {
+    for (i, d) in in_data.into_iter().enumerate() {
+        if donated.contains(&i) {
+            inputs[i].node.lock().data = smallvec::smallvec![d];
+            inputs[i].node.done.store(true, Ordering::Release);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +392,161 @@ mod tests {
         let st = a.node.lock();
         let d = &st.data[0];
         (d.ptr::<u8>() as usize, d.size() * d.dtype.size())
+    }
+
+    /// A two-rank group seen from rank 0 whose peer holds the same data (a sum doubles); with
+    /// `fail` set, every all-reduce fails after writing garbage halfway, as a lost peer would.
+    struct Doubling {
+        fail: bool,
+    }
+
+    impl crate::collective::Communicator for Doubling {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn backend(&self) -> &str {
+            "doubling"
+        }
+        fn all_reduce(
+            &self,
+            _op: crate::collective::CollectiveReduce,
+            _dtype: crate::Dtype,
+            data: &mut [u8],
+        ) -> Result<()> {
+            for c in data.chunks_exact_mut(4) {
+                let v = f32::from_le_bytes(c.try_into().unwrap());
+                c.copy_from_slice(&(2.0 * v).to_le_bytes());
+            }
+            if self.fail {
+                return Err(crate::Error::Distributed {
+                    op: "all_sum",
+                    msg: "rank 1 was lost".into(),
+                });
+            }
+            Ok(())
+        }
+        fn all_gather(&self, _: &[u8], _: &mut [u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn reduce_scatter(
+            &self,
+            _: crate::collective::CollectiveReduce,
+            _: crate::Dtype,
+            _: &[u8],
+            _: &mut [u8],
+        ) -> Result<()> {
+            unreachable!()
+        }
+        fn send(&self, _: &[u8], _: usize) -> Result<()> {
+            unreachable!()
+        }
+        fn recv(&self, _: &mut [u8], _: usize) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_donated_input_is_handed_over_as_the_output() {
+        let x = Array::from_slice(&[1f32, 2.0, 3.0, 4.0], &[4]).unwrap();
+        // Unary, binary (either operand) and all-reduce, each on an intermediate used once:
+        // the output is the intermediate's own buffer, with the right values.
+        type Step = fn(&Array) -> Array;
+        let steps: [(&str, Step, [f32; 4]); 4] = [
+            (
+                "negative",
+                |a| ops::negative(a).unwrap(),
+                [-2.0, -4.0, -6.0, -8.0],
+            ),
+            (
+                "a + 1",
+                |a| ops::add(a, &Array::scalar(1f32)).unwrap(),
+                [3.0, 5.0, 7.0, 9.0],
+            ),
+            (
+                "1 - a",
+                |a| ops::subtract(&Array::scalar(1f32), a).unwrap(),
+                [-1.0, -3.0, -5.0, -7.0],
+            ),
+            (
+                "all_sum",
+                |a| {
+                    let g = crate::collective::GroupRef(Arc::new(Doubling { fail: false }));
+                    ops::all_sum(a, &g).unwrap()
+                },
+                [4.0, 8.0, 12.0, 16.0],
+            ),
+        ];
+        for (name, step, want) in steps {
+            let a = ops::multiply(&x, &Array::scalar(2f32)).unwrap();
+            a.eval().unwrap();
+            let at = data_bytes(&a);
+            let y = step(&a);
+            drop(a);
+            y.eval().unwrap();
+            assert_eq!(data_bytes(&y), at, "{name}: not computed in place");
+            assert_eq!(y.to_vec::<f32>().unwrap(), want, "{name}");
+        }
+        // The caller's own array is never written.
+        assert_eq!(x.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_failed_node_gives_its_donated_inputs_back() {
+        // A custom op whose kernel fails once (its first call traces it, the second is that
+        // failure), on an intermediate held only by it (donated): after the failure the node is
+        // pending again with its input's data back, and evaluating again gives the result.
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let f = crate::transforms::CustomFunction::new(move |xs: &[Array]| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(crate::Error::OutOfMemory {
+                    requested: 8,
+                    active: 0,
+                    limit: 0,
+                });
+            }
+            ops::negative(&xs[0])
+        })
+        .build();
+        let x = Array::from_slice(&[1f32, 2.0], &[2]).unwrap();
+        let a = ops::add(&x, &Array::scalar(1f32)).unwrap();
+        a.eval().unwrap();
+        let y = f(&[a.clone()]).unwrap();
+        drop(a);
+        assert!(y.eval().is_err());
+        assert!(!y.is_evaluated());
+        let input = y.node.lock().inputs[0].clone();
+        assert!(input.is_evaluated(), "the donated input was not given back");
+        drop(input);
+        y.eval().unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), [-2.0, -3.0]);
+    }
+
+    #[test]
+    fn a_failed_collective_drops_the_partial_sums_it_was_donated() {
+        // The all-reduce fails after reducing its donated input in place: that input must not
+        // come back as if it were the value (a second attempt would sum partial sums).
+        let failing = crate::collective::GroupRef(Arc::new(Doubling { fail: true }));
+        let x = Array::from_slice(&[1f32, 2.0], &[2]).unwrap();
+        let a = ops::add(&x, &Array::scalar(1f32)).unwrap();
+        a.eval().unwrap();
+        let y = ops::all_sum(&a, &failing).unwrap();
+        drop(a);
+        let err = y.eval().unwrap_err().to_string();
+        assert!(err.contains("rank 1 was lost"), "{err}");
+        let input = y.node.lock().inputs[0].clone();
+        assert!(!input.is_evaluated());
+        drop(input);
+        let again = y.eval().unwrap_err().to_string();
+        assert!(again.contains("not evaluated"), "{again}");
+        // An input the caller still holds is copied, never written: it stays intact.
+        let b = ops::add(&x, &Array::scalar(1f32)).unwrap();
+        let z = ops::all_sum(&b, &failing).unwrap();
+        assert!(z.eval().is_err());
+        assert_eq!(b.to_vec::<f32>().unwrap(), [2.0, 3.0]);
     }
 
     #[test]

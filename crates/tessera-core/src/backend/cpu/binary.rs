@@ -5,6 +5,7 @@
 // into the SIMD-dispatched loop, which then makes a call per element instead of vectorising.
 #![allow(clippy::redundant_closure)]
 
+use super::Written;
 use super::copy::{HALF_CHUNK, SendConstPtr, SendPtr, f32_to_half, half_to_f32};
 use super::simd::{self, math as m};
 use super::strided::{PAR_MIN_ELEMS, Walk, broadcast_strides};
@@ -462,17 +463,33 @@ pub(crate) unsafe fn typed_row<T: Arith>(
     }
 }
 
-pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<ArrayData> {
+/// `a op b`: in place into a donated operand of the output's shape and dtype (handed over as
+/// the output), else into a new array.
+pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> Result<Written> {
     let same_shape = |x: &ArrayData| x.layout.shape[..] == out.shape[..] && x.dtype == out.dtype;
-    let o = if a.is_donatable() && same_shape(a) {
-        a.clone()
-    } else if b.is_donatable() && same_shape(b) {
-        b.clone()
-    } else {
-        ArrayData::alloc(out.dtype, &out.shape)?
-    };
+    if a.is_donatable() && same_shape(a) {
+        binary_into(op, a, b, a, out)?;
+        return Ok(Written::Input(0));
+    }
+    if b.is_donatable() && same_shape(b) {
+        binary_into(op, a, b, b, out)?;
+        return Ok(Written::Input(1));
+    }
+    let o = ArrayData::alloc(out.dtype, &out.shape)?;
+    binary_into(op, a, b, &o, out)?;
+    Ok(Written::New(o))
+}
+
+/// `a op b` into `o` (row-major, of `out`'s shape and dtype; may be `a` or `b` itself).
+fn binary_into(
+    op: BinaryOp,
+    a: &ArrayData,
+    b: &ArrayData,
+    o: &ArrayData,
+    out: &Meta,
+) -> Result<()> {
     if o.size() == 0 {
-        return Ok(o);
+        return Ok(());
     }
     let out_size = out.dtype.size() as isize;
     // Small outputs whose operands are each row-major over the whole output or one value
@@ -493,7 +510,7 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
             // operand covers them row-major (step 1) or is one element (step 0).
             unsafe { row::<T>(op, a.ptr::<T>(), ia, b.ptr::<T>(), ib, o.mut_ptr::<u8>(), o.size(), out) };
         });
-        return Ok(o);
+        return Ok(());
     }
     let sa = broadcast_strides(&a.layout.shape, &a.layout.strides, &out.shape);
     let sb = broadcast_strides(&b.layout.shape, &b.layout.strides, &out.shape);
@@ -512,7 +529,7 @@ pub(crate) fn binary(op: BinaryOp, a: &ArrayData, b: &ArrayData, out: &Meta) -> 
             }
         });
     });
-    Ok(o)
+    Ok(())
 }
 
 /// `n` results of `op` into the row-major `d` (of `out`'s dtype), operands `sa` and `sb`

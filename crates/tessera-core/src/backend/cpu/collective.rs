@@ -1,8 +1,10 @@
 //! Collective nodes on the CPU: make the data contiguous, then hand its bytes to the group's
-//! communicator. All-reduce works in place on a donated input when it can (no copy at all).
+//! communicator. All-reduce works in place on a donated input when it can (no copy at all),
+//! and hands that input over as its output.
 
 use super::copy::{contiguous, ensure_contiguous};
-use crate::array::Meta;
+use crate::array::{Meta, Outputs};
+use crate::backend::Delivered;
 use crate::collective::{CollectiveOp, GroupRef};
 use crate::error::Result;
 use crate::layout::ArrayData;
@@ -25,7 +27,8 @@ pub(super) fn run(
     group: &GroupRef,
     inputs: &[ArrayData],
     out: &Meta,
-) -> Result<ArrayData> {
+    results: &mut Outputs,
+) -> Result<Delivered> {
     let comm = &group.0;
     let input = |i: usize| {
         inputs.get(i).ok_or_else(|| crate::Error::Invalid {
@@ -33,22 +36,22 @@ pub(super) fn run(
             msg: format!("missing input {i}"),
         })
     };
-    match op {
+    let o = match op {
         CollectiveOp::AllReduce(r) => {
             let x = input(0)?;
-            let o = if x.is_donatable() {
-                x.clone()
-            } else {
-                contiguous(x)?
-            };
+            if x.is_donatable() {
+                comm.all_reduce(r, x.dtype, bytes_mut(x))?;
+                return Ok(Delivered::InPlace(0));
+            }
+            let o = contiguous(x)?;
             comm.all_reduce(r, o.dtype, bytes_mut(&o))?;
-            Ok(o)
+            o
         }
         CollectiveOp::AllGather => {
             let x = ensure_contiguous(input(0)?)?;
             let o = ArrayData::alloc(out.dtype, &out.shape)?;
             comm.all_gather(bytes(&x), bytes_mut(&o))?;
-            Ok(o)
+            o
         }
         CollectiveOp::SumScatter => {
             let x = ensure_contiguous(input(0)?)?;
@@ -59,18 +62,20 @@ pub(super) fn run(
                 bytes(&x),
                 bytes_mut(&o),
             )?;
-            Ok(o)
+            o
         }
         CollectiveOp::Send { dst } => {
             let x = input(0)?;
             let c = ensure_contiguous(x)?;
             comm.send(bytes(&c), dst)?;
-            Ok(x.clone())
+            x.clone()
         }
         CollectiveOp::Recv { src } => {
             let o = ArrayData::alloc(out.dtype, &out.shape)?;
             comm.recv(bytes_mut(&o), src)?;
-            Ok(o)
+            o
         }
-    }
+    };
+    results.push(o);
+    Ok(Delivered::Pushed)
 }

@@ -35,7 +35,7 @@ mod sort;
 pub(crate) mod strided;
 mod unary;
 
-use super::Backend;
+use super::{Backend, Delivered};
 use crate::array::Meta;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -43,6 +43,26 @@ use crate::layout::ArrayData;
 use crate::primitive::Primitive;
 use crate::stream::Stream;
 pub(crate) use attention::fused_is_faster as fused_attention_is_faster;
+
+/// Where a kernel that may work in place put its output.
+pub(crate) enum Written {
+    /// Into input `i`, which was donated: it becomes the output ([`Delivered::InPlace`]).
+    Input(usize),
+    /// Into this new array.
+    New(ArrayData),
+}
+
+impl Written {
+    fn deliver(self, results: &mut crate::array::Outputs) -> Delivered {
+        match self {
+            Written::Input(i) => Delivered::InPlace(i),
+            Written::New(data) => {
+                results.push(data);
+                Delivered::Pushed
+            }
+        }
+    }
+}
 
 /// The CPU backend (a unit struct: all state lives in the pool and the allocator).
 pub struct Cpu;
@@ -80,12 +100,16 @@ impl Backend for Cpu {
         p: &Primitive,
         inputs: &[ArrayData],
         outputs: &[Meta],
-    ) -> Result<crate::array::Outputs> {
+        results: &mut crate::array::Outputs,
+    ) -> Result<Delivered> {
         let out = one(outputs)?;
         let x = || arg(inputs, 0, p);
         let data = match p {
-            Primitive::Unary(op) => unary::unary(*op, x()?, out)?,
-            Primitive::Binary(op) => binary::binary(*op, x()?, arg(inputs, 1, p)?, out)?,
+            Primitive::Unary(op) => return Ok(unary::unary(*op, x()?, out)?.deliver(results)),
+            Primitive::Binary(op) => {
+                let w = binary::binary(*op, x()?, arg(inputs, 1, p)?, out)?;
+                return Ok(w.deliver(results));
+            }
             Primitive::Select => binary::select(x()?, arg(inputs, 1, p)?, arg(inputs, 2, p)?, out)?,
             Primitive::AsType(dt) => {
                 let x = x()?;
@@ -206,11 +230,14 @@ impl Backend for Cpu {
                 arg(inputs, 2, p)?,
                 out,
             )?,
-            Primitive::Collective { op, group } => collective::run(*op, group, inputs, out)?,
+            Primitive::Collective { op, group } => {
+                return collective::run(*op, group, inputs, out, results);
+            }
             Primitive::Sort { axis } => sort::sort(*axis, x()?, out, false)?,
             Primitive::ArgSort { axis } => sort::sort(*axis, x()?, out, true)?,
         };
-        Ok(smallvec::smallvec![data])
+        results.push(data);
+        Ok(Delivered::Pushed)
     }
 
     fn synchronize(&self, _stream: &Stream) -> Result<()> {

@@ -5,6 +5,7 @@
 // into the SIMD-dispatched loop, which then makes a call per element instead of vectorising.
 #![allow(clippy::redundant_closure)]
 
+use super::Written;
 use super::copy::{HALF_CHUNK, f32_to_half, half_to_f32, map_row, map_rows};
 use super::simd::{self, STREAM_BLOCK, math as m, math_f64, prefetch_block};
 use crate::array::Meta;
@@ -13,38 +14,46 @@ use crate::error::{Error, Result};
 use crate::layout::ArrayData;
 use crate::primitive::UnaryOp;
 
-pub(crate) fn unary(op: UnaryOp, x: &ArrayData, out: &Meta) -> Result<ArrayData> {
-    let o = if x.is_donatable() && out.dtype == x.dtype {
-        x.clone()
-    } else {
-        ArrayData::alloc(out.dtype, &out.shape)?
-    };
+/// `op` of `x`: in place when `x` is donated (handed over as the output), else into a new
+/// array.
+pub(crate) fn unary(op: UnaryOp, x: &ArrayData, out: &Meta) -> Result<Written> {
+    if x.is_donatable() && out.dtype == x.dtype {
+        unary_into(op, x, x, out)?;
+        return Ok(Written::Input(0));
+    }
+    let o = ArrayData::alloc(out.dtype, &out.shape)?;
+    unary_into(op, x, &o, out)?;
+    Ok(Written::New(o))
+}
+
+/// `op` of `x` into `o` (row-major, of `out`'s shape and dtype; may be `x` itself).
+fn unary_into(op: UnaryOp, x: &ArrayData, o: &ArrayData, out: &Meta) -> Result<()> {
     if x.size() == 0 {
-        return Ok(o);
+        return Ok(());
     }
     let bool_out = out.dtype == Dtype::Bool;
     match (x.dtype, bool_out) {
-        (Dtype::F32, false) => map_rows::<f32, f32>(x, &o, |s, st, d, n| f32_row(op, s, st, d, n)),
+        (Dtype::F32, false) => map_rows::<f32, f32>(x, o, |s, st, d, n| f32_row(op, s, st, d, n)),
         (Dtype::F32, true) => {
-            map_rows::<f32, bool>(x, &o, |s, st, d, n| f32_row_bool(op, s, st, d, n))
+            map_rows::<f32, bool>(x, o, |s, st, d, n| f32_row_bool(op, s, st, d, n))
         }
-        (Dtype::F64, false) => map_rows::<f64, f64>(x, &o, |s, st, d, n| f64_row(op, s, st, d, n)),
+        (Dtype::F64, false) => map_rows::<f64, f64>(x, o, |s, st, d, n| f64_row(op, s, st, d, n)),
         (Dtype::F64, true) => {
-            map_rows::<f64, bool>(x, &o, |s, st, d, n| f64_row_bool(op, s, st, d, n))
+            map_rows::<f64, bool>(x, o, |s, st, d, n| f64_row_bool(op, s, st, d, n))
         }
         (Dtype::F16, false) => {
-            map_rows::<half::f16, half::f16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n))
+            map_rows::<half::f16, half::f16>(x, o, |s, st, d, n| half_row(op, s, st, d, n))
         }
         (Dtype::BF16, false) => {
-            map_rows::<half::bf16, half::bf16>(x, &o, |s, st, d, n| half_row(op, s, st, d, n))
+            map_rows::<half::bf16, half::bf16>(x, o, |s, st, d, n| half_row(op, s, st, d, n))
         }
         (Dtype::F16, true) => {
-            map_rows::<half::f16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n))
+            map_rows::<half::f16, bool>(x, o, |s, st, d, n| half_row_bool(op, s, st, d, n))
         }
         (Dtype::BF16, true) => {
-            map_rows::<half::bf16, bool>(x, &o, |s, st, d, n| half_row_bool(op, s, st, d, n))
+            map_rows::<half::bf16, bool>(x, o, |s, st, d, n| half_row_bool(op, s, st, d, n))
         }
-        (Dtype::Bool, _) => map_rows::<bool, bool>(x, &o, |s, st, d, n| unsafe {
+        (Dtype::Bool, _) => map_rows::<bool, bool>(x, o, |s, st, d, n| unsafe {
             match op {
                 UnaryOp::LogicalNot | UnaryOp::BitwiseNot => map_row(s, st, d, n, |v: bool| !v),
                 UnaryOp::IsNan | UnaryOp::IsInf => map_row(s, st, d, n, |_| false),
@@ -53,11 +62,11 @@ pub(crate) fn unary(op: UnaryOp, x: &ArrayData, out: &Meta) -> Result<ArrayData>
         }),
         (dt, _) => {
             crate::dispatch_dtype!(dt, T => {
-                int_unary::<T>(op, x, &o, bool_out)?
+                int_unary::<T>(op, x, o, bool_out)?
             })
         }
     }
-    Ok(o)
+    Ok(())
 }
 
 /// Integer ops: the float-only ones were promoted away by `ops`.
