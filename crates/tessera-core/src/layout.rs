@@ -290,11 +290,22 @@ impl ArrayData {
     /// may write its output in place.
     pub fn is_donatable(&self) -> bool {
         // The cheap tests first: most arrays that fail, fail on the count.
-        Arc::strong_count(&self.buffer) == 1
-            && self.layout.offset == 0
-            && !self.buffer.is_external()
-            && self.size() * self.dtype.size() == self.buffer.len()
-            && self.is_contiguous()
+        if Arc::strong_count(&self.buffer) != 1
+            || self.layout.offset != 0
+            || self.buffer.is_external()
+        {
+            return false;
+        }
+        // Row-major over exactly the buffer's bytes, in one pass over the dims (an empty array
+        // with unusual strides is refused: not donating is always safe).
+        let mut expect = 1isize;
+        for (&d, &s) in self.layout.shape.iter().zip(&self.layout.strides).rev() {
+            if d != 1 && s != expect {
+                return false;
+            }
+            expect = expect.wrapping_mul(d as isize);
+        }
+        expect as usize * self.dtype.size() == self.buffer.len()
     }
 }
 
@@ -304,6 +315,33 @@ mod tests {
 
     fn lay(shape: &[usize], strides: &[isize]) -> Layout {
         Layout::new(shape, strides, 0)
+    }
+
+    #[test]
+    fn donatable_means_sole_owner_of_a_row_major_buffer() {
+        let fresh = || ArrayData::alloc(crate::Dtype::F32, &[2, 3]).unwrap();
+        assert!(fresh().is_donatable());
+        let a = fresh();
+        let shared = a.clone();
+        assert!(!a.is_donatable() && !shared.is_donatable());
+        drop(shared);
+        assert!(a.is_donatable());
+        let with = |shape: &[usize], strides: &[isize], offset: usize| ArrayData {
+            layout: Layout::new(shape, strides, offset),
+            ..fresh()
+        };
+        assert!(with(&[2, 3], &[3, 1], 0).is_donatable());
+        assert!(!with(&[3, 2], &[1, 3], 0).is_donatable(), "transposed");
+        assert!(
+            !with(&[2, 2], &[3, 1], 0).is_donatable(),
+            "a part of the buffer"
+        );
+        assert!(!with(&[2, 3], &[3, 1], 1).is_donatable(), "offset");
+        assert!(!with(&[2, 3], &[0, 1], 0).is_donatable(), "broadcast rows");
+        assert!(
+            with(&[1, 6], &[99, 1], 0).is_donatable(),
+            "a unit dim's stride is free"
+        );
     }
 
     #[test]

@@ -331,12 +331,18 @@ impl Primitive {
         }
     }
 
-    /// Whether a failed kernel of this primitive may have written a donated input partway: a
-    /// collective reduces in place and fails when a peer is lost, possibly after summing some
+    /// Whether a failed kernel of this primitive may have written a donated input partway: an
+    /// all-reduce reduces in place and fails when a peer is lost, possibly after summing some
     /// of the data. Such an input is not given back after a failure (it would pass partial
-    /// sums off as its value); other kernels fail before writing.
+    /// sums off as its value); other kernels fail before writing or write only new arrays.
     pub fn spoils_donated_inputs_on_failure(&self) -> bool {
-        matches!(self, Primitive::Collective { .. })
+        matches!(
+            self,
+            Primitive::Collective {
+                op: crate::collective::CollectiveOp::AllReduce(_),
+                ..
+            }
+        )
     }
 }
 

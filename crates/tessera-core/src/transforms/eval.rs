@@ -247,7 +247,7 @@ fn run(plan: Plan) -> Result<()> {
 /// stored result (one lock per node; the kernel writes its outputs straight into the node).
 /// Gathers the inputs' data, taking it where this node holds the only handle (donation), and
 /// on failure puts the taken data back, so the graph stays as it was and can be evaluated
-/// again (say, after freeing memory); except after a failed collective, whose donated inputs
+/// again (say, after freeing memory); except after a failed all-reduce, whose donated input
 /// may hold partial sums ([`crate::Primitive::spoils_donated_inputs_on_failure`]): those are
 /// dropped, and evaluating the node again reports its input missing.
 ///
