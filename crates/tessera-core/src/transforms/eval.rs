@@ -267,22 +267,24 @@ fn run_node(
     // Inline storage: most nodes have at most three inputs, and with `Layout`'s inline dims
     // gathering them allocates nothing.
     let mut in_data: SmallVec<[ArrayData; 3]> = SmallVec::new();
-    let mut donated: SmallVec<[usize; 3]> = SmallVec::new();
+    // Bit i: input i's data was taken (a mask rather than one more `SmallVec`). Inputs past
+    // the 64th are never donated.
+    let mut donated = 0u64;
     for (i, inp) in st.inputs.iter().enumerate() {
         let mut ist = inp.node.lock();
         // Held only by this consumer: take the data so the kernel may reuse its buffer.
-        if !retain && Arc::strong_count(&inp.node) == 1 && ist.data.len() == 1 {
+        if !retain && i < 64 && Arc::strong_count(&inp.node) == 1 && ist.data.len() == 1 {
             if let Some(d) = ist.data.pop() {
                 in_data.push(d);
             }
             inp.node.done.store(false, Ordering::Release);
-            donated.push(i);
+            donated |= 1 << i;
         } else {
             match ist.data.get(inp.output as usize) {
                 Some(d) => in_data.push(d.clone()),
                 None => {
                     drop(ist);
-                    give_back(&st.inputs, in_data, &donated);
+                    give_back(&st.inputs, in_data, donated);
                     return Err(crate::Error::Invalid {
                         op: "eval",
                         msg: "an input was not evaluated (a failed earlier evaluation?)".into(),
@@ -309,7 +311,7 @@ fn run_node(
         Err(e) => {
             st.data.clear();
             if !primitive.spoils_donated_inputs_on_failure() {
-                give_back(&st.inputs, in_data, &donated);
+                give_back(&st.inputs, in_data, donated);
             }
             return Err(e);
         }
@@ -319,7 +321,7 @@ fn run_node(
     let expected = node.outputs.len();
     let sound = match delivered {
         Delivered::Pushed => st.data.len() == expected,
-        Delivered::InPlace(i) => st.data.is_empty() && expected == 1 && donated.contains(&i),
+        Delivered::InPlace(i) => st.data.is_empty() && expected == 1 && is_donated(donated, i),
     };
     if !sound {
         let e = wrong_delivery(
@@ -330,7 +332,7 @@ fn run_node(
             expected,
         );
         st.data.clear();
-        give_back(&st.inputs, in_data, &donated);
+        give_back(&st.inputs, in_data, donated);
         return Err(e);
     }
     if let Delivered::InPlace(i) = delivered {
@@ -373,10 +375,15 @@ fn wrong_delivery(
     }
 }
 
+/// Whether bit `i` of a donation mask is set.
+fn is_donated(mask: u64, i: usize) -> bool {
+    i < 64 && mask & (1 << i) != 0
+}
+
 /// Returns the data taken from donated inputs after a failure, so they are evaluated again.
-fn give_back(inputs: &crate::array::Inputs, in_data: SmallVec<[ArrayData; 3]>, donated: &[usize]) {
+fn give_back(inputs: &crate::array::Inputs, in_data: SmallVec<[ArrayData; 3]>, donated: u64) {
     for (i, d) in in_data.into_iter().enumerate() {
-        if donated.contains(&i) {
+        if is_donated(donated, i) {
             inputs[i].node.lock().data = smallvec::smallvec![d];
             inputs[i].node.done.store(true, Ordering::Release);
         }
