@@ -124,20 +124,26 @@ impl Layout {
 
     /// True when elements are laid out row-major with no gaps (dims of size 1 may have any stride).
     pub fn is_row_contiguous(&self) -> bool {
+        self.row_major_len().is_some()
+    }
+
+    /// The element count when the elements are laid out row-major with no gaps (as
+    /// [`Layout::is_row_contiguous`] decides; an empty array counts as such), else `None`: both
+    /// answers from one pass over the dims.
+    pub fn row_major_len(&self) -> Option<usize> {
         let mut expect = 1isize;
-        for i in (0..self.shape.len()).rev() {
-            let d = self.shape[i];
+        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
             if d == 0 {
-                return true;
+                return Some(0);
             }
             if d != 1 {
-                if self.strides[i] != expect {
-                    return false;
+                if s != expect {
+                    return None;
                 }
                 expect *= d as isize;
             }
         }
-        true
+        Some(expect as usize)
     }
 
     /// Strides this layout would have after reshaping to `new_shape` without copying, if possible
@@ -296,16 +302,10 @@ impl ArrayData {
         {
             return false;
         }
-        // Row-major over exactly the buffer's bytes, in one pass over the dims (an empty array
-        // with unusual strides is refused: not donating is always safe).
-        let mut expect = 1isize;
-        for (&d, &s) in self.layout.shape.iter().zip(&self.layout.strides).rev() {
-            if d != 1 && s != expect {
-                return false;
-            }
-            expect = expect.wrapping_mul(d as isize);
-        }
-        expect as usize * self.dtype.size() == self.buffer.len()
+        // Row-major over exactly the buffer's bytes.
+        self.layout
+            .row_major_len()
+            .is_some_and(|n| n * self.dtype.size() == self.buffer.len())
     }
 }
 

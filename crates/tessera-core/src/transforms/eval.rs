@@ -402,7 +402,8 @@ mod tests {
     }
 
     /// A two-rank group seen from rank 0 whose peer holds the same data (a sum doubles); with
-    /// `fail` set, every all-reduce fails after writing garbage halfway, as a lost peer would.
+    /// `fail` set, every all-reduce fails after summing in place, as one that loses its peer
+    /// partway may.
     struct Doubling {
         fail: bool,
     }
