@@ -1,6 +1,10 @@
 //! Runs a fused element-wise program: the array is cut into chunks that fit in L1, and every step
 //! of the program runs over the chunk before the next chunk is touched, so memory sees each input
 //! read once and the output written once, however many ops were fused.
+//!
+//! A linear program of cheap ops (`fused_tiled.rs`) whose operands are all read in place (full
+//! rows or single values) skips the chunks: each thread runs it once over its whole range, in
+//! blocks that stay in registers.
 
 // Row kernels take (pointer, stride) per operand plus the length: eight arguments for `where`.
 #![allow(clippy::too_many_arguments)]
@@ -148,11 +152,52 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
             }
         }
     };
-    match prog.reduce {
-        None => {
+    // A large output is written with streaming stores by the tiled executor.
+    let stream = tiled.is_some() && n >= super::simd::STREAM_STORE_MIN;
+    match (&prog.reduce, &tiled) {
+        (None, Some(plan)) if n_staged == 0 => {
+            // Every operand is read in place (full rows, or one value): nothing to stage per
+            // chunk, so each thread runs the tiled executor once over its whole range, its
+            // steps resolved once. (Per 1024-value chunk, resolving the steps and setting up
+            // the operands cost about as many instructions as a third of the arithmetic of ten
+            // cheap ops.)
+            pool::parallel_chunks(n.div_ceil(CHUNK), 16, &|c0, c1| {
+                let (start, end) = (c0 * CHUNK, (c1 * CHUNK).min(n));
+                let run_srcs: Vec<Src> = srcs
+                    .iter()
+                    .map(|(p, kind)| match kind {
+                        // SAFETY: full inputs have n elements.
+                        Operand::Full => Src {
+                            ptr: unsafe { p.get().add(start) },
+                            stride: 1,
+                        },
+                        _ => Src {
+                            ptr: p.get(),
+                            stride: 0,
+                        },
+                    })
+                    .collect();
+                let mut bufs = fused_tiled::RunBuffers::new(run_srcs.len());
+                // SAFETY: every row operand covers `end - start` values from its pointer, the
+                // output has room for them from `start`, the buffers were made for these
+                // operands.
+                unsafe {
+                    fused_tiled::run(
+                        plan,
+                        &run_srcs,
+                        end - start,
+                        dst.get().add(start),
+                        &mut bufs,
+                        stream,
+                    )
+                };
+                if stream {
+                    super::simd::stream_fence();
+                }
+            });
+        }
+        (None, _) => {
             let chunks = n.div_ceil(CHUNK);
-            // A large output is written with streaming stores by the tiled executor.
-            let stream = tiled.is_some() && n >= super::simd::STREAM_STORE_MIN;
             pool::parallel_chunks(chunks, 16, &|c0, c1| {
                 let mut sc = scratch();
                 for c in c0..c1 {
@@ -171,7 +216,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 }
             });
         }
-        Some((op, len)) if len <= CHUNK => {
+        (&Some((op, len)), _) if len <= CHUNK => {
             // Whole rows per chunk: evaluate them into a scratch, then reduce each row.
             let rows_per = CHUNK / len;
             let blocks = out_n.div_ceil(rows_per);
@@ -189,7 +234,7 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                 }
             });
         }
-        Some((op, len)) => {
+        (&Some((op, len)), _) => {
             // Long rows: evaluate a row in chunks into a row-sized scratch, then reduce it.
             pool::parallel_chunks(out_n, 1, &|r0, r1| {
                 let mut sc = scratch();
