@@ -9,7 +9,9 @@
 //! Cases: `cheap10` (`chain10_cheap`'s mix: x1.01, +0.5, max -0.9, min 2, -0.25, twice),
 //! `arith10` (multiplies, adds and subtracts), `maxmin10` (max / min against scalars), `tanh10`
 //! (`chain10`'s mix: x1.01, +0.5, tanh), `add1` (one add: the cost of a call and one pass) and
-//! `dag10` (ten cheap ops that read earlier results: the chunked executor).
+//! `dag10` (ten cheap ops that read earlier results: the chunked executor); `bias4` and
+//! `full4` (bias, ReLU, scale, bias over rows of 1024, the biases broadcast or full-size; N must
+//! then be a multiple of 1024).
 
 use tessera_core::transforms::compile;
 use tessera_core::{Array, Result, ops};
@@ -42,6 +44,15 @@ fn dag10(xs: &[Array]) -> Result<Vec<Array>> {
     Ok(vec![ops::add(&i, x)?])
 }
 
+/// A bias, a ReLU, a scale and a second bias over rows of 1024 (`x` is `[n / 1024, 1024]`):
+/// the biases broadcast over the rows (`bias4`), or are full-size arrays (`full4`).
+fn affine4(xs: &[Array]) -> Result<Vec<Array>> {
+    let y = ops::add(&xs[0], &xs[1])?;
+    let y = ops::maximum(&y, &Array::scalar(0f32))?;
+    let y = ops::multiply(&y, &Array::scalar(1.5f32))?;
+    Ok(vec![ops::add(&y, &xs[2])?])
+}
+
 fn main() -> Result<()> {
     let arg = |i: usize| std::env::args().nth(i);
     let n: usize = arg(1).and_then(|s| s.parse().ok()).unwrap_or(16384);
@@ -49,6 +60,10 @@ fn main() -> Result<()> {
     let only = arg(3);
     let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
     let x = Array::from_slice(&values, &[n])?;
+    let rows = Array::from_slice(&values, &[n / 1024, 1024])?;
+    let bias = Array::from_slice(&values[..1024], &[1024])?;
+    let full_bias = ops::contiguous(&ops::broadcast_to(&bias, &[n / 1024, 1024])?)?;
+    full_bias.eval()?;
     let cheap: Op = |i, y| match i % 5 {
         0 => ops::multiply(y, &Array::scalar(1.01f32)),
         1 => ops::add(y, &Array::scalar(0.5f32)),
@@ -79,6 +94,8 @@ fn main() -> Result<()> {
         ("tanh10", Box::new(chain(tanh, 10))),
         ("add1", Box::new(chain(add, 1))),
         ("dag10", Box::new(dag10)),
+        ("bias4", Box::new(affine4)),
+        ("full4", Box::new(affine4)),
     ];
     for round in 0..3 {
         for (name, program) in &cases {
@@ -86,7 +103,12 @@ fn main() -> Result<()> {
                 continue;
             }
             let f = compile(program);
-            let input = std::slice::from_ref(&x);
+            let inputs = match *name {
+                "bias4" => vec![rows.clone(), bias.clone(), bias.clone()],
+                "full4" => vec![rows.clone(), full_bias.clone(), full_bias.clone()],
+                _ => vec![x.clone()],
+            };
+            let input = &inputs[..];
             f.call(input)?[0].eval()?;
             let mut best = f64::MAX;
             for _ in 0..5 {
