@@ -171,7 +171,8 @@ pub(crate) fn run(prog: &FusedProgram, inputs: &[ArrayData], out: &Meta) -> Resu
                             ptr: unsafe { p.get().add(start) },
                             stride: 1,
                         },
-                        _ => Src {
+                        // (`n_staged == 0`: every other operand is a single value.)
+                        Operand::Scalar | Operand::Staged { .. } => Src {
                             ptr: p.get(),
                             stride: 0,
                         },
